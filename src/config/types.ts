@@ -1,0 +1,125 @@
+// Types of a resolved experiment: every default filled in, mirrors schema/experiment.schema.json.
+// test/schema-types.test.ts checks that the two agree.
+
+export const BACKBONE_NAMES = ['inception_v3', 'mobilenet_v2'] as const;
+export const POOLINGS = ['flatten', 'avg', 'max'] as const;
+export const OPTIMIZERS = ['rmsprop', 'adam', 'sgd', 'adagrad'] as const;
+export const FILL_MODES = ['nearest', 'constant', 'reflect', 'wrap'] as const;
+export const INTERPOLATIONS = ['nearest', 'bilinear', 'bicubic'] as const;
+export const CLASS_MODES = ['auto', 'binary', 'categorical'] as const;
+export const PREPROCESSINGS = ['auto', 'rescale', 'inception', 'none'] as const;
+
+export type BackboneName = (typeof BACKBONE_NAMES)[number];
+export type Pooling = (typeof POOLINGS)[number];
+export type OptimizerName = (typeof OPTIMIZERS)[number];
+export type FillMode = (typeof FILL_MODES)[number];
+export type Interpolation = (typeof INTERPOLATIONS)[number];
+export type ClassMode = (typeof CLASS_MODES)[number];
+/** rescale: x/255 -> [0,1]; inception: x/127.5-1 -> [-1,1]; none: raw 0..255; auto: what the weights expect. */
+export type Preprocessing = (typeof PREPROCESSINGS)[number];
+
+export interface DataConfig {
+  url?: string;
+  sha256?: string;
+  train: string;
+  validation: string;
+  image_size: [number, number]; // [height, width]
+  batch_size: number;
+  class_mode: ClassMode;
+  interpolation: Interpolation;
+  /** Use at most this many images per class (first after sorting by name); for quick runs. */
+  max_per_class?: number;
+}
+
+export interface BackboneConfig {
+  name: BackboneName;
+  /** 'nsfwjs' | 'imagenet' | a path to a Keras .h5 weights file or a tfjs model.json */
+  weights: string;
+  cut_layer: string;
+  trainable: boolean;
+  trainable_from?: string;
+  preprocessing: Preprocessing;
+}
+
+export interface HeadConfig {
+  pooling: Pooling;
+  units: number[];
+  activation: string;
+  dropout: number;
+}
+
+export interface AugmentationConfig {
+  rotation_range: number;
+  width_shift_range: number;
+  height_shift_range: number;
+  shear_range: number;
+  zoom_range: number | [number, number];
+  horizontal_flip: boolean;
+  vertical_flip: boolean;
+  fill_mode: FillMode;
+  cval: number;
+  brightness_range?: [number, number];
+}
+
+export interface OptimizerConfig {
+  name: OptimizerName;
+  learning_rate: number;
+  momentum?: number;
+  nesterov?: boolean;
+  rho?: number;
+  epsilon?: number;
+  beta_1?: number;
+  beta_2?: number;
+}
+
+export interface EarlyStoppingConfig {
+  monitor: string;
+  patience: number;
+  min_delta: number;
+  mode: 'auto' | 'min' | 'max';
+  restore_best_weights: boolean;
+}
+
+export interface TrainingConfig {
+  epochs: number;
+  steps_per_epoch?: number;
+  validation_steps?: number;
+  seed: number;
+  early_stopping?: EarlyStoppingConfig;
+  checkpoint: { monitor: string; save_best_only: boolean };
+}
+
+export type SweepValues = unknown[];
+export interface SweepDistribution {
+  distribution: 'uniform' | 'log_uniform' | 'int' | 'choice';
+  min?: number;
+  max?: number;
+  values?: unknown[];
+}
+export interface SweepConfig {
+  method: 'grid' | 'random';
+  trials?: number;
+  seed?: number;
+  metric: string;
+  goal: 'maximize' | 'minimize';
+  parameters: Record<string, SweepValues | SweepDistribution>;
+}
+
+export interface TrackingConfig {
+  enabled: boolean;
+  uri?: string;
+  experiment_name?: string;
+}
+
+export interface Experiment {
+  name: string;
+  description?: string;
+  data: DataConfig;
+  backbone: BackboneConfig;
+  head: HeadConfig;
+  augmentation: AugmentationConfig;
+  optimizer: OptimizerConfig;
+  training: TrainingConfig;
+  sweep?: SweepConfig;
+  tracking: TrackingConfig;
+}
