@@ -1,0 +1,38 @@
+// One error hierarchy: the CLI prints `message` (and `hint`) of an XpError without a stack trace.
+
+export class XpError extends Error {
+  hint?: string;
+  constructor(message: string, options: { cause?: unknown; hint?: string } = {}) {
+    super(message, { cause: options.cause });
+    this.name = 'XpError';
+    this.hint = options.hint;
+  }
+}
+
+export class ConfigError extends XpError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options);
+    this.name = 'ConfigError';
+  }
+}
+
+export class DataError extends XpError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options);
+    this.name = 'DataError';
+  }
+}
+
+export class ModelError extends XpError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options);
+    this.name = 'ModelError';
+  }
+}
+
+export class TrackingError extends XpError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options);
+    this.name = 'TrackingError';
+  }
+}
