@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+// Idempotent project setup, run by `npm install` (postinstall): native TensorFlow for tfjs-node and a
+// project-local Python virtual environment with a pinned MLflow. A second run only verifies.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as libtf from './setup/libtensorflow.mjs';
+
+export const MLFLOW_VERSION = '3.17.2';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const tfjsNodeDir = path.join(root, 'node_modules', '@tensorflow', 'tfjs-node');
+const log = (line) => console.log(`[xp setup] ${line}`);
+
+async function step(name, fn) {
+  const started = Date.now();
+  log(`${name} ...`);
+  try {
+    const detail = await fn();
+    log(`${name}: ${detail} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (error) {
+    const hint = error.hint ? `\n  what to do: ${error.hint}` : '';
+    console.error(`[xp setup] FAILED at "${name}": ${error.message}${hint}`);
+    process.exit(1);
+  }
+}
+
+async function nativeTensorflow() {
+  try {
+    return `already in place, ${describe(libtf.verify(root))}`;
+  } catch {
+    // not built yet, or built against something gone: provision and build
+  }
+  const cache = libtf.cacheRoot();
+  const url = process.env.XP_LIBTENSORFLOW_URL || libtf.TARBALL_URL;
+  let source;
+  try {
+    source = await libtf.fromTarball(url, cache, { log, timeoutMs: 20_000 });
+  } catch (error) {
+    log(`official libtensorflow tarball unavailable (${error.cause?.code || error.message}); using the TensorFlow wheel from PyPI`);
+    try {
+      source = await libtf.fromWheel(cache, { log, python: pythonBin() });
+    } catch (wheelError) {
+      throw Object.assign(new Error(`no libtensorflow: tarball (${error.message}) and wheel (${wheelError.message}) both failed`), {
+        hint: 'check network access to PyPI, or set XP_LIBTENSORFLOW_URL to a reachable libtensorflow-cpu-linux-x86_64 tarball',
+      });
+    }
+  }
+  log(`libtensorflow from ${source.source}`);
+  libtf.stage(source, tfjsNodeDir);
+  libtf.buildBinding(tfjsNodeDir, { log });
+  try {
+    return describe(libtf.verify(root));
+  } catch (error) {
+    throw Object.assign(error, { hint: 'xp never falls back to the slow wasm or pure-JS backends; see the build output above' });
+  }
+}
+
+const describe = (v) => `backend ${v.backend}, tfjs ${v.tfjs}`;
+
+function pythonBin() {
+  for (const candidate of [process.env.XP_PYTHON, 'python3', 'python']) {
+    if (candidate && spawnSync(candidate, ['--version']).status === 0) return candidate;
+  }
+  throw Object.assign(new Error('no python3 found'), { hint: 'install Python 3.10+ with pip and venv (Debian: apt-get install python3-venv)' });
+}
+
+async function mlflowVenv() {
+  const venv = path.join(root, '.venv');
+  const mlflow = path.join(venv, 'bin', 'mlflow');
+  const version = () => spawnSync(mlflow, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (fs.existsSync(mlflow) && version().includes(MLFLOW_VERSION)) return `already in place, ${version()}`;
+  if (!fs.existsSync(path.join(venv, 'bin', 'python'))) {
+    run(pythonBin(), ['-m', 'venv', venv], 'create the virtual environment');
+  }
+  log(`pip install mlflow==${MLFLOW_VERSION} into .venv (a minute or two the first time)`);
+  run(path.join(venv, 'bin', 'python'), ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', `mlflow==${MLFLOW_VERSION}`], 'pip install mlflow');
+  const v = version();
+  if (!v.includes(MLFLOW_VERSION)) throw new Error(`.venv/bin/mlflow --version printed "${v}"`);
+  return v;
+}
+
+function run(cmd, args, what) {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw Object.assign(new Error(`${what} failed: ${(r.stderr || '').trim().split('\n').slice(-3).join(' ')}`), {
+      hint: 'check network access to PyPI; remove .venv and run `npm run setup` again',
+    });
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const started = Date.now();
+  await step('native TensorFlow for tfjs-node', nativeTensorflow);
+  await step(`MLflow ${MLFLOW_VERSION} in .venv`, mlflowVenv);
+  log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
