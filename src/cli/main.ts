@@ -1,0 +1,223 @@
+// The `xp` command line: commands and flags declared as data; heavy modules (tfjs-node, MLflow) are imported
+// only by the command that needs them, so --help and `xp check` stay quick. One handler sets the exit code.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { XpError } from '../errors.ts';
+import { ConfigProblems, formatProblem } from '../config/problems.ts';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+interface Command {
+  summary: string;
+  usage: string;
+  options: Options;
+  help: Record<string, string>;
+  run(args: string[], values: Values): Promise<number>;
+}
+
+const overrideOptions: Options = {
+  set: { type: 'string', multiple: true },
+  sweep: { type: 'string', multiple: true },
+};
+const overrideHelp = {
+  '--set key=value': 'override one field (repeatable), e.g. --set head.dropout=0.5',
+  '--sweep key=a,b,c': 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10',
+};
+
+const commands: Record<string, Command> = {
+  check: {
+    summary: 'validate experiment files against the schema',
+    usage: 'xp check <experiment.yaml...> [--set key=value] [--sweep key=a,b]',
+    options: { ...overrideOptions, quiet: { type: 'boolean', short: 'q' } },
+    help: { ...overrideHelp, '-q, --quiet': 'print problems only' },
+    async run(args, v) {
+      if (!args.length) throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
+      const { check } = await import('./check.ts');
+      return check(args, { set: v.set as string[], sweep: v.sweep as string[], quiet: Boolean(v.quiet) });
+    },
+  },
+  run: {
+    summary: 'train an experiment (every trial of a sweep) and track it in MLflow',
+    usage: 'xp run <experiment.yaml> [options]',
+    options: {
+      ...overrideOptions,
+      'no-track': { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+      parallel: { type: 'string' },
+      rerun: { type: 'boolean' },
+      'no-share': { type: 'boolean' },
+      'data-dir': { type: 'string' },
+      quiet: { type: 'boolean', short: 'q' },
+      json: { type: 'boolean' },
+    },
+    help: {
+      ...overrideHelp,
+      '--no-track': 'do not log to MLflow',
+      '--dry-run': 'list the trials that would run, and stop',
+      '--parallel N': 'run N sweep trials at once in child processes',
+      '--rerun': 'run sweep trials again even when MLflow has them FINISHED',
+      '--no-share': 'train each trial on its own, even when trials could share one backbone pass',
+      '--data-dir DIR': 'where datasets given by url are looked up and downloaded (default XP_DATA_DIR or ~/.cache/xp/datasets)',
+      '-q, --quiet': 'no progress bars: one line per epoch',
+      '--json': 'print one JSON object per epoch and a JSON summary, for scripts',
+    },
+    async run(args, v) {
+      if (args.length !== 1) throw new XpError('xp run needs exactly one experiment file', { hint: 'xp run experiments/quickstart.yaml' });
+      const { runCommand } = await import('./run.ts');
+      return runCommand(args[0], {
+        set: v.set as string[],
+        sweep: v.sweep as string[],
+        track: !v['no-track'],
+        dryRun: Boolean(v['dry-run']),
+        parallel: v.parallel ? positiveInt('--parallel', v.parallel as string) : 1,
+        rerun: Boolean(v.rerun),
+        share: !v['no-share'],
+        dataDir: v['data-dir'] as string | undefined,
+        output: v.json ? 'json' : v.quiet ? 'quiet' : 'bar',
+      });
+    },
+  },
+  predict: {
+    summary: 'print the class and probability of each image with a trained run',
+    usage: 'xp predict <run-dir> <images...>',
+    options: { json: { type: 'boolean' } },
+    help: { '--json': 'one JSON object per image' },
+    async run(args, v) {
+      if (args.length < 2) throw new XpError('xp predict needs a run directory and at least one image', { hint: 'xp predict runs/quickstart/<run-id> cat.jpg' });
+      const { predictCommand } = await import('./predict.ts');
+      return predictCommand(args[0], args.slice(1), { json: Boolean(v.json) });
+    },
+  },
+  evaluate: {
+    summary: 'accuracy and confusion matrix of a trained run on a labelled directory',
+    usage: 'xp evaluate <run-dir> <dir>',
+    options: { json: { type: 'boolean' } },
+    help: { '--json': 'print the result as JSON' },
+    async run(args, v) {
+      if (args.length !== 2) throw new XpError('xp evaluate needs a run directory and a directory of class folders');
+      const { evaluateCommand } = await import('./predict.ts');
+      return evaluateCommand(args[0], args[1], { json: Boolean(v.json) });
+    },
+  },
+  runs: {
+    summary: 'compare the runs of an experiment: differing params and final metrics',
+    usage: 'xp runs [experiment-name] [--best] [--json]',
+    options: { best: { type: 'boolean' }, json: { type: 'boolean' }, all: { type: 'boolean' } },
+    help: { '--best': "print the best run's id and directory", '--json': 'print the rows as JSON', '--all': 'include sweep parents' },
+    async run(args, v) {
+      const { runsCommand } = await import('./runs.ts');
+      return runsCommand(args[0], { best: Boolean(v.best), json: Boolean(v.json), all: Boolean(v.all) });
+    },
+  },
+  ui: {
+    summary: 'start (or reuse) the MLflow UI on the local store and print its URL',
+    usage: 'xp ui [--port N]',
+    options: { port: { type: 'string' } },
+    help: { '--port N': 'port to listen on (default: a free one)' },
+    async run(_args, v) {
+      const { uiCommand } = await import('./runs.ts');
+      return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined });
+    },
+  },
+  sync: {
+    summary: 'send tracking records that could not reach MLflow during a run',
+    usage: 'xp sync [run-dir...]',
+    options: {},
+    help: {},
+    async run(args) {
+      const { syncCommand } = await import('./runs.ts');
+      return syncCommand(args);
+    },
+  },
+  bench: {
+    summary: 'measure images/s of each stage and whole epochs, next to Keras on this machine',
+    usage: 'xp bench [--quick] [--no-keras] [--sweep]',
+    options: { quick: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, sweep: { type: 'boolean' } },
+    help: { '--quick': 'fewer steps', '--no-keras': 'skip the Keras baseline', '--sweep': 'also time the example sweep' },
+    async run(_args, v) {
+      const { benchCommand } = await import('../../bench/run.ts');
+      return benchCommand({ quick: Boolean(v.quick), keras: !v['no-keras'], sweep: Boolean(v.sweep) });
+    },
+  },
+};
+
+function positiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new XpError(`${flag} must be a positive integer (got ${JSON.stringify(text)})`);
+  return n;
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  return [
+    'xp: declarative transfer-learning experiments on native TensorFlow, tracked in MLflow',
+    '',
+    'Usage: xp <command> [options]',
+    '',
+    'Commands:',
+    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `xp <command> --help` for the options of a command.',
+  ].join('\n');
+}
+
+function commandHelp(name: string, c: Command): string {
+  const entries = Object.entries({ ...c.help, '-h, --help': 'show this help' });
+  const width = Math.max(...entries.map(([k]) => k.length));
+  return [`${c.usage}`, '', c.summary, '', 'Options:', ...entries.map(([k, d]) => `  ${k.padEnd(width)}  ${d}`)].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  if (name === '--version' || name === '-v') {
+    const { createRequire } = await import('node:module');
+    console.log(createRequire(import.meta.url)('../../package.json').version);
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    const { didYouMean } = await import('../config/problems.ts');
+    console.error(`xp: unknown command "${name}"${didYouMean(name, Object.keys(commands))}\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
+    if (values.help) {
+      console.log(commandHelp(name, command));
+      return 0;
+    }
+    return await command.run(positionals, values as Values);
+  } catch (error) {
+    return report(error, name, command);
+  }
+}
+
+function report(error: unknown, name: string, command: Command): number {
+  if (error instanceof ConfigProblems) {
+    for (const p of error.problems) console.error(formatProblem(p));
+    return 2;
+  }
+  if (error instanceof XpError) {
+    console.error(`xp ${name}: ${error.message}`);
+    if (error.hint) console.error(`  ${error.hint}`);
+    if (process.env.XP_DEBUG && error.cause) console.error(error.cause);
+    return 1;
+  }
+  const code = (error as { code?: string })?.code;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    console.error(`xp ${name}: ${(error as Error).message}\n\n${commandHelp(name, command)}`);
+    return 2;
+  }
+  // A bug, not bad input: keep the stack for the report.
+  console.error(`xp ${name}: unexpected error: ${(error as Error)?.stack ?? error}`);
+  return 1;
+}

@@ -1,0 +1,101 @@
+// Expands a sweep into trials: a grid (cartesian product) or seeded random draws.
+import { createRng, type Rng } from '../util/random.ts';
+import type { SweepConfig, SweepDistribution } from './types.ts';
+
+export type Assignment = Record<string, unknown>; // dotted path -> value
+
+export interface Trial {
+  index: number; // 1-based
+  values: Assignment;
+  name: string; // e.g. "dropout=0.2 epochs=10"
+}
+
+const RESERVED = ['method', 'trials', 'seed', 'metric', 'goal', 'parameters'];
+
+/** Sweep keys with a dot are parameters; `parameters:` holds the same, W&B style. */
+export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number): SweepConfig {
+  const parameters: SweepConfig['parameters'] = { ...((raw.parameters as SweepConfig['parameters']) ?? {}) };
+  for (const [k, v] of Object.entries(raw)) if (!RESERVED.includes(k)) parameters[k] = v as unknown[];
+  const metric = (raw.metric as string) ?? 'val_accuracy';
+  return {
+    method: (raw.method as SweepConfig['method']) ?? 'grid',
+    trials: raw.trials as number | undefined,
+    seed: (raw.seed as number) ?? defaultSeed,
+    metric,
+    goal: (raw.goal as SweepConfig['goal']) ?? (metric.endsWith('loss') ? 'minimize' : 'maximize'),
+    parameters,
+  };
+}
+
+export function expandSweep(sweep: SweepConfig): Trial[] {
+  const keys = Object.keys(sweep.parameters);
+  const assignments = sweep.method === 'random' ? randomAssignments(sweep, keys) : gridAssignments(sweep, keys);
+  return assignments.map((values, i) => ({ index: i + 1, values, name: trialName(values) }));
+}
+
+function gridAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
+  let out: Assignment[] = [{}];
+  for (const key of keys) {
+    const spec = sweep.parameters[key];
+    const values = Array.isArray(spec) ? spec : gridValuesOf(spec, key);
+    out = out.flatMap((a) => values.map((v) => ({ ...a, [key]: v })));
+  }
+  return out;
+}
+
+function gridValuesOf(spec: SweepDistribution, key: string): unknown[] {
+  if (spec.distribution === 'choice' && spec.values) return spec.values;
+  if (spec.distribution === 'int' && spec.min !== undefined && spec.max !== undefined && spec.max - spec.min <= 100) {
+    return Array.from({ length: spec.max - spec.min + 1 }, (_, i) => spec.min! + i);
+  }
+  throw new SweepSpecError(key, `a ${spec.distribution} distribution needs method: random (grid takes lists, choice or small int ranges)`);
+}
+
+function randomAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
+  const rng = createRng(sweep.seed ?? 0);
+  const n = sweep.trials ?? 10;
+  return Array.from({ length: n }, () => Object.fromEntries(keys.map((k) => [k, draw(sweep.parameters[k], rng, k)])));
+}
+
+function draw(spec: unknown[] | SweepDistribution, rng: Rng, key: string): unknown {
+  if (Array.isArray(spec)) return spec[rng.int(0, spec.length - 1)];
+  const { distribution, min, max, values } = spec;
+  if (distribution === 'choice') {
+    if (!values) throw new SweepSpecError(key, 'choice needs values');
+    return values[rng.int(0, values.length - 1)];
+  }
+  if (min === undefined || max === undefined || !(max >= min)) throw new SweepSpecError(key, `${distribution} needs min <= max`);
+  if (distribution === 'uniform') return round(rng.uniform(min, max));
+  if (distribution === 'int') return rng.int(min, max);
+  if (min <= 0) throw new SweepSpecError(key, 'log_uniform needs min > 0');
+  return round(Math.exp(rng.uniform(Math.log(min), Math.log(max))));
+}
+
+// Six significant digits keep run names and MLflow params readable.
+const round = (x: number) => Number(x.toPrecision(6));
+
+export class SweepSpecError extends Error {
+  constructor(readonly key: string, message: string) {
+    super(message);
+  }
+}
+
+/** "dropout=0.2 epochs=10": the last path segment, unless two parameters share it. */
+export function trialName(values: Assignment): string {
+  const keys = Object.keys(values);
+  const last = keys.map((k) => k.split('.').pop()!);
+  return keys
+    .map((k, i) => `${last.filter((l) => l === last[i]).length > 1 ? k : last[i]}=${format(values[k])}`)
+    .join(' ');
+}
+
+const format = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+
+export function setPath(target: Record<string, any>, path: string[], value: unknown): void {
+  let node = target;
+  for (const k of path.slice(0, -1)) {
+    if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};
+    node = node[k];
+  }
+  node[path[path.length - 1]] = value;
+}

@@ -1,0 +1,147 @@
+// JSON Schema validation with defaults, and ajv errors turned into one-sentence problems with a field path.
+import { createRequire } from 'node:module';
+import Ajv2020Module from 'ajv/dist/2020.js';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { didYouMean, show } from './problems.ts';
+
+const require = createRequire(import.meta.url);
+export const schema = require('../../schema/experiment.schema.json');
+
+const Ajv2020 = (Ajv2020Module as unknown as { default: typeof Ajv2020Module }).default ?? Ajv2020Module;
+let compiled: ValidateFunction | undefined;
+
+function validator(): ValidateFunction {
+  compiled ??= new Ajv2020({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true }).compile(schema);
+  return compiled;
+}
+
+export interface FieldProblem {
+  path: (string | number)[];
+  /** true when the problem is about the key itself (an unknown field), not its value */
+  atKey?: boolean;
+  message: string;
+}
+
+/** Validates in place (defaults are filled into `data`) and returns the problems, most specific first. */
+export function validate(data: unknown): FieldProblem[] {
+  const check = validator();
+  if (check(data)) return [];
+  return explain(check.errors ?? [], data);
+}
+
+function explain(errors: ErrorObject[], data: unknown): FieldProblem[] {
+  // oneOf failures come with one error per branch: report the oneOf alone, at its own path.
+  const oneOfPaths = new Set(errors.filter((e) => e.keyword === 'oneOf').map((e) => e.instancePath));
+  const problems: FieldProblem[] = [];
+  const seen = new Set<string>();
+  for (const e of errors) {
+    if (e.keyword !== 'oneOf' && [...oneOfPaths].some((p) => e.instancePath.startsWith(p) && e.schemaPath.includes('/oneOf/'))) continue;
+    if (e.keyword === 'if' || e.keyword === 'propertyNames') continue;
+    const problem = toProblem(e, data);
+    const key = `${problem.path.join('.')}|${problem.message}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      problems.push(problem);
+    }
+  }
+  return problems;
+}
+
+function toProblem(e: ErrorObject, data: unknown): FieldProblem {
+  const path = e.instancePath.split('/').slice(1).map(unescape);
+  const name = path.join('.') || 'the experiment';
+  const value = valueAt(data, path);
+  const got = ` (got ${show(value)})`;
+  const p = e.params as Record<string, any>;
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const known = Object.keys(propertiesAt(path));
+      const field = [...path, p.additionalProperty].join('.');
+      const hint = known.length ? didYouMean(p.additionalProperty, known) || `; known fields: ${known.join(', ')}` : '';
+      return { path: [...path, p.additionalProperty], atKey: true, message: `${field} is not a known field${hint}` };
+    }
+    case 'required':
+      return { path, message: `${path.length ? `${name}.` : ''}${p.missingProperty} is required` };
+    case 'type':
+      return { path, message: `${name} must be ${article(p.type)}${got}` };
+    case 'enum': {
+      const allowed = (p.allowedValues as unknown[]).map(String);
+      return { path, message: `${name} must be one of ${allowed.join(', ')}${got}${typeof value === 'string' ? didYouMean(value, allowed) : ''}` };
+    }
+    case 'minimum':
+    case 'maximum':
+    case 'exclusiveMinimum':
+    case 'exclusiveMaximum':
+      return { path, message: `${name} must be ${p.comparison} ${p.limit}${got}` };
+    case 'minItems':
+    case 'maxItems':
+      return { path, message: `${name} must have ${e.keyword === 'minItems' ? 'at least' : 'at most'} ${p.limit} items${got}` };
+    case 'minLength':
+      return { path, message: `${name} must not be empty` };
+    case 'pattern':
+      return { path, message: `${name} ${patternAdvice(path)}${got}` };
+    case 'oneOf':
+      return { path, message: `${name} ${oneOfAdvice(path)}${got}` };
+    default:
+      return { path, message: `${name} ${e.message ?? 'is invalid'}${got}` };
+  }
+}
+
+function article(type: string): string {
+  const words: Record<string, string> = { integer: 'an integer', object: 'a mapping', array: 'a list', string: 'a string', number: 'a number', boolean: 'true or false' };
+  return type.split(',').map((t) => words[t] ?? t).join(' or ');
+}
+
+function patternAdvice(path: string[]): string {
+  const last = path[path.length - 1];
+  if (last === 'name') return "may only contain letters, digits, '.', '_' and '-', starting with a letter or digit";
+  if (last === 'sha256') return 'must be 64 hexadecimal characters';
+  if (last === 'url') return 'must be an http(s):// or file:// URL';
+  return 'has an invalid format';
+}
+
+function oneOfAdvice(path: string[]): string {
+  const last = path[path.length - 1];
+  if (last === 'zoom_range') return 'must be a number in [0, 1] or a [lower, upper] pair';
+  if (path[0] === 'sweep') return 'must be a list of values or a {distribution, min, max | values} mapping';
+  return 'does not match any allowed form';
+}
+
+const unescape = (s: string) => s.replace(/~1/g, '/').replace(/~0/g, '~');
+
+function valueAt(data: unknown, path: (string | number)[]): unknown {
+  let v: any = data;
+  for (const k of path) v = v?.[k];
+  return v;
+}
+
+/** The `properties` of the schema object at a data path (for "did you mean"). */
+export function propertiesAt(path: (string | number)[]): Record<string, unknown> {
+  let s: any = schema;
+  for (const k of path) {
+    s = s?.properties?.[k] ?? s?.additionalProperties;
+    if (s?.$ref) s = resolveRef(s.$ref);
+  }
+  return s?.properties ?? {};
+}
+
+function resolveRef(ref: string): unknown {
+  return ref.split('/').slice(1).reduce((s: any, k) => s?.[k], schema);
+}
+
+/** Whether a dotted path names a field the schema knows (for --set and sweep keys). */
+export function isKnownField(path: string[]): boolean {
+  let s: any = schema;
+  for (const k of path) {
+    s = s?.properties?.[k];
+    if (!s) return false;
+  }
+  return true;
+}
+
+export function knownFields(prefix: string[] = []): string[] {
+  const props = propertiesAt(prefix);
+  return Object.entries(props).flatMap(([k, v]: [string, any]) =>
+    v?.properties ? knownFields([...prefix, k]) : [[...prefix, k].join('.')],
+  );
+}
