@@ -1,0 +1,67 @@
+// The Python environment of the Keras baseline: .venv-keras at the repo root, pinned by requirements.txt.
+// A stamp holding the requirements' hash makes the second call a file read instead of a pip run.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { XpError } from '../../src/errors.ts';
+
+const REQUIREMENTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'requirements.txt');
+const STAMP = '.xp-requirements.sha256';
+
+/** Creates `<repoRoot>/.venv-keras` if missing, installs requirements.txt when it changed; returns its python. */
+export async function ensureKerasVenv(repoRoot: string): Promise<string> {
+  const venv = path.join(repoRoot, '.venv-keras');
+  const python = path.join(venv, 'bin', 'python');
+  const hash = createHash('sha256').update(fs.readFileSync(REQUIREMENTS)).digest('hex');
+  const stamp = path.join(venv, STAMP);
+  if (fs.existsSync(python) && readOrEmpty(stamp) === hash) return python;
+
+  if (!fs.existsSync(python)) {
+    const base = await systemPython();
+    log(`creating ${venv} with ${base}`);
+    await run(base, ['-m', 'venv', venv], 'create the virtual environment');
+  }
+  // The TensorFlow wheel that scripts/setup fetched for libtensorflow spares a second 270 MB download.
+  const wheels = path.join(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'), 'wheels');
+  const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
+  log(`pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into .venv-keras (a few minutes the first time)`);
+  await run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...findLinks, '-r', REQUIREMENTS], 'pip install the Keras baseline requirements');
+  fs.writeFileSync(stamp, hash);
+  return python;
+}
+
+async function systemPython(): Promise<string> {
+  for (const candidate of [process.env.XP_PYTHON, 'python3', 'python']) {
+    if (!candidate) continue;
+    const r = await execa(candidate, ['--version'], { reject: false });
+    if (r.exitCode === 0) return candidate;
+  }
+  throw new XpError('The Keras baseline needs Python 3 to create .venv-keras, but no python3 or python is on PATH.', {
+    hint: 'install Python 3.10-3.13 with venv (Debian: apt-get install python3-venv), or point XP_PYTHON at one',
+  });
+}
+
+async function run(file: string, args: string[], what: string): Promise<void> {
+  const r = await execa(file, args, { reject: false, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', all: true });
+  if (r.exitCode !== 0) {
+    const tail = String(r.all ?? '').trim().split('\n').slice(-5).join('\n');
+    throw new XpError(`Could not ${what}: \`${file} ${args.join(' ')}\` exited with ${r.exitCode}.\n${tail}`, {
+      hint: 'check that PyPI is reachable; remove .venv-keras and run the bench again',
+    });
+  }
+}
+
+function readOrEmpty(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function log(message: string): void {
+  process.stderr.write(`[keras-venv] ${message}\n`);
+}

@@ -1,0 +1,96 @@
+// `xp predict` and `xp evaluate`: use a trained run's saved model on new images.
+import fs from 'node:fs';
+import path from 'node:path';
+import { DataError, XpError } from '../errors.ts';
+import type { Interpolation } from '../config/types.ts';
+
+interface SavedRun {
+  classNames: string[];
+  imageSize: [number, number];
+  interpolation: Interpolation;
+  predict(images: Uint8Array, n: number): Promise<Float32Array[]>; // per image, a probability per class
+}
+
+async function openRun(runDir: string): Promise<SavedRun> {
+  const modelDir = path.join(runDir, 'model');
+  const metaFile = path.join(modelDir, 'xp.json');
+  if (!fs.existsSync(path.join(modelDir, 'model.json')) || !fs.existsSync(metaFile)) {
+    throw new XpError(`${runDir} has no trained model (model/model.json and model/xp.json)`, { hint: 'give a folder under runs/<experiment>/ written by `xp run`' });
+  }
+  const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+  const tf = await import('@tensorflow/tfjs-node');
+  const { preprocess } = await import('../model/backbone.ts');
+  const model = await tf.loadLayersModel(`file://${path.resolve(modelDir, 'model.json')}`);
+  const [h, w] = meta.image_size as [number, number];
+  return {
+    classNames: meta.class_names,
+    imageSize: [h, w],
+    interpolation: meta.interpolation ?? 'nearest',
+    async predict(images, n) {
+      const out: Float32Array[] = [];
+      for (let start = 0; start < n; start += 32) {
+        const m = Math.min(32, n - start);
+        const p = tf.tidy(() => {
+          const x = tf.tensor4d(images.subarray(start * h * w * 3, (start + m) * h * w * 3), [m, h, w, 3], 'int32').toFloat();
+          return model.predict(preprocess(x, meta.preprocessing)) as import('@tensorflow/tfjs-node').Tensor;
+        });
+        const values = (await p.array()) as number[][];
+        p.dispose();
+        for (const row of values) out.push(Float32Array.from(row.length === 1 ? [1 - row[0], row[0]] : row));
+      }
+      return out;
+    },
+  };
+}
+
+export async function predictCommand(runDir: string, files: string[], opts: { json: boolean }): Promise<number> {
+  const run = await openRun(runDir);
+  const { loadImages } = await import('../data/load.ts');
+  const missing = files.filter((f) => !fs.existsSync(f));
+  if (missing.length) throw new DataError(`no such file: ${missing.join(', ')}`);
+  const loaded = await loadImages(files.map((f) => ({ path: path.resolve(f), label: 0 })), {
+    imageSize: run.imageSize,
+    interpolation: run.interpolation,
+    onWarning: (m) => console.error(`warning: ${m}`),
+  }).catch((error) => {
+    throw new DataError(`cannot read the images: ${error.message}`);
+  });
+  const readable = files.filter((f) => !loaded.skipped.some((s) => s.path === path.resolve(f)));
+  const probabilities = await run.predict(loaded.images, loaded.count);
+  const width = Math.max(...readable.map((f) => f.length));
+  readable.forEach((file, i) => {
+    const p = probabilities[i];
+    const k = p.indexOf(Math.max(...p));
+    if (opts.json) console.log(JSON.stringify({ file, class: run.classNames[k], probability: p[k], probabilities: Object.fromEntries(run.classNames.map((c, j) => [c, p[j]])) }));
+    else console.log(`${file.padEnd(width)}  ${run.classNames[k]}  ${p[k].toFixed(4)}`);
+  });
+  return loaded.skipped.length ? 1 : 0;
+}
+
+export async function evaluateCommand(runDir: string, dir: string, opts: { json: boolean }): Promise<number> {
+  const run = await openRun(runDir);
+  const { scanClasses } = await import('../data/scan.ts');
+  const { loadImages } = await import('../data/load.ts');
+  const scanned = await scanClasses(dir);
+  const known = new Map(run.classNames.map((c, i) => [c, i]));
+  const unknown = scanned.classNames.filter((c) => !known.has(c));
+  if (unknown.length) throw new DataError(`${dir} has classes the model does not know: ${unknown.join(', ')} (it knows ${run.classNames.join(', ')})`);
+  const files = scanned.files.map((f) => ({ path: f.path, label: known.get(scanned.classNames[f.label])! }));
+  const loaded = await loadImages(files, { imageSize: run.imageSize, interpolation: run.interpolation, onWarning: (m) => console.error(`warning: ${m}`) });
+  const probabilities = await run.predict(loaded.images, loaded.count);
+  const k = run.classNames.length;
+  const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  probabilities.forEach((p, i) => matrix[loaded.labels[i]][p.indexOf(Math.max(...p))]++);
+  const correct = matrix.reduce((a, row, i) => a + row[i], 0);
+  const accuracy = correct / loaded.count;
+  if (opts.json) {
+    console.log(JSON.stringify({ images: loaded.count, accuracy, class_names: run.classNames, confusion_matrix: matrix }));
+    return 0;
+  }
+  console.log(`${loaded.count} images, accuracy ${accuracy.toFixed(4)} (${correct}/${loaded.count})`);
+  console.log('confusion matrix (rows: true class, columns: predicted):');
+  const w = Math.max(8, ...run.classNames.map((c) => c.length)) + 2;
+  console.log(`${''.padEnd(w)}${run.classNames.map((c) => c.padStart(w)).join('')}`);
+  matrix.forEach((row, i) => console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`));
+  return 0;
+}

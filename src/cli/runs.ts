@@ -1,0 +1,92 @@
+// `xp runs`, `xp ui`, `xp sync`: the MLflow side of the command line.
+import fs from 'node:fs';
+import path from 'node:path';
+import { XpError } from '../errors.ts';
+import { resolveTrackingUri, startServer } from '../tracking/server.ts';
+import { runsRoot } from './run.ts';
+
+const storeDir = () => path.join(runsRoot(), 'mlflow');
+
+export async function runsCommand(experimentName: string | undefined, opts: { best: boolean; json: boolean; all: boolean }): Promise<number> {
+  const { listRuns, formatRunsTable, bestRun } = await import('../tracking/compare.ts');
+  const server = await resolveTrackingUri({ storeDir: storeDir() });
+  try {
+    const rows = await listRuns({ uri: server.url, experimentName, includeSweeps: opts.all });
+    if (experimentName && !rows.length) {
+      throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${server.url}`, { hint: 'xp runs (without a name) lists every experiment' });
+    }
+    if (opts.best) {
+      const best = bestRun(rows);
+      if (!best) throw new XpError('no run has a val_accuracy yet');
+      if (opts.json) console.log(JSON.stringify(best));
+      else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url}`);
+      return 0;
+    }
+    if (opts.json) {
+      console.log(JSON.stringify(rows, null, 2));
+      return 0;
+    }
+    console.log(formatRunsTable(rows));
+    console.log(`\n${rows.length} run(s) in ${server.url}`);
+    return 0;
+  } finally {
+    await server.stop();
+  }
+}
+
+export async function uiCommand(opts: { port?: number }): Promise<number> {
+  if (process.env.MLFLOW_TRACKING_URI) {
+    console.log(`MLflow UI: ${process.env.MLFLOW_TRACKING_URI} (MLFLOW_TRACKING_URI)`);
+    return 0;
+  }
+  const server = await startServer({ storeDir: storeDir(), port: opts.port });
+  console.log(`MLflow UI: ${server.url}${server.reused ? ' (already running)' : ''}`);
+  if (server.reused) return 0;
+  console.log('Press Ctrl-C to stop it.');
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await server.stop();
+  return 0;
+}
+
+export async function syncCommand(runDirs: string[]): Promise<number> {
+  const { syncRunDir } = await import('../tracking/journal.ts');
+  const { JOURNAL_FILE } = await import('../tracking/journal.ts');
+  const dirs = runDirs.length ? runDirs : pendingRunDirs(JOURNAL_FILE);
+  if (!dirs.length) {
+    console.log('Nothing to sync: no run directory has tracking records.');
+    return 0;
+  }
+  const server = await resolveTrackingUri({ storeDir: storeDir() });
+  let failed = 0;
+  try {
+    for (const dir of dirs) {
+      try {
+        const r = await syncRunDir(dir, { uri: server.url });
+        console.log(`${dir}: sent ${r.sent} record(s)${r.pending ? `, ${r.pending} still pending` : ''}`);
+        if (r.pending) failed++;
+      } catch (error) {
+        failed++;
+        console.error(`${dir}: ${(error as Error).message}`);
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+  return failed ? 1 : 0;
+}
+
+// Without arguments, every run folder with a journal: delivered records are skipped by the cursor.
+function pendingRunDirs(journalFile: string): string[] {
+  const root = runsRoot();
+  if (!fs.existsSync(root)) return [];
+  const out: string[] = [];
+  for (const experiment of fs.readdirSync(root)) {
+    const dir = path.join(root, experiment);
+    if (experiment === 'mlflow' || !fs.statSync(dir).isDirectory()) continue;
+    for (const run of fs.readdirSync(dir)) if (fs.existsSync(path.join(dir, run, journalFile))) out.push(path.join(dir, run));
+  }
+  return out;
+}

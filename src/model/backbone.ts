@@ -1,0 +1,244 @@
+// The pretrained backbone: a Keras architecture (or any tfjs LayersModel) rebuilt for the
+// experiment's input size, cut at `cut_layer`, weights loaded, frozen as configured.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import type { BackboneConfig, BackboneName, Preprocessing } from '../config/types.ts';
+import { ModelError } from '../errors.ts';
+import { readKerasH5 } from './h5.ts';
+import { kerasWeightsFile, kerasWeightsPath, type KerasWeightsOptions } from './keras-weights.ts';
+import { nsfwjsModelJson, nsfwjsWeights, type TfjsModelJson } from './nsfwjs.ts';
+import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, modelConfigOf, setInputSize, type LayerJson } from './topology.ts';
+import { assignH5Weights, assignNamedWeights, flatLayers } from './weights.ts';
+
+export type ResolvedPreprocessing = Exclude<Preprocessing, 'auto'>;
+
+export interface LoadBackboneOptions extends KerasWeightsOptions {}
+
+export interface Backbone {
+  /** Input [null, h, w, 3] -> output of cut_layer. */
+  model: tf.LayersModel;
+  preprocessing: ResolvedPreprocessing;
+  /** Output shape without the batch dimension, e.g. [7, 7, 768]. */
+  featureShape: number[];
+}
+
+// Last layer of the Keras `include_top=False` model; the nsfwjs topologies go on with their own head.
+const KERAS_TOP: Record<BackboneName, string> = { inception_v3: 'mixed10', mobilenet_v2: 'out_relu' };
+
+type Source = { kind: 'nsfwjs' } | { kind: 'imagenet' } | { kind: 'h5'; file: string } | { kind: 'tfjs'; file: string };
+
+function sourceOf(weights: string): Source {
+  if (weights === 'nsfwjs' || weights === 'imagenet') return { kind: weights };
+  if (/\.h5$/i.test(weights)) return { kind: 'h5', file: path.resolve(weights) };
+  if (/\.json$/i.test(weights)) return { kind: 'tfjs', file: path.resolve(weights) };
+  throw new ModelError(`backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json; got "${weights}".`, {
+    hint: 'Use `weights: imagenet` for the Keras ImageNet weights.',
+  });
+}
+
+/** The Keras architecture (no top) as a topology JSON, taken from the model bundled with nsfwjs. */
+function kerasArchitecture(name: BackboneName): LayerJson {
+  const full = modelConfigOf(nsfwjsModelJson(name).modelTopology);
+  return cutAt(full, findLayerPath(full, KERAS_TOP[name])!);
+}
+
+/** Names of the layers a backbone can be cut at (reads the topology only, no weights). */
+export async function backboneLayerNames(name: BackboneName): Promise<string[]> {
+  return allLayerNames(kerasArchitecture(name));
+}
+
+/** rescale: x/255; inception: x/127.5 - 1; none: x. Input is float32 in 0..255. */
+export function preprocess(x: tf.Tensor, mode: ResolvedPreprocessing): tf.Tensor {
+  return tf.tidy(() => {
+    if (mode === 'rescale') return tf.div(x, 255);
+    if (mode === 'inception') return tf.sub(tf.div(x, 127.5), 1);
+    return tf.clone(x);
+  });
+}
+
+// Block outputs are the sensible cut points; list them first in errors.
+const BLOCK_OUTPUT = /^(mixed\d+|block_\d+_add|out_relu)$/;
+
+export function unknownLayerError(field: string, given: string, names: string[], what: string): ModelError {
+  const blocks = names.filter((n) => BLOCK_OUTPUT.test(n));
+  const others = names.filter((n) => !BLOCK_OUTPUT.test(n));
+  const shown = 12;
+  const otherText =
+    others.length === 0
+      ? ''
+      : `${blocks.length > 0 ? ` and ${others.length} other layers` : ''}: ${others.slice(0, shown).join(', ')}${others.length > shown ? ', ...' : ''}`;
+  const similar = names.filter((n) => n.toLowerCase().includes(given.toLowerCase()) || given.toLowerCase().includes(n.toLowerCase())).slice(0, 5);
+  return new ModelError(`${field} "${given}" is not a layer of ${what}. Valid layers: ${blocks.join(', ')}${otherText}.`, {
+    hint: similar.length > 0 ? `Did you mean ${similar.join(' or ')}?` : 'Run `xp check` to validate the experiment before training.',
+  });
+}
+
+// Weights are written right after building: skip the random initialization of ~20M values.
+function zeroInitializers(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(zeroInitializers);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, k.endsWith('_initializer') && v && typeof v === 'object' ? { class_name: 'Zeros', config: {} } : zeroInitializers(v)]),
+    );
+  }
+  return value;
+}
+
+// A Sequential > Sequential > Model chain cut inside the Model is just that Model: return it, flat.
+function unwrap(model: tf.LayersModel): tf.LayersModel {
+  const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
+  if (layers.length === 1 && layers[0] instanceof tf.LayersModel) return unwrap(layers[0]);
+  return model;
+}
+
+async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [number, number], what: string): Promise<tf.LayersModel> {
+  const layerPath = findLayerPath(topology, cutLayer);
+  if (!layerPath || cutLayer === '' || allLayerNames(topology).indexOf(cutLayer) < 0) {
+    throw unknownLayerError('backbone.cut_layer', cutLayer, allLayerNames(topology), what);
+  }
+  const cut = fixMobileNetPads(setInputSize(cutAt(topology, layerPath), inputSize));
+  const fail = (reason: string, cause?: unknown) =>
+    new ModelError(`Cannot build ${what} for input ${inputSize[0]}x${inputSize[1]} up to ${cutLayer}: ${reason}`, {
+      cause,
+      hint: 'The input may be too small for this backbone (InceptionV3 needs at least 75x75, MobileNetV2 32x32); raise data.image_size.',
+    });
+  let model: tf.LayersModel;
+  try {
+    model = unwrap(await tf.models.modelFromJSON({ modelTopology: zeroInitializers(cut) } as Parameters<typeof tf.models.modelFromJSON>[0]));
+  } catch (error) {
+    throw fail((error as Error).message, error);
+  }
+  // tfjs builds valid convolutions on too small inputs with negative sizes instead of failing.
+  const empty = flatLayers(model).find((l) => (l.outputShape as (number | null)[]).some((d) => d !== null && d <= 0));
+  if (empty) {
+    model.dispose();
+    throw fail(`layer ${empty.name} would output shape [${empty.outputShape}].`);
+  }
+  return model;
+}
+
+async function readTfjsModel(file: string): Promise<{ json: TfjsModelJson; weights: tf.NamedTensorMap }> {
+  let json: TfjsModelJson;
+  try {
+    json = JSON.parse(await fs.readFile(file, 'utf8'));
+  } catch (error) {
+    throw new ModelError(`Cannot read the tfjs model ${file}: ${(error as Error).message}.`, {
+      cause: error,
+      hint: 'backbone.weights should point to the model.json of a tfjs LayersModel, next to its weight files.',
+    });
+  }
+  const weights: tf.NamedTensorMap = {};
+  for (const group of json.weightsManifest ?? []) {
+    const buffers = await Promise.all(
+      group.paths.map(async (p) => {
+        const bytes = await fs.readFile(path.join(path.dirname(file), p)).catch((error) => {
+          throw new ModelError(`The weight file ${p} listed in ${file} cannot be read.`, { cause: error });
+        });
+        return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      }),
+    );
+    Object.assign(weights, tf.io.decodeWeights(buffers, group.weights));
+  }
+  return { json, weights };
+}
+
+/** Freezes the backbone as configured: `trainable_from` wins over `trainable`. */
+export function applyTrainable(model: tf.LayersModel, cfg: Pick<BackboneConfig, 'trainable' | 'trainable_from'>): void {
+  const layers = flatLayers(model);
+  let from = cfg.trainable ? 0 : layers.length;
+  if (cfg.trainable_from !== undefined) {
+    from = layers.findIndex((l) => l.name === cfg.trainable_from);
+    if (from < 0) {
+      const names = layers.filter((l) => l.getClassName() !== 'InputLayer').map((l) => l.name);
+      throw unknownLayerError('backbone.trainable_from', cfg.trainable_from, names, 'the cut backbone');
+    }
+  }
+  // A model's trainable setter only flags weights; set each layer, whatever its saved config said.
+  model.trainable = from < layers.length;
+  layers.forEach((layer, i) => (layer.trainable = i >= from));
+  for (const layer of layers) if (layer.getClassName() === 'BatchNormalization') patchBatchNorm(layer);
+}
+
+interface BatchNormInternals {
+  gamma?: tf.LayerVariable;
+  beta?: tf.LayerVariable;
+  movingMean: tf.LayerVariable;
+  movingVariance: tf.LayerVariable;
+  epsilon: number;
+  momentum: number;
+  axis: number;
+}
+
+/**
+ * Two fixes to tfjs' BatchNormalization, which in training mode always normalizes with the batch:
+ * - frozen layers normalize with their moving statistics, as in Keras >= 2.1.3 (fine-tuning
+ *   depends on it);
+ * - trainable layers without gamma or beta (InceptionV3 has scale=False) crash in tfjs' training
+ *   path, so that case is computed here, with the same moving-average update.
+ */
+function patchBatchNorm(layer: tf.layers.Layer): void {
+  const patched = layer as tf.layers.Layer & { __xpPatchedBn?: boolean };
+  if (patched.__xpPatchedBn) return;
+  patched.__xpPatchedBn = true;
+  const bn = layer as unknown as BatchNormInternals;
+  const call = layer.call.bind(layer);
+  layer.call = (inputs, kwargs) => {
+    const training = layer.trainable && kwargs?.training === true;
+    if (!training) return call(inputs, { ...kwargs, training: false });
+    if (bn.gamma && bn.beta) return call(inputs, kwargs);
+    return tf.tidy(() => {
+      const x = Array.isArray(inputs) ? inputs[0] : inputs;
+      const axes = [...Array(x.rank).keys()].filter((a) => a !== (bn.axis < 0 ? x.rank + bn.axis : bn.axis));
+      const { mean, variance } = tf.moments(x, axes);
+      const update = (v: tf.LayerVariable, value: tf.Tensor) => v.write(tf.sub(v.read(), tf.mul(tf.sub(v.read(), value), 1 - bn.momentum)));
+      update(bn.movingMean, mean);
+      update(bn.movingVariance, variance);
+      return tf.batchNorm(x, mean, variance, bn.beta?.read(), bn.gamma?.read(), bn.epsilon);
+    });
+  };
+}
+
+function resolvePreprocessing(mode: Preprocessing, source: Source): ResolvedPreprocessing {
+  if (mode !== 'auto') return mode;
+  // nsfwjs feeds its models x/255 (NSFWJS.infer divides by 255); Keras' InceptionV3 and MobileNetV2
+  // ImageNet weights and Teachable Machine models expect [-1, 1].
+  return source.kind === 'nsfwjs' ? 'rescale' : 'inception';
+}
+
+/** Loads the backbone for `inputSize` [h, w], cut at cfg.cut_layer, frozen per cfg. */
+export async function loadBackbone(cfg: BackboneConfig, inputSize: [number, number], opts: LoadBackboneOptions = {}): Promise<Backbone> {
+  const source = sourceOf(cfg.weights);
+  let model: tf.LayersModel;
+  if (source.kind === 'tfjs') {
+    const { json, weights } = await readTfjsModel(source.file);
+    try {
+      model = await buildCut(modelConfigOf(json.modelTopology), cfg.cut_layer, inputSize, source.file);
+      assignNamedWeights(model, weights, source.file);
+    } finally {
+      tf.dispose(weights);
+    }
+  } else {
+    model = await buildCut(kerasArchitecture(cfg.name), cfg.cut_layer, inputSize, cfg.name);
+    if (source.kind === 'nsfwjs') {
+      const weights = nsfwjsWeights(cfg.name);
+      try {
+        assignNamedWeights(model, weights, `the nsfwjs ${cfg.name} weights`);
+      } finally {
+        tf.dispose(weights);
+      }
+    } else {
+      const file = source.kind === 'h5' ? source.file : await kerasWeightsPath(kerasWeightsFile(cfg.name, inputSize), opts);
+      if (source.kind === 'h5' && !(await fs.stat(file).catch(() => null))) {
+        throw new ModelError(`The Keras weights file ${file} does not exist.`, { hint: 'Check backbone.weights; relative paths are resolved from the working directory.' });
+      }
+      assignH5Weights(model, await readKerasH5(file), file);
+    }
+  }
+  applyTrainable(model, cfg);
+  return {
+    model,
+    preprocessing: resolvePreprocessing(cfg.preprocessing, source),
+    featureShape: model.outputs[0].shape.slice(1) as number[],
+  };
+}

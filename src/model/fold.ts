@@ -1,0 +1,150 @@
+// Inference-only execution of a frozen backbone. Each Conv2D/DepthwiseConv2D -> BatchNormalization
+// -> activation chain becomes one fused conv with the BN folded into its kernel and bias:
+//   s = gamma / sqrt(moving_variance + epsilon);  W' = W * s;  b' = (b - moving_mean) * s + beta
+// so the forward pass runs conv + bias + activation instead of conv, the BN arithmetic and a ReLU.
+// The function holds a snapshot of the weights: rebuild it after the weights change.
+import * as tf from '@tensorflow/tfjs-node';
+
+export interface InferenceFn {
+  (x: tf.Tensor4D): tf.Tensor4D;
+  /** Frees the folded kernels and biases (the model is untouched). */
+  dispose(): void;
+  /** How many convolutions absorbed a BatchNormalization and/or an activation. */
+  readonly foldedConvs: number;
+}
+
+type FusedActivation = 'linear' | 'relu' | 'relu6' | 'elu' | 'sigmoid';
+const FUSABLE: readonly string[] = ['linear', 'relu', 'relu6', 'elu', 'sigmoid'];
+
+interface Step {
+  name: string;
+  inputs: string[];
+  run: (xs: tf.Tensor[]) => tf.Tensor;
+}
+
+type Config = Record<string, any>;
+const configOf = (layer: tf.layers.Layer) => layer.getConfig() as Config;
+const inboundNames = (layer: tf.layers.Layer): string[] => (layer.inboundNodes[0]?.inboundLayers ?? []).map((l) => l.name);
+
+// The activation an Activation or ReLU layer applies, if the fused kernels have it.
+function activationOf(layer: tf.layers.Layer | undefined): FusedActivation | undefined {
+  if (!layer) return undefined;
+  const config = configOf(layer);
+  if (layer.getClassName() === 'ReLU') {
+    if ((config.negativeSlope ?? 0) !== 0 || (config.threshold ?? 0) !== 0) return undefined;
+    if (config.maxValue == null) return 'relu';
+    return config.maxValue === 6 ? 'relu6' : undefined;
+  }
+  if (layer.getClassName() === 'Activation' && FUSABLE.includes(config.activation)) return config.activation;
+  return undefined;
+}
+
+function isChannelsLastBatchNorm(layer: tf.layers.Layer | undefined): layer is tf.layers.Layer {
+  if (!layer || layer.getClassName() !== 'BatchNormalization') return false;
+  const axis = configOf(layer).axis;
+  return axis === -1 || axis === 3;
+}
+
+// New kernel and bias of a conv followed by an inference-mode BatchNormalization.
+function foldBatchNorm(conv: tf.layers.Layer, bn: tf.layers.Layer): { filter: tf.Tensor4D; bias: tf.Tensor1D } {
+  const config = configOf(bn);
+  const [kernel, convBias] = conv.getWeights() as [tf.Tensor4D, tf.Tensor1D?];
+  const weights = bn.getWeights();
+  let i = 0;
+  const gamma = config.scale ? weights[i++] : undefined;
+  const beta = config.center ? weights[i++] : undefined;
+  const [mean, variance] = [weights[i], weights[i + 1]];
+  return tf.tidy(() => {
+    const scale = gamma ? tf.mul(tf.rsqrt(tf.add(variance, config.epsilon)), gamma) : tf.rsqrt(tf.add(variance, config.epsilon));
+    const shifted = convBias ? tf.sub(convBias, mean) : tf.neg(mean);
+    const bias = beta ? tf.add(tf.mul(shifted, scale), beta) : tf.mul(shifted, scale);
+    // Conv2D kernels are [kh, kw, in, out]; depthwise ones [kh, kw, in, multiplier] with out = in * multiplier.
+    const perOutput = conv.getClassName() === 'Conv2D' ? scale : tf.reshape(scale, [kernel.shape[2], kernel.shape[3]]);
+    return { filter: tf.mul(kernel, perOutput) as tf.Tensor4D, bias: bias as tf.Tensor1D };
+  });
+}
+
+/**
+ * A function computing the model's output from its input with BatchNormalization folded into
+ * the preceding convolutions; the other layers run as they are. For inference with frozen weights.
+ */
+export function freezeForInference(model: tf.LayersModel): InferenceFn {
+  if (model.inputs.length !== 1 || model.outputs.length !== 1) {
+    throw new Error('freezeForInference expects a model with one input and one output.');
+  }
+  const consumers = new Map<string, tf.layers.Layer[]>();
+  for (const layer of model.layers) {
+    for (const name of inboundNames(layer)) consumers.set(name, [...(consumers.get(name) ?? []), layer]);
+  }
+  const inputName = model.inputLayers[0].name;
+  const outputName = model.outputLayers[0].name;
+  // The next layer of a chain, when it alone reads this one and this one is not the model output.
+  const next = (layer: tf.layers.Layer) => {
+    const list = consumers.get(layer.name) ?? [];
+    return list.length === 1 && layer.name !== outputName ? list[0] : undefined;
+  };
+
+  const held: tf.Tensor[] = [];
+  const absorbed = new Set<string>();
+  const steps: Step[] = [];
+  let foldedConvs = 0;
+  for (const layer of model.layers) {
+    if (layer.name === inputName || absorbed.has(layer.name)) continue;
+    const inputs = inboundNames(layer);
+    const config = configOf(layer);
+    const cls = layer.getClassName();
+    const fusable = (cls === 'Conv2D' || cls === 'DepthwiseConv2D') && config.dataFormat === 'channelsLast' && config.activation === 'linear';
+    const bn = fusable ? next(layer) : undefined;
+    if (!fusable || (!isChannelsLastBatchNorm(bn) && !activationOf(bn))) {
+      steps.push({ name: layer.name, inputs, run: (xs) => layer.apply(xs.length === 1 ? xs[0] : xs) as tf.Tensor });
+      continue;
+    }
+    let last = layer;
+    let filter: tf.Tensor4D;
+    let bias: tf.Tensor1D | undefined;
+    if (isChannelsLastBatchNorm(bn)) {
+      ({ filter, bias } = foldBatchNorm(layer, bn));
+      held.push(filter, bias);
+      absorbed.add(bn.name);
+      last = bn;
+    } else {
+      [filter, bias] = layer.getWeights() as [tf.Tensor4D, tf.Tensor1D?];
+    }
+    const act = next(last);
+    const activation = activationOf(act) ?? 'linear';
+    if (act && activationOf(act)) {
+      absorbed.add(act.name);
+      last = act;
+    }
+    foldedConvs++;
+    const strides = config.strides as [number, number];
+    const dilations = config.dilationRate as [number, number];
+    const pad = config.padding as 'valid' | 'same';
+    const run =
+      cls === 'Conv2D'
+        ? ([x]: tf.Tensor[]) => tf.fused.conv2d({ x: x as tf.Tensor4D, filter, strides, pad, dilations, bias, activation })
+        : ([x]: tf.Tensor[]) => tf.fused.depthwiseConv2d({ x: x as tf.Tensor4D, filter, strides, pad, dilations, bias, activation });
+    steps.push({ name: last.name, inputs, run });
+  }
+
+  // Free each intermediate as soon as its last consumer ran: keeps peak memory low.
+  const uses = new Map<string, number>();
+  for (const step of steps) for (const n of step.inputs) uses.set(n, (uses.get(n) ?? 0) + 1);
+
+  const fn = ((x: tf.Tensor4D) =>
+    tf.tidy(() => {
+      const values = new Map<string, tf.Tensor>([[inputName, x]]);
+      const left = new Map(uses);
+      for (const step of steps) {
+        values.set(step.name, step.run(step.inputs.map((n) => values.get(n)!)));
+        for (const n of step.inputs) {
+          left.set(n, left.get(n)! - 1);
+          if (left.get(n) === 0 && n !== inputName) values.get(n)!.dispose();
+        }
+      }
+      return values.get(outputName) as tf.Tensor4D;
+    })) as InferenceFn;
+  Object.defineProperty(fn, 'foldedConvs', { value: foldedConvs });
+  fn.dispose = () => tf.dispose(held);
+  return fn;
+}

@@ -1,0 +1,120 @@
+// The official Keras ImageNet "notop" weight files, found where Keras keeps them (~/.keras/models)
+// or in xp's cache, else downloaded once with the published checksum verified.
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { BackboneName } from '../config/types.ts';
+import { ModelError } from '../errors.ts';
+import { isHdf5 } from './h5.ts';
+
+export const KERAS_WEIGHTS_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/';
+
+export interface KerasWeightsFile {
+  file: string;
+  /** Path under the base URL. */
+  urlPath: string;
+  /** md5 as published in keras/src/applications/*.py; Keras publishes none for MobileNetV2. */
+  md5?: string;
+}
+
+export interface KerasWeightsOptions {
+  cacheDir?: string;
+  kerasDir?: string;
+  weightsBaseUrl?: string;
+  /** Replaces the published md5 (for mirrors serving other files, and tests). */
+  md5?: string;
+}
+
+const MOBILENET_SIZES = [96, 128, 160, 192, 224];
+
+/** Which file Keras loads for `include_top=False` at this input size. */
+export function kerasWeightsFile(name: BackboneName, [h, w]: [number, number]): KerasWeightsFile {
+  if (name === 'inception_v3') {
+    const file = 'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5';
+    return { file, urlPath: `inception_v3/${file}`, md5: 'bcbd6486424b2319ff4ef7d526e38f63' };
+  }
+  // Like Keras: square inputs of a trained size get that size's weights, anything else the 224 ones.
+  const rows = h === w && MOBILENET_SIZES.includes(h) ? h : 224;
+  const file = `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_${rows}_no_top.h5`;
+  return { file, urlPath: `mobilenet_v2/${file}` };
+}
+
+export function defaultCacheDir(): string {
+  return path.join(os.homedir(), '.cache', 'xp', 'models');
+}
+
+export function defaultKerasDir(): string {
+  return path.join(os.homedir(), '.keras', 'models');
+}
+
+async function md5Of(file: string): Promise<string> {
+  const hash = createHash('md5');
+  await pipeline(createReadStream(file), hash);
+  return hash.digest('hex');
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.stat(file).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+// A found or downloaded file is good when it has the expected md5, or, without one, is HDF5.
+async function verify(file: string, md5: string | undefined): Promise<string | undefined> {
+  if (md5) {
+    const actual = await md5Of(file);
+    return actual === md5 ? undefined : `md5 ${actual}, expected ${md5}`;
+  }
+  return (await isHdf5(file)) ? undefined : 'not an HDF5 file';
+}
+
+async function download(url: string, dest: string, md5: string | undefined): Promise<void> {
+  await fs.mkdir(path.dirname(dest), { recursive: true });
+  const temp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
+  const manual = `Download it yourself and put it at ${dest} (or in ~/.keras/models/).`;
+  let response: Response;
+  try {
+    response = await fetch(url);
+  } catch (error) {
+    throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, { cause: error, hint: manual });
+  }
+  if (!response.ok || !response.body) {
+    throw new ModelError(`Could not download the Keras weights from ${url}: HTTP ${response.status}.`, { hint: manual });
+  }
+  try {
+    await pipeline(Readable.fromWeb(response.body as any), createWriteStream(temp));
+    const problem = await verify(temp, md5);
+    if (problem) {
+      throw new ModelError(`The file downloaded from ${url} is corrupt (${problem}); it was not kept.`, {
+        hint: `Try again; if it persists, the server or a proxy alters the file. ${manual}`,
+      });
+    }
+    await fs.rename(temp, dest);
+  } catch (error) {
+    await fs.rm(temp, { force: true });
+    if (error instanceof ModelError) throw error;
+    throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, { cause: error, hint: manual });
+  }
+}
+
+/** Path of a verified local copy of the Keras weights file, downloading it into cacheDir if needed. */
+export async function kerasWeightsPath(spec: KerasWeightsFile, opts: KerasWeightsOptions = {}): Promise<string> {
+  const md5 = opts.md5 ?? spec.md5;
+  const kerasDir = opts.kerasDir ?? defaultKerasDir();
+  const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const inKeras = path.join(kerasDir, spec.file);
+  if ((await exists(inKeras)) && !(await verify(inKeras, md5))) return inKeras;
+  const cached = path.join(cacheDir, spec.file);
+  if (await exists(cached)) {
+    if (!(await verify(cached, md5))) return cached;
+    await fs.rm(cached, { force: true }); // ours and corrupt: fetch it again
+  }
+  const base = opts.weightsBaseUrl ?? process.env.XP_KERAS_WEIGHTS_URL ?? KERAS_WEIGHTS_URL;
+  await download(new URL(spec.urlPath, base.endsWith('/') ? base : `${base}/`).href, cached, md5);
+  return cached;
+}

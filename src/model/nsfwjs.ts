@@ -1,0 +1,59 @@
+// The nsfwjs package ships complete Keras 2.2.4 InceptionV3 and MobileNetV2 LayersModels as
+// browserify bundles (CommonJS): model.min.js exports the model.json object, each
+// group1-shardNofM.min.js exports one weight shard as a base64 string (uint8-quantized weights).
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import type { BackboneName } from '../config/types.ts';
+import { ModelError } from '../errors.ts';
+
+const require = createRequire(import.meta.url);
+
+export type WeightsManifestEntry = Parameters<typeof tf.io.decodeWeights>[1][number];
+
+export interface TfjsModelJson {
+  modelTopology: { model_config?: unknown; [key: string]: unknown };
+  weightsManifest: { paths: string[]; weights: WeightsManifestEntry[] }[];
+}
+
+function bundleDir(name: BackboneName): string {
+  try {
+    // main is dist/cjs/index.js; the bundles sit in dist/models/<name>/
+    return path.join(path.dirname(require.resolve('nsfwjs')), '..', 'models', name);
+  } catch (error) {
+    throw new ModelError('The nsfwjs package is not installed, so its bundled backbone weights are unavailable.', {
+      cause: error,
+      hint: 'Run `npm install` in the xp folder, or use `weights: imagenet`.',
+    });
+  }
+}
+
+// Loads a bundle module without keeping its (large) string in the require cache.
+function requireOnce<T>(file: string): T {
+  const resolved = require.resolve(file);
+  try {
+    return require(resolved) as T;
+  } finally {
+    delete require.cache[resolved];
+  }
+}
+
+/** The model.json of a bundled nsfwjs model (topology and weight manifest, no weight data). */
+export function nsfwjsModelJson(name: BackboneName): TfjsModelJson {
+  return requireOnce<TfjsModelJson>(path.join(bundleDir(name), 'model.min.js'));
+}
+
+/** All weights of a bundled nsfwjs model, dequantized, keyed by Keras weight name (`conv2d_1/kernel`). */
+export function nsfwjsWeights(name: BackboneName, json = nsfwjsModelJson(name)): tf.NamedTensorMap {
+  const dir = bundleDir(name);
+  const named: tf.NamedTensorMap = {};
+  for (const group of json.weightsManifest) {
+    const buffers = group.paths.map((shard) => {
+      const base64 = requireOnce<string>(path.join(dir, `${shard}.min.js`));
+      const bytes = Buffer.from(base64, 'base64');
+      return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    });
+    Object.assign(named, tf.io.decodeWeights(buffers, group.weights));
+  }
+  return named;
+}

@@ -1,0 +1,25 @@
+// Keras optimizers with Keras' default hyperparameters, on tfjs' implementations.
+// Known difference: tfjs' RMSProp puts epsilon inside the square root, Keras outside; with the
+// default 1e-7 the updates agree except for gradients near zero.
+import * as tf from '@tensorflow/tfjs-node';
+import type { OptimizerConfig } from '../config/types.ts';
+import { ModelError } from '../errors.ts';
+
+export function buildOptimizer(cfg: OptimizerConfig): tf.Optimizer {
+  const lr = cfg.learning_rate;
+  if (!(lr > 0)) throw new ModelError(`optimizer.learning_rate must be a positive number, got ${lr}.`, { hint: 'The Keras reference uses 1e-4 with RMSprop.' });
+  const epsilon = cfg.epsilon ?? 1e-7;
+  switch (cfg.name) {
+    case 'rmsprop':
+      return tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum ?? 0, epsilon);
+    case 'adam':
+      return tf.train.adam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon);
+    case 'sgd':
+      // Same trajectory as Keras' v = m*v - lr*g for a constant learning rate.
+      return (cfg.momentum ?? 0) > 0 || cfg.nesterov ? tf.train.momentum(lr, cfg.momentum ?? 0, cfg.nesterov ?? false) : tf.train.sgd(lr);
+    case 'adagrad':
+      return tf.train.adagrad(lr, 0.1); // Keras' initial_accumulator_value
+    default:
+      throw new ModelError(`Unknown optimizer "${(cfg as OptimizerConfig).name}".`, { hint: 'Use rmsprop, adam, sgd or adagrad.' });
+  }
+}

@@ -1,0 +1,213 @@
+// Pure edits of a Keras/tfjs topology JSON (model_config), done before building the model:
+// list layer names, cut the graph at a layer, set the input size.
+// Topologies can nest: Sequential > Sequential > Model, as Teachable Machine exports.
+
+export interface LayerJson {
+  class_name: string;
+  name?: string;
+  config: Record<string, any>;
+  inbound_nodes?: any[];
+}
+
+const CONTAINERS = new Set(['Model', 'Functional', 'Sequential']);
+
+export function isContainer(layer: LayerJson): boolean {
+  return CONTAINERS.has(layer.class_name);
+}
+
+function layerName(layer: LayerJson): string {
+  return layer.name ?? layer.config?.name;
+}
+
+// Sequential configs come as {name, layers} (Keras >= 2.2.3) or as a bare list (older Keras).
+function childLayers(container: LayerJson): LayerJson[] {
+  const config = container.config as any;
+  if (Array.isArray(config)) return config;
+  return config.layers ?? [];
+}
+
+function withChildLayers(container: LayerJson, layers: LayerJson[]): LayerJson {
+  if (Array.isArray(container.config)) return { ...container, config: layers as any };
+  return { ...container, config: { ...container.config, layers } };
+}
+
+/** Unwraps `{model_config: ...}` / `{modelTopology: ...}` so the result is a layer-like container. */
+export function modelConfigOf(topology: any): LayerJson {
+  let t = topology;
+  if (t?.modelTopology) t = t.modelTopology;
+  if (t?.model_config) t = t.model_config;
+  if (!t || !isContainer(t)) throw new Error(`Expected a Keras model topology (Model, Functional or Sequential), got ${t?.class_name ?? typeof t}`);
+  return t;
+}
+
+/** Every layer name in graph order, descending into nested models; InputLayers left out. */
+export function allLayerNames(container: LayerJson): string[] {
+  const names: string[] = [];
+  const seen = new Set<string>();
+  const walk = (c: LayerJson) => {
+    for (const layer of childLayers(c)) {
+      if (isContainer(layer)) walk(layer);
+      const name = layerName(layer);
+      if (layer.class_name !== 'InputLayer' && !seen.has(name)) {
+        seen.add(name);
+        names.push(name);
+      }
+    }
+  };
+  walk(container);
+  return names;
+}
+
+/** Indices from the outer container down to the layer called `name`, or undefined. */
+export function findLayerPath(container: LayerJson, name: string): number[] | undefined {
+  const layers = childLayers(container);
+  for (let i = 0; i < layers.length; i++) {
+    if (layerName(layers[i]) === name) return [i];
+  }
+  for (let i = 0; i < layers.length; i++) {
+    if (!isContainer(layers[i])) continue;
+    const inner = findLayerPath(layers[i], name);
+    if (inner) return [i, ...inner];
+  }
+  return undefined;
+}
+
+// Layer names that feed `name` in a functional config, `name` included.
+function ancestors(layers: LayerJson[], name: string): Set<string> {
+  const byName = new Map(layers.map((l) => [layerName(l), l]));
+  const keep = new Set<string>();
+  const stack = [name];
+  while (stack.length > 0) {
+    const current = stack.pop()!;
+    if (keep.has(current)) continue;
+    keep.add(current);
+    for (const node of byName.get(current)?.inbound_nodes ?? []) {
+      for (const inbound of node) stack.push(Array.isArray(inbound) ? inbound[0] : inbound.name ?? inbound[0]);
+    }
+  }
+  return keep;
+}
+
+function isFunctional(container: LayerJson): boolean {
+  return container.class_name !== 'Sequential';
+}
+
+/**
+ * The container cut so that its output is the layer at `path`: functional graphs keep only the
+ * ancestors of that layer, Sequentials drop the layers after it. Nested containers on the path
+ * are cut the same way.
+ */
+export function cutAt(container: LayerJson, path: number[]): LayerJson {
+  const layers = childLayers(container);
+  const [index, ...rest] = path;
+  const target = rest.length > 0 ? cutAt(layers[index], rest) : layers[index];
+  const targetName = layerName(target);
+  const replaced = layers.map((l, i) => (i === index ? target : l));
+  if (!isFunctional(container)) return withChildLayers(container, replaced.slice(0, index + 1));
+  const keep = ancestors(replaced, targetName);
+  const cut = withChildLayers(container, replaced.filter((l) => keep.has(layerName(l))));
+  const config = cut.config as Record<string, any>;
+  config.input_layers = (config.input_layers ?? []).filter((i: any[]) => keep.has(i[0]));
+  config.output_layers = [[targetName, 0, 0]];
+  return cut;
+}
+
+/** Sets [null, h, w, channels] on the input(s) of the container, recursing into a leading nested model. */
+export function setInputSize(container: LayerJson, [h, w]: [number, number]): LayerJson {
+  const resize = (shape: unknown): unknown =>
+    Array.isArray(shape) && shape.length === 4 ? [null, h, w, shape[3]] : shape;
+  const layers = childLayers(container).map((layer, i) => {
+    if (layer.class_name === 'InputLayer') {
+      return { ...layer, config: { ...layer.config, batch_input_shape: resize(layer.config.batch_input_shape) } };
+    }
+    if (i !== 0 || isFunctional(container)) return layer;
+    // First layer of a Sequential: it carries the input shape, or it is a model that does.
+    const resized = isContainer(layer) ? setInputSize(layer, [h, w]) : layer;
+    if (!Array.isArray(resized.config) && resized.config.batch_input_shape) {
+      return { ...resized, config: { ...resized.config, batch_input_shape: resize(resized.config.batch_input_shape) } };
+    }
+    return resized;
+  });
+  return withChildLayers(container, layers);
+}
+
+// Spatial size after a conv/pool window, as Keras computes it.
+function windowOut(size: number, kernel: number, stride: number, padding: string, dilation = 1): number {
+  if (padding === 'same') return Math.ceil(size / stride);
+  return Math.floor((size - ((kernel - 1) * dilation + 1)) / stride) + 1;
+}
+
+const pair = (v: number | number[]): [number, number] => (Array.isArray(v) ? [v[0], v[1] ?? v[0]] : [v, v]);
+
+/**
+ * Spatial [h, w] of every layer output in a flat functional config (channels_last), for the
+ * layer kinds of the Keras applications; unknown kinds keep the size of their first input.
+ */
+export function spatialSizes(container: LayerJson): Map<string, [number, number]> {
+  const sizes = new Map<string, [number, number]>();
+  for (const layer of childLayers(container)) {
+    const c = layer.config;
+    const name = layerName(layer);
+    if (layer.class_name === 'InputLayer') {
+      const s = c.batch_input_shape;
+      sizes.set(name, [s[1], s[2]]);
+      continue;
+    }
+    const first = layer.inbound_nodes?.[0]?.[0];
+    const input = first ? sizes.get(Array.isArray(first) ? first[0] : first.name) : undefined;
+    if (!input) continue;
+    const [h, w] = input;
+    switch (layer.class_name) {
+      case 'ZeroPadding2D': {
+        const p = c.padding;
+        const [[t, b], [l, r]] = Array.isArray(p) ? p.map((x: any) => pair(x)) : [pair(p), pair(p)];
+        sizes.set(name, [h + t + b, w + l + r]);
+        break;
+      }
+      case 'Conv2D':
+      case 'DepthwiseConv2D':
+      case 'SeparableConv2D': {
+        const [kh, kw] = pair(c.kernel_size);
+        const [sh, sw] = pair(c.strides ?? 1);
+        const [dh, dw] = pair(c.dilation_rate ?? 1);
+        sizes.set(name, [windowOut(h, kh, sh, c.padding, dh), windowOut(w, kw, sw, c.padding, dw)]);
+        break;
+      }
+      case 'MaxPooling2D':
+      case 'AveragePooling2D': {
+        const [kh, kw] = pair(c.pool_size);
+        const [sh, sw] = pair(c.strides ?? c.pool_size);
+        sizes.set(name, [windowOut(h, kh, sh, c.padding), windowOut(w, kw, sw, c.padding)]);
+        break;
+      }
+      default:
+        sizes.set(name, [h, w]);
+    }
+  }
+  return sizes;
+}
+
+/**
+ * MobileNetV2 pads before each stride-2 3x3 conv with imagenet_utils.correct_pad, which depends on
+ * the input size: ((0,1),(0,1)) for even sizes, ((1,1),(1,1)) for odd ones. Exported topologies
+ * hard-code the pads of their 224 input; recompute them for the size being built, in graph order
+ * (a pad changes the sizes downstream).
+ */
+export function fixMobileNetPads(container: LayerJson): LayerJson {
+  const isPad = (l: LayerJson) => l.class_name === 'ZeroPadding2D' && /^(Conv1|block_\d+|expanded_conv)_pad$/.test(layerName(l));
+  let current = container;
+  for (const pad of childLayers(container).filter(isPad)) {
+    const name = layerName(pad);
+    const sizes = spatialSizes(current);
+    const first = pad.inbound_nodes?.[0]?.[0];
+    const input = sizes.get(Array.isArray(first) ? first[0] : first?.name);
+    if (!input) continue;
+    const fix = (s: number) => (s % 2 === 0 ? [0, 1] : [1, 1]);
+    const padding = [fix(input[0]), fix(input[1])];
+    current = withChildLayers(
+      current,
+      childLayers(current).map((l) => (layerName(l) === name ? { ...l, config: { ...l.config, padding } } : l)),
+    );
+  }
+  return current;
+}

@@ -1,0 +1,422 @@
+// A small typed client of the MLflow REST API (tracking + artifacts proxy), retrying like the Python client.
+import fs from 'node:fs';
+import { TrackingError } from '../errors.ts';
+
+export interface Credentials {
+  username?: string;
+  password?: string;
+  token?: string;
+}
+
+export interface ClientOptions extends Credentials {
+  /** MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7 as in MLflow 3.17. */
+  maxRetries?: number;
+  /** MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, default 2 (seconds). */
+  backoffFactor?: number;
+  /** MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, default 1 (seconds). */
+  backoffJitter?: number;
+  /** MLFLOW_HTTP_REQUEST_TIMEOUT, default 120 s. */
+  timeoutMs?: number;
+  warn?: (message: string) => void;
+}
+
+export type RunStatus = 'RUNNING' | 'SCHEDULED' | 'FINISHED' | 'FAILED' | 'KILLED';
+
+export interface KeyValue {
+  key: string;
+  value: string;
+}
+
+export interface Metric {
+  key: string;
+  value: number;
+  timestamp: number;
+  step: number;
+}
+
+export interface Experiment {
+  experiment_id: string;
+  name: string;
+  artifact_location?: string;
+  lifecycle_stage?: string;
+  tags?: KeyValue[];
+}
+
+export interface RunInfo {
+  run_id: string;
+  experiment_id: string;
+  run_name?: string;
+  status: RunStatus;
+  start_time?: number;
+  end_time?: number;
+  artifact_uri: string;
+  lifecycle_stage?: string;
+}
+
+export interface Run {
+  info: RunInfo;
+  data: { metrics?: Metric[]; params?: KeyValue[]; tags?: KeyValue[] };
+  inputs?: { dataset_inputs?: DatasetInput[] };
+}
+
+export interface DatasetInput {
+  tags?: KeyValue[];
+  dataset: { name: string; digest: string; source_type: string; source: string; schema?: string; profile?: string };
+}
+
+export interface FileInfo {
+  path: string;
+  is_dir: boolean;
+  file_size?: number;
+}
+
+export interface SearchRunsOptions {
+  experimentIds: string[];
+  filter?: string;
+  orderBy?: string[];
+  /** Stop after this many runs; default all. */
+  maxResults?: number;
+  viewType?: 'ACTIVE_ONLY' | 'DELETED_ONLY' | 'ALL';
+}
+
+export interface Batch {
+  metrics?: Metric[];
+  params?: KeyValue[];
+  tags?: KeyValue[];
+}
+
+/** An MLflow error answer (or a transport failure, errorCode 'UNREACHABLE'). */
+export class MlflowError extends TrackingError {
+  errorCode: string;
+  status?: number;
+  constructor(message: string, options: { errorCode: string; status?: number; cause?: unknown; hint?: string }) {
+    super(message, options);
+    this.name = 'TrackingError';
+    this.errorCode = options.errorCode;
+    this.status = options.status;
+  }
+}
+
+// log-batch limits of MLflow's validation.py.
+export const BATCH_LIMITS = { metrics: 1000, params: 100, tags: 100, total: 1000 } as const;
+const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
+
+export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): ClientOptions {
+  const number = (name: string) => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : undefined);
+  const timeout = number('MLFLOW_HTTP_REQUEST_TIMEOUT');
+  return {
+    username: env.MLFLOW_TRACKING_USERNAME || undefined,
+    password: env.MLFLOW_TRACKING_PASSWORD || undefined,
+    token: env.MLFLOW_TRACKING_TOKEN || undefined,
+    maxRetries: number('MLFLOW_HTTP_REQUEST_MAX_RETRIES'),
+    backoffFactor: number('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR'),
+    backoffJitter: number('MLFLOW_HTTP_REQUEST_BACKOFF_JITTER'),
+    timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+  };
+}
+
+export type MlflowClient = ReturnType<typeof createClient>;
+
+export function createClient(baseUrl: string, options: ClientOptions = credentialsFromEnv()) {
+  const base = baseUrl.replace(/\/+$/, '');
+  const maxRetries = options.maxRetries ?? 7;
+  const backoffFactor = options.backoffFactor ?? 2;
+  const backoffJitter = options.backoffJitter ?? 1;
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const warn = options.warn ?? ((message: string) => process.emitWarning(message, 'MlflowWarning'));
+  const auth = options.token ? `Bearer ${options.token}`
+    : options.username && options.password !== undefined
+      ? `Basic ${Buffer.from(`${options.username}:${options.password}`).toString('base64')}`
+      : undefined;
+
+  async function send(method: string, path: string, init: { body?: BodyInit; json?: unknown; query?: Record<string, string | number | undefined>; timeoutMs?: number } = {}): Promise<Response> {
+    const url = new URL(`${base}${path}`);
+    for (const [key, value] of Object.entries(init.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
+    const headers: Record<string, string> = {};
+    if (auth) headers.authorization = auth;
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(init.json);
+    }
+    for (let attempt = 0; ; attempt++) {
+      let failure: MlflowError;
+      let retryAfter = 0;
+      try {
+        const response = await fetch(url, { method, headers, body, signal: AbortSignal.timeout(init.timeoutMs ?? timeoutMs) });
+        if (response.ok) return response;
+        failure = await errorOf(response, method, url);
+        retryAfter = Number(response.headers.get('retry-after')) || 0;
+        if (!RETRY_STATUSES.has(response.status)) throw failure;
+      } catch (error) {
+        if (error instanceof MlflowError) throw error;
+        failure = new MlflowError(`Cannot reach MLflow at ${base} (${method} ${url.pathname}): ${reason(error)}.`, {
+          errorCode: 'UNREACHABLE',
+          cause: error,
+          hint: 'check that the tracking server runs and MLFLOW_TRACKING_URI / tracking.uri point to it',
+        });
+      }
+      if (attempt >= maxRetries) throw failure;
+      // urllib3's Retry: no wait before the first retry, then factor * 2^(n-1) plus jitter, at most 120 s.
+      const backoff = attempt === 0 ? 0 : Math.min(120, backoffFactor * 2 ** attempt + Math.random() * backoffJitter);
+      await sleep(Math.max(backoff, retryAfter) * 1000);
+    }
+  }
+
+  async function call<T>(method: 'GET' | 'POST', endpoint: string, payload?: Record<string, unknown>): Promise<T> {
+    const path = `/api/2.0/mlflow/${endpoint}`;
+    const response = method === 'GET'
+      ? await send('GET', path, { query: payload as Record<string, string | number | undefined> })
+      : await send('POST', path, { json: payload ?? {} });
+    const text = await response.text();
+    return (text ? JSON.parse(text) : {}) as T;
+  }
+
+  async function getExperimentByName(name: string): Promise<Experiment | undefined> {
+    try {
+      return (await call<{ experiment: Experiment }>('GET', 'experiments/get-by-name', { experiment_name: name })).experiment;
+    } catch (error) {
+      if (error instanceof MlflowError && error.errorCode === 'RESOURCE_DOES_NOT_EXIST') return undefined;
+      throw error;
+    }
+  }
+
+  async function createExperiment(name: string, tags: Record<string, string> = {}): Promise<string> {
+    const answer = await call<{ experiment_id: string }>('POST', 'experiments/create', { name, tags: toKeyValues(tags) });
+    return answer.experiment_id;
+  }
+
+  /** The experiment of that name, created when missing (a concurrent create wins the race harmlessly). */
+  async function getOrCreateExperiment(name: string): Promise<Experiment> {
+    let experiment = await getExperimentByName(name);
+    if (!experiment) {
+      try {
+        await createExperiment(name);
+      } catch (error) {
+        if (!(error instanceof MlflowError && error.errorCode === 'RESOURCE_ALREADY_EXISTS')) throw error;
+      }
+      experiment = await getExperimentByName(name);
+    }
+    if (!experiment) throw new MlflowError(`MLflow created experiment "${name}" but cannot find it.`, { errorCode: 'RESOURCE_DOES_NOT_EXIST' });
+    if (experiment.lifecycle_stage === 'deleted') {
+      throw new MlflowError(`Experiment "${name}" is deleted in MLflow: runs cannot be logged to it.`, {
+        errorCode: 'INVALID_STATE',
+        hint: 'restore it in the MLflow UI, or choose another tracking.experiment_name',
+      });
+    }
+    return experiment;
+  }
+
+  async function searchExperiments(): Promise<Experiment[]> {
+    const experiments: Experiment[] = [];
+    let pageToken: string | undefined;
+    do {
+      const page = await call<{ experiments?: Experiment[]; next_page_token?: string }>('POST', 'experiments/search', {
+        max_results: 1000, view_type: 'ACTIVE_ONLY', page_token: pageToken,
+      });
+      experiments.push(...(page.experiments ?? []));
+      pageToken = page.next_page_token;
+    } while (pageToken);
+    return experiments;
+  }
+
+  async function createRun(run: { experimentId: string; runName?: string; startTime?: number; tags?: Record<string, string> }): Promise<Run> {
+    const answer = await call<{ run: Run }>('POST', 'runs/create', {
+      experiment_id: run.experimentId,
+      run_name: run.runName,
+      start_time: run.startTime ?? Date.now(),
+      tags: toKeyValues(run.tags ?? {}),
+    });
+    return answer.run;
+  }
+
+  async function updateRun(runId: string, update: { status?: RunStatus; endTime?: number; runName?: string }): Promise<RunInfo> {
+    const answer = await call<{ run_info: RunInfo }>('POST', 'runs/update', {
+      run_id: runId, status: update.status, end_time: update.endTime, run_name: update.runName,
+    });
+    return answer.run_info;
+  }
+
+  async function getRun(runId: string): Promise<Run> {
+    return (await call<{ run: Run }>('GET', 'runs/get', { run_id: runId })).run;
+  }
+
+  async function searchRuns(search: SearchRunsOptions): Promise<Run[]> {
+    const limit = search.maxResults ?? Infinity;
+    const runs: Run[] = [];
+    let pageToken: string | undefined;
+    do {
+      const page = await call<{ runs?: Run[]; next_page_token?: string }>('POST', 'runs/search', {
+        experiment_ids: search.experimentIds,
+        filter: search.filter,
+        order_by: search.orderBy,
+        run_view_type: search.viewType ?? 'ACTIVE_ONLY',
+        max_results: Math.min(1000, limit - runs.length),
+        page_token: pageToken,
+      });
+      runs.push(...(page.runs ?? []));
+      pageToken = page.next_page_token;
+    } while (pageToken && runs.length < limit);
+    return runs;
+  }
+
+  /** log-batch in as many requests as MLflow's limits need; NaN and Inf metric values are dropped (with a warning). */
+  async function logBatch(runId: string, batch: Batch): Promise<{ requests: number; dropped: number }> {
+    const finite = (batch.metrics ?? []).filter((metric) => Number.isFinite(metric.value));
+    const dropped = (batch.metrics ?? []).length - finite.length;
+    if (dropped > 0) {
+      const keys = [...new Set((batch.metrics ?? []).filter((metric) => !Number.isFinite(metric.value)).map((metric) => metric.key))];
+      warn(`MLflow cannot chart NaN or Inf: ${dropped} metric value(s) not logged (${keys.join(', ')}).`);
+    }
+    const chunks = chunkBatch({ metrics: finite, params: batch.params ?? [], tags: batch.tags ?? [] });
+    for (const chunk of chunks) await call('POST', 'runs/log-batch', { run_id: runId, ...chunk });
+    return { requests: chunks.length, dropped };
+  }
+
+  async function logInputs(runId: string, datasets: DatasetInput[]): Promise<void> {
+    await call('POST', 'runs/log-inputs', { run_id: runId, datasets });
+  }
+
+  async function getMetricHistory(runId: string, metricKey: string): Promise<Metric[]> {
+    const metrics: Metric[] = [];
+    let pageToken: string | undefined;
+    do {
+      const page = await call<{ metrics?: Metric[]; next_page_token?: string }>('GET', 'metrics/get-history', {
+        run_id: runId, metric_key: metricKey, max_results: 25_000, page_token: pageToken,
+      });
+      metrics.push(...(page.metrics ?? []));
+      pageToken = page.next_page_token;
+    } while (pageToken);
+    return metrics;
+  }
+
+  const artifactsPath = (artifactUri: string, relative = '') => `/api/2.0/mlflow-artifacts/artifacts/${encodePath(joinPath(proxiedPath(artifactUri), relative))}`;
+
+  /** Upload a local file (streamed) or bytes to `<artifact_uri>/<relativePath>`. */
+  async function uploadArtifact(artifactUri: string, relativePath: string, content: string | Uint8Array | { file: string }): Promise<void> {
+    let body: BodyInit;
+    let size: number;
+    if (typeof content === 'object' && 'file' in content) {
+      body = await fs.openAsBlob(content.file);
+      size = (body as Blob).size;
+    } else {
+      body = typeof content === 'string' ? content : new Blob([new Uint8Array(content)]);
+      size = typeof content === 'string' ? Buffer.byteLength(content) : content.byteLength;
+    }
+    // The timeout bounds a stalled request, not a large upload: allow 1 s per MB on top.
+    const response = await send('PUT', artifactsPath(artifactUri, relativePath), { body, timeoutMs: Math.ceil(timeoutMs + size / 1000) });
+    await response.body?.cancel();
+  }
+
+  async function listArtifacts(artifactUri: string, directory = ''): Promise<FileInfo[]> {
+    const response = await send('GET', '/api/2.0/mlflow-artifacts/artifacts', {
+      query: { path: joinPath(proxiedPath(artifactUri), directory) },
+    });
+    const answer = (await response.json()) as { files?: FileInfo[] };
+    // The proxy answers paths relative to the listed folder; make them relative to the run's root.
+    return (answer.files ?? []).map((file) => ({ ...file, path: joinPath(directory, file.path) }));
+  }
+
+  async function downloadArtifact(artifactUri: string, relativePath: string): Promise<Buffer> {
+    const response = await send('GET', artifactsPath(artifactUri, relativePath));
+    return Buffer.from(await response.arrayBuffer());
+  }
+
+  async function health(): Promise<boolean> {
+    try {
+      const response = await fetch(`${base}/health`, { signal: AbortSignal.timeout(5000) });
+      await response.body?.cancel();
+      return response.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  return {
+    baseUrl: base,
+    getExperimentByName,
+    createExperiment,
+    getOrCreateExperiment,
+    searchExperiments,
+    createRun,
+    updateRun,
+    getRun,
+    searchRuns,
+    logBatch,
+    logInputs,
+    getMetricHistory,
+    uploadArtifact,
+    listArtifacts,
+    downloadArtifact,
+    health,
+  };
+}
+
+/** Greedy split into requests within MLflow's per-request limits, params then tags then metrics. */
+export function chunkBatch(batch: Required<Batch>): Required<Batch>[] {
+  const params = [...batch.params];
+  const tags = [...batch.tags];
+  const metrics = [...batch.metrics];
+  const chunks: Required<Batch>[] = [];
+  while (params.length > 0 || tags.length > 0 || metrics.length > 0) {
+    const chunk: Required<Batch> = { params: params.splice(0, BATCH_LIMITS.params), tags: [], metrics: [] };
+    chunk.tags = tags.splice(0, Math.min(BATCH_LIMITS.tags, BATCH_LIMITS.total - chunk.params.length));
+    chunk.metrics = metrics.splice(0, Math.min(BATCH_LIMITS.metrics, BATCH_LIMITS.total - chunk.params.length - chunk.tags.length));
+    chunks.push(chunk);
+  }
+  return chunks;
+}
+
+/** The run's page in the MLflow UI. */
+export const runUrl = (uri: string, experimentId: string, runId: string) => `${uri.replace(/\/+$/, '')}/#/experiments/${experimentId}/runs/${runId}`;
+
+export function toKeyValues(record: Record<string, string>): KeyValue[] {
+  return Object.entries(record).map(([key, value]) => ({ key, value }));
+}
+
+export function fromKeyValues(list: KeyValue[] | undefined): Record<string, string> {
+  return Object.fromEntries((list ?? []).map(({ key, value }) => [key, value]));
+}
+
+/** `mlflow-artifacts:/1/<run>/artifacts` (or with a host) -> `1/<run>/artifacts`. */
+function proxiedPath(artifactUri: string): string {
+  const match = /^mlflow-artifacts:(?:\/\/[^/]*)?\/?(.*)$/.exec(artifactUri);
+  if (!match) {
+    throw new MlflowError(`The run stores artifacts at ${artifactUri}, which xp cannot reach: it uploads through the tracking server only.`, {
+      errorCode: 'UNSUPPORTED_ARTIFACT_URI',
+      hint: 'serve artifacts with `mlflow server --serve-artifacts` and log to an experiment created since (its artifact location starts with mlflow-artifacts:/)',
+    });
+  }
+  return match[1].replace(/\/+$/, '');
+}
+
+const joinPath = (...parts: string[]) => parts.filter(Boolean).join('/').replace(/\/{2,}/g, '/');
+const encodePath = (value: string) => value.split('/').map(encodeURIComponent).join('/');
+
+async function errorOf(response: Response, method: string, url: URL): Promise<MlflowError> {
+  const text = await response.text().catch(() => '');
+  let errorCode = `HTTP_${response.status}`;
+  let message = text.trim().slice(0, 500) || response.statusText;
+  try {
+    const json = JSON.parse(text) as { error_code?: string; message?: string };
+    if (json.error_code) errorCode = json.error_code;
+    if (json.message) message = json.message;
+  } catch {
+    // not JSON: keep the text
+  }
+  const hint = response.status === 401 ? 'set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)'
+    : response.status === 403 && /host/i.test(message) ? 'MLflow 3 accepts only allowed Host headers: call it by 127.0.0.1/localhost or start it with --allowed-hosts'
+    : undefined;
+  return new MlflowError(`MLflow ${method} ${url.pathname} failed with ${errorCode}: ${message}`, { errorCode, status: response.status, hint });
+}
+
+function reason(error: unknown): string {
+  if (error instanceof Error) {
+    if (error.name === 'TimeoutError') return 'timed out';
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    return cause?.code ?? cause?.message ?? error.message;
+  }
+  return String(error);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,94 @@
+// Runs side by side: what differs between them and how they scored.
+import { createClient, credentialsFromEnv, fromKeyValues, runUrl, type Run, type RunStatus } from './client.ts';
+
+export interface RunRow {
+  runId: string;
+  runName: string;
+  status: RunStatus;
+  experimentId: string;
+  experimentName: string;
+  startTime?: number;
+  endTime?: number;
+  params: Record<string, string>;
+  /** Latest value of each metric. */
+  metrics: Record<string, number>;
+  tags: Record<string, string>;
+  /** Local folder of the run (tag xp.run_dir), when logged by xp. */
+  runDir?: string;
+  parentRunId?: string;
+  url: string;
+}
+
+export const TABLE_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const;
+
+/** Runs of one experiment (or of all), newest first; sweep parents are left out unless asked for. */
+export async function listRuns(options: { uri: string; experimentName?: string; includeSweeps?: boolean; env?: NodeJS.ProcessEnv }): Promise<RunRow[]> {
+  const client = createClient(options.uri, credentialsFromEnv(options.env ?? process.env));
+  const experiments = options.experimentName
+    ? [await client.getExperimentByName(options.experimentName)].filter((experiment) => experiment !== undefined)
+    : await client.searchExperiments();
+  const names = new Map(experiments.map((experiment) => [experiment.experiment_id, experiment.name]));
+  const rows: RunRow[] = [];
+  // runs/search takes a bounded list of experiments: ask in groups.
+  for (let index = 0; index < experiments.length; index += 100) {
+    const ids = experiments.slice(index, index + 100).map((experiment) => experiment.experiment_id);
+    const runs = await client.searchRuns({ experimentIds: ids, orderBy: ['attributes.start_time DESC'] });
+    rows.push(...runs.map((run) => toRow(run, names.get(run.info.experiment_id) ?? '', options.uri)));
+  }
+  return options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep');
+}
+
+function toRow(run: Run, experimentName: string, uri: string): RunRow {
+  const tags = fromKeyValues(run.data.tags);
+  return {
+    runId: run.info.run_id,
+    runName: run.info.run_name ?? tags['mlflow.runName'] ?? run.info.run_id,
+    status: run.info.status,
+    experimentId: run.info.experiment_id,
+    experimentName,
+    startTime: numberOrUndefined(run.info.start_time),
+    endTime: numberOrUndefined(run.info.end_time),
+    params: fromKeyValues(run.data.params),
+    metrics: Object.fromEntries((run.data.metrics ?? []).map((metric) => [metric.key, Number(metric.value)])),
+    tags,
+    runDir: tags['xp.run_dir'],
+    parentRunId: tags['mlflow.parentRunId'],
+    url: runUrl(uri, run.info.experiment_id, run.info.run_id),
+  };
+}
+
+/** Best run by a metric (default: highest val_accuracy); runs without the metric do not compete. */
+export function bestRun(rows: RunRow[], options: { metric?: string; goal?: 'maximize' | 'minimize' } = {}): { runId: string; runDir?: string; url: string; value: number } | undefined {
+  const metric = options.metric ?? 'val_accuracy';
+  const sign = options.goal === 'minimize' ? -1 : 1;
+  let best: RunRow | undefined;
+  for (const row of rows) {
+    const value = row.metrics[metric];
+    if (!Number.isFinite(value)) continue;
+    if (!best || sign * value > sign * best.metrics[metric]) best = row;
+  }
+  return best && { runId: best.runId, runDir: best.runDir, url: best.url, value: best.metrics[metric] };
+}
+
+/** Names and params that differ between the runs, then final metrics; best val_accuracy first. */
+export function formatRunsTable(rows: RunRow[]): string {
+  if (rows.length === 0) return 'No runs.';
+  const sorted = [...rows].sort((a, b) => (b.metrics.val_accuracy ?? -Infinity) - (a.metrics.val_accuracy ?? -Infinity));
+  const keys = [...new Set(rows.flatMap((row) => Object.keys(row.params)))].sort();
+  const differing = keys.filter((key) => new Set(rows.map((row) => row.params[key] ?? '')).size > 1);
+  const header = ['name', 'status', ...differing, ...TABLE_METRICS];
+  const body = sorted.map((row) => [
+    row.runName,
+    row.status,
+    ...differing.map((key) => row.params[key] ?? '-'),
+    ...TABLE_METRICS.map((metric) => (row.metrics[metric] === undefined ? '-' : formatNumber(row.metrics[metric]))),
+  ].map((cell) => clip(cell, 32)));
+  const numeric = header.map((_, column) => column >= header.length - TABLE_METRICS.length);
+  const widths = header.map((title, column) => Math.max(title.length, ...body.map((cells) => cells[column].length)));
+  const line = (cells: string[]) => cells.map((cell, column) => (numeric[column] ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))).join('  ').trimEnd();
+  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...body.map(line)].join('\n');
+}
+
+const formatNumber = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(4));
+const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);
+const numberOrUndefined = (value: unknown) => (value === undefined || value === null ? undefined : Number(value));

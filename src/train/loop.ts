@@ -1,0 +1,280 @@
+// The training loop. A frozen backbone runs in inference mode outside the gradient tape; its features for each
+// augmented batch are computed once and fed to every member's head, so a group of trials that differ only in the
+// head, optimizer or epochs costs about one run. A single run is a group of one. Validation features are
+// computed once per run and reused every epoch.
+import * as tf from '@tensorflow/tfjs-node';
+import type { Experiment } from '../config/types.ts';
+import { createIndexStream, gatherBatch } from '../data/batches.ts';
+import { createAugmenter } from '../data/augment.ts';
+import { preprocess, type Backbone } from '../model/backbone.ts';
+import { createRng } from '../util/random.ts';
+import type { EpochLogs } from './callbacks.ts';
+import type { PreparedData, Split } from './data.ts';
+import type { Progress } from './progress.ts';
+
+export interface Member {
+  label?: string;
+  experiment: Experiment;
+  /** Compiled head: features -> probabilities (frozen backbone), or the whole model (fine-tuning). */
+  model: tf.LayersModel;
+  onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
+}
+
+export interface MemberResult {
+  history: EpochLogs[];
+  bestEpoch?: number;
+  stoppedEarly: boolean;
+  /** numTensors at the end of each epoch, for leak checks. */
+  tensorsPerEpoch: number[];
+  /** Confusion matrix on the whole validation set with the final weights: rows true class, columns predicted. */
+  confusion: number[][];
+}
+
+export interface LoopOptions {
+  data: PreparedData;
+  backbone: Backbone;
+  /** Inference function of the frozen backbone (BN folded); undefined when fine-tuning. */
+  forward?: (x: tf.Tensor4D) => tf.Tensor;
+  progress: Progress;
+  shouldStop: () => boolean;
+}
+
+interface State {
+  member: Member;
+  epochs: number;
+  history: EpochLogs[];
+  best?: { epoch: number; value: number; weights?: tf.Tensor[] };
+  stop?: { monitor: string; patience: number; minDelta: number; sign: 1 | -1; bestValue: number; wait: number; bestWeights?: tf.Tensor[] };
+  done: boolean;
+  stoppedEarly: boolean;
+  dropoutLayers: tf.layers.Layer[];
+  tensorsPerEpoch: number[];
+  seed: number;
+}
+
+export async function trainGroup(members: Member[], opts: LoopOptions): Promise<MemberResult[]> {
+  const shared = members[0].experiment;
+  const { data, backbone, progress } = opts;
+  const size = shared.data.image_size;
+  const batchSize = shared.data.batch_size;
+  const rng = createRng(shared.training.seed);
+  const trainStream = createIndexStream(data.train.count, batchSize, { shuffle: true, rng: rng.fork() });
+  const validationStream = createIndexStream(data.validation.count, batchSize, { shuffle: true, rng: rng.fork() });
+  const augmenter = createAugmenter(shared.augmentation, size, rng.fork());
+  const steps = shared.training.steps_per_epoch ?? trainStream.batchesPerPass;
+  const validationSteps = shared.training.validation_steps ?? validationStream.batchesPerPass;
+  const states = members.map((member) => initialState(member));
+  const maxEpochs = Math.max(...states.map((s) => s.epochs));
+
+  const features = (x: tf.Tensor4D) => tf.tidy(() => {
+    const input = preprocess(x, backbone.preprocessing) as tf.Tensor4D;
+    return opts.forward ? opts.forward(input) : input; // fine-tuning: the model takes preprocessed images
+  });
+  const validationFeatures = opts.forward ? cacheFeatures(data.validation, size, batchSize, features) : undefined;
+  const validationInput = (idx: Int32Array): tf.Tensor =>
+    validationFeatures
+      ? tf.gather(validationFeatures, tf.tensor1d(idx, 'int32'))
+      : features(imageTensor(gatherBatch(data.validation.images, data.validation.labels, idx, size).x, idx.length, size));
+
+  let globalStep = 0;
+  try {
+    for (let epoch = 1; epoch <= maxEpochs && !opts.shouldStop(); epoch++) {
+      const active = states.filter((s) => !s.done && epoch <= s.epochs);
+      if (!active.length) break;
+      const label = members.length > 1 ? `${active.length} heads` : undefined;
+      progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, steps, label);
+      const started = Date.now();
+      const sums = active.map(() => ({ loss: 0, accuracy: 0, n: 0 }));
+      let images = 0;
+      for (let step = 1; step <= steps; step++) {
+        const { x, y } = gatherBatch(data.train.images, data.train.labels, trainStream.next(), size);
+        const n = y.length;
+        const input = tf.tidy(() => {
+          const raw = tf.tensor4d(x, [n, size[0], size[1], 3], 'int32');
+          return features(augmenter.augment(raw));
+        });
+        const target = labelTensor(y, data.numClasses);
+        globalStep++;
+        for (let i = 0; i < active.length; i++) {
+          const s = active[i];
+          // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
+          for (const layer of s.dropoutLayers) (layer as unknown as { seed: number }).seed = (s.seed * 1_000_003 + globalStep) % 2 ** 31;
+          const [loss, accuracy] = (await s.member.model.trainOnBatch(input, target)) as number[];
+          sums[i].loss += loss * n;
+          sums[i].accuracy += accuracy * n;
+          sums[i].n += n;
+        }
+        tf.dispose([input, target]);
+        images += n;
+        progress.step(step, { loss: sums[0].loss / sums[0].n, accuracy: sums[0].accuracy / sums[0].n });
+        if (opts.shouldStop()) break;
+      }
+      if (opts.shouldStop()) break;
+      const trainSeconds = (Date.now() - started) / 1000;
+      const validationIndices = Array.from({ length: validationSteps }, () => validationStream.next());
+      for (let i = 0; i < active.length; i++) {
+        const s = active[i];
+        const valStarted = Date.now();
+        const val = evaluate(s.member.model, validationIndices, data, validationInput);
+        const seconds = trainSeconds / active.length + (Date.now() - valStarted) / 1000;
+        const logs: EpochLogs = {
+          loss: sums[i].loss / sums[i].n,
+          accuracy: sums[i].accuracy / sums[i].n,
+          val_loss: val.loss,
+          val_accuracy: val.accuracy,
+          learning_rate: s.member.experiment.optimizer.learning_rate,
+          epoch_seconds: active.length === 1 ? (Date.now() - started) / 1000 : seconds,
+          images_per_second: images / trainSeconds,
+        };
+        s.history.push(logs);
+        track(s, epoch, logs);
+        s.tensorsPerEpoch.push(tf.memory().numTensors);
+        progress.epochEnd(epoch, logs, s.member.label);
+        await s.member.onEpochEnd(epoch, logs);
+      }
+    }
+    for (const s of states) finish(s);
+    const everything = [Int32Array.from({ length: data.validation.count }, (_, i) => i)];
+    return states.map((s) => ({
+      history: s.history,
+      bestEpoch: s.best?.epoch,
+      stoppedEarly: s.stoppedEarly,
+      tensorsPerEpoch: s.tensorsPerEpoch,
+      confusion: confusionMatrix(s.member.model, everything[0], data, batchSize, validationInput),
+    }));
+  } finally {
+    tf.dispose(validationFeatures);
+  }
+}
+
+type ValidationInput = (idx: Int32Array) => tf.Tensor;
+
+function confusionMatrix(model: tf.LayersModel, idx: Int32Array, data: PreparedData, batchSize: number, input: ValidationInput): number[][] {
+  const k = data.numClasses;
+  const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  for (let start = 0; start < idx.length; start += batchSize) {
+    const part = idx.subarray(start, Math.min(start + batchSize, idx.length));
+    const predicted = tf.tidy(() => {
+      const p = model.predict(input(part)) as tf.Tensor;
+      return (k === 2 ? tf.greater(p, 0.5).reshape([-1]).toInt() : tf.argMax(p, 1)).dataSync();
+    });
+    part.forEach((i, j) => matrix[data.validation.labels[i]][predicted[j]]++);
+  }
+  return matrix;
+}
+
+function initialState(member: Member): State {
+  const t = member.experiment.training;
+  const es = t.early_stopping;
+  const sign = (monitor: string, mode = 'auto') => (mode === 'max' || (mode === 'auto' && monitor.includes('accuracy')) ? 1 : -1);
+  return {
+    member,
+    epochs: t.epochs,
+    history: [],
+    done: false,
+    stoppedEarly: false,
+    dropoutLayers: flat(member.model).filter((l) => l.getClassName() === 'Dropout'),
+    tensorsPerEpoch: [],
+    seed: t.seed,
+    stop: es && { monitor: es.monitor, patience: es.patience, minDelta: es.min_delta, sign: sign(es.monitor, es.mode), bestValue: -Infinity, wait: 0 },
+  };
+}
+
+// Best epoch for the checkpoint, and early stopping, both on the member's own metrics.
+function track(s: State, epoch: number, logs: EpochLogs): void {
+  const { checkpoint } = s.member.experiment.training;
+  const value = monitored(logs, checkpoint.monitor) * (checkpoint.monitor.includes('accuracy') ? 1 : -1);
+  if (!s.best || value > s.best.value) {
+    tf.dispose(s.best?.weights);
+    s.best = { epoch, value, weights: checkpoint.save_best_only ? snapshot(s.member.model) : undefined };
+  }
+  const stop = s.stop;
+  if (!stop) return;
+  const v = monitored(logs, stop.monitor) * stop.sign;
+  if (v - stop.minDelta > stop.bestValue) {
+    stop.bestValue = v;
+    stop.wait = 0;
+    if (s.member.experiment.training.early_stopping?.restore_best_weights) {
+      tf.dispose(stop.bestWeights);
+      stop.bestWeights = snapshot(s.member.model);
+    }
+  } else if (++stop.wait >= stop.patience) {
+    s.done = true;
+    s.stoppedEarly = true;
+  }
+}
+
+function finish(s: State): void {
+  const saveBest = s.member.experiment.training.checkpoint.save_best_only;
+  const restore = saveBest ? s.best?.weights : s.stoppedEarly ? s.stop?.bestWeights : undefined;
+  if (restore) s.member.model.setWeights(restore);
+  tf.dispose(s.stop?.bestWeights);
+  tf.dispose(s.best?.weights);
+}
+
+const monitored = (logs: EpochLogs, key: string) => (logs as unknown as Record<string, number>)[key] ?? NaN;
+
+function snapshot(model: tf.LayersModel): tf.Tensor[] {
+  return model.getWeights().map((w) => w.clone());
+}
+
+function flat(model: tf.LayersModel): tf.layers.Layer[] {
+  return model.layers.flatMap((l) => (l instanceof tf.LayersModel ? flat(l) : [l]));
+}
+
+function imageTensor(x: Uint8Array, n: number, size: [number, number]): tf.Tensor4D {
+  return tf.tidy(() => tf.tensor4d(x, [n, size[0], size[1], 3], 'int32').toFloat());
+}
+
+export function labelTensor(y: Int32Array, numClasses: number): tf.Tensor {
+  return tf.tidy(() => (numClasses === 2 ? tf.tensor2d(Float32Array.from(y), [y.length, 1]) : tf.oneHot(tf.tensor1d(y, 'int32'), numClasses).toFloat()));
+}
+
+function cacheFeatures(split: Split, size: [number, number], batchSize: number, features: (x: tf.Tensor4D) => tf.Tensor): tf.Tensor {
+  const chunks: tf.Tensor[] = [];
+  const all = Int32Array.from({ length: split.count }, (_, i) => i);
+  for (let start = 0; start < split.count; start += batchSize) {
+    const idx = all.subarray(start, Math.min(start + batchSize, split.count));
+    const { x } = gatherBatch(split.images, split.labels, idx, size);
+    chunks.push(tf.tidy(() => features(imageTensor(x, idx.length, size))));
+  }
+  const out = tf.concat(chunks);
+  tf.dispose(chunks);
+  return out;
+}
+
+/** Loss and accuracy over the given validation batches, Keras-style (sample-weighted means). */
+function evaluate(model: tf.LayersModel, batches: Int32Array[], data: PreparedData, input: ValidationInput): { loss: number; accuracy: number } {
+  let loss = 0;
+  let correct = 0;
+  let n = 0;
+  for (const idx of batches) {
+    const [l, c] = tf.tidy(() => {
+      const y = data.validation.labels;
+      const labels = Int32Array.from(idx, (i) => y[i]);
+      const p = model.predict(input(idx)) as tf.Tensor;
+      return batchLossAndCorrect(p, labels, data.numClasses);
+    });
+    loss += l;
+    correct += c;
+    n += idx.length;
+  }
+  return { loss: loss / n, accuracy: correct / n };
+}
+
+export function batchLossAndCorrect(p: tf.Tensor, labels: Int32Array, numClasses: number): [number, number] {
+  return tf.tidy(() => {
+    const eps = 1e-7; // Keras backend epsilon, as its cross-entropy clips
+    const clipped = tf.clipByValue(p, eps, 1 - eps);
+    if (numClasses === 2) {
+      const y = tf.tensor2d(Float32Array.from(labels), [labels.length, 1]);
+      const loss = tf.neg(tf.add(tf.mul(y, tf.log(clipped)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, clipped))))).sum();
+      const correct = tf.equal(tf.greater(p, 0.5).toFloat(), y).toFloat().sum();
+      return [loss.dataSync()[0], correct.dataSync()[0]];
+    }
+    const y = tf.oneHot(tf.tensor1d(labels, 'int32'), numClasses).toFloat();
+    const loss = tf.neg(tf.mul(y, tf.log(clipped)).sum()).sum();
+    const correct = tf.equal(tf.argMax(p, 1), tf.tensor1d(labels, 'int32')).toFloat().sum();
+    return [loss.dataSync()[0], correct.dataSync()[0]];
+  });
+}

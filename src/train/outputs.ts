@@ -1,0 +1,97 @@
+// What a run leaves in runs/<experiment>/<run-id>/: the resolved experiment, history, curves, confusion matrix.
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import YAML from 'yaml';
+import type { Experiment } from '../config/types.ts';
+import type { EpochLogs } from './callbacks.ts';
+
+export const HISTORY_COLUMNS = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
+
+export function writeExperiment(runDir: string, experiment: Experiment, meta: { sourceFile?: string; configHash: string }): void {
+  const header = `# Resolved experiment (every default filled in)${meta.sourceFile ? ` from ${meta.sourceFile}` : ''}, config hash ${meta.configHash}\n`;
+  fs.writeFileSync(path.join(runDir, 'experiment.yaml'), header + YAML.stringify(experiment));
+}
+
+export function writeHistory(runDir: string, history: EpochLogs[]): void {
+  const rows = history.map((h, i) => ({ epoch: i + 1, ...h }));
+  const csv = [HISTORY_COLUMNS.join(','), ...rows.map((r) => HISTORY_COLUMNS.map((c) => (r as Record<string, unknown>)[c] ?? '').join(','))].join('\n');
+  fs.writeFileSync(path.join(runDir, 'history.csv'), `${csv}\n`);
+  fs.writeFileSync(path.join(runDir, 'history.json'), `${JSON.stringify(rows, null, 2)}\n`);
+}
+
+export function writeConfusion(runDir: string, classNames: string[], matrix: number[][]): void {
+  const total = matrix.flat().reduce((a, b) => a + b, 0);
+  const correct = matrix.reduce((a, row, i) => a + row[i], 0);
+  const body = { class_names: classNames, matrix, accuracy: total ? correct / total : 0, rows: 'true class', columns: 'predicted class' };
+  fs.writeFileSync(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
+}
+
+/** The two plots the reference notebook draws: accuracy and loss per epoch, training and validation. */
+export async function writeCurves(runDir: string, history: EpochLogs[], title: string): Promise<void> {
+  const width = 960;
+  const height = 400;
+  const panels = [
+    plot('Training and validation accuracy', history.map((h) => h.accuracy), history.map((h) => h.val_accuracy ?? NaN), 0, 480, height),
+    plot('Training and validation loss', history.map((h) => h.loss), history.map((h) => h.val_loss ?? NaN), 480, 480, height),
+  ];
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + 30}" font-family="DejaVu Sans, Arial, sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="${width / 2}" y="20" font-size="15" text-anchor="middle">${escape(title)}</text>
+<g transform="translate(0,30)">${panels.join('')}</g></svg>`;
+  await sharp(Buffer.from(svg)).png().toFile(path.join(runDir, 'curves.png'));
+}
+
+function plot(title: string, train: number[], validation: number[], x0: number, w: number, h: number): string {
+  const left = x0 + 55;
+  const right = x0 + w - 15;
+  const top = 30;
+  const bottom = h - 45;
+  const values = [...train, ...validation].filter(Number.isFinite);
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  if (!values.length) [lo, hi] = [0, 1];
+  if (hi - lo < 1e-6) [lo, hi] = [lo - 0.5, hi + 0.5];
+  const pad = (hi - lo) * 0.08;
+  [lo, hi] = [lo - pad, hi + pad];
+  const n = Math.max(train.length, 1);
+  const sx = (i: number) => (n === 1 ? (left + right) / 2 : left + ((right - left) * i) / (n - 1));
+  const sy = (v: number) => bottom - ((bottom - top) * (v - lo)) / (hi - lo);
+  const line = (ys: number[], color: string) => {
+    const pts = ys.map((v, i) => (Number.isFinite(v) ? `${sx(i).toFixed(1)},${sy(v).toFixed(1)}` : '')).filter(Boolean);
+    const dots = pts.map((p) => `<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="2.5" fill="${color}"/>`).join('');
+    return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>${dots}`;
+  };
+  const ticks = Array.from({ length: 5 }, (_, i) => lo + ((hi - lo) * i) / 4)
+    .map((v) => `<line x1="${left}" x2="${right}" y1="${sy(v)}" y2="${sy(v)}" stroke="#e5e5e5"/><text x="${left - 6}" y="${sy(v) + 4}" font-size="11" text-anchor="end">${v.toFixed(3)}</text>`)
+    .join('');
+  const xticks = Array.from({ length: n }, (_, i) => i)
+    .filter((i) => n <= 20 || i % Math.ceil(n / 10) === 0)
+    .map((i) => `<text x="${sx(i)}" y="${bottom + 16}" font-size="11" text-anchor="middle">${i + 1}</text>`)
+    .join('');
+  return `<text x="${(left + right) / 2}" y="18" font-size="13" text-anchor="middle">${title}</text>${ticks}${xticks}
+<line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="#333"/><line x1="${left}" y1="${top}" x2="${left}" y2="${bottom}" stroke="#333"/>
+<text x="${(left + right) / 2}" y="${bottom + 34}" font-size="11" text-anchor="middle">epoch</text>
+${line(train, '#d62728')}${line(validation, '#1f77b4')}
+<rect x="${right - 120}" y="${top + 2}" width="116" height="38" fill="white" stroke="#ccc"/>
+<line x1="${right - 112}" x2="${right - 92}" y1="${top + 14}" y2="${top + 14}" stroke="#d62728" stroke-width="2"/><text x="${right - 86}" y="${top + 18}" font-size="11">training</text>
+<line x1="${right - 112}" x2="${right - 92}" y1="${top + 30}" y2="${top + 30}" stroke="#1f77b4" stroke-width="2"/><text x="${right - 86}" y="${top + 34}" font-size="11">validation</text>`;
+}
+
+const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** runs/<experiment>/<yyyymmdd-hhmmss-xxxx>: sortable by time, unique across parallel trials. */
+export function newRunDir(runsRoot: string, experimentName: string): { runId: string; runDir: string } {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  for (;;) {
+    const runId = `${stamp}-${Math.random().toString(16).slice(2, 6)}`;
+    const runDir = path.join(runsRoot, experimentName, runId);
+    try {
+      fs.mkdirSync(path.dirname(runDir), { recursive: true });
+      fs.mkdirSync(runDir);
+      return { runId, runDir };
+    } catch (error: any) {
+      if (error.code !== 'EEXIST') throw error;
+    }
+  }
+}

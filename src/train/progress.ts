@@ -1,0 +1,75 @@
+// Console output as Keras prints it: `Epoch 3/20`, a progress bar with ETA and running metrics, then the
+// epoch's line with val_ metrics. Without a terminal (CI, logs) only the epoch lines, as Keras verbose=2.
+import type { EpochLogs } from './callbacks.ts';
+
+export type OutputMode = 'bar' | 'quiet' | 'json';
+
+export interface Progress {
+  epochStart(epoch: number, epochs: number, steps: number, label?: string): void;
+  step(step: number, metrics: Record<string, number>): void;
+  epochEnd(epoch: number, logs: EpochLogs, label?: string): void;
+  line(text: string): void;
+}
+
+export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = process.stdout): Progress {
+  const tty = mode === 'bar' && Boolean(stream.isTTY);
+  let steps = 0;
+  let started = 0;
+  let lastDraw = 0;
+  return {
+    epochStart(epoch, epochs, n, label) {
+      steps = n;
+      started = Date.now();
+      if (mode !== 'json') stream.write(`${label ? `[${label}] ` : ''}Epoch ${epoch}/${epochs}\n`);
+    },
+    step(step, metrics) {
+      if (!tty) return;
+      const now = Date.now();
+      if (now - lastDraw < 100 && step < steps) return; // redraw at most 10 times a second
+      lastDraw = now;
+      const elapsed = (now - started) / 1000;
+      const eta = (elapsed / step) * (steps - step);
+      stream.write(`\r${counter(step, steps)} ${bar(step, steps)} - ETA: ${duration(eta)}${formatMetrics(metrics)}\x1b[K`);
+    },
+    epochEnd(epoch, logs, label) {
+      if (mode === 'json') {
+        stream.write(`${JSON.stringify({ event: 'epoch', ...(label ? { trial: label } : {}), epoch, ...logs })}\n`);
+        return;
+      }
+      const { loss, accuracy, val_loss, val_accuracy } = logs;
+      const perStep = steps ? (logs.epoch_seconds / steps) * 1000 : 0;
+      const metrics = formatMetrics({ loss, accuracy, ...(val_loss !== undefined ? { val_loss, val_accuracy: val_accuracy! } : {}) });
+      const head = mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';
+      stream.write(`${tty ? '\r' : ''}${head}${Math.round(logs.epoch_seconds)}s ${Math.round(perStep)}ms/step${metrics}${tty ? '\x1b[K' : ''}\n`);
+    },
+    line(text) {
+      if (mode === 'json') stream.write(`${JSON.stringify({ event: 'log', message: text })}\n`);
+      else stream.write(`${text}\n`);
+    },
+  };
+}
+
+function counter(step: number, steps: number): string {
+  const width = String(steps).length;
+  return `${String(step).padStart(width)}/${steps}`;
+}
+
+function bar(step: number, steps: number, width = 30): string {
+  const done = Math.floor((step / steps) * width);
+  const body = done >= width ? '='.repeat(width) : `${'='.repeat(Math.max(0, done))}>${'.'.repeat(width - done - 1)}`;
+  return `[${body}]`;
+}
+
+export function formatMetrics(metrics: Record<string, number>): string {
+  return Object.entries(metrics)
+    .map(([k, v]) => ` - ${k}: ${v.toFixed(4)}`)
+    .join('');
+}
+
+export function duration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  return m < 60 ? `${m}:${String(s).padStart(2, '0')}` : `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${String(s).padStart(2, '0')}`;
+}

@@ -1,0 +1,173 @@
+// Runs one group of trials that share data, backbone and augmentation (a single run is a group of one):
+// load once, train every head on the same backbone features, write each trial's outputs, tell the callbacks.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import type { Experiment } from '../config/types.ts';
+import { loadBackbone, type Backbone } from '../model/backbone.ts';
+import { freezeForInference } from '../model/fold.ts';
+import { buildHead, composeModel, lossFor } from '../model/head.ts';
+import { buildOptimizer } from '../model/optimizer.ts';
+import { layerSummary } from '../model/summary.ts';
+import type { Callbacks, EpochLogs, RunEndInfo } from './callbacks.ts';
+import { prepareData, type PreparedData } from './data.ts';
+import { trainGroup, type MemberResult } from './loop.ts';
+import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
+import type { Progress } from './progress.ts';
+
+export interface TrialSpec {
+  name: string;
+  experiment: Experiment;
+  configHash: string;
+  callbacks: Callbacks[];
+  parentRunId?: string;
+}
+
+export interface TrialOutcome {
+  name: string;
+  runId: string;
+  runDir: string;
+  status: RunEndInfo['status'];
+  error?: string;
+  history: EpochLogs[];
+  bestEpoch?: number;
+  wallSeconds: number;
+  tensorsPerEpoch: number[];
+}
+
+export interface GroupOptions {
+  baseDir: string;
+  sourceFile?: string;
+  runsRoot: string;
+  dataDir?: string;
+  progress: Progress;
+  shouldStop: () => boolean;
+  /** Reuse data already decoded by an earlier group with the same data section. */
+  data?: PreparedData;
+}
+
+export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'model'];
+
+export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
+  const started = Date.now();
+  const first = trials[0].experiment;
+  const { progress } = opts;
+  const data =
+    opts.data ??
+    (await prepareData(first.data, {
+      baseDir: opts.baseDir,
+      dataDir: opts.dataDir,
+      onWarning: (m) => progress.line(`warning: ${m}`),
+      log: (l) => progress.line(l),
+    }));
+  const skipped = data.train.skipped.length + data.validation.skipped.length;
+  progress.line(`Found ${data.train.count} training and ${data.validation.count} validation images of ${data.numClasses} classes (${data.classNames.join(', ')})${skipped ? `, ${skipped} unreadable skipped` : ''}`);
+
+  const backboneCfg = { ...first.backbone, weights: resolveWeights(first.backbone.weights, opts.baseDir) };
+  const backbone = await loadBackbone(backboneCfg, first.data.image_size);
+  const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
+  const forward = frozen ? freezeForInference(backbone.model) : undefined;
+  progress.line(`Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`);
+
+  const members = trials.map((t) => {
+    const { runId, runDir } = newRunDir(opts.runsRoot, t.experiment.name);
+    writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
+    const head = buildHead(backbone.featureShape, t.experiment.head, data.numClasses, { seed: t.experiment.training.seed });
+    const model = frozen ? head : composeModel(backbone.model, head);
+    model.compile({ optimizer: buildOptimizer(t.experiment.optimizer), loss: lossFor(data.numClasses), metrics: ['accuracy'] });
+    const full = frozen ? composeModel(backbone.model, head) : model;
+    fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
+    return { spec: t, runId, runDir, head, model, full, started: Date.now() };
+  });
+
+  for (const m of members) {
+    const counts = paramCounts(m.full, m.head, frozen);
+    for (const cb of m.spec.callbacks) {
+      await cb.onRunStart?.({
+        runId: m.runId,
+        runDir: m.runDir,
+        runName: m.spec.name,
+        experiment: m.spec.experiment,
+        sourceFile: opts.sourceFile,
+        configHash: m.spec.configHash,
+        parentRunId: m.spec.parentRunId,
+        facts: { ...counts, train_images: data.train.count, validation_images: data.validation.count, class_names: data.classNames },
+        datasets: [
+          { name: `${path.basename(path.dirname(data.train.dir))}/${path.basename(data.train.dir)}`, digest: data.train.digest, source: data.train.dir, context: 'train' },
+          { name: `${path.basename(path.dirname(data.validation.dir))}/${path.basename(data.validation.dir)}`, digest: data.validation.digest, source: data.validation.dir, context: 'eval' },
+        ],
+      });
+    }
+  }
+
+  let results: MemberResult[] = [];
+  let failure: Error | undefined;
+  try {
+    results = await trainGroup(
+      members.map((m) => ({
+        label: trials.length > 1 ? m.spec.name : undefined,
+        experiment: m.spec.experiment,
+        model: m.model,
+        onEpochEnd: async (epoch, logs) => {
+          for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
+        },
+      })),
+      { data, backbone, forward, progress, shouldStop: opts.shouldStop },
+    );
+  } catch (error) {
+    failure = error as Error;
+  } finally {
+    forward?.dispose();
+  }
+
+  const killed = opts.shouldStop();
+  const outcomes: TrialOutcome[] = [];
+  for (const [i, m] of members.entries()) {
+    const r = results[i];
+    const history = r?.history ?? [];
+    const status: RunEndInfo['status'] = failure ? 'FAILED' : killed ? 'KILLED' : 'FINISHED';
+    const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
+    const wallSeconds = (Date.now() - started) / 1000;
+    const end: RunEndInfo = { status, error: failure?.message, bestEpoch: r?.bestEpoch, history, artifacts, wallSeconds };
+    for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
+    outcomes.push({ name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, bestEpoch: r?.bestEpoch, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] });
+    m.model.optimizer?.dispose();
+  }
+  // Container.dispose() follows layer reference counts that composing models shifts; freeing the weights
+  // themselves is exact. The backbone is shared by every member of the group.
+  const weights = new Set([...backbone.model.weights, ...members.flatMap((m) => m.head.weights)]);
+  for (const w of weights) w.dispose();
+  if (failure) throw failure; // every run above is closed (FAILED) before the error surfaces
+  return { outcomes, data };
+}
+
+async function writeOutputs(
+  m: { runDir: string; full: tf.LayersModel; spec: TrialSpec },
+  r: MemberResult | undefined,
+  history: EpochLogs[],
+  data: PreparedData,
+  status: RunEndInfo['status'],
+  preprocessing: Backbone['preprocessing'],
+): Promise<string[]> {
+  writeHistory(m.runDir, history);
+  if (history.length) await writeCurves(m.runDir, history, `${m.spec.experiment.name}: ${m.spec.name}`);
+  if (r) writeConfusion(m.runDir, data.classNames, r.confusion);
+  if (status !== 'FAILED' && history.length) {
+    await m.full.save(`file://${path.join(m.runDir, 'model')}`);
+    fs.writeFileSync(
+      path.join(m.runDir, 'model', 'xp.json'),
+      `${JSON.stringify({ class_names: data.classNames, image_size: m.spec.experiment.data.image_size, preprocessing, interpolation: m.spec.experiment.data.interpolation }, null, 2)}\n`,
+    );
+  }
+  return ARTIFACTS.filter((a) => fs.existsSync(path.join(m.runDir, a)));
+}
+
+function paramCounts(full: tf.LayersModel, head: tf.LayersModel, frozen: boolean) {
+  const count = (ws: tf.LayerVariable[]) => ws.reduce((a, w) => a + w.shape.reduce((x, y) => x * (y ?? 1), 1), 0);
+  const total = count(full.weights);
+  return { total_params: total, trainable_params: frozen ? count(head.trainableWeights) : count(full.trainableWeights) };
+}
+
+function resolveWeights(weights: string, baseDir: string): string {
+  return /\.(h5|json)$/i.test(weights) ? path.resolve(baseDir, weights) : weights;
+}

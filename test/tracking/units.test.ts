@@ -1,0 +1,92 @@
+// The parts that need no server: params, batching, the runs table, pending summaries, server start-up errors.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, expect, test } from 'vitest';
+import { TrackingError } from '../../src/errors.ts';
+import { BATCH_LIMITS, chunkBatch } from '../../src/tracking/client.ts';
+import { bestRun, formatRunsTable, type RunRow } from '../../src/tracking/compare.ts';
+import { describePending, openJournal } from '../../src/tracking/journal.ts';
+import { resolveTrackingUri, startServer } from '../../src/tracking/server.ts';
+import { flattenParams, runParams } from '../../src/tracking/tracker.ts';
+import { removeTempDirs, startInfo, tempDir } from './helpers.ts';
+
+afterAll(removeTempDirs);
+
+test('params are the resolved experiment in dotted keys, arrays as JSON, without sweep, tracking and description', () => {
+  expect(flattenParams({ head: { dropout: 0.2, units: [1024, 512] }, zoom_range: [0.8, 1.2], skip: undefined })).toEqual({
+    'head.dropout': '0.2',
+    'head.units': '[1024,512]',
+    zoom_range: '[0.8,1.2]',
+  });
+  const params = runParams(startInfo('/tmp/run'));
+  expect(params['optimizer.learning_rate']).toBe('0.0001');
+  expect(params['training.checkpoint.monitor']).toBe('val_loss');
+  expect(params.class_names).toBe('["cats","dogs"]');
+  expect(Object.keys(params).filter((key) => /^(sweep|tracking|description)\b/.test(key))).toEqual([]);
+  expect(Object.keys(params).length).toBeGreaterThan(30);
+});
+
+test('batches are split within MLflow limits and keep every item once, in order', () => {
+  const items = (prefix: string, count: number) => Array.from({ length: count }, (_, index) => ({ key: `${prefix}${index}`, value: String(index) }));
+  const metrics = Array.from({ length: 2345 }, (_, step) => ({ key: 'm', value: step, timestamp: step, step }));
+  const chunks = chunkBatch({ metrics, params: items('p', 250), tags: items('t', 130) });
+  for (const chunk of chunks) {
+    expect(chunk.metrics.length).toBeLessThanOrEqual(BATCH_LIMITS.metrics);
+    expect(chunk.params.length).toBeLessThanOrEqual(BATCH_LIMITS.params);
+    expect(chunk.tags.length).toBeLessThanOrEqual(BATCH_LIMITS.tags);
+    expect(chunk.metrics.length + chunk.params.length + chunk.tags.length).toBeLessThanOrEqual(BATCH_LIMITS.total);
+  }
+  expect(chunks.flatMap((chunk) => chunk.metrics)).toEqual(metrics);
+  expect(chunks.flatMap((chunk) => chunk.params).map((param) => param.key)).toEqual(items('p', 250).map((param) => param.key));
+  expect(chunks.flatMap((chunk) => chunk.tags)).toHaveLength(130);
+  expect(chunkBatch({ metrics: [], params: [], tags: [] })).toEqual([]);
+});
+
+function row(name: string, params: Record<string, string>, metrics: Record<string, number>, runDir?: string): RunRow {
+  return { runId: `id-${name}`, runName: name, status: 'FINISHED', experimentId: '1', experimentName: 'x', params, metrics, tags: {}, runDir, url: `u/${name}` };
+}
+
+test('the runs table shows only the params that differ, best val_accuracy first', () => {
+  const rows = [
+    row('low', { 'head.dropout': '0.2', 'backbone.name': 'inception_v3' }, { val_accuracy: 0.7, val_loss: 0.6, accuracy: 0.8, loss: 0.4 }, '/runs/a'),
+    row('high', { 'head.dropout': '0.5', 'backbone.name': 'inception_v3' }, { val_accuracy: 0.9123456, val_loss: 0.3, accuracy: 0.85, loss: 0.35 }, '/runs/b'),
+    row('failed', { 'head.dropout': '0.3', 'backbone.name': 'inception_v3' }, {}),
+  ];
+  const lines = formatRunsTable(rows).split('\n');
+  expect(lines[0]).toMatch(/^name\s+status\s+head\.dropout\s+val_accuracy\s+val_loss\s+accuracy\s+loss$/);
+  expect(lines[0]).not.toMatch(/backbone/);
+  expect(lines.slice(2).map((line) => line.split(/\s+/)[0])).toEqual(['high', 'low', 'failed']);
+  expect(lines[2]).toMatch(/0\.9123\s+0\.3000\s+0\.8500\s+0\.3500$/);
+  expect(lines[4]).toMatch(/-\s+-\s+-\s+-$/);
+  expect(bestRun(rows)).toEqual({ runId: 'id-high', runDir: '/runs/b', url: 'u/high', value: 0.9123456 });
+  expect(bestRun(rows, { metric: 'val_loss', goal: 'minimize' })?.runId).toBe('id-high');
+  expect(bestRun([row('none', {}, {})])).toBeUndefined();
+  expect(formatRunsTable([])).toBe('No runs.');
+});
+
+test('pending records are summed up in words', () => {
+  const journal = openJournal(tempDir('pending'));
+  for (const step of [3, 4, 5, 7]) journal.append({ kind: 'metrics', step, timestamp: 0, metrics: { loss: 1 } });
+  journal.append({ kind: 'artifact', path: 'a' });
+  journal.append({ kind: 'artifact', path: 'b' });
+  journal.append({ kind: 'end', status: 'FINISHED', endTime: 0 });
+  expect(describePending(journal.pending())).toBe('metrics of epochs 3-5, 7, 2 artifact file(s), the final run status');
+  expect(journal.pending().map((record) => record.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  // A second opening continues the numbering.
+  expect(openJournal(path.dirname(journal.file)).append({ kind: 'tags', tags: {} }).seq).toBe(8);
+});
+
+test('a missing or failing MLflow binary gives an error that says what to do', async () => {
+  const storeDir = tempDir('store');
+  await expect(startServer({ storeDir, mlflowBin: path.join(storeDir, 'no-mlflow') })).rejects.toThrow(/MLflow is not installed/);
+  const failing = path.join(storeDir, 'failing-mlflow');
+  fs.writeFileSync(failing, '#!/bin/sh\necho "no such option" >&2\nexit 2\n', { mode: 0o755 });
+  const error = await startServer({ storeDir, mlflowBin: failing }).catch((caught: unknown) => caught);
+  expect(error).toBeInstanceOf(TrackingError);
+  expect((error as Error).message).toMatch(/exited \(exit code 2\).*server\.log:\n[\s\S]*no such option/);
+  expect(fs.existsSync(path.join(storeDir, 'server.json'))).toBe(false);
+});
+
+test('a tracking URI that is not http(s) is refused with advice', async () => {
+  await expect(resolveTrackingUri({ experimentUri: 'sqlite:///mlflow.db', storeDir: tempDir('store') })).rejects.toThrow(/tracking\.uri must be an http\(s\) URL/);
+});

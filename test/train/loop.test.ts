@@ -1,0 +1,98 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadExperiment } from '../../src/config/load.ts';
+import { groupTrials } from '../../src/cli/run.ts';
+import { runGroup, type TrialSpec } from '../../src/train/run.ts';
+import { createProgress } from '../../src/train/progress.ts';
+import type { PreparedData } from '../../src/train/data.ts';
+
+const shared = path.resolve(import.meta.dirname, '../../../shared/datasets/cats_and_dogs_filtered');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-train-'));
+const quiet = createProgress('quiet', Object.assign(fs.createWriteStream('/dev/null'), { isTTY: false }) as unknown as NodeJS.WriteStream);
+
+// A small, fast pipeline: MobileNetV2 (nsfwjs weights) cut early, 96x96, 16 images per class.
+function writeExperiment(name: string, extra: string): string {
+  const file = path.join(tmp, `${name}.yaml`);
+  fs.writeFileSync(file, `name: ${name}
+data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [16], dropout: 0.3}
+augmentation: {rotation_range: 20, zoom_range: 0.1, horizontal_flip: true}
+optimizer: {name: adam, learning_rate: 0.001}
+training: {epochs: 3, steps_per_epoch: 3, validation_steps: 2, seed: 7}
+${extra}`);
+  return file;
+}
+
+const spec = (t: { name: string; experiment: any; configHash: string }): TrialSpec => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] });
+
+describe('training loop', () => {
+  let data: PreparedData | undefined;
+  const opts = () => ({ baseDir: tmp, runsRoot: path.join(tmp, 'runs'), progress: quiet, shouldStop: () => false, data });
+
+  beforeAll(() => {
+    expect(tf.getBackend()).toBe('tensorflow');
+  });
+
+  it('trains, keeps numTensors flat from epoch to epoch, and writes every output', async () => {
+    const { trials } = await loadExperiment(writeExperiment('single', ''));
+    const before = tf.memory().numTensors;
+    const r = await runGroup(trials.map(spec), opts());
+    data = r.data;
+    const [o] = r.outcomes;
+    expect(o.status).toBe('FINISHED');
+    expect(o.history).toHaveLength(3);
+    for (const h of o.history) {
+      expect(h.loss).toBeGreaterThan(0);
+      expect(h.val_accuracy).toBeGreaterThanOrEqual(0);
+      expect(h.val_accuracy).toBeLessThanOrEqual(1);
+    }
+    expect(new Set(o.tensorsPerEpoch).size, `numTensors per epoch: ${o.tensorsPerEpoch}`).toBe(1);
+    expect(tf.memory().numTensors).toBe(before);
+    for (const f of ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'model/model.json', 'model/xp.json']) {
+      expect(fs.existsSync(path.join(o.runDir, f)), f).toBe(true);
+    }
+    expect(fs.readFileSync(path.join(o.runDir, 'history.csv'), 'utf8').trim().split('\n')).toHaveLength(4);
+    const confusion = JSON.parse(fs.readFileSync(path.join(o.runDir, 'confusion_matrix.json'), 'utf8'));
+    expect(confusion.matrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(32);
+    const model = await tf.loadLayersModel(`file://${path.join(o.runDir, 'model/model.json')}`);
+    const p = model.predict(tf.zeros([1, 96, 96, 3])) as tf.Tensor;
+    expect(p.shape).toEqual([1, 1]);
+    tf.dispose([p]);
+    model.dispose();
+  });
+
+  it('a trial trained in a shared group ends with the same metrics as alone with the same seed', async () => {
+    const sweep = 'sweep:\n  head.dropout: [0.1, 0.5]\n  training.epochs: [2, 3]\n';
+    const { trials } = await loadExperiment(writeExperiment('grouped', sweep));
+    const groups = groupTrials(trials, true);
+    expect(groups).toHaveLength(1);
+    const together = await runGroup(trials.map(spec), opts());
+    expect(together.outcomes.map((o) => o.history.length)).toEqual([2, 3, 2, 3]);
+    const alone = await runGroup([spec(trials[3])], opts());
+    const a = together.outcomes[3].history;
+    const b = alone.outcomes[0].history;
+    expect(b).toHaveLength(a.length);
+    a.forEach((h, i) => {
+      expect(b[i].loss).toBeCloseTo(h.loss, 5);
+      expect(b[i].accuracy).toBeCloseTo(h.accuracy, 5);
+      expect(b[i].val_loss).toBeCloseTo(h.val_loss!, 5);
+      expect(b[i].val_accuracy).toBeCloseTo(h.val_accuracy!, 5);
+    });
+    // and the trials really differ from each other
+    expect(together.outcomes[1].history[1].loss).not.toBeCloseTo(together.outcomes[3].history[1].loss, 5);
+  });
+
+  it('a fine-tuned backbone is never shared and trains through the whole model', async () => {
+    const { trials } = await loadExperiment(writeExperiment('finetune', 'sweep:\n  head.dropout: [0.1, 0.2]\n'.replace('sweep', 'sweep')), {
+      set: ['backbone.trainable_from=block_2_expand', 'training.epochs=1'],
+    });
+    expect(groupTrials(trials, true)).toHaveLength(2);
+    const r = await runGroup([spec(trials[0])], opts());
+    expect(r.outcomes[0].status).toBe('FINISHED');
+    expect(r.outcomes[0].history).toHaveLength(1);
+  });
+});
