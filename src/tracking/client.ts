@@ -139,6 +139,7 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
       headers['content-type'] = 'application/json';
       body = JSON.stringify(init.json);
     }
+    let staleSocketRetried = false;
     for (let attempt = 0; ; attempt++) {
       let failure: MlflowError;
       let retryAfter = 0;
@@ -155,6 +156,12 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
           cause: error,
           hint: 'check that the tracking server runs and MLFLOW_TRACKING_URI / tracking.uri point to it',
         });
+      }
+      // A pooled keep-alive socket the server closed while idle fails at once: one immediate retry on a fresh one.
+      if (!staleSocketRetried && isStaleSocket(failure.cause)) {
+        staleSocketRetried = true;
+        attempt--;
+        continue;
       }
       if (attempt >= maxRetries) throw failure;
       // urllib3's Retry: no wait before the first retry, then factor * 2^(n-1) plus jitter, at most 120 s.
@@ -420,3 +427,8 @@ function reason(error: unknown): string {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function isStaleSocket(error: unknown): boolean {
+  const cause = (error as { cause?: { code?: string } })?.cause;
+  return cause?.code === 'UND_ERR_SOCKET' || cause?.code === 'ECONNRESET';
+}

@@ -69,6 +69,8 @@ export async function startServer(options: ServerOptions): Promise<TrackingServe
     '--port', String(port),
     // One worker: a local single-user store; the default 4 take ~30 s to boot on 2 cores instead of ~7 s.
     '--workers', '1',
+    // uvicorn drops idle keep-alive connections after 5 s; epochs are longer, so Node's pooled socket would be stale.
+    '--uvicorn-opts', '--timeout-keep-alive 600',
   ];
 
   // execa hands a descriptor number straight to spawn (no piping through this process); its types list only 3-9.
@@ -89,7 +91,7 @@ export async function startServer(options: ServerOptions): Promise<TrackingServe
   fs.closeSync(logFd);
   let exit: string | undefined;
   const exited = child.then((result) => {
-    exit = result.signal ? `signal ${result.signal}` : `exit code ${result.exitCode}`;
+    exit = result.signal ? `signal ${result.signal}` : result.exitCode !== undefined ? `exit code ${result.exitCode}` : result.shortMessage;
   });
   child.unref();
   const pid = child.pid;
