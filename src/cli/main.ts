@@ -49,6 +49,9 @@ const commands: Record<string, Command> = {
       'data-dir': { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
       json: { type: 'boolean' },
+      // internal, for --parallel's child processes
+      only: { type: 'string' },
+      'parent-run-id': { type: 'string' },
     },
     help: {
       ...overrideHelp,
@@ -74,6 +77,8 @@ const commands: Record<string, Command> = {
         share: !v['no-share'],
         dataDir: v['data-dir'] as string | undefined,
         output: v.json ? 'json' : v.quiet ? 'quiet' : 'bar',
+        only: v.only ? String(v.only).split(',').map((x) => positiveInt('--only', x)) : undefined,
+        parentRunId: (v['parent-run-id'] as string) || undefined,
       });
     },
   },
@@ -131,12 +136,17 @@ const commands: Record<string, Command> = {
   },
   bench: {
     summary: 'measure images/s of each stage and whole epochs, next to Keras on this machine',
-    usage: 'xp bench [--quick] [--no-keras] [--sweep]',
-    options: { quick: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, sweep: { type: 'boolean' } },
-    help: { '--quick': 'fewer steps', '--no-keras': 'skip the Keras baseline', '--sweep': 'also time the example sweep' },
+    usage: 'xp bench [--quick] [--full] [--no-keras] [--sweep]',
+    options: { quick: { type: 'boolean' }, full: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, sweep: { type: 'boolean' } },
+    help: {
+      '--quick': '1 epoch of 20 steps instead of 2 of 100',
+      '--full': 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)',
+      '--no-keras': 'skip the Keras baseline',
+      '--sweep': 'also time the example sweep: one shared pass against six separate runs',
+    },
     async run(_args, v) {
       const { benchCommand } = await import('../../bench/run.ts');
-      return benchCommand({ quick: Boolean(v.quick), keras: !v['no-keras'], sweep: Boolean(v.sweep) });
+      return benchCommand({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: Boolean(v.sweep) });
     },
   },
 };

@@ -1,10 +1,13 @@
 // `xp run`: load and validate every trial, connect the tracker, group trials that can share a backbone pass,
 // train, and print a Keras-like summary with the MLflow URL of each run.
+import os from 'node:os';
 import path from 'node:path';
-import { loadExperiment, type ResolvedTrial } from '../config/load.ts';
+import { loadExperiment, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
 import { XpError } from '../errors.ts';
 import type { Callbacks } from '../train/callbacks.ts';
+import type { TrialOutcome } from '../train/run.ts';
+import type { PreparedData } from '../train/data.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
 import { repoRoot } from '../tracking/server.ts';
 
@@ -29,9 +32,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   const loaded = await loadExperiment(file, { set: opts.set, sweep: opts.sweep });
   const progress = createProgress(opts.output);
   let trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
-  const groups = groupTrials(trials, opts.share);
 
   if (opts.dryRun) {
+    const groups = groupTrials(trials, opts.share);
     progress.line(`${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`);
     for (const [g, group] of groups.entries()) {
       for (const t of group) progress.line(`  [group ${g + 1}] trial ${t.index}: ${t.name}  (config ${t.configHash})`);
@@ -57,48 +60,129 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       parentRunId = await tracking.startParent(loaded, file);
     }
 
-    const { runGroup } = await import('../train/run.ts');
-    const outcomes = [];
-    let data;
-    let failed = 0;
-    for (const group of groupTrials(trials, opts.share)) {
-      if (stop.requested()) break;
-      const specs = group.map((t) => ({
-        name: t.name,
-        experiment: t.experiment,
-        configHash: t.configHash,
-        parentRunId,
-        callbacks: tracking ? [tracking.callbacks(t, file, parentRunId)] : ([] as Callbacks[]),
-      }));
-      if (group.length > 1) progress.line(`Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`);
-      try {
-        const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
-        const r = await runGroup(specs, {
-          baseDir: loaded.baseDir,
-          sourceFile: file,
-          runsRoot: runsRoot(),
-          dataDir: opts.dataDir,
-          progress,
-          shouldStop: stop.requested,
-          data: sameData ? data!.prepared : undefined,
-        });
-        data = { config: group[0].experiment.data, prepared: r.data };
-        outcomes.push(...r.outcomes);
-      } catch (error) {
-        // A failing group ends FAILED (its runs are closed by runGroup); a sweep goes on with the next group.
-        failed += group.length;
-        if (!loaded.sweep) throw error;
-        progress.line(`trials ${group.map((t) => t.index).join(', ')} FAILED: ${(error as Error).message}`);
-        outcomes.push(...group.map((t) => ({ name: t.name, status: 'FAILED' as const, error: (error as Error).message, history: [], runDir: '', runId: '', wallSeconds: 0, tensorsPerEpoch: [] })));
-      }
-    }
-    const urls = tracking ? await tracking.finish(outcomes, parentRunId, loaded, stop.requested()) : new Map<string, string>();
-    summarize(outcomes, urls, progress, opts.output);
+    const groups = groupTrials(trials, opts.share);
+    const outcomes =
+      opts.parallel > 1 && groups.length > 1
+        ? await runInChildren(file, groups, opts, { parentRunId, uri: tracking?.uri, progress, stop })
+        : await runInProcess(groups, loaded, file, opts, { parentRunId, tracking, progress, stop });
+    if (tracking) await tracking.finish(outcomes, parentRunId, loaded, stop.requested());
+    summarize(outcomes, progress, opts.output);
     if (stop.requested()) return 130;
-    return failed ? 1 : 0;
+    return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;
   } finally {
     stop.dispose();
     await tracking?.close();
+  }
+}
+
+type Outcome = Pick<TrialOutcome, 'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds'> & { mlflowRunId?: string; url?: string };
+type Tracking = Awaited<ReturnType<typeof connectTracking>>;
+type Stop = ReturnType<typeof interruptible>;
+
+async function runInProcess(
+  groups: ResolvedTrial[][],
+  loaded: LoadedExperiment,
+  file: string,
+  opts: RunOptions,
+  ctx: { parentRunId?: string; tracking?: Tracking; progress: Progress; stop: Stop },
+): Promise<Outcome[]> {
+  const { runGroup } = await import('../train/run.ts');
+  const { progress, tracking, parentRunId } = ctx;
+  const outcomes: Outcome[] = [];
+  let data: { config: unknown; prepared: PreparedData } | undefined;
+  for (const group of groups) {
+    if (ctx.stop.requested()) break;
+    const specs = group.map((t) => ({
+      name: t.name,
+      experiment: t.experiment,
+      configHash: t.configHash,
+      parentRunId,
+      callbacks: tracking ? [tracking.callbacks(file, parentRunId)] : ([] as Callbacks[]),
+    }));
+    if (group.length > 1) progress.line(`Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`);
+    try {
+      const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
+      const r = await runGroup(specs, {
+        baseDir: loaded.baseDir,
+        sourceFile: file,
+        runsRoot: runsRoot(),
+        dataDir: opts.dataDir,
+        progress,
+        shouldStop: ctx.stop.requested,
+        data: sameData ? data!.prepared : undefined,
+      });
+      data = { config: group[0].experiment.data, prepared: r.data };
+      outcomes.push(...r.outcomes.map((o) => ({ ...o, ...tracking?.ids(o.runDir) })));
+    } catch (error) {
+      // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.
+      if (!loaded.sweep) throw error;
+      progress.line(`trial(s) ${group.map((t) => t.index).join(', ')} FAILED: ${(error as Error).message}`);
+      outcomes.push(...group.map((t) => ({ name: t.name, status: 'FAILED' as const, error: (error as Error).message, history: [], runDir: '', wallSeconds: 0 })));
+    }
+  }
+  return outcomes;
+}
+
+/**
+ * --parallel N: groups spread over N child processes (`xp run --only ...`), TensorFlow's thread pools divided
+ * between them. Children log to the same MLflow server under the same parent run and report back in JSON.
+ */
+async function runInChildren(
+  file: string,
+  groups: ResolvedTrial[][],
+  opts: RunOptions,
+  ctx: { parentRunId?: string; uri?: string; progress: Progress; stop: Stop },
+): Promise<Outcome[]> {
+  const { execa } = await import('execa');
+  const n = Math.min(opts.parallel, groups.length);
+  const buckets: ResolvedTrial[][][] = Array.from({ length: n }, () => []);
+  const load = new Array<number>(n).fill(0);
+  // Longest first, each to the least loaded process: work is about steps x the group's longest epochs.
+  for (const g of [...groups].sort((a, b) => cost(b) - cost(a))) {
+    const i = load.indexOf(Math.min(...load));
+    buckets[i].push(g);
+    load[i] += cost(g);
+  }
+  const threads = String(Math.max(1, Math.floor(os.cpus().length / n)));
+  ctx.progress.line(`Running ${groups.length} group(s) in ${n} processes, ${threads} TensorFlow thread(s) each`);
+  const bin = path.join(repoRoot, 'bin', 'xp.js');
+  const outcomes: Outcome[] = [];
+  await Promise.all(
+    buckets.map(async (bucket, worker) => {
+      const only = bucket.flat().map((t) => t.index).join(',');
+      const args = [bin, 'run', file, '--json', '--only', only, ...(opts.set ?? []).flatMap((x) => ['--set', x]), ...(opts.sweep ?? []).flatMap((x) => ['--sweep', x])];
+      if (ctx.parentRunId) args.push('--parent-run-id', ctx.parentRunId);
+      if (!opts.track) args.push('--no-track');
+      if (!opts.share) args.push('--no-share');
+      if (opts.dataDir) args.push('--data-dir', opts.dataDir);
+      const child = execa(process.execPath, args, {
+        reject: false,
+        stderr: 'inherit',
+        env: { TF_NUM_INTRAOP_THREADS: threads, TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: threads, ...(ctx.uri ? { MLFLOW_TRACKING_URI: ctx.uri } : {}) },
+      });
+      for await (const line of child.iterable()) {
+        const event = parseEvent(String(line));
+        if (event?.event === 'epoch') ctx.progress.line(`[${event.trial ?? `worker ${worker + 1}`}] epoch ${event.epoch}: loss ${num(event.loss)} - accuracy ${num(event.accuracy)} - val_loss ${num(event.val_loss)} - val_accuracy ${num(event.val_accuracy)}`);
+        else if (event?.event === 'summary') outcomes.push(...(event.runs as Outcome[]));
+        else if (event?.event === 'log') ctx.progress.line(`[worker ${worker + 1}] ${event.message}`);
+      }
+      const result = await child;
+      if (result.exitCode !== 0 && !outcomes.some((o) => bucket.flat().some((t) => t.name === o.name))) {
+        outcomes.push(...bucket.flat().map((t) => ({ name: t.name, status: 'FAILED' as const, error: `worker exited with code ${result.exitCode}`, history: [], runDir: '', wallSeconds: 0 })));
+      }
+    }),
+  );
+  return outcomes;
+}
+
+const cost = (g: ResolvedTrial[]) => Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
+const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');
+
+function parseEvent(line: string): Record<string, any> | undefined {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
   }
 }
 
@@ -148,6 +232,12 @@ async function connectTracking(base: Experiment, progress: Progress) {
   progress.line(`MLflow: ${uri} (${server.source === 'embedded' ? `embedded, store ${path.relative(process.cwd(), path.join(runsRoot(), 'mlflow')) || '.'}` : server.source})`);
   const trackers = new Map<string, ReturnType<typeof tracker.createMlflowTracker>>();
   return {
+    uri,
+    /** MLflow run id and URL of a local run directory logged by this process. */
+    ids(runDir: string) {
+      const t = trackers.get(runDir);
+      return { mlflowRunId: t?.mlflowRunId(), url: t?.runUrl() };
+    },
     finished: (hashes: string[]) => tracker.findFinishedRunsByConfigHash(uri, experimentName, hashes),
     async startParent(loaded: Awaited<ReturnType<typeof loadExperiment>>, file: string) {
       const parent = await tracker.startParentRun({
@@ -163,7 +253,7 @@ async function connectTracking(base: Experiment, progress: Progress) {
       progress.line(`Sweep parent run: ${parent.url}`);
       return parent.runId;
     },
-    callbacks(t: ResolvedTrial, file: string, parentRunId?: string): Callbacks {
+    callbacks(file: string, parentRunId?: string): Callbacks {
       let created: ReturnType<typeof tracker.createMlflowTracker> | undefined;
       return {
         onRunStart(info) {
@@ -175,53 +265,43 @@ async function connectTracking(base: Experiment, progress: Progress) {
         onRunEnd: (info) => created?.onRunEnd?.(info),
       };
     },
-    async finish(outcomes: { runDir: string; status: string; history: { val_accuracy?: number; val_loss?: number }[] }[], parentRunId: string | undefined, loaded: Awaited<ReturnType<typeof loadExperiment>>, killed: boolean) {
-      const urls = new Map<string, string>();
+    async finish(outcomes: Outcome[], parentRunId: string | undefined, loaded: LoadedExperiment, killed: boolean) {
       for (const o of outcomes) {
-        const t = trackers.get(o.runDir);
-        if (!t) continue;
-        const pending = await t.pending();
-        const url = t.runUrl();
-        if (url) urls.set(o.runDir, url);
+        const pending = await trackers.get(o.runDir)?.pending();
         if (pending) progress.line(`${pending} tracking record(s) of ${o.runDir} not yet in MLflow; \`xp sync ${o.runDir}\` sends them`);
       }
-      if (parentRunId && loaded.sweep) {
-        const { metric, goal } = loaded.sweep;
-        const scored = outcomes
-          .filter((o) => o.status === 'FINISHED' && o.history.length)
-          .map((o) => ({ o, value: (o.history.at(-1) as Record<string, number>)[metric] }))
-          .filter((x) => Number.isFinite(x.value))
-          .sort((a, b) => (goal === 'maximize' ? b.value - a.value : a.value - b.value));
-        const best = scored[0];
-        const bestRunId = best ? trackers.get(best.o.runDir)?.mlflowRunId() : undefined;
-        await tracker.finishParentRun(parentRunId, {
+      if (!parentRunId || !loaded.sweep || outcomes.length === 0) return;
+      const { metric, goal } = loaded.sweep;
+      const scored = outcomes
+        .filter((o) => o.status === 'FINISHED' && o.history.length)
+        .map((o) => ({ o, value: (o.history.at(-1) as unknown as Record<string, number>)[metric] }))
+        .filter((x) => Number.isFinite(x.value))
+        .sort((a, b) => (goal === 'maximize' ? b.value - a.value : a.value - b.value));
+      const best = scored[0];
+      await tracker
+        .finishParentRun(parentRunId, {
           uri,
-          status: killed ? 'KILLED' : outcomes.some((o) => o.status === 'FAILED') && !scored.length ? 'FAILED' : 'FINISHED',
-          bestRunId,
+          status: killed ? 'KILLED' : scored.length ? 'FINISHED' : 'FAILED',
+          bestRunId: best?.o.mlflowRunId,
           bestMetric: best ? { key: metric, value: best.value } : undefined,
-        }).catch((error) => progress.line(`could not close the sweep's parent run: ${error.message}`));
-      }
-      return urls;
+        })
+        .catch((error) => progress.line(`could not close the sweep's parent run: ${error.message}`));
+      if (best) progress.line(`Best trial: ${best.o.name} (${metric} ${best.value.toFixed(4)})`);
     },
     close: () => server.stop(),
   };
 }
 
-function summarize(
-  outcomes: { name: string; runDir: string; status: string; error?: string; history: Record<string, number | undefined>[]; bestEpoch?: number; wallSeconds: number }[],
-  urls: Map<string, string>,
-  progress: Progress,
-  mode: OutputMode,
-): void {
+function summarize(outcomes: Outcome[], progress: Progress, mode: OutputMode): void {
   if (mode === 'json') {
-    process.stdout.write(`${JSON.stringify({ event: 'summary', runs: outcomes.map((o) => ({ ...o, final: o.history.at(-1), mlflow_url: urls.get(o.runDir) })) })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'summary', runs: outcomes })}\n`);
     return;
   }
   progress.line('');
   for (const o of outcomes) {
     const last = o.history.at(-1);
     const best = o.bestEpoch ? o.history[o.bestEpoch - 1] : undefined;
-    const imagesPerSecond = o.history.length ? o.history.reduce((a, h) => a + (h.images_per_second ?? 0), 0) / o.history.length : 0;
+    const imagesPerSecond = o.history.length ? o.history.reduce((a, h) => a + h.images_per_second, 0) / o.history.length : 0;
     progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${o.status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
     if (last) {
       progress.line(`  final:  loss ${fmt(last.loss)} - accuracy ${fmt(last.accuracy)} - val_loss ${fmt(last.val_loss)} - val_accuracy ${fmt(last.val_accuracy)} (${o.history.length} epochs)`);
@@ -229,8 +309,7 @@ function summarize(
       progress.line(`  time:   ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);
     }
     if (o.runDir) progress.line(`  output: ${path.relative(process.cwd(), o.runDir) || o.runDir}`);
-    const url = urls.get(o.runDir);
-    if (url) progress.line(`  MLflow: ${url}`);
+    if (o.url) progress.line(`  MLflow: ${o.url}`);
   }
 }
 

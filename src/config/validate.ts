@@ -1,17 +1,16 @@
 // JSON Schema validation with defaults, and ajv errors turned into one-sentence problems with a field path.
 import { createRequire } from 'node:module';
-import Ajv2020Module from 'ajv/dist/2020.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { didYouMean, show } from './problems.ts';
 
 const require = createRequire(import.meta.url);
 export const schema = require('../../schema/experiment.schema.json');
 
-const Ajv2020 = (Ajv2020Module as unknown as { default: typeof Ajv2020Module }).default ?? Ajv2020Module;
 let compiled: ValidateFunction | undefined;
 
 function validator(): ValidateFunction {
-  compiled ??= new Ajv2020({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true }).compile(schema);
+  if (!compiled) compiled = new Ajv2020({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true }).compile(schema);
   return compiled;
 }
 

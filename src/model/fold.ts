@@ -16,12 +16,6 @@ export interface InferenceFn {
 type FusedActivation = 'linear' | 'relu' | 'relu6' | 'elu' | 'sigmoid';
 const FUSABLE: readonly string[] = ['linear', 'relu', 'relu6', 'elu', 'sigmoid'];
 
-interface Step {
-  name: string;
-  inputs: string[];
-  run: (xs: tf.Tensor[]) => tf.Tensor;
-}
-
 type Config = Record<string, any>;
 const configOf = (layer: tf.layers.Layer) => layer.getConfig() as Config;
 const inboundNames = (layer: tf.layers.Layer): string[] => (layer.inboundNodes[0]?.inboundLayers ?? []).map((l) => l.name);
@@ -64,39 +58,65 @@ function foldBatchNorm(conv: tf.layers.Layer, bn: tf.layers.Layer): { filter: tf
   });
 }
 
-/**
- * A function computing the model's output from its input with BatchNormalization folded into
- * the preceding convolutions; the other layers run as they are. For inference with frozen weights.
- */
-export function freezeForInference(model: tf.LayersModel): InferenceFn {
+/** One step of a folded forward pass: a fused convolution, or a layer run as it is. */
+export type FoldedOp =
+  | {
+      kind: 'conv';
+      name: string;
+      input: string;
+      depthwise: boolean;
+      filter: tf.Tensor4D;
+      bias?: tf.Tensor1D;
+      strides: [number, number];
+      dilations: [number, number];
+      pad: 'valid' | 'same';
+      activation: FusedActivation;
+    }
+  | { kind: 'layer'; name: string; inputs: string[]; layer: tf.layers.Layer };
+
+export interface FoldedPlan {
+  input: string;
+  output: string;
+  ops: FoldedOp[];
+  /** Tensors made by folding (not the model's own variables): dispose with the plan. */
+  held: tf.Tensor[];
+  foldedConvs: number;
+}
+
+export type { FusedActivation };
+
+/** The model's graph with each conv -> BatchNormalization -> activation chain folded into one op. */
+export function foldPlan(outer: tf.LayersModel): FoldedPlan {
+  // A Sequential keeps its graph in an inner functional model.
+  const model = outer instanceof tf.Sequential ? (outer as unknown as { model: tf.LayersModel }).model : outer;
   if (model.inputs.length !== 1 || model.outputs.length !== 1) {
-    throw new Error('freezeForInference expects a model with one input and one output.');
+    throw new Error('Folding expects a model with one input and one output.');
   }
   const consumers = new Map<string, tf.layers.Layer[]>();
   for (const layer of model.layers) {
     for (const name of inboundNames(layer)) consumers.set(name, [...(consumers.get(name) ?? []), layer]);
   }
-  const inputName = model.inputLayers[0].name;
-  const outputName = model.outputLayers[0].name;
+  const input = model.inputLayers[0].name;
+  const output = model.outputLayers[0].name;
   // The next layer of a chain, when it alone reads this one and this one is not the model output.
   const next = (layer: tf.layers.Layer) => {
     const list = consumers.get(layer.name) ?? [];
-    return list.length === 1 && layer.name !== outputName ? list[0] : undefined;
+    return list.length === 1 && layer.name !== output ? list[0] : undefined;
   };
 
   const held: tf.Tensor[] = [];
   const absorbed = new Set<string>();
-  const steps: Step[] = [];
+  const ops: FoldedOp[] = [];
   let foldedConvs = 0;
   for (const layer of model.layers) {
-    if (layer.name === inputName || absorbed.has(layer.name)) continue;
+    if (layer.name === input || absorbed.has(layer.name)) continue;
     const inputs = inboundNames(layer);
     const config = configOf(layer);
     const cls = layer.getClassName();
     const fusable = (cls === 'Conv2D' || cls === 'DepthwiseConv2D') && config.dataFormat === 'channelsLast' && config.activation === 'linear';
     const bn = fusable ? next(layer) : undefined;
     if (!fusable || (!isChannelsLastBatchNorm(bn) && !activationOf(bn))) {
-      steps.push({ name: layer.name, inputs, run: (xs) => layer.apply(xs.length === 1 ? xs[0] : xs) as tf.Tensor });
+      ops.push({ kind: 'layer', name: layer.name, inputs, layer });
       continue;
     }
     let last = layer;
@@ -117,34 +137,54 @@ export function freezeForInference(model: tf.LayersModel): InferenceFn {
       last = act;
     }
     foldedConvs++;
-    const strides = config.strides as [number, number];
-    const dilations = config.dilationRate as [number, number];
-    const pad = config.padding as 'valid' | 'same';
-    const run =
-      cls === 'Conv2D'
-        ? ([x]: tf.Tensor[]) => tf.fused.conv2d({ x: x as tf.Tensor4D, filter, strides, pad, dilations, bias, activation })
-        : ([x]: tf.Tensor[]) => tf.fused.depthwiseConv2d({ x: x as tf.Tensor4D, filter, strides, pad, dilations, bias, activation });
-    steps.push({ name: last.name, inputs, run });
+    ops.push({
+      kind: 'conv',
+      name: last.name,
+      input: inputs[0],
+      depthwise: cls === 'DepthwiseConv2D',
+      filter,
+      bias,
+      strides: config.strides,
+      dilations: config.dilationRate,
+      pad: config.padding,
+      activation,
+    });
   }
+  return { input, output, ops, held, foldedConvs };
+}
 
+const opInputs = (op: FoldedOp) => (op.kind === 'conv' ? [op.input] : op.inputs);
+
+/**
+ * A function computing the model's output from its input with BatchNormalization folded into
+ * the preceding convolutions; the other layers run as they are. For inference with frozen weights.
+ */
+export function freezeForInference(model: tf.LayersModel): InferenceFn {
+  const plan = foldPlan(model);
+  const run = (op: FoldedOp, xs: tf.Tensor[]): tf.Tensor => {
+    if (op.kind === 'layer') return op.layer.apply(xs.length === 1 ? xs[0] : xs) as tf.Tensor;
+    const args = { x: xs[0] as tf.Tensor4D, filter: op.filter, strides: op.strides, pad: op.pad, dilations: op.dilations, bias: op.bias, activation: op.activation };
+    return op.depthwise ? tf.fused.depthwiseConv2d(args) : tf.fused.conv2d(args);
+  };
   // Free each intermediate as soon as its last consumer ran: keeps peak memory low.
   const uses = new Map<string, number>();
-  for (const step of steps) for (const n of step.inputs) uses.set(n, (uses.get(n) ?? 0) + 1);
+  for (const op of plan.ops) for (const n of opInputs(op)) uses.set(n, (uses.get(n) ?? 0) + 1);
 
   const fn = ((x: tf.Tensor4D) =>
     tf.tidy(() => {
-      const values = new Map<string, tf.Tensor>([[inputName, x]]);
+      const values = new Map<string, tf.Tensor>([[plan.input, x]]);
       const left = new Map(uses);
-      for (const step of steps) {
-        values.set(step.name, step.run(step.inputs.map((n) => values.get(n)!)));
-        for (const n of step.inputs) {
+      for (const op of plan.ops) {
+        const inputs = opInputs(op);
+        values.set(op.name, run(op, inputs.map((n) => values.get(n)!)));
+        for (const n of inputs) {
           left.set(n, left.get(n)! - 1);
-          if (left.get(n) === 0 && n !== inputName) values.get(n)!.dispose();
+          if (left.get(n) === 0 && n !== plan.input) values.get(n)!.dispose();
         }
       }
-      return values.get(outputName) as tf.Tensor4D;
+      return values.get(plan.output) as tf.Tensor4D;
     })) as InferenceFn;
-  Object.defineProperty(fn, 'foldedConvs', { value: foldedConvs });
-  fn.dispose = () => tf.dispose(held);
+  Object.defineProperty(fn, 'foldedConvs', { value: plan.foldedConvs });
+  fn.dispose = () => tf.dispose(plan.held);
   return fn;
 }

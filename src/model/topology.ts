@@ -195,7 +195,10 @@ export function spatialSizes(container: LayerJson): Map<string, [number, number]
  */
 export function fixMobileNetPads(container: LayerJson): LayerJson {
   const isPad = (l: LayerJson) => l.class_name === 'ZeroPadding2D' && /^(Conv1|block_\d+|expanded_conv)_pad$/.test(layerName(l));
-  let current = container;
+  let current = withChildLayers(
+    container,
+    childLayers(container).map((l) => (isContainer(l) ? fixMobileNetPads(l) : l)),
+  );
   for (const pad of childLayers(container).filter(isPad)) {
     const name = layerName(pad);
     const sizes = spatialSizes(current);

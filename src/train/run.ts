@@ -163,7 +163,7 @@ async function writeOutputs(
 }
 
 function paramCounts(full: tf.LayersModel, head: tf.LayersModel, frozen: boolean) {
-  const count = (ws: tf.LayerVariable[]) => ws.reduce((a, w) => a + w.shape.reduce((x, y) => x * (y ?? 1), 1), 0);
+  const count = (ws: tf.LayerVariable[]) => ws.reduce((a, w) => a + w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
   const total = count(full.weights);
   return { total_params: total, trainable_params: frozen ? count(head.trainableWeights) : count(full.trainableWeights) };
 }

@@ -1,65 +1,97 @@
+// Inference-only forward passes of a frozen backbone: folded eager ops and a compiled graph
+// must compute what the LayersModel computes.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-node';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackboneConfig } from '../../src/config/types.ts';
 import { loadBackbone } from '../../src/model/backbone.ts';
 import { freezeForInference } from '../../src/model/fold.ts';
+import { compileForInference } from '../../src/model/graph.ts';
 
 const shared = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..', '../shared');
 
 // max |a - b| relative to max |a|
-function relativeError(model: tf.LayersModel, folded: (x: tf.Tensor4D) => tf.Tensor4D, x: tf.Tensor4D): number {
+function relativeError(model: tf.LayersModel, fn: (x: tf.Tensor4D) => tf.Tensor4D, x: tf.Tensor4D): number {
   return tf.tidy(() => {
     const a = model.predict(x) as tf.Tensor;
-    const b = folded(x);
+    const b = fn(x);
     expect(b.shape).toEqual(a.shape);
     return tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / tf.max(tf.abs(a)).dataSync()[0];
   });
 }
 
-const cases: [string, BackboneConfig, number][] = [
-  // conv(no bias) -> BN(scale=False) -> relu
-  ['InceptionV3 to mixed7', { name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7', trainable: false, preprocessing: 'auto' }, 70],
-  // conv / depthwise -> BN(scale) -> ReLU6, and linear projections
-  ['MobileNetV2 to out_relu', { name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu', trainable: false, preprocessing: 'auto' }, 52],
+const frozen = (cfg: Omit<BackboneConfig, 'trainable' | 'preprocessing'>): BackboneConfig => ({ ...cfg, trainable: false, preprocessing: 'auto' });
+
+const cases = [
+  // conv(no bias) -> BN(scale=False) -> relu; pools; concatenations
+  { label: 'InceptionV3 to mixed7', cfg: frozen({ name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7' }), convs: 70 },
+  // conv and depthwise -> BN(scale) -> ReLU6; linear projections; residual adds; paddings
+  { label: 'MobileNetV2 to out_relu', cfg: frozen({ name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu' }), convs: 52 },
 ];
 
-describe('freezeForInference', () => {
-  for (const [label, cfg, convs] of cases) {
-    it(`folds BatchNormalization into the convs of ${label}, same outputs to 1e-4`, async () => {
-      const { model } = await loadBackbone(cfg, [150, 150]);
-      const folded = freezeForInference(model);
-      expect(folded.foldedConvs).toBe(convs);
-      const x = tf.randomUniform([2, 150, 150, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
-      expect(relativeError(model, folded, x)).toBeLessThan(1e-4);
-
-      const before = tf.memory().numTensors;
-      folded(x).dispose();
-      expect(tf.memory().numTensors).toBe(before);
-      const held = tf.memory().numTensors;
-      folded.dispose();
-      expect(tf.memory().numTensors).toBe(held - 2 * convs);
-      // the model keeps its own weights
-      expect(tf.tidy(() => (model.predict(x) as tf.Tensor).shape)).toEqual(model.outputs[0].shape.map((d) => d ?? 2));
+for (const { label, cfg, convs } of cases) {
+  describe(label, () => {
+    let model: tf.LayersModel;
+    let x: tf.Tensor4D;
+    beforeAll(async () => {
+      model = (await loadBackbone(cfg, [150, 150])).model;
+      x = tf.randomUniform([2, 150, 150, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
+    });
+    afterAll(() => {
       x.dispose();
       model.dispose();
     });
-  }
 
-  it('runs the layers it cannot fold as they are (a Teachable Machine model cut inside nested models)', async () => {
-    const cfg: BackboneConfig = {
-      name: 'mobilenet_v2',
-      weights: path.join(shared, 'models/teachable-machine-mobilenet-v2/model.json'),
-      cut_layer: 'block_16_project_BN',
-      trainable: false,
-      preprocessing: 'auto',
-    };
-    const { model } = await loadBackbone(cfg, [96, 96]);
-    const folded = freezeForInference(model);
+    it('freezeForInference folds every conv with its BatchNormalization, same outputs to 1e-4', () => {
+      const folded = freezeForInference(model);
+      expect(folded.foldedConvs).toBe(convs);
+      expect(relativeError(model, folded, x)).toBeLessThan(1e-4);
+      const before = tf.memory().numTensors;
+      folded(x).dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      folded.dispose();
+      expect(tf.memory().numTensors).toBe(before - 2 * convs); // folded kernels and biases freed
+      expect(relativeError(model, (t) => model.predict(t) as tf.Tensor4D, x)).toBe(0); // model untouched
+    });
+
+    it('compileForInference runs it as one TensorFlow graph, same outputs to 1e-4, any batch size', async () => {
+      const graph = await compileForInference(model);
+      expect(graph.mode).toBe('graph');
+      expect(graph.foldedConvs).toBe(convs);
+      expect(relativeError(model, graph, x)).toBeLessThan(1e-4);
+      const one = tf.slice(x, [0, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+      expect(relativeError(model, graph, one)).toBeLessThan(1e-4);
+      one.dispose();
+      const before = tf.memory().numTensors;
+      graph(x).dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      graph.dispose();
+    });
+  });
+}
+
+describe('a Teachable Machine model (MobileNetV2 alpha 0.35 nested in Sequentials)', () => {
+  const cfg = (cut_layer: string) => frozen({ name: 'mobilenet_v2', weights: path.join(shared, 'models/teachable-machine-mobilenet-v2/model.json'), cut_layer });
+
+  it('compiles when cut inside the nested functional model', async () => {
+    const { model } = await loadBackbone(cfg('block_16_project_BN'), [96, 96]);
     const x = tf.randomUniform([1, 96, 96, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
-    expect(relativeError(model, folded, x)).toBeLessThan(1e-4);
-    folded.dispose();
+    const graph = await compileForInference(model);
+    expect(graph.mode).toBe('graph');
+    expect(relativeError(model, graph, x)).toBeLessThan(1e-4);
+    graph.dispose();
+    x.dispose();
+    model.dispose();
+  });
+
+  it('falls back to folded eager ops when a nested model stays (cut in its head)', async () => {
+    const { model } = await loadBackbone(cfg('dense_Dense1'), [96, 96]);
+    const x = tf.randomUniform([1, 96, 96, 3], -1, 1, 'float32', 6) as tf.Tensor4D;
+    const fn = await compileForInference(model);
+    expect(fn.mode).toBe('eager');
+    expect(relativeError(model, fn, x)).toBeLessThan(1e-4);
+    fn.dispose();
     x.dispose();
     model.dispose();
   });

@@ -1,0 +1,174 @@
+// `npm run bench`: images/s of each stage (decode+resize, augmentation, backbone forward) and of whole epochs of
+// the reference configuration, each next to the same figure for the Keras notebook run with tensorflow-cpu on this
+// machine and data, so every result reads as a ratio to Keras. Figures print and go to bench/results/*.json.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dataset = path.resolve(repoRoot, process.env.XP_BENCH_DATA ?? '../shared/datasets/cats_and_dogs_filtered');
+
+export interface BenchOptions {
+  quick: boolean;
+  keras: boolean;
+  sweep: boolean;
+  full?: boolean;
+}
+
+interface Row {
+  figure: string;
+  xp: number;
+  keras?: number;
+  unit: string;
+  higherIsBetter: boolean;
+}
+
+export async function benchCommand(opts: BenchOptions): Promise<number> {
+  const epochs = opts.full ? 20 : opts.quick ? 1 : 2;
+  const steps = opts.quick ? 20 : 100;
+  const validationSteps = opts.quick ? 10 : 50;
+  const rows: Row[] = [];
+  const result: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memory_gb: Math.round(os.totalmem() / 2 ** 30), load_average_start: os.loadavg() },
+    config: { epochs, steps_per_epoch: steps, validation_steps: validationSteps, batch_size: 20, image_size: [150, 150], backbone: 'inception_v3 cut at mixed7' },
+  };
+  const peak = peakMemory();
+  log(`xp bench: ${epochs} epoch(s) of ${steps} steps (+${validationSteps} validation steps), batch 20, 150x150, on ${dataset}`);
+
+  const { benchData } = await import('../src/data/bench.ts');
+  const data = await benchData(path.join(dataset, 'train'), { augmentBatches: opts.quick ? 20 : 100 });
+  log(`decode+resize ${data.decode_images_per_s.toFixed(0)} images/s, augmentation ${data.augment_images_per_s.toFixed(0)} images/s`);
+  const { benchBackbone } = await import('../src/model/bench.ts');
+  const backbone = await benchBackbone();
+  log(`backbone forward ${backbone.forward_images_per_s.toFixed(1)} images/s, with BN folded ${backbone.folded_images_per_s.toFixed(1)} images/s`);
+
+  const xp = await xpEpochs(epochs, steps, validationSteps);
+  log(`xp training: ${xp.epochSeconds.map((s) => s.toFixed(1)).join(', ')} s per epoch, ${xp.trainImagesPerSecond.toFixed(1)} training images/s`);
+  result.xp = { ...data, ...backbone, ...xp, peak_rss_mb: peak.stop() };
+
+  let keras: Awaited<ReturnType<typeof import('./keras/run.ts').runKerasBaseline>> | undefined;
+  if (opts.keras) {
+    const { runKerasBaseline } = await import('./keras/run.ts');
+    log('Keras baseline (tensorflow-cpu in .venv-keras), same configuration ...');
+    keras = await runKerasBaseline({ repoRoot, data: dataset, epochs, steps, validationSteps, onLog: () => {} });
+    result.keras = keras;
+  }
+
+  rows.push(
+    { figure: 'decode + resize', xp: data.decode_images_per_s, unit: 'images/s', higherIsBetter: true },
+    { figure: 'decode + resize + augment (generator)', xp: harmonic(data.decode_images_per_s, data.augment_images_per_s), keras: keras?.micro.generator_images_per_second, unit: 'images/s', higherIsBetter: true },
+    { figure: 'augmentation alone', xp: data.augment_images_per_s, unit: 'images/s', higherIsBetter: true },
+    { figure: 'backbone forward (mixed7)', xp: backbone.folded_images_per_s, keras: keras?.micro.backbone_forward_images_per_second, unit: 'images/s', higherIsBetter: true },
+    { figure: 'training images/s over the run', xp: xp.trainImagesPerSecond, keras: keras?.train_images_per_second, unit: 'images/s', higherIsBetter: true },
+    { figure: `wall time of ${epochs} epoch(s) (fit)`, xp: xp.fitSeconds, keras: keras?.fit_seconds, unit: 's', higherIsBetter: false },
+    { figure: 'last epoch (train + validation)', xp: xp.epochSeconds.at(-1)!, keras: keras?.epoch_seconds.at(-1), unit: 's', higherIsBetter: false },
+  );
+
+  if (opts.sweep) result.sweep = await sweepBench(rows, keras, opts.quick);
+
+  result.load_average_end = os.loadavg();
+  result.rows = rows.map((r) => ({ ...r, speedup_vs_keras: speedup(r) }));
+  printTable(rows);
+  const outDir = path.join(repoRoot, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  log(`peak RSS ${(result.xp as { peak_rss_mb: number }).peak_rss_mb.toFixed(0)} MB; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work skews every figure)`);
+  log(`written to ${path.relative(process.cwd(), file)}`);
+  return 0;
+}
+
+/** The reference configuration with the bundled weights, tracking off, through the same code as `xp run`. */
+async function xpEpochs(epochs: number, steps: number, validationSteps: number, extra = '', share = true) {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-bench-'));
+  const file = path.join(tmp, 'bench.yaml');
+  fs.writeFileSync(file, `name: bench
+data: {train: ${path.join(dataset, 'train')}, validation: ${path.join(dataset, 'validation')}, image_size: [150, 150], batch_size: 20}
+backbone: {name: inception_v3, weights: nsfwjs, cut_layer: mixed7, trainable: false}
+head: {pooling: flatten, units: [1024], activation: relu, dropout: 0.2}
+augmentation: {rotation_range: 40, width_shift_range: 0.2, height_shift_range: 0.2, shear_range: 0.2, zoom_range: 0.2, horizontal_flip: true, fill_mode: nearest}
+optimizer: {name: rmsprop, learning_rate: 0.0001}
+training: {epochs: ${epochs}, steps_per_epoch: ${steps}, validation_steps: ${validationSteps}}
+tracking: {enabled: false}
+${extra}`);
+  const { loadExperiment } = await import('../src/config/load.ts');
+  const { groupTrials } = await import('../src/cli/run.ts');
+  const { runGroup } = await import('../src/train/run.ts');
+  const { createProgress } = await import('../src/train/progress.ts');
+  const progress = createProgress('quiet', process.stderr);
+  const { trials } = await loadExperiment(file);
+  const started = performance.now();
+  const outcomes = [];
+  let prepared;
+  for (const group of groupTrials(trials, share)) {
+    const r = await runGroup(group.map((t) => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] })), {
+      baseDir: tmp, runsRoot: path.join(tmp, 'runs'), progress, shouldStop: () => false, data: prepared,
+    });
+    prepared = r.data;
+    outcomes.push(...r.outcomes);
+  }
+  const wallSeconds = (performance.now() - started) / 1000;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  const h = outcomes[0].history;
+  return {
+    epochSeconds: h.map((e) => e.epoch_seconds),
+    fitSeconds: h.reduce((a, e) => a + e.epoch_seconds, 0),
+    trainImagesPerSecond: h.reduce((a, e) => a + e.images_per_second, 0) / h.length,
+    wallSeconds,
+    valAccuracy: h.map((e) => e.val_accuracy),
+    trials: outcomes.length,
+  };
+}
+
+/** The example sweep (dropout 3 x epochs 2): one shared pass, six separate runs, and six Keras runs (per-epoch time x epochs). */
+async function sweepBench(rows: Row[], keras: { epoch_seconds: number[] } | undefined, quick: boolean) {
+  const steps = quick ? 10 : 30;
+  const sweep = 'sweep:\n  head.dropout: [0.1, 0.2, 0.5]\n  training.epochs: [2, 4]\n';
+  log(`sweep: 6 trials (dropout 0.1/0.2/0.5 x epochs 2/4), ${steps} steps per epoch, one shared backbone pass ...`);
+  const shared = await xpEpochs(4, steps, 10, sweep);
+  log(`  shared: ${shared.wallSeconds.toFixed(1)} s wall`);
+  log('  the same six trials one after another ...');
+  const separate = await xpEpochs(4, steps, 10, sweep, false);
+  log(`  separate: ${separate.wallSeconds.toFixed(1)} s wall`);
+  const epochsTotal = 3 * (2 + 4);
+  // Keras's per-epoch time scales with steps: its measured last epoch, scaled to this sweep's steps, times 18 epochs.
+  const kerasEstimate = keras ? (keras.epoch_seconds.at(-1)! * (steps / 100)) * epochsTotal : undefined;
+  rows.push(
+    { figure: 'sweep of 6 trials, shared pass (wall)', xp: shared.wallSeconds, keras: kerasEstimate, unit: 's', higherIsBetter: false },
+    { figure: 'the same 6 trials run separately (wall)', xp: separate.wallSeconds, keras: kerasEstimate, unit: 's', higherIsBetter: false },
+  );
+  log(`  shared pass is ${(separate.wallSeconds / shared.wallSeconds).toFixed(2)}x faster than six separate runs`);
+  return { shared, separate, keras_estimate_seconds: kerasEstimate, speedup_vs_separate: separate.wallSeconds / shared.wallSeconds };
+}
+
+function speedup(r: Row): number | undefined {
+  if (r.keras === undefined || !r.keras) return undefined;
+  return r.higherIsBetter ? r.xp / r.keras : r.keras / r.xp;
+}
+
+function printTable(rows: Row[]): void {
+  const w = Math.max(...rows.map((r) => r.figure.length));
+  console.log(`\n${'figure'.padEnd(w)}  ${'xp'.padStart(10)}  ${'keras'.padStart(10)}  unit      xp vs keras`);
+  for (const r of rows) {
+    const s = speedup(r);
+    console.log(`${r.figure.padEnd(w)}  ${r.xp.toFixed(1).padStart(10)}  ${(r.keras === undefined ? '-' : r.keras.toFixed(1)).padStart(10)}  ${r.unit.padEnd(8)}  ${s === undefined ? '-' : `${s.toFixed(2)}x faster`}`);
+  }
+}
+
+function harmonic(a: number, b: number): number {
+  return 1 / (1 / a + 1 / b);
+}
+
+function peakMemory() {
+  let max = process.memoryUsage().rss;
+  const timer = setInterval(() => (max = Math.max(max, process.memoryUsage().rss)), 200);
+  timer.unref();
+  return { stop: () => (clearInterval(timer), Math.max(max, process.memoryUsage().rss) / 2 ** 20) };
+}
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
