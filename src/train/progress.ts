@@ -39,7 +39,8 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
       const { loss, accuracy, val_loss, val_accuracy } = logs;
       const perStep = steps ? (logs.epoch_seconds / steps) * 1000 : 0;
       const metrics = formatMetrics({ loss, accuracy, ...(val_loss !== undefined ? { val_loss, val_accuracy: val_accuracy! } : {}) });
-      const head = mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';
+      // In a shared group, one line per trial, named; the bar belongs to the group.
+      const head = label ? `  ${label}: ` : mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';
       stream.write(`${tty ? '\r' : ''}${head}${Math.round(logs.epoch_seconds)}s ${Math.round(perStep)}ms/step${metrics}${tty ? '\x1b[K' : ''}\n`);
     },
     line(text) {

@@ -1,0 +1,153 @@
+// The xp command line end to end, as a user runs it: real processes, real training, a real MLflow server.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from '../../src/tracking/client.ts';
+import { startServer, type TrackingServer } from '../../src/tracking/server.ts';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const bin = path.join(root, 'bin', 'xp.js');
+const shared = path.resolve(root, '../shared/datasets/cats_and_dogs_filtered');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-cli-'));
+let server: TrackingServer;
+
+const env = () => ({ XP_RUNS_DIR: path.join(tmp, 'runs'), MLFLOW_TRACKING_URI: server.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' });
+const xp = (args: string[], opts: { env?: Record<string, string> } = {}) => execa(process.execPath, [bin, ...args], { reject: false, env: { ...env(), ...opts.env }, cwd: root });
+
+function experiment(name: string, extra = ''): string {
+  const file = path.join(tmp, `${name}.yaml`);
+  fs.writeFileSync(file, `name: ${name}
+description: a small experiment for the CLI tests
+data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 12}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [8], dropout: 0.2}
+augmentation: {rotation_range: 10, horizontal_flip: true}
+optimizer: {name: adam, learning_rate: 0.001}
+training: {epochs: 2, steps_per_epoch: 2, validation_steps: 2}
+${extra}`);
+  return file;
+}
+
+beforeAll(async () => {
+  server = await startServer({ storeDir: path.join(tmp, 'mlflow') });
+});
+afterAll(async () => {
+  await server?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('xp check', () => {
+  it('exits 0 on every file in experiments/', async () => {
+    const files = fs.readdirSync(path.join(root, 'experiments')).map((f) => path.join('experiments', f));
+    const r = await xp(['check', ...files]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain('quickstart.yaml: ok');
+  });
+
+  it('exits 2 with file:line:col and no stack trace on a malformed file', async () => {
+    const file = path.join(tmp, 'bad.yaml');
+    fs.writeFileSync(file, 'name: bad\ndata: {train: x, validation: y}\nbackbone: {name: inception_v3, cut_layer: mixed7}\nhead:\n  dropout: 1.5\n');
+    const r = await xp(['check', file]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`${file}:5:12: head.dropout must be < 1 (got 1.5)`);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('--help describes every command, and an unknown command is an error', async () => {
+    const help = await xp(['--help']);
+    for (const c of ['check', 'run', 'predict', 'evaluate', 'runs', 'ui', 'sync', 'bench']) expect(help.stdout).toContain(`  ${c}`);
+    const runHelp = await xp(['run', '--help']);
+    expect(runHelp.stdout).toContain('--dry-run');
+    const bad = await xp(['chek']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain('did you mean check?');
+  });
+});
+
+describe('xp run with MLflow', () => {
+  it('trains, logs every epoch, params, tags and artifacts, and predict/evaluate use the saved model', async () => {
+    const r = await xp(['run', experiment('cli-single'), '--quiet']);
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/Epoch 2\/2/);
+    expect(r.stdout).toMatch(/MLflow: http:\/\/127\.0\.0\.1:\d+\/#\/experiments\/\d+\/runs\/\w+/);
+    const runId = r.stdout.match(/runs\/(\w{32})/)![1];
+    const client = createClient(server.url);
+    const run = await client.getRun(runId);
+    expect(run.info.status).toBe('FINISHED');
+    const history = await client.getMetricHistory(runId, 'val_accuracy');
+    expect(history.map((m) => m.step).sort()).toEqual([1, 2]);
+    const params = Object.fromEntries((run.data.params ?? []).map((p) => [p.key, p.value]));
+    expect(params['head.dropout']).toBe('0.2');
+    expect(params['backbone.cut_layer']).toBe('block_2_add');
+    expect(Number(params.train_images)).toBe(24);
+    const tags = Object.fromEntries((run.data.tags ?? []).map((t) => [t.key, t.value]));
+    expect(tags['mlflow.note.content']).toBe('a small experiment for the CLI tests');
+    expect(tags['xp.config_hash']).toMatch(/^[0-9a-f]{16}$/);
+    const artifacts = (await client.listArtifacts(run.info.artifact_uri)).map((f) => f.path);
+    expect(artifacts).toEqual(expect.arrayContaining(['experiment.yaml', 'history.csv', 'curves.png', 'model', 'confusion_matrix.json', 'summary.txt']));
+    const csv = (await client.downloadArtifact(run.info.artifact_uri, 'history.csv')).toString();
+    expect(csv.split('\n')[0]).toBe('epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds,images_per_second');
+
+    const runDir = tags['xp.run_dir'];
+    const cat = path.join(shared, 'validation/cats/cat.2000.jpg');
+    const predicted = await xp(['predict', runDir, cat, '--json']);
+    expect(predicted.exitCode, predicted.stderr).toBe(0);
+    const p = JSON.parse(predicted.stdout.trim().split('\n')[0]);
+    expect(['cats', 'dogs']).toContain(p.class);
+    expect(p.probability).toBeGreaterThanOrEqual(0.5);
+    const evaluated = await xp(['evaluate', runDir, path.join(shared, 'validation'), '--json']);
+    expect(evaluated.exitCode, evaluated.stderr).toBe(0);
+    const e = JSON.parse(evaluated.stdout);
+    expect(e.images).toBe(1000);
+    expect(e.confusion_matrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(1000);
+
+    const runs = await xp(['runs', 'cli-single']);
+    expect(runs.exitCode, runs.stderr).toBe(0);
+    expect(runs.stdout).toMatch(/cli-single\s+FINISHED/);
+  });
+
+  it('a sweep makes a parent run with nested trials, and a second run skips the FINISHED ones', async () => {
+    const file = experiment('cli-sweep', 'sweep:\n  head.dropout: [0.1, 0.3]\n  training.epochs: [1, 2]\n');
+    const dry = await xp(['run', file, '--dry-run']);
+    expect(dry.stdout).toContain('4 trials in 1 group');
+    const first = await xp(['run', file, '--quiet']);
+    expect(first.exitCode, first.stderr + first.stdout).toBe(0);
+    const client = createClient(server.url);
+    const exp = await client.getExperimentByName('cli-sweep');
+    const runs = await client.searchRuns({ experimentIds: [exp!.experiment_id] });
+    const tag = (r: (typeof runs)[number], k: string) => r.data.tags?.find((t) => t.key === k)?.value;
+    const parents = runs.filter((r) => tag(r, 'xp.kind') === 'sweep');
+    expect(parents).toHaveLength(1);
+    const children = runs.filter((r) => tag(r, 'mlflow.parentRunId') === parents[0].info.run_id);
+    expect(children.map((r) => r.info.run_name).sort()).toEqual(['dropout=0.1 epochs=1', 'dropout=0.1 epochs=2', 'dropout=0.3 epochs=1', 'dropout=0.3 epochs=2']);
+    expect(children.every((r) => r.info.status === 'FINISHED')).toBe(true);
+    expect(tag(parents[0], 'xp.best_run_id')).toBeDefined();
+    const second = await xp(['run', file, '--quiet', '--sweep', 'head.dropout=0.1,0.3,0.5']);
+    expect(second.exitCode, second.stderr + second.stdout).toBe(0);
+    expect(second.stdout).toContain('Skipping 4 trial(s) already FINISHED');
+    expect(second.stdout).toMatch(/dropout=0\.5 epochs=2/);
+  });
+
+  it('Ctrl-C ends the run KILLED after saving what exists', async () => {
+    const file = experiment('cli-killed', '');
+    const child = execa(process.execPath, [bin, 'run', file, '--quiet', '--set', 'training.epochs=200'], { reject: false, env: env(), cwd: root });
+    let out = '';
+    let sent = false;
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (!sent && /Epoch 2\//.test(out)) {
+        sent = true; // one Ctrl-C: a second one quits at once, as in Keras
+        child.kill('SIGINT');
+      }
+    });
+    const r = await child;
+    expect(r.exitCode).toBe(130);
+    const client = createClient(server.url);
+    const exp = await client.getExperimentByName('cli-killed');
+    const [run] = await client.searchRuns({ experimentIds: [exp!.experiment_id] });
+    expect(run.info.status).toBe('KILLED');
+    expect((await client.getMetricHistory(run.info.run_id, 'loss')).length).toBeGreaterThanOrEqual(1);
+  });
+});
