@@ -198,7 +198,8 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     let experiment = await getExperimentByName(name);
     if (!experiment) {
       try {
-        await createExperiment(name);
+        // MLflow 3's UI opens an experiment in its GenAI views unless it is marked as model training.
+        await createExperiment(name, { 'mlflow.experimentKind': 'custom_model_development' });
       } catch (error) {
         if (!(error instanceof MlflowError && error.errorCode === 'RESOURCE_ALREADY_EXISTS')) throw error;
       }

@@ -114,16 +114,15 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const validationIndices = Array.from({ length: validationSteps }, () => validationStream.next());
       for (let i = 0; i < active.length; i++) {
         const s = active[i];
-        const valStarted = Date.now();
         const val = evaluate(s.member.model, validationIndices, data, validationInput);
-        const seconds = trainSeconds / active.length + (Date.now() - valStarted) / 1000;
         const logs: EpochLogs = {
           loss: sums[i].loss / sums[i].n,
           accuracy: sums[i].accuracy / sums[i].n,
           val_loss: val.loss,
           val_accuracy: val.accuracy,
           learning_rate: s.member.experiment.optimizer.learning_rate,
-          epoch_seconds: active.length === 1 ? (Date.now() - started) / 1000 : seconds,
+          // In a group the epoch is shared: its wall time so far, as each trial saw it.
+          epoch_seconds: (Date.now() - started) / 1000,
           images_per_second: images / trainSeconds,
         };
         s.history.push(logs);
