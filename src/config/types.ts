@@ -27,7 +27,7 @@ export interface DataConfig {
   batch_size: number;
   class_mode: ClassMode;
   interpolation: Interpolation;
-  /** Use at most this many images per class (first after sorting by name); for quick runs. */
+  /** Train on at most this many images per class (first by name); validation always uses every image. */
   max_per_class?: number;
 }
 
