@@ -125,7 +125,9 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   for (const [i, m] of members.entries()) {
     const r = results[i];
     const history = r?.history ?? [];
-    const status: RunEndInfo['status'] = failure ? 'FAILED' : killed ? 'KILLED' : 'FINISHED';
+    // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
+    const complete = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
+    const status: RunEndInfo['status'] = failure ? 'FAILED' : killed && !complete ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
     const wallSeconds = (Date.now() - started) / 1000;
     const end: RunEndInfo = { status, error: failure?.message, bestEpoch: r?.bestEpoch, history, artifacts, wallSeconds };

@@ -130,6 +130,21 @@ describe('xp run with MLflow', () => {
     expect(second.stdout).toMatch(/dropout=0\.5 epochs=2/);
   });
 
+  it('--parallel 2 runs groups in two child processes, nested under one parent', async () => {
+    const file = experiment('cli-parallel', 'sweep:\n  training.seed: [1, 2]\n');
+    const r = await xp(['run', file, '--quiet', '--parallel', '2']);
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toContain('in 2 processes');
+    const client = createClient(server.url);
+    const exp = await client.getExperimentByName('cli-parallel');
+    const runs = await client.searchRuns({ experimentIds: [exp!.experiment_id] });
+    const parent = runs.find((x) => x.data.tags?.some((t) => t.key === 'xp.kind'));
+    const children = runs.filter((x) => x.data.tags?.some((t) => t.key === 'mlflow.parentRunId' && t.value === parent?.info.run_id));
+    expect(children.map((c) => c.info.run_name).sort()).toEqual(['seed=1', 'seed=2']);
+    expect(children.every((c) => c.info.status === 'FINISHED')).toBe(true);
+    expect(parent?.info.status).toBe('FINISHED');
+  });
+
   it('Ctrl-C ends the run KILLED after saving what exists', async () => {
     const file = experiment('cli-killed', '');
     const child = execa(process.execPath, [bin, 'run', file, '--quiet', '--set', 'training.epochs=200'], { reject: false, env: env(), cwd: root });
