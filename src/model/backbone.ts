@@ -86,18 +86,19 @@ function zeroInitializers(value: unknown): unknown {
 }
 
 // A Sequential > Sequential > Model chain cut inside the Model is just that Model: return it, flat.
-function unwrap(model: tf.LayersModel): tf.LayersModel {
+// What stays nested is wrapped in a functional model, so that callers always get one with inputs.
+function unwrap(model: tf.LayersModel, inputShape: number[]): tf.LayersModel {
   const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
-  if (layers.length === 1 && layers[0] instanceof tf.LayersModel) return unwrap(layers[0]);
-  return model;
+  if (layers.length === 1 && layers[0] instanceof tf.LayersModel) return unwrap(layers[0], inputShape);
+  if (!(model instanceof tf.Sequential)) return model;
+  const input = tf.input({ shape: inputShape });
+  return tf.model({ inputs: input, outputs: model.apply(input) as tf.SymbolicTensor, name: model.name });
 }
 
 async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [number, number], what: string): Promise<tf.LayersModel> {
-  const layerPath = findLayerPath(topology, cutLayer);
-  if (!layerPath || cutLayer === '' || allLayerNames(topology).indexOf(cutLayer) < 0) {
-    throw unknownLayerError('backbone.cut_layer', cutLayer, allLayerNames(topology), what);
-  }
-  const cut = fixMobileNetPads(setInputSize(cutAt(topology, layerPath), inputSize));
+  const names = allLayerNames(topology);
+  if (!names.includes(cutLayer)) throw unknownLayerError('backbone.cut_layer', cutLayer, names, what);
+  const cut = fixMobileNetPads(setInputSize(cutAt(topology, findLayerPath(topology, cutLayer)!), inputSize));
   const fail = (reason: string, cause?: unknown) =>
     new ModelError(`Cannot build ${what} for input ${inputSize[0]}x${inputSize[1]} up to ${cutLayer}: ${reason}`, {
       cause,
@@ -105,12 +106,12 @@ async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [numbe
     });
   let model: tf.LayersModel;
   try {
-    model = unwrap(await tf.models.modelFromJSON({ modelTopology: zeroInitializers(cut) } as Parameters<typeof tf.models.modelFromJSON>[0]));
+    model = unwrap(await tf.models.modelFromJSON({ modelTopology: zeroInitializers(cut) } as Parameters<typeof tf.models.modelFromJSON>[0]), [...inputSize, 3]);
   } catch (error) {
     throw fail((error as Error).message, error);
   }
   // tfjs builds valid convolutions on too small inputs with negative sizes instead of failing.
-  const empty = flatLayers(model).find((l) => (l.outputShape as (number | null)[]).some((d) => d !== null && d <= 0));
+  const empty = flatLayers(model).find((l) => [l.outputShape].flat(2).some((d) => typeof d === 'number' && d <= 0));
   if (empty) {
     model.dispose();
     throw fail(`layer ${empty.name} would output shape [${empty.outputShape}].`);
@@ -174,8 +175,8 @@ interface BatchNormInternals {
  * Two fixes to tfjs' BatchNormalization, which in training mode always normalizes with the batch:
  * - frozen layers normalize with their moving statistics, as in Keras >= 2.1.3 (fine-tuning
  *   depends on it);
- * - trainable layers without gamma or beta (InceptionV3 has scale=False) crash in tfjs' training
- *   path, so that case is computed here, with the same moving-average update.
+ * - layers without gamma or beta (InceptionV3 has scale=False) crash tfjs' training path and its
+ *   gradients (tf.batchNorm records a missing scale), so they get explicit ones/zeros.
  */
 function patchBatchNorm(layer: tf.layers.Layer): void {
   const patched = layer as tf.layers.Layer & { __xpPatchedBn?: boolean };
@@ -183,18 +184,20 @@ function patchBatchNorm(layer: tf.layers.Layer): void {
   patched.__xpPatchedBn = true;
   const bn = layer as unknown as BatchNormInternals;
   const call = layer.call.bind(layer);
+  const normalize = (x: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor) =>
+    tf.batchNorm(x, mean, variance, bn.beta?.read() ?? tf.zerosLike(mean), bn.gamma?.read() ?? tf.onesLike(mean), bn.epsilon);
   layer.call = (inputs, kwargs) => {
     const training = layer.trainable && kwargs?.training === true;
-    if (!training) return call(inputs, { ...kwargs, training: false });
-    if (bn.gamma && bn.beta) return call(inputs, kwargs);
+    if (bn.gamma && bn.beta) return call(inputs, training ? kwargs : { ...kwargs, training: false });
     return tf.tidy(() => {
       const x = Array.isArray(inputs) ? inputs[0] : inputs;
+      if (!training) return normalize(x, bn.movingMean.read(), bn.movingVariance.read());
       const axes = [...Array(x.rank).keys()].filter((a) => a !== (bn.axis < 0 ? x.rank + bn.axis : bn.axis));
       const { mean, variance } = tf.moments(x, axes);
       const update = (v: tf.LayerVariable, value: tf.Tensor) => v.write(tf.sub(v.read(), tf.mul(tf.sub(v.read(), value), 1 - bn.momentum)));
       update(bn.movingMean, mean);
       update(bn.movingVariance, variance);
-      return tf.batchNorm(x, mean, variance, bn.beta?.read(), bn.gamma?.read(), bn.epsilon);
+      return normalize(x, mean, variance);
     });
   };
 }
@@ -206,39 +209,44 @@ function resolvePreprocessing(mode: Preprocessing, source: Source): ResolvedPrep
   return source.kind === 'nsfwjs' ? 'rescale' : 'inception';
 }
 
-/** Loads the backbone for `inputSize` [h, w], cut at cfg.cut_layer, frozen per cfg. */
-export async function loadBackbone(cfg: BackboneConfig, inputSize: [number, number], opts: LoadBackboneOptions = {}): Promise<Backbone> {
-  const source = sourceOf(cfg.weights);
-  let model: tf.LayersModel;
-  if (source.kind === 'tfjs') {
-    const { json, weights } = await readTfjsModel(source.file);
+// Puts the weights of `source` into the built model.
+async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: Source, inputSize: [number, number], opts: LoadBackboneOptions, tfjsWeights?: tf.NamedTensorMap): Promise<void> {
+  if (source.kind === 'tfjs') return assignNamedWeights(model, tfjsWeights!, source.file);
+  if (source.kind === 'nsfwjs') {
+    const weights = nsfwjsWeights(cfg.name);
     try {
-      model = await buildCut(modelConfigOf(json.modelTopology), cfg.cut_layer, inputSize, source.file);
-      assignNamedWeights(model, weights, source.file);
+      return assignNamedWeights(model, weights, `the nsfwjs ${cfg.name} weights`);
     } finally {
       tf.dispose(weights);
     }
-  } else {
-    model = await buildCut(kerasArchitecture(cfg.name), cfg.cut_layer, inputSize, cfg.name);
-    if (source.kind === 'nsfwjs') {
-      const weights = nsfwjsWeights(cfg.name);
-      try {
-        assignNamedWeights(model, weights, `the nsfwjs ${cfg.name} weights`);
-      } finally {
-        tf.dispose(weights);
-      }
-    } else {
-      const file = source.kind === 'h5' ? source.file : await kerasWeightsPath(kerasWeightsFile(cfg.name, inputSize), opts);
-      if (source.kind === 'h5' && !(await fs.stat(file).catch(() => null))) {
-        throw new ModelError(`The Keras weights file ${file} does not exist.`, { hint: 'Check backbone.weights; relative paths are resolved from the working directory.' });
-      }
-      assignH5Weights(model, await readKerasH5(file), file);
-    }
   }
-  applyTrainable(model, cfg);
-  return {
-    model,
-    preprocessing: resolvePreprocessing(cfg.preprocessing, source),
-    featureShape: model.outputs[0].shape.slice(1) as number[],
-  };
+  const file = source.kind === 'h5' ? source.file : await kerasWeightsPath(kerasWeightsFile(cfg.name, inputSize), opts);
+  if (!(await fs.stat(file).catch(() => null))) {
+    throw new ModelError(`The Keras weights file ${file} does not exist.`, { hint: 'Check backbone.weights; relative paths are resolved from the working directory.' });
+  }
+  assignH5Weights(model, await readKerasH5(file), file);
+}
+
+/** Loads the backbone for `inputSize` [h, w], cut at cfg.cut_layer, frozen per cfg. */
+export async function loadBackbone(cfg: BackboneConfig, inputSize: [number, number], opts: LoadBackboneOptions = {}): Promise<Backbone> {
+  const source = sourceOf(cfg.weights);
+  const tfjs = source.kind === 'tfjs' ? await readTfjsModel(source.file) : undefined;
+  try {
+    const topology = tfjs ? modelConfigOf(tfjs.json.modelTopology) : kerasArchitecture(cfg.name);
+    const model = await buildCut(topology, cfg.cut_layer, inputSize, source.kind === 'tfjs' ? source.file : cfg.name);
+    try {
+      await loadWeights(model, cfg, source, inputSize, opts, tfjs?.weights);
+      applyTrainable(model, cfg);
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+    return {
+      model,
+      preprocessing: resolvePreprocessing(cfg.preprocessing, source),
+      featureShape: model.outputs[0].shape.slice(1) as number[],
+    };
+  } finally {
+    if (tfjs) tf.dispose(tfjs.weights);
+  }
 }

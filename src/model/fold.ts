@@ -2,7 +2,9 @@
 // -> activation chain becomes one fused conv with the BN folded into its kernel and bias:
 //   s = gamma / sqrt(moving_variance + epsilon);  W' = W * s;  b' = (b - moving_mean) * s + beta
 // so the forward pass runs conv + bias + activation instead of conv, the BN arithmetic and a ReLU.
-// The function holds a snapshot of the weights: rebuild it after the weights change.
+// On tfjs-node a "fused" conv is still three native ops (conv, add, activation), so this eager
+// version gains little; graph.ts compiles the same plan into a TensorFlow graph, the fast path.
+// Both hold a snapshot of the weights: rebuild after the weights change.
 import * as tf from '@tensorflow/tfjs-node';
 
 export interface InferenceFn {
@@ -13,12 +15,18 @@ export interface InferenceFn {
   readonly foldedConvs: number;
 }
 
-type FusedActivation = 'linear' | 'relu' | 'relu6' | 'elu' | 'sigmoid';
+export type FusedActivation = 'linear' | 'relu' | 'relu6' | 'elu' | 'sigmoid';
 const FUSABLE: readonly string[] = ['linear', 'relu', 'relu6', 'elu', 'sigmoid'];
 
 type Config = Record<string, any>;
 const configOf = (layer: tf.layers.Layer) => layer.getConfig() as Config;
-const inboundNames = (layer: tf.layers.Layer): string[] => (layer.inboundNodes[0]?.inboundLayers ?? []).map((l) => l.name);
+// A layer used in several models (a nested model re-applied) has one inbound node per use: take
+// the one of this model, as tfjs keys them in containerNodes.
+function inboundNames(model: tf.LayersModel, layer: tf.layers.Layer): string[] {
+  const own = (model as unknown as { containerNodes: Set<string> }).containerNodes;
+  const node = layer.inboundNodes.find((_, i) => own.has(`${layer.name}_ib-${i}`)) ?? layer.inboundNodes[0];
+  return (node?.inboundLayers ?? []).map((l) => l.name);
+}
 
 // The activation an Activation or ReLU layer applies, if the fused kernels have it.
 function activationOf(layer: tf.layers.Layer | undefined): FusedActivation | undefined {
@@ -83,18 +91,15 @@ export interface FoldedPlan {
   foldedConvs: number;
 }
 
-export type { FusedActivation };
 
-/** The model's graph with each conv -> BatchNormalization -> activation chain folded into one op. */
-export function foldPlan(outer: tf.LayersModel): FoldedPlan {
-  // A Sequential keeps its graph in an inner functional model.
-  const model = outer instanceof tf.Sequential ? (outer as unknown as { model: tf.LayersModel }).model : outer;
+/** The model's graph as ops: each conv, with the BatchNormalization and activation that follow it folded in. */
+export function foldPlan(model: tf.LayersModel): FoldedPlan {
   if (model.inputs.length !== 1 || model.outputs.length !== 1) {
     throw new Error('Folding expects a model with one input and one output.');
   }
   const consumers = new Map<string, tf.layers.Layer[]>();
   for (const layer of model.layers) {
-    for (const name of inboundNames(layer)) consumers.set(name, [...(consumers.get(name) ?? []), layer]);
+    for (const name of inboundNames(model, layer)) consumers.set(name, [...(consumers.get(name) ?? []), layer]);
   }
   const input = model.inputLayers[0].name;
   const output = model.outputLayers[0].name;
@@ -110,33 +115,34 @@ export function foldPlan(outer: tf.LayersModel): FoldedPlan {
   let foldedConvs = 0;
   for (const layer of model.layers) {
     if (layer.name === input || absorbed.has(layer.name)) continue;
-    const inputs = inboundNames(layer);
+    const inputs = inboundNames(model, layer);
     const config = configOf(layer);
     const cls = layer.getClassName();
-    const fusable = (cls === 'Conv2D' || cls === 'DepthwiseConv2D') && config.dataFormat === 'channelsLast' && config.activation === 'linear';
-    const bn = fusable ? next(layer) : undefined;
-    if (!fusable || (!isChannelsLastBatchNorm(bn) && !activationOf(bn))) {
+    const isConv = (cls === 'Conv2D' || cls === 'DepthwiseConv2D') && config.dataFormat === 'channelsLast';
+    if (!isConv || !FUSABLE.includes(config.activation)) {
       ops.push({ kind: 'layer', name: layer.name, inputs, layer });
       continue;
     }
     let last = layer;
-    let filter: tf.Tensor4D;
-    let bias: tf.Tensor1D | undefined;
-    if (isChannelsLastBatchNorm(bn)) {
-      ({ filter, bias } = foldBatchNorm(layer, bn));
-      held.push(filter, bias);
-      absorbed.add(bn.name);
-      last = bn;
-    } else {
-      [filter, bias] = layer.getWeights() as [tf.Tensor4D, tf.Tensor1D?];
+    let [filter, bias] = layer.getWeights() as [tf.Tensor4D, tf.Tensor1D?];
+    let activation: FusedActivation = config.activation;
+    if (activation === 'linear') {
+      const bn = next(layer);
+      if (isChannelsLastBatchNorm(bn)) {
+        ({ filter, bias } = foldBatchNorm(layer, bn));
+        held.push(filter, bias!);
+        absorbed.add(bn.name);
+        last = bn;
+      }
+      const act = next(last);
+      const fused = activationOf(act);
+      if (act && fused) {
+        activation = fused;
+        absorbed.add(act.name);
+        last = act;
+      }
     }
-    const act = next(last);
-    const activation = activationOf(act) ?? 'linear';
-    if (act && activationOf(act)) {
-      absorbed.add(act.name);
-      last = act;
-    }
-    foldedConvs++;
+    if (last !== layer) foldedConvs++;
     ops.push({
       kind: 'conv',
       name: last.name,

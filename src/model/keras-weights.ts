@@ -47,8 +47,9 @@ export function defaultCacheDir(): string {
   return path.join(os.homedir(), '.cache', 'xp', 'models');
 }
 
+/** Where Keras' get_file keeps downloads: $KERAS_HOME/models, else ~/.keras/models. */
 export function defaultKerasDir(): string {
-  return path.join(os.homedir(), '.keras', 'models');
+  return path.join(process.env.KERAS_HOME ?? path.join(os.homedir(), '.keras'), 'models');
 }
 
 async function md5Of(file: string): Promise<string> {
@@ -77,11 +78,17 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
   await fs.mkdir(path.dirname(dest), { recursive: true });
   const temp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
   const manual = `Download it yourself and put it at ${dest} (or in ~/.keras/models/).`;
+  // Give up when the server does not answer; once it streams, the download may take its time.
+  const answer = new AbortController();
+  const timer = setTimeout(() => answer.abort(new Error('no answer within 30 s')), 30_000);
   let response: Response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, { signal: answer.signal });
   } catch (error) {
-    throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, { cause: error, hint: manual });
+    const reason = answer.signal.aborted ? 'no answer within 30 s' : ((error as Error & { cause?: Error }).cause?.message ?? (error as Error).message);
+    throw new ModelError(`Could not download the Keras weights from ${url}: ${reason}.`, { cause: error, hint: manual });
+  } finally {
+    clearTimeout(timer);
   }
   if (!response.ok || !response.body) {
     throw new ModelError(`Could not download the Keras weights from ${url}: HTTP ${response.status}.`, { hint: manual });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
-import { freezeForInference } from '../model/fold.ts';
+import { compileForInference } from '../model/graph.ts';
 import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { layerSummary } from '../model/summary.ts';
@@ -66,7 +66,8 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   const backboneCfg = { ...first.backbone, weights: resolveWeights(first.backbone.weights, opts.baseDir) };
   const backbone = await loadBackbone(backboneCfg, first.data.image_size);
   const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
-  const forward = frozen ? freezeForInference(backbone.model) : undefined;
+  // A frozen backbone runs as one compiled TensorFlow graph (BN folded into fused convolutions).
+  const forward = frozen ? await compileForInference(backbone.model) : undefined;
   progress.line(`Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`);
 
   const members = trials.map((t) => {

@@ -52,6 +52,21 @@ describe('InceptionV3 from the nsfwjs bundle, 150x150 cut at mixed7 (the Keras r
     expect(backbone.model.trainableWeights).toHaveLength(0);
   });
 
+  it('trains its BatchNormalization layers when unfrozen, though they have no gamma (scale=False)', () => {
+    applyTrainable(backbone.model, { trainable: false, trainable_from: 'conv2d_70' });
+    const bn = backbone.model.getLayer('batch_normalization_70');
+    const frozenBn = backbone.model.getLayer('batch_normalization_1');
+    const before = [bn, frozenBn].map((l) => l.getWeights()[1].dataSync().slice()); // moving_mean
+    const x = tf.randomUniform([2, 150, 150, 3], 0, 1, 'float32', 2);
+    const grads = tf.variableGrads(() => tf.mean(backbone.model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar);
+    expect(Object.keys(grads.grads).length).toBeGreaterThan(0);
+    const after = [bn, frozenBn].map((l) => l.getWeights()[1].dataSync());
+    expect(after[0]).not.toEqual(before[0]); // moving average updated
+    expect(after[1]).toEqual(before[1]); // frozen layer untouched
+    tf.dispose([x, grads.value, ...Object.values(grads.grads)]);
+    applyTrainable(backbone.model, { trainable: false });
+  });
+
   it('rejects an unknown trainable_from with the valid names', () => {
     expect(() => applyTrainable(backbone.model, { trainable: true, trainable_from: 'mixed9' })).toThrow(/mixed9.*mixed0, mixed1/);
   });

@@ -71,6 +71,35 @@ for (const { label, cfg, convs } of cases) {
   });
 }
 
+describe('layer kinds off the folding path', () => {
+  it('compiles a conv read twice (BN left standalone), pads, pools, adds, concatenations and activations', async () => {
+    const L = tf.layers;
+    const input = tf.input({ shape: [12, 12, 3] });
+    const padded = L.zeroPadding2d({ padding: [[0, 1], [1, 0]] }).apply(input) as tf.SymbolicTensor;
+    const conv = L.conv2d({ filters: 4, kernelSize: 3, padding: 'same', useBias: true }).apply(padded) as tf.SymbolicTensor;
+    const bn = L.batchNormalization({ epsilon: 1e-3 }).apply(conv) as tf.SymbolicTensor; // conv has two readers: no folding
+    const sum = L.add().apply([bn, conv]) as tf.SymbolicTensor;
+    const relu6 = L.reLU({ maxValue: 6 }).apply(sum) as tf.SymbolicTensor;
+    const max = L.maxPooling2d({ poolSize: 2, padding: 'same' }).apply(relu6) as tf.SymbolicTensor;
+    const avg = L.averagePooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(relu6) as tf.SymbolicTensor;
+    const joined = L.concatenate().apply([max, avg]) as tf.SymbolicTensor;
+    const dw = L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, activation: 'relu' }).apply(joined) as tf.SymbolicTensor;
+    const out = L.activation({ activation: 'sigmoid' }).apply(L.dropout({ rate: 0.5 }).apply(dw) as tf.SymbolicTensor) as tf.SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: out });
+    // non-trivial BN statistics
+    const w = model.layers[3].getWeights();
+    model.layers[3].setWeights(w.map((t, i) => tf.add(t, tf.randomUniform(t.shape, 0.1, 0.5, 'float32', i))));
+    const graph = await compileForInference(model);
+    expect(graph.mode).toBe('graph');
+    const x = tf.randomUniform([3, 12, 12, 3], -1, 1, 'float32', 9) as tf.Tensor4D;
+    expect(relativeError(model, graph, x)).toBeLessThan(1e-5);
+    expect(relativeError(model, freezeForInference(model), x)).toBeLessThan(1e-5);
+    graph.dispose();
+    x.dispose();
+    model.dispose();
+  });
+});
+
 describe('a Teachable Machine model (MobileNetV2 alpha 0.35 nested in Sequentials)', () => {
   const cfg = (cut_layer: string) => frozen({ name: 'mobilenet_v2', weights: path.join(shared, 'models/teachable-machine-mobilenet-v2/model.json'), cut_layer });
 

@@ -4,6 +4,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../../src/errors.ts';
+import { applyTrainable } from '../../src/model/backbone.ts';
 import { buildHead, composeModel, lossFor } from '../../src/model/head.ts';
 import { buildOptimizer } from '../../src/model/optimizer.ts';
 import { layerSummary } from '../../src/model/summary.ts';
@@ -74,6 +75,26 @@ describe('composeModel', () => {
       await fs.rm(dir, { recursive: true, force: true });
       model.dispose();
     }
+  });
+});
+
+describe('training the composed model', () => {
+  it('fits the head through a frozen backbone whose BatchNormalization has no gamma (InceptionV3 style)', async () => {
+    const input = tf.input({ shape: [8, 8, 3] });
+    const conv = tf.layers.conv2d({ filters: 4, kernelSize: 3, useBias: false, name: 'conv2d_1' }).apply(input) as tf.SymbolicTensor;
+    const bn = tf.layers.batchNormalization({ scale: false, name: 'batch_normalization_1' }).apply(conv) as tf.SymbolicTensor;
+    const backbone = tf.model({ inputs: input, outputs: tf.layers.activation({ activation: 'relu' }).apply(bn) as tf.SymbolicTensor });
+    applyTrainable(backbone, { trainable: false });
+    const frozen = backbone.getWeights().map((w) => w.dataSync().slice());
+    const model = composeModel(backbone, buildHead([6, 6, 4], { pooling: 'flatten', units: [4], activation: 'relu', dropout: 0.2 }, 2));
+    model.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+    const x = tf.randomUniform([8, 8, 8, 3], -1, 1, 'float32', 1);
+    const y = tf.tensor2d([0, 1, 0, 1, 0, 1, 0, 1], [8, 1]);
+    const history = await model.fit(x, y, { epochs: 2, batchSize: 4, verbose: 0 });
+    expect(history.history.loss).toHaveLength(2);
+    expect(backbone.getWeights().map((w) => w.dataSync())).toEqual(frozen); // moving statistics untouched too
+    tf.dispose([x, y]);
+    model.dispose();
   });
 });
 

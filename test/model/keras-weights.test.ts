@@ -99,6 +99,17 @@ describe('imagenet weights', () => {
     }
   });
 
+  it('replaces a corrupt file in its cache by a fresh download', async () => {
+    const { cacheDir, kerasDir } = await dirs('corrupt-cache');
+    await fs.mkdir(cacheDir, { recursive: true });
+    await fs.writeFile(path.join(cacheDir, FILE), 'truncated');
+    const before = requests.length;
+    const loaded = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: baseUrl, md5 });
+    expect(requests.length).toBe(before + 1);
+    expect((await fs.stat(path.join(cacheDir, FILE))).size).toBeGreaterThan(1_000_000);
+    loaded.model.dispose();
+  });
+
   it('rejects a download with the wrong checksum and keeps nothing', async () => {
     const { cacheDir, kerasDir } = await dirs('bad-md5');
     const error = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: baseUrl, md5: '0'.repeat(32) }).catch((e) => e);
@@ -113,6 +124,17 @@ describe('imagenet weights', () => {
     expect(error).toBeInstanceOf(ModelError);
     expect(error.message).toMatch(/HTTP 404/);
     expect(error.hint).toContain(path.join(cacheDir, FILE));
+  });
+
+  it('explains an unreachable server', async () => {
+    const { cacheDir, kerasDir } = await dirs('unreachable');
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const error = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: `http://127.0.0.1:${port}/`, md5 }).catch((e) => e);
+    expect(error).toBeInstanceOf(ModelError);
+    expect(error.message).toMatch(/Could not download .*ECONNREFUSED/);
   });
 
   it('picks the file Keras would: per-size MobileNetV2 weights for square trained sizes, else 224', () => {
