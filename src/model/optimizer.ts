@@ -1,9 +1,9 @@
-// Keras optimizers with Keras' default hyperparameters, on tfjs' implementations.
-// Known difference: tfjs' RMSProp puts epsilon inside the square root, Keras outside; with the
-// default 1e-7 the updates agree except for gradients near zero.
+// Keras optimizers with Keras' default hyperparameters, on tfjs' implementations (RMSprop without momentum on
+// a leaner one: see rmsprop.ts). Keras 3, tfjs and KerasRMSprop all put epsilon inside the square root.
 import * as tf from '@tensorflow/tfjs-node';
 import type { OptimizerConfig } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
+import { KerasRMSprop } from './rmsprop.ts';
 
 export function buildOptimizer(cfg: OptimizerConfig): tf.Optimizer {
   const lr = cfg.learning_rate;
@@ -11,7 +11,7 @@ export function buildOptimizer(cfg: OptimizerConfig): tf.Optimizer {
   const epsilon = cfg.epsilon ?? 1e-7;
   switch (cfg.name) {
     case 'rmsprop':
-      return tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum ?? 0, epsilon);
+      return (cfg.momentum ?? 0) > 0 ? tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum, epsilon) : new KerasRMSprop(lr, cfg.rho ?? 0.9, epsilon);
     case 'adam':
       return tf.train.adam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon);
     case 'sgd':
