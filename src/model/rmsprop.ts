@@ -5,6 +5,8 @@
 //   stored: s = v/(1-rho), so s' = rho*s + g^2 and w' = w - (lr/sqrt(1-rho)) * g / sqrt(s' + eps/(1-rho))
 import * as tf from '@tensorflow/tfjs-node';
 
+type NamedTensor = { name: string; tensor: tf.Tensor };
+
 export class KerasRMSprop extends tf.Optimizer {
   static get className() {
     return 'KerasRMSprop';
@@ -20,7 +22,7 @@ export class KerasRMSprop extends tf.Optimizer {
     super();
   }
 
-  applyGradients(variableGradients: tf.NamedTensorMap | tf.NamedTensor[]): void {
+  applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
     const list = Array.isArray(variableGradients) ? variableGradients : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
     const step = this.learningRate / Math.sqrt(1 - this.rho);
     const eps = this.epsilon / (1 - this.rho);
@@ -42,12 +44,12 @@ export class KerasRMSprop extends tf.Optimizer {
     this.incrementIterations();
   }
 
-  async getWeights(): Promise<tf.NamedTensor[]> {
+  async getWeights(): Promise<NamedTensor[]> {
     const scale = 1 - this.rho;
     return [await this.saveIterations(), ...[...this.slots].map(([name, s]) => ({ name: `${name}/rms`, tensor: tf.mul(s, scale) }))];
   }
 
-  async setWeights(weightValues: tf.NamedTensor[]): Promise<void> {
+  async setWeights(weightValues: NamedTensor[]): Promise<void> {
     const rest = await this.extractIterations(weightValues);
     for (const { name, tensor } of rest) {
       const variable = name.replace(/\/rms$/, '');
