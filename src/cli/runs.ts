@@ -43,11 +43,14 @@ export async function uiCommand(opts: { port?: number }): Promise<number> {
   console.log(`MLflow UI: ${server.url}${server.reused ? ' (already running)' : ''}`);
   if (server.reused) return 0;
   console.log('Press Ctrl-C to stop it.');
+  // The server process is unref'd: a timer keeps this process alive until Ctrl-C and the server's shutdown.
+  const keepAlive = setInterval(() => {}, 60_000);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
   await server.stop();
+  clearInterval(keepAlive);
   return 0;
 }
 

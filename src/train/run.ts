@@ -153,7 +153,8 @@ async function writeOutputs(
   preprocessing: Backbone['preprocessing'],
 ): Promise<string[]> {
   writeHistory(m.runDir, history);
-  if (history.length) await writeCurves(m.runDir, history, `${m.spec.experiment.name}: ${m.spec.name}`);
+  const title = m.spec.name === m.spec.experiment.name ? m.spec.name : `${m.spec.experiment.name}: ${m.spec.name}`;
+  if (history.length) await writeCurves(m.runDir, history, title);
   if (r) writeConfusion(m.runDir, data.classNames, r.confusion);
   if (status !== 'FAILED' && history.length) {
     await m.full.save(`file://${path.join(m.runDir, 'model')}`);

@@ -145,6 +145,46 @@ describe('xp run with MLflow', () => {
     expect(parent?.info.status).toBe('FINISHED');
   });
 
+  it('with MLflow unreachable, training goes on and `xp sync` delivers the journal afterwards, exactly once', async () => {
+    const file = experiment('cli-offline');
+    const dead = 'http://127.0.0.1:9'; // discard port: nothing listens
+    const r = await xp(['run', file, '--quiet'], { env: { MLFLOW_TRACKING_URI: dead, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '0' } });
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/xp sync/);
+    const runDir = path.join(tmp, 'runs', 'cli-offline', fs.readdirSync(path.join(tmp, 'runs', 'cli-offline'))[0]);
+    const synced = await xp(['sync', runDir]);
+    expect(synced.exitCode, synced.stderr + synced.stdout).toBe(0);
+    const again = await xp(['sync', runDir]); // nothing left: no duplicates
+    expect(again.exitCode, again.stderr + again.stdout).toBe(0);
+    const client = createClient(server.url);
+    const exp = await client.getExperimentByName('cli-offline');
+    const [run] = await client.searchRuns({ experimentIds: [exp!.experiment_id] });
+    expect(run.info.status).toBe('FINISHED');
+    const history = await client.getMetricHistory(run.info.run_id, 'val_loss');
+    expect(history.map((m) => m.step).sort()).toEqual([1, 2]);
+  });
+
+  it('xp ui serves the MLflow UI on the local store until Ctrl-C', async () => {
+    const runs = path.join(tmp, 'ui-runs');
+    const child = execa(process.execPath, [bin, 'ui'], { reject: false, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' }, cwd: root });
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+        const m = out.match(/MLflow UI: (http:\/\/127\.0\.0\.1:\d+)/);
+        if (m) resolve(m[1]);
+      });
+      child.on('exit', () => reject(new Error(`xp ui exited: ${out}`)));
+    });
+    const page = await fetch(url);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/mlflow/i);
+    child.kill('SIGINT');
+    const r = await child;
+    expect(r.exitCode).toBe(0);
+    expect(fs.existsSync(path.join(runs, 'mlflow', 'mlflow.db'))).toBe(true);
+  });
+
   it('Ctrl-C ends the run KILLED after saving what exists', async () => {
     const file = experiment('cli-killed', '');
     const child = execa(process.execPath, [bin, 'run', file, '--quiet', '--set', 'training.epochs=200'], { reject: false, env: env(), cwd: root });

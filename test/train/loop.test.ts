@@ -86,6 +86,15 @@ describe('training loop', () => {
     expect(together.outcomes[1].history[1].loss).not.toBeCloseTo(together.outcomes[3].history[1].loss, 5);
   });
 
+  it('early stopping ends a run when the monitored metric stops improving, with the best weights restored', async () => {
+    const { trials } = await loadExperiment(writeExperiment('early', ''), {
+      set: ['training.epochs=6', 'training.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}'],
+    });
+    const r = await runGroup(trials.map(spec), opts());
+    expect(r.outcomes[0].history).toHaveLength(2); // epoch 1 is the best; epoch 2 cannot beat it by 100
+    expect(r.outcomes[0].status).toBe('FINISHED');
+  });
+
   it('a fine-tuned backbone is never shared and trains through the whole model', async () => {
     const { trials } = await loadExperiment(writeExperiment('finetune', 'sweep:\n  head.dropout: [0.1, 0.2]\n'.replace('sweep', 'sweep')), {
       set: ['backbone.trainable_from=block_2_expand', 'training.epochs=1'],
