@@ -1,8 +1,10 @@
-// Keras optimizers with Keras' default hyperparameters, on tfjs' implementations (RMSprop without momentum on
-// a leaner one: see rmsprop.ts). Keras 3, tfjs and KerasRMSprop all put epsilon inside the square root.
+// Keras optimizers with Keras' default hyperparameters, on tfjs' implementations except RMSprop without momentum
+// and Adam, which have Keras 3's own (rmsprop.ts, adam.ts: fewer memory passes, XLA-fused for large variables).
+// Keras 3, tfjs and KerasRMSprop all put RMSprop's epsilon inside the square root.
 import * as tf from '@tensorflow/tfjs-node';
 import type { OptimizerConfig } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
+import { KerasAdam } from './adam.ts';
 import { KerasRMSprop } from './rmsprop.ts';
 
 export function buildOptimizer(cfg: OptimizerConfig): tf.Optimizer {
@@ -13,7 +15,7 @@ export function buildOptimizer(cfg: OptimizerConfig): tf.Optimizer {
     case 'rmsprop':
       return (cfg.momentum ?? 0) > 0 ? tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum, epsilon) : new KerasRMSprop(lr, cfg.rho ?? 0.9, epsilon);
     case 'adam':
-      return tf.train.adam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon);
+      return new KerasAdam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon);
     case 'sgd':
       // Same trajectory as Keras' v = m*v - lr*g for a constant learning rate.
       return (cfg.momentum ?? 0) > 0 || cfg.nesterov ? tf.train.momentum(lr, cfg.momentum ?? 0, cfg.nesterov ?? false) : tf.train.sgd(lr);

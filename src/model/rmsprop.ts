@@ -1,11 +1,18 @@
 // Keras 3's RMSprop (epsilon inside the square root, as Keras and tfjs both do) in fewer tensor passes than
 // tf.train.rmsprop: the reference head's 38.5M-weight kernel makes every elementwise pass cost ~11 ms on 2 cores,
-// and tfjs' version makes ~15 of them per step (it even computes the mean square twice). Here: 8.
+// and tfjs' version makes ~15 of them per step (it even computes the mean square twice). Here: 8, or for large
+// variables an XLA-fused update (xla-update.ts) that streams w, g, s in and w, s out: ~30 ms instead of ~86.
 //   Keras:  v' = rho*v + (1-rho)*g^2;  w' = w - lr*g / sqrt(v' + eps)
 //   stored: s = v/(1-rho), so s' = rho*s + g^2 and w' = w - (lr/sqrt(1-rho)) * g / sqrt(s' + eps/(1-rho))
 import * as tf from '@tensorflow/tfjs-node';
+import { compileFused, FUSED_MIN_SIZE, tfOps, type Ops } from './xla-update.ts';
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
+
+function rmspropStep<X>(o: Ops<X>, w: X, g: X, s: X, rho: number, eps: number, step: number): [X, X] {
+  const next = o.add(o.mul(s, rho), o.square(g));
+  return [o.sub(w, o.mul(o.div(g, o.sqrt(o.add(next, eps))), step)), next];
+}
 
 export class KerasRMSprop extends tf.Optimizer {
   static get className() {
@@ -13,6 +20,8 @@ export class KerasRMSprop extends tf.Optimizer {
   }
 
   private readonly slots = new Map<string, tf.Variable>();
+  // Built on first use of a large variable, after the constructor has set the hyperparameters.
+  private readonly fused = compileFused(3, (o, w, g, s) => rmspropStep(o, w, g, s, this.rho, this.eps, this.step));
 
   constructor(
     readonly learningRate: number,
@@ -22,10 +31,17 @@ export class KerasRMSprop extends tf.Optimizer {
     super();
   }
 
+  // The hyperparameters of the stored-slot form (see the header).
+  private get step() {
+    return this.learningRate / Math.sqrt(1 - this.rho);
+  }
+
+  private get eps() {
+    return this.epsilon / (1 - this.rho);
+  }
+
   applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
     const list = Array.isArray(variableGradients) ? variableGradients : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
-    const step = this.learningRate / Math.sqrt(1 - this.rho);
-    const eps = this.epsilon / (1 - this.rho);
     for (const { name, tensor: g } of list) {
       if (g == null) continue;
       const value = tf.engine().registeredVariables[name];
@@ -36,9 +52,10 @@ export class KerasRMSprop extends tf.Optimizer {
       }
       const slot = s;
       tf.tidy(() => {
-        const next = tf.add(tf.mul(slot, this.rho), tf.square(g));
+        const fused = value.size >= FUSED_MIN_SIZE && value.dtype === 'float32' ? this.fused(value, g, slot) : undefined;
+        const [w, next] = fused ?? rmspropStep(tfOps, value, g, slot, this.rho, this.eps, this.step);
         slot.assign(next);
-        value.assign(tf.sub(value, tf.mul(tf.div(g, tf.sqrt(tf.add(next, eps))), step)));
+        value.assign(w);
       });
     }
     this.incrementIterations();
@@ -59,6 +76,7 @@ export class KerasRMSprop extends tf.Optimizer {
   }
 
   dispose(): void {
+    this.fused.dispose();
     for (const s of this.slots.values()) s.dispose();
     this.slots.clear();
     super.dispose();

@@ -102,7 +102,7 @@ describe('buildOptimizer', () => {
   const config = (o: tf.Optimizer) => o.getConfig() as Record<string, unknown>;
 
   it('uses Keras defaults', () => {
-    expect(config(buildOptimizer({ name: 'rmsprop', learning_rate: 1e-4 }))).toMatchObject({ learningRate: 1e-4, decay: 0.9, momentum: 0, epsilon: 1e-7 });
+    expect(config(buildOptimizer({ name: 'rmsprop', learning_rate: 1e-4 }))).toMatchObject({ learningRate: 1e-4, rho: 0.9, epsilon: 1e-7 });
     expect(config(buildOptimizer({ name: 'adam', learning_rate: 1e-3 }))).toMatchObject({ learningRate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 });
     expect(buildOptimizer({ name: 'sgd', learning_rate: 0.01 }).getClassName()).toBe('SGD');
     expect(config(buildOptimizer({ name: 'sgd', learning_rate: 0.01, momentum: 0.9, nesterov: true }))).toMatchObject({ momentum: 0.9, useNesterov: true });
