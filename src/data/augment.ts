@@ -33,6 +33,19 @@ export interface TransformParams {
   brightness?: number; // multiplier, applied after the warp
 }
 
+/** The reference notebook's ImageDataGenerator settings (benchmarks and tests use them). */
+export const NOTEBOOK_AUGMENTATION: Readonly<AugmentationConfig> = Object.freeze({
+  rotation_range: 40,
+  width_shift_range: 0.2,
+  height_shift_range: 0.2,
+  shear_range: 0.2,
+  zoom_range: 0.2,
+  horizontal_flip: true,
+  vertical_flip: false,
+  fill_mode: 'nearest',
+  cval: 0,
+});
+
 export const IDENTITY_TRANSFORM: Readonly<TransformParams> = Object.freeze({
   theta: 0,
   tx: 0,

@@ -2,9 +2,8 @@
 // batches of 20 with the reference notebook's ImageDataGenerator settings.
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-node';
-import type { AugmentationConfig } from '../config/types.ts';
 import { createRng } from '../util/random.ts';
-import { createAugmenter } from './augment.ts';
+import { createAugmenter, NOTEBOOK_AUGMENTATION } from './augment.ts';
 import { createIndexStream, gatherBatch } from './batches.ts';
 import { loadImages } from './load.ts';
 import { scanClasses } from './scan.ts';
@@ -13,18 +12,6 @@ export interface DataBenchResult {
   decode_images_per_s: number;
   augment_images_per_s: number;
 }
-
-const NOTEBOOK_AUGMENTATION: AugmentationConfig = {
-  rotation_range: 40,
-  width_shift_range: 0.2,
-  height_shift_range: 0.2,
-  shear_range: 0.2,
-  zoom_range: 0.2,
-  horizontal_flip: true,
-  vertical_flip: false,
-  fill_mode: 'nearest',
-  cval: 0,
-};
 
 export async function benchData(
   datasetDir: string,

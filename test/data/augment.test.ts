@@ -7,6 +7,7 @@ import {
   createAugmenter,
   IDENTITY_TRANSFORM,
   randomTransform,
+  NOTEBOOK_AUGMENTATION,
   type TransformParams,
 } from '../../src/data/augment.ts';
 import { createRng } from '../../src/util/random.ts';
@@ -22,15 +23,7 @@ const NO_AUGMENTATION: AugmentationConfig = {
   fill_mode: 'nearest',
   cval: 0,
 };
-const NOTEBOOK: AugmentationConfig = {
-  ...NO_AUGMENTATION,
-  rotation_range: 40,
-  width_shift_range: 0.2,
-  height_shift_range: 0.2,
-  shear_range: 0.2,
-  zoom_range: 0.2,
-  horizontal_flip: true,
-};
+const NOTEBOOK = NOTEBOOK_AUGMENTATION;
 
 const params = (p: Partial<TransformParams>): TransformParams => ({ ...IDENTITY_TRANSFORM, ...p });
 

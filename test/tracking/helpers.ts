@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Experiment } from '../../src/config/types.ts';
+import { NOTEBOOK_AUGMENTATION } from '../../src/data/augment.ts';
 import type { EpochLogs, RunStartInfo } from '../../src/train/callbacks.ts';
 import { startServer, type TrackingServer } from '../../src/tracking/server.ts';
 
@@ -48,17 +49,7 @@ export function experiment(overrides: { dropout?: number; learning_rate?: number
     },
     backbone: { name: 'inception_v3', weights: 'imagenet', cut_layer: 'mixed7', trainable: false, preprocessing: 'auto' },
     head: { pooling: 'flatten', units: [1024], activation: 'relu', dropout: overrides.dropout ?? 0.2 },
-    augmentation: {
-      rotation_range: 40,
-      width_shift_range: 0.2,
-      height_shift_range: 0.2,
-      shear_range: 0.2,
-      zoom_range: 0.2,
-      horizontal_flip: true,
-      vertical_flip: false,
-      fill_mode: 'nearest',
-      cval: 0,
-    },
+    augmentation: { ...NOTEBOOK_AUGMENTATION },
     optimizer: { name: 'rmsprop', learning_rate: overrides.learning_rate ?? 1e-4 },
     training: { epochs: 4, seed: 42, checkpoint: { monitor: 'val_loss', save_best_only: true } },
     sweep: { method: 'grid', metric: 'val_accuracy', goal: 'maximize', parameters: { 'head.dropout': [0.2, 0.5] } },
