@@ -12,7 +12,7 @@ async function layerChecks(e: Experiment, baseDir: string): Promise<FieldProblem
   const names = await layerNames(e, baseDir);
   if (!names.ok) return [{ path: ['backbone', 'weights'], message: names.message }];
   const problems: FieldProblem[] = [];
-  const { unknownLayerError } = await import('../model/backbone.ts');
+  const { unknownLayerError } = await import('../model/layers.ts');
   for (const field of ['cut_layer', 'trainable_from'] as const) {
     const given = e.backbone[field];
     if (given !== undefined && !names.list.includes(given)) {
@@ -43,7 +43,7 @@ async function layerNames(e: Experiment, baseDir: string): Promise<Names> {
   if (!['nsfwjs', 'imagenet'].includes(w) && !/\.(h5|json)$/i.test(w)) {
     return { ok: false, message: `backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json (got "${w}")` };
   }
-  const { backboneLayerNames } = await import('../model/backbone.ts');
+  const { backboneLayerNames } = await import('../model/layers.ts');
   return { ok: true, list: await backboneLayerNames(e.backbone.name), what: e.backbone.name };
 }
 

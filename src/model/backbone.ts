@@ -7,7 +7,9 @@ import type { BackboneConfig, BackboneName, Preprocessing } from '../config/type
 import { ModelError } from '../errors.ts';
 import { readKerasH5 } from './h5.ts';
 import { kerasWeightsFile, kerasWeightsPath, type KerasWeightsOptions } from './keras-weights.ts';
-import { nsfwjsModelJson, nsfwjsWeights, type TfjsModelJson } from './nsfwjs.ts';
+import { kerasArchitecture, unknownLayerError } from './layers.ts';
+export { backboneLayerNames, unknownLayerError } from './layers.ts';
+import { nsfwjsWeightShards, type TfjsModelJson } from './nsfwjs.ts';
 import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, modelConfigOf, setInputSize, type LayerJson } from './topology.ts';
 import { assignH5Weights, assignNamedWeights, flatLayers } from './weights.ts';
 
@@ -23,9 +25,6 @@ export interface Backbone {
   featureShape: number[];
 }
 
-// Last layer of the Keras `include_top=False` model; the nsfwjs topologies go on with their own head.
-const KERAS_TOP: Record<BackboneName, string> = { inception_v3: 'mixed10', mobilenet_v2: 'out_relu' };
-
 type Source = { kind: 'nsfwjs' } | { kind: 'imagenet' } | { kind: 'h5'; file: string } | { kind: 'tfjs'; file: string };
 
 function sourceOf(weights: string): Source {
@@ -37,40 +36,12 @@ function sourceOf(weights: string): Source {
   });
 }
 
-/** The Keras architecture (no top) as a topology JSON, taken from the model bundled with nsfwjs. */
-function kerasArchitecture(name: BackboneName): LayerJson {
-  const full = modelConfigOf(nsfwjsModelJson(name).modelTopology);
-  return cutAt(full, findLayerPath(full, KERAS_TOP[name])!);
-}
-
-/** Names of the layers a backbone can be cut at (reads the topology only, no weights). */
-export async function backboneLayerNames(name: BackboneName): Promise<string[]> {
-  return allLayerNames(kerasArchitecture(name));
-}
-
 /** rescale: x/255; inception: x/127.5 - 1; none: x. Input is float32 in 0..255. */
 export function preprocess(x: tf.Tensor, mode: ResolvedPreprocessing): tf.Tensor {
   return tf.tidy(() => {
     if (mode === 'rescale') return tf.div(x, 255);
     if (mode === 'inception') return tf.sub(tf.div(x, 127.5), 1);
     return tf.clone(x);
-  });
-}
-
-// Block outputs are the sensible cut points; list them first in errors.
-const BLOCK_OUTPUT = /^(mixed\d+|block_\d+_add|out_relu)$/;
-
-export function unknownLayerError(field: string, given: string, names: string[], what: string): ModelError {
-  const blocks = names.filter((n) => BLOCK_OUTPUT.test(n));
-  const others = names.filter((n) => !BLOCK_OUTPUT.test(n));
-  const shown = 12;
-  const otherText =
-    others.length === 0
-      ? ''
-      : `${blocks.length > 0 ? ` and ${others.length} other layers` : ''}: ${others.slice(0, shown).join(', ')}${others.length > shown ? ', ...' : ''}`;
-  const similar = names.filter((n) => n.toLowerCase().includes(given.toLowerCase()) || given.toLowerCase().includes(n.toLowerCase())).slice(0, 5);
-  return new ModelError(`${field} "${given}" is not a layer of ${what}. Valid layers: ${blocks.join(', ')}${otherText}.`, {
-    hint: similar.length > 0 ? `Did you mean ${similar.join(' or ')}?` : 'Run `xp check` to validate the experiment before training.',
   });
 }
 
@@ -213,7 +184,7 @@ function resolvePreprocessing(mode: Preprocessing, source: Source): ResolvedPrep
 async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: Source, inputSize: [number, number], opts: LoadBackboneOptions, tfjsWeights?: tf.NamedTensorMap): Promise<void> {
   if (source.kind === 'tfjs') return assignNamedWeights(model, tfjsWeights!, source.file);
   if (source.kind === 'nsfwjs') {
-    const weights = nsfwjsWeights(cfg.name);
+    const weights: tf.NamedTensorMap = Object.assign({}, ...nsfwjsWeightShards(cfg.name).map((g) => tf.io.decodeWeights(g.buffers, g.weights)));
     try {
       return assignNamedWeights(model, weights, `the nsfwjs ${cfg.name} weights`);
     } finally {

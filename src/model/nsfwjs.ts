@@ -3,7 +3,7 @@
 // group1-shardNofM.min.js exports one weight shard as a base64 string (uint8-quantized weights).
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs-node';
+import type * as tf from '@tensorflow/tfjs-node'; // types only: `xp check` reads topologies without loading TensorFlow
 import type { BackboneName } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
 
@@ -43,17 +43,15 @@ export function nsfwjsModelJson(name: BackboneName): TfjsModelJson {
   return requireOnce<TfjsModelJson>(path.join(bundleDir(name), 'model.min.js'));
 }
 
-/** All weights of a bundled nsfwjs model, dequantized, keyed by Keras weight name (`conv2d_1/kernel`). */
-export function nsfwjsWeights(name: BackboneName, json = nsfwjsModelJson(name)): tf.NamedTensorMap {
+/** The weight shards of a bundled nsfwjs model as buffers, per manifest group (uint8-quantized; tf.io.decodeWeights dequantizes). */
+export function nsfwjsWeightShards(name: BackboneName, json = nsfwjsModelJson(name)): { buffers: ArrayBuffer[]; weights: WeightsManifestEntry[] }[] {
   const dir = bundleDir(name);
-  const named: tf.NamedTensorMap = {};
-  for (const group of json.weightsManifest) {
-    const buffers = group.paths.map((shard) => {
+  return json.weightsManifest.map((group) => ({
+    weights: group.weights,
+    buffers: group.paths.map((shard) => {
       const base64 = requireOnce<string>(path.join(dir, `${shard}.min.js`));
       const bytes = Buffer.from(base64, 'base64');
       return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-    });
-    Object.assign(named, tf.io.decodeWeights(buffers, group.weights));
-  }
-  return named;
+    }),
+  }));
 }
