@@ -171,7 +171,7 @@ function usage(): string {
   ].join('\n');
 }
 
-function commandHelp(name: string, c: Command): string {
+function commandHelp(c: Command): string {
   const entries = Object.entries({ ...c.help, '-h, --help': 'show this help' });
   const width = Math.max(...entries.map(([k]) => k.length));
   return [`${c.usage}`, '', c.summary, '', 'Options:', ...entries.map(([k, d]) => `  ${k.padEnd(width)}  ${d}`)].join('\n');
@@ -202,7 +202,7 @@ export async function main(argv: string[]): Promise<number> {
       strict: true,
     });
     if (values.help) {
-      console.log(commandHelp(name, command));
+      console.log(commandHelp(command));
       return 0;
     }
     return await command.run(positionals, values as Values);
@@ -224,7 +224,7 @@ function report(error: unknown, name: string, command: Command): number {
   }
   const code = (error as { code?: string })?.code;
   if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
-    console.error(`xp ${name}: ${(error as Error).message}\n\n${commandHelp(name, command)}`);
+    console.error(`xp ${name}: ${(error as Error).message}\n\n${commandHelp(command)}`);
     return 2;
   }
   // A bug, not bad input: keep the stack for the report.

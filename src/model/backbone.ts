@@ -3,7 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
-import type { BackboneConfig, BackboneName, Preprocessing } from '../config/types.ts';
+import type { BackboneConfig, Preprocessing } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
 import { readKerasH5 } from './h5.ts';
 import { kerasWeightsFile, kerasWeightsPath, type KerasWeightsOptions } from './keras-weights.ts';
