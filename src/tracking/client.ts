@@ -330,16 +330,6 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     return Buffer.from(await response.arrayBuffer());
   }
 
-  async function health(): Promise<boolean> {
-    try {
-      const response = await fetch(`${base}/health`, { signal: AbortSignal.timeout(5000) });
-      await response.body?.cancel();
-      return response.ok;
-    } catch {
-      return false;
-    }
-  }
-
   return {
     baseUrl: base,
     getExperimentByName,
@@ -356,7 +346,6 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     uploadArtifact,
     listArtifacts,
     downloadArtifact,
-    health,
   };
 }
 
