@@ -14,6 +14,8 @@ export interface BenchOptions {
   quick: boolean;
   keras: boolean;
   sweep: boolean;
+  /** Only the sweep figures. */
+  onlySweep?: boolean;
   full?: boolean;
 }
 
@@ -36,8 +38,26 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
     config: { epochs, steps_per_epoch: steps, validation_steps: validationSteps, batch_size: 20, image_size: [150, 150], backbone: 'inception_v3 cut at mixed7' },
   };
   const peak = peakMemory();
-  log(`xp bench: ${epochs} epoch(s) of ${steps} steps (+${validationSteps} validation steps), batch 20, 150x150, on ${dataset}`);
+  if (!opts.onlySweep) log(`xp bench: ${epochs} epoch(s) of ${steps} steps (+${validationSteps} validation steps), batch 20, 150x150, on ${dataset}`);
 
+  if (!opts.onlySweep) await stageAndEpochFigures(rows, result, peak, { ...opts, epochs, steps, validationSteps });
+  if (opts.sweep) result.sweep = await sweepBench(rows, { quick: opts.quick, keras: opts.keras });
+
+  result.load_average_end = os.loadavg();
+  result.rows = rows.map((r) => ({ ...r, speedup_vs_keras: speedup(r) }));
+  printTable(rows);
+  const outDir = path.join(repoRoot, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  log(`${result.xp ? `peak RSS ${(result.xp as { peak_rss_mb: number }).peak_rss_mb.toFixed(0)} MB; ` : ''}load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work skews every figure)`);
+  log(`written to ${path.relative(process.cwd(), file)}`);
+  return 0;
+}
+
+/** Each stage's images/s and whole epochs of the reference configuration, xp and Keras. */
+async function stageAndEpochFigures(rows: Row[], result: Record<string, unknown>, peak: { stop(): number }, opts: BenchOptions & { epochs: number; steps: number; validationSteps: number }) {
+  const { epochs, steps, validationSteps } = opts;
   const { benchData } = await import('../src/data/bench.ts');
   const data = await benchData(path.join(dataset, 'train'), { augmentBatches: opts.quick ? 20 : 100 });
   log(`decode+resize ${data.decode_images_per_s.toFixed(0)} images/s, augmentation ${data.augment_images_per_s.toFixed(0)} images/s`);
@@ -67,25 +87,11 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
     { figure: 'last epoch (train + validation)', xp: xp.epochSeconds.at(-1)!, keras: keras?.epoch_seconds.at(-1), unit: 's', higherIsBetter: false },
   );
 
-  if (opts.sweep) result.sweep = await sweepBench(rows, keras, opts.quick);
-
-  result.load_average_end = os.loadavg();
-  result.rows = rows.map((r) => ({ ...r, speedup_vs_keras: speedup(r) }));
-  printTable(rows);
-  const outDir = path.join(repoRoot, 'bench', 'results');
-  fs.mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  fs.writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
-  log(`peak RSS ${(result.xp as { peak_rss_mb: number }).peak_rss_mb.toFixed(0)} MB; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work skews every figure)`);
-  log(`written to ${path.relative(process.cwd(), file)}`);
-  return 0;
 }
 
-/** The reference configuration with the bundled weights, tracking off, through the same code as `xp run`. */
-async function xpEpochs(epochs: number, steps: number, validationSteps: number, extra = '', share = true) {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-bench-'));
-  const file = path.join(tmp, 'bench.yaml');
-  fs.writeFileSync(file, `name: bench
+/** The reference configuration with the bundled weights, tracking off. */
+function benchYaml(epochs: number, steps: number, validationSteps: number, extra = ''): string {
+  return `name: bench
 data: {train: ${path.join(dataset, 'train')}, validation: ${path.join(dataset, 'validation')}, image_size: [150, 150], batch_size: 20}
 backbone: {name: inception_v3, weights: nsfwjs, cut_layer: mixed7, trainable: false}
 head: {pooling: flatten, units: [1024], activation: relu, dropout: 0.2}
@@ -93,23 +99,24 @@ augmentation: {rotation_range: 40, width_shift_range: 0.2, height_shift_range: 0
 optimizer: {name: rmsprop, learning_rate: 0.0001}
 training: {epochs: ${epochs}, steps_per_epoch: ${steps}, validation_steps: ${validationSteps}}
 tracking: {enabled: false}
-${extra}`);
+${extra}`;
+}
+
+/** The reference configuration through the same code as `xp run`, in this process. */
+async function xpEpochs(epochs: number, steps: number, validationSteps: number) {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-bench-'));
+  const file = path.join(tmp, 'bench.yaml');
+  fs.writeFileSync(file, benchYaml(epochs, steps, validationSteps));
   const { loadExperiment } = await import('../src/config/load.ts');
-  const { groupTrials } = await import('../src/cli/run.ts');
   const { runGroup } = await import('../src/train/run.ts');
   const { createProgress } = await import('../src/train/progress.ts');
   const progress = createProgress('quiet', process.stderr);
   const { trials } = await loadExperiment(file);
   const started = performance.now();
-  const outcomes = [];
-  let prepared;
-  for (const group of groupTrials(trials, share)) {
-    const r = await runGroup(group.map((t) => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] })), {
-      baseDir: tmp, runsRoot: path.join(tmp, 'runs'), progress, shouldStop: () => false, data: prepared,
-    });
-    prepared = r.data;
-    outcomes.push(...r.outcomes);
-  }
+  const { outcomes } = await runGroup(
+    trials.map((t) => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] })),
+    { baseDir: tmp, runsRoot: path.join(tmp, 'runs'), progress, shouldStop: () => false },
+  );
   const wallSeconds = (performance.now() - started) / 1000;
   fs.rmSync(tmp, { recursive: true, force: true });
   const h = outcomes[0].history;
@@ -119,29 +126,66 @@ ${extra}`);
     trainImagesPerSecond: h.reduce((a, e) => a + e.images_per_second, 0) / h.length,
     wallSeconds,
     valAccuracy: h.map((e) => e.val_accuracy),
-    trials: outcomes.length,
   };
 }
 
-/** The example sweep (dropout 3 x epochs 2): one shared pass, six separate runs, and six Keras runs (per-epoch time x epochs). */
-async function sweepBench(rows: Row[], keras: { epoch_seconds: number[] } | undefined, quick: boolean) {
-  const steps = quick ? 10 : 30;
-  const sweep = 'sweep:\n  head.dropout: [0.1, 0.2, 0.5]\n  training.epochs: [2, 4]\n';
-  log(`sweep: 6 trials (dropout 0.1/0.2/0.5 x epochs 2/4), ${steps} steps per epoch, one shared backbone pass ...`);
-  const shared = await xpEpochs(4, steps, 10, sweep);
-  log(`  shared: ${shared.wallSeconds.toFixed(1)} s wall`);
-  log('  the same six trials one after another ...');
-  const separate = await xpEpochs(4, steps, 10, sweep, false);
-  log(`  separate: ${separate.wallSeconds.toFixed(1)} s wall`);
-  const epochsTotal = 3 * (2 + 4);
-  // Keras's per-epoch time scales with steps: its measured last epoch, scaled to this sweep's steps, times 18 epochs.
-  const kerasEstimate = keras ? (keras.epoch_seconds.at(-1)! * (steps / 100)) * epochsTotal : undefined;
+/** Wall time of `xp run <file> --no-track` as a user runs it: a process of its own, from start to exit. */
+async function xpRunProcess(yaml: string): Promise<number> {
+  const { execa } = await import('execa');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-bench-'));
+  const file = path.join(tmp, 'experiment.yaml');
+  fs.writeFileSync(file, yaml);
+  const started = performance.now();
+  const r = await execa(process.execPath, [path.join(repoRoot, 'bin', 'xp.js'), 'run', file, '--no-track', '--quiet'], {
+    reject: false, stdin: 'ignore', env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
+  });
+  const seconds = (performance.now() - started) / 1000;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  if (r.exitCode !== 0) throw new Error(`xp run exited with ${r.exitCode}:\n${String(r.stderr).split('\n').slice(-8).join('\n')}`);
+  return seconds;
+}
+
+const SWEEP_DROPOUT = [0.1, 0.2, 0.5];
+const SWEEP_EPOCHS = [2, 4];
+
+/**
+ * The example sweep (dropout 3 x epochs 2 = 6 trials), each figure the wall time of whole commands as a user runs
+ * them: `xp run` of the sweep (one shared backbone pass), six `xp run` of one trial each, and six Keras runs of
+ * the same configurations (baseline.py with that dropout and epochs, the notebook's loop).
+ */
+async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean }) {
+  const steps = opts.quick ? 10 : 30;
+  const validationSteps = 10;
+  const trials = SWEEP_DROPOUT.flatMap((dropout) => SWEEP_EPOCHS.map((epochs) => ({ dropout, epochs })));
+  log(`sweep: 6 trials (dropout ${SWEEP_DROPOUT.join('/')} x epochs ${SWEEP_EPOCHS.join('/')}), ${steps} steps per epoch, ${validationSteps} validation steps`);
+  const sweepYaml = `sweep:\n  head.dropout: [${SWEEP_DROPOUT.join(', ')}]\n  training.epochs: [${SWEEP_EPOCHS.join(', ')}]\n`;
+  const shared = await xpRunProcess(benchYaml(Math.max(...SWEEP_EPOCHS), steps, validationSteps, sweepYaml));
+  log(`  xp run of the sweep (one shared backbone pass): ${shared.toFixed(1)} s`);
+  const separate: number[] = [];
+  for (const t of trials) {
+    const yaml = benchYaml(t.epochs, steps, validationSteps).replace('dropout: 0.2}', `dropout: ${t.dropout}}`);
+    separate.push(await xpRunProcess(yaml));
+    log(`  xp run of dropout=${t.dropout} epochs=${t.epochs} alone: ${separate.at(-1)!.toFixed(1)} s`);
+  }
+  const separateTotal = separate.reduce((a, b) => a + b, 0);
+  let keras: number[] | undefined;
+  if (opts.keras) {
+    const { runKerasBaseline } = await import('./keras/run.ts');
+    keras = [];
+    for (const t of trials) {
+      const started = performance.now();
+      await runKerasBaseline({ repoRoot, data: dataset, epochs: t.epochs, steps, validationSteps, dropout: t.dropout, microBatches: 0, onLog: () => {} });
+      keras.push((performance.now() - started) / 1000);
+      log(`  Keras dropout=${t.dropout} epochs=${t.epochs}: ${keras.at(-1)!.toFixed(1)} s`);
+    }
+  }
+  const kerasTotal = keras?.reduce((a, b) => a + b, 0);
   rows.push(
-    { figure: 'sweep of 6 trials, shared pass (wall)', xp: shared.wallSeconds, keras: kerasEstimate, unit: 's', higherIsBetter: false },
-    { figure: 'the same 6 trials run separately (wall)', xp: separate.wallSeconds, keras: kerasEstimate, unit: 's', higherIsBetter: false },
+    { figure: 'sweep of 6 trials: xp run of the sweep (wall)', xp: shared, keras: kerasTotal, unit: 's', higherIsBetter: false },
+    { figure: 'the 6 trials as 6 separate xp runs (wall)', xp: separateTotal, keras: kerasTotal, unit: 's', higherIsBetter: false },
   );
-  log(`  shared pass is ${(separate.wallSeconds / shared.wallSeconds).toFixed(2)}x faster than six separate runs`);
-  return { shared, separate, keras_estimate_seconds: kerasEstimate, speedup_vs_separate: separate.wallSeconds / shared.wallSeconds };
+  log(`  the sweep is ${(separateTotal / shared).toFixed(2)}x faster than six separate xp runs${kerasTotal ? `, ${(kerasTotal / shared).toFixed(2)}x faster than six Keras runs` : ''}`);
+  return { steps, validation_steps: validationSteps, shared_seconds: shared, separate_seconds: separate, keras_seconds: keras, speedup_vs_separate: separateTotal / shared, speedup_vs_keras: kerasTotal && kerasTotal / shared };
 }
 
 function speedup(r: Row): number | undefined {

@@ -157,7 +157,7 @@ def main():
 
     model, backbone = build_model(args)
     train_generator, validation_generator = make_generators(args, args.seed)
-    generator_ips, backbone_ips, train_step_ips = micro_figures(args, model, backbone, args.seed)
+    generator_ips, backbone_ips, train_step_ips = micro_figures(args, model, backbone, args.seed) if args.micro_batches > 0 else (0, 0, 0)
 
     timer = epoch_timer()
     t_fit, cpu_fit = time.perf_counter(), time.process_time()

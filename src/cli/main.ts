@@ -136,17 +136,18 @@ const commands: Record<string, Command> = {
   },
   bench: {
     summary: 'measure images/s of each stage and whole epochs, next to Keras on this machine',
-    usage: 'xp bench [--quick] [--full] [--no-keras] [--sweep]',
-    options: { quick: { type: 'boolean' }, full: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, sweep: { type: 'boolean' } },
+    usage: 'xp bench [--quick] [--full] [--no-keras] [--no-sweep | --only-sweep]',
+    options: { quick: { type: 'boolean' }, full: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, 'no-sweep': { type: 'boolean' }, 'only-sweep': { type: 'boolean' } },
     help: {
       '--quick': '1 epoch of 20 steps instead of 2 of 100',
       '--full': 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)',
       '--no-keras': 'skip the Keras baseline',
-      '--sweep': 'also time the example sweep: one shared pass against six separate runs',
+      '--no-sweep': 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)',
+      '--only-sweep': 'time the example sweep and nothing else',
     },
     async run(_args, v) {
       const { benchCommand } = await import('../../bench/run.ts');
-      return benchCommand({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: Boolean(v.sweep) });
+      return benchCommand({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: !v['no-sweep'] || Boolean(v['only-sweep']), onlySweep: Boolean(v['only-sweep']) });
     },
   },
 };
