@@ -16,6 +16,8 @@ export interface BenchOptions {
   sweep: boolean;
   /** Only the sweep figures. */
   onlySweep?: boolean;
+  /** `--set key=value` overrides for the sweep's xp runs (the Keras script knows only the reference head). */
+  set?: string[];
   full?: boolean;
 }
 
@@ -41,7 +43,7 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
   if (!opts.onlySweep) log(`xp bench: ${epochs} epoch(s) of ${steps} steps (+${validationSteps} validation steps), batch 20, 150x150, on ${dataset}`);
 
   if (!opts.onlySweep) await stageAndEpochFigures(rows, result, peak, { ...opts, epochs, steps, validationSteps });
-  if (opts.sweep) result.sweep = await sweepBench(rows, { quick: opts.quick, keras: opts.keras });
+  if (opts.sweep) result.sweep = await sweepBench(rows, { quick: opts.quick, keras: opts.keras, set: opts.set ?? [] });
 
   result.load_average_end = os.loadavg();
   result.rows = rows.map((r) => ({ ...r, speedup_vs_keras: speedup(r) }));
@@ -130,13 +132,13 @@ async function xpEpochs(epochs: number, steps: number, validationSteps: number) 
 }
 
 /** Wall time of `xp run <file> --no-track` as a user runs it: a process of its own, from start to exit. */
-async function xpRunProcess(yaml: string): Promise<number> {
+async function xpRunProcess(yaml: string, set: string[]): Promise<number> {
   const { execa } = await import('execa');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-bench-'));
   const file = path.join(tmp, 'experiment.yaml');
   fs.writeFileSync(file, yaml);
   const started = performance.now();
-  const r = await execa(process.execPath, [path.join(repoRoot, 'bin', 'xp.js'), 'run', file, '--no-track', '--quiet'], {
+  const r = await execa(process.execPath, [path.join(repoRoot, 'bin', 'xp.js'), 'run', file, '--no-track', '--quiet', ...set.flatMap((s) => ['--set', s])], {
     reject: false, stdin: 'ignore', env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
   });
   const seconds = (performance.now() - started) / 1000;
@@ -153,24 +155,27 @@ const SWEEP_EPOCHS = [2, 4];
  * them: `xp run` of the sweep (one shared backbone pass), six `xp run` of one trial each, and six Keras runs of
  * the same configurations (baseline.py with that dropout and epochs, the notebook's loop).
  */
-async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean }) {
+async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; set: string[] }) {
   const steps = opts.quick ? 10 : 30;
   const validationSteps = 10;
   const trials = SWEEP_DROPOUT.flatMap((dropout) => SWEEP_EPOCHS.map((epochs) => ({ dropout, epochs })));
-  log(`sweep: 6 trials (dropout ${SWEEP_DROPOUT.join('/')} x epochs ${SWEEP_EPOCHS.join('/')}), ${steps} steps per epoch, ${validationSteps} validation steps`);
+  log(`sweep: 6 trials (dropout ${SWEEP_DROPOUT.join('/')} x epochs ${SWEEP_EPOCHS.join('/')}), ${steps} steps per epoch, ${validationSteps} validation steps${opts.set.length ? `, --set ${opts.set.join(' --set ')}` : ''}`);
   const sweepYaml = `sweep:\n  head.dropout: [${SWEEP_DROPOUT.join(', ')}]\n  training.epochs: [${SWEEP_EPOCHS.join(', ')}]\n`;
-  const shared = await xpRunProcess(benchYaml(Math.max(...SWEEP_EPOCHS), steps, validationSteps, sweepYaml));
+  const shared = await xpRunProcess(benchYaml(Math.max(...SWEEP_EPOCHS), steps, validationSteps, sweepYaml), opts.set);
   log(`  xp run of the sweep (one shared backbone pass): ${shared.toFixed(1)} s`);
   const separate: number[] = [];
   for (const t of trials) {
     const yaml = benchYaml(t.epochs, steps, validationSteps).replace('dropout: 0.2}', `dropout: ${t.dropout}}`);
-    separate.push(await xpRunProcess(yaml));
+    separate.push(await xpRunProcess(yaml, opts.set));
     log(`  xp run of dropout=${t.dropout} epochs=${t.epochs} alone: ${separate.at(-1)!.toFixed(1)} s`);
   }
   const separateTotal = separate.reduce((a, b) => a + b, 0);
   let keras: number[] | undefined;
-  if (opts.keras) {
+  if (opts.keras && opts.set.length) log('  Keras runs skipped: baseline.py builds the reference head only');
+  if (opts.keras && !opts.set.length) {
     const { runKerasBaseline } = await import('./keras/run.ts');
+    const { ensureKerasVenv } = await import('./keras/ensure-venv.ts');
+    await ensureKerasVenv(repoRoot); // set up before the clock starts
     keras = [];
     for (const t of trials) {
       const started = performance.now();

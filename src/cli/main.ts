@@ -136,18 +136,19 @@ const commands: Record<string, Command> = {
   },
   bench: {
     summary: 'measure images/s of each stage and whole epochs, next to Keras on this machine',
-    usage: 'xp bench [--quick] [--full] [--no-keras] [--no-sweep | --only-sweep]',
-    options: { quick: { type: 'boolean' }, full: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, 'no-sweep': { type: 'boolean' }, 'only-sweep': { type: 'boolean' } },
+    usage: 'xp bench [--quick] [--full] [--no-keras] [--no-sweep | --only-sweep] [--set key=value]',
+    options: { quick: { type: 'boolean' }, full: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, 'no-sweep': { type: 'boolean' }, 'only-sweep': { type: 'boolean' }, set: { type: 'string', multiple: true } },
     help: {
       '--quick': '1 epoch of 20 steps instead of 2 of 100',
       '--full': 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)',
       '--no-keras': 'skip the Keras baseline',
       '--no-sweep': 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)',
       '--only-sweep': 'time the example sweep and nothing else',
+      '--set key=value': "change the sweep's base configuration, e.g. --set head.pooling=avg (Keras runs are skipped)",
     },
     async run(_args, v) {
       const { benchCommand } = await import('../../bench/run.ts');
-      return benchCommand({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: !v['no-sweep'] || Boolean(v['only-sweep']), onlySweep: Boolean(v['only-sweep']) });
+      return benchCommand({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: !v['no-sweep'] || Boolean(v['only-sweep']), onlySweep: Boolean(v['only-sweep']), set: (v.set as string[] | undefined) ?? [] });
     },
   },
 };
