@@ -1,8 +1,11 @@
 // The training loop. A frozen backbone runs in inference mode outside the gradient tape; its features for each
 // augmented batch are computed once and fed to every member's head, so a group of trials that differ only in the
 // head, optimizer or epochs costs about one run. A single run is a group of one. Validation features are
-// computed once per run and reused every epoch.
+// computed once per run and reused every epoch. Members that differ only in their number of epochs follow one
+// trajectory (same seed, batches and dropout masks): the longest one trains, and each shorter one is its prefix,
+// taking the trained weights when its last epoch ends.
 import * as tf from '@tensorflow/tfjs-node';
+import { configHash } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
 import { createIndexStream, gatherBatch } from '../data/batches.ts';
 import { createAugmenter } from '../data/augment.ts';
@@ -50,6 +53,10 @@ interface State {
   dropoutLayers: tf.layers.Layer[];
   tensorsPerEpoch: number[];
   seed: number;
+  /** The member whose model trains for this one: itself, or the longest member with the same trajectory. */
+  trainer: State;
+  /** A prefix member has taken the trainer's weights (at its last epoch, early stop or interruption). */
+  settled: boolean;
 }
 
 export async function trainGroup(members: Member[], opts: LoopOptions): Promise<MemberResult[]> {
@@ -64,6 +71,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const steps = shared.training.steps_per_epoch ?? trainStream.batchesPerPass;
   const validationSteps = shared.training.validation_steps ?? validationStream.batchesPerPass;
   const states = members.map((member) => initialState(member));
+  assignTrainers(states);
   const maxEpochs = Math.max(...states.map((s) => s.epochs));
 
   const features = (x: tf.Tensor4D) => tf.tidy(() => {
@@ -84,10 +92,11 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     for (let epoch = 1; epoch <= maxEpochs && !opts.shouldStop(); epoch++) {
       const active = states.filter((s) => !s.done && epoch <= s.epochs);
       if (!active.length) break;
-      const label = members.length > 1 ? `${active.length} heads` : undefined;
+      const trainers = [...new Set(active.map((s) => s.trainer))];
+      const label = members.length > 1 ? (trainers.length < active.length ? `${trainers.length} heads for ${active.length} trials` : `${active.length} heads`) : undefined;
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, steps, label);
       const started = Date.now();
-      const sums = active.map(() => ({ loss: 0, accuracy: 0, n: 0 }));
+      const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
       let images = 0;
       for (let step = 1; step <= steps; step++) {
         const { x, y } = gatherBatch(data.train.images, data.train.labels, trainStream.next(), size);
@@ -98,29 +107,33 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
         });
         const target = labelTensor(y, data.numClasses);
         globalStep++;
-        for (let i = 0; i < active.length; i++) {
-          const s = active[i];
+        for (const t of trainers) {
           // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
-          for (const layer of s.dropoutLayers) (layer as unknown as { seed: number }).seed = (s.seed * 1_000_003 + globalStep) % 2 ** 31;
-          const [loss, accuracy] = (await s.member.model.trainOnBatch(input, target)) as number[];
-          sums[i].loss += loss * n;
-          sums[i].accuracy += accuracy * n;
-          sums[i].n += n;
+          for (const layer of t.dropoutLayers) (layer as unknown as { seed: number }).seed = (t.seed * 1_000_003 + globalStep) % 2 ** 31;
+          const [loss, accuracy] = (await t.member.model.trainOnBatch(input, target)) as number[];
+          const sum = sums.get(t)!;
+          sum.loss += loss * n;
+          sum.accuracy += accuracy * n;
+          sum.n += n;
         }
         tf.dispose([input, target]);
         images += n;
-        progress.step(step, { loss: sums[0].loss / sums[0].n, accuracy: sums[0].accuracy / sums[0].n });
+        const first = sums.get(trainers[0])!;
+        progress.step(step, { loss: first.loss / first.n, accuracy: first.accuracy / first.n });
         if (opts.shouldStop()) break;
       }
       if (opts.shouldStop()) break;
       const trainSeconds = (Date.now() - started) / 1000;
       const validationIndices = concat(Array.from({ length: validationSteps }, () => validationStream.next()));
-      for (let i = 0; i < active.length; i++) {
-        const s = active[i];
-        const val = evaluate(s.member.model, validationIndices, evalChunk, data, validationInput);
+      const validation = new Map<State, { loss: number; accuracy: number }>();
+      for (const s of active) {
+        const trained = s.trainer.member.model;
+        let val = validation.get(s.trainer);
+        if (!val) validation.set(s.trainer, (val = evaluate(trained, validationIndices, evalChunk, data, validationInput)));
+        const sum = sums.get(s.trainer)!;
         const logs: EpochLogs = {
-          loss: sums[i].loss / sums[i].n,
-          accuracy: sums[i].accuracy / sums[i].n,
+          loss: sum.loss / sum.n,
+          accuracy: sum.accuracy / sum.n,
           val_loss: val.loss,
           val_accuracy: val.accuracy,
           learning_rate: s.member.experiment.optimizer.learning_rate,
@@ -129,12 +142,14 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           images_per_second: images / trainSeconds,
         };
         s.history.push(logs);
-        track(s, epoch, logs);
+        track(s, epoch, logs, trained);
+        if (epoch === s.epochs || s.done) settle(s);
         s.tensorsPerEpoch.push(tf.memory().numTensors);
         progress.epochEnd(epoch, logs, s.member.label);
         await s.member.onEpochEnd(epoch, logs);
       }
     }
+    for (const s of states) settle(s); // interrupted: prefixes take the weights a lone run would have had
     for (const s of states) finish(s);
     const everything = [Int32Array.from({ length: data.validation.count }, (_, i) => i)];
     return states.map((s) => ({
@@ -177,17 +192,41 @@ function initialState(member: Member): State {
     dropoutLayers: flat(member.model).filter((l) => l.getClassName() === 'Dropout'),
     tensorsPerEpoch: [],
     seed: t.seed,
+    trainer: undefined as unknown as State, // assignTrainers sets it
+    settled: false,
     stop: es && { monitor: es.monitor, patience: es.patience, minDelta: es.min_delta, sign: sign(es.monitor, es.mode), bestValue: -Infinity, wait: 0 },
   };
 }
 
-// Best epoch for the checkpoint, and early stopping, both on the member's own metrics.
-function track(s: State, epoch: number, logs: EpochLogs): void {
+// Members with the same trajectory key (the experiment without its epochs) share the longest one's training.
+function assignTrainers(states: State[]): void {
+  const byKey = new Map<string, State[]>();
+  for (const s of states) {
+    const e = s.member.experiment;
+    const key = configHash({ ...e, training: { ...e.training, epochs: 0 } });
+    byKey.set(key, [...(byKey.get(key) ?? []), s]);
+  }
+  for (const same of byKey.values()) {
+    const longest = same.reduce((a, b) => (b.epochs > a.epochs ? b : a));
+    for (const s of same) s.trainer = longest;
+  }
+}
+
+// A prefix member's model takes the trainer's current weights (tfjs tensors are immutable: no copy is made).
+function settle(s: State): void {
+  if (s.settled || s.trainer === s) return;
+  s.member.model.setWeights(s.trainer.member.model.getWeights());
+  s.settled = true;
+}
+
+// Best epoch for the checkpoint, and early stopping, both on the member's own metrics; snapshots come from the
+// model that trains for it.
+function track(s: State, epoch: number, logs: EpochLogs, trained: tf.LayersModel): void {
   const { checkpoint } = s.member.experiment.training;
   const value = monitored(logs, checkpoint.monitor) * (checkpoint.monitor.includes('accuracy') ? 1 : -1);
   if (!s.best || value > s.best.value) {
     tf.dispose(s.best?.weights);
-    s.best = { epoch, value, weights: checkpoint.save_best_only ? snapshot(s.member.model) : undefined };
+    s.best = { epoch, value, weights: checkpoint.save_best_only ? snapshot(trained) : undefined };
   }
   const stop = s.stop;
   if (!stop) return;
@@ -197,7 +236,7 @@ function track(s: State, epoch: number, logs: EpochLogs): void {
     stop.wait = 0;
     if (s.member.experiment.training.early_stopping?.restore_best_weights) {
       tf.dispose(stop.bestWeights);
-      stop.bestWeights = snapshot(s.member.model);
+      stop.bestWeights = snapshot(trained);
     }
   } else if (++stop.wait >= stop.patience) {
     s.done = true;

@@ -84,6 +84,21 @@ describe('training loop', () => {
     });
     // and the trials really differ from each other
     expect(together.outcomes[1].history[1].loss).not.toBeCloseTo(together.outcomes[3].history[1].loss, 5);
+
+    // dropout 0.5 for 2 epochs trained as the prefix of dropout 0.5 for 3: its first two epochs, and the model a
+    // lone 2-epoch run saves
+    expect(together.outcomes[2].history).toEqual(together.outcomes[3].history.slice(0, 2).map((h) => ({ ...h, epoch_seconds: expect.any(Number) })));
+    const short = await runGroup([spec(trials[2])], opts());
+    expect(short.outcomes[0].history.map((h) => h.val_loss)).toEqual(together.outcomes[2].history.map((h) => h.val_loss));
+    const weights = async (dir: string) => {
+      const model = await tf.loadLayersModel(`file://${path.join(dir, 'model/model.json')}`);
+      const values = model.getWeights().map((w) => Array.from(w.dataSync()));
+      model.dispose();
+      return values;
+    };
+    const [prefix, lone] = await Promise.all([together.outcomes[2], short.outcomes[0]].map((o) => weights(o.runDir)));
+    expect(prefix.length).toBe(lone.length);
+    prefix.forEach((w, i) => w.forEach((v, j) => expect(v).toBeCloseTo(lone[i][j], 5))); // trained, not initial, weights
   });
 
   it('early stopping ends a run when the monitored metric stops improving, with the best weights restored', async () => {
