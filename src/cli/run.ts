@@ -9,6 +9,7 @@ import type { Callbacks } from '../train/callbacks.ts';
 import type { TrialOutcome } from '../train/run.ts';
 import type { PreparedData } from '../train/data.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
+import { groupTrials, trainersOf } from '../train/sharing.ts';
 import { repoRoot } from '../tracking/server.ts';
 
 export interface RunOptions {
@@ -37,7 +38,11 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     const groups = groupTrials(trials, opts.share);
     progress.line(`${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`);
     for (const [g, group] of groups.entries()) {
-      for (const t of group) progress.line(`  [group ${g + 1}] trial ${t.index}: ${t.name}  (config ${t.configHash})`);
+      const trainers = trainersOf(group.map((t) => t.experiment));
+      group.forEach((t, i) => {
+        const prefix = trainers[i] === i ? '' : `, trained as the first epochs of trial ${group[trainers[i]].index}`;
+        progress.line(`  [group ${g + 1}] trial ${t.index}: ${t.name}  (config ${t.configHash}${prefix})`);
+      });
     }
     return 0;
   }
@@ -184,23 +189,6 @@ function parseEvent(line: string): Record<string, any> | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Trials that differ only in head, optimizer or epochs (same data, backbone, augmentation, seed) share a pass. */
-export function groupTrials(trials: ResolvedTrial[], share: boolean): ResolvedTrial[][] {
-  const groups = new Map<string, ResolvedTrial[]>();
-  for (const t of trials) {
-    const e = t.experiment;
-    const fineTuned = e.backbone.trainable || e.backbone.trainable_from !== undefined;
-    const key = share && !fineTuned ? JSON.stringify(sharedPart(e)) : `${t.index}`;
-    groups.set(key, [...(groups.get(key) ?? []), t]);
-  }
-  return [...groups.values()];
-}
-
-function sharedPart(e: Experiment) {
-  const { steps_per_epoch, validation_steps, seed } = e.training;
-  return { data: e.data, backbone: e.backbone, augmentation: e.augmentation, steps_per_epoch, validation_steps, seed };
 }
 
 function interruptible(progress: Progress) {

@@ -5,11 +5,11 @@
 // trajectory (same seed, batches and dropout masks): the longest one trains, and each shorter one is its prefix,
 // taking the trained weights when its last epoch ends.
 import * as tf from '@tensorflow/tfjs-node';
-import { configHash } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
 import { createIndexStream, gatherBatch } from '../data/batches.ts';
 import { createAugmenter } from '../data/augment.ts';
 import { preprocess, type Backbone } from '../model/backbone.ts';
+import { trainersOf } from './sharing.ts';
 import { createRng } from '../util/random.ts';
 import type { EpochLogs } from './callbacks.ts';
 import type { PreparedData, Split } from './data.ts';
@@ -198,18 +198,9 @@ function initialState(member: Member): State {
   };
 }
 
-// Members with the same trajectory key (the experiment without its epochs) share the longest one's training.
 function assignTrainers(states: State[]): void {
-  const byKey = new Map<string, State[]>();
-  for (const s of states) {
-    const e = s.member.experiment;
-    const key = configHash({ ...e, training: { ...e.training, epochs: 0 } });
-    byKey.set(key, [...(byKey.get(key) ?? []), s]);
-  }
-  for (const same of byKey.values()) {
-    const longest = same.reduce((a, b) => (b.epochs > a.epochs ? b : a));
-    for (const s of same) s.trainer = longest;
-  }
+  const trainers = trainersOf(states.map((s) => s.member.experiment));
+  states.forEach((s, i) => (s.trainer = states[trainers[i]]));
 }
 
 // A prefix member's model takes the trainer's current weights (tfjs tensors are immutable: no copy is made).

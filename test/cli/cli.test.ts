@@ -112,6 +112,7 @@ describe('xp run with MLflow', () => {
     const file = experiment('cli-sweep', 'sweep:\n  head.dropout: [0.1, 0.3]\n  training.epochs: [1, 2]\n');
     const dry = await xp(['run', file, '--dry-run']);
     expect(dry.stdout).toContain('4 trials in 1 group');
+    expect(dry.stdout).toMatch(/trial 1: dropout=0\.1 epochs=1 .*trained as the first epochs of trial 2/);
     const first = await xp(['run', file, '--quiet']);
     expect(first.exitCode, first.stderr + first.stdout).toBe(0);
     const client = createClient(server.url);
@@ -124,6 +125,13 @@ describe('xp run with MLflow', () => {
     expect(children.map((r) => r.info.run_name).sort()).toEqual(['dropout=0.1 epochs=1', 'dropout=0.1 epochs=2', 'dropout=0.3 epochs=1', 'dropout=0.3 epochs=2']);
     expect(children.every((r) => r.info.status === 'FINISHED')).toBe(true);
     expect(tag(parents[0], 'xp.best_run_id')).toBeDefined();
+    // the 1-epoch trial, trained as the first epoch of the 2-epoch one, has that epoch's metrics in its own run
+    const byName = (name: string) => children.find((r) => r.info.run_name === name)!.info.run_id;
+    const short = await client.getMetricHistory(byName('dropout=0.3 epochs=1'), 'val_loss');
+    const long = await client.getMetricHistory(byName('dropout=0.3 epochs=2'), 'val_loss');
+    expect(short.map((m) => m.step)).toEqual([1]);
+    expect(long.map((m) => m.step).sort()).toEqual([1, 2]);
+    expect(short[0].value).toBe(long.find((m) => m.step === 1)!.value);
     const second = await xp(['run', file, '--quiet', '--sweep', 'head.dropout=0.1,0.3,0.5']);
     expect(second.exitCode, second.stderr + second.stdout).toBe(0);
     expect(second.stdout).toContain('Skipping 4 trial(s) already FINISHED');

@@ -4,7 +4,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadExperiment } from '../../src/config/load.ts';
-import { groupTrials } from '../../src/cli/run.ts';
+import { groupTrials } from '../../src/train/sharing.ts';
 import { runGroup, type TrialSpec } from '../../src/train/run.ts';
 import { createProgress } from '../../src/train/progress.ts';
 import type { PreparedData } from '../../src/train/data.ts';
