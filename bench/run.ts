@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { XpError } from '../src/errors.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dataset = path.resolve(repoRoot, process.env.XP_BENCH_DATA ?? '../shared/datasets/cats_and_dogs_filtered');
@@ -143,7 +144,7 @@ async function xpRunProcess(yaml: string, set: string[]): Promise<number> {
   });
   const seconds = (performance.now() - started) / 1000;
   fs.rmSync(tmp, { recursive: true, force: true });
-  if (r.exitCode !== 0) throw new Error(`xp run exited with ${r.exitCode}:\n${String(r.stderr).split('\n').slice(-8).join('\n')}`);
+  if (r.exitCode !== 0) throw new XpError(`xp run of the bench experiment exited with ${r.exitCode}:\n${String(r.stderr).split('\n').slice(-8).join('\n')}`);
   return seconds;
 }
 
@@ -165,8 +166,7 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
   log(`  xp run of the sweep (one shared backbone pass): ${shared.toFixed(1)} s`);
   const separate: number[] = [];
   for (const t of trials) {
-    const yaml = benchYaml(t.epochs, steps, validationSteps).replace('dropout: 0.2}', `dropout: ${t.dropout}}`);
-    separate.push(await xpRunProcess(yaml, opts.set));
+    separate.push(await xpRunProcess(benchYaml(t.epochs, steps, validationSteps), [`head.dropout=${t.dropout}`, ...opts.set]));
     log(`  xp run of dropout=${t.dropout} epochs=${t.epochs} alone: ${separate.at(-1)!.toFixed(1)} s`);
   }
   const separateTotal = separate.reduce((a, b) => a + b, 0);
