@@ -6,6 +6,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as libtf from './setup/libtensorflow.mjs';
+import * as nativeOps from './setup/native-ops.mjs';
 
 export const MLFLOW_VERSION = '3.17.2';
 
@@ -57,6 +58,12 @@ async function nativeTensorflow() {
   }
 }
 
+// xp's own kernels (src/model/native-ops.ts), compiled against the libtensorflow just staged.
+async function nativeKernels() {
+  const built = nativeOps.build(root, tfjsNodeDir);
+  return `${built}; ${nativeOps.verify(root)}`;
+}
+
 const describe = (v) => `backend ${v.backend}, tfjs ${v.tfjs}`;
 
 function pythonBin() {
@@ -93,6 +100,7 @@ function run(cmd, args, what) {
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const started = Date.now();
   await step('native TensorFlow for tfjs-node', nativeTensorflow);
+  await step('xp kernels for TensorFlow (native/xp_ops.cc)', nativeKernels);
   await step(`MLflow ${MLFLOW_VERSION} in .venv`, mlflowVenv);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }

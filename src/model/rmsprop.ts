@@ -5,6 +5,7 @@
 //   Keras:  v' = rho*v + (1-rho)*g^2;  w' = w - lr*g / sqrt(v' + eps)
 //   stored: s = v/(1-rho), so s' = rho*s + g^2 and w' = w - (lr/sqrt(1-rho)) * g / sqrt(s' + eps/(1-rho))
 import * as tf from '@tensorflow/tfjs-node';
+import { denseRmsprop, nativeOps } from './native-ops.ts';
 import { compileFused, FUSED_MIN_SIZE, tfOps, type Ops } from './xla-update.ts';
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
@@ -45,12 +46,7 @@ export class KerasRMSprop extends tf.Optimizer {
     for (const { name, tensor: g } of list) {
       if (g == null) continue;
       const value = tf.engine().registeredVariables[name];
-      let s = this.slots.get(name);
-      if (!s) {
-        s = tf.tidy(() => tf.zerosLike(value).variable(false, `${name}/rms`));
-        this.slots.set(name, s);
-      }
-      const slot = s;
+      const slot = this.slot(name, value);
       tf.tidy(() => {
         const fused = value.size >= FUSED_MIN_SIZE && value.dtype === 'float32' ? this.fused(value, g, slot) : undefined;
         const [w, next] = fused ?? rmspropStep(tfOps, value, g, slot, this.rho, this.eps, this.step);
@@ -59,6 +55,33 @@ export class KerasRMSprop extends tf.Optimizer {
       });
     }
     this.incrementIterations();
+  }
+
+  /**
+   * The update of a dense layer's kernel whose gradient is x^T dz (x the layer's input, dz the loss gradient at
+   * its output), with the gradient computed inside the update's single pass (native-ops.ts). Returns false,
+   * changing nothing, when the native kernels are unavailable. Does not count an iteration: applyGradients,
+   * called for the step's other variables, does.
+   */
+  applyDenseGradient(name: string, x: tf.Tensor, dz: tf.Tensor): boolean {
+    if (!nativeOps()) return false;
+    const value = tf.engine().registeredVariables[name];
+    const slot = this.slot(name, value);
+    tf.tidy(() => {
+      const [w, next] = denseRmsprop(value, slot, x, dz, { rho: this.rho, eps: this.eps, step: this.step });
+      slot.assign(next);
+      value.assign(w);
+    });
+    return true;
+  }
+
+  private slot(name: string, value: tf.Variable): tf.Variable {
+    let s = this.slots.get(name);
+    if (!s) {
+      s = tf.tidy(() => tf.zerosLike(value).variable(false, `${name}/rms`));
+      this.slots.set(name, s);
+    }
+    return s;
   }
 
   async getWeights(): Promise<NamedTensor[]> {

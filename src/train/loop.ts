@@ -10,6 +10,7 @@ import { createIndexStream, gatherBatch } from '../data/batches.ts';
 import { createAugmenter } from '../data/augment.ts';
 import { preprocess, type Backbone } from '../model/backbone.ts';
 import { trainersOf } from './sharing.ts';
+import { trainStep, type TrainStep } from './step.ts';
 import { createRng } from '../util/random.ts';
 import type { EpochLogs } from './callbacks.ts';
 import type { PreparedData, Split } from './data.ts';
@@ -66,6 +67,7 @@ interface State {
   trainer: State;
   /** A prefix member has taken the trainer's weights (at its last epoch, early stop or interruption). */
   settled: boolean;
+  step: TrainStep;
 }
 
 export async function trainGroup(members: Member[], opts: LoopOptions): Promise<MemberResult[]> {
@@ -135,7 +137,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
         for (const t of trainers) {
           // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
           for (const layer of t.dropoutLayers) (layer as unknown as { seed: number }).seed = (t.seed * 1_000_003 + globalStep) % 2 ** 31;
-          const [loss, accuracy] = (await t.member.model.trainOnBatch(input, target)) as number[];
+          const [loss, accuracy] = await t.step(input, target);
           const sum = sums.get(t)!;
           sum.loss += loss * n;
           sum.accuracy += accuracy * n;
@@ -220,6 +222,7 @@ function initialState(member: Member): State {
     seed: t.seed,
     trainer: undefined as unknown as State, // assignTrainers sets it
     settled: false,
+    step: trainStep(member.model),
     stop: es && { monitor: es.monitor, patience: es.patience, minDelta: es.min_delta, sign: sign(es.monitor, es.mode), bestValue: -Infinity, wait: 0 },
   };
 }

@@ -1,0 +1,318 @@
+// xp's own TensorFlow kernels, registered through TensorFlow's C kernel API when Node loads this file as an
+// addon; tfjs-node then runs them by name like any TensorFlow op.
+//
+// XpDenseRmsprop: the RMSprop update of a dense layer's kernel with the gradient computed on the fly.
+// For a frozen-backbone head the big kernel (37632 x 1024 for the reference) makes every step memory-bound: the
+// gradient matmul writes 154 MB, then the update reads w, g, s and writes w, s (770 MB). Here each gradient
+// element g[i][j] = sum_b x[b][i] * dz[b][j] is computed where it is used, so one pass reads w and s and writes
+// w' and s' (616 MB), with x and dz (a few MB) in cache. Same math as rmsprop.ts (stored-slot form):
+//   s' = rho*s + g^2;  w' = w - step * g / sqrt(s' + eps)
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tensorflow/c/ops.h"
+#include "tensorflow/c/tf_status.h"
+#include "tensorflow/c/tf_tensor.h"
+
+// The part of tensorflow/c/kernels.h used here, declared rather than included: that header pulls in
+// stream-executor and pluggable-device headers that neither the official C library tarball nor the subset
+// taken from a wheel carries. These C functions are part of TensorFlow's stable C ABI. (C++ because ops.h is.)
+extern "C" {
+typedef struct TF_KernelBuilder TF_KernelBuilder;
+typedef struct TF_OpKernelConstruction TF_OpKernelConstruction;
+typedef struct TF_OpKernelContext TF_OpKernelContext;
+extern TF_KernelBuilder* TF_NewKernelBuilder(const char* op_name, const char* device_name, void* (*create_func)(TF_OpKernelConstruction*),
+                                             void (*compute_func)(void*, TF_OpKernelContext*), void (*delete_func)(void*));
+extern void TF_RegisterKernelBuilder(const char* kernel_name, TF_KernelBuilder* builder, TF_Status* status);
+extern void TF_GetInput(TF_OpKernelContext* ctx, int i, TF_Tensor** tensor, TF_Status* status);
+extern TF_Tensor* TF_AllocateOutput(TF_OpKernelContext* context, int index, TF_DataType dtype, const int64_t* dims, int num_dims, size_t len,
+                                    TF_Status* status);
+extern void TF_OpKernelContext_Failure(TF_OpKernelContext* ctx, TF_Status* status);
+extern void TF_OpKernelConstruction_Failure(TF_OpKernelConstruction* ctx, TF_Status* status);
+extern void TF_OpKernelConstruction_GetAttrFloat(TF_OpKernelConstruction* ctx, const char* attr_name, float* val, TF_Status* status);
+extern void TF_OpKernelConstruction_GetAttrInt64(TF_OpKernelConstruction* ctx, const char* attr_name, int64_t* val, TF_Status* status);
+}
+
+typedef struct {
+  float rho, eps, step;
+  int64_t threads;
+} Attrs;
+
+struct Work;
+typedef void (*FullBlock)(const struct Work*, int64_t, int64_t);
+
+typedef struct Work {
+  FullBlock full_block;
+  const float *w, *s, *xt, *dz;  // xt: x transposed, [n][b]
+  float *w_out, *s_out;
+  int64_t n, m, b, row_begin, row_end;
+  float rho, eps, step;
+} Work;
+
+// Rows in a block share each load of dz; columns in a block keep the gradients in registers.
+#define ROWS 4
+#define COLS 64
+
+// Any block, one float at a time: the edges of the matrix.
+static void update_block(const Work* k, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
+  float g[ROWS][COLS];
+  memset(g, 0, sizeof g);
+  for (int64_t bb = 0; bb < k->b; bb++) {
+    const float* d = k->dz + bb * k->m + j0;
+    for (int64_t r = 0; r < rows; r++) {
+      const float x = k->xt[(i0 + r) * k->b + bb];
+      for (int64_t c = 0; c < cols; c++) g[r][c] += x * d[c];
+    }
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t at = (i0 + r) * k->m + j0;
+    for (int64_t c = 0; c < cols; c++) {
+      const float gc = g[r][c];
+      const float next = k->rho * k->s[at + c] + gc * gc;
+      k->s_out[at + c] = next;
+      k->w_out[at + c] = k->w[at + c] - k->step * (gc / sqrtf(next + k->eps));
+    }
+  }
+}
+
+// A full ROWS x COLS block with 16-float vectors (GCC's vector extension: one AVX-512 register, two AVX2 ones):
+// the ROWS * COLS/16 accumulators stay in registers while the batch is summed. 1/sqrt is the hardware estimate
+// refined by one Newton step (relative error ~1e-7, like a rounded float) where the CPU has one: sqrt and
+// divide would take longer than the arithmetic of the gradient itself.
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+#define VECS (COLS / 16)
+
+#define FULL_BLOCK(NAME, INV_SQRT, STORE)                                  \
+  static void NAME(const Work* k, int64_t i0, int64_t j0) {           \
+    v16 g[ROWS][VECS];                                                \
+    for (int r = 0; r < ROWS; r++)                                    \
+      for (int v = 0; v < VECS; v++) g[r][v] = (v16){0};              \
+    const float* xt = k->xt + i0 * k->b;                              \
+    for (int64_t bb = 0; bb < k->b; bb++) {                           \
+      const v16* d = (const v16*)(k->dz + bb * k->m + j0);            \
+      v16 dv[VECS];                                                   \
+      for (int v = 0; v < VECS; v++) dv[v] = d[v];                    \
+      for (int r = 0; r < ROWS; r++) {                                \
+        const float x = xt[r * k->b + bb];                            \
+        for (int v = 0; v < VECS; v++) g[r][v] += x * dv[v];          \
+      }                                                               \
+    }                                                                 \
+    for (int r = 0; r < ROWS; r++) {                                  \
+      const int64_t at = (i0 + r) * k->m + j0;                        \
+      const v16* w = (const v16*)(k->w + at);                         \
+      const v16* s = (const v16*)(k->s + at);                         \
+      v16* wo = (v16*)(k->w_out + at);                                \
+      v16* so = (v16*)(k->s_out + at);                                \
+      for (int v = 0; v < VECS; v++) {                                \
+        const v16 gv = g[r][v];                                       \
+        const v16 next = k->rho * s[v] + gv * gv;                     \
+        STORE(&so[v], next);                                          \
+        STORE(&wo[v], w[v] - (k->step * gv) * INV_SQRT(next + k->eps)); \
+      }                                                               \
+    }                                                                 \
+  }
+
+static inline v16 inv_sqrt_exact(v16 t) {
+  for (int l = 0; l < 16; l++) t[l] = 1.0f / sqrtf(t[l]);
+  return t;
+}
+#define STORE_PLAIN(at, value) (*(at) = (value))
+FULL_BLOCK(full_block_generic, inv_sqrt_exact, STORE_PLAIN)
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX512 static inline v16 inv_sqrt_avx512(v16 t) {
+  const __m512 x = (__m512)t;
+  const __m512 y = _mm512_rsqrt14_ps(x);
+  // y * (1.5 - 0.5 * x * y * y)
+  const __m512 half_xyy = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_mul_ps(y, y));
+  return (v16)_mm512_mul_ps(y, _mm512_sub_ps(_mm512_set1_ps(1.5f), half_xyy));
+}
+// Streaming stores: the new w and s go straight to memory, without first reading the lines they overwrite
+// (a third of the traffic). They need 64-byte alignment: TensorFlow aligns buffers to 64, and the rows are
+// multiples of 16 floats when this path is taken (see dense_rmsprop).
+#define STORE_STREAM(at, value) _mm512_stream_ps((float*)(at), (__m512)(value))
+AVX512 FULL_BLOCK(full_block_avx512_stream, inv_sqrt_avx512, STORE_STREAM)
+AVX512 FULL_BLOCK(full_block_avx512, inv_sqrt_avx512, STORE_PLAIN)
+
+AVX2 static inline __m256 inv_sqrt8(__m256 x) {
+  // _mm256_rsqrt_ps is accurate to 12 bits; one Newton step brings it to ~23.
+  const __m256 y = _mm256_rsqrt_ps(x);
+  const __m256 half_xyy = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_mul_ps(y, y));
+  return _mm256_mul_ps(y, _mm256_sub_ps(_mm256_set1_ps(1.5f), half_xyy));
+}
+AVX2 static inline v16 inv_sqrt_avx2(v16 t) {
+  __m256 half[2];
+  memcpy(half, &t, sizeof t);
+  half[0] = inv_sqrt8(half[0]);
+  half[1] = inv_sqrt8(half[1]);
+  memcpy(&t, half, sizeof t);
+  return t;
+}
+AVX2 FULL_BLOCK(full_block_avx2, inv_sqrt_avx2, STORE_PLAIN)
+#endif
+
+// The widest version the CPU runs; streaming stores when every row starts on a 64-byte boundary.
+static FullBlock choose_full_block(const float* const buffers[4], int64_t m) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) {
+    bool aligned = m % 16 == 0;
+    for (int i = 0; i < 4; i++) aligned = aligned && ((uintptr_t)buffers[i] & 63) == 0;
+    return aligned ? full_block_avx512_stream : full_block_avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return full_block_avx2;
+#endif
+  (void)buffers;
+  (void)m;
+  return full_block_generic;
+}
+
+static void* run_rows(void* arg) {
+  const Work* k = (const Work*)arg;
+  for (int64_t i = k->row_begin; i < k->row_end; i += ROWS) {
+    const int64_t rows = k->row_end - i < ROWS ? k->row_end - i : ROWS;
+    for (int64_t j = 0; j < k->m; j += COLS) {
+      const int64_t cols = k->m - j < COLS ? k->m - j : COLS;
+      if (rows == ROWS && cols == COLS) k->full_block(k, i, j);
+      else update_block(k, i, rows, j, cols);
+    }
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+  _mm_sfence();  // streaming stores are visible before the op returns
+#endif
+  return NULL;
+}
+
+static void* create_dense_rmsprop(TF_OpKernelConstruction* ctx) {
+  Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
+  TF_Status* status = TF_NewStatus();
+  TF_OpKernelConstruction_GetAttrFloat(ctx, "rho", &a->rho, status);
+  if (TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, status);
+  if (TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "step", &a->step, status);
+  if (TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "threads", &a->threads, status);
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
+  TF_DeleteStatus(status);
+  return a;
+}
+
+static void delete_attrs(void* a) { free(a); }
+
+// Computes w_out and s_out from the inputs; on bad input sets status and returns.
+static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* const in[4], TF_Tensor** out, TF_Status* status) {
+  for (int i = 0; i < 4; i++) {
+    if (TF_TensorType(in[i]) != TF_FLOAT || TF_NumDims(in[i]) != 2) {
+      TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: w, s, x and dz must be float32 matrices");
+      return;
+    }
+  }
+  const int64_t n = TF_Dim(in[0], 0), m = TF_Dim(in[0], 1), b = TF_Dim(in[2], 0);
+  if (TF_Dim(in[1], 0) != n || TF_Dim(in[1], 1) != m || TF_Dim(in[2], 1) != n || TF_Dim(in[3], 0) != b || TF_Dim(in[3], 1) != m) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: shapes must be w [n,m], s [n,m], x [b,n], dz [b,m]");
+    return;
+  }
+  const int64_t dims[2] = {n, m};
+  const size_t bytes = (size_t)n * (size_t)m * sizeof(float);
+  for (int i = 0; i < 2; i++) {
+    out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, dims, 2, bytes, status);
+    if (TF_GetCode(status) != TF_OK) return;
+  }
+  const float* x = static_cast<const float*>(TF_TensorData(in[2]));
+  float* xt = static_cast<float*>(malloc(sizeof(float) * (size_t)(n * b > 0 ? n * b : 1)));
+  for (int64_t bb = 0; bb < b; bb++)
+    for (int64_t i = 0; i < n; i++) xt[i * b + bb] = x[bb * n + i];
+
+  const float* w = static_cast<const float*>(TF_TensorData(in[0]));
+  const float* s = static_cast<const float*>(TF_TensorData(in[1]));
+  const float* dz = static_cast<const float*>(TF_TensorData(in[3]));
+  float* w_out = static_cast<float*>(TF_TensorData(out[0]));
+  float* s_out = static_cast<float*>(TF_TensorData(out[1]));
+  const float* const updated[4] = {w, s, w_out, s_out};
+  const FullBlock full = choose_full_block(updated, m);
+
+  int64_t threads = a->threads > 0 ? a->threads : sysconf(_SC_NPROCESSORS_ONLN);
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  Work work[64];
+  pthread_t ids[64];
+  const int64_t blocks = (n + ROWS - 1) / ROWS;
+  for (int64_t t = 0; t < threads; t++) {
+    work[t] = Work{full, w, s, xt, dz, w_out, s_out, n, m, b, 0, 0, a->rho, a->eps, a->step};
+    work[t].row_begin = blocks * t / threads * ROWS;
+    work[t].row_end = blocks * (t + 1) / threads * ROWS;
+    if (work[t].row_end > n) work[t].row_end = n;
+  }
+  bool started[64] = {false};
+  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_rows, &work[t]) == 0;
+  run_rows(&work[0]);
+  for (int64_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    else run_rows(&work[t]);  // a thread that could not start: its rows on this one
+  }
+  free(xt);
+}
+
+static void compute_dense_rmsprop(void* attrs, TF_OpKernelContext* ctx) {
+  TF_Status* status = TF_NewStatus();
+  TF_Tensor* in[4] = {NULL, NULL, NULL, NULL};
+  TF_Tensor* out[2] = {NULL, NULL};
+  for (int i = 0; i < 4 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
+  if (TF_GetCode(status) == TF_OK) dense_rmsprop(static_cast<const Attrs*>(attrs), ctx, in, out, status);
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
+  for (TF_Tensor* t : in) TF_DeleteTensor(t);
+  for (TF_Tensor* t : out) TF_DeleteTensor(t);
+  TF_DeleteStatus(status);
+}
+
+static void same_shape_as_first(TF_ShapeInferenceContext* ctx, TF_Status* status) {
+  TF_ShapeHandle* shape = TF_NewShapeHandle();
+  TF_ShapeInferenceContextGetInput(ctx, 0, shape, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, shape, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 1, shape, status);
+  TF_DeleteShapeHandle(shape);
+}
+
+static int register_ops(void) {
+  TF_Status* status = TF_NewStatus();
+  TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder("XpDenseRmsprop");
+  TF_OpDefinitionBuilderAddInput(op, "w: float");
+  TF_OpDefinitionBuilderAddInput(op, "s: float");
+  TF_OpDefinitionBuilderAddInput(op, "x: float");
+  TF_OpDefinitionBuilderAddInput(op, "dz: float");
+  TF_OpDefinitionBuilderAddOutput(op, "w_out: float");
+  TF_OpDefinitionBuilderAddOutput(op, "s_out: float");
+  TF_OpDefinitionBuilderAddAttr(op, "rho: float");
+  TF_OpDefinitionBuilderAddAttr(op, "eps: float");
+  TF_OpDefinitionBuilderAddAttr(op, "step: float");
+  TF_OpDefinitionBuilderAddAttr(op, "threads: int = 0");
+  TF_OpDefinitionBuilderSetShapeInferenceFunction(op, same_shape_as_first);
+  TF_RegisterOpDefinition(op, status);
+  if (TF_GetCode(status) == TF_OK) {
+    TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpDenseRmsprop", "CPU", create_dense_rmsprop, compute_dense_rmsprop, delete_attrs);
+    TF_RegisterKernelBuilder("XpDenseRmsprop", kernel, status);
+  }
+  const int ok = TF_GetCode(status) == TF_OK;
+  TF_DeleteStatus(status);
+  return ok;
+}
+
+// The addon's entry point (Node-API, declared here so that no Node headers are needed): registering once is
+// all it does; its exports stay empty.
+typedef struct napi_env__* napi_env;
+typedef struct napi_value__* napi_value;
+
+extern "C" __attribute__((visibility("default"))) napi_value napi_register_module_v1(napi_env env, napi_value exports) {
+  static int registered = 0;
+  if (!registered) {
+    registered = register_ops() ? 1 : -1;
+  }
+  (void)env;
+  return exports;
+}

@@ -1,0 +1,91 @@
+// One training step of a compiled model on a batch: [loss, ...metrics], as trainOnBatch returns them.
+// For a head on frozen features whose first Dense layer is large (the reference: 37632 x 1024), the step skips
+// that layer's kernel gradient: the backward pass stops at the layer's output (dz), and the optimizer updates
+// the kernel from x and dz in one pass (KerasRMSprop.applyDenseGradient). The math is trainOnBatch's: same
+// loss and metric functions, same layers in training mode, same optimizer; only the order of float additions
+// in the kernel gradient differs. Any other model, or without the native kernels, takes trainOnBatch.
+import * as tf from '@tensorflow/tfjs-node';
+import { nativeOps } from '../model/native-ops.ts';
+import { KerasRMSprop } from '../model/rmsprop.ts';
+import { FUSED_MIN_SIZE } from '../model/xla-update.ts';
+
+export interface TrainStep {
+  (x: tf.Tensor, y: tf.Tensor): Promise<number[]>;
+  /** 'dense-head' when the first Dense kernel is updated in one pass, else 'trainOnBatch'. */
+  kind: 'dense-head' | 'trainOnBatch';
+}
+
+export function trainStep(model: tf.LayersModel): TrainStep {
+  const fused = denseHeadStep(model);
+  if (fused) return Object.assign(fused, { kind: 'dense-head' as const });
+  return Object.assign(async (x: tf.Tensor, y: tf.Tensor) => [(await model.trainOnBatch(x, y)) as number[]].flat(), { kind: 'trainOnBatch' as const });
+}
+
+// The parts of tfjs-layers' Dense and LayersModel this step reads (present at runtime, private in the typings).
+interface DenseInternals {
+  kernel: { read(): tf.Variable; trainable: boolean };
+  bias: { read(): tf.Variable } | null;
+  activation: { apply(x: tf.Tensor): tf.Tensor };
+  kernelRegularizer?: unknown;
+  kernelConstraint?: unknown;
+}
+type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
+interface CompiledInternals {
+  lossFunctions: LossFn[];
+  metricsTensors: [LossFn, number][];
+  calculateLosses(): tf.Scalar[];
+}
+
+function denseHeadStep(model: tf.LayersModel): ((x: tf.Tensor, y: tf.Tensor) => Promise<number[]>) | undefined {
+  // Not instanceof: tfjs' Optimizer answers it for any object with minimize and applyGradients.
+  if (model.optimizer?.constructor !== KerasRMSprop || !nativeOps()) return undefined;
+  const optimizer = model.optimizer as KerasRMSprop;
+  const layers = chain(model);
+  const d = layers?.findIndex((l) => l.getClassName() === 'Dense') ?? -1;
+  if (!layers || d < 0 || layers.slice(0, d).some((l) => l.weights.length > 0)) return undefined; // pooling only before it
+  const dense = layers[d] as unknown as DenseInternals;
+  const kernel = dense.kernel.read();
+  if (!dense.kernel.trainable || kernel.size < FUSED_MIN_SIZE || dense.kernelRegularizer || dense.kernelConstraint) return undefined;
+  const compiled = model as unknown as CompiledInternals;
+  if (compiled.lossFunctions?.length !== 1 || model.outputs.length !== 1) return undefined;
+  const before = layers.slice(0, d);
+  const after = layers.slice(d + 1);
+  const others = () => model.trainableWeights.map((w) => w.read() as tf.Variable).filter((v) => v !== dense.kernel.read());
+
+  return async (x, y) => {
+    const values = tf.tidy(() => {
+      const input = before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
+      const z = tf.matMul(input, dense.kernel.read()); // outside the tape: no kernel gradient is recorded
+      const metrics: tf.Tensor[] = [];
+      const variables = others();
+      const totalLoss = () => {
+        let out = dense.bias ? tf.add(z, dense.bias.read()) : z;
+        out = dense.activation.apply(out);
+        for (const l of after) out = l.apply(out, { training: true }) as tf.Tensor;
+        for (const [metric] of compiled.metricsTensors) metrics.push(tf.keep(tf.mean(metric(y, out))));
+        return compiled.calculateLosses().reduce((total, r) => tf.add(total, r), tf.mean(compiled.lossFunctions[0](y, out))) as tf.Scalar;
+      };
+      const { value, grads } = tf.engine().gradients(totalLoss, [z, ...variables]);
+      optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: grads[i + 1] })));
+      if (!optimizer.applyDenseGradient(dense.kernel.read().name, input, grads[0])) throw new Error('xp: the native dense update became unavailable');
+      return [value, ...metrics];
+    });
+    const numbers = values.map((v) => v.dataSync()[0]);
+    tf.dispose(values);
+    return numbers;
+  };
+}
+
+/** The model's layers after its input when they form a chain (each feeds only the next), else undefined. */
+function chain(model: tf.LayersModel): tf.layers.Layer[] | undefined {
+  const [input, ...rest] = model.layers;
+  if (!input || input.getClassName() !== 'InputLayer') return undefined;
+  let previous = input;
+  for (const layer of rest) {
+    const nodes = (layer as unknown as { inboundNodes: { inboundLayers: tf.layers.Layer[] }[] }).inboundNodes;
+    // Node 0 is where the head was built; composing it with the backbone for saving adds another.
+    if (nodes[0]?.inboundLayers.length !== 1 || nodes[0].inboundLayers[0] !== previous) return undefined;
+    previous = layer;
+  }
+  return previous === model.outputs[0].sourceLayer ? rest : undefined;
+}

@@ -1,0 +1,53 @@
+import * as tf from '@tensorflow/tfjs-node';
+import { expect, it } from 'vitest';
+import { buildHead, lossFor } from '../../src/model/head.ts';
+import { buildOptimizer } from '../../src/model/optimizer.ts';
+import { trainStep } from '../../src/train/step.ts';
+
+// A head whose first kernel (1024 x 256) is large enough for the one-pass update.
+const head = (optimizer: 'rmsprop' | 'adam' = 'rmsprop') => {
+  const model = buildHead([4, 4, 64], { pooling: 'flatten', units: [256, 16], activation: 'relu', dropout: 0.3 }, 2, { seed: 5 });
+  model.compile({ optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+  return model;
+};
+
+const setDropoutSeed = (model: tf.LayersModel, seed: number) => {
+  for (const l of model.layers) if (l.getClassName() === 'Dropout') (l as unknown as { seed: number }).seed = seed;
+};
+
+it('the one-pass dense-head step follows trainOnBatch: same losses, metrics and weights, no leaks', async () => {
+  const fused = head();
+  const reference = head();
+  const step = trainStep(fused);
+  expect(step.kind).toBe('dense-head');
+  const x = tf.randomNormal([20, 4, 4, 64], 0, 1, 'float32', 9);
+  const y = tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]);
+  let before = 0;
+  for (let i = 0; i < 8; i++) {
+    if (i === 2) before = tf.memory().numTensors; // optimizer slots exist from the first step on
+    setDropoutSeed(fused, 100 + i);
+    setDropoutSeed(reference, 100 + i);
+    const ours = await step(x, y);
+    const theirs = (await reference.trainOnBatch(x, y)) as number[];
+    expect(ours).toHaveLength(2);
+    expect(ours[0]).toBeCloseTo(theirs[0], 4);
+    expect(ours[1]).toBeCloseTo(theirs[1], 4);
+  }
+  expect(tf.memory().numTensors).toBe(before);
+  const a = fused.getWeights();
+  const b = reference.getWeights();
+  const start = head().getWeights();
+  for (let i = 0; i < a.length; i++) {
+    const moved = tf.max(tf.abs(tf.sub(b[i], start[i]))).dataSync()[0];
+    expect(moved).toBeGreaterThan(0); // every variable trained, the fused kernel included
+    expect(tf.max(tf.abs(tf.sub(a[i], b[i]))).dataSync()[0]).toBeLessThan(moved * 1e-3);
+  }
+  tf.dispose([x, y]);
+});
+
+it('other heads and optimizers keep trainOnBatch', () => {
+  expect(trainStep(head('adam')).kind).toBe('trainOnBatch');
+  const small = buildHead([2, 2, 8], { pooling: 'avg', units: [8], activation: 'relu', dropout: 0 }, 2);
+  small.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+  expect(trainStep(small).kind).toBe('trainOnBatch');
+});
