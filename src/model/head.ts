@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs-node';
 import type { HeadConfig } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
+import { glorotUniform } from './init.ts';
 
 export type Loss = 'binaryCrossentropy' | 'categoricalCrossentropy';
 
@@ -35,7 +36,7 @@ export function buildHead(featureShape: number[], cfg: HeadConfig, numClasses: n
   };
   // Seeded Glorot initialisation (Keras' default): a trial starts from the same weights however it is run.
   let layerIndex = 0;
-  const kernelInitializer = () => (opts.seed === undefined ? undefined : tf.initializers.glorotUniform({ seed: opts.seed * 7919 + layerIndex++ }));
+  const kernelInitializer = () => (opts.seed === undefined ? undefined : glorotUniform(opts.seed * 7919 + layerIndex++));
   const input = tf.input({ shape: featureShape, name: 'features' });
   let x = POOLING_LAYERS[cfg.pooling](kerasName(POOLING_NAMES[cfg.pooling])).apply(input) as tf.SymbolicTensor;
   for (const units of cfg.units) {
