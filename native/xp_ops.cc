@@ -7,6 +7,8 @@
 // element g[i][j] = sum_b x[b][i] * dz[b][j] is computed where it is used, so one pass reads w and s and writes
 // w' and s' (616 MB), with x and dz (a few MB) in cache. Same math as rmsprop.ts (stored-slot form):
 //   s' = rho*s + g^2;  w' = w - step * g / sqrt(s' + eps)
+// It also returns z_next = x_next w' for the next batch's inputs when they are known (x_next may have 0 rows):
+// the next step's forward matmul would read the whole kernel again, while here w' is still in registers.
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -48,8 +50,10 @@ typedef void (*FullBlock)(const struct Work*, int64_t, int64_t);
 typedef struct Work {
   FullBlock full_block;
   const float *w, *s, *xt, *dz;  // xt: x transposed, [n][b]
+  const float* xnt;              // x_next transposed, [n][b_next]
   float *w_out, *s_out;
-  int64_t n, m, b, row_begin, row_end;
+  float* z_part;  // this thread's share of z_next (its rows' terms), [b_next][m]
+  int64_t n, m, b, b_next, row_begin, row_end;
   float rho, eps, step;
 } Work;
 
@@ -74,46 +78,85 @@ static void update_block(const Work* k, int64_t i0, int64_t rows, int64_t j0, in
       const float gc = g[r][c];
       const float next = k->rho * k->s[at + c] + gc * gc;
       k->s_out[at + c] = next;
-      k->w_out[at + c] = k->w[at + c] - k->step * (gc / sqrtf(next + k->eps));
+      const float wn = k->w[at + c] - k->step * (gc / sqrtf(next + k->eps));
+      k->w_out[at + c] = wn;
+      for (int64_t q = 0; q < k->b_next; q++) k->z_part[q * k->m + j0 + c] += k->xnt[(i0 + r) * k->b_next + q] * wn;
     }
   }
 }
 
-// A full ROWS x COLS block with 16-float vectors (GCC's vector extension: one AVX-512 register, two AVX2 ones):
-// the ROWS * COLS/16 accumulators stay in registers while the batch is summed. 1/sqrt is the hardware estimate
-// refined by one Newton step (relative error ~1e-7, like a rounded float) where the CPU has one: sqrt and
-// divide would take longer than the arithmetic of the gradient itself.
+// A full panel, PANEL rows x COLS columns, with 16-float vectors (GCC's vector extension: one AVX-512 register,
+// two AVX2 ones). In each block of ROWS rows the ROWS * COLS/16 gradient accumulators stay in registers while the
+// batch is summed, and the panel's blocks share the columns of dz in L1. The new weights are also kept in a small
+// panel buffer, from which z_next takes its terms 4 batch rows at a time: 16 accumulators in registers, and one
+// load and store of z_next per panel instead of per row. 1/sqrt is the hardware estimate refined by one Newton
+// step (relative error ~1e-7, like a rounded float) where the CPU has one: sqrt and divide would take longer
+// than the arithmetic of the gradient itself.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define VECS (COLS / 16)
+#define PANEL 16
+#define QB 4
 
-#define FULL_BLOCK(NAME, INV_SQRT, STORE)                                  \
-  static void NAME(const Work* k, int64_t i0, int64_t j0) {           \
-    v16 g[ROWS][VECS];                                                \
-    for (int r = 0; r < ROWS; r++)                                    \
-      for (int v = 0; v < VECS; v++) g[r][v] = (v16){0};              \
-    const float* xt = k->xt + i0 * k->b;                              \
-    for (int64_t bb = 0; bb < k->b; bb++) {                           \
-      const v16* d = (const v16*)(k->dz + bb * k->m + j0);            \
-      v16 dv[VECS];                                                   \
-      for (int v = 0; v < VECS; v++) dv[v] = d[v];                    \
-      for (int r = 0; r < ROWS; r++) {                                \
-        const float x = xt[r * k->b + bb];                            \
-        for (int v = 0; v < VECS; v++) g[r][v] += x * dv[v];          \
-      }                                                               \
-    }                                                                 \
-    for (int r = 0; r < ROWS; r++) {                                  \
-      const int64_t at = (i0 + r) * k->m + j0;                        \
-      const v16* w = (const v16*)(k->w + at);                         \
-      const v16* s = (const v16*)(k->s + at);                         \
-      v16* wo = (v16*)(k->w_out + at);                                \
-      v16* so = (v16*)(k->s_out + at);                                \
-      for (int v = 0; v < VECS; v++) {                                \
-        const v16 gv = g[r][v];                                       \
-        const v16 next = k->rho * s[v] + gv * gv;                     \
-        STORE(&so[v], next);                                          \
-        STORE(&wo[v], w[v] - (k->step * gv) * INV_SQRT(next + k->eps)); \
-      }                                                               \
-    }                                                                 \
+#define FULL_PANEL(NAME, INV_SQRT, STORE)                                   \
+  static void NAME(const Work* k, int64_t p0, int64_t j0) {                 \
+    v16 wp[PANEL][VECS];                                                    \
+    for (int64_t i0 = p0; i0 < p0 + PANEL; i0 += ROWS) {                    \
+      v16 g[ROWS][VECS];                                                    \
+      for (int r = 0; r < ROWS; r++)                                        \
+        for (int v = 0; v < VECS; v++) g[r][v] = (v16){0};                  \
+      const float* xt = k->xt + i0 * k->b;                                  \
+      for (int64_t bb = 0; bb < k->b; bb++) {                               \
+        const v16* d = (const v16*)(k->dz + bb * k->m + j0);                \
+        v16 dv[VECS];                                                       \
+        for (int v = 0; v < VECS; v++) dv[v] = d[v];                        \
+        for (int r = 0; r < ROWS; r++) {                                    \
+          const float x = xt[r * k->b + bb];                                \
+          for (int v = 0; v < VECS; v++) g[r][v] += x * dv[v];              \
+        }                                                                   \
+      }                                                                     \
+      for (int r = 0; r < ROWS; r++) {                                      \
+        const int64_t at = (i0 + r) * k->m + j0;                            \
+        const v16* w = (const v16*)(k->w + at);                             \
+        const v16* s = (const v16*)(k->s + at);                             \
+        v16* wo = (v16*)(k->w_out + at);                                    \
+        v16* so = (v16*)(k->s_out + at);                                    \
+        v16* keep = wp[i0 - p0 + r];                                        \
+        for (int v = 0; v < VECS; v++) {                                    \
+          const v16 gv = g[r][v];                                           \
+          const v16 next = k->rho * s[v] + gv * gv;                         \
+          STORE(&so[v], next);                                              \
+          keep[v] = w[v] - (k->step * gv) * INV_SQRT(next + k->eps);        \
+          STORE(&wo[v], keep[v]);                                           \
+        }                                                                   \
+      }                                                                     \
+    }                                                                       \
+    const float* xn = k->xnt + p0 * k->b_next;                              \
+    int64_t q = 0;                                                          \
+    for (; q + QB <= k->b_next; q += QB) {                                  \
+      v16 acc[QB][VECS];                                                    \
+      for (int u = 0; u < QB; u++)                                          \
+        for (int v = 0; v < VECS; v++) acc[u][v] = (v16){0};                \
+      for (int r = 0; r < PANEL; r++) {                                     \
+        for (int u = 0; u < QB; u++) {                                      \
+          const float x = xn[r * k->b_next + q + u];                        \
+          for (int v = 0; v < VECS; v++) acc[u][v] += x * wp[r][v];         \
+        }                                                                   \
+      }                                                                     \
+      for (int u = 0; u < QB; u++) {                                        \
+        v16* z = (v16*)(k->z_part + (q + u) * k->m + j0);                   \
+        for (int v = 0; v < VECS; v++) z[v] += acc[u][v];                   \
+      }                                                                     \
+    }                                                                       \
+    for (; q < k->b_next; q++) {                                            \
+      v16 acc[VECS];                                                        \
+      for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                     \
+      for (int r = 0; r < PANEL; r++) {                                     \
+        const float x = xn[r * k->b_next + q];                              \
+        for (int v = 0; v < VECS; v++) acc[v] += x * wp[r][v];              \
+      }                                                                     \
+      v16* z = (v16*)(k->z_part + q * k->m + j0);                           \
+      for (int v = 0; v < VECS; v++) z[v] += acc[v];                        \
+    }                                                                       \
   }
 
 static inline v16 inv_sqrt_exact(v16 t) {
@@ -121,7 +164,7 @@ static inline v16 inv_sqrt_exact(v16 t) {
   return t;
 }
 #define STORE_PLAIN(at, value) (*(at) = (value))
-FULL_BLOCK(full_block_generic, inv_sqrt_exact, STORE_PLAIN)
+FULL_PANEL(full_block_generic, inv_sqrt_exact, STORE_PLAIN)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -139,8 +182,8 @@ AVX512 static inline v16 inv_sqrt_avx512(v16 t) {
 // (a third of the traffic). They need 64-byte alignment: TensorFlow aligns buffers to 64, and the rows are
 // multiples of 16 floats when this path is taken (see dense_rmsprop).
 #define STORE_STREAM(at, value) _mm512_stream_ps((float*)(at), (__m512)(value))
-AVX512 FULL_BLOCK(full_block_avx512_stream, inv_sqrt_avx512, STORE_STREAM)
-AVX512 FULL_BLOCK(full_block_avx512, inv_sqrt_avx512, STORE_PLAIN)
+AVX512 FULL_PANEL(full_block_avx512_stream, inv_sqrt_avx512, STORE_STREAM)
+AVX512 FULL_PANEL(full_block_avx512, inv_sqrt_avx512, STORE_PLAIN)
 
 AVX2 static inline __m256 inv_sqrt8(__m256 x) {
   // _mm256_rsqrt_ps is accurate to 12 bits; one Newton step brings it to ~23.
@@ -156,7 +199,7 @@ AVX2 static inline v16 inv_sqrt_avx2(v16 t) {
   memcpy(&t, half, sizeof t);
   return t;
 }
-AVX2 FULL_BLOCK(full_block_avx2, inv_sqrt_avx2, STORE_PLAIN)
+AVX2 FULL_PANEL(full_block_avx2, inv_sqrt_avx2, STORE_PLAIN)
 #endif
 
 // The widest version the CPU runs; streaming stores when every row starts on a 64-byte boundary.
@@ -177,12 +220,15 @@ static FullBlock choose_full_block(const float* const buffers[4], int64_t m) {
 
 static void* run_rows(void* arg) {
   const Work* k = (const Work*)arg;
-  for (int64_t i = k->row_begin; i < k->row_end; i += ROWS) {
-    const int64_t rows = k->row_end - i < ROWS ? k->row_end - i : ROWS;
+  for (int64_t p = k->row_begin; p < k->row_end; p += PANEL) {
+    const int64_t rows = k->row_end - p < PANEL ? k->row_end - p : PANEL;
     for (int64_t j = 0; j < k->m; j += COLS) {
       const int64_t cols = k->m - j < COLS ? k->m - j : COLS;
-      if (rows == ROWS && cols == COLS) k->full_block(k, i, j);
-      else update_block(k, i, rows, j, cols);
+      if (rows == PANEL && cols == COLS) {
+        k->full_block(k, p, j);
+        continue;
+      }
+      for (int64_t i = p; i < p + rows; i += ROWS) update_block(k, i, p + rows - i < ROWS ? p + rows - i : ROWS, j, cols);
     }
   }
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -206,16 +252,26 @@ static void* create_dense_rmsprop(TF_OpKernelConstruction* ctx) {
 static void delete_attrs(void* a) { free(a); }
 
 // Computes w_out and s_out from the inputs; on bad input sets status and returns.
-static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* const in[4], TF_Tensor** out, TF_Status* status) {
-  for (int i = 0; i < 4; i++) {
+// x [b][n] as [n][b]: a block's rows then read their b values from one cache line.
+static float* transposed(const float* x, int64_t b, int64_t n) {
+  float* t = static_cast<float*>(malloc(sizeof(float) * (size_t)(n * b > 0 ? n * b : 1)));
+  for (int64_t bb = 0; bb < b; bb++)
+    for (int64_t i = 0; i < n; i++) t[i * b + bb] = x[bb * n + i];
+  return t;
+}
+
+// Computes the outputs from the inputs; on bad input sets status and returns.
+static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* const in[5], TF_Tensor** out, TF_Status* status) {
+  for (int i = 0; i < 5; i++) {
     if (TF_TensorType(in[i]) != TF_FLOAT || TF_NumDims(in[i]) != 2) {
-      TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: w, s, x and dz must be float32 matrices");
+      TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: w, s, x, dz and x_next must be float32 matrices");
       return;
     }
   }
-  const int64_t n = TF_Dim(in[0], 0), m = TF_Dim(in[0], 1), b = TF_Dim(in[2], 0);
-  if (TF_Dim(in[1], 0) != n || TF_Dim(in[1], 1) != m || TF_Dim(in[2], 1) != n || TF_Dim(in[3], 0) != b || TF_Dim(in[3], 1) != m) {
-    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: shapes must be w [n,m], s [n,m], x [b,n], dz [b,m]");
+  const int64_t n = TF_Dim(in[0], 0), m = TF_Dim(in[0], 1), b = TF_Dim(in[2], 0), b_next = TF_Dim(in[4], 0);
+  if (TF_Dim(in[1], 0) != n || TF_Dim(in[1], 1) != m || TF_Dim(in[2], 1) != n || TF_Dim(in[3], 0) != b || TF_Dim(in[3], 1) != m ||
+      TF_Dim(in[4], 1) != n) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: shapes must be w [n,m], s [n,m], x [b,n], dz [b,m], x_next [b',n]");
     return;
   }
   const int64_t dims[2] = {n, m};
@@ -224,29 +280,35 @@ static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
     out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, dims, 2, bytes, status);
     if (TF_GetCode(status) != TF_OK) return;
   }
-  const float* x = static_cast<const float*>(TF_TensorData(in[2]));
-  float* xt = static_cast<float*>(malloc(sizeof(float) * (size_t)(n * b > 0 ? n * b : 1)));
-  for (int64_t bb = 0; bb < b; bb++)
-    for (int64_t i = 0; i < n; i++) xt[i * b + bb] = x[bb * n + i];
+  const int64_t z_dims[2] = {b_next, m};
+  out[2] = TF_AllocateOutput(ctx, 2, TF_FLOAT, z_dims, 2, (size_t)(b_next * m) * sizeof(float), status);
+  if (TF_GetCode(status) != TF_OK) return;
 
   const float* w = static_cast<const float*>(TF_TensorData(in[0]));
   const float* s = static_cast<const float*>(TF_TensorData(in[1]));
   const float* dz = static_cast<const float*>(TF_TensorData(in[3]));
   float* w_out = static_cast<float*>(TF_TensorData(out[0]));
   float* s_out = static_cast<float*>(TF_TensorData(out[1]));
+  float* z_next = static_cast<float*>(TF_TensorData(out[2]));
   const float* const updated[4] = {w, s, w_out, s_out};
   const FullBlock full = choose_full_block(updated, m);
+  float* xt = transposed(static_cast<const float*>(TF_TensorData(in[2])), b, n);
+  float* xnt = transposed(static_cast<const float*>(TF_TensorData(in[4])), b_next, n);
 
   int64_t threads = a->threads > 0 ? a->threads : sysconf(_SC_NPROCESSORS_ONLN);
   if (threads < 1) threads = 1;
   if (threads > 64) threads = 64;
+  // Each thread sums its rows' terms of z_next in its own buffer (64-byte aligned for the vector code).
+  const size_t part = (size_t)(b_next * m + 16);
+  float* parts = static_cast<float*>(aligned_alloc(64, sizeof(float) * part * (size_t)threads));
+  memset(parts, 0, sizeof(float) * part * (size_t)threads);
   Work work[64];
   pthread_t ids[64];
-  const int64_t blocks = (n + ROWS - 1) / ROWS;
+  const int64_t panels = (n + PANEL - 1) / PANEL;
   for (int64_t t = 0; t < threads; t++) {
-    work[t] = Work{full, w, s, xt, dz, w_out, s_out, n, m, b, 0, 0, a->rho, a->eps, a->step};
-    work[t].row_begin = blocks * t / threads * ROWS;
-    work[t].row_end = blocks * (t + 1) / threads * ROWS;
+    work[t] = Work{full, w, s, xt, dz, xnt, w_out, s_out, parts + part * (size_t)t, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step};
+    work[t].row_begin = panels * t / threads * PANEL;
+    work[t].row_end = panels * (t + 1) / threads * PANEL;
     if (work[t].row_end > n) work[t].row_end = n;
   }
   bool started[64] = {false};
@@ -256,14 +318,21 @@ static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
     if (started[t]) pthread_join(ids[t], NULL);
     else run_rows(&work[t]);  // a thread that could not start: its rows on this one
   }
+  for (int64_t e = 0; e < b_next * m; e++) {
+    float sum = 0;
+    for (int64_t t = 0; t < threads; t++) sum += parts[part * (size_t)t + (size_t)e];
+    z_next[e] = sum;
+  }
+  free(parts);
+  free(xnt);
   free(xt);
 }
 
 static void compute_dense_rmsprop(void* attrs, TF_OpKernelContext* ctx) {
   TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[4] = {NULL, NULL, NULL, NULL};
-  TF_Tensor* out[2] = {NULL, NULL};
-  for (int i = 0; i < 4 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
+  TF_Tensor* in[5] = {NULL, NULL, NULL, NULL, NULL};
+  TF_Tensor* out[3] = {NULL, NULL, NULL};
+  for (int i = 0; i < 5 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
   if (TF_GetCode(status) == TF_OK) dense_rmsprop(static_cast<const Attrs*>(attrs), ctx, in, out, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   for (TF_Tensor* t : in) TF_DeleteTensor(t);
@@ -271,12 +340,20 @@ static void compute_dense_rmsprop(void* attrs, TF_OpKernelContext* ctx) {
   TF_DeleteStatus(status);
 }
 
-static void same_shape_as_first(TF_ShapeInferenceContext* ctx, TF_Status* status) {
-  TF_ShapeHandle* shape = TF_NewShapeHandle();
-  TF_ShapeInferenceContextGetInput(ctx, 0, shape, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, shape, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 1, shape, status);
-  TF_DeleteShapeHandle(shape);
+// w_out and s_out: w's shape; z_next: [rows of x_next, columns of w].
+static void dense_rmsprop_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
+  TF_ShapeHandle *w = TF_NewShapeHandle(), *x_next = TF_NewShapeHandle(), *rows = TF_NewShapeHandle(), *cols = TF_NewShapeHandle(),
+                 *z = TF_NewShapeHandle();
+  TF_ShapeInferenceContextGetInput(ctx, 0, w, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, 4, x_next, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, w, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 1, w, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x_next, 0, 1, rows, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, w, 1, 2, cols, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, rows, cols, z, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 2, z, status);
+  TF_ShapeHandle* handles[] = {w, x_next, rows, cols, z};
+  for (TF_ShapeHandle* h : handles) TF_DeleteShapeHandle(h);
 }
 
 static int register_ops(void) {
@@ -286,13 +363,15 @@ static int register_ops(void) {
   TF_OpDefinitionBuilderAddInput(op, "s: float");
   TF_OpDefinitionBuilderAddInput(op, "x: float");
   TF_OpDefinitionBuilderAddInput(op, "dz: float");
+  TF_OpDefinitionBuilderAddInput(op, "x_next: float");
   TF_OpDefinitionBuilderAddOutput(op, "w_out: float");
   TF_OpDefinitionBuilderAddOutput(op, "s_out: float");
+  TF_OpDefinitionBuilderAddOutput(op, "z_next: float");
   TF_OpDefinitionBuilderAddAttr(op, "rho: float");
   TF_OpDefinitionBuilderAddAttr(op, "eps: float");
   TF_OpDefinitionBuilderAddAttr(op, "step: float");
   TF_OpDefinitionBuilderAddAttr(op, "threads: int = 0");
-  TF_OpDefinitionBuilderSetShapeInferenceFunction(op, same_shape_as_first);
+  TF_OpDefinitionBuilderSetShapeInferenceFunction(op, dense_rmsprop_shapes);
   TF_RegisterOpDefinition(op, status);
   if (TF_GetCode(status) == TF_OK) {
     TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpDenseRmsprop", "CPU", create_dense_rmsprop, compute_dense_rmsprop, delete_attrs);

@@ -41,7 +41,7 @@ import('./src/model/native-ops.ts').then(async ({ nativeOps, denseRmsprop }) => 
   if (!nativeOps()) { console.error('the kernels did not load'); process.exit(1); }
   const w = tf.randomNormal([40, 48], 0, 1, 'float32', 1), s = tf.randomUniform([40, 48], 0, 1, 'float32', 2);
   const x = tf.randomNormal([3, 40], 0, 1, 'float32', 3), dz = tf.randomNormal([3, 48], 0, 1, 'float32', 4);
-  const [w2] = denseRmsprop(w, s, x, dz, { rho: 0.9, eps: 1e-6, step: 1e-3 });
+  const { w: w2 } = denseRmsprop(w, s, x, dz, { rho: 0.9, eps: 1e-6, step: 1e-3 });
   const g = tf.matMul(x, dz, true, false);
   const w3 = tf.sub(w, tf.mul(tf.div(g, tf.sqrt(tf.add(tf.add(tf.mul(s, 0.9), tf.square(g)), 1e-6))), 1e-3));
   const err = tf.max(tf.abs(tf.sub(w2, w3))).dataSync()[0];

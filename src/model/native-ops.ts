@@ -45,9 +45,18 @@ const threads = () => Number(process.env.TF_NUM_INTRAOP_THREADS) || 0;
 /**
  * One RMSprop step (stored-slot form, see rmsprop.ts) of a dense kernel w [n,m] whose gradient is x^T dz,
  * for inputs x [b,n] and the loss gradient dz [b,m] at the layer's output, computed in the same pass as the
- * update. Returns the new kernel and slot. Throws when the kernels are unavailable: check nativeOps() first.
+ * update. Returns the new kernel and slot, and xNext [b',n] times the new kernel when xNext is given (the
+ * next batch's matmul, without reading the kernel again). Throws when the kernels are unavailable: check
+ * nativeOps() first.
  */
-export function denseRmsprop(w: tf.Tensor, s: tf.Tensor, x: tf.Tensor, dz: tf.Tensor, h: { rho: number; eps: number; step: number }): [tf.Tensor, tf.Tensor] {
+export function denseRmsprop(
+  w: tf.Tensor,
+  s: tf.Tensor,
+  x: tf.Tensor,
+  dz: tf.Tensor,
+  h: { rho: number; eps: number; step: number },
+  xNext?: tf.Tensor,
+): { w: tf.Tensor; s: tf.Tensor; zNext?: tf.Tensor } {
   if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
   const backend = tf.backend() as unknown as KernelBackend;
   const float = backend.binding.TF_ATTR_FLOAT;
@@ -57,6 +66,8 @@ export function denseRmsprop(w: tf.Tensor, s: tf.Tensor, x: tf.Tensor, dz: tf.Te
     { name: 'step', type: float, value: h.step },
     { name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() },
   ];
-  const [w2, s2] = backend.executeMultipleOutputs('XpDenseRmsprop', attrs, [w, s, x, dz], 2);
-  return [w2, s2];
+  const next = xNext ?? tf.zeros([0, w.shape[0]]);
+  const [w2, s2, zNext] = backend.executeMultipleOutputs('XpDenseRmsprop', attrs, [w, s, x, dz, next], 3);
+  if (!xNext) tf.dispose([next, zNext]);
+  return { w: w2, s: s2, zNext: xNext ? zNext : undefined };
 }

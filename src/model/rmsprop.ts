@@ -59,20 +59,21 @@ export class KerasRMSprop extends tf.Optimizer {
 
   /**
    * The update of a dense layer's kernel whose gradient is x^T dz (x the layer's input, dz the loss gradient at
-   * its output), with the gradient computed inside the update's single pass (native-ops.ts). Returns false,
-   * changing nothing, when the native kernels are unavailable. Does not count an iteration: applyGradients,
-   * called for the step's other variables, does.
+   * its output), with the gradient computed inside the update's single pass (native-ops.ts); with xNext, also
+   * xNext times the updated kernel. Returns undefined, changing nothing, when the native kernels are
+   * unavailable. Does not count an iteration: applyGradients, called for the step's other variables, does.
    */
-  applyDenseGradient(name: string, x: tf.Tensor, dz: tf.Tensor): boolean {
-    if (!nativeOps()) return false;
+  applyDenseGradient(name: string, x: tf.Tensor, dz: tf.Tensor, xNext?: tf.Tensor): { zNext?: tf.Tensor } | undefined {
+    if (!nativeOps()) return undefined;
     const value = tf.engine().registeredVariables[name];
     const slot = this.slot(name, value);
-    tf.tidy(() => {
-      const [w, next] = denseRmsprop(value, slot, x, dz, { rho: this.rho, eps: this.eps, step: this.step });
-      slot.assign(next);
-      value.assign(w);
+    const zNext = tf.tidy(() => {
+      const r = denseRmsprop(value, slot, x, dz, { rho: this.rho, eps: this.eps, step: this.step }, xNext);
+      slot.assign(r.s);
+      value.assign(r.w);
+      return r.zNext;
     });
-    return true;
+    return { zNext };
   }
 
   private slot(name: string, value: tf.Variable): tf.Variable {

@@ -130,14 +130,20 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
       let images = 0;
       const queue: Batch[] = [];
+      let queued = 0;
       for (let step = 1; step <= steps; step++) {
-        if (!queue.length) queue.push(...nextBatches(Math.min(featureBatches, steps - step + 1)));
+        // One batch ahead: a head's update prepares the next batch's matmul (step.ts) when it is known.
+        if (queue.length < 2 && queued < steps) {
+          const k = Math.min(featureBatches, steps - queued);
+          queue.push(...nextBatches(k));
+          queued += k;
+        }
         const { input, target, n } = queue.shift()!;
         globalStep++;
         for (const t of trainers) {
           // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
           for (const layer of t.dropoutLayers) (layer as unknown as { seed: number }).seed = (t.seed * 1_000_003 + globalStep) % 2 ** 31;
-          const [loss, accuracy] = await t.step(input, target);
+          const [loss, accuracy] = await t.step(input, target, queue[0]?.input);
           const sum = sums.get(t)!;
           sum.loss += loss * n;
           sum.accuracy += accuracy * n;
@@ -188,6 +194,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       confusion: confusionMatrix(s.member.model, everything[0], data, evalChunk, validationInput),
     }));
   } finally {
+    for (const s of states) s.step.dispose();
     tf.dispose(validationFeatures);
   }
 }

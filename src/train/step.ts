@@ -10,15 +10,19 @@ import { KerasRMSprop } from '../model/rmsprop.ts';
 import { FUSED_MIN_SIZE } from '../model/xla-update.ts';
 
 export interface TrainStep {
-  (x: tf.Tensor, y: tf.Tensor): Promise<number[]>;
+  /** `next`: the next batch's input when it is already known, for the one-pass step to prepare its matmul. */
+  (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor): Promise<number[]>;
+  /** Frees what the step prepared for a next batch that did not come (an interrupted epoch). */
+  dispose(): void;
   /** 'dense-head' when the first Dense kernel is updated in one pass, else 'trainOnBatch'. */
   kind: 'dense-head' | 'trainOnBatch';
 }
 
 export function trainStep(model: tf.LayersModel): TrainStep {
   const fused = denseHeadStep(model);
-  if (fused) return Object.assign(fused, { kind: 'dense-head' as const });
-  return Object.assign(async (x: tf.Tensor, y: tf.Tensor) => [(await model.trainOnBatch(x, y)) as number[]].flat(), { kind: 'trainOnBatch' as const });
+  if (fused) return Object.assign(fused.step, { kind: 'dense-head' as const, dispose: fused.dispose });
+  const step = async (x: tf.Tensor, y: tf.Tensor) => [(await model.trainOnBatch(x, y)) as number[]].flat();
+  return Object.assign(step, { kind: 'trainOnBatch' as const, dispose: () => {} });
 }
 
 // The parts of tfjs-layers' Dense and LayersModel this step reads (present at runtime, private in the typings).
@@ -36,7 +40,7 @@ interface CompiledInternals {
   calculateLosses(): tf.Scalar[];
 }
 
-function denseHeadStep(model: tf.LayersModel): ((x: tf.Tensor, y: tf.Tensor) => Promise<number[]>) | undefined {
+function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => Promise<number[]>; dispose: () => void } | undefined {
   // Not instanceof: tfjs' Optimizer answers it for any object with minimize and applyGradients.
   if (model.optimizer?.constructor !== KerasRMSprop || !nativeOps()) return undefined;
   const optimizer = model.optimizer as KerasRMSprop;
@@ -52,10 +56,18 @@ function denseHeadStep(model: tf.LayersModel): ((x: tf.Tensor, y: tf.Tensor) => 
   const after = layers.slice(d + 1);
   const others = () => model.trainableWeights.map((w) => w.read() as tf.Variable).filter((v) => v !== dense.kernel.read());
 
-  return async (x, y) => {
+  const flatten = (x: tf.Tensor) => before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
+  // The update computes the next batch's x W with the new kernel; valid while the input and kernel are those.
+  let prepared: { x: tf.Tensor; kernel: object; z: tf.Tensor } | undefined;
+  const kernelData = () => dense.kernel.read().dataId; // a Variable keeps its identity; assign changes its data
+
+  const step = async (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => {
+    const ready = prepared?.x === x && prepared.kernel === kernelData() ? prepared.z : undefined;
+    if (prepared && !ready) prepared.z.dispose();
+    prepared = undefined;
     const values = tf.tidy(() => {
-      const input = before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
-      const z = tf.matMul(input, dense.kernel.read()); // outside the tape: no kernel gradient is recorded
+      const input = flatten(x);
+      const z = ready ?? tf.matMul(input, dense.kernel.read()); // outside the tape: no kernel gradient is recorded
       const metrics: tf.Tensor[] = [];
       const variables = others();
       const totalLoss = () => {
@@ -67,13 +79,17 @@ function denseHeadStep(model: tf.LayersModel): ((x: tf.Tensor, y: tf.Tensor) => 
       };
       const { value, grads } = tf.engine().gradients(totalLoss, [z, ...variables]);
       optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: grads[i + 1] })));
-      if (!optimizer.applyDenseGradient(dense.kernel.read().name, input, grads[0])) throw new Error('xp: the native dense update became unavailable');
+      const updated = optimizer.applyDenseGradient(dense.kernel.read().name, input, grads[0], next && flatten(next));
+      if (!updated) throw new Error('xp: the native dense update became unavailable');
+      if (updated.zNext) prepared = { x: next!, kernel: kernelData(), z: tf.keep(updated.zNext) };
       return [value, ...metrics];
     });
+    ready?.dispose();
     const numbers = values.map((v) => v.dataSync()[0]);
     tf.dispose(values);
     return numbers;
   };
+  return { step, dispose: () => (prepared?.z.dispose(), (prepared = undefined)) };
 }
 
 /** The model's layers after its input when they form a chain (each feeds only the next), else undefined. */

@@ -24,7 +24,8 @@ it.each([
     const s = tf.randomUniform([n, m], 0, 2, 'float32', 2);
     const x = tf.randomNormal([b, n], 0, 1, 'float32', 3);
     const dz = tf.randomNormal([b, m], 0, 1, 'float32', 4);
-    const [w2, s2] = denseRmsprop(w, s, x, dz, h);
+    const next = tf.randomNormal([b + 1, n], 0, 1, 'float32', 5);
+    const { w: w2, s: s2, zNext } = denseRmsprop(w, s, x, dz, h, next);
     const g = tf.matMul(x, dz, true, false);
     const s3 = tf.add(tf.mul(s, h.rho), tf.square(g));
     const w3 = tf.sub(w, tf.mul(tf.div(g, tf.sqrt(tf.add(s3, h.eps))), h.step));
@@ -32,6 +33,10 @@ it.each([
     expect(tf.max(tf.div(tf.abs(tf.sub(s2, s3)), s3)).dataSync()[0]).toBeLessThan(1e-5);
     expect(tf.max(tf.abs(tf.sub(w2, w3))).dataSync()[0]).toBeLessThan(1e-6 * h.step * 1e3);
     expect(tf.max(tf.abs(tf.sub(w2, w))).dataSync()[0]).toBeGreaterThan(h.step / 2); // it did move
+    const z = tf.matMul(next, w2);
+    expect(zNext!.shape).toEqual([b + 1, m]);
+    expect(tf.max(tf.abs(tf.sub(zNext!, z))).dataSync()[0] / tf.max(tf.abs(z)).dataSync()[0]).toBeLessThan(1e-5);
+    expect(denseRmsprop(w, s, x, dz, h).zNext).toBeUndefined();
   });
 });
 
