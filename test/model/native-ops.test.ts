@@ -11,20 +11,32 @@ it('the native kernels are built and load', () => {
   expect(nativeOps()).toBe(true);
 });
 
-// Shapes that are not multiples of the kernel's 4-row and 32-column blocks, and batch sizes of 1 and more.
+// Inputs as a backbone gives them: after a ReLU, mostly zeros (the kernel skips them), here with whole kernel
+// rows of zero input (zero gradient: s decays, w stays) every 7th row.
+const features = (shape: [number, number], seed: number, sparse: boolean) =>
+  tf.tidy(() => {
+    const x = tf.randomNormal(shape, 0, 1, 'float32', seed);
+    if (!sparse) return x;
+    const columns = tf.tensor1d(Array.from({ length: shape[1] }, (_, i) => (i % 7 === 3 ? 0 : 1)));
+    return tf.mul(tf.relu(tf.sub(x, 1)), columns);
+  });
+
+// Shapes that are not multiples of the kernel's 16-row and 64-column panels, and batch sizes of 1 and more.
 it.each([
-  [37, 19, 5, '1'],
-  [130, 70, 1, '3'],
-  [257, 1024, 20, ''],
-])('XpDenseRmsprop (%i x %i, batch %i, threads "%s") equals the gradient matmul and the RMSprop update', (n, m, b, threads) => {
+  [37, 19, 5, '1', false],
+  [130, 70, 1, '3', false],
+  [257, 1024, 20, '', false],
+  [130, 70, 6, '2', true],
+  [257, 1024, 20, '', true],
+])('XpDenseRmsprop (%i x %i, batch %i, threads "%s", sparse %s) equals the gradient matmul and the RMSprop update', (n, m, b, threads, sparse) => {
   if (threads) process.env.TF_NUM_INTRAOP_THREADS = threads;
   tf.tidy(() => {
     const h = { rho: 0.9, eps: 1e-6, step: 3e-4 };
     const w = tf.randomNormal([n, m], 0, 1, 'float32', 1);
     const s = tf.randomUniform([n, m], 0, 2, 'float32', 2);
-    const x = tf.randomNormal([b, n], 0, 1, 'float32', 3);
+    const x = features([b, n], 3, sparse);
     const dz = tf.randomNormal([b, m], 0, 1, 'float32', 4);
-    const next = tf.randomNormal([b + 1, n], 0, 1, 'float32', 5);
+    const next = features([b + 1, n], 5, sparse);
     const { w: w2, s: s2, zNext } = denseRmsprop(w, s, x, dz, h, next);
     const g = tf.matMul(x, dz, true, false);
     const s3 = tf.add(tf.mul(s, h.rho), tf.square(g));
@@ -37,6 +49,12 @@ it.each([
     expect(zNext!.shape).toEqual([b + 1, m]);
     expect(tf.max(tf.abs(tf.sub(zNext!, z))).dataSync()[0] / tf.max(tf.abs(z)).dataSync()[0]).toBeLessThan(1e-5);
     expect(denseRmsprop(w, s, x, dz, h).zNext).toBeUndefined();
+    if (sparse) {
+      // Rows without input: exactly s' = rho*s and w' = w.
+      const rows = tf.tensor1d(Array.from({ length: Math.floor((n - 4) / 7) + 1 }, (_, i) => 3 + 7 * i), 'int32');
+      expect(tf.max(tf.abs(tf.sub(tf.gather(w2, rows), tf.gather(w, rows)))).dataSync()[0]).toBe(0);
+      expect(tf.max(tf.abs(tf.sub(tf.gather(s2, rows), tf.mul(tf.gather(s, rows), h.rho)))).dataSync()[0]).toBe(0);
+    }
   });
 });
 
