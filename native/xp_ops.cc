@@ -57,42 +57,48 @@ typedef struct Panel {
   int32_t* b_idx;  // [ROWS_PER_PANEL][b]: which, and
   float* b_val;    // [ROWS_PER_PANEL][b]: their values
   int32_t* nr;     // [b_next]: how many kernel rows of the panel have a nonzero x_next, per next-batch row
-  int32_t* r_idx;  // [b_next][ROWS_PER_PANEL]
-  float* r_val;    // [b_next][ROWS_PER_PANEL]
+  int32_t* r_idx;  // [b_next][panel rows]
+  float* r_val;    // [b_next][panel rows]
 } Panel;
+
+// XpSparseMatMul's panels are taller: each row of x then has a few nonzeros per panel, and its slice of z is
+// loaded and stored once for all of them.
+#define MATMUL_ROWS_PER_PANEL 256
 
 struct Work;
 typedef void (*FullPanel)(const struct Work*, const Panel*, int64_t, int64_t);
 
 typedef struct Work {
   FullPanel full_panel;
-  const float *w, *s, *xt, *dz;  // xt: x transposed, [n][b]
-  const float* xnt;              // x_next transposed, [n][b_next]
+  const float *w, *s, *x, *dz;  // x: [b][n]
+  const float* xn;              // x_next: [b_next][n]
   float *w_out, *s_out;
   float* z_part;  // this thread's share of z_next (its rows' terms), [b_next][m]
   int64_t n, m, b, b_next, row_begin, row_end;
   float rho, eps, step;
+  bool update;         // false: XpSparseMatMul, z_next = x_next w only
+  int64_t panel_rows;  // ROWS_PER_PANEL, or MATMUL_ROWS_PER_PANEL
 } Work;
 
+// A panel's rows of x and x_next are one 64-byte line per batch row: the lists read them in place.
 static void list_nonzeros(const Work* k, int64_t p0, int64_t rows, Panel* P) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float* x = k->xt + (p0 + r) * k->b;
-    int32_t c = 0;
-    for (int64_t bb = 0; bb < k->b; bb++) {
-      if (x[bb] == 0.0f) continue;
+  for (int64_t r = 0; r < rows; r++) P->nb[r] = 0;
+  for (int64_t bb = 0; bb < k->b; bb++) {
+    const float* x = k->x + bb * k->n + p0;
+    for (int64_t r = 0; r < rows; r++) {
+      if (x[r] == 0.0f) continue;
+      const int32_t c = P->nb[r]++;
       P->b_idx[r * k->b + c] = (int32_t)bb;
-      P->b_val[r * k->b + c] = x[bb];
-      c++;
+      P->b_val[r * k->b + c] = x[r];
     }
-    P->nb[r] = c;
   }
   for (int64_t q = 0; q < k->b_next; q++) {
+    const float* x = k->xn + q * k->n + p0;
     int32_t c = 0;
     for (int64_t r = 0; r < rows; r++) {
-      const float x = k->xnt[(p0 + r) * k->b_next + q];
-      if (x == 0.0f) continue;
-      P->r_idx[q * ROWS_PER_PANEL + c] = (int32_t)r;
-      P->r_val[q * ROWS_PER_PANEL + c] = x;
+      if (x[r] == 0.0f) continue;
+      P->r_idx[q * k->panel_rows + c] = (int32_t)r;
+      P->r_val[q * k->panel_rows + c] = x[r];
       c++;
     }
     P->nr[q] = c;
@@ -101,6 +107,17 @@ static void list_nonzeros(const Work* k, int64_t p0, int64_t rows, Panel* P) {
 
 // Any panel, one float at a time: the edges of the matrix.
 static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t rows, int64_t j0, int64_t cols) {
+  if (!k->update) {
+    for (int64_t q = 0; q < k->b_next; q++) {
+      float* z = k->z_part + q * k->m + j0;
+      for (int32_t c = 0; c < P->nr[q]; c++) {
+        const float x = P->r_val[q * k->panel_rows + c];
+        const float* wr = k->w + (p0 + P->r_idx[q * k->panel_rows + c]) * k->m + j0;
+        for (int64_t j = 0; j < cols; j++) z[j] += x * wr[j];
+      }
+    }
+    return;
+  }
   float wp[ROWS_PER_PANEL][COLS];
   for (int64_t r = 0; r < rows; r++) {
     float g[COLS] = {0};
@@ -120,8 +137,8 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
   for (int64_t q = 0; q < k->b_next; q++) {
     float* z = k->z_part + q * k->m + j0;
     for (int32_t c = 0; c < P->nr[q]; c++) {
-      const float x = P->r_val[q * ROWS_PER_PANEL + c];
-      const float* wr = wp[P->r_idx[q * ROWS_PER_PANEL + c]];
+      const float x = P->r_val[q * k->panel_rows + c];
+      const float* wr = wp[P->r_idx[q * k->panel_rows + c]];
       for (int64_t j = 0; j < cols; j++) z[j] += x * wr[j];
     }
   }
@@ -184,6 +201,27 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
     }                                                                          \
   }
 
+// XpSparseMatMul's full panel: z_next's terms straight from the panel's rows of w (in L1 once touched).
+#define MATMUL_PANEL(NAME)                                                     \
+  static void NAME(const Work* k, const Panel* P, int64_t p0, int64_t j0) {    \
+    for (int64_t q = 0; q < k->b_next; q++) {                                  \
+      const int32_t nr = P->nr[q];                                             \
+      if (nr == 0) continue;                                                   \
+      v16 acc[VECS];                                                           \
+      for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                        \
+      const int32_t* ri = P->r_idx + q * MATMUL_ROWS_PER_PANEL;                \
+      const float* rv = P->r_val + q * MATMUL_ROWS_PER_PANEL;                  \
+      for (int32_t c = 0; c < nr; c++) {                                       \
+        const v16* wr = (const v16*)(k->w + (p0 + ri[c]) * k->m + j0);         \
+        const float x = rv[c];                                                 \
+        for (int v = 0; v < VECS; v++) acc[v] += x * wr[v];                    \
+      }                                                                        \
+      v16* z = (v16*)(k->z_part + q * k->m + j0);                              \
+      for (int v = 0; v < VECS; v++) z[v] += acc[v];                           \
+    }                                                                          \
+  }
+MATMUL_PANEL(matmul_panel_generic)
+
 static inline v16 inv_sqrt_exact(v16 t) {
   for (int l = 0; l < 16; l++) t[l] = 1.0f / sqrtf(t[l]);
   return t;
@@ -225,9 +263,20 @@ AVX2 static inline v16 inv_sqrt_avx2(v16 t) {
   return t;
 }
 AVX2 FULL_PANEL(full_panel_avx2, inv_sqrt_avx2, STORE_PLAIN)
+AVX512 MATMUL_PANEL(matmul_panel_avx512)
+AVX2 MATMUL_PANEL(matmul_panel_avx2)
 #endif
 
 // The widest version the CPU runs; streaming stores when every row starts on a 64-byte boundary.
+static FullPanel choose_matmul_panel(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return matmul_panel_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return matmul_panel_avx2;
+#endif
+  return matmul_panel_generic;
+}
+
 static FullPanel choose_full_panel(const float* const buffers[4], int64_t m) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -247,18 +296,20 @@ static void* run_rows(void* arg) {
   const Work* k = (const Work*)arg;
   Panel P;
   const size_t bmax = (size_t)(k->b > 0 ? k->b : 1), qmax = (size_t)(k->b_next > 0 ? k->b_next : 1);
-  P.nb = static_cast<int32_t*>(malloc(sizeof(int32_t) * ROWS_PER_PANEL));
-  P.b_idx = static_cast<int32_t*>(malloc(sizeof(int32_t) * ROWS_PER_PANEL * bmax));
-  P.b_val = static_cast<float*>(malloc(sizeof(float) * ROWS_PER_PANEL * bmax));
+  const size_t pr = (size_t)k->panel_rows;
+  P.nb = static_cast<int32_t*>(malloc(sizeof(int32_t) * pr));
+  P.b_idx = static_cast<int32_t*>(malloc(sizeof(int32_t) * pr * bmax));
+  P.b_val = static_cast<float*>(malloc(sizeof(float) * pr * bmax));
   P.nr = static_cast<int32_t*>(malloc(sizeof(int32_t) * qmax));
-  P.r_idx = static_cast<int32_t*>(malloc(sizeof(int32_t) * ROWS_PER_PANEL * qmax));
-  P.r_val = static_cast<float*>(malloc(sizeof(float) * ROWS_PER_PANEL * qmax));
-  for (int64_t p = k->row_begin; p < k->row_end; p += ROWS_PER_PANEL) {
-    const int64_t rows = k->row_end - p < ROWS_PER_PANEL ? k->row_end - p : ROWS_PER_PANEL;
+  P.r_idx = static_cast<int32_t*>(malloc(sizeof(int32_t) * pr * qmax));
+  P.r_val = static_cast<float*>(malloc(sizeof(float) * pr * qmax));
+  for (int64_t p = k->row_begin; p < k->row_end; p += k->panel_rows) {
+    const int64_t rows = k->row_end - p < k->panel_rows ? k->row_end - p : k->panel_rows;
     list_nonzeros(k, p, rows, &P);
     for (int64_t j = 0; j < k->m; j += COLS) {
       const int64_t cols = k->m - j < COLS ? k->m - j : COLS;
-      if (rows == ROWS_PER_PANEL && cols == COLS) k->full_panel(k, &P, p, j);
+      // Update panels need all their rows; matmul panels take any number.
+      if (cols == COLS && (rows == ROWS_PER_PANEL || !k->update)) k->full_panel(k, &P, p, j);
       else panel_generic(k, &P, p, rows, j, cols);
     }
   }
@@ -288,12 +339,38 @@ static void* create_dense_rmsprop(TF_OpKernelConstruction* ctx) {
 
 static void delete_attrs(void* a) { free(a); }
 
-// x [b][n] as [n][b]: a block's rows then read their b values from one cache line.
-static float* transposed(const float* x, int64_t b, int64_t n) {
-  float* t = static_cast<float*>(malloc(sizeof(float) * (size_t)(n * b > 0 ? n * b : 1)));
-  for (int64_t bb = 0; bb < b; bb++)
-    for (int64_t i = 0; i < n; i++) t[i * b + bb] = x[bb * n + i];
-  return t;
+// Runs `base` over the kernel's rows, split in panels between threads, each summing its rows' terms of z_next in
+// its own buffer (64-byte aligned for the vector code); then adds the buffers into z_next.
+static void run_parallel(Work base, int64_t threads, float* z_next) {
+  if (threads <= 0) threads = sysconf(_SC_NPROCESSORS_ONLN);
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  const size_t part = (size_t)(base.b_next * base.m + 16);
+  float* parts = static_cast<float*>(aligned_alloc(64, sizeof(float) * part * (size_t)threads));
+  memset(parts, 0, sizeof(float) * part * (size_t)threads);
+  Work work[64];
+  pthread_t ids[64];
+  const int64_t panels = (base.n + base.panel_rows - 1) / base.panel_rows;
+  for (int64_t t = 0; t < threads; t++) {
+    work[t] = base;
+    work[t].z_part = parts + part * (size_t)t;
+    work[t].row_begin = panels * t / threads * base.panel_rows;
+    work[t].row_end = panels * (t + 1) / threads * base.panel_rows;
+    if (work[t].row_end > base.n) work[t].row_end = base.n;
+  }
+  bool started[64] = {false};
+  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_rows, &work[t]) == 0;
+  run_rows(&work[0]);
+  for (int64_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    else run_rows(&work[t]);  // a thread that could not start: its rows on this one
+  }
+  for (int64_t e = 0; e < base.b_next * base.m; e++) {
+    float sum = 0;
+    for (int64_t t = 0; t < threads; t++) sum += parts[part * (size_t)t + (size_t)e];
+    z_next[e] = sum;
+  }
+  free(parts);
 }
 
 // Computes the outputs from the inputs; on bad input sets status and returns.
@@ -328,40 +405,61 @@ static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
   float* z_next = static_cast<float*>(TF_TensorData(out[2]));
   const float* const updated[4] = {w, s, w_out, s_out};
   const FullPanel full = choose_full_panel(updated, m);
-  float* xt = transposed(static_cast<const float*>(TF_TensorData(in[2])), b, n);
-  float* xnt = transposed(static_cast<const float*>(TF_TensorData(in[4])), b_next, n);
+  const float* x = static_cast<const float*>(TF_TensorData(in[2]));
+  const float* xn = static_cast<const float*>(TF_TensorData(in[4]));
 
-  int64_t threads = a->threads > 0 ? a->threads : sysconf(_SC_NPROCESSORS_ONLN);
-  if (threads < 1) threads = 1;
-  if (threads > 64) threads = 64;
-  // Each thread sums its rows' terms of z_next in its own buffer (64-byte aligned for the vector code).
-  const size_t part = (size_t)(b_next * m + 16);
-  float* parts = static_cast<float*>(aligned_alloc(64, sizeof(float) * part * (size_t)threads));
-  memset(parts, 0, sizeof(float) * part * (size_t)threads);
-  Work work[64];
-  pthread_t ids[64];
-  const int64_t panels = (n + ROWS_PER_PANEL - 1) / ROWS_PER_PANEL;
-  for (int64_t t = 0; t < threads; t++) {
-    work[t] = Work{full, w, s, xt, dz, xnt, w_out, s_out, parts + part * (size_t)t, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step};
-    work[t].row_begin = panels * t / threads * ROWS_PER_PANEL;
-    work[t].row_end = panels * (t + 1) / threads * ROWS_PER_PANEL;
-    if (work[t].row_end > n) work[t].row_end = n;
+  run_parallel(Work{full, w, s, x, dz, xn, w_out, s_out, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true, ROWS_PER_PANEL}, a->threads, z_next);
+}
+
+// XpSparseMatMul: z = x w for x [r,n] with mostly zero entries (backbone features), w [n,m].
+static void sparse_matmul(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* const in[2], TF_Tensor** out, TF_Status* status) {
+  if (TF_TensorType(in[0]) != TF_FLOAT || TF_NumDims(in[0]) != 2 || TF_TensorType(in[1]) != TF_FLOAT || TF_NumDims(in[1]) != 2 ||
+      TF_Dim(in[0], 1) != TF_Dim(in[1], 0)) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpSparseMatMul: shapes must be x [r,n] and w [n,m], float32");
+    return;
   }
-  bool started[64] = {false};
-  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_rows, &work[t]) == 0;
-  run_rows(&work[0]);
-  for (int64_t t = 1; t < threads; t++) {
-    if (started[t]) pthread_join(ids[t], NULL);
-    else run_rows(&work[t]);  // a thread that could not start: its rows on this one
-  }
-  for (int64_t e = 0; e < b_next * m; e++) {
-    float sum = 0;
-    for (int64_t t = 0; t < threads; t++) sum += parts[part * (size_t)t + (size_t)e];
-    z_next[e] = sum;
-  }
-  free(parts);
-  free(xnt);
-  free(xt);
+  const int64_t r = TF_Dim(in[0], 0), n = TF_Dim(in[1], 0), m = TF_Dim(in[1], 1);
+  const int64_t dims[2] = {r, m};
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 2, (size_t)(r * m) * sizeof(float), status);
+  if (TF_GetCode(status) != TF_OK) return;
+  const float* x = static_cast<const float*>(TF_TensorData(in[0]));
+  const float* w = static_cast<const float*>(TF_TensorData(in[1]));
+  run_parallel(Work{choose_matmul_panel(), w, NULL, NULL, NULL, x, NULL, NULL, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
+               static_cast<float*>(TF_TensorData(out[0])));
+}
+
+static void compute_sparse_matmul(void* attrs, TF_OpKernelContext* ctx) {
+  TF_Status* status = TF_NewStatus();
+  TF_Tensor* in[2] = {NULL, NULL};
+  TF_Tensor* out[1] = {NULL};
+  for (int i = 0; i < 2 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
+  if (TF_GetCode(status) == TF_OK) sparse_matmul(static_cast<const Attrs*>(attrs), ctx, in, out, status);
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
+  for (TF_Tensor* t : in) TF_DeleteTensor(t);
+  TF_DeleteTensor(out[0]);
+  TF_DeleteStatus(status);
+}
+
+static void* create_sparse_matmul(TF_OpKernelConstruction* ctx) {
+  Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
+  TF_Status* status = TF_NewStatus();
+  TF_OpKernelConstruction_GetAttrInt64(ctx, "threads", &a->threads, status);
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
+  TF_DeleteStatus(status);
+  return a;
+}
+
+static void sparse_matmul_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
+  TF_ShapeHandle *x = TF_NewShapeHandle(), *w = TF_NewShapeHandle(), *rows = TF_NewShapeHandle(), *cols = TF_NewShapeHandle(),
+                 *z = TF_NewShapeHandle();
+  TF_ShapeInferenceContextGetInput(ctx, 0, x, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, 1, w, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x, 0, 1, rows, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, w, 1, 2, cols, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, rows, cols, z, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, z, status);
+  TF_ShapeHandle* handles[] = {x, w, rows, cols, z};
+  for (TF_ShapeHandle* h : handles) TF_DeleteShapeHandle(h);
 }
 
 static void compute_dense_rmsprop(void* attrs, TF_OpKernelContext* ctx) {
@@ -412,6 +510,19 @@ static int register_ops(void) {
   if (TF_GetCode(status) == TF_OK) {
     TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpDenseRmsprop", "CPU", create_dense_rmsprop, compute_dense_rmsprop, delete_attrs);
     TF_RegisterKernelBuilder("XpDenseRmsprop", kernel, status);
+  }
+  if (TF_GetCode(status) == TF_OK) {
+    TF_OpDefinitionBuilder* mm = TF_NewOpDefinitionBuilder("XpSparseMatMul");
+    TF_OpDefinitionBuilderAddInput(mm, "x: float");
+    TF_OpDefinitionBuilderAddInput(mm, "w: float");
+    TF_OpDefinitionBuilderAddOutput(mm, "z: float");
+    TF_OpDefinitionBuilderAddAttr(mm, "threads: int = 0");
+    TF_OpDefinitionBuilderSetShapeInferenceFunction(mm, sparse_matmul_shapes);
+    TF_RegisterOpDefinition(mm, status);
+  }
+  if (TF_GetCode(status) == TF_OK) {
+    TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpSparseMatMul", "CPU", create_sparse_matmul, compute_sparse_matmul, delete_attrs);
+    TF_RegisterKernelBuilder("XpSparseMatMul", kernel, status);
   }
   const int ok = TF_GetCode(status) == TF_OK;
   TF_DeleteStatus(status);

@@ -71,3 +71,10 @@ export function denseRmsprop(
   if (!xNext) tf.dispose([next, zNext]);
   return { w: w2, s: s2, zNext: xNext ? zNext : undefined };
 }
+
+/** x [r,n] times w [n,m], skipping the zeros of x (backbone features after a ReLU are mostly zeros). */
+export function sparseMatMul(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
+  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
+  const backend = tf.backend() as unknown as KernelBackend;
+  return backend.executeMultipleOutputs('XpSparseMatMul', [{ name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() }], [x, w], 1)[0];
+}

@@ -10,7 +10,7 @@ import { createIndexStream, gatherBatch } from '../data/batches.ts';
 import { createAugmenter } from '../data/augment.ts';
 import { preprocess, type Backbone } from '../model/backbone.ts';
 import { trainersOf } from './sharing.ts';
-import { trainStep, type TrainStep } from './step.ts';
+import { predictor, trainStep, type TrainStep } from './step.ts';
 import { createRng } from '../util/random.ts';
 import type { EpochLogs } from './callbacks.ts';
 import type { PreparedData, Split } from './data.ts';
@@ -201,12 +201,19 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
 
 type ValidationInput = (idx: Int32Array) => tf.Tensor;
 
+const predictors = new WeakMap<tf.LayersModel, (x: tf.Tensor) => tf.Tensor>();
+function predict(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
+  let p = predictors.get(model);
+  if (!p) predictors.set(model, (p = predictor(model)));
+  return p;
+}
+
 function confusionMatrix(model: tf.LayersModel, idx: Int32Array, data: PreparedData, chunk: number, input: ValidationInput): number[][] {
   const k = data.numClasses;
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   for (const part of chunks(idx, chunk)) {
     const predicted = tf.tidy(() => {
-      const p = model.predict(input(part)) as tf.Tensor;
+      const p = predict(model)(input(part));
       return (k === 2 ? tf.greater(p, 0.5).reshape([-1]).toInt() : tf.argMax(p, 1)).dataSync();
     });
     part.forEach((i, j) => matrix[data.validation.labels[i]][predicted[j]]++);
@@ -319,7 +326,7 @@ function evaluate(model: tf.LayersModel, samples: Int32Array, chunk: number, dat
     const [l, c] = tf.tidy(() => {
       const y = data.validation.labels;
       const labels = Int32Array.from(idx, (i) => y[i]);
-      const p = model.predict(input(idx)) as tf.Tensor;
+      const p = predict(model)(input(idx));
       return batchLossAndCorrect(p, labels, data.numClasses);
     });
     loss += l;

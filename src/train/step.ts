@@ -1,11 +1,13 @@
-// One training step of a compiled model on a batch: [loss, ...metrics], as trainOnBatch returns them.
-// For a head on frozen features whose first Dense layer is large (the reference: 37632 x 1024), the step skips
-// that layer's kernel gradient: the backward pass stops at the layer's output (dz), and the optimizer updates
-// the kernel from x and dz in one pass (KerasRMSprop.applyDenseGradient). The math is trainOnBatch's: same
-// loss and metric functions, same layers in training mode, same optimizer; only the order of float additions
-// in the kernel gradient differs. Any other model, or without the native kernels, takes trainOnBatch.
+// One training step of a compiled model on a batch: [loss, ...metrics], as trainOnBatch returns them; and its
+// predictions. For a head on frozen features whose first Dense layer is large (the reference: 37632 x 1024),
+// the step skips that layer's kernel gradient: the backward pass stops at the layer's output (dz), and the
+// optimizer updates the kernel from x and dz in one pass (KerasRMSprop.applyDenseGradient). The math is
+// trainOnBatch's: same loss and metric functions, same layers in training mode, same optimizer; only the order
+// of float additions in the kernel gradient differs. Predictions of such a head multiply its mostly-zero
+// features by the kernel skipping the zeros (native-ops.ts). Any other model, or without the native kernels,
+// takes trainOnBatch and predict.
 import * as tf from '@tensorflow/tfjs-node';
-import { nativeOps } from '../model/native-ops.ts';
+import { nativeOps, sparseMatMul } from '../model/native-ops.ts';
 import { KerasRMSprop } from '../model/rmsprop.ts';
 import { FUSED_MIN_SIZE } from '../model/xla-update.ts';
 
@@ -40,10 +42,9 @@ interface CompiledInternals {
   calculateLosses(): tf.Scalar[];
 }
 
-function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => Promise<number[]>; dispose: () => void } | undefined {
-  // Not instanceof: tfjs' Optimizer answers it for any object with minimize and applyGradients.
-  if (model.optimizer?.constructor !== KerasRMSprop || !nativeOps()) return undefined;
-  const optimizer = model.optimizer as KerasRMSprop;
+/** The model as pooling -> large Dense -> rest, when it is one (and the native kernels are loaded). */
+function denseHead(model: tf.LayersModel) {
+  if (!nativeOps()) return undefined;
   const layers = chain(model);
   const d = layers?.findIndex((l) => l.getClassName() === 'Dense') ?? -1;
   if (!layers || d < 0 || layers.slice(0, d).some((l) => l.weights.length > 0)) return undefined; // pooling only before it
@@ -54,9 +55,36 @@ function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tens
   if (compiled.lossFunctions?.length !== 1 || model.outputs.length !== 1) return undefined;
   const before = layers.slice(0, d);
   const after = layers.slice(d + 1);
+  const flatten = (x: tf.Tensor) => before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
+  // x W for flattened features; skipping zeros pays off when most are zero (92% at InceptionV3's mixed7).
+  const matMul = (x: tf.Tensor2D) =>
+    tf.tidy(() => (tf.mean(tf.notEqual(x, 0).toFloat()).dataSync()[0] < 0.5 ? sparseMatMul(x, dense.kernel.read()) : tf.matMul(x, dense.kernel.read())));
+  return { dense, after, flatten, matMul, compiled };
+}
+
+/** Predictions of a model in inference mode, as model.predict gives them. */
+export function predictor(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
+  const head = denseHead(model);
+  if (!head) return (x) => model.predict(x) as tf.Tensor;
+  const { dense, after, flatten, matMul } = head;
+  return (x) =>
+    tf.tidy(() => {
+      let out: tf.Tensor = matMul(flatten(x));
+      if (dense.bias) out = tf.add(out, dense.bias.read());
+      out = dense.activation.apply(out);
+      for (const l of after) out = l.apply(out, { training: false }) as tf.Tensor;
+      return out;
+    });
+}
+
+function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => Promise<number[]>; dispose: () => void } | undefined {
+  // Not instanceof: tfjs' Optimizer answers it for any object with minimize and applyGradients.
+  const head = model.optimizer?.constructor === KerasRMSprop ? denseHead(model) : undefined;
+  if (!head) return undefined;
+  const optimizer = model.optimizer as KerasRMSprop;
+  const { dense, after, flatten, matMul, compiled } = head;
   const others = () => model.trainableWeights.map((w) => w.read() as tf.Variable).filter((v) => v !== dense.kernel.read());
 
-  const flatten = (x: tf.Tensor) => before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
   // The update computes the next batch's x W with the new kernel; valid while the input and kernel are those.
   let prepared: { x: tf.Tensor; kernel: object; z: tf.Tensor } | undefined;
   const kernelData = () => dense.kernel.read().dataId; // a Variable keeps its identity; assign changes its data
@@ -67,7 +95,7 @@ function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tens
     prepared = undefined;
     const values = tf.tidy(() => {
       const input = flatten(x);
-      const z = ready ?? tf.matMul(input, dense.kernel.read()); // outside the tape: no kernel gradient is recorded
+      const z = ready ?? matMul(input); // outside the tape: no kernel gradient is recorded
       const metrics: tf.Tensor[] = [];
       const variables = others();
       const totalLoss = () => {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { afterEach, expect, it } from 'vitest';
-import { denseRmsprop, nativeOps } from '../../src/model/native-ops.ts';
+import { denseRmsprop, nativeOps, sparseMatMul } from '../../src/model/native-ops.ts';
 
 afterEach(() => {
   delete process.env.TF_NUM_INTRAOP_THREADS;
@@ -62,5 +62,20 @@ it('XpDenseRmsprop rejects mismatched shapes with a TensorFlow error', () => {
   tf.tidy(() => {
     const w = tf.zeros([4, 3]);
     expect(() => denseRmsprop(w, w, tf.zeros([2, 5]), tf.zeros([2, 3]), { rho: 0.9, eps: 1e-6, step: 1e-3 })).toThrow(/shapes must be/);
+  });
+});
+
+it.each([
+  [37, 19, 5, false],
+  [1000, 300, 250, true],
+  [257, 1024, 20, true],
+])('XpSparseMatMul (%i x %i, %i rows, sparse %s) equals tf.matMul', (n, m, r, sparse) => {
+  tf.tidy(() => {
+    const x = features([r, n], 7, sparse);
+    const w = tf.randomNormal([n, m], 0, 1, 'float32', 8);
+    const z = sparseMatMul(x, w);
+    const reference = tf.matMul(x, w);
+    expect(z.shape).toEqual([r, m]);
+    expect(tf.max(tf.abs(tf.sub(z, reference))).dataSync()[0] / tf.max(tf.abs(reference)).dataSync()[0]).toBeLessThan(1e-5);
   });
 });

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
 import { buildHead, lossFor } from '../../src/model/head.ts';
 import { buildOptimizer } from '../../src/model/optimizer.ts';
-import { trainStep } from '../../src/train/step.ts';
+import { predictor, trainStep } from '../../src/train/step.ts';
 
 // A head whose first kernel (1024 x 256) is large enough for the one-pass update.
 const head = (optimizer: 'rmsprop' | 'adam' = 'rmsprop') => {
@@ -57,4 +57,18 @@ it('other heads and optimizers keep trainOnBatch', () => {
   const small = buildHead([2, 2, 8], { pooling: 'avg', units: [8], activation: 'relu', dropout: 0 }, 2);
   small.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
   expect(trainStep(small).kind).toBe('trainOnBatch');
+});
+
+it('predictions of the dense head equal model.predict, with sparse features (zeros skipped) and dense ones', () => {
+  const model = head();
+  const predict = predictor(model);
+  tf.tidy(() => {
+    for (const shift of [1.4, -10]) {
+      const x = tf.relu(tf.sub(tf.randomNormal([50, 4, 4, 64], 0, 1, 'float32', 3), shift)); // 92% zeros, then none
+      const ours = predict(x);
+      const theirs = model.predict(x) as tf.Tensor;
+      expect(ours.shape).toEqual(theirs.shape);
+      expect(tf.max(tf.abs(tf.sub(ours, theirs))).dataSync()[0]).toBeLessThan(1e-5);
+    }
+  });
 });
