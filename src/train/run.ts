@@ -8,6 +8,7 @@ import { loadBackbone, type Backbone } from '../model/backbone.ts';
 import { compileForInference } from '../model/graph.ts';
 import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
+import { saveModel } from '../model/save.ts';
 import { layerSummary } from '../model/summary.ts';
 import type { Callbacks, EpochLogs, RunEndInfo } from './callbacks.ts';
 import { prepareData, type PreparedData } from './data.ts';
@@ -157,7 +158,7 @@ async function writeOutputs(
   if (history.length) await writeCurves(m.runDir, history, title);
   if (r) writeConfusion(m.runDir, data.classNames, r.confusion);
   if (status !== 'FAILED' && history.length) {
-    await m.full.save(`file://${path.join(m.runDir, 'model')}`);
+    await saveModel(m.full, path.join(m.runDir, 'model'));
     fs.writeFileSync(
       path.join(m.runDir, 'model', 'xp.json'),
       `${JSON.stringify({ class_names: data.classNames, image_size: m.spec.experiment.data.image_size, preprocessing, interpolation: m.spec.experiment.data.interpolation }, null, 2)}\n`,
