@@ -1,14 +1,18 @@
 // xp's own TensorFlow kernels, registered through TensorFlow's C kernel API when Node loads this file as an
 // addon; tfjs-node then runs them by name like any TensorFlow op.
 //
-// XpDenseRmsprop: the RMSprop update of a dense layer's kernel with the gradient computed on the fly.
+// XpDenseRmsprop: the RMSprop update of a dense layer's kernel with the gradient computed on the fly, in place.
 // For a frozen-backbone head the big kernel (37632 x 1024 for the reference) makes every step memory-bound: the
 // gradient matmul writes 154 MB, then the update reads w, g, s and writes w, s (770 MB). Here each gradient
-// element g[i][j] = sum_b x[b][i] * dz[b][j] is computed where it is used, so one pass reads w and s and writes
-// w' and s' (616 MB), with x and dz (a few MB) in cache. Same math as rmsprop.ts (stored-slot form):
+// element g[i][j] = sum_b x[b][i] * dz[b][j] is computed where it is used, and only the kernel rows with a
+// nonzero input in the batch are visited (12% of them for the reference's features): the others keep w exactly,
+// and their s' = rho*s decays are applied, one multiplication each as before, when the row is next visited or
+// on XpRmspropCatchUp. Same math as rmsprop.ts (stored-slot form):
 //   s' = rho*s + g^2;  w' = w - step * g / sqrt(s' + eps)
 // It also returns z_next = x_next w' for the next batch's inputs when they are known (x_next may have 0 rows):
 // the next step's forward matmul would read the whole kernel again, while here w' is still in cache.
+//
+// XpSparseMatMul: x w for features x that are mostly zeros, skipping them (validation and predictions).
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -53,6 +57,8 @@ typedef struct {
 #define VECS (COLS / 16)
 
 typedef struct Panel {
+  int32_t* pending;  // [ROWS_PER_PANEL]: decays of s (steps without gradient) the row has not had yet
+  uint8_t* used;     // [panel rows]: x_next reads the row
   int32_t* nb;     // [ROWS_PER_PANEL]: how many batch rows of x are nonzero in each kernel row
   int32_t* b_idx;  // [ROWS_PER_PANEL][b]: which, and
   float* b_val;    // [ROWS_PER_PANEL][b]: their values
@@ -72,7 +78,9 @@ typedef struct Work {
   FullPanel full_panel;
   const float *w, *s, *x, *dz;  // x: [b][n]
   const float* xn;              // x_next: [b_next][n]
-  float *w_out, *s_out;
+  float *w_out, *s_out;         // the update writes w and s in place: these are w and s
+  int32_t* last;                // per kernel row, the step its s was last brought up to date at
+  int32_t step_now;             // this update's step (1, 2, ...)
   float* z_part;  // this thread's share of z_next (its rows' terms), [b_next][m]
   int64_t n, m, b, b_next, row_begin, row_end;
   float rho, eps, step;
@@ -82,7 +90,11 @@ typedef struct Work {
 
 // A panel's rows of x and x_next are one 64-byte line per batch row: the lists read them in place.
 static void list_nonzeros(const Work* k, int64_t p0, int64_t rows, Panel* P) {
-  for (int64_t r = 0; r < rows; r++) P->nb[r] = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    P->nb[r] = 0;
+    P->used[r] = 0;
+    if (k->update) P->pending[r] = k->step_now - k->last[p0 + r] - 1;
+  }
   for (int64_t bb = 0; bb < k->b; bb++) {
     const float* x = k->x + bb * k->n + p0;
     for (int64_t r = 0; r < rows; r++) {
@@ -99,6 +111,7 @@ static void list_nonzeros(const Work* k, int64_t p0, int64_t rows, Panel* P) {
       if (x[r] == 0.0f) continue;
       P->r_idx[q * k->panel_rows + c] = (int32_t)r;
       P->r_val[q * k->panel_rows + c] = x[r];
+      P->used[r] = 1;
       c++;
     }
     P->nr[q] = c;
@@ -120,15 +133,21 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
   }
   float wp[ROWS_PER_PANEL][COLS];
   for (int64_t r = 0; r < rows; r++) {
+    const int64_t at = (p0 + r) * k->m + j0;
+    if (P->nb[r] == 0) {  // no gradient: w stays, s decays later (catch_up)
+      if (P->used[r]) memcpy(wp[r], k->w + at, sizeof(float) * (size_t)cols);
+      continue;
+    }
     float g[COLS] = {0};
     for (int32_t c = 0; c < P->nb[r]; c++) {
       const float x = P->b_val[r * k->b + c];
       const float* d = k->dz + (int64_t)P->b_idx[r * k->b + c] * k->m + j0;
       for (int64_t j = 0; j < cols; j++) g[j] += x * d[j];
     }
-    const int64_t at = (p0 + r) * k->m + j0;
     for (int64_t j = 0; j < cols; j++) {
-      const float next = k->rho * k->s[at + j] + g[j] * g[j];
+      float sv = k->s[at + j];
+      for (int32_t d = 0; d < P->pending[r]; d++) sv = k->rho * sv;
+      const float next = k->rho * sv + g[j] * g[j];
       k->s_out[at + j] = next;
       wp[r][j] = k->w[at + j] - k->step * (g[j] / sqrtf(next + k->eps));
       k->w_out[at + j] = wp[r][j];
@@ -151,22 +170,17 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
 // error ~1e-7, like a rounded float) where the CPU has one.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
-#define FULL_PANEL(NAME, INV_SQRT, STORE)                                      \
+#define FULL_PANEL(NAME, INV_SQRT)                                             \
   static void NAME(const Work* k, const Panel* P, int64_t p0, int64_t j0) {    \
     v16 wp[ROWS_PER_PANEL][VECS];                                              \
     for (int r = 0; r < ROWS_PER_PANEL; r++) {                                 \
       const int64_t at = (p0 + r) * k->m + j0;                                 \
-      const v16* w = (const v16*)(k->w + at);                                  \
-      const v16* s = (const v16*)(k->s + at);                                  \
-      v16* wo = (v16*)(k->w_out + at);                                         \
-      v16* so = (v16*)(k->s_out + at);                                         \
+      v16* w = (v16*)(k->w_out + at);                                          \
+      v16* s = (v16*)(k->s_out + at);                                          \
       const int32_t nb = P->nb[r];                                             \
       if (nb == 0) {                                                           \
-        for (int v = 0; v < VECS; v++) {                                       \
-          STORE(&so[v], k->rho * s[v]);                                        \
-          wp[r][v] = w[v];                                                     \
-          STORE(&wo[v], wp[r][v]);                                             \
-        }                                                                      \
+        if (P->used[r])                                                        \
+          for (int v = 0; v < VECS; v++) wp[r][v] = w[v];                      \
         continue;                                                              \
       }                                                                        \
       v16 g[VECS];                                                             \
@@ -178,11 +192,14 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
         const float x = bv[c];                                                 \
         for (int v = 0; v < VECS; v++) g[v] += x * d[v];                       \
       }                                                                        \
+      const int32_t pending = P->pending[r];                                   \
       for (int v = 0; v < VECS; v++) {                                         \
-        const v16 next = k->rho * s[v] + g[v] * g[v];                          \
-        STORE(&so[v], next);                                                   \
+        v16 sv = s[v];                                                         \
+        for (int32_t d = 0; d < pending; d++) sv = k->rho * sv;                \
+        const v16 next = k->rho * sv + g[v] * g[v];                            \
+        s[v] = next;                                                           \
         wp[r][v] = w[v] - (k->step * g[v]) * INV_SQRT(next + k->eps);          \
-        STORE(&wo[v], wp[r][v]);                                               \
+        w[v] = wp[r][v];                                                       \
       }                                                                        \
     }                                                                          \
     for (int64_t q = 0; q < k->b_next; q++) {                                  \
@@ -226,8 +243,7 @@ static inline v16 inv_sqrt_exact(v16 t) {
   for (int l = 0; l < 16; l++) t[l] = 1.0f / sqrtf(t[l]);
   return t;
 }
-#define STORE_PLAIN(at, value) (*(at) = (value))
-FULL_PANEL(full_panel_generic, inv_sqrt_exact, STORE_PLAIN)
+FULL_PANEL(full_panel_generic, inv_sqrt_exact)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -241,12 +257,7 @@ AVX512 static inline v16 inv_sqrt_avx512(v16 t) {
   const __m512 half_xyy = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_mul_ps(y, y));
   return (v16)_mm512_mul_ps(y, _mm512_sub_ps(_mm512_set1_ps(1.5f), half_xyy));
 }
-// Streaming stores: the new w and s go straight to memory, without first reading the lines they overwrite
-// (a third of the traffic). They need 64-byte alignment: TensorFlow aligns buffers to 64, and the rows are
-// multiples of 16 floats when this path is taken (see choose_full_panel).
-#define STORE_STREAM(at, value) _mm512_stream_ps((float*)(at), (__m512)(value))
-AVX512 FULL_PANEL(full_panel_avx512_stream, inv_sqrt_avx512, STORE_STREAM)
-AVX512 FULL_PANEL(full_panel_avx512, inv_sqrt_avx512, STORE_PLAIN)
+AVX512 FULL_PANEL(full_panel_avx512, inv_sqrt_avx512)
 
 AVX2 static inline __m256 inv_sqrt8(__m256 x) {
   // _mm256_rsqrt_ps is accurate to 12 bits; one Newton step brings it to ~23.
@@ -262,12 +273,12 @@ AVX2 static inline v16 inv_sqrt_avx2(v16 t) {
   memcpy(&t, half, sizeof t);
   return t;
 }
-AVX2 FULL_PANEL(full_panel_avx2, inv_sqrt_avx2, STORE_PLAIN)
+AVX2 FULL_PANEL(full_panel_avx2, inv_sqrt_avx2)
 AVX512 MATMUL_PANEL(matmul_panel_avx512)
 AVX2 MATMUL_PANEL(matmul_panel_avx2)
 #endif
 
-// The widest version the CPU runs; streaming stores when every row starts on a 64-byte boundary.
+// The widest version the CPU runs.
 static FullPanel choose_matmul_panel(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -277,18 +288,12 @@ static FullPanel choose_matmul_panel(void) {
   return matmul_panel_generic;
 }
 
-static FullPanel choose_full_panel(const float* const buffers[4], int64_t m) {
+static FullPanel choose_full_panel(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) {
-    bool aligned = m % 16 == 0;
-    for (int i = 0; i < 4; i++) aligned = aligned && ((uintptr_t)buffers[i] & 63) == 0;
-    return aligned ? full_panel_avx512_stream : full_panel_avx512;
-  }
+  if (__builtin_cpu_supports("avx512f")) return full_panel_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return full_panel_avx2;
 #endif
-  (void)buffers;
-  (void)m;
   return full_panel_generic;
 }
 
@@ -297,6 +302,8 @@ static void* run_rows(void* arg) {
   Panel P;
   const size_t bmax = (size_t)(k->b > 0 ? k->b : 1), qmax = (size_t)(k->b_next > 0 ? k->b_next : 1);
   const size_t pr = (size_t)k->panel_rows;
+  P.pending = static_cast<int32_t*>(malloc(sizeof(int32_t) * pr));
+  P.used = static_cast<uint8_t*>(malloc(pr));
   P.nb = static_cast<int32_t*>(malloc(sizeof(int32_t) * pr));
   P.b_idx = static_cast<int32_t*>(malloc(sizeof(int32_t) * pr * bmax));
   P.b_val = static_cast<float*>(malloc(sizeof(float) * pr * bmax));
@@ -312,16 +319,18 @@ static void* run_rows(void* arg) {
       if (cols == COLS && (rows == ROWS_PER_PANEL || !k->update)) k->full_panel(k, &P, p, j);
       else panel_generic(k, &P, p, rows, j, cols);
     }
+    if (k->update)
+      for (int64_t r = 0; r < rows; r++)
+        if (P.nb[r] > 0) k->last[p + r] = k->step_now;
   }
+  free(P.pending);
+  free(P.used);
   free(P.nb);
   free(P.b_idx);
   free(P.b_val);
   free(P.nr);
   free(P.r_idx);
   free(P.r_val);
-#if defined(__x86_64__) && defined(__GNUC__)
-  _mm_sfence();  // streaming stores are visible before the op returns
-#endif
   return NULL;
 }
 
@@ -373,42 +382,56 @@ static void run_parallel(Work base, int64_t threads, float* z_next) {
   free(parts);
 }
 
-// Computes the outputs from the inputs; on bad input sets status and returns.
-static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* const in[5], TF_Tensor** out, TF_Status* status) {
-  for (int i = 0; i < 5; i++) {
-    if (TF_TensorType(in[i]) != TF_FLOAT || TF_NumDims(in[i]) != 2) {
-      TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: w, s, x, dz and x_next must be float32 matrices");
-      return;
-    }
-  }
-  const int64_t n = TF_Dim(in[0], 0), m = TF_Dim(in[0], 1), b = TF_Dim(in[2], 0), b_next = TF_Dim(in[4], 0);
-  if (TF_Dim(in[1], 0) != n || TF_Dim(in[1], 1) != m || TF_Dim(in[2], 1) != n || TF_Dim(in[3], 0) != b || TF_Dim(in[3], 1) != m ||
-      TF_Dim(in[4], 1) != n) {
-    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: shapes must be w [n,m], s [n,m], x [b,n], dz [b,m], x_next [b',n]");
+static bool is_matrix(const TF_Tensor* t, TF_DataType type) { return TF_TensorType(t) == type && TF_NumDims(t) == 2; }
+
+// XpDenseRmsprop: updates w and s in place, brings `last` up to date and returns z_next. On bad input sets
+// status and changes nothing.
+static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* const in[7], TF_Tensor** out, TF_Status* status) {
+  // w, s, last, step, x, dz, x_next
+  const bool types = is_matrix(in[0], TF_FLOAT) && is_matrix(in[1], TF_FLOAT) && TF_TensorType(in[2]) == TF_INT32 && TF_NumDims(in[2]) == 1 &&
+                     TF_TensorType(in[3]) == TF_INT32 && TF_NumDims(in[3]) == 0 && is_matrix(in[4], TF_FLOAT) && is_matrix(in[5], TF_FLOAT) &&
+                     is_matrix(in[6], TF_FLOAT);
+  if (!types) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: w, s, x, dz, x_next must be float32 matrices, last an int32 vector, step an int32 scalar");
     return;
   }
-  const int64_t dims[2] = {n, m};
-  const size_t bytes = (size_t)n * (size_t)m * sizeof(float);
-  for (int i = 0; i < 2; i++) {
-    out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, dims, 2, bytes, status);
-    if (TF_GetCode(status) != TF_OK) return;
+  const int64_t n = TF_Dim(in[0], 0), m = TF_Dim(in[0], 1), b = TF_Dim(in[4], 0), b_next = TF_Dim(in[6], 0);
+  if (TF_Dim(in[1], 0) != n || TF_Dim(in[1], 1) != m || TF_Dim(in[2], 0) != n || TF_Dim(in[4], 1) != n || TF_Dim(in[5], 0) != b ||
+      TF_Dim(in[5], 1) != m || TF_Dim(in[6], 1) != n) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpDenseRmsprop: shapes must be w [n,m], s [n,m], last [n], x [b,n], dz [b,m], x_next [b',n]");
+    return;
   }
   const int64_t z_dims[2] = {b_next, m};
-  out[2] = TF_AllocateOutput(ctx, 2, TF_FLOAT, z_dims, 2, (size_t)(b_next * m) * sizeof(float), status);
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, z_dims, 2, (size_t)(b_next * m) * sizeof(float), status);
   if (TF_GetCode(status) != TF_OK) return;
+  float* w = static_cast<float*>(TF_TensorData(in[0]));
+  float* s = static_cast<float*>(TF_TensorData(in[1]));
+  int32_t* last = static_cast<int32_t*>(TF_TensorData(in[2]));
+  const int32_t step_now = *static_cast<const int32_t*>(TF_TensorData(in[3]));
+  const float* x = static_cast<const float*>(TF_TensorData(in[4]));
+  const float* dz = static_cast<const float*>(TF_TensorData(in[5]));
+  const float* xn = static_cast<const float*>(TF_TensorData(in[6]));
+  run_parallel(Work{choose_full_panel(), w, s, x, dz, xn, w, s, last, step_now, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true,
+                    ROWS_PER_PANEL},
+               a->threads, static_cast<float*>(TF_TensorData(out[0])));
+}
 
-  const float* w = static_cast<const float*>(TF_TensorData(in[0]));
-  const float* s = static_cast<const float*>(TF_TensorData(in[1]));
-  const float* dz = static_cast<const float*>(TF_TensorData(in[3]));
-  float* w_out = static_cast<float*>(TF_TensorData(out[0]));
-  float* s_out = static_cast<float*>(TF_TensorData(out[1]));
-  float* z_next = static_cast<float*>(TF_TensorData(out[2]));
-  const float* const updated[4] = {w, s, w_out, s_out};
-  const FullPanel full = choose_full_panel(updated, m);
-  const float* x = static_cast<const float*>(TF_TensorData(in[2]));
-  const float* xn = static_cast<const float*>(TF_TensorData(in[4]));
-
-  run_parallel(Work{full, w, s, x, dz, xn, w_out, s_out, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true, ROWS_PER_PANEL}, a->threads, z_next);
+// XpRmspropCatchUp: the decays of s that rows without gradient have not had yet, up to `step`, in place.
+static void rmsprop_catch_up(const Attrs* a, TF_Tensor* const in[3], TF_Status* status) {
+  if (!is_matrix(in[0], TF_FLOAT) || TF_TensorType(in[1]) != TF_INT32 || TF_NumDims(in[1]) != 1 || TF_Dim(in[1], 0) != TF_Dim(in[0], 0) ||
+      TF_TensorType(in[2]) != TF_INT32 || TF_NumDims(in[2]) != 0) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpRmspropCatchUp: s must be a float32 matrix [n,m], last an int32 vector [n], step an int32 scalar");
+    return;
+  }
+  const int64_t n = TF_Dim(in[0], 0), m = TF_Dim(in[0], 1);
+  float* s = static_cast<float*>(TF_TensorData(in[0]));
+  int32_t* last = static_cast<int32_t*>(TF_TensorData(in[1]));
+  const int32_t step_now = *static_cast<const int32_t*>(TF_TensorData(in[2]));
+  for (int64_t i = 0; i < n; i++) {
+    for (int32_t d = last[i]; d < step_now; d++)
+      for (int64_t j = 0; j < m; j++) s[i * m + j] = a->rho * s[i * m + j];
+    if (last[i] < step_now) last[i] = step_now;
+  }
 }
 
 // XpSparseMatMul: z = x w for x [r,n] with mostly zero entries (backbone features), w [n,m].
@@ -424,7 +447,7 @@ static void sparse_matmul(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
   if (TF_GetCode(status) != TF_OK) return;
   const float* x = static_cast<const float*>(TF_TensorData(in[0]));
   const float* w = static_cast<const float*>(TF_TensorData(in[1]));
-  run_parallel(Work{choose_matmul_panel(), w, NULL, NULL, NULL, x, NULL, NULL, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
+  run_parallel(Work{choose_matmul_panel(), w, NULL, NULL, NULL, x, NULL, NULL, NULL, 0, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
                static_cast<float*>(TF_TensorData(out[0])));
 }
 
@@ -464,28 +487,46 @@ static void sparse_matmul_shapes(TF_ShapeInferenceContext* ctx, TF_Status* statu
 
 static void compute_dense_rmsprop(void* attrs, TF_OpKernelContext* ctx) {
   TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[5] = {NULL, NULL, NULL, NULL, NULL};
-  TF_Tensor* out[3] = {NULL, NULL, NULL};
-  for (int i = 0; i < 5 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
+  TF_Tensor* in[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+  TF_Tensor* out[1] = {NULL};
+  for (int i = 0; i < 7 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
   if (TF_GetCode(status) == TF_OK) dense_rmsprop(static_cast<const Attrs*>(attrs), ctx, in, out, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   for (TF_Tensor* t : in) TF_DeleteTensor(t);
-  for (TF_Tensor* t : out) TF_DeleteTensor(t);
+  TF_DeleteTensor(out[0]);
   TF_DeleteStatus(status);
 }
 
+static void compute_catch_up(void* attrs, TF_OpKernelContext* ctx) {
+  TF_Status* status = TF_NewStatus();
+  TF_Tensor* in[3] = {NULL, NULL, NULL};
+  for (int i = 0; i < 3 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
+  if (TF_GetCode(status) == TF_OK) rmsprop_catch_up(static_cast<const Attrs*>(attrs), in, status);
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
+  for (TF_Tensor* t : in) TF_DeleteTensor(t);
+  TF_DeleteStatus(status);
+}
+
+static void* create_catch_up(TF_OpKernelConstruction* ctx) {
+  Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
+  TF_Status* status = TF_NewStatus();
+  TF_OpKernelConstruction_GetAttrFloat(ctx, "rho", &a->rho, status);
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
+  TF_DeleteStatus(status);
+  return a;
+}
+
 // w_out and s_out: w's shape; z_next: [rows of x_next, columns of w].
+// z_next: [rows of x_next, columns of w].
 static void dense_rmsprop_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
   TF_ShapeHandle *w = TF_NewShapeHandle(), *x_next = TF_NewShapeHandle(), *rows = TF_NewShapeHandle(), *cols = TF_NewShapeHandle(),
                  *z = TF_NewShapeHandle();
   TF_ShapeInferenceContextGetInput(ctx, 0, w, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, 4, x_next, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, w, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 1, w, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, 6, x_next, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x_next, 0, 1, rows, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, w, 1, 2, cols, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, rows, cols, z, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 2, z, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, z, status);
   TF_ShapeHandle* handles[] = {w, x_next, rows, cols, z};
   for (TF_ShapeHandle* h : handles) TF_DeleteShapeHandle(h);
 }
@@ -495,12 +536,13 @@ static int register_ops(void) {
   TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder("XpDenseRmsprop");
   TF_OpDefinitionBuilderAddInput(op, "w: float");
   TF_OpDefinitionBuilderAddInput(op, "s: float");
+  TF_OpDefinitionBuilderAddInput(op, "last: int32");
+  TF_OpDefinitionBuilderAddInput(op, "step_now: int32");
   TF_OpDefinitionBuilderAddInput(op, "x: float");
   TF_OpDefinitionBuilderAddInput(op, "dz: float");
   TF_OpDefinitionBuilderAddInput(op, "x_next: float");
-  TF_OpDefinitionBuilderAddOutput(op, "w_out: float");
-  TF_OpDefinitionBuilderAddOutput(op, "s_out: float");
   TF_OpDefinitionBuilderAddOutput(op, "z_next: float");
+  TF_OpDefinitionBuilderSetIsStateful(op, true);  // it writes its inputs
   TF_OpDefinitionBuilderAddAttr(op, "rho: float");
   TF_OpDefinitionBuilderAddAttr(op, "eps: float");
   TF_OpDefinitionBuilderAddAttr(op, "step: float");
@@ -510,6 +552,19 @@ static int register_ops(void) {
   if (TF_GetCode(status) == TF_OK) {
     TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpDenseRmsprop", "CPU", create_dense_rmsprop, compute_dense_rmsprop, delete_attrs);
     TF_RegisterKernelBuilder("XpDenseRmsprop", kernel, status);
+  }
+  if (TF_GetCode(status) == TF_OK) {
+    TF_OpDefinitionBuilder* cu = TF_NewOpDefinitionBuilder("XpRmspropCatchUp");
+    TF_OpDefinitionBuilderAddInput(cu, "s: float");
+    TF_OpDefinitionBuilderAddInput(cu, "last: int32");
+    TF_OpDefinitionBuilderAddInput(cu, "step_now: int32");
+    TF_OpDefinitionBuilderAddAttr(cu, "rho: float");
+    TF_OpDefinitionBuilderSetIsStateful(cu, true);
+    TF_RegisterOpDefinition(cu, status);
+  }
+  if (TF_GetCode(status) == TF_OK) {
+    TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpRmspropCatchUp", "CPU", create_catch_up, compute_catch_up, delete_attrs);
+    TF_RegisterKernelBuilder("XpRmspropCatchUp", kernel, status);
   }
   if (TF_GetCode(status) == TF_OK) {
     TF_OpDefinitionBuilder* mm = TF_NewOpDefinitionBuilder("XpSparseMatMul");

@@ -43,20 +43,25 @@ function load(): boolean {
 const threads = () => Number(process.env.TF_NUM_INTRAOP_THREADS) || 0;
 
 /**
- * One RMSprop step (stored-slot form, see rmsprop.ts) of a dense kernel w [n,m] whose gradient is x^T dz,
- * for inputs x [b,n] and the loss gradient dz [b,m] at the layer's output, computed in the same pass as the
- * update. Returns the new kernel and slot, and xNext [b',n] times the new kernel when xNext is given (the
- * next batch's matmul, without reading the kernel again). Throws when the kernels are unavailable: check
- * nativeOps() first.
+ * One RMSprop step (stored-slot form, see rmsprop.ts) of a dense kernel w [n,m] whose gradient is x^T dz, for
+ * inputs x [b,n] and the loss gradient dz [b,m] at the layer's output, computed in the same pass as the update.
+ * It writes w and s in place (they must not share their buffers with any other tensor: copy before keeping
+ * weights aside) and visits only the kernel rows with a nonzero input in the batch: the others keep w, and their
+ * decays of s (s' = rho*s) wait in `last` (int32 [n], the step each row's s is up to date at) until the row is
+ * next visited or rmspropCatchUp runs; the result is the same, multiplication by multiplication. `step` counts
+ * this variable's updates from 1. With xNext [b',n], returns xNext times the new kernel (the next batch's
+ * matmul). Throws when the kernels are unavailable: check nativeOps() first.
  */
 export function denseRmsprop(
   w: tf.Tensor,
   s: tf.Tensor,
+  last: tf.Tensor,
+  step: number,
   x: tf.Tensor,
   dz: tf.Tensor,
   h: { rho: number; eps: number; step: number },
   xNext?: tf.Tensor,
-): { w: tf.Tensor; s: tf.Tensor; zNext?: tf.Tensor } {
+): tf.Tensor | undefined {
   if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
   const backend = tf.backend() as unknown as KernelBackend;
   const float = backend.binding.TF_ATTR_FLOAT;
@@ -66,10 +71,20 @@ export function denseRmsprop(
     { name: 'step', type: float, value: h.step },
     { name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() },
   ];
-  const next = xNext ?? tf.zeros([0, w.shape[0]]);
-  const [w2, s2, zNext] = backend.executeMultipleOutputs('XpDenseRmsprop', attrs, [w, s, x, dz, next], 3);
-  if (!xNext) tf.dispose([next, zNext]);
-  return { w: w2, s: s2, zNext: xNext ? zNext : undefined };
+  return tf.tidy(() => {
+    const next = xNext ?? tf.zeros([0, w.shape[0]]);
+    const [zNext] = backend.executeMultipleOutputs('XpDenseRmsprop', attrs, [w, s, last, tf.scalar(step, 'int32'), x, dz, next], 1);
+    return xNext ? zNext : undefined;
+  });
+}
+
+/** Brings every row of s up to `step` (the decays denseRmsprop left pending), in place. */
+export function rmspropCatchUp(s: tf.Tensor, last: tf.Tensor, step: number, rho: number): void {
+  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
+  const backend = tf.backend() as unknown as KernelBackend;
+  tf.tidy(() => {
+    backend.executeMultipleOutputs('XpRmspropCatchUp', [{ name: 'rho', type: backend.binding.TF_ATTR_FLOAT, value: rho }], [s, last, tf.scalar(step, 'int32')], 0);
+  });
 }
 
 /** x [r,n] times w [n,m], skipping the zeros of x (backbone features after a ReLU are mostly zeros). */

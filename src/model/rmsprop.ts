@@ -5,7 +5,7 @@
 //   Keras:  v' = rho*v + (1-rho)*g^2;  w' = w - lr*g / sqrt(v' + eps)
 //   stored: s = v/(1-rho), so s' = rho*s + g^2 and w' = w - (lr/sqrt(1-rho)) * g / sqrt(s' + eps/(1-rho))
 import * as tf from '@tensorflow/tfjs-node';
-import { denseRmsprop, nativeOps } from './native-ops.ts';
+import { denseRmsprop, nativeOps, rmspropCatchUp } from './native-ops.ts';
 import { compileFused, FUSED_MIN_SIZE, tfOps, type Ops } from './xla-update.ts';
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
@@ -21,6 +21,8 @@ export class KerasRMSprop extends tf.Optimizer {
   }
 
   private readonly slots = new Map<string, tf.Variable>();
+  // Kernels updated in place by applyDenseGradient: per row, the update its slot is up to date at.
+  private readonly lazy = new Map<string, { last: tf.Tensor; step: number }>();
   // Built on first use of a large variable, after the constructor has set the hyperparameters.
   private readonly fused = compileFused(3, (o, w, g, s) => rmspropStep(o, w, g, s, this.rho, this.eps, this.step));
 
@@ -45,6 +47,7 @@ export class KerasRMSprop extends tf.Optimizer {
     const list = Array.isArray(variableGradients) ? variableGradients : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
     for (const { name, tensor: g } of list) {
       if (g == null) continue;
+      this.catchUp(name);
       const value = tf.engine().registeredVariables[name];
       const slot = this.slot(name, value);
       tf.tidy(() => {
@@ -67,13 +70,19 @@ export class KerasRMSprop extends tf.Optimizer {
     if (!nativeOps()) return undefined;
     const value = tf.engine().registeredVariables[name];
     const slot = this.slot(name, value);
-    const zNext = tf.tidy(() => {
-      const r = denseRmsprop(value, slot, x, dz, { rho: this.rho, eps: this.eps, step: this.step }, xNext);
-      slot.assign(r.s);
-      value.assign(r.w);
-      return r.zNext;
-    });
+    let lazy = this.lazy.get(name);
+    if (!lazy) this.lazy.set(name, (lazy = { last: tf.keep(tf.zeros([value.shape[0]], 'int32')), step: 0 })); // outlives the step's tidy
+    lazy.step++;
+    // In place: the kernel and its slot keep their tensors (and dataIds); their contents change.
+    const zNext = denseRmsprop(value, slot, lazy.last, lazy.step, x, dz, { rho: this.rho, eps: this.eps, step: this.step }, xNext);
     return { zNext };
+  }
+
+  /** Applies the slot decays that applyDenseGradient left pending for a variable. */
+  private catchUp(name: string): void {
+    const lazy = this.lazy.get(name);
+    const slot = this.slots.get(name);
+    if (lazy && slot) rmspropCatchUp(slot, lazy.last, lazy.step, this.rho);
   }
 
   private slot(name: string, value: tf.Variable): tf.Variable {
@@ -86,6 +95,7 @@ export class KerasRMSprop extends tf.Optimizer {
   }
 
   async getWeights(): Promise<NamedTensor[]> {
+    for (const name of this.lazy.keys()) this.catchUp(name);
     const scale = 1 - this.rho;
     return [await this.saveIterations(), ...[...this.slots].map(([name, s]) => ({ name: `${name}/rms`, tensor: tf.mul(s, scale) }))];
   }
@@ -100,6 +110,8 @@ export class KerasRMSprop extends tf.Optimizer {
   }
 
   dispose(): void {
+    for (const { last } of this.lazy.values()) last.dispose();
+    this.lazy.clear();
     this.fused.dispose();
     for (const s of this.slots.values()) s.dispose();
     this.slots.clear();

@@ -246,10 +246,13 @@ function assignTrainers(states: State[]): void {
   states.forEach((s, i) => (s.trainer = states[trainers[i]]));
 }
 
-// A prefix member's model takes the trainer's current weights (tfjs tensors are immutable: no copy is made).
+// A prefix member's model takes a copy of the trainer's current weights (the trainer goes on updating its big
+// kernel in place).
 function settle(s: State): void {
   if (s.settled || s.trainer === s) return;
-  s.member.model.setWeights(s.trainer.member.model.getWeights());
+  const weights = snapshot(s.trainer.member.model);
+  s.member.model.setWeights(weights);
+  tf.dispose(weights);
   s.settled = true;
 }
 
@@ -288,8 +291,9 @@ function finish(s: State): void {
 
 const monitored = (logs: EpochLogs, key: string) => (logs as unknown as Record<string, number>)[key] ?? NaN;
 
+// Copies, not clones: a clone shares its buffer, and the dense-head step updates its kernel in place (step.ts).
 function snapshot(model: tf.LayersModel): tf.Tensor[] {
-  return model.getWeights().map((w) => w.clone());
+  return tf.tidy(() => model.getWeights().map((w) => tf.mul(w, tf.scalar(1, w.dtype))));
 }
 
 function flat(model: tf.LayersModel): tf.layers.Layer[] {
