@@ -170,6 +170,25 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
 // error ~1e-7, like a rounded float) where the CPU has one.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
+// z_next's terms from the panel's rows: for each next-batch row, the sum over its nonzeros of x times the
+// kernel row (ROW(r) gives the row's COLS/16 vectors), added into this thread's z_part.
+#define ADD_Z_TERMS(PANEL_ROWS, ROW)                                           \
+    for (int64_t q = 0; q < k->b_next; q++) {                                  \
+      const int32_t nr = P->nr[q];                                             \
+      if (nr == 0) continue;                                                   \
+      v16 acc[VECS];                                                           \
+      for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                        \
+      const int32_t* ri = P->r_idx + q * (PANEL_ROWS);                         \
+      const float* rv = P->r_val + q * (PANEL_ROWS);                           \
+      for (int32_t c = 0; c < nr; c++) {                                       \
+        const v16* wr = ROW(ri[c]);                                            \
+        const float x = rv[c];                                                 \
+        for (int v = 0; v < VECS; v++) acc[v] += x * wr[v];                    \
+      }                                                                        \
+      v16* z = (v16*)(k->z_part + q * k->m + j0);                              \
+      for (int v = 0; v < VECS; v++) z[v] += acc[v];                           \
+    }
+
 #define FULL_PANEL(NAME, INV_SQRT)                                             \
   static void NAME(const Work* k, const Panel* P, int64_t p0, int64_t j0) {    \
     v16 wp[ROWS_PER_PANEL][VECS];                                              \
@@ -202,41 +221,16 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
         w[v] = wp[r][v];                                                       \
       }                                                                        \
     }                                                                          \
-    for (int64_t q = 0; q < k->b_next; q++) {                                  \
-      const int32_t nr = P->nr[q];                                             \
-      if (nr == 0) continue;                                                   \
-      v16 acc[VECS];                                                           \
-      for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                        \
-      const int32_t* ri = P->r_idx + q * ROWS_PER_PANEL;                       \
-      const float* rv = P->r_val + q * ROWS_PER_PANEL;                         \
-      for (int32_t c = 0; c < nr; c++) {                                       \
-        const float x = rv[c];                                                 \
-        for (int v = 0; v < VECS; v++) acc[v] += x * wp[ri[c]][v];             \
-      }                                                                        \
-      v16* z = (v16*)(k->z_part + q * k->m + j0);                              \
-      for (int v = 0; v < VECS; v++) z[v] += acc[v];                           \
-    }                                                                          \
+    ADD_Z_TERMS(ROWS_PER_PANEL, PANEL_ROW)                                     \
   }
+#define PANEL_ROW(r) (wp[r])
 
 // XpSparseMatMul's full panel: z_next's terms straight from the panel's rows of w (in L1 once touched).
 #define MATMUL_PANEL(NAME)                                                     \
   static void NAME(const Work* k, const Panel* P, int64_t p0, int64_t j0) {    \
-    for (int64_t q = 0; q < k->b_next; q++) {                                  \
-      const int32_t nr = P->nr[q];                                             \
-      if (nr == 0) continue;                                                   \
-      v16 acc[VECS];                                                           \
-      for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                        \
-      const int32_t* ri = P->r_idx + q * MATMUL_ROWS_PER_PANEL;                \
-      const float* rv = P->r_val + q * MATMUL_ROWS_PER_PANEL;                  \
-      for (int32_t c = 0; c < nr; c++) {                                       \
-        const v16* wr = (const v16*)(k->w + (p0 + ri[c]) * k->m + j0);         \
-        const float x = rv[c];                                                 \
-        for (int v = 0; v < VECS; v++) acc[v] += x * wr[v];                    \
-      }                                                                        \
-      v16* z = (v16*)(k->z_part + q * k->m + j0);                              \
-      for (int v = 0; v < VECS; v++) z[v] += acc[v];                           \
-    }                                                                          \
+    ADD_Z_TERMS(MATMUL_ROWS_PER_PANEL, KERNEL_ROW)                             \
   }
+#define KERNEL_ROW(r) ((const v16*)(k->w + (p0 + (r)) * k->m + j0))
 MATMUL_PANEL(matmul_panel_generic)
 
 static inline v16 inv_sqrt_exact(v16 t) {
@@ -276,25 +270,23 @@ AVX2 static inline v16 inv_sqrt_avx2(v16 t) {
 AVX2 FULL_PANEL(full_panel_avx2, inv_sqrt_avx2)
 AVX512 MATMUL_PANEL(matmul_panel_avx512)
 AVX2 MATMUL_PANEL(matmul_panel_avx2)
+#else
+#define full_panel_avx512 full_panel_generic
+#define full_panel_avx2 full_panel_generic
+#define matmul_panel_avx512 matmul_panel_generic
+#define matmul_panel_avx2 matmul_panel_generic
 #endif
 
-// The widest version the CPU runs.
-static FullPanel choose_matmul_panel(void) {
+// The widest of three versions the CPU runs: AVX-512, AVX2 with FMA, or portable code.
+static FullPanel widest(FullPanel avx512, FullPanel avx2, FullPanel generic) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return matmul_panel_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return matmul_panel_avx2;
+  if (__builtin_cpu_supports("avx512f")) return avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2;
 #endif
-  return matmul_panel_generic;
-}
-
-static FullPanel choose_full_panel(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return full_panel_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return full_panel_avx2;
-#endif
-  return full_panel_generic;
+  (void)avx512;
+  (void)avx2;
+  return generic;
 }
 
 static void* run_rows(void* arg) {
@@ -334,17 +326,6 @@ static void* run_rows(void* arg) {
   return NULL;
 }
 
-static void* create_dense_rmsprop(TF_OpKernelConstruction* ctx) {
-  Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
-  TF_Status* status = TF_NewStatus();
-  TF_OpKernelConstruction_GetAttrFloat(ctx, "rho", &a->rho, status);
-  if (TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, status);
-  if (TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "step", &a->step, status);
-  if (TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "threads", &a->threads, status);
-  if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
-  TF_DeleteStatus(status);
-  return a;
-}
 
 static void delete_attrs(void* a) { free(a); }
 
@@ -411,13 +392,13 @@ static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
   const float* x = static_cast<const float*>(TF_TensorData(in[4]));
   const float* dz = static_cast<const float*>(TF_TensorData(in[5]));
   const float* xn = static_cast<const float*>(TF_TensorData(in[6]));
-  run_parallel(Work{choose_full_panel(), w, s, x, dz, xn, w, s, last, step_now, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true,
+  run_parallel(Work{widest(full_panel_avx512, full_panel_avx2, full_panel_generic), w, s, x, dz, xn, w, s, last, step_now, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true,
                     ROWS_PER_PANEL},
                a->threads, static_cast<float*>(TF_TensorData(out[0])));
 }
 
 // XpRmspropCatchUp: the decays of s that rows without gradient have not had yet, up to `step`, in place.
-static void rmsprop_catch_up(const Attrs* a, TF_Tensor* const in[3], TF_Status* status) {
+static void rmsprop_catch_up(const Attrs* a, TF_OpKernelContext*, TF_Tensor* const in[3], TF_Tensor**, TF_Status* status) {
   if (!is_matrix(in[0], TF_FLOAT) || TF_TensorType(in[1]) != TF_INT32 || TF_NumDims(in[1]) != 1 || TF_Dim(in[1], 0) != TF_Dim(in[0], 0) ||
       TF_TensorType(in[2]) != TF_INT32 || TF_NumDims(in[2]) != 0) {
     TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpRmspropCatchUp: s must be a float32 matrix [n,m], last an int32 vector [n], step an int32 scalar");
@@ -447,36 +428,48 @@ static void sparse_matmul(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
   if (TF_GetCode(status) != TF_OK) return;
   const float* x = static_cast<const float*>(TF_TensorData(in[0]));
   const float* w = static_cast<const float*>(TF_TensorData(in[1]));
-  run_parallel(Work{choose_matmul_panel(), w, NULL, NULL, NULL, x, NULL, NULL, NULL, 0, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
+  run_parallel(Work{widest(matmul_panel_avx512, matmul_panel_avx2, matmul_panel_generic), w, NULL, NULL, NULL, x, NULL, NULL, NULL, 0, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
                static_cast<float*>(TF_TensorData(out[0])));
 }
 
-static void compute_sparse_matmul(void* attrs, TF_OpKernelContext* ctx) {
+// TensorFlow's compute callback for a kernel F with IN inputs and OUT outputs: inputs in, outputs released.
+typedef void (*KernelFn)(const Attrs*, TF_OpKernelContext*, TF_Tensor* const*, TF_Tensor**, TF_Status*);
+template <int IN, int OUT, KernelFn F>
+static void compute(void* attrs, TF_OpKernelContext* ctx) {
   TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[2] = {NULL, NULL};
-  TF_Tensor* out[1] = {NULL};
-  for (int i = 0; i < 2 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
-  if (TF_GetCode(status) == TF_OK) sparse_matmul(static_cast<const Attrs*>(attrs), ctx, in, out, status);
+  TF_Tensor* in[IN] = {};
+  TF_Tensor* out[OUT > 0 ? OUT : 1] = {};
+  for (int i = 0; i < IN && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
+  if (TF_GetCode(status) == TF_OK) F(static_cast<const Attrs*>(attrs), ctx, in, out, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   for (TF_Tensor* t : in) TF_DeleteTensor(t);
-  TF_DeleteTensor(out[0]);
+  for (TF_Tensor* t : out) TF_DeleteTensor(t);
   TF_DeleteStatus(status);
 }
 
-static void* create_sparse_matmul(TF_OpKernelConstruction* ctx) {
+// TensorFlow's create callback: reads the attributes the op declares (RMSPROP: rho, eps, step; RHO: rho;
+// THREADS: threads).
+enum { RHO = 1, RMSPROP = 2, THREADS = 4 };
+template <int WHICH>
+static void* create(TF_OpKernelConstruction* ctx) {
   Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
   TF_Status* status = TF_NewStatus();
-  TF_OpKernelConstruction_GetAttrInt64(ctx, "threads", &a->threads, status);
+  if (WHICH & (RHO | RMSPROP)) TF_OpKernelConstruction_GetAttrFloat(ctx, "rho", &a->rho, status);
+  if ((WHICH & RMSPROP) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, status);
+  if ((WHICH & RMSPROP) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "step", &a->step, status);
+  if ((WHICH & THREADS) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "threads", &a->threads, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
   TF_DeleteStatus(status);
   return a;
 }
 
-static void sparse_matmul_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
+
+// Output 0: [rows of input a, columns of input b].
+static void rows_by_columns(TF_ShapeInferenceContext* ctx, int a, int b, TF_Status* status) {
   TF_ShapeHandle *x = TF_NewShapeHandle(), *w = TF_NewShapeHandle(), *rows = TF_NewShapeHandle(), *cols = TF_NewShapeHandle(),
                  *z = TF_NewShapeHandle();
-  TF_ShapeInferenceContextGetInput(ctx, 0, x, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, 1, w, status);
+  TF_ShapeInferenceContextGetInput(ctx, a, x, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, b, w, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x, 0, 1, rows, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, w, 1, 2, cols, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, rows, cols, z, status);
@@ -485,99 +478,50 @@ static void sparse_matmul_shapes(TF_ShapeInferenceContext* ctx, TF_Status* statu
   for (TF_ShapeHandle* h : handles) TF_DeleteShapeHandle(h);
 }
 
-static void compute_dense_rmsprop(void* attrs, TF_OpKernelContext* ctx) {
-  TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-  TF_Tensor* out[1] = {NULL};
-  for (int i = 0; i < 7 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
-  if (TF_GetCode(status) == TF_OK) dense_rmsprop(static_cast<const Attrs*>(attrs), ctx, in, out, status);
-  if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
-  for (TF_Tensor* t : in) TF_DeleteTensor(t);
-  TF_DeleteTensor(out[0]);
-  TF_DeleteStatus(status);
-}
+// z = x w
+static void sparse_matmul_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) { rows_by_columns(ctx, 0, 1, status); }
 
-static void compute_catch_up(void* attrs, TF_OpKernelContext* ctx) {
-  TF_Status* status = TF_NewStatus();
-  TF_Tensor* in[3] = {NULL, NULL, NULL};
-  for (int i = 0; i < 3 && TF_GetCode(status) == TF_OK; i++) TF_GetInput(ctx, i, &in[i], status);
-  if (TF_GetCode(status) == TF_OK) rmsprop_catch_up(static_cast<const Attrs*>(attrs), in, status);
-  if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
-  for (TF_Tensor* t : in) TF_DeleteTensor(t);
-  TF_DeleteStatus(status);
-}
+// z_next = x_next w
+static void dense_rmsprop_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) { rows_by_columns(ctx, 6, 0, status); }
 
-static void* create_catch_up(TF_OpKernelConstruction* ctx) {
-  Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
-  TF_Status* status = TF_NewStatus();
-  TF_OpKernelConstruction_GetAttrFloat(ctx, "rho", &a->rho, status);
-  if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
-  TF_DeleteStatus(status);
-  return a;
-}
 
-// w_out and s_out: w's shape; z_next: [rows of x_next, columns of w].
-// z_next: [rows of x_next, columns of w].
-static void dense_rmsprop_shapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
-  TF_ShapeHandle *w = TF_NewShapeHandle(), *x_next = TF_NewShapeHandle(), *rows = TF_NewShapeHandle(), *cols = TF_NewShapeHandle(),
-                 *z = TF_NewShapeHandle();
-  TF_ShapeInferenceContextGetInput(ctx, 0, w, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(ctx, 6, x_next, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x_next, 0, 1, rows, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, w, 1, 2, cols, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, rows, cols, z, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, z, status);
-  TF_ShapeHandle* handles[] = {w, x_next, rows, cols, z};
-  for (TF_ShapeHandle* h : handles) TF_DeleteShapeHandle(h);
+typedef struct {
+  const char* name;
+  const char* specs[12];  // "in:...", "out:...", "attr:..."; unused slots are NULL
+  bool stateful;          // it writes its inputs
+  void (*shapes)(TF_ShapeInferenceContext*, TF_Status*);
+  void* (*create)(TF_OpKernelConstruction*);
+  void (*compute)(void*, TF_OpKernelContext*);
+} OpSpec;
+
+static const OpSpec OPS[] = {
+    {"XpDenseRmsprop",
+     {"in:w: float", "in:s: float", "in:last: int32", "in:step_now: int32", "in:x: float", "in:dz: float", "in:x_next: float",
+      "out:z_next: float", "attr:rho: float", "attr:eps: float", "attr:step: float", "attr:threads: int = 0"},
+     true, dense_rmsprop_shapes, create<RMSPROP | THREADS>, compute<7, 1, dense_rmsprop>},
+    {"XpRmspropCatchUp", {"in:s: float", "in:last: int32", "in:step_now: int32", "attr:rho: float"}, true, NULL, create<RHO>,
+     compute<3, 0, rmsprop_catch_up>},
+    {"XpSparseMatMul", {"in:x: float", "in:w: float", "out:z: float", "attr:threads: int = 0"}, false, sparse_matmul_shapes, create<THREADS>,
+     compute<2, 1, sparse_matmul>},
+};
+static void add_spec(TF_OpDefinitionBuilder* op, const char* spec) {
+  if (!strncmp(spec, "in:", 3)) TF_OpDefinitionBuilderAddInput(op, spec + 3);
+  else if (!strncmp(spec, "out:", 4)) TF_OpDefinitionBuilderAddOutput(op, spec + 4);
+  else TF_OpDefinitionBuilderAddAttr(op, spec + 5);
 }
 
 static int register_ops(void) {
   TF_Status* status = TF_NewStatus();
-  TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder("XpDenseRmsprop");
-  TF_OpDefinitionBuilderAddInput(op, "w: float");
-  TF_OpDefinitionBuilderAddInput(op, "s: float");
-  TF_OpDefinitionBuilderAddInput(op, "last: int32");
-  TF_OpDefinitionBuilderAddInput(op, "step_now: int32");
-  TF_OpDefinitionBuilderAddInput(op, "x: float");
-  TF_OpDefinitionBuilderAddInput(op, "dz: float");
-  TF_OpDefinitionBuilderAddInput(op, "x_next: float");
-  TF_OpDefinitionBuilderAddOutput(op, "z_next: float");
-  TF_OpDefinitionBuilderSetIsStateful(op, true);  // it writes its inputs
-  TF_OpDefinitionBuilderAddAttr(op, "rho: float");
-  TF_OpDefinitionBuilderAddAttr(op, "eps: float");
-  TF_OpDefinitionBuilderAddAttr(op, "step: float");
-  TF_OpDefinitionBuilderAddAttr(op, "threads: int = 0");
-  TF_OpDefinitionBuilderSetShapeInferenceFunction(op, dense_rmsprop_shapes);
-  TF_RegisterOpDefinition(op, status);
-  if (TF_GetCode(status) == TF_OK) {
-    TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpDenseRmsprop", "CPU", create_dense_rmsprop, compute_dense_rmsprop, delete_attrs);
-    TF_RegisterKernelBuilder("XpDenseRmsprop", kernel, status);
-  }
-  if (TF_GetCode(status) == TF_OK) {
-    TF_OpDefinitionBuilder* cu = TF_NewOpDefinitionBuilder("XpRmspropCatchUp");
-    TF_OpDefinitionBuilderAddInput(cu, "s: float");
-    TF_OpDefinitionBuilderAddInput(cu, "last: int32");
-    TF_OpDefinitionBuilderAddInput(cu, "step_now: int32");
-    TF_OpDefinitionBuilderAddAttr(cu, "rho: float");
-    TF_OpDefinitionBuilderSetIsStateful(cu, true);
-    TF_RegisterOpDefinition(cu, status);
-  }
-  if (TF_GetCode(status) == TF_OK) {
-    TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpRmspropCatchUp", "CPU", create_catch_up, compute_catch_up, delete_attrs);
-    TF_RegisterKernelBuilder("XpRmspropCatchUp", kernel, status);
-  }
-  if (TF_GetCode(status) == TF_OK) {
-    TF_OpDefinitionBuilder* mm = TF_NewOpDefinitionBuilder("XpSparseMatMul");
-    TF_OpDefinitionBuilderAddInput(mm, "x: float");
-    TF_OpDefinitionBuilderAddInput(mm, "w: float");
-    TF_OpDefinitionBuilderAddOutput(mm, "z: float");
-    TF_OpDefinitionBuilderAddAttr(mm, "threads: int = 0");
-    TF_OpDefinitionBuilderSetShapeInferenceFunction(mm, sparse_matmul_shapes);
-    TF_RegisterOpDefinition(mm, status);
-  }
-  if (TF_GetCode(status) == TF_OK) {
-    TF_KernelBuilder* kernel = TF_NewKernelBuilder("XpSparseMatMul", "CPU", create_sparse_matmul, compute_sparse_matmul, delete_attrs);
-    TF_RegisterKernelBuilder("XpSparseMatMul", kernel, status);
+  for (const OpSpec& spec : OPS) {
+    TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder(spec.name);
+    for (const char* s : spec.specs)
+      if (s) add_spec(op, s);
+    if (spec.stateful) TF_OpDefinitionBuilderSetIsStateful(op, true);
+    if (spec.shapes) TF_OpDefinitionBuilderSetShapeInferenceFunction(op, spec.shapes);
+    TF_RegisterOpDefinition(op, status);
+    if (TF_GetCode(status) != TF_OK) break;
+    TF_RegisterKernelBuilder(spec.name, TF_NewKernelBuilder(spec.name, "CPU", spec.create, spec.compute, delete_attrs), status);
+    if (TF_GetCode(status) != TF_OK) break;
   }
   const int ok = TF_GetCode(status) == TF_OK;
   TF_DeleteStatus(status);
