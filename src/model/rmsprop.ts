@@ -1,7 +1,9 @@
 // Keras 3's RMSprop (epsilon inside the square root, as Keras and tfjs both do) in fewer tensor passes than
 // tf.train.rmsprop: the reference head's 38.5M-weight kernel makes every elementwise pass cost ~11 ms on 2 cores,
 // and tfjs' version makes ~15 of them per step (it even computes the mean square twice). Here: 8, or for large
-// variables an XLA-fused update (xla-update.ts) that streams w, g, s in and w, s out: ~30 ms instead of ~86.
+// variables an XLA-fused update (xla-update.ts) that streams w, g, s in and w, s out: ~30 ms instead of ~86. A dense
+// kernel on backbone features goes further (applyDenseGradient): its gradient never exists as a tensor, and
+// the native kernel (native-ops.ts) updates in place only the rows with input.
 //   Keras:  v' = rho*v + (1-rho)*g^2;  w' = w - lr*g / sqrt(v' + eps)
 //   stored: s = v/(1-rho), so s' = rho*s + g^2 and w' = w - (lr/sqrt(1-rho)) * g / sqrt(s' + eps/(1-rho))
 import * as tf from '@tensorflow/tfjs-node';
