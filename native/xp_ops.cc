@@ -77,9 +77,9 @@ typedef void (*FullPanel)(const struct Work*, const Panel*, int64_t, int64_t);
 
 typedef struct Work {
   FullPanel full_panel;
-  const float *w, *s, *x, *dz;  // x: [b][n]
+  float *w, *s;                 // the update writes both in place; the matmul only reads w
+  const float *x, *dz;          // x: [b][n]
   const float* xn;              // x_next: [b_next][n]
-  float *w_out, *s_out;         // the update writes w and s in place: these are w and s
   int32_t* last;                // per kernel row, the step its s was last brought up to date at
   int32_t step_now;             // this update's step (1, 2, ...)
   float* z_part;  // this thread's share of z_next (its rows' terms), [b_next][m]
@@ -149,9 +149,9 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
       float sv = k->s[at + j];
       for (int32_t d = 0; d < P->pending[r]; d++) sv = k->rho * sv;
       const float next = k->rho * sv + g[j] * g[j];
-      k->s_out[at + j] = next;
+      k->s[at + j] = next;
       wp[r][j] = k->w[at + j] - k->step * (g[j] / sqrtf(next + k->eps));
-      k->w_out[at + j] = wp[r][j];
+      k->w[at + j] = wp[r][j];
     }
   }
   for (int64_t q = 0; q < k->b_next; q++) {
@@ -195,8 +195,8 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
     v16 wp[ROWS_PER_PANEL][VECS];                                              \
     for (int r = 0; r < ROWS_PER_PANEL; r++) {                                 \
       const int64_t at = (p0 + r) * k->m + j0;                                 \
-      v16* w = (v16*)(k->w_out + at);                                          \
-      v16* s = (v16*)(k->s_out + at);                                          \
+      v16* w = (v16*)(k->w + at);                                              \
+      v16* s = (v16*)(k->s + at);                                              \
       const int32_t nb = P->nb[r];                                             \
       if (nb == 0) {                                                           \
         if (P->used[r])                                                        \
@@ -405,7 +405,7 @@ static void dense_rmsprop(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
   const float* x = static_cast<const float*>(TF_TensorData(in[4]));
   const float* dz = static_cast<const float*>(TF_TensorData(in[5]));
   const float* xn = static_cast<const float*>(TF_TensorData(in[6]));
-  run_parallel(Work{widest(full_panel_avx512, full_panel_avx2, full_panel_generic), w, s, x, dz, xn, w, s, last, step_now, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true,
+  run_parallel(Work{widest(full_panel_avx512, full_panel_avx2, full_panel_generic), w, s, x, dz, xn, last, step_now, NULL, n, m, b, b_next, 0, 0, a->rho, a->eps, a->step, true,
                     ROWS_PER_PANEL},
                a->threads, static_cast<float*>(TF_TensorData(out[0])));
 }
@@ -440,8 +440,8 @@ static void sparse_matmul(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
   out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 2, (size_t)(r * m) * sizeof(float), status);
   if (TF_GetCode(status) != TF_OK) return;
   const float* x = static_cast<const float*>(TF_TensorData(in[0]));
-  const float* w = static_cast<const float*>(TF_TensorData(in[1]));
-  run_parallel(Work{widest(matmul_panel_avx512, matmul_panel_avx2, matmul_panel_generic), w, NULL, NULL, NULL, x, NULL, NULL, NULL, 0, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
+  float* w = static_cast<float*>(TF_TensorData(in[1]));  // read only
+  run_parallel(Work{widest(matmul_panel_avx512, matmul_panel_avx2, matmul_panel_generic), w, NULL, NULL, NULL, x, NULL, 0, NULL, n, m, 0, r, 0, 0, 0, 0, 0, false, MATMUL_ROWS_PER_PANEL}, a->threads,
                static_cast<float*>(TF_TensorData(out[0])));
 }
 
