@@ -14,6 +14,7 @@
 // the next step's forward matmul would read the whole kernel again, while here w' is still in cache.
 //
 // XpSparseMatMul: x w for features x that are mostly zeros, skipping them (validation and predictions).
+// XpScaleShift: x * scale - shift in place.
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -45,7 +46,7 @@ extern void TF_OpKernelConstruction_GetAttrInt64(TF_OpKernelConstruction* ctx, c
 }
 
 typedef struct {
-  float rho, eps, step;
+  float rho, eps, step, scale, shift;
   int64_t threads;
 } Attrs;
 
@@ -446,6 +447,23 @@ static void sparse_matmul(const Attrs* a, TF_OpKernelContext* ctx, TF_Tensor* co
                static_cast<float*>(TF_TensorData(out[0])));
 }
 
+// XpScaleShift: x = x * scale - shift, in place (Glorot init: uniform [0,1) numbers to [-limit, limit) without
+// two more fresh buffers of the kernel's size). Two roundings, as TensorFlow's Mul then Sub: no fused multiply-add.
+__attribute__((optimize("fp-contract=off"))) static void scale_shift(const Attrs* a, TF_OpKernelContext*, TF_Tensor* const in[1], TF_Tensor**,
+                                                                    TF_Status* status) {
+  if (TF_TensorType(in[0]) != TF_FLOAT) {
+    TF_SetStatus(status, TF_INVALID_ARGUMENT, "XpScaleShift: x must be float32");
+    return;
+  }
+  float* x = static_cast<float*>(TF_TensorData(in[0]));
+  int64_t n = 1;
+  for (int d = 0; d < TF_NumDims(in[0]); d++) n *= TF_Dim(in[0], d);
+  for (int64_t i = 0; i < n; i++) {
+    const float scaled = x[i] * a->scale;
+    x[i] = scaled - a->shift;
+  }
+}
+
 // TensorFlow's compute callback for a kernel F with IN inputs and OUT outputs: inputs in, outputs released.
 typedef void (*KernelFn)(const Attrs*, TF_OpKernelContext*, TF_Tensor* const*, TF_Tensor**, TF_Status*);
 template <int IN, int OUT, KernelFn F>
@@ -462,8 +480,8 @@ static void compute(void* attrs, TF_OpKernelContext* ctx) {
 }
 
 // TensorFlow's create callback: reads the attributes the op declares (RMSPROP: rho, eps, step; RHO: rho;
-// THREADS: threads).
-enum { RHO = 1, RMSPROP = 2, THREADS = 4 };
+// THREADS: threads; AFFINE: scale, shift).
+enum { RHO = 1, RMSPROP = 2, THREADS = 4, AFFINE = 8 };
 template <int WHICH>
 static void* create(TF_OpKernelConstruction* ctx) {
   Attrs* a = static_cast<Attrs*>(calloc(1, sizeof(Attrs)));
@@ -472,6 +490,8 @@ static void* create(TF_OpKernelConstruction* ctx) {
   if ((WHICH & RMSPROP) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, status);
   if ((WHICH & RMSPROP) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "step", &a->step, status);
   if ((WHICH & THREADS) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "threads", &a->threads, status);
+  if ((WHICH & AFFINE) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "scale", &a->scale, status);
+  if ((WHICH & AFFINE) && TF_GetCode(status) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "shift", &a->shift, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
   TF_DeleteStatus(status);
   return a;
@@ -517,6 +537,7 @@ static const OpSpec OPS[] = {
      compute<3, 0, rmsprop_catch_up>},
     {"XpSparseMatMul", {"in:x: float", "in:w: float", "out:z: float", "attr:threads: int = 0"}, false, sparse_matmul_shapes, create<THREADS>,
      compute<2, 1, sparse_matmul>},
+    {"XpScaleShift", {"in:x: float", "attr:scale: float", "attr:shift: float"}, true, NULL, create<AFFINE>, compute<1, 0, scale_shift>},
 };
 static void add_spec(TF_OpDefinitionBuilder* op, const char* spec) {
   if (!strncmp(spec, "in:", 3)) TF_OpDefinitionBuilderAddInput(op, spec + 3);

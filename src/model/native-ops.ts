@@ -93,3 +93,11 @@ export function sparseMatMul(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
   const backend = tf.backend() as unknown as KernelBackend;
   return backend.executeMultipleOutputs('XpSparseMatMul', [{ name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() }], [x, w], 1)[0];
 }
+
+/** x * scale - shift, in place (two roundings, as tf.sub(tf.mul(x, scale), shift)). */
+export function scaleShift(x: tf.Tensor, scale: number, shift: number): void {
+  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
+  const backend = tf.backend() as unknown as KernelBackend;
+  const float = backend.binding.TF_ATTR_FLOAT;
+  backend.executeMultipleOutputs('XpScaleShift', [{ name: 'scale', type: float, value: scale }, { name: 'shift', type: float, value: shift }], [x], 0);
+}

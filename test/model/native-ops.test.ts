@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { afterEach, expect, it } from 'vitest';
-import { denseRmsprop, nativeOps, rmspropCatchUp, sparseMatMul } from '../../src/model/native-ops.ts';
+import { denseRmsprop, nativeOps, rmspropCatchUp, scaleShift, sparseMatMul } from '../../src/model/native-ops.ts';
 
 afterEach(() => {
   delete process.env.TF_NUM_INTRAOP_THREADS;
@@ -107,4 +107,14 @@ it.each([
     expect(z.shape).toEqual([r, m]);
     expect(tf.max(tf.abs(tf.sub(z, reference))).dataSync()[0] / tf.max(tf.abs(reference)).dataSync()[0]).toBeLessThan(1e-5);
   });
+});
+
+it('XpScaleShift rounds as a multiplication then a subtraction, in place', () => {
+  const x = tf.randomUniform([1000, 37], 0, 1, 'float32', 5);
+  const expected = tf.tidy(() => tf.sub(tf.mul(x, 0.0123), 0.00615));
+  const id = x.dataId;
+  scaleShift(x, 0.0123, 0.00615);
+  expect(x.dataId).toBe(id);
+  expect(Array.from(x.dataSync())).toEqual(Array.from(expected.dataSync())); // bit for bit
+  tf.dispose([x, expected]);
 });
