@@ -122,7 +122,12 @@ async function runInProcess(
       // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.
       if (!loaded.sweep) throw error;
       progress.line(`trial(s) ${group.map((t) => t.index).join(', ')} FAILED: ${(error as Error).message}`);
-      outcomes.push(...group.map((t) => ({ name: t.name, status: 'FAILED' as const, error: (error as Error).message, history: [], runDir: '', wallSeconds: 0 })));
+      // Trials of the group done before the failure stay FINISHED.
+      const closed = (error as { outcomes?: Outcome[] }).outcomes;
+      outcomes.push(
+        ...(closed?.map((o) => ({ ...o, ...tracking?.ids(o.runDir) })) ??
+          group.map((t) => ({ name: t.name, status: 'FAILED' as const, error: (error as Error).message, history: [], runDir: '', wallSeconds: 0 }))),
+      );
     }
   }
   return outcomes;

@@ -19,9 +19,15 @@ import type { Progress } from './progress.ts';
 export interface Member {
   label?: string;
   experiment: Experiment;
-  /** Compiled head: features -> probabilities (frozen backbone), or the whole model (fine-tuning). */
+  /**
+   * Compiled head: features -> probabilities (frozen backbone), or the whole model (fine-tuning). A member that
+   * trains as the first epochs of a longer one may be given that one's model: it is done before the longer one
+   * trains on, and reads the weights there.
+   */
   model: tf.LayersModel;
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
+  /** The member is done (its epochs ran, it stopped early, or the run was interrupted); `model` holds its final weights until this returns. */
+  onDone?(result: MemberResult): Promise<void>;
 }
 
 export interface MemberResult {
@@ -118,6 +124,23 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     return inputs.map((input, i) => ({ input, target: labelTensor(labels[i], data.numClasses), n: labels[i].length }));
   };
 
+  // A member's end: its best weights restored where asked, its confusion matrix, its outputs (onDone).
+  const results = new Map<State, MemberResult>();
+  const everything = Int32Array.from({ length: data.validation.count }, (_, i) => i);
+  const complete = async (s: State) => {
+    if (results.has(s)) return;
+    finish(s);
+    const result = {
+      history: s.history,
+      bestEpoch: s.best?.epoch,
+      stoppedEarly: s.stoppedEarly,
+      tensorsPerEpoch: s.tensorsPerEpoch,
+      confusion: confusionMatrix(s.member.model, everything, data, evalChunk, validationInput),
+    };
+    results.set(s, result);
+    await s.member.onDone?.(result);
+  };
+
   let globalStep = 0;
   try {
     for (let epoch = 1; epoch <= maxEpochs && !opts.shouldStop(); epoch++) {
@@ -181,18 +204,12 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
         s.tensorsPerEpoch.push(tf.memory().numTensors);
         progress.epochEnd(epoch, logs, s.member.label);
         await s.member.onEpochEnd(epoch, logs);
+        if (epoch === s.epochs || s.done) await complete(s); // before its trainer trains on
       }
     }
     for (const s of states) settle(s); // interrupted: prefixes take the weights a lone run would have had
-    for (const s of states) finish(s);
-    const everything = [Int32Array.from({ length: data.validation.count }, (_, i) => i)];
-    return states.map((s) => ({
-      history: s.history,
-      bestEpoch: s.best?.epoch,
-      stoppedEarly: s.stoppedEarly,
-      tensorsPerEpoch: s.tensorsPerEpoch,
-      confusion: confusionMatrix(s.member.model, everything[0], data, evalChunk, validationInput),
-    }));
+    for (const s of [...states].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await complete(s); // prefixes first
+    return states.map((s) => results.get(s)!);
   } finally {
     for (const s of states) s.step.dispose();
     tf.dispose(validationFeatures);
@@ -247,9 +264,9 @@ function assignTrainers(states: State[]): void {
 }
 
 // A prefix member's model takes a copy of the trainer's current weights (the trainer goes on updating its big
-// kernel in place).
+// kernel in place); one given the trainer's model has them.
 function settle(s: State): void {
-  if (s.settled || s.trainer === s) return;
+  if (s.settled || s.trainer === s || s.member.model === s.trainer.member.model) return;
   const weights = snapshot(s.trainer.member.model);
   s.member.model.setWeights(weights);
   tf.dispose(weights);

@@ -13,6 +13,7 @@ import { layerSummary } from '../model/summary.ts';
 import type { Callbacks, EpochLogs, RunEndInfo } from './callbacks.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
+import { trainersOf, usesTrainerModel } from './sharing.ts';
 import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
 import type { Progress } from './progress.ts';
 
@@ -71,15 +72,24 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   const forward = frozen ? await compileForInference(backbone.model) : undefined;
   progress.line(`Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`);
 
-  const members = trials.map((t) => {
-    const { runId, runDir } = newRunDir(opts.runsRoot, t.experiment.name);
-    writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
+  // A trial trained as the first epochs of a longer one (sharing.ts) is given that one's model when it can: its
+  // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
+  const trainers = trainersOf(trials.map((t) => t.experiment));
+  const owner = trials.map((t, i) => (trainers[i] !== i && usesTrainerModel(t.experiment) ? trainers[i] : i));
+  const models = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
+  for (const i of new Set(owner)) {
+    const t = trials[i];
     const head = buildHead(backbone.featureShape, t.experiment.head, data.numClasses, { seed: t.experiment.training.seed });
     const model = frozen ? head : composeModel(backbone.model, head);
     model.compile({ optimizer: buildOptimizer(t.experiment.optimizer), loss: lossFor(data.numClasses), metrics: ['accuracy'] });
-    const full = frozen ? composeModel(backbone.model, head) : model;
+    models.set(i, { head, model, full: frozen ? composeModel(backbone.model, head) : model });
+  }
+  const members = trials.map((t, i) => {
+    const { runId, runDir } = newRunDir(opts.runsRoot, t.experiment.name);
+    writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
+    const { head, model, full } = models.get(owner[i])!;
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
-    return { spec: t, runId, runDir, head, model, full, started: Date.now() };
+    return { spec: t, runId, runDir, head, model, full };
   });
 
   for (const m of members) {
@@ -102,17 +112,31 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     }
   }
 
-  let results: MemberResult[] = [];
+  // Each trial's outputs and run end as soon as it is done (a prefix trial's mid-group), else FAILED below.
+  const outcomes: (TrialOutcome | undefined)[] = members.map(() => undefined);
+  const close = async (i: number, r: MemberResult | undefined, failure?: Error) => {
+    const m = members[i];
+    const history = r?.history ?? [];
+    // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
+    const complete = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
+    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !complete ? 'KILLED' : 'FINISHED';
+    const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
+    const wallSeconds = (Date.now() - started) / 1000;
+    const end: RunEndInfo = { status, error: failure?.message, bestEpoch: r?.bestEpoch, history, artifacts, wallSeconds };
+    for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
+    outcomes[i] = { name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, bestEpoch: r?.bestEpoch, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] };
+  };
   let failure: Error | undefined;
   try {
-    results = await trainGroup(
-      members.map((m) => ({
+    await trainGroup(
+      members.map((m, i) => ({
         label: trials.length > 1 ? m.spec.name : undefined,
         experiment: m.spec.experiment,
         model: m.model,
         onEpochEnd: async (epoch, logs) => {
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },
+        onDone: (r) => close(i, r),
       })),
       { data, backbone, forward, progress, shouldStop: opts.shouldStop },
     );
@@ -121,28 +145,16 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   } finally {
     forward?.dispose();
   }
+  for (const i of members.keys()) if (!outcomes[i]) await close(i, undefined, failure ?? new Error('training ended without this trial'));
 
-  const killed = opts.shouldStop();
-  const outcomes: TrialOutcome[] = [];
-  for (const [i, m] of members.entries()) {
-    const r = results[i];
-    const history = r?.history ?? [];
-    // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
-    const complete = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
-    const status: RunEndInfo['status'] = failure ? 'FAILED' : killed && !complete ? 'KILLED' : 'FINISHED';
-    const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
-    const wallSeconds = (Date.now() - started) / 1000;
-    const end: RunEndInfo = { status, error: failure?.message, bestEpoch: r?.bestEpoch, history, artifacts, wallSeconds };
-    for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
-    outcomes.push({ name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, bestEpoch: r?.bestEpoch, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] });
-    m.model.optimizer?.dispose();
-  }
+  for (const m of models.values()) m.model.optimizer?.dispose();
   // Container.dispose() follows layer reference counts that composing models shifts; freeing the weights
   // themselves is exact. The backbone is shared by every member of the group.
-  const weights = new Set([...backbone.model.weights, ...members.flatMap((m) => m.head.weights)]);
+  const weights = new Set([...backbone.model.weights, ...[...models.values()].flatMap((m) => m.head.weights)]);
   for (const w of weights) w.dispose();
-  if (failure) throw failure; // every run above is closed (FAILED) before the error surfaces
-  return { outcomes, data };
+  // Every run above is closed (FAILED unless it was done before) before the error surfaces, with the outcomes.
+  if (failure) throw Object.assign(failure, { outcomes });
+  return { outcomes: outcomes as TrialOutcome[], data };
 }
 
 async function writeOutputs(

@@ -35,3 +35,11 @@ export function trainersOf(experiments: Experiment[]): number[] {
   });
   return keys.map((key) => longest.get(key)!);
 }
+
+/**
+ * Whether a trial trained as another's first epochs can use that one's model when its own last epoch ends,
+ * holding no weights of its own: yes unless it restores best weights at its end (then it keeps a copy).
+ */
+export function usesTrainerModel(e: Experiment): boolean {
+  return !e.training.checkpoint.save_best_only && !e.training.early_stopping?.restore_best_weights;
+}

@@ -101,6 +101,40 @@ describe('training loop', () => {
     prefix.forEach((w, i) => w.forEach((v, j) => expect(v).toBeCloseTo(lone[i][j], 5))); // trained, not initial, weights
   });
 
+  it('a prefix trial is done, with its outputs, before its group goes on: a later failure leaves it FINISHED', async () => {
+    const { trials } = await loadExperiment(writeExperiment('prefix-then-fail', 'sweep:\n  training.epochs: [1, 2]\n'));
+    const specs = trials.map(spec);
+    let prefixDir = '';
+    let prefixSaved = false;
+    specs[0].callbacks = [{ onRunStart: (info) => void (prefixDir = info.runDir) }];
+    specs[1].callbacks = [
+      {
+        onEpochEnd: (epoch) => {
+          if (epoch !== 2) return;
+          prefixSaved = fs.existsSync(path.join(prefixDir, 'model/model.json'));
+          throw new Error('boom at epoch 2');
+        },
+      },
+    ];
+    const error = await runGroup(specs, opts()).then(() => undefined, (e) => e);
+    expect(error?.message).toBe('boom at epoch 2');
+    expect(prefixSaved).toBe(true); // written when its last epoch ended, not at the end of the group
+    expect(error.outcomes.map((o: { status: string }) => o.status)).toEqual(['FINISHED', 'FAILED']);
+    expect(error.outcomes[0].history).toHaveLength(1);
+  });
+
+  it('a prefix trial that restores its best weights keeps a copy of its own and ends as alone', async () => {
+    const best = ['training.checkpoint={monitor: val_loss, save_best_only: true}'];
+    const { trials } = await loadExperiment(writeExperiment('prefix-best', 'sweep:\n  training.epochs: [2, 3]\n'), { set: best });
+    const together = await runGroup(trials.map(spec), opts());
+    const alone = await runGroup([spec(trials[0])], opts());
+    expect(together.outcomes.map((o) => o.status)).toEqual(['FINISHED', 'FINISHED']);
+    expect(together.outcomes[0].history.map((h) => h.val_loss)).toEqual(alone.outcomes[0].history.map((h) => h.val_loss));
+    expect(together.outcomes[0].bestEpoch).toBe(alone.outcomes[0].bestEpoch);
+    const read = (dir: string) => fs.readFileSync(path.join(dir, 'model/weights.bin'));
+    expect(read(together.outcomes[0].runDir).equals(read(alone.outcomes[0].runDir))).toBe(true);
+  });
+
   it('early stopping ends a run when the monitored metric stops improving, with the best weights restored', async () => {
     const { trials } = await loadExperiment(writeExperiment('early', ''), {
       set: ['training.epochs=6', 'training.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}'],
