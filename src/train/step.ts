@@ -3,13 +3,15 @@
 // the step skips that layer's kernel gradient: the backward pass stops at the layer's output (dz), and the
 // optimizer updates the kernel from x and dz in one pass (KerasRMSprop.applyDenseGradient). The math is
 // trainOnBatch's: same loss and metric functions, same layers in training mode, same optimizer; only the order
-// of float additions in the kernel gradient differs. Predictions of such a head multiply its mostly-zero
+// of float additions in the kernel gradient differs, and for the usual heads the layers after the large Dense are
+// differentiated in closed form (tail.ts) rather than under a tape. Predictions of such a head multiply its mostly-zero
 // features by the kernel skipping the zeros (native-ops.ts). Any other model, or without the native kernels,
 // takes trainOnBatch and predict.
 import * as tf from '@tensorflow/tfjs-node';
 import { nativeOps, sparseMatMul } from '../model/native-ops.ts';
 import { KerasRMSprop } from '../model/rmsprop.ts';
 import { FUSED_MIN_SIZE } from '../model/xla-update.ts';
+import { tailBackprop, type CompiledInternals, type DenseInternals } from './tail.ts';
 
 export interface TrainStep {
   /** `next`: the next batch's input when it is already known, for the one-pass step to prepare its matmul. */
@@ -18,28 +20,15 @@ export interface TrainStep {
   dispose(): void;
   /** 'dense-head' when the first Dense kernel is updated in one pass, else 'trainOnBatch'. */
   kind: 'dense-head' | 'trainOnBatch';
+  /** For a dense head: the layers after the large Dense through tail.ts, or under a gradient tape. */
+  backprop?: 'written-out' | 'tape';
 }
 
 export function trainStep(model: tf.LayersModel): TrainStep {
   const fused = denseHeadStep(model);
-  if (fused) return Object.assign(fused.step, { kind: 'dense-head' as const, dispose: fused.dispose });
+  if (fused) return Object.assign(fused.step, { kind: 'dense-head' as const, dispose: fused.dispose, backprop: fused.backprop });
   const step = async (x: tf.Tensor, y: tf.Tensor) => [(await model.trainOnBatch(x, y)) as number[]].flat();
   return Object.assign(step, { kind: 'trainOnBatch' as const, dispose: () => {} });
-}
-
-// The parts of tfjs-layers' Dense and LayersModel this step reads (present at runtime, private in the typings).
-interface DenseInternals {
-  kernel: { read(): tf.Variable; trainable: boolean };
-  bias: { read(): tf.Variable } | null;
-  activation: { apply(x: tf.Tensor): tf.Tensor };
-  kernelRegularizer?: unknown;
-  kernelConstraint?: unknown;
-}
-type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
-interface CompiledInternals {
-  lossFunctions: LossFn[];
-  metricsTensors: [LossFn, number][];
-  calculateLosses(): tf.Scalar[];
 }
 
 /** The model as pooling -> large Dense -> rest, when it is one (and the native kernels are loaded). */
@@ -77,13 +66,32 @@ export function predictor(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
     });
 }
 
-function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => Promise<number[]>; dispose: () => void } | undefined {
+function denseHeadStep(
+  model: tf.LayersModel,
+): { step: (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => Promise<number[]>; dispose: () => void; backprop: 'written-out' | 'tape' } | undefined {
   // Not instanceof: tfjs' Optimizer answers it for any object with minimize and applyGradients.
   const head = model.optimizer?.constructor === KerasRMSprop ? denseHead(model) : undefined;
   if (!head) return undefined;
   const optimizer = model.optimizer as KerasRMSprop;
   const { dense, after, flatten, matMul, compiled } = head;
   const others = () => model.trainableWeights.map((w) => w.read() as tf.Variable).filter((v) => v !== dense.kernel.read());
+  const tail = tailBackprop(dense, after, compiled);
+
+  // The loss, metrics, kernel output gradient and other variables' gradients: written out, or from a tape.
+  const backward = (z: tf.Tensor, y: tf.Tensor) => {
+    if (tail) return tail(z, y);
+    const metrics: tf.Scalar[] = [];
+    const variables = others();
+    const totalLoss = () => {
+      let out = dense.bias ? tf.add(z, dense.bias.read()) : z;
+      out = dense.activation.apply(out);
+      for (const l of after) out = l.apply(out, { training: true }) as tf.Tensor;
+      for (const [metric] of compiled.metricsTensors) metrics.push(tf.keep(tf.mean(metric(y, out))));
+      return compiled.calculateLosses().reduce((total, r) => tf.add(total, r), tf.mean(compiled.lossFunctions[0](y, out))) as tf.Scalar;
+    };
+    const { value, grads } = tf.engine().gradients(totalLoss, [z, ...variables]);
+    return { loss: value, metrics, dz: grads[0], grads: variables.map((v, i) => ({ name: v.name, tensor: grads[i + 1] })) };
+  };
 
   // The update computes the next batch's x W with the new kernel; valid while the input and kernel are those.
   let prepared: { x: tf.Tensor; kernel: object; z: tf.Tensor } | undefined;
@@ -95,29 +103,20 @@ function denseHeadStep(model: tf.LayersModel): { step: (x: tf.Tensor, y: tf.Tens
     prepared = undefined;
     const values = tf.tidy(() => {
       const input = flatten(x);
-      const z = ready ?? matMul(input); // outside the tape: no kernel gradient is recorded
-      const metrics: tf.Tensor[] = [];
-      const variables = others();
-      const totalLoss = () => {
-        let out = dense.bias ? tf.add(z, dense.bias.read()) : z;
-        out = dense.activation.apply(out);
-        for (const l of after) out = l.apply(out, { training: true }) as tf.Tensor;
-        for (const [metric] of compiled.metricsTensors) metrics.push(tf.keep(tf.mean(metric(y, out))));
-        return compiled.calculateLosses().reduce((total, r) => tf.add(total, r), tf.mean(compiled.lossFunctions[0](y, out))) as tf.Scalar;
-      };
-      const { value, grads } = tf.engine().gradients(totalLoss, [z, ...variables]);
-      optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: grads[i + 1] })));
-      const updated = optimizer.applyDenseGradient(dense.kernel.read().name, input, grads[0], next && flatten(next));
+      const z = ready ?? matMul(input); // outside any tape: no kernel gradient is recorded
+      const { loss, metrics, dz, grads } = backward(z, y);
+      optimizer.applyGradients(grads);
+      const updated = optimizer.applyDenseGradient(dense.kernel.read().name, input, dz, next && flatten(next));
       if (!updated) throw new Error('xp: the native dense update became unavailable');
       if (updated.zNext) prepared = { x: next!, kernel: kernelData(), z: tf.keep(updated.zNext) };
-      return [value, ...metrics];
+      return [loss, ...metrics];
     });
     ready?.dispose();
     const numbers = values.map((v) => v.dataSync()[0]);
     tf.dispose(values);
     return numbers;
   };
-  return { step, dispose: () => (prepared?.z.dispose(), (prepared = undefined)) };
+  return { step, dispose: () => (prepared?.z.dispose(), (prepared = undefined)), backprop: tail ? 'written-out' : 'tape' };
 }
 
 /** The model's layers after its input when they form a chain (each feeds only the next), else undefined. */

@@ -4,24 +4,50 @@ import { buildHead, lossFor } from '../../src/model/head.ts';
 import { buildOptimizer } from '../../src/model/optimizer.ts';
 import { predictor, trainStep } from '../../src/train/step.ts';
 
-// A head whose first kernel (1024 x 256) is large enough for the one-pass update.
-const head = (optimizer: 'rmsprop' | 'adam' = 'rmsprop') => {
-  const model = buildHead([4, 4, 64], { pooling: 'flatten', units: [256, 16], activation: 'relu', dropout: 0.3 }, 2, { seed: 5 });
-  model.compile({ optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+// Heads whose first kernel (1024 x 256) is large enough for the one-pass update.
+type Shape = { units: number[]; activation: string; dropout: number; classes: number };
+const REFERENCE: Shape = { units: [256, 16], activation: 'relu', dropout: 0.3, classes: 2 };
+const head = (optimizer: 'rmsprop' | 'adam' = 'rmsprop', shape: Shape = REFERENCE) => {
+  const model = buildHead([4, 4, 64], { pooling: 'flatten', units: shape.units, activation: shape.activation as 'relu', dropout: shape.dropout }, shape.classes, { seed: 5 });
+  model.compile({ optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }), loss: lossFor(shape.classes), metrics: ['accuracy'] });
   return model;
 };
+const targets = (classes: number) =>
+  classes === 2 ? tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]) : tf.oneHot(tf.tensor1d(Array.from({ length: 20 }, (_, i) => i % classes), 'int32'), classes).toFloat();
 
 const setDropoutSeed = (model: tf.LayersModel, seed: number) => {
   for (const l of model.layers) if (l.getClassName() === 'Dropout') (l as unknown as { seed: number }).seed = seed;
 };
 
-it('the one-pass dense-head step follows trainOnBatch: same losses, metrics and weights, no leaks', async () => {
-  const fused = head();
-  const reference = head();
+it.each([
+  ['binary, relu, two Dense layers and dropout (the reference shape)', REFERENCE],
+  ['3 classes (softmax), tanh, no dropout', { units: [256], activation: 'tanh', dropout: 0, classes: 3 }],
+  ['5 classes, sigmoid hidden layers, dropout', { units: [256, 8], activation: 'sigmoid', dropout: 0.5, classes: 5 }],
+  ['binary, linear, dropout', { units: [256], activation: 'linear', dropout: 0.2, classes: 2 }],
+])('the one-pass dense-head step follows trainOnBatch: same losses, metrics and weights, no leaks: %s', async (_, shape) => {
+  await followsTrainOnBatch(() => head('rmsprop', shape), targets(shape.classes), 'written-out');
+});
+
+it('a head with a regularizer after the large Dense takes the gradient tape, and follows trainOnBatch too', async () => {
+  const make = () => {
+    const input = tf.input({ shape: [4, 4, 64] });
+    const flat = tf.layers.flatten().apply(input);
+    const hidden = tf.layers.dense({ units: 256, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }).apply(flat);
+    const out = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelRegularizer: tf.regularizers.l2({ l2: 0.01 }), kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }).apply(hidden);
+    const model = tf.model({ inputs: input, outputs: out as tf.SymbolicTensor });
+    model.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+    return model;
+  };
+  await followsTrainOnBatch(make, targets(2), 'tape');
+});
+
+async function followsTrainOnBatch(make: () => tf.LayersModel, y: tf.Tensor, backprop: 'written-out' | 'tape') {
+  const fused = make();
+  const reference = make();
   const step = trainStep(fused);
   expect(step.kind).toBe('dense-head');
+  expect(step.backprop).toBe(backprop);
   const x = tf.randomNormal([20, 4, 4, 64], 0, 1, 'float32', 9);
-  const y = tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]);
   let before = 0;
   for (let i = 0; i < 8; i++) {
     // Optimizer slots exist from the first step on, and from then on one prepared matmul for the next batch.
@@ -39,7 +65,7 @@ it('the one-pass dense-head step follows trainOnBatch: same losses, metrics and 
   expect(tf.memory().numTensors).toBe(before - 1); // the last step had no next batch to prepare for
   const a = fused.getWeights();
   const b = reference.getWeights();
-  const start = head().getWeights();
+  const start = make().getWeights();
   for (let i = 0; i < a.length; i++) {
     const moved = tf.max(tf.abs(tf.sub(b[i], start[i]))).dataSync()[0];
     expect(moved).toBeGreaterThan(0); // every variable trained, the fused kernel included
@@ -50,7 +76,7 @@ it('the one-pass dense-head step follows trainOnBatch: same losses, metrics and 
   step.dispose();
   expect(tf.memory().numTensors).toBe(after);
   tf.dispose([x, y]);
-});
+}
 
 it('other heads and optimizers keep trainOnBatch', () => {
   expect(trainStep(head('adam')).kind).toBe('trainOnBatch');
