@@ -127,6 +127,10 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   // A member's end: its best weights restored where asked, its confusion matrix, its outputs (onDone).
   const results = new Map<State, MemberResult>();
   const everything = Int32Array.from({ length: data.validation.count }, (_, i) => i);
+  // Cached features go through in one call, as they are (a gather would copy them: 150 MB for the reference).
+  const wholeValidation: [Int32Array, () => tf.Tensor][] = validationFeatures
+    ? [[everything, () => validationFeatures]]
+    : chunks(everything, evalChunk).map((idx) => [idx, () => validationInput(idx)]);
   const complete = async (s: State) => {
     if (results.has(s)) return;
     finish(s);
@@ -135,7 +139,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       bestEpoch: s.best?.epoch,
       stoppedEarly: s.stoppedEarly,
       tensorsPerEpoch: s.tensorsPerEpoch,
-      confusion: confusionMatrix(s.member.model, everything, data, evalChunk, validationInput),
+      confusion: confusionMatrix(s.member.model, data, wholeValidation),
     };
     results.set(s, result);
     await s.member.onDone?.(result);
@@ -225,12 +229,13 @@ function predict(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
   return p;
 }
 
-function confusionMatrix(model: tf.LayersModel, idx: Int32Array, data: PreparedData, chunk: number, input: ValidationInput): number[][] {
+/** Over the given parts of the validation set: sample indices and their inputs. */
+function confusionMatrix(model: tf.LayersModel, data: PreparedData, parts: [Int32Array, () => tf.Tensor][]): number[][] {
   const k = data.numClasses;
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  for (const part of chunks(idx, chunk)) {
+  for (const [part, input] of parts) {
     const predicted = tf.tidy(() => {
-      const p = predict(model)(input(part));
+      const p = predict(model)(input());
       return (k === 2 ? tf.greater(p, 0.5).reshape([-1]).toInt() : tf.argMax(p, 1)).dataSync();
     });
     part.forEach((i, j) => matrix[data.validation.labels[i]][predicted[j]]++);
