@@ -54,7 +54,7 @@ typedef struct {
 // zero input adds nothing to a gradient or to a matmul. Each panel of kernel rows first lists its nonzero inputs;
 // skipping the zeros leaves every sum with the same terms in the same order, so the results are those of the
 // dense loops. A kernel row whose inputs are all zero has a zero gradient: s' = rho*s and w' = w exactly.
-#define ROWS_PER_PANEL 16
+#define ROWS_PER_PANEL 64
 #define COLS 64
 #define VECS (COLS / 16)
 
