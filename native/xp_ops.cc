@@ -169,7 +169,7 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
 // A full panel, ROWS_PER_PANEL rows by the columns' whole blocks of COLS, with 16-float vectors (GCC's vector
 // extension: one AVX-512 register, two AVX2 ones). Each row is updated from its first block to its last, so
 // that w and s are read and written as one sequential stream per row (4 KB each for the reference): walking the
-// panel a column block at a time instead, 16 rows apart, took a third longer (24 vs 18 ms a step). A block's
+// panel a column block at a time instead, a row apart, took a third longer (24 vs 18 ms a step). A block's
 // COLS/16 gradient accumulators stay in registers while the row's nonzero batch rows are summed. z_next then
 // takes its terms from the panel's new rows, still in cache. 1/sqrt is the hardware estimate refined by one
 // Newton step (relative error ~1e-7, like a rounded float) where the CPU has one.
