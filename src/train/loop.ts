@@ -187,28 +187,39 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const trainSeconds = (Date.now() - started) / 1000;
       const validationIndices = concat(Array.from({ length: validationSteps }, () => validationStream.next()));
       const validation = new Map<State, { loss: number; accuracy: number }>();
-      for (const s of active) {
-        const trained = s.trainer.member.model;
-        let val = validation.get(s.trainer);
-        if (!val) validation.set(s.trainer, (val = evaluate(trained, validationIndices, evalChunk, data, validationInput)));
-        const sum = sums.get(s.trainer)!;
-        const logs: EpochLogs = {
-          loss: sum.loss / sum.n,
-          accuracy: sum.accuracy / sum.n,
-          val_loss: val.loss,
-          val_accuracy: val.accuracy,
-          learning_rate: s.member.experiment.optimizer.learning_rate,
-          // In a group the epoch is shared: its wall time so far, as each trial saw it.
-          epoch_seconds: (Date.now() - started) / 1000,
-          images_per_second: images / trainSeconds,
-        };
-        s.history.push(logs);
-        track(s, epoch, logs, trained);
-        if (epoch === s.epochs || s.done) settle(s);
-        s.tensorsPerEpoch.push(tf.memory().numTensors);
-        progress.epochEnd(epoch, logs, s.member.label);
-        await s.member.onEpochEnd(epoch, logs);
-        if (epoch === s.epochs || s.done) await complete(s); // before its trainer trains on
+      // The epoch's validation inputs are gathered once for all the group's heads.
+      const gathered = new Map<number, tf.Tensor>();
+      const epochInput = (idx: Int32Array) => {
+        let input = gathered.get(idx.byteOffset);
+        if (!input) gathered.set(idx.byteOffset, (input = tf.keep(validationInput(idx))));
+        return input;
+      };
+      try {
+        for (const s of active) {
+          const trained = s.trainer.member.model;
+          let val = validation.get(s.trainer);
+          if (!val) validation.set(s.trainer, (val = evaluate(trained, validationIndices, evalChunk, data, epochInput)));
+          const sum = sums.get(s.trainer)!;
+          const logs: EpochLogs = {
+            loss: sum.loss / sum.n,
+            accuracy: sum.accuracy / sum.n,
+            val_loss: val.loss,
+            val_accuracy: val.accuracy,
+            learning_rate: s.member.experiment.optimizer.learning_rate,
+            // In a group the epoch is shared: its wall time so far, as each trial saw it.
+            epoch_seconds: (Date.now() - started) / 1000,
+            images_per_second: images / trainSeconds,
+          };
+          s.history.push(logs);
+          track(s, epoch, logs, trained);
+          if (epoch === s.epochs || s.done) settle(s);
+          s.tensorsPerEpoch.push(tf.memory().numTensors);
+          progress.epochEnd(epoch, logs, s.member.label);
+          await s.member.onEpochEnd(epoch, logs);
+          if (epoch === s.epochs || s.done) await complete(s); // before its trainer trains on
+        }
+      } finally {
+        tf.dispose([...gathered.values()]);
       }
     }
     for (const s of states) settle(s); // interrupted: prefixes take the weights a lone run would have had
