@@ -187,18 +187,23 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const trainSeconds = (Date.now() - started) / 1000;
       const validationIndices = concat(Array.from({ length: validationSteps }, () => validationStream.next()));
       const validation = new Map<State, { loss: number; accuracy: number }>();
-      // The epoch's validation inputs are gathered once for all the group's heads.
+      // The epoch's validation inputs are gathered once for all the group's heads; when the epoch validates on
+      // the whole set, on the cached features as they are (the sums do not depend on the order).
       const gathered = new Map<number, tf.Tensor>();
       const epochInput = (idx: Int32Array) => {
         let input = gathered.get(idx.byteOffset);
         if (!input) gathered.set(idx.byteOffset, (input = tf.keep(validationInput(idx))));
         return input;
       };
+      const validationParts: [Int32Array, () => tf.Tensor][] =
+        validationFeatures && isPermutation(validationIndices, data.validation.count)
+          ? wholeValidation
+          : chunks(validationIndices, evalChunk).map((idx) => [idx, () => epochInput(idx)]);
       try {
         for (const s of active) {
           const trained = s.trainer.member.model;
           let val = validation.get(s.trainer);
-          if (!val) validation.set(s.trainer, (val = evaluate(trained, validationIndices, evalChunk, data, epochInput)));
+          if (!val) validation.set(s.trainer, (val = evaluate(trained, validationParts, data)));
           const sum = sums.get(s.trainer)!;
           const logs: EpochLogs = {
             loss: sum.loss / sum.n,
@@ -230,8 +235,6 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     tf.dispose(validationFeatures);
   }
 }
-
-type ValidationInput = (idx: Int32Array) => tf.Tensor;
 
 const predictors = new WeakMap<tf.LayersModel, (x: tf.Tensor) => tf.Tensor>();
 function predict(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
@@ -355,15 +358,15 @@ function cacheFeatures(split: Split, size: [number, number], batchSize: number, 
 }
 
 /** Loss and accuracy over the given validation samples, Keras-style (sample-weighted means). */
-function evaluate(model: tf.LayersModel, samples: Int32Array, chunk: number, data: PreparedData, input: ValidationInput): { loss: number; accuracy: number } {
+function evaluate(model: tf.LayersModel, parts: [Int32Array, () => tf.Tensor][], data: PreparedData): { loss: number; accuracy: number } {
   let loss = 0;
   let correct = 0;
   let n = 0;
-  for (const idx of chunks(samples, chunk)) {
+  for (const [idx, input] of parts) {
     const [l, c] = tf.tidy(() => {
       const y = data.validation.labels;
       const labels = Int32Array.from(idx, (i) => y[i]);
-      const p = predict(model)(input(idx));
+      const p = predict(model)(input());
       return batchLossAndCorrect(p, labels, data.numClasses);
     });
     loss += l;
@@ -371,6 +374,17 @@ function evaluate(model: tf.LayersModel, samples: Int32Array, chunk: number, dat
     n += idx.length;
   }
   return { loss: loss / n, accuracy: correct / n };
+}
+
+/** Every index of 0..n-1 exactly once. */
+function isPermutation(idx: Int32Array, n: number): boolean {
+  if (idx.length !== n) return false;
+  const seen = new Uint8Array(n);
+  for (const i of idx) {
+    if (i < 0 || i >= n || seen[i]) return false;
+    seen[i] = 1;
+  }
+  return true;
 }
 
 function chunks(idx: Int32Array, size: number): Int32Array[] {

@@ -135,6 +135,14 @@ describe('training loop', () => {
     expect(read(together.outcomes[0].runDir).equals(read(alone.outcomes[0].runDir))).toBe(true);
   });
 
+  it('an epoch that validates on the whole set gives the accuracy of the confusion matrix', async () => {
+    const { trials } = await loadExperiment(writeExperiment('whole-validation', ''), { set: ['training.validation_steps=125', 'training.epochs=1'] }); // 125 x 8 = 1000
+    const [o] = (await runGroup(trials.map(spec), opts())).outcomes;
+    const confusion = JSON.parse(fs.readFileSync(path.join(o.runDir, 'confusion_matrix.json'), 'utf8'));
+    expect(confusion.matrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(1000);
+    expect(o.history[0].val_accuracy).toBeCloseTo(confusion.accuracy, 10);
+  });
+
   it('early stopping ends a run when the monitored metric stops improving, with the best weights restored', async () => {
     const { trials } = await loadExperiment(writeExperiment('early', ''), {
       set: ['training.epochs=6', 'training.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}'],
