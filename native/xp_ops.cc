@@ -175,24 +175,27 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
 // Newton step (relative error ~1e-7, like a rounded float) where the CPU has one.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
-// z_next's terms from the panel's rows: for each next-batch row, the sum over its nonzeros of x times the
-// kernel row (ROW(r) gives the row's COLS/16 vectors), added into this thread's z_part.
+// One next-batch row q's terms for the column block at j0: the sum over its nonzeros in the panel of x times the
+// kernel row (ROW(r) gives the row's COLS/16 vectors at j0), added into this thread's z_part.
+#define Z_TERMS_OF_ROW(PANEL_ROWS, ROW)                                        \
+  {                                                                            \
+    const int32_t* ri = P->r_idx + q * (PANEL_ROWS);                           \
+    const float* rv = P->r_val + q * (PANEL_ROWS);                             \
+    v16 acc[VECS];                                                             \
+    for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                          \
+    for (int32_t c = 0; c < P->nr[q]; c++) {                                   \
+      const v16* wr = ROW(ri[c]);                                              \
+      const float x = rv[c];                                                   \
+      for (int v = 0; v < VECS; v++) acc[v] += x * wr[v];                      \
+    }                                                                          \
+    v16* z = (v16*)(k->z_part + q * k->m + j0);                                \
+    for (int v = 0; v < VECS; v++) z[v] += acc[v];                             \
+  }
+
+// z_next's terms from the panel's rows for the column block at j0, every next-batch row.
 #define ADD_Z_TERMS(PANEL_ROWS, ROW)                                           \
-    for (int64_t q = 0; q < k->b_next; q++) {                                  \
-      const int32_t nr = P->nr[q];                                             \
-      if (nr == 0) continue;                                                   \
-      v16 acc[VECS];                                                           \
-      for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                        \
-      const int32_t* ri = P->r_idx + q * (PANEL_ROWS);                         \
-      const float* rv = P->r_val + q * (PANEL_ROWS);                           \
-      for (int32_t c = 0; c < nr; c++) {                                       \
-        const v16* wr = ROW(ri[c]);                                            \
-        const float x = rv[c];                                                 \
-        for (int v = 0; v < VECS; v++) acc[v] += x * wr[v];                    \
-      }                                                                        \
-      v16* z = (v16*)(k->z_part + q * k->m + j0);                              \
-      for (int v = 0; v < VECS; v++) z[v] += acc[v];                           \
-    }
+    for (int64_t q = 0; q < k->b_next; q++)                                    \
+      if (P->nr[q] > 0) Z_TERMS_OF_ROW(PANEL_ROWS, ROW)
 
 #define FULL_PANEL(NAME, INV_SQRT)                                             \
   static void NAME(const Work* k, const Panel* P, int64_t p0, int64_t cols) {  \
@@ -229,23 +232,9 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 // another (its slice of z is touched once per panel).
 #define MATMUL_PANEL(NAME)                                                     \
   static void NAME(const Work* k, const Panel* P, int64_t p0, int64_t cols) {  \
-    for (int64_t q = 0; q < k->b_next; q++) {                                  \
-      const int32_t nr = P->nr[q];                                             \
-      if (nr == 0) continue;                                                   \
-      const int32_t* ri = P->r_idx + q * MATMUL_ROWS_PER_PANEL;                \
-      const float* rv = P->r_val + q * MATMUL_ROWS_PER_PANEL;                  \
-      for (int64_t j0 = 0; j0 < cols; j0 += COLS) {                            \
-        v16 acc[VECS];                                                         \
-        for (int v = 0; v < VECS; v++) acc[v] = (v16){0};                      \
-        for (int32_t c = 0; c < nr; c++) {                                     \
-          const v16* wr = KERNEL_ROW(ri[c]);                                   \
-          const float x = rv[c];                                               \
-          for (int v = 0; v < VECS; v++) acc[v] += x * wr[v];                  \
-        }                                                                      \
-        v16* z = (v16*)(k->z_part + q * k->m + j0);                            \
-        for (int v = 0; v < VECS; v++) z[v] += acc[v];                         \
-      }                                                                        \
-    }                                                                          \
+    for (int64_t q = 0; q < k->b_next; q++)                                    \
+      if (P->nr[q] > 0)                                                        \
+        for (int64_t j0 = 0; j0 < cols; j0 += COLS) Z_TERMS_OF_ROW(MATMUL_ROWS_PER_PANEL, KERNEL_ROW) \
   }
 #define KERNEL_ROW(r) ((const v16*)(k->w + (p0 + (r)) * k->m + j0))
 MATMUL_PANEL(matmul_panel_generic)
