@@ -27,7 +27,7 @@ export interface Member {
   model: tf.LayersModel;
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
   /** The member is done (its epochs ran, it stopped early, or the run was interrupted); `model` holds its final weights until this returns. */
-  onDone?(result: MemberResult): Promise<void>;
+  onDone(result: MemberResult): Promise<void>;
 }
 
 export interface MemberResult {
@@ -76,7 +76,8 @@ interface State {
   step: TrainStep;
 }
 
-export async function trainGroup(members: Member[], opts: LoopOptions): Promise<MemberResult[]> {
+/** Trains the group; each member's result goes to its onDone as soon as the member is done. */
+export async function trainGroup(members: Member[], opts: LoopOptions): Promise<void> {
   const shared = members[0].experiment;
   const { data, backbone, progress } = opts;
   const size = shared.data.image_size;
@@ -125,24 +126,24 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   };
 
   // A member's end: its best weights restored where asked, its confusion matrix, its outputs (onDone).
-  const results = new Map<State, MemberResult>();
+  const completed = new Set<State>();
   const everything = Int32Array.from({ length: data.validation.count }, (_, i) => i);
   // Cached features go through in one call, as they are (a gather would copy them: 150 MB for the reference).
   const wholeValidation: [Int32Array, () => tf.Tensor][] = validationFeatures
     ? [[everything, () => validationFeatures]]
     : chunks(everything, evalChunk).map((idx) => [idx, () => validationInput(idx)]);
   const complete = async (s: State) => {
-    if (results.has(s)) return;
+    if (completed.has(s)) return;
+    completed.add(s);
     finish(s);
-    const result = {
+    const result: MemberResult = {
       history: s.history,
       bestEpoch: s.best?.epoch,
       stoppedEarly: s.stoppedEarly,
       tensorsPerEpoch: s.tensorsPerEpoch,
       confusion: confusionMatrix(s.member.model, data, wholeValidation),
     };
-    results.set(s, result);
-    await s.member.onDone?.(result);
+    await s.member.onDone(result);
   };
 
   let globalStep = 0;
@@ -229,7 +230,6 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     }
     for (const s of states) settle(s); // interrupted: prefixes take the weights a lone run would have had
     for (const s of [...states].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await complete(s); // prefixes first
-    return states.map((s) => results.get(s)!);
   } finally {
     for (const s of states) s.step.dispose();
     tf.dispose(validationFeatures);
