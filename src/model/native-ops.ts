@@ -42,6 +42,12 @@ function load(): boolean {
 /** Threads for a kernel: as many as TensorFlow's own pools get (`--parallel` divides them), else all cores. */
 const threads = () => Number(process.env.TF_NUM_INTRAOP_THREADS) || 0;
 
+/** The backend that runs xp's kernels; throws when they are unavailable (check nativeOps() first). */
+function kernelBackend(): KernelBackend {
+  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
+  return tf.backend() as unknown as KernelBackend;
+}
+
 /**
  * One RMSprop step (stored-slot form, see rmsprop.ts) of a dense kernel w [n,m] whose gradient is x^T dz, for
  * inputs x [b,n] and the loss gradient dz [b,m] at the layer's output, computed in the same pass as the update.
@@ -62,8 +68,7 @@ export function denseRmsprop(
   h: { rho: number; eps: number; step: number },
   xNext?: tf.Tensor,
 ): tf.Tensor | undefined {
-  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
-  const backend = tf.backend() as unknown as KernelBackend;
+  const backend = kernelBackend();
   const float = backend.binding.TF_ATTR_FLOAT;
   const attrs = [
     { name: 'rho', type: float, value: h.rho },
@@ -80,8 +85,7 @@ export function denseRmsprop(
 
 /** Brings every row of s up to `step` (the decays denseRmsprop left pending), in place. */
 export function rmspropCatchUp(s: tf.Tensor, last: tf.Tensor, step: number, rho: number): void {
-  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
-  const backend = tf.backend() as unknown as KernelBackend;
+  const backend = kernelBackend();
   tf.tidy(() => {
     backend.executeMultipleOutputs('XpRmspropCatchUp', [{ name: 'rho', type: backend.binding.TF_ATTR_FLOAT, value: rho }], [s, last, tf.scalar(step, 'int32')], 0);
   });
@@ -89,15 +93,13 @@ export function rmspropCatchUp(s: tf.Tensor, last: tf.Tensor, step: number, rho:
 
 /** x [r,n] times w [n,m], skipping the zeros of x (backbone features after a ReLU are mostly zeros). */
 export function sparseMatMul(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
-  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
-  const backend = tf.backend() as unknown as KernelBackend;
+  const backend = kernelBackend();
   return backend.executeMultipleOutputs('XpSparseMatMul', [{ name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() }], [x, w], 1)[0];
 }
 
 /** x * scale - shift, in place (two roundings, as tf.sub(tf.mul(x, scale), shift)). */
 export function scaleShift(x: tf.Tensor, scale: number, shift: number): void {
-  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
-  const backend = tf.backend() as unknown as KernelBackend;
+  const backend = kernelBackend();
   const float = backend.binding.TF_ATTR_FLOAT;
   backend.executeMultipleOutputs('XpScaleShift', [{ name: 'scale', type: float, value: scale }, { name: 'shift', type: float, value: shift }], [x], 0);
 }
