@@ -5,12 +5,12 @@ import path from 'node:path';
 import { loadExperiment, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
 import { XpError } from '../errors.ts';
-import type { Callbacks } from '../train/callbacks.ts';
+import type { Callbacks } from '../events.ts';
 import type { TrialOutcome } from '../train/run.ts';
 import type { PreparedData } from '../train/data.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
 import { groupTrials, trainersOf } from '../train/sharing.ts';
-import { repoRoot } from '../tracking/server.ts';
+import { mlflowStoreDir, repoRoot, runsRoot } from '../paths.ts';
 
 export interface RunOptions {
   set?: string[];
@@ -26,8 +26,6 @@ export interface RunOptions {
   only?: number[];
   parentRunId?: string;
 }
-
-export const runsRoot = () => process.env.XP_RUNS_DIR || path.join(repoRoot, 'runs');
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
   const loaded = await loadExperiment(file, { set: opts.set, sweep: opts.sweep });
@@ -217,12 +215,12 @@ function interruptible(progress: Progress) {
 async function connectTracking(base: Experiment, progress: Progress) {
   const { resolveTrackingUri } = await import('../tracking/server.ts');
   const tracker = await import('../tracking/tracker.ts');
-  const server = await resolveTrackingUri({ experimentUri: base.tracking.uri, storeDir: path.join(runsRoot(), 'mlflow') }).catch((error) => {
+  const server = await resolveTrackingUri({ experimentUri: base.tracking.uri, storeDir: mlflowStoreDir() }).catch((error) => {
     throw new XpError(`cannot reach or start MLflow: ${error.message}`, { cause: error, hint: 'run with --no-track to train without tracking, or set MLFLOW_TRACKING_URI to a running server' });
   });
   const uri = server.url;
   const experimentName = base.tracking.experiment_name ?? base.name;
-  progress.line(`MLflow: ${uri} (${server.source === 'embedded' ? `embedded, store ${path.relative(process.cwd(), path.join(runsRoot(), 'mlflow')) || '.'}` : server.source})`);
+  progress.line(`MLflow: ${uri} (${server.source === 'embedded' ? `embedded, store ${path.relative(process.cwd(), mlflowStoreDir()) || '.'}` : server.source})`);
   const trackers = new Map<string, ReturnType<typeof tracker.createMlflowTracker>>();
   return {
     uri,

@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
 import { resolveTrackingUri, startServer } from '../tracking/server.ts';
-import { runsRoot } from './run.ts';
+import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
-const storeDir = () => path.join(runsRoot(), 'mlflow');
+const storeDir = mlflowStoreDir;
 
 export async function runsCommand(experimentName: string | undefined, opts: { best: boolean; json: boolean; all: boolean }): Promise<number> {
   const { listRuns, formatRunsTable, bestRun } = await import('../tracking/compare.ts');

@@ -4,7 +4,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,6 +11,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import AdmZip from 'adm-zip';
 import type { DataConfig } from '../config/types.ts';
 import { DataError } from '../errors.ts';
+import { dataDir } from '../paths.ts';
 
 export interface ResolvedDataset {
   trainDir: string;
@@ -28,7 +28,7 @@ export interface ResolveOptions {
 }
 
 export function defaultDataDir(): string {
-  return process.env.XP_DATA_DIR || path.join(os.homedir(), '.cache', 'xp', 'datasets');
+  return dataDir();
 }
 
 export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Promise<ResolvedDataset> {

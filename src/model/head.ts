@@ -4,7 +4,9 @@ import type { HeadConfig } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
 import { glorotUniform } from './init.ts';
 
-export type Loss = 'binaryCrossentropy' | 'categoricalCrossentropy';
+import { taskFor, type Loss } from './task.ts';
+
+export type { Loss } from './task.ts';
 
 const POOLING_LAYERS = {
   flatten: (name: string) => tf.layers.flatten({ name }),
@@ -14,9 +16,8 @@ const POOLING_LAYERS = {
 
 const POOLING_NAMES = { flatten: 'flatten', avg: 'global_average_pooling2d', max: 'global_max_pooling2d' } as const;
 
-/** Two classes: one sigmoid unit; more: softmax over one-hot labels. */
 export function lossFor(numClasses: number): Loss {
-  return numClasses <= 2 ? 'binaryCrossentropy' : 'categoricalCrossentropy';
+  return taskFor(numClasses).loss;
 }
 
 /**
@@ -43,9 +44,9 @@ export function buildHead(featureShape: number[], cfg: HeadConfig, numClasses: n
     x = tf.layers.dense({ units, activation: cfg.activation as any, name: kerasName('dense'), kernelInitializer: kernelInitializer() }).apply(x) as tf.SymbolicTensor;
     if (cfg.dropout > 0) x = tf.layers.dropout({ rate: cfg.dropout, name: kerasName('dropout') }).apply(x) as tf.SymbolicTensor;
   }
-  const binary = numClasses === 2;
+  const task = taskFor(numClasses);
   const output = tf.layers
-    .dense({ units: binary ? 1 : numClasses, activation: binary ? 'sigmoid' : 'softmax', name: kerasName('dense'), kernelInitializer: kernelInitializer() })
+    .dense({ units: task.units, activation: task.activation, name: kerasName('dense'), kernelInitializer: kernelInitializer() })
     .apply(x) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: output, name: 'head' });
 }

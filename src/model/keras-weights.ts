@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import type { BackboneName } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
 import { isHdf5 } from './h5.ts';
+import { cacheDir } from '../paths.ts';
 
 export const KERAS_WEIGHTS_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/';
 
@@ -44,7 +45,7 @@ export function kerasWeightsFile(name: BackboneName, [h, w]: [number, number]): 
 }
 
 export function defaultCacheDir(): string {
-  return path.join(os.homedir(), '.cache', 'xp', 'models');
+  return path.join(cacheDir(), 'models');
 }
 
 /** Where Keras' get_file keeps downloads: $KERAS_HOME/models, else ~/.keras/models. */

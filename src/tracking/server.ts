@@ -2,12 +2,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { TrackingError } from '../errors.ts';
+import { mlflowBin as projectMlflowBin } from '../paths.ts';
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const defaultMlflowBin = path.join(repoRoot, '.venv', 'bin', 'mlflow');
+export { repoRoot } from '../paths.ts';
 
 export interface ServerOptions {
   /** Folder of the store: mlflow.db, artifacts/, server.log, server.json. */
@@ -46,7 +45,7 @@ export async function startServer(options: ServerOptions): Promise<TrackingServe
   const running = await runningServer(serverFile);
   if (running) return { url: running.url, reused: true, stop: noop };
 
-  const mlflowBin = options.mlflowBin ?? defaultMlflowBin;
+  const mlflowBin = options.mlflowBin ?? projectMlflowBin();
   if (!fs.existsSync(mlflowBin)) {
     throw new TrackingError(`MLflow is not installed: ${mlflowBin} does not exist.`, {
       hint: 'run `npm run setup` to create the project virtual environment with MLflow, or set tracking.uri / MLFLOW_TRACKING_URI to a running server',

@@ -4,10 +4,10 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../train/callbacks.ts';
+import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
 import { createClient, credentialsFromEnv, runUrl, type DatasetInput, type MlflowClient, type RunStatus } from './client.ts';
 import { deliver, describePending, openJournal, type Journal } from './journal.ts';
-import { repoRoot } from './server.ts';
+import { repoRoot } from '../paths.ts';
 
 export { syncRunDir } from './journal.ts';
 

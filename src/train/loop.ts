@@ -12,7 +12,7 @@ import { preprocess, type Backbone } from '../model/backbone.ts';
 import { trainersOf } from './sharing.ts';
 import { predictor, trainStep, type TrainStep } from './step.ts';
 import { createRng } from '../util/random.ts';
-import type { EpochLogs } from './callbacks.ts';
+import type { EpochLogs } from '../events.ts';
 import type { PreparedData, Split } from './data.ts';
 import type { Progress } from './progress.ts';
 

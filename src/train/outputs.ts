@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
-import type { EpochLogs } from './callbacks.ts';
+import type { EpochLogs } from '../events.ts';
 
 export const HISTORY_COLUMNS = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
 

@@ -1,6 +1,6 @@
 // Console output as Keras prints it: `Epoch 3/20`, a progress bar with ETA and running metrics, then the
 // epoch's line with val_ metrics. Without a terminal (CI, logs) only the epoch lines, as Keras verbose=2.
-import type { EpochLogs } from './callbacks.ts';
+import type { EpochLogs } from '../events.ts';
 
 export type OutputMode = 'bar' | 'quiet' | 'json';
 

@@ -10,7 +10,7 @@ import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { saveModel } from '../model/save.ts';
 import { layerSummary } from '../model/summary.ts';
-import type { Callbacks, EpochLogs, RunEndInfo } from './callbacks.ts';
+import type { Callbacks, EpochLogs, RunEndInfo } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';

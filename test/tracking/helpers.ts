@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Experiment } from '../../src/config/types.ts';
 import { NOTEBOOK_AUGMENTATION } from '../../src/data/augment.ts';
-import type { EpochLogs, RunStartInfo } from '../../src/train/callbacks.ts';
+import type { EpochLogs, RunStartInfo } from '../../src/events.ts';
 import { startServer, type TrackingServer } from '../../src/tracking/server.ts';
 
 // Fail fast instead of MLflow's minutes of retries when a test takes the server away on purpose.

@@ -1,5 +1,6 @@
-// The training loop talks to the outside (console, MLflow, sweeps) only through these callbacks.
-import type { Experiment } from '../config/types.ts';
+// The run-events contract between training and whatever listens (console, MLflow, sweeps): training emits
+// these and knows nothing of its listeners; tracking implements Callbacks and knows nothing of training.
+import type { Experiment } from './config/types.ts';
 
 export interface EpochLogs {
   loss: number;

@@ -1,0 +1,22 @@
+// Where xp keeps things, decided once: the repository, run folders, the embedded MLflow store and the caches.
+// Environment variables override each default; the README lists them.
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Run folders: runs/<experiment>/<run-id>/ (XP_RUNS_DIR). */
+export const runsRoot = (): string => path.resolve(process.env.XP_RUNS_DIR || path.join(repoRoot, 'runs'));
+
+/** The embedded MLflow server's store: SQLite database, artifacts, server log. */
+export const mlflowStoreDir = (): string => path.join(runsRoot(), 'mlflow');
+
+/** Downloads (libtensorflow, wheels, Keras weights) cached across clones (XP_CACHE_DIR). */
+export const cacheDir = (): string => path.resolve(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'));
+
+/** Data sets given by url are looked up and unpacked here (XP_DATA_DIR). */
+export const dataDir = (): string => path.resolve(process.env.XP_DATA_DIR || path.join(cacheDir(), 'datasets'));
+
+/** The project's MLflow, installed by setup. */
+export const mlflowBin = (): string => path.join(repoRoot, '.venv', 'bin', 'mlflow');
