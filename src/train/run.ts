@@ -10,7 +10,7 @@ import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { saveModel } from '../model/save.ts';
 import { layerSummary } from '../model/summary.ts';
-import type { Callbacks, EpochLogs, RunEndInfo } from '../events.ts';
+import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
@@ -33,6 +33,9 @@ export interface TrialOutcome {
   error?: string;
   history: EpochLogs[];
   bestEpoch?: number;
+  /** The saved model on the whole validation set: the run's headline figures. */
+  result?: RunResult;
+  earlyStopping?: EarlyStoppingReport;
   wallSeconds: number;
   tensorsPerEpoch: number[];
 }
@@ -48,7 +51,7 @@ export interface GroupOptions {
   data?: PreparedData;
 }
 
-export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'model'];
+export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'confusion_matrix.png', 'model'];
 
 export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
   const started = Date.now();
@@ -122,9 +125,10 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !complete ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
     const wallSeconds = (Date.now() - started) / 1000;
-    const end: RunEndInfo = { status, error: failure?.message, bestEpoch: r?.bestEpoch, history, artifacts, wallSeconds };
+    const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
+    const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
     for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
-    outcomes[i] = { name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, bestEpoch: r?.bestEpoch, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] };
+    outcomes[i] = { name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, ...ran, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] };
   };
   let failure: Error | undefined;
   try {
@@ -168,7 +172,7 @@ async function writeOutputs(
   writeHistory(m.runDir, history);
   const title = m.spec.name === m.spec.experiment.name ? m.spec.name : `${m.spec.experiment.name}: ${m.spec.name}`;
   if (history.length) await writeCurves(m.runDir, history, title);
-  if (r) writeConfusion(m.runDir, data.classNames, r.confusion);
+  if (r?.result) await writeConfusion(m.runDir, r.result);
   if (status !== 'FAILED' && history.length) {
     await saveModel(m.full, path.join(m.runDir, 'model'));
     fs.writeFileSync(
