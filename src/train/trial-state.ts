@@ -2,6 +2,7 @@
 // stopping (Keras EarlyStopping, to the letter), the model that trains for it, and the weights it ends with.
 import * as tf from '@tensorflow/tfjs-node';
 import { goalSign, metricGoal } from '../config/metrics.ts';
+import type { EarlyStoppingConfig } from '../config/types.ts';
 import type { EarlyStoppingReport, EpochLogs } from '../events.ts';
 import { trainersOf } from './sharing.ts';
 import { trainStep, type TrainStep } from './step.ts';
@@ -127,14 +128,6 @@ export interface EarlyStopping {
   /** Returns whether training stops after this epoch. */
   observe(epoch: number, logs: EpochLogs, trained: tf.LayersModel): boolean;
   report(): EarlyStoppingReport;
-}
-
-interface EarlyStoppingConfig {
-  monitor: string;
-  patience: number;
-  min_delta: number;
-  mode?: 'auto' | 'min' | 'max';
-  restore_best_weights?: boolean;
 }
 
 // Keras 3's EarlyStopping.on_epoch_end: `wait` counts epochs since the last improvement (by more than
