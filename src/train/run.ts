@@ -117,12 +117,12 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
 
   // Each trial's outputs and run end as soon as it is done (a prefix trial's mid-group), else FAILED below.
   const outcomes: (TrialOutcome | undefined)[] = members.map(() => undefined);
-  const close = async (i: number, r: MemberResult | undefined, failure?: Error) => {
+  const endRun = async (i: number, r: MemberResult | undefined, failure?: Error) => {
     const m = members[i];
     const history = r?.history ?? [];
     // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
-    const complete = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
-    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !complete ? 'KILLED' : 'FINISHED';
+    const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
+    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !ranItsEpochs ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
     const wallSeconds = (Date.now() - started) / 1000;
     const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
@@ -140,7 +140,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         onEpochEnd: async (epoch, logs) => {
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },
-        onDone: (r) => close(i, r),
+        onDone: (r) => endRun(i, r),
       })),
       { data, backbone, forward, progress, shouldStop: opts.shouldStop },
     );
@@ -149,14 +149,14 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   } finally {
     forward?.dispose();
   }
-  for (const i of members.keys()) if (!outcomes[i]) await close(i, undefined, failure ?? new Error('training ended without this trial'));
+  for (const i of members.keys()) if (!outcomes[i]) await endRun(i, undefined, failure ?? new Error('training ended without this trial'));
 
   for (const m of models.values()) m.model.optimizer?.dispose();
   // Container.dispose() follows layer reference counts that composing models shifts; freeing the weights
   // themselves is exact. The backbone is shared by every member of the group.
   const weights = new Set([...backbone.model.weights, ...[...models.values()].flatMap((m) => m.head.weights)]);
   for (const w of weights) w.dispose();
-  // Every run above is closed (FAILED unless it was done before) before the error surfaces, with the outcomes.
+  // Every run above has ended (FAILED unless it was done before) before the error surfaces, with the outcomes.
   if (failure) throw Object.assign(failure, { outcomes });
   return { outcomes: outcomes as TrialOutcome[], data };
 }
