@@ -122,6 +122,10 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
 
     onRunEnd: guard('run end', async (info: RunEndInfo) => {
       if (!journal) return;
+      // [train] the run's result (saved model, whole validation set) and what early stopping did
+      const result = resultRecords(info);
+      if (Object.keys(result.metrics).length) journal.append({ kind: 'metrics', step: info.result?.epoch ?? 0, timestamp: Date.now(), metrics: result.metrics });
+      if (Object.keys(result.tags).length) journal.append({ kind: 'tags', tags: result.tags });
       for (const relative of artifactFiles(runDir, info.artifacts, log)) journal.append({ kind: 'artifact', path: relative });
       journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
       const count = journal.pending().length;
@@ -312,3 +316,31 @@ export async function findFinishedRunsByConfigHash(uri: string, experimentName: 
 }
 
 const quote = (value: string) => value.replace(/'/g, "\\'");
+
+// [train] The run's result as MLflow metrics (final_val_accuracy, final_val_loss, precision_<class>, recall_<class>,
+// f1_<class>; class names kept to the characters MLflow accepts in a key) and early stopping as tags.
+export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>): { metrics: Record<string, number>; tags: Record<string, string> } {
+  const metrics: Record<string, number> = {};
+  const tags: Record<string, string> = {};
+  const r = info.result;
+  if (r) {
+    metrics.final_val_accuracy = r.val_accuracy;
+    if (Number.isFinite(r.val_loss)) metrics.final_val_loss = r.val_loss;
+    for (const [name, c] of Object.entries(r.per_class)) {
+      const key = name.replace(/[^\w.\- /]/g, '_');
+      metrics[`precision_${key}`] = c.precision;
+      metrics[`recall_${key}`] = c.recall;
+      metrics[`f1_${key}`] = c.f1;
+    }
+    tags['xp.result_epoch'] = String(r.epoch);
+    tags['xp.result_images'] = String(r.images);
+  }
+  const es = info.earlyStopping;
+  if (es) {
+    tags['xp.early_stopping'] = es.stopped_epoch ? 'stopped' : 'not stopped';
+    if (es.stopped_epoch) tags['xp.stopped_epoch'] = String(es.stopped_epoch);
+    tags['xp.early_stopping_best_epoch'] = String(es.best_epoch);
+    if (es.restored_epoch) tags['xp.restored_epoch'] = String(es.restored_epoch);
+  }
+  return { metrics, tags };
+}
