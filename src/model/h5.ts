@@ -85,7 +85,7 @@ function readKeras3<T>(layersGroup: Group, read: ReadDataset<T>): Map<string, T[
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 /** Whether the file starts with the HDF5 signature. */
-export async function isHdf5(file: string): Promise<boolean> {
+async function isHdf5(file: string): Promise<boolean> {
   const handle = await fs.open(file, 'r');
   try {
     const head = Buffer.alloc(HDF5_SIGNATURE.length);

@@ -36,13 +36,13 @@ export function weightsSource(weights: string, baseDir = process.cwd()): Weights
 function architectureShapes(name: BackboneName, cutLayer: string | undefined): LayerShapes {
   const architecture = kerasArchitecture(name);
   const at = cutLayer === undefined ? undefined : findLayerPath(architecture, cutLayer);
-  const kept = new Set(allLayerNames(at ? cutAt(architecture, at) : architecture));
-  const shapes = new Map<string, { shape: number[] }[]>();
+  const byLayer = new Map<string, { shape: number[] }[]>();
   for (const entry of nsfwjsModelJson(name).weightsManifest.flatMap((g) => g.weights)) {
     const layer = entry.name.split('/')[0];
-    if (kept.has(layer)) shapes.set(layer, [...(shapes.get(layer) ?? []), entry]);
+    byLayer.set(layer, [...(byLayer.get(layer) ?? []), entry]);
   }
-  return shapes;
+  const kept = allLayerNames(at ? cutAt(architecture, at) : architecture).filter((layer) => byLayer.has(layer));
+  return new Map(kept.map((layer) => [layer, byLayer.get(layer)!]));
 }
 
 async function inspectH5(file: string, cfg: Pick<BackboneConfig, 'name' | 'cut_layer'>): Promise<void> {
