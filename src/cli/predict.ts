@@ -1,7 +1,7 @@
 // `xp predict` and `xp evaluate`: use a trained run's saved model on new images.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DataError, XpError } from '../errors.ts';
+import { DataError } from '../errors.ts';
 import type { Interpolation } from '../config/types.ts';
 
 interface SavedRun {
@@ -12,27 +12,22 @@ interface SavedRun {
 }
 
 async function openRun(runDir: string): Promise<SavedRun> {
-  const modelDir = path.join(runDir, 'model');
-  const metaFile = path.join(modelDir, 'xp.json');
-  if (!fs.existsSync(path.join(modelDir, 'model.json')) || !fs.existsSync(metaFile)) {
-    throw new XpError(`${runDir} has no trained model (model/model.json and model/xp.json)`, { hint: 'give a folder under runs/<experiment>/ written by `xp run`' });
-  }
-  const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+  const { readSavedModel } = await import('../model/saved-run.ts');
+  const { info, model } = await readSavedModel(runDir);
   const tf = await import('@tensorflow/tfjs-node');
   const { preprocess } = await import('../model/backbone.ts');
-  const model = await tf.loadLayersModel(`file://${path.resolve(modelDir, 'model.json')}`);
-  const [h, w] = meta.image_size as [number, number];
+  const [h, w] = info.image_size;
   return {
-    classNames: meta.class_names,
+    classNames: info.class_names,
     imageSize: [h, w],
-    interpolation: meta.interpolation ?? 'nearest',
+    interpolation: info.interpolation,
     async predict(images, n) {
       const out: Float32Array[] = [];
       for (let start = 0; start < n; start += 32) {
         const m = Math.min(32, n - start);
         const p = tf.tidy(() => {
           const x = tf.tensor4d(images.subarray(start * h * w * 3, (start + m) * h * w * 3), [m, h, w, 3], 'int32').toFloat();
-          return model.predict(preprocess(x, meta.preprocessing)) as import('@tensorflow/tfjs-node').Tensor;
+          return model.predict(preprocess(x, info.preprocessing)) as import('@tensorflow/tfjs-node').Tensor;
         });
         const values = (await p.array()) as number[][];
         p.dispose();

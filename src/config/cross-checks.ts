@@ -1,6 +1,7 @@
 // Checks that need more than the schema: layer names of the chosen backbone, data folders on disk.
 import fs from 'node:fs';
 import path from 'node:path';
+import { ModelError } from '../errors.ts';
 import type { Experiment } from './types.ts';
 import type { FieldProblem } from './validate.ts';
 
@@ -25,26 +26,17 @@ async function layerChecks(e: Experiment, baseDir: string): Promise<FieldProblem
 
 type Names = { ok: true; list: string[]; what: string } | { ok: false; message: string };
 
+// The backbone's weights file is checked here too (structure, shapes, manifest), so that a bad file
+// fails `xp check` and `xp run` before any image is decoded.
 async function layerNames(e: Experiment, baseDir: string): Promise<Names> {
-  const w = e.backbone.weights;
-  if (/\.json$/i.test(w)) {
-    const file = path.resolve(baseDir, w);
-    try {
-      const { allLayerNames, modelConfigOf } = await import('../model/topology.ts');
-      const json = JSON.parse(fs.readFileSync(file, 'utf8'));
-      return { ok: true, list: allLayerNames(modelConfigOf(json.modelTopology)), what: path.relative(process.cwd(), file) };
-    } catch (error: any) {
-      return { ok: false, message: `backbone.weights: cannot read the tfjs model ${file} (${error.code ?? error.message}); give the path of a model.json` };
-    }
+  const { inspectBackboneWeights } = await import('../model/layers.ts');
+  try {
+    const { layerNames, what } = await inspectBackboneWeights(e.backbone, { baseDir });
+    return { ok: true, list: layerNames, what };
+  } catch (error) {
+    if (!(error instanceof ModelError)) throw error;
+    return { ok: false, message: `backbone.weights: ${error.message}${error.hint ? ` ${error.hint}` : ''}` };
   }
-  if (/\.h5$/i.test(w) && !fs.existsSync(path.resolve(baseDir, w))) {
-    return { ok: false, message: `backbone.weights: no such file ${path.resolve(baseDir, w)}; give the path of a Keras .h5 weights file, or use nsfwjs or imagenet` };
-  }
-  if (!['nsfwjs', 'imagenet'].includes(w) && !/\.(h5|json)$/i.test(w)) {
-    return { ok: false, message: `backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json (got "${w}")` };
-  }
-  const { backboneLayerNames } = await import('../model/layers.ts');
-  return { ok: true, list: await backboneLayerNames(e.backbone.name), what: e.backbone.name };
 }
 
 function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {

@@ -1,16 +1,15 @@
 // The pretrained backbone: a Keras architecture (or any tfjs LayersModel) rebuilt for the
 // experiment's input size, cut at `cut_layer`, weights loaded, frozen as configured.
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import type { BackboneConfig, Preprocessing } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
 import { readKerasH5 } from './h5.ts';
 import { kerasWeightsFile, kerasWeightsPath, type KerasWeightsOptions } from './keras-weights.ts';
-import { kerasArchitecture, unknownLayerError } from './layers.ts';
-export { backboneLayerNames, unknownLayerError } from './layers.ts';
-import { nsfwjsWeightShards, type TfjsModelJson } from './nsfwjs.ts';
-import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, modelConfigOf, setInputSize, type LayerJson } from './topology.ts';
+import { kerasArchitecture, unknownLayerError, weightsSource, type WeightsSource } from './layers.ts';
+export { backboneLayerNames, inspectBackboneWeights, unknownLayerError } from './layers.ts';
+import { nsfwjsWeightShards } from './nsfwjs.ts';
+import { inspectTfjsModel, readWeightGroup } from './tfjs-model.ts';
+import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, setInputSize, type LayerJson } from './topology.ts';
 import { assignH5Weights, assignNamedWeights, flatLayers } from './weights.ts';
 
 export type ResolvedPreprocessing = Exclude<Preprocessing, 'auto'>;
@@ -23,17 +22,6 @@ export interface Backbone {
   preprocessing: ResolvedPreprocessing;
   /** Output shape without the batch dimension, e.g. [7, 7, 768]. */
   featureShape: number[];
-}
-
-type Source = { kind: 'nsfwjs' } | { kind: 'imagenet' } | { kind: 'h5'; file: string } | { kind: 'tfjs'; file: string };
-
-function sourceOf(weights: string): Source {
-  if (weights === 'nsfwjs' || weights === 'imagenet') return { kind: weights };
-  if (/\.h5$/i.test(weights)) return { kind: 'h5', file: path.resolve(weights) };
-  if (/\.json$/i.test(weights)) return { kind: 'tfjs', file: path.resolve(weights) };
-  throw new ModelError(`backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json; got "${weights}".`, {
-    hint: 'Use `weights: imagenet` for the Keras ImageNet weights.',
-  });
 }
 
 /** rescale: x/255; inception: x/127.5 - 1; none: x. Input is float32 in 0..255. */
@@ -90,29 +78,12 @@ async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [numbe
   return model;
 }
 
-async function readTfjsModel(file: string): Promise<{ json: TfjsModelJson; weights: tf.NamedTensorMap }> {
-  let json: TfjsModelJson;
-  try {
-    json = JSON.parse(await fs.readFile(file, 'utf8'));
-  } catch (error) {
-    throw new ModelError(`Cannot read the tfjs model ${file}: ${(error as Error).message}.`, {
-      cause: error,
-      hint: 'backbone.weights should point to the model.json of a tfjs LayersModel, next to its weight files.',
-    });
-  }
+// model.json checked, then its weight files read (only those it may name, at the sizes it says).
+async function readTfjsModel(file: string): Promise<{ topology: LayerJson; weights: tf.NamedTensorMap }> {
+  const model = await inspectTfjsModel(file);
   const weights: tf.NamedTensorMap = {};
-  for (const group of json.weightsManifest ?? []) {
-    const buffers = await Promise.all(
-      group.paths.map(async (p) => {
-        const bytes = await fs.readFile(path.join(path.dirname(file), p)).catch((error) => {
-          throw new ModelError(`The weight file ${p} listed in ${file} cannot be read.`, { cause: error });
-        });
-        return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-      }),
-    );
-    Object.assign(weights, tf.io.decodeWeights(buffers, group.weights));
-  }
-  return { json, weights };
+  for (const group of model.groups) Object.assign(weights, tf.io.decodeWeights(await readWeightGroup(model, group), group.weights));
+  return { topology: model.topology, weights };
 }
 
 /** Freezes the backbone as configured: `trainable_from` wins over `trainable`. */
@@ -173,7 +144,7 @@ function patchBatchNorm(layer: tf.layers.Layer): void {
   };
 }
 
-function resolvePreprocessing(mode: Preprocessing, source: Source): ResolvedPreprocessing {
+function resolvePreprocessing(mode: Preprocessing, source: WeightsSource): ResolvedPreprocessing {
   if (mode !== 'auto') return mode;
   // nsfwjs feeds its models x/255 (NSFWJS.infer divides by 255); Keras' InceptionV3 and MobileNetV2
   // ImageNet weights and Teachable Machine models expect [-1, 1].
@@ -181,7 +152,7 @@ function resolvePreprocessing(mode: Preprocessing, source: Source): ResolvedPrep
 }
 
 // Puts the weights of `source` into the built model.
-async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: Source, inputSize: [number, number], opts: LoadBackboneOptions, tfjsWeights?: tf.NamedTensorMap): Promise<void> {
+async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: WeightsSource, inputSize: [number, number], opts: LoadBackboneOptions, tfjsWeights?: tf.NamedTensorMap): Promise<void> {
   if (source.kind === 'tfjs') return assignNamedWeights(model, tfjsWeights!, source.file);
   if (source.kind === 'nsfwjs') {
     const weights: tf.NamedTensorMap = Object.assign({}, ...nsfwjsWeightShards(cfg.name).map((g) => tf.io.decodeWeights(g.buffers, g.weights)));
@@ -192,18 +163,15 @@ async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: S
     }
   }
   const file = source.kind === 'h5' ? source.file : await kerasWeightsPath(kerasWeightsFile(cfg.name, inputSize), opts);
-  if (!(await fs.stat(file).catch(() => null))) {
-    throw new ModelError(`The Keras weights file ${file} does not exist.`, { hint: 'Check backbone.weights; relative paths are resolved from the working directory.' });
-  }
   assignH5Weights(model, await readKerasH5(file), file);
 }
 
 /** Loads the backbone for `inputSize` [h, w], cut at cfg.cut_layer, frozen per cfg. */
 export async function loadBackbone(cfg: BackboneConfig, inputSize: [number, number], opts: LoadBackboneOptions = {}): Promise<Backbone> {
-  const source = sourceOf(cfg.weights);
+  const source = weightsSource(cfg.weights);
   const tfjs = source.kind === 'tfjs' ? await readTfjsModel(source.file) : undefined;
   try {
-    const topology = tfjs ? modelConfigOf(tfjs.json.modelTopology) : kerasArchitecture(cfg.name);
+    const topology = tfjs ? tfjs.topology : kerasArchitecture(cfg.name);
     const model = await buildCut(topology, cfg.cut_layer, inputSize, source.kind === 'tfjs' ? source.file : cfg.name);
     try {
       await loadWeights(model, cfg, source, inputSize, opts, tfjs?.weights);

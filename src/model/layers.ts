@@ -1,8 +1,13 @@
-// Layer names of the backbones, read from topology JSON only: `xp check` validates cut layers without loading
-// TensorFlow or any weights.
-import type { BackboneName } from '../config/types.ts';
+// Layer names of the backbones and a check of their weights files, read from topology JSON, HDF5
+// structure and file sizes only: `xp check` and `xp run`'s pre-flight find a bad or mismatched
+// weights file without loading TensorFlow or any weight value.
+import path from 'node:path';
+import type { BackboneConfig, BackboneName } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
+import { readKerasH5Shapes } from './h5.ts';
+import { pairH5Layers, type LayerShapes } from './h5-layers.ts';
 import { nsfwjsModelJson } from './nsfwjs.ts';
+import { inspectTfjsModel } from './tfjs-model.ts';
 import { allLayerNames, cutAt, findLayerPath, modelConfigOf, type LayerJson } from './topology.ts';
 
 // Last layer of the Keras `include_top=False` model; the nsfwjs topologies go on with their own head.
@@ -14,9 +19,61 @@ export function kerasArchitecture(name: BackboneName): LayerJson {
   return cutAt(full, findLayerPath(full, KERAS_TOP[name])!);
 }
 
-/** Names of the layers a backbone can be cut at (reads the topology only, no weights). */
-export async function backboneLayerNames(name: BackboneName): Promise<string[]> {
-  return allLayerNames(kerasArchitecture(name));
+export type WeightsSource = { kind: 'nsfwjs' } | { kind: 'imagenet' } | { kind: 'h5'; file: string } | { kind: 'tfjs'; file: string };
+
+/** What `backbone.weights` names; file paths resolved from baseDir (default: the working directory). */
+export function weightsSource(weights: string, baseDir = process.cwd()): WeightsSource {
+  if (weights === 'nsfwjs' || weights === 'imagenet') return { kind: weights };
+  if (/\.h5$/i.test(weights)) return { kind: 'h5', file: path.resolve(baseDir, weights) };
+  if (/\.json$/i.test(weights)) return { kind: 'tfjs', file: path.resolve(baseDir, weights) };
+  throw new ModelError(`backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json; got "${weights}".`, {
+    hint: 'Use `weights: imagenet` for the Keras ImageNet weights.',
+  });
+}
+
+// Weight shapes of the architecture's layers that the backbone cut at `cutLayer` keeps (all of them
+// when the cut layer is unknown: that is reported on its own), from the nsfwjs manifest.
+function architectureShapes(name: BackboneName, cutLayer: string | undefined): LayerShapes {
+  const architecture = kerasArchitecture(name);
+  const at = cutLayer === undefined ? undefined : findLayerPath(architecture, cutLayer);
+  const byLayer = new Map<string, { shape: number[] }[]>();
+  for (const entry of nsfwjsModelJson(name).weightsManifest.flatMap((g) => g.weights)) {
+    const layer = entry.name.split('/')[0];
+    byLayer.set(layer, [...(byLayer.get(layer) ?? []), entry]);
+  }
+  const kept = allLayerNames(at ? cutAt(architecture, at) : architecture).filter((layer) => byLayer.has(layer));
+  return new Map(kept.map((layer) => [layer, byLayer.get(layer)!]));
+}
+
+async function inspectH5(file: string, cfg: Pick<BackboneConfig, 'name' | 'cut_layer'>): Promise<void> {
+  pairH5Layers(architectureShapes(cfg.name, cfg.cut_layer), await readKerasH5Shapes(file), file);
+}
+
+export interface InspectedWeights {
+  /** Every layer the backbone can be cut at, nested models included, in graph order. */
+  layerNames: string[];
+  /** What the names belong to, for messages: the backbone's name or the model.json's path. */
+  what: string;
+}
+
+/**
+ * Checks a backbone's weights file without reading its values (a .h5 file's structure and shapes
+ * against the architecture, a model.json's manifest and weight files) and returns its layer names;
+ * a ModelError naming the file when it is unusable.
+ */
+export async function inspectBackboneWeights(cfg: Pick<BackboneConfig, 'name' | 'weights' | 'cut_layer'>, opts: { baseDir?: string } = {}): Promise<InspectedWeights> {
+  const source = weightsSource(cfg.weights, opts.baseDir);
+  if (source.kind === 'tfjs') {
+    const model = await inspectTfjsModel(source.file);
+    return { layerNames: allLayerNames(model.topology), what: path.relative(process.cwd(), source.file) || source.file };
+  }
+  if (source.kind === 'h5') await inspectH5(source.file, cfg);
+  return { layerNames: allLayerNames(kerasArchitecture(cfg.name)), what: cfg.name };
+}
+
+/** Names of the layers a backbone can be cut at, once its weights file is checked (see inspectBackboneWeights). */
+export async function backboneLayerNames(cfg: Pick<BackboneConfig, 'name' | 'weights' | 'cut_layer'>, opts: { baseDir?: string } = {}): Promise<string[]> {
+  return (await inspectBackboneWeights(cfg, opts)).layerNames;
 }
 
 // Block outputs are the sensible cut points; list them first in errors.
@@ -35,4 +92,3 @@ export function unknownLayerError(field: string, given: string, names: string[],
     hint: similar.length > 0 ? `Did you mean ${similar.join(' or ')}?` : 'Run `xp check` to validate the experiment before training.',
   });
 }
-

@@ -3,18 +3,11 @@
 // group1-shardNofM.min.js exports one weight shard as a base64 string (uint8-quantized weights).
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import type * as tf from '@tensorflow/tfjs-node'; // types only: `xp check` reads topologies without loading TensorFlow
 import type { BackboneName } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
+import type { TfjsModelJson, WeightsManifestEntry } from './tfjs-model.ts';
 
 const require = createRequire(import.meta.url);
-
-export type WeightsManifestEntry = Parameters<typeof tf.io.decodeWeights>[1][number];
-
-export interface TfjsModelJson {
-  modelTopology: { model_config?: unknown; [key: string]: unknown };
-  weightsManifest: { paths: string[]; weights: WeightsManifestEntry[] }[];
-}
 
 function bundleDir(name: BackboneName): string {
   try {

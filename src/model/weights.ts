@@ -3,6 +3,7 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { ModelError } from '../errors.ts';
 import type { H5Weights } from './h5.ts';
+import { pairH5Layers } from './h5-layers.ts';
 
 /** All layers, descending into nested models (which are left out themselves), in graph order. */
 export function flatLayers(model: tf.LayersModel): tf.layers.Layer[] {
@@ -44,72 +45,12 @@ export function assignNamedWeights(model: tf.LayersModel, named: tf.NamedTensorM
   for (const [variable, value] of pairs) variable.write(value);
 }
 
-// Auto-generated Keras names: `conv2d_7` -> base `conv2d`, index 7; `conv2d` -> index 0.
-function splitAutoName(name: string): { base: string; index: number } {
-  const m = /^(.*?)(?:_(\d+))?$/.exec(name)!;
-  return { base: m[1], index: m[2] ? Number(m[2]) : 0 };
-}
-
-function groupByBase(names: string[]): Map<string, string[]> {
-  const groups = new Map<string, string[]>();
-  for (const n of names) {
-    const { base } = splitAutoName(n);
-    groups.set(base, [...(groups.get(base) ?? []), n]);
-  }
-  for (const list of groups.values()) list.sort((a, b) => splitAutoName(a).index - splitAutoName(b).index);
-  return groups;
-}
-
-/**
- * Pairs model layers with file layers by name. Auto-generated names can be numbered differently
- * (Keras 2 counts conv2d_1, conv2d_2...; Keras 3 conv2d, conv2d_1...): when a group of same-base
- * names does not line up (some missing in the file, or the file has the bare `conv2d` and the
- * model not), the group is paired in creation order, as Keras' by-order loading would.
- */
-function matchLayers(modelNames: string[], fileNames: string[]): Map<string, string> {
-  const match = new Map<string, string>();
-  const fileSet = new Set(fileNames);
-  const fileGroups = groupByBase(fileNames);
-  for (const [base, names] of groupByBase(modelNames)) {
-    const candidates = fileGroups.get(base) ?? [];
-    const shifted = candidates.includes(base) && !names.includes(base);
-    const exact = !shifted && names.every((n) => fileSet.has(n));
-    names.forEach((n, i) => {
-      const other = exact ? n : candidates[i];
-      if (other) match.set(n, other);
-    });
-  }
-  return match;
-}
-
 /** Sets weights from a Keras .h5 file's layers onto the model's layers. */
 export function assignH5Weights(model: tf.LayersModel, weights: H5Weights, source: string): void {
   const layers = weightedLayers(model);
-  const match = matchLayers(
-    layers.map((l) => l.name),
-    [...weights.keys()],
-  );
-  const missing = layers.filter((l) => !match.has(l.name)).map((l) => l.name);
-  if (missing.length > 0) {
-    throw new ModelError(
-      `${source} has no weights for ${missing.length} layers of the model: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}.`,
-      { hint: 'Check that the file holds weights for this backbone (backbone.name) and not another architecture.' },
-    );
-  }
-  const values: [tf.layers.Layer, tf.Tensor[]][] = [];
+  const match = pairH5Layers(new Map(layers.map((l) => [l.name, l.weights])), weights, source);
   for (const layer of layers) {
-    const fileLayer = match.get(layer.name)!;
-    const list = weights.get(fileLayer)!;
-    if (list.length !== layer.weights.length || list.some((w, i) => !sameShape(w.shape, layer.weights[i].shape))) {
-      throw new ModelError(
-        `Layer ${layer.name} expects weights of shapes ${layer.weights.map((w) => `[${w.shape}]`).join(' ')}, ` +
-          `${source} has ${list.map((w) => `[${w.shape}]`).join(' ')} for layer ${fileLayer}.`,
-        { hint: 'The weights were saved for a different architecture or width (alpha).' },
-      );
-    }
-    values.push([layer, list.map((w) => tf.tensor(w.values, w.shape, 'float32'))]);
-  }
-  for (const [layer, tensors] of values) {
+    const tensors = weights.get(match.get(layer.name)!)!.map((w) => tf.tensor(w.values, w.shape, 'float32'));
     layer.setWeights(tensors);
     tf.dispose(tensors);
   }

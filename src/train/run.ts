@@ -8,7 +8,7 @@ import { loadBackbone, type Backbone } from '../model/backbone.ts';
 import { compileForInference } from '../accel/index.ts';
 import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
-import { saveModel } from '../model/save.ts';
+import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
 import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
@@ -174,11 +174,7 @@ async function writeOutputs(
   if (history.length) await writeCurves(m.runDir, history, title);
   if (r?.result) await writeConfusion(m.runDir, r.result);
   if (status !== 'FAILED' && history.length) {
-    await saveModel(m.full, path.join(m.runDir, 'model'));
-    fs.writeFileSync(
-      path.join(m.runDir, 'model', 'xp.json'),
-      `${JSON.stringify({ class_names: data.classNames, image_size: m.spec.experiment.data.image_size, preprocessing, interpolation: m.spec.experiment.data.interpolation }, null, 2)}\n`,
-    );
+    await writeSavedModel(m.runDir, m.full, { class_names: data.classNames, image_size: m.spec.experiment.data.image_size, preprocessing, interpolation: m.spec.experiment.data.interpolation });
   }
   return ARTIFACTS.filter((a) => fs.existsSync(path.join(m.runDir, a)));
 }

@@ -74,12 +74,12 @@ describe('InceptionV3 from the nsfwjs bundle, 150x150 cut at mixed7 (the Keras r
 
 describe('cut layers', () => {
   it('lists the Keras layer names without weights, mixed blocks included, nsfwjs head excluded', async () => {
-    const names = await backboneLayerNames('inception_v3');
+    const names = await backboneLayerNames({ name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7' });
     expect(names).toContain('mixed7');
     expect(names.at(-1)).toBe('mixed10');
     expect(names).not.toContain('dense_1');
     expect(names).not.toContain('input_1');
-    const mobile = await backboneLayerNames('mobilenet_v2');
+    const mobile = await backboneLayerNames({ name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu' });
     expect(mobile.at(-1)).toBe('out_relu');
     expect(mobile).toContain('block_13_expand_relu');
   });
