@@ -1,0 +1,52 @@
+// The checks every command runs on an experiment before doing any work: `xp check` and `xp run` both call
+// `preflight`, so run can find no config error that check does not. It hands config the model package's way
+// of reading layer names (topologies only; Keras .h5 files are opened to see that they hold weights).
+import type { BackboneRef, LayerFacts } from '../config/cross-checks.ts';
+import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
+import { kerasArchitecture, unknownLayerError } from '../model/layers.ts';
+import { allLayerNames, cutAt, findLayerPath, modelConfigOf, type LayerJson } from '../model/topology.ts';
+
+export interface PreflightOptions {
+  set?: string[];
+  sweep?: string[];
+  maxTrials?: number;
+}
+
+export function preflight(file: string, opts: PreflightOptions = {}): Promise<LoadedExperiment> {
+  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, layers: modelLayerFacts() });
+}
+
+/** Layer names from src/model, each weights file read at most once per call. */
+export function modelLayerFacts(): LayerFacts {
+  const topologies = new Map<string, Promise<LayerJson>>();
+  const topologyOf = (b: BackboneRef) => {
+    const key = `${b.name}|${b.weights}`;
+    if (!topologies.has(key)) topologies.set(key, readTopology(b));
+    return topologies.get(key)!;
+  };
+  return {
+    async layerNames(backbone, cut) {
+      const t = await topologyOf(backbone);
+      if (cut === undefined) return allLayerNames(t);
+      const at = findLayerPath(t, cut);
+      return at ? allLayerNames(cutAt(t, at)) : [];
+    },
+    unknownLayer: (field, given, names, what) => unknownLayerError(field, given, names, what).message,
+  };
+}
+
+async function readTopology(b: BackboneRef): Promise<LayerJson> {
+  if (/\.json$/i.test(b.weights)) {
+    const fs = await import('node:fs/promises');
+    try {
+      return modelConfigOf(JSON.parse(await fs.readFile(b.weights, 'utf8')).modelTopology);
+    } catch (error) {
+      throw new Error(`cannot read the tfjs model ${b.weights} (${(error as Error).message}); give the path of a tfjs LayersModel model.json`);
+    }
+  }
+  if (/\.h5$/i.test(b.weights)) {
+    const { readKerasH5 } = await import('../model/h5.ts');
+    await readKerasH5(b.weights);
+  }
+  return kerasArchitecture(b.name);
+}
