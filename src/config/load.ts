@@ -5,13 +5,10 @@ import crypto from 'node:crypto';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
-import { countTrials, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
+import { countTrials, DEFAULT_MAX_TRIALS, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
 import { crossChecks, type LayerFacts } from './cross-checks.ts';
 import { parseFile } from './parse.ts';
 import { applyOverrides, overrideAt, parseOverrides } from './overrides.ts';
-
-/** Trials a sweep may have unless the caller raises the limit (`--max-trials`). */
-export const DEFAULT_MAX_TRIALS = 10_000;
 
 export interface LoadOptions {
   /** `key=value` overrides (Hydra style), values parsed as YAML; a swept field set here is pinned. */

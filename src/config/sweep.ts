@@ -11,6 +11,9 @@ export interface Trial {
   name: string; // e.g. "dropout=0.2 epochs=10"
 }
 
+/** Trials a sweep may have unless the user raises the limit (`--max-trials`): a typo in a grid should not run for weeks. */
+export const DEFAULT_MAX_TRIALS = 10_000;
+
 const RESERVED = ['method', 'trials', 'seed', 'metric', 'goal', 'parameters'];
 
 /** Sweep keys with a dot are parameters; `parameters:` holds the same, W&B style. */
