@@ -8,7 +8,7 @@ import { isKnownField, knownFields, validate, type FieldProblem } from './valida
 import { countTrials, DEFAULT_MAX_TRIALS, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
 import { crossChecks, type LayerFacts } from './cross-checks.ts';
 import { parseFile } from './parse.ts';
-import { applyOverrides, overrideAt, parseOverrides } from './overrides.ts';
+import { applyOverrides, flagText, overrideAt, parseOverrides } from './overrides.ts';
 
 export interface LoadOptions {
   /** `key=value` overrides (Hydra style), values parsed as YAML; a swept field set here is pinned. */
@@ -46,9 +46,11 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   const problems: Problem[] = [...flagProblems];
   // A problem in a value given on the command line is reported under its flag, not at the file's line.
   // `sweepKey`: the problem is about that sweep parameter, which --sweep may have given.
+  const sweepFromFlagsOnly = !('sweep' in source.value);
   const at = (p: FieldProblem, prefix = '', sweepKey?: (string | number)[]) => {
+    if (sweepKey?.[0] === 'sweep' && sweepFromFlagsOnly) return void problems.push({ file: '--sweep', message: prefix + p.message });
     const o = sweepKey ? overrideAt(overrides, sweepKey) : overrideAt(overrides, p.path, '--set');
-    problems.push(o ? { file: `${o.flag} ${o.arg}`, message: prefix + p.message } : { file, ...source.position(p.path, p.atKey), message: prefix + p.message });
+    problems.push(o ? { file: flagText(o.flag, o.arg), message: prefix + p.message } : { file, ...source.position(p.path, p.atKey), message: prefix + p.message });
   };
   if (problems.length) throw new ConfigProblems(problems);
 

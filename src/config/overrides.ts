@@ -17,7 +17,7 @@ export function parseOverrides(set: string[] = [], sweep: string[] = []): { over
   const overrides: Override[] = [];
   const problems: Problem[] = [];
   const parse = (flag: Override['flag'], arg: string) => {
-    const problem = (message: string) => problems.push({ file: `${flag} ${arg}`, message });
+    const problem = (message: string) => problems.push({ file: flagText(flag, arg), message });
     const eq = arg.indexOf('=');
     if (eq < 1) return problem(`expected key=value, e.g. ${flag} ${flag === '--set' ? 'head.dropout=0.5' : 'head.dropout=0.1,0.2,0.5'}`);
     const key = arg.slice(0, eq);
@@ -40,7 +40,7 @@ export function parseOverrides(set: string[] = [], sweep: string[] = []): { over
   for (const arg of sweep) parse('--sweep', arg);
   const swept = new Set(overrides.filter((o) => o.flag === '--sweep').map((o) => o.key));
   for (const o of overrides) {
-    if (o.flag === '--set' && swept.has(o.key)) problems.push({ file: `--set ${o.arg}`, message: `${o.key} is also given to --sweep; give one of the two` });
+    if (o.flag === '--set' && swept.has(o.key)) problems.push({ file: flagText(o.flag, o.arg), message: `${o.key} is also given to --sweep; give one of the two` });
   }
   return { overrides, problems };
 }
@@ -78,6 +78,9 @@ function pin(sweep: Record<string, any>, key: string): boolean {
   if (params && typeof params === 'object') for (const k of Object.keys(params)) if (overlaps(k, key)) removed = delete params[k];
   return removed;
 }
+
+/** How a flag is named in problems: `--set head.units=[1,2`, quoted when it holds spaces or line breaks. */
+export const flagText = (flag: string, arg: string): string => `${flag} ${/[\s'"]/.test(arg) ? JSON.stringify(arg) : arg}`;
 
 /** The override that gave the value at a field path, if any (the last one wins, as when applied). */
 export function overrideAt(overrides: Override[], path: (string | number)[], flag?: Override['flag']): Override | undefined {

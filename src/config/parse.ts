@@ -85,6 +85,7 @@ function onePerPosition(problems: Problem[]): Problem[] {
 
 function syntaxMessage(message: string): string {
   const first = message.split('\n')[0];
+  if (/multiple documents/.test(first)) return 'a --- document marker inside the text; an experiment is one YAML document';
   return /call stack/i.test(first) ? `nested too deeply to parse (more than ${MAX_DEPTH} levels are never needed)` : first;
 }
 
