@@ -58,7 +58,10 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   }
   const unknown = (field: string, given: string, list: string[]) => {
     const sentence = facts.unknownLayer?.(`backbone.${field}`, given, list, what) ?? `backbone.${field} "${given}" is not a layer of ${what}.`;
-    return sentence.replace(/\.$/, '') + didYouMean(given, list);
+    // The suggestion goes right after the statement, before any list of valid layers.
+    const suggestion = didYouMean(given, list);
+    const statement = `is not a layer of ${what}.`;
+    return suggestion && sentence.includes(statement) ? sentence.replace(statement, `is not a layer of ${what}${suggestion}`) : sentence.replace(/\.$/, '') + suggestion;
   };
   const { cut_layer: cut, trainable_from: from } = e.backbone;
   if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
