@@ -2,7 +2,7 @@
 // alias expansion bounded, and each parser error reported once per position. Keeps node positions so that
 // every later problem can say `file:line:col`.
 import fs from 'node:fs';
-import YAML, { isAlias, isCollection, isMap, isPair, isScalar, isSeq, LineCounter, type Document, type Node } from 'yaml';
+import YAML, { isAlias, isCollection, isMap, isPair, isScalar, isSeq, LineCounter, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
 import { ConfigProblems, type Problem } from './problems.ts';
 
 /** Experiment files are a few kilobytes; anything this large is a mistake or an attack. */
@@ -141,13 +141,24 @@ function firstAlias(doc: Document): number | undefined {
 }
 
 function positions(doc: Document, lineCounter: LineCounter): Source['position'] {
+  // Each mapping's keys indexed once, so that many problems cost one lookup each.
+  const index = new WeakMap<object, Map<unknown, Pair>>();
+  const pairOf = (map: YAMLMap, key: string | number) => {
+    let keys = index.get(map);
+    if (!keys) {
+      keys = new Map();
+      for (const pair of map.items) if (!keys.has((pair.key as any)?.value)) keys.set((pair.key as any)?.value, pair as Pair);
+      index.set(map, keys);
+    }
+    return keys.get(key);
+  };
   return (fieldPath, atKey = false) => {
     let node: Node | null | undefined = doc.contents;
     let offset = node?.range?.[0] ?? 0;
     for (let i = 0; i < fieldPath.length && node; i++) {
       const k = fieldPath[i];
       if (isMap(node)) {
-        const pair = node.items.find((it) => (it.key as any)?.value === k);
+        const pair = pairOf(node, k);
         if (!pair) break;
         const last = i === fieldPath.length - 1;
         node = pair.value as Node | null;
