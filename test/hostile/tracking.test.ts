@@ -3,7 +3,9 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createClient } from '../../src/tracking/client.ts';
 import { openJournal, syncRunDir } from '../../src/tracking/journal.ts';
@@ -73,6 +75,7 @@ for (const [name, dead] of [['never answers', silentServer], ['answers 500', fai
     started = Date.now();
     await tracker.onRunEnd!({ status: 'FINISHED', history: [], artifacts: ['experiment.yaml', 'model'], wallSeconds: 1 });
     expect(Date.now() - started).toBeLessThan(20_000);
+    expect(openJournal(runDir).runRecord()).toMatchObject({ uri, pid: process.pid });
     expect(lines.at(-1)).toMatch(/NOT delivered yet: the run itself, params, dataset inputs, metrics of epochs 1-2, 3 artifact file\(s\), the final run status.*xp sync/);
 
     expect((await syncRunDir(runDir, { uri: server.url })).pending).toBe(0);
@@ -84,3 +87,55 @@ for (const [name, dead] of [['never answers', silentServer], ['answers 500', fai
     expect(await client.searchRuns({ experimentIds: [experiment!.experiment_id] })).toHaveLength(1);
   }, SERVER_TIMEOUT + 60_000);
 }
+
+const bin = path.join(import.meta.dirname, '../../bin/xp.js');
+const xp = (args: string[], env: Record<string, string> = {}) => execa(process.execPath, [bin, ...args], { reject: false, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1', ...env } });
+
+/** A journal as a run in process `pid` leaves it when it logs to `uri` and nothing reaches the server. */
+function journalOf(uri: string, experimentName: string, options: { pid: number; end: boolean }): string {
+  const runDir = tempDir('journal');
+  const journal = openJournal(runDir);
+  journal.append({ kind: 'run', experimentName, runName: 'r', startTime: Date.now() - 5000, runKey: `${experimentName}-key`, tags: { 'mlflow.runName': 'r' }, uri, pid: options.pid, host: os.hostname() });
+  journal.append({ kind: 'metrics', step: 1, timestamp: Date.now() - 1000, metrics: { loss: 0.5 } });
+  if (options.end) journal.append({ kind: 'end', status: 'FINISHED', endTime: Date.now() });
+  return runDir;
+}
+
+async function runsIn(url: string, experimentName: string) {
+  const client = createClient(url);
+  const experiment = await client.getExperimentByName(experimentName);
+  return experiment ? client.searchRuns({ experimentIds: [experiment.experiment_id] }) : [];
+}
+
+test('`xp sync` sends a journal to the server its run was logging to, or to --to; never to the one configured now', async () => {
+  const other = await startTestServer();
+  closers.push(() => other.stop());
+  const own = journalOf(server.url, 'sync-own', { pid: process.pid, end: true });
+  const r = await xp(['sync', own], { MLFLOW_TRACKING_URI: other.url });
+  expect(r.exitCode, r.stderr).toBe(0);
+  expect(r.stdout).toContain(`sent 3 record(s) to ${server.url}`);
+  expect(await runsIn(server.url, 'sync-own')).toHaveLength(1);
+  expect(await runsIn(other.url, 'sync-own')).toHaveLength(0);
+
+  const moved = journalOf(server.url, 'sync-to', { pid: process.pid, end: true });
+  const to = await xp(['sync', moved, '--to', other.url]);
+  expect(to.exitCode, to.stderr).toBe(0);
+  expect(await runsIn(other.url, 'sync-to')).toHaveLength(1);
+  expect(await runsIn(server.url, 'sync-to')).toHaveLength(0);
+}, SERVER_TIMEOUT + 60_000);
+
+test('`xp sync` closes as KILLED a run whose process died without journaling its end, and says so', async () => {
+  const dead = execa(process.execPath, ['-e', '']);
+  await dead;
+  const runDir = journalOf(server.url, 'sync-killed', { pid: dead.pid!, end: false });
+  const r = await xp(['sync', runDir]);
+  expect(r.exitCode, r.stderr).toBe(0);
+  expect(r.stdout).toMatch(/ended without closing it: closing it as KILLED/);
+  const [run] = await runsIn(server.url, 'sync-killed');
+  expect(run.info.status).toBe('KILLED');
+  expect(Number(run.info.end_time)).toBeLessThanOrEqual(Date.now());
+  // A live run is left RUNNING.
+  const live = journalOf(server.url, 'sync-live', { pid: process.pid, end: false });
+  expect((await xp(['sync', live])).stdout).toMatch(/still going on/);
+  expect((await runsIn(server.url, 'sync-live'))[0].info.status).toBe('RUNNING');
+}, 60_000);
