@@ -125,11 +125,11 @@ const commands: Record<string, Command> = {
   },
   sync: {
     summary: 'send tracking records that could not reach MLflow during a run',
-    usage: 'xp sync [run-dir...]',
-    flags: {},
-    async run(args) {
+    usage: 'xp sync [run-dir...] [--to URI]',
+    flags: { to: { type: 'string', arg: 'URI', help: 'send to this MLflow server instead of the one each run was logging to' } },
+    async run(args, v) {
       const { syncCommand } = await import('./runs.ts');
-      return syncCommand(args);
+      return syncCommand(args, { to: v.to as string | undefined });
     },
   },
   bench: {
