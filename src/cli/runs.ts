@@ -8,30 +8,28 @@ import { mlflowStoreDir, runsRoot } from '../paths.ts';
 const storeDir = mlflowStoreDir;
 
 export async function runsCommand(experimentName: string | undefined, opts: { best: boolean; json: boolean; all: boolean }): Promise<number> {
-  const { listRuns, formatRunsTable, bestRun } = await import('../tracking/compare.ts');
-  const server = await resolveTrackingUri({ storeDir: storeDir() });
-  try {
-    const rows = await listRuns({ uri: server.url, experimentName, includeSweeps: opts.all });
-    if (experimentName && !rows.length) {
-      throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${server.url}`, { hint: 'xp runs (without a name) lists every experiment' });
-    }
-    if (opts.best) {
-      const best = bestRun(rows);
-      if (!best) throw new XpError('no run has a val_accuracy yet');
-      if (opts.json) console.log(JSON.stringify(best));
-      else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url}`);
-      return 0;
-    }
-    if (opts.json) {
-      console.log(JSON.stringify(rows, null, 2));
-      return 0;
-    }
-    console.log(formatRunsTable(rows));
-    console.log(`\n${rows.length} run(s) in ${server.url}`);
-    return 0;
-  } finally {
-    await server.stop();
+  const { formatRunsTable, bestRun } = await import('../tracking/compare.ts');
+  const { storedRuns } = await import('../tracking/store.ts');
+  // No server is started: a running one answers, else the embedded store's file is read directly.
+  const { rows, from, offline } = await storedRuns({ uri: process.env.MLFLOW_TRACKING_URI || undefined, storeDir: storeDir(), experimentName, includeSweeps: opts.all });
+  if (experimentName && !rows.length) {
+    throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${from}`, { hint: 'xp runs (without a name) lists every experiment' });
   }
+  const links = offline ? ' (links are paths in the MLflow UI: `xp ui` serves them)' : '';
+  if (opts.best) {
+    const best = bestRun(rows);
+    if (!best) throw new XpError('no run has a val_accuracy yet');
+    if (opts.json) console.log(JSON.stringify(best));
+    else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url}`);
+    return 0;
+  }
+  if (opts.json) {
+    console.log(JSON.stringify(rows, null, 2));
+    return 0;
+  }
+  console.log(formatRunsTable(rows));
+  console.log(`\n${rows.length} run(s) in ${offline ? path.relative(process.cwd(), from) || from : from}${links}`);
+  return 0;
 }
 
 export async function uiCommand(opts: { port?: number }): Promise<number> {
