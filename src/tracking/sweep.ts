@@ -105,7 +105,7 @@ export async function openSweep(options: {
   try {
     rows = await listRuns({ uri: options.uri, experimentName, includeSweeps: true, client });
   } catch (error) {
-    log(`MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial, journaled for \`xp sync\`.`);
+    log(`MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial; they are journaled as single runs for \`xp sync\`.`);
     return { trials: options.trials, finished: new Map() };
   }
   const finished = finishedByHash(rows, loaded.trials.map((t) => t.configHash));

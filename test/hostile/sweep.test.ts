@@ -35,7 +35,7 @@ sweep:
   });
   expect(r.exitCode, r.stderr + r.stdout).toBe(0);
   expect(Date.now() - started).toBeLessThan(120_000);
-  expect(r.stdout).toMatch(/sweep parent run not created .*journaled as single runs/);
+  expect(r.stdout).toMatch(/journaled as single runs for `xp sync`/);
   const runDirs = fs.readdirSync(path.join(runs, 'dead-sweep')).map((name) => path.join(runs, 'dead-sweep', name));
   expect(runDirs).toHaveLength(2);
   for (const dir of runDirs) expect(fs.existsSync(path.join(dir, 'mlflow-journal.jsonl'))).toBe(true);

@@ -209,7 +209,7 @@ describe('tracker', () => {
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(session.trials).toEqual(loaded.trials);
     expect(session.parentRunId).toBeUndefined();
-    expect(lines.join('\n')).toMatch(/journaled for `xp sync`/);
+    expect(lines.join('\n')).toMatch(/journaled as single runs for `xp sync`/);
   });
 
   test('files of a run on the embedded store are hard-linked into its artifact store, served like uploads', async () => {
