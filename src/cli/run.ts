@@ -97,6 +97,7 @@ function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, trackin
   if (tracking?.stopsWithCommand) {
     const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
     progress.line(`The embedded MLflow server stops with this command; these links open again with: ${store}xp ui --port ${new URL(tracking.uri).port}`);
+    progress.line(`(\`xp ui <output folder>\` prints the link of one run on any port)`);
   }
 }
 

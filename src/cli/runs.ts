@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
+import { runUrl } from '../tracking/client.ts';
 import { resolveTrackingUri, startServer } from '../tracking/server.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
@@ -32,13 +33,15 @@ export async function runsCommand(experimentName: string | undefined, opts: { be
   return 0;
 }
 
-export async function uiCommand(opts: { port?: number }): Promise<number> {
+export async function uiCommand(opts: { port?: number; runDir?: string }): Promise<number> {
+  const run = opts.runDir ? await loggedRun(opts.runDir) : undefined;
+  const page = (uri: string) => (run ? runUrl(uri, run.experimentId, run.runId) : uri.replace(/\/+$/, ''));
   if (process.env.MLFLOW_TRACKING_URI) {
-    console.log(`MLflow UI: ${process.env.MLFLOW_TRACKING_URI} (MLFLOW_TRACKING_URI)`);
+    console.log(`MLflow UI: ${page(process.env.MLFLOW_TRACKING_URI)} (MLFLOW_TRACKING_URI)`);
     return 0;
   }
   const server = await startServer({ storeDir: storeDir(), port: opts.port });
-  console.log(`MLflow UI: ${server.url}${server.reused ? ' (already running)' : ''}`);
+  console.log(`MLflow UI: ${page(server.url)}${server.reused ? ' (already running)' : ''}`);
   if (server.reused) return 0;
   console.log('Press Ctrl-C to stop it.');
   // The server process is unref'd: a timer keeps this process alive until Ctrl-C and the server's shutdown.
@@ -50,6 +53,14 @@ export async function uiCommand(opts: { port?: number }): Promise<number> {
   await server.stop();
   clearInterval(keepAlive);
   return 0;
+}
+
+/** The MLflow run a run folder logged to (from its journal). */
+async function loggedRun(runDir: string) {
+  const { openJournal } = await import('../tracking/journal.ts');
+  const run = fs.existsSync(runDir) ? openJournal(runDir).runRef() : undefined;
+  if (!run) throw new XpError(`${runDir} is not a run folder that reached MLflow`, { hint: 'pass runs/<experiment>/<run-id> of a tracked run; `xp sync <run-dir>` sends a run that could not reach MLflow' });
+  return run;
 }
 
 export async function syncCommand(runDirs: string[]): Promise<number> {

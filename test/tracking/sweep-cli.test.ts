@@ -113,12 +113,14 @@ test('with no server running, `xp runs` and `--dry-run` read the store in second
   const link = single.stdout.match(/MLflow: (http:\/\/127\.0\.0\.1:(\d+))\/#\/experiments\/\d+\/runs\/(\w+)/)!;
   const again = single.stdout.match(/these links open again with: XP_RUNS_DIR=\S+ xp ui --port (\d+)/)!;
   expect(again[1]).toBe(link[2]);
-  const ui = execa(process.execPath, [bin, 'ui', '--port', again[1]], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' } });
+  const runDir = path.resolve(root, single.stdout.match(/output: (\S+)/)![1]);
+  const ui = execa(process.execPath, [bin, 'ui', runDir, '--port', again[1]], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' } });
   try {
-    await new Promise<void>((resolve, reject) => {
-      ui.stdout!.on('data', (d) => String(d).includes('MLflow UI:') && resolve());
+    const printed = await new Promise<string>((resolve, reject) => {
+      ui.stdout!.on('data', (d) => String(d).includes('MLflow UI:') && resolve(String(d)));
       ui.on('exit', () => reject(new Error('xp ui exited')));
     });
+    expect(printed).toContain(`MLflow UI: ${link[0].slice('MLflow: '.length)}`);
     expect((await createClient(link[1]).getRun(link[3])).info.status).toBe('FINISHED');
   } finally {
     ui.kill('SIGINT');
