@@ -116,11 +116,11 @@ const commands: Record<string, Command> = {
   },
   ui: {
     summary: 'start (or reuse) the MLflow UI on the local store and print its URL',
-    usage: 'xp ui [--port N]',
+    usage: 'xp ui [run-dir] [--port N]',
     flags: { port: { type: 'string', arg: 'N', help: 'port to listen on (default: a free one)' } },
-    async run(_args, v) {
+    async run(args, v) {
       const { uiCommand } = await import('./runs.ts');
-      return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined });
+      return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined, runDir: args[0] });
     },
   },
   sync: {

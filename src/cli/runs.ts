@@ -2,45 +2,46 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
+import { runUrl } from '../tracking/client.ts';
 import { resolveTrackingUri, startServer, type TrackingServer } from '../tracking/server.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
 const storeDir = mlflowStoreDir;
 
 export async function runsCommand(experimentName: string | undefined, opts: { best: boolean; json: boolean; all: boolean }): Promise<number> {
-  const { listRuns, formatRunsTable, bestRun } = await import('../tracking/compare.ts');
-  const server = await resolveTrackingUri({ storeDir: storeDir() });
-  try {
-    const rows = await listRuns({ uri: server.url, experimentName, includeSweeps: opts.all });
-    if (experimentName && !rows.length) {
-      throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${server.url}`, { hint: 'xp runs (without a name) lists every experiment' });
-    }
-    if (opts.best) {
-      const best = bestRun(rows);
-      if (!best) throw new XpError('no run has a val_accuracy yet');
-      if (opts.json) console.log(JSON.stringify(best));
-      else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url}`);
-      return 0;
-    }
-    if (opts.json) {
-      console.log(JSON.stringify(rows, null, 2));
-      return 0;
-    }
-    console.log(formatRunsTable(rows));
-    console.log(`\n${rows.length} run(s) in ${server.url}`);
-    return 0;
-  } finally {
-    await server.stop();
+  const { formatRunsTable, bestRun } = await import('../tracking/compare.ts');
+  const { storedRuns } = await import('../tracking/store.ts');
+  // No server is started: a running one answers, else the embedded store's file is read directly.
+  const { rows, from, offline } = await storedRuns({ uri: process.env.MLFLOW_TRACKING_URI || undefined, storeDir: storeDir(), experimentName, includeSweeps: opts.all });
+  if (experimentName && !rows.length) {
+    throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${from}`, { hint: 'xp runs (without a name) lists every experiment' });
   }
+  const links = offline ? ' (links are paths in the MLflow UI: `xp ui` serves them)' : '';
+  if (opts.best) {
+    const best = bestRun(rows);
+    if (!best) throw new XpError('no run has a val_accuracy yet');
+    if (opts.json) console.log(JSON.stringify(best));
+    else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url}`);
+    return 0;
+  }
+  if (opts.json) {
+    console.log(JSON.stringify(rows, null, 2));
+    return 0;
+  }
+  console.log(formatRunsTable(rows));
+  console.log(`\n${rows.length} run(s) in ${offline ? path.relative(process.cwd(), from) || from : from}${links}`);
+  return 0;
 }
 
-export async function uiCommand(opts: { port?: number }): Promise<number> {
+export async function uiCommand(opts: { port?: number; runDir?: string }): Promise<number> {
+  const run = opts.runDir ? await loggedRun(opts.runDir) : undefined;
+  const page = (uri: string) => (run ? runUrl(uri, run.experimentId, run.runId) : uri.replace(/\/+$/, ''));
   if (process.env.MLFLOW_TRACKING_URI) {
-    console.log(`MLflow UI: ${process.env.MLFLOW_TRACKING_URI} (MLFLOW_TRACKING_URI)`);
+    console.log(`MLflow UI: ${page(process.env.MLFLOW_TRACKING_URI)} (MLFLOW_TRACKING_URI)`);
     return 0;
   }
   const server = await startServer({ storeDir: storeDir(), port: opts.port });
-  console.log(`MLflow UI: ${server.url}${server.reused ? ' (already running)' : ''}`);
+  console.log(`MLflow UI: ${page(server.url)}${server.reused ? ' (already running)' : ''}`);
   if (server.reused) return 0;
   console.log('Press Ctrl-C to stop it.');
   // The server process is unref'd: a timer keeps this process alive until Ctrl-C and the server's shutdown.
@@ -52,6 +53,14 @@ export async function uiCommand(opts: { port?: number }): Promise<number> {
   await server.stop();
   clearInterval(keepAlive);
   return 0;
+}
+
+/** The MLflow run a run folder logged to (from its journal). */
+async function loggedRun(runDir: string) {
+  const { openJournal } = await import('../tracking/journal.ts');
+  const run = fs.existsSync(runDir) ? openJournal(runDir).runRef() : undefined;
+  if (!run) throw new XpError(`${runDir} is not a run folder that reached MLflow`, { hint: 'pass runs/<experiment>/<run-id> of a tracked run; `xp sync <run-dir>` sends a run that could not reach MLflow' });
+  return run;
 }
 
 /**

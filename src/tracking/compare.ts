@@ -1,5 +1,6 @@
 // Runs side by side: what differs between them and how they scored.
-import { createClient, credentialsFromEnv, fromKeyValues, runUrl, type Run, type RunStatus } from './client.ts';
+import { goalSign, metricGoal, type Goal } from '../config/metrics.ts';
+import { createClient, credentialsFromEnv, fromKeyValues, runUrl, type MlflowClient, type Run, type RunStatus } from './client.ts';
 
 export interface RunRow {
   runId: string;
@@ -22,8 +23,8 @@ export interface RunRow {
 export const TABLE_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const;
 
 /** Runs of one experiment (or of all), newest first; sweep parents are left out unless asked for. */
-export async function listRuns(options: { uri: string; experimentName?: string; includeSweeps?: boolean; env?: NodeJS.ProcessEnv }): Promise<RunRow[]> {
-  const client = createClient(options.uri, credentialsFromEnv(options.env ?? process.env));
+export async function listRuns(options: { uri: string; experimentName?: string; includeSweeps?: boolean; env?: NodeJS.ProcessEnv; client?: MlflowClient }): Promise<RunRow[]> {
+  const client = options.client ?? createClient(options.uri, credentialsFromEnv(options.env ?? process.env));
   const experiments = options.experimentName
     ? [await client.getExperimentByName(options.experimentName)].filter((experiment) => experiment !== undefined)
     : await client.searchExperiments();
@@ -38,7 +39,7 @@ export async function listRuns(options: { uri: string; experimentName?: string; 
   return options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep');
 }
 
-function toRow(run: Run, experimentName: string, uri: string): RunRow {
+export function toRow(run: Run, experimentName: string, uri: string): RunRow {
   const tags = fromKeyValues(run.data.tags);
   return {
     runId: run.info.run_id,
@@ -57,23 +58,27 @@ function toRow(run: Run, experimentName: string, uri: string): RunRow {
   };
 }
 
-/** Best run by a metric (default: highest val_accuracy); runs without the metric do not compete. */
-export function bestRun(rows: RunRow[], options: { metric?: string; goal?: 'maximize' | 'minimize' } = {}): { runId: string; runDir?: string; url: string; value: number } | undefined {
-  const metric = options.metric ?? 'val_accuracy';
-  const sign = options.goal === 'minimize' ? -1 : 1;
-  let best: RunRow | undefined;
-  for (const row of rows) {
-    const value = row.metrics[metric];
-    if (!Number.isFinite(value)) continue;
-    if (!best || sign * value > sign * best.metrics[metric]) best = row;
-  }
-  return best && { runId: best.runId, runDir: best.runDir, url: best.url, value: best.metrics[metric] };
+/** The metric runs are ranked by unless asked otherwise. */
+export const RANK_METRIC = 'val_accuracy';
+
+/** Best run by a metric (default val_accuracy, direction from metricGoal); runs without the metric do not compete. */
+export function bestRun(rows: RunRow[], options: { metric?: string; goal?: Goal } = {}): { runId: string; runDir?: string; url: string; value: number } | undefined {
+  const metric = options.metric ?? RANK_METRIC;
+  const [best] = rankRuns(rows, metric, options.goal);
+  const value = best?.metrics[metric];
+  return best && Number.isFinite(value) ? { runId: best.runId, runDir: best.runDir, url: best.url, value } : undefined;
 }
 
-/** Names and params that differ between the runs, then final metrics; best val_accuracy first. */
+/** Best first by the metric under its goal (metricGoal unless given); runs without it last. */
+export function rankRuns(rows: RunRow[], metric = RANK_METRIC, goal: Goal = metricGoal(metric)): RunRow[] {
+  const score = (row: RunRow) => (Number.isFinite(row.metrics[metric]) ? goalSign(goal) * row.metrics[metric] : -Infinity);
+  return [...rows].sort((a, b) => score(b) - score(a));
+}
+
+/** Names and params that differ between the runs, then final metrics; best first. */
 export function formatRunsTable(rows: RunRow[]): string {
   if (rows.length === 0) return 'No runs.';
-  const sorted = [...rows].sort((a, b) => (b.metrics.val_accuracy ?? -Infinity) - (a.metrics.val_accuracy ?? -Infinity));
+  const sorted = rankRuns(rows);
   const keys = [...new Set(rows.flatMap((row) => Object.keys(row.params)))].sort();
   const differing = keys.filter((key) => new Set(rows.map((row) => row.params[key] ?? '')).size > 1);
   const header = ['name', 'status', ...differing, ...TABLE_METRICS];

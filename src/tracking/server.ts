@@ -326,3 +326,8 @@ function tail(file: string, lines: number): string {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** URL of the embedded server running on this store, if one is (never starts one). */
+export async function runningServerUrl(storeDir: string): Promise<string | undefined> {
+  return (await runningServer(path.join(path.resolve(storeDir), 'server.json')))?.url;
+}

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
-import { createClient, credentialsFromEnv, runUrl, type DatasetInput, type MlflowClient, type RunStatus } from './client.ts';
+import { createClient, credentialsFromEnv, runUrl, type DatasetInput, type MlflowClient } from './client.ts';
 import { deliver, describePending, endOpenRuns, openJournal, type Journal } from './journal.ts';
 import { repoRoot } from '../paths.ts';
 import { embeddedStore } from './server.ts';
@@ -20,6 +20,11 @@ export interface TrackerOptions {
   parentRunId?: string;
   log?: (line: string) => void;
   env?: NodeJS.ProcessEnv;
+  /**
+   * The embedded server's artifact folder (its --artifacts-destination), on this machine: the run's files are
+   * hard-linked there instead of uploaded, so a model is stored once. Remote servers get uploads.
+   */
+  artifactStore?: string;
 }
 
 export type MlflowTracker = Callbacks & {
@@ -27,6 +32,7 @@ export type MlflowTracker = Callbacks & {
   pending(): Promise<number>;
   runUrl(): string | undefined;
   mlflowRunId(): string | undefined;
+  mlflowExperimentId(): string | undefined;
 };
 
 // --- Timing (faults) ---
@@ -188,11 +194,13 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
 
     onRunEnd: guard('run end', async (info: RunEndInfo) => {
       if (!journal) return;
-      // [train] the run's result (saved model, whole validation set) and what early stopping did
+      // The run's result (saved model, whole validation set) and what early stopping did.
       const result = resultRecords(info);
       if (Object.keys(result.metrics).length) journal.append({ kind: 'metrics', step: info.result?.epoch ?? 0, timestamp: Date.now(), metrics: result.metrics });
       if (Object.keys(result.tags).length) journal.append({ kind: 'tags', tags: result.tags });
-      for (const relative of artifactFiles(runDir, info.artifacts, log)) journal.append({ kind: 'artifact', path: relative });
+      const files = artifactFiles(runDir, info.artifacts, log);
+      const linked = options.artifactStore ? linkArtifacts(runDir, files, options.artifactStore, await chain.then(runRef)) : new Set<string>();
+      for (const relative of files) if (!linked.has(relative)) journal.append({ kind: 'artifact', path: relative });
       // A second Ctrl-C journaled the end already (KILLED): the files written since still go with it.
       if (!journal.ended()) journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
       const count = journal.pending().length;
@@ -214,6 +222,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       return run ? runUrl(uri, run.experimentId, run.runId) : undefined;
     },
     mlflowRunId: () => runRef()?.runId,
+    mlflowExperimentId: () => runRef()?.experimentId,
   };
 }
 
@@ -268,7 +277,32 @@ function artifactFiles(runDir: string, artifacts: string[], log: (line: string) 
   return files;
 }
 
-function userName(env: NodeJS.ProcessEnv): string {
+/**
+ * Hard-links the run's files into the store's folder of the run (mlflow-artifacts:/<exp>/<run>/artifacts maps to
+ * <artifactStore>/<exp>/<run>/artifacts): the server lists and serves them like uploads. Returns the files linked;
+ * the others (no run yet, another file system) are uploaded as usual.
+ */
+function linkArtifacts(runDir: string, files: string[], artifactStore: string, run: { artifactUri: string } | undefined): Set<string> {
+  const linked = new Set<string>();
+  const proxied = run && /^mlflow-artifacts:(?:\/\/[^/]*)?\/?(.+)$/.exec(run.artifactUri)?.[1];
+  if (!proxied) return linked;
+  const root = path.resolve(artifactStore);
+  for (const relative of files) {
+    const target = path.resolve(root, proxied, relative);
+    if (!target.startsWith(root + path.sep)) continue;
+    try {
+      fs.mkdirSync(path.dirname(target), { recursive: true });
+      fs.rmSync(target, { force: true });
+      fs.linkSync(path.join(runDir, relative), target);
+      linked.add(relative);
+    } catch {
+      // not linkable here: the journal uploads it
+    }
+  }
+  return linked;
+}
+
+export function userName(env: NodeJS.ProcessEnv): string {
   try {
     return os.userInfo().username;
   } catch {
@@ -277,7 +311,7 @@ function userName(env: NodeJS.ProcessEnv): string {
 }
 
 let version: string | undefined;
-function xpVersion(): string {
+export function xpVersion(): string {
   try {
     version ??= (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
@@ -314,77 +348,7 @@ function headCommit(dotGit: string): string | undefined {
   const packed = fs.existsSync(path.join(commonDir, 'packed-refs')) ? read(path.join(commonDir, 'packed-refs')) : '';
   return packed.split('\n').map((line) => line.split(' ')).find(([, name]) => name === ref)?.[0];
 }
-
-// Sweeps: a parent run per sweep, trials nest under it by the mlflow.parentRunId tag.
-
-export async function startParentRun(options: {
-  uri: string;
-  experimentName: string;
-  runName: string;
-  sweepDefinition: { params?: Record<string, unknown>; tags?: Record<string, string> };
-  sourceFile?: string;
-  env?: NodeJS.ProcessEnv;
-}): Promise<{ runId: string; experimentId: string; url: string }> {
-  const env = options.env ?? process.env;
-  const client = createClient(options.uri, credentialsFromEnv(env));
-  const experiment = await client.getOrCreateExperiment(env.MLFLOW_EXPERIMENT_NAME || options.experimentName);
-  const commit = gitCommit(options.sourceFile ? path.dirname(path.resolve(options.sourceFile)) : process.cwd());
-  const run = await client.createRun({
-    experimentId: experiment.experiment_id,
-    runName: options.runName,
-    tags: {
-      'mlflow.runName': options.runName,
-      'mlflow.user': userName(env),
-      'mlflow.source.name': options.sourceFile ? path.resolve(options.sourceFile) : 'xp',
-      'mlflow.source.type': 'LOCAL',
-      ...(commit ? { 'mlflow.source.git.commit': commit } : {}),
-      'xp.version': xpVersion(),
-      'xp.kind': 'sweep',
-      ...options.sweepDefinition.tags,
-    },
-  });
-  const params = flattenParams(options.sweepDefinition.params ?? {});
-  await client.logBatch(run.info.run_id, { params: Object.entries(params).map(([key, value]) => ({ key, value: value.slice(0, 6000) })) });
-  return { runId: run.info.run_id, experimentId: run.info.experiment_id, url: runUrl(options.uri, run.info.experiment_id, run.info.run_id) };
-}
-
-export async function finishParentRun(runId: string, options: {
-  uri: string;
-  status: Exclude<RunStatus, 'RUNNING' | 'SCHEDULED'>;
-  bestRunId?: string;
-  /** Logged as metric best_<key>. */
-  bestMetric?: { key: string; value: number };
-  env?: NodeJS.ProcessEnv;
-}): Promise<void> {
-  const client = createClient(options.uri, credentialsFromEnv(options.env ?? process.env));
-  await client.logBatch(runId, {
-    tags: options.bestRunId ? [{ key: 'xp.best_run_id', value: options.bestRunId }] : [],
-    metrics: options.bestMetric ? [{ key: `best_${options.bestMetric.key}`, value: options.bestMetric.value, timestamp: Date.now(), step: 0 }] : [],
-  });
-  await client.updateRun(runId, { status: options.status, endTime: Date.now() });
-}
-
-/** Finished runs of the experiment whose xp.config_hash is one of `hashes` (newest run per hash), to skip redoing them. */
-export async function findFinishedRunsByConfigHash(uri: string, experimentName: string, hashes: string[], env: NodeJS.ProcessEnv = process.env): Promise<Map<string, string>> {
-  const found = new Map<string, string>();
-  if (hashes.length === 0) return found;
-  const client = createClient(uri, credentialsFromEnv(env));
-  const experiment = await client.getExperimentByName(env.MLFLOW_EXPERIMENT_NAME || experimentName);
-  if (!experiment) return found;
-  const wanted = new Set(hashes);
-  // MLflow's filter has no OR and no IN on tags: one hash filters server-side, several filter here.
-  const filter = hashes.length === 1 ? `attributes.status = 'FINISHED' AND tags."xp.config_hash" = '${quote(hashes[0])}'` : `attributes.status = 'FINISHED'`;
-  const runs = await client.searchRuns({ experimentIds: [experiment.experiment_id], filter, orderBy: ['attributes.start_time DESC'] });
-  for (const run of runs) {
-    const hash = run.data.tags?.find((tag) => tag.key === 'xp.config_hash')?.value;
-    if (hash && wanted.has(hash) && !found.has(hash)) found.set(hash, run.info.run_id);
-  }
-  return found;
-}
-
-const quote = (value: string) => value.replace(/'/g, "\\'");
-
-// [train] The run's result as MLflow metrics (final_val_accuracy, final_val_loss, precision_<class>, recall_<class>,
+// The run's result as MLflow metrics (final_val_accuracy, final_val_loss, precision_<class>, recall_<class>,
 // f1_<class>; class names kept to the characters MLflow accepts in a key) and early stopping as tags.
 export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>): { metrics: Record<string, number>; tags: Record<string, string> } {
   const metrics: Record<string, number> = {};

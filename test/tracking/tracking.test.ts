@@ -7,8 +7,10 @@ import { createClient, fromKeyValues, type MlflowClient, MlflowError } from '../
 import { bestRun, formatRunsTable, listRuns } from '../../src/tracking/compare.ts';
 import { CURSOR_FILE, JOURNAL_FILE } from '../../src/tracking/journal.ts';
 import { isHealthy, resolveTrackingUri, startServer, type TrackingServer } from '../../src/tracking/server.ts';
-import { createMlflowTracker, findFinishedRunsByConfigHash, finishParentRun, gitCommit, startParentRun } from '../../src/tracking/tracker.ts';
-import { epochLogs, quietLog, runDirWithFiles, removeTempDirs, SERVER_TIMEOUT, startInfo, startTestServer, tempDir } from './helpers.ts';
+import { closeSweep, openSweep, sweepHash } from '../../src/tracking/sweep.ts';
+import { createMlflowTracker, gitCommit } from '../../src/tracking/tracker.ts';
+import type { LoadedExperiment } from '../../src/config/load.ts';
+import { epochLogs, experiment, quietLog, runDirWithFiles, removeTempDirs, SERVER_TIMEOUT, startInfo, startTestServer, tempDir } from './helpers.ts';
 
 let server: TrackingServer & { storeDir: string };
 let client: MlflowClient;
@@ -141,42 +143,88 @@ describe('tracker', () => {
     expect(fromKeyValues(run.data.tags)['xp.error']).toBe('ModelError: out of memory');
   });
 
-  test('sweep trials nest under their parent run, which records the best trial', async () => {
-    const parent = await startParentRun({
-      uri: server.url,
-      experimentName: 'sweep',
-      runName: 'dropout sweep',
-      sweepDefinition: { params: { method: 'grid', parameters: { 'head.dropout': [0.2, 0.5] } }, tags: { 'xp.sweep_metric': 'val_accuracy' } },
-    });
-    const trials = [];
-    for (const [index, dropout] of [0.2, 0.5].entries()) {
-      trials.push(await fakeRun({ experimentName: 'sweep', runName: `dropout=${dropout}`, dropout, configHash: `hash-${dropout}`, parentRunId: parent.runId, valAccuracyBoost: index * 0.1 }));
-    }
-    await finishParentRun(parent.runId, { uri: server.url, status: 'FINISHED', bestRunId: trials[1].runId, bestMetric: { key: 'val_accuracy', value: 0.65 } });
+  test('a resumed sweep reuses its parent run and chooses the best among all FINISHED trials, skipped ones included', async () => {
+    const base = experiment();
+    const loaded: LoadedExperiment = {
+      file: 'sweep.yaml',
+      baseDir: '.',
+      base,
+      sweep: base.sweep,
+      trials: [0.2, 0.5].map((dropout, index) => ({ index: index + 1, name: `dropout=${dropout}`, values: { 'head.dropout': dropout }, experiment: experiment({ dropout }), configHash: `hash-${dropout}` })),
+    };
+    const { log, lines } = quietLog();
+    const open = () => openSweep({ uri: server.url, experimentName: 'sweep', loaded, trials: loaded.trials, rerun: false, sourceFile: 'experiments/sweep.yaml', log });
 
-    const children = await client.searchRuns({ experimentIds: [parent.experimentId], filter: `tags.mlflow.parentRunId = '${parent.runId}'` });
-    expect(children.map((run) => run.info.run_id).sort()).toEqual(trials.map((trial) => trial.runId).sort());
-    const parentRun = await client.getRun(parent.runId);
-    expect(parent.url).toBe(`${server.url}/#/experiments/${parent.experimentId}/runs/${parent.runId}`);
-    expect(parentRun.info.status).toBe('FINISHED');
-    expect(fromKeyValues(parentRun.data.tags)).toMatchObject({ 'xp.best_run_id': trials[1].runId, 'xp.sweep_metric': 'val_accuracy', 'xp.kind': 'sweep' });
-    expect(fromKeyValues(parentRun.data.params)).toMatchObject({ method: 'grid', 'parameters.head.dropout': '[0.2,0.5]' });
-    expect(parentRun.data.metrics?.find((metric) => metric.key === 'best_val_accuracy')?.value).toBe(0.65);
+    // First attempt: the better trial finishes, then the sweep is interrupted.
+    const first = await open();
+    expect(first.trials.map((t) => t.name)).toEqual(['dropout=0.2', 'dropout=0.5']);
+    const good = await fakeRun({ experimentName: 'sweep', runName: 'dropout=0.2', dropout: 0.2, configHash: 'hash-0.2', parentRunId: first.parentRunId, valAccuracyBoost: 0.3 });
+    await closeSweep({ uri: server.url, loaded, session: first, results: [], killed: true, log });
+    expect((await client.getRun(first.parentRunId!)).info.status).toBe('KILLED');
 
-    const found = await findFinishedRunsByConfigHash(server.url, 'sweep', ['hash-0.2', 'hash-0.5', 'hash-unknown']);
-    expect(Object.fromEntries(found)).toEqual({ 'hash-0.2': trials[0].runId, 'hash-0.5': trials[1].runId });
-    expect(Object.fromEntries(await findFinishedRunsByConfigHash(server.url, 'sweep', ['hash-0.5']))).toEqual({ 'hash-0.5': trials[1].runId });
-    expect((await findFinishedRunsByConfigHash(server.url, 'no such experiment', ['hash-0.5'])).size).toBe(0);
+    // Resume: the FINISHED trial is skipped, the parent is the same, the skipped trial is still the best.
+    const second = await open();
+    expect(second.parentRunId).toBe(first.parentRunId);
+    expect(second.trials.map((t) => t.name)).toEqual(['dropout=0.5']);
+    expect(lines.join('\n')).toMatch(/Skipping 1 trial\(s\) already FINISHED in MLflow .*dropout=0\.2/);
+    const worse = await fakeRun({ experimentName: 'sweep', runName: 'dropout=0.5', dropout: 0.5, configHash: 'hash-0.5', parentRunId: second.parentRunId });
+    const end = await closeSweep({ uri: server.url, loaded, session: second, results: [{ name: 'dropout=0.5', status: 'FINISHED', history: [1, 2].map(epochLogs), mlflowRunId: worse.runId, experimentId: (await client.getRun(worse.runId)).info.experiment_id }], killed: false, log });
+    expect(end.best).toEqual({ name: 'dropout=0.2', runId: good.runId, value: epochLogs(2).val_accuracy! + 0.3 });
+
+    const experimentId = (await client.getRun(good.runId)).info.experiment_id;
+    const runs = await client.searchRuns({ experimentIds: [experimentId] });
+    const parents = runs.filter((run) => fromKeyValues(run.data.tags)['xp.kind'] === 'sweep');
+    expect(parents.map((run) => run.info.run_id)).toEqual([first.parentRunId]);
+    const parent = await client.getRun(first.parentRunId!);
+    const tags = fromKeyValues(parent.data.tags);
+    expect(parent.info.status).toBe('FINISHED');
+    expect(tags).toMatchObject({ 'xp.best_run_id': good.runId, 'xp.sweep_hash': sweepHash(loaded), 'xp.sweep_metric': 'val_accuracy', 'xp.compare_url': end.compareUrl });
+    expect(parent.data.metrics?.find((metric) => metric.key === 'best_val_accuracy')?.value).toBeCloseTo(0.85, 10);
+    // The compare page of MLflow 3's UI: #/compare-runs?runs=[...]&experiments=[...], both trials.
+    const query = new URLSearchParams(end.compareUrl!.split('#/compare-runs?')[1]);
+    expect(end.compareUrl!.startsWith(`${server.url}/#/compare-runs?`)).toBe(true);
+    expect(JSON.parse(query.get('runs')!).sort()).toEqual([good.runId, worse.runId].sort());
+    expect(JSON.parse(query.get('experiments')!)).toEqual([experimentId]);
+    const children = runs.filter((run) => fromKeyValues(run.data.tags)['mlflow.parentRunId'] === first.parentRunId);
+    expect(children.map((run) => run.info.run_id).sort()).toEqual([good.runId, worse.runId].sort());
 
     // The table compares the trials: dropout differs, the backbone does not; the best is first.
     const rows = await listRuns({ uri: server.url, experimentName: 'sweep' });
-    expect(rows.map((row) => row.runId).sort()).toEqual(trials.map((trial) => trial.runId).sort());
-    const table = formatRunsTable(rows);
-    const [header, , first, second] = table.split('\n');
+    const [header, , top, next] = formatRunsTable(rows).split('\n');
     expect(header).toMatch(/^name\s+status\s+head\.dropout\s+val_accuracy\s+val_loss\s+accuracy\s+loss$/);
-    expect(first).toMatch(/^dropout=0\.5\s+FINISHED\s+0\.5\s+0\.6500\s/);
-    expect(second).toMatch(/^dropout=0\.2\s+FINISHED\s+0\.2\s+0\.5500\s/);
-    expect(bestRun(rows)).toMatchObject({ runId: trials[1].runId, runDir: trials[1].runDir });
+    expect(top).toMatch(/^dropout=0\.2\s+FINISHED\s+0\.2\s+0\.8500\s/);
+    expect(next).toMatch(/^dropout=0\.5\s+FINISHED\s+0\.5\s+0\.5500\s/);
+    expect(bestRun(rows)).toMatchObject({ runId: good.runId, runDir: good.runDir });
+    // A loss ranks smallest first: the direction comes from metricGoal.
+    expect(bestRun(rows, { metric: 'val_loss' })?.value).toBe(Math.min(...rows.map((row) => row.metrics.val_loss)));
+  });
+
+  test('a sweep with the tracking server down goes on at once, its trials journaled as single runs', async () => {
+    const base = experiment();
+    const loaded: LoadedExperiment = { file: 'x.yaml', baseDir: '.', base, sweep: base.sweep, trials: [{ index: 1, name: 'dropout=0.2', values: {}, experiment: base, configHash: 'h' }] };
+    const { log, lines } = quietLog();
+    const started = Date.now();
+    const session = await openSweep({ uri: 'http://127.0.0.1:9', experimentName: 'dead', loaded, trials: loaded.trials, rerun: false, sourceFile: 'x.yaml', log, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' } });
+    await closeSweep({ uri: 'http://127.0.0.1:9', loaded, session, results: [], killed: false, log, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' } });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(session.trials).toEqual(loaded.trials);
+    expect(session.parentRunId).toBeUndefined();
+    expect(lines.join('\n')).toMatch(/journaled as single runs for `xp sync`/);
+  });
+
+  test('files of a run on the embedded store are hard-linked into its artifact store, served like uploads', async () => {
+    const { runDir, weights } = runDirWithFiles();
+    const artifactStore = path.join(server.storeDir, 'artifacts');
+    const tracker = createMlflowTracker({ uri: server.url, experimentName: 'linked', runDir, artifactStore, log: quietLog().log });
+    await tracker.onRunStart!(startInfo(runDir));
+    await tracker.onRunEnd!({ status: 'FINISHED', history: [], artifacts: ['experiment.yaml', 'model/'], wallSeconds: 1 });
+    const run = await client.getRun(tracker.mlflowRunId()!);
+    const stored = path.join(artifactStore, run.info.experiment_id, run.info.run_id, 'artifacts', 'model', 'weights.bin');
+    expect(fs.statSync(stored).ino).toBe(fs.statSync(path.join(runDir, 'model', 'weights.bin')).ino);
+    expect(fs.statSync(stored).nlink).toBe(2);
+    expect((await client.listArtifacts(run.info.artifact_uri, 'model')).map((file) => file.path).sort()).toEqual(['model/model.json', 'model/weights.bin']);
+    expect(Buffer.compare(await client.downloadArtifact(run.info.artifact_uri, 'model/weights.bin'), weights)).toBe(0);
+    expect(await tracker.pending()).toBe(0);
   });
 });
 

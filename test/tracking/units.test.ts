@@ -4,11 +4,12 @@ import path from 'node:path';
 import { afterAll, expect, test } from 'vitest';
 import { TrackingError } from '../../src/errors.ts';
 import { BATCH_LIMITS, chunkBatch } from '../../src/tracking/client.ts';
-import { bestRun, formatRunsTable, type RunRow } from '../../src/tracking/compare.ts';
+import { bestRun, formatRunsTable, rankRuns, type RunRow } from '../../src/tracking/compare.ts';
 import { describePending, openJournal } from '../../src/tracking/journal.ts';
 import { resolveTrackingUri, startServer } from '../../src/tracking/server.ts';
+import { chooseBest, compareUrl, headlineValue, sweepHash } from '../../src/tracking/sweep.ts';
 import { flattenParams, runParams } from '../../src/tracking/tracker.ts';
-import { removeTempDirs, startInfo, tempDir } from './helpers.ts';
+import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './helpers.ts';
 
 afterAll(removeTempDirs);
 
@@ -89,4 +90,38 @@ test('a missing or failing MLflow binary gives an error that says what to do', a
 
 test('a tracking URI that is not http(s) is refused with advice', async () => {
   await expect(resolveTrackingUri({ experimentUri: 'sqlite:///mlflow.db', storeDir: tempDir('store') })).rejects.toThrow(/tracking\.uri must be an http\(s\) URL/);
+});
+
+test('the best trial and the runs ranking take their direction from metricGoal: losses smallest, accuracies largest', () => {
+  const candidates = [{ name: 'a', value: 0.4 }, { name: 'b', value: 0.2 }, { name: 'c', value: undefined }, { name: 'd', value: Number.NaN }];
+  expect(chooseBest(candidates, 'val_loss')?.name).toBe('b');
+  expect(chooseBest(candidates, 'val_accuracy')?.name).toBe('a');
+  expect(chooseBest(candidates, 'val_accuracy', 'minimize')?.name).toBe('b');
+  expect(chooseBest([{ value: undefined }], 'val_accuracy')).toBeUndefined();
+  const row = (runId: string, metrics: Record<string, number>) => ({ runId, metrics }) as RunRow;
+  const rows = [row('low', { val_loss: 0.1, val_accuracy: 0.7 }), row('none', {}), row('high', { val_loss: 0.9, val_accuracy: 0.9 })];
+  expect(rankRuns(rows, 'val_loss').map((r) => r.runId)).toEqual(['low', 'high', 'none']);
+  expect(rankRuns(rows).map((r) => r.runId)).toEqual(['high', 'low', 'none']);
+  expect(bestRun(rows, { metric: 'val_loss' })?.runId).toBe('low');
+});
+
+test("a trial's headline value is read by one function, finite values only", () => {
+  expect(headlineValue({ history: [epochLogs(1), epochLogs(2)] }, 'val_accuracy')).toBe(epochLogs(2).val_accuracy);
+  expect(headlineValue({ history: [] }, 'val_accuracy')).toBeUndefined();
+  expect(headlineValue({ history: [{ ...epochLogs(1), val_loss: Number.NaN }] }, 'val_loss')).toBeUndefined();
+});
+
+test("a sweep's hash changes with its base or its definition, not with tracking or description", () => {
+  const base = experiment();
+  const hash = sweepHash({ base, sweep: base.sweep });
+  expect(sweepHash({ base: { ...base, description: 'other', tracking: { enabled: true, experiment_name: 'x' } }, sweep: base.sweep })).toBe(hash);
+  expect(sweepHash({ base: experiment({ learning_rate: 1e-3 }), sweep: base.sweep })).not.toBe(hash);
+  expect(sweepHash({ base, sweep: { ...base.sweep!, parameters: { 'head.dropout': [0.2, 0.5, 0.7] } } })).not.toBe(hash);
+});
+
+test("the compare URL is MLflow 3's compare-runs route with JSON lists of runs and experiments", () => {
+  const url = compareUrl('http://127.0.0.1:5000/', ['1', '1'], ['a', 'b']);
+  expect(url).toBe('http://127.0.0.1:5000/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D');
+  const query = new URLSearchParams(url.split('?')[1]);
+  expect(JSON.parse(query.get('runs')!)).toEqual(['a', 'b']);
 });

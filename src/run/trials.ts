@@ -1,0 +1,125 @@
+// Training a list of trials: groups that share a backbone pass, in this process one after another, or spread
+// over child processes (`--parallel N`). Both hand back one outcome per trial, with its MLflow ids when tracked.
+import os from 'node:os';
+import path from 'node:path';
+import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
+import type { Callbacks } from '../events.ts';
+import { repoRoot, runsRoot } from '../paths.ts';
+import type { TrackingSession } from '../tracking/session.ts';
+import type { PreparedData } from '../train/data.ts';
+import type { Progress } from '../train/progress.ts';
+import type { TrialOutcome } from '../train/run.ts';
+
+export type Outcome = Pick<TrialOutcome, 'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds'> & {
+  mlflowRunId?: string;
+  experimentId?: string;
+  url?: string;
+};
+
+export interface TrialsContext {
+  loaded: LoadedExperiment;
+  file: string;
+  progress: Progress;
+  shouldStop: () => boolean;
+  dataDir?: string;
+  tracking?: TrackingSession;
+  parentRunId?: string;
+}
+
+/** Groups one after another in this process; the decoded data is reused while the data section is the same. */
+export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext): Promise<Outcome[]> {
+  const { runGroup } = await import('../train/run.ts');
+  const { progress, tracking, parentRunId, loaded, file } = ctx;
+  const outcomes: Outcome[] = [];
+  const withIds = (o: Outcome) => ({ ...o, ...tracking?.ids(o.runDir) });
+  let data: { config: unknown; prepared: PreparedData } | undefined;
+  for (const group of groups) {
+    if (ctx.shouldStop()) break;
+    const specs = group.map((t) => ({
+      name: t.name,
+      experiment: t.experiment,
+      configHash: t.configHash,
+      parentRunId,
+      callbacks: tracking ? [tracking.callbacks(file, parentRunId)] : ([] as Callbacks[]),
+    }));
+    if (group.length > 1) progress.line(`Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`);
+    try {
+      const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
+      const r = await runGroup(specs, {
+        baseDir: loaded.baseDir,
+        sourceFile: file,
+        runsRoot: runsRoot(),
+        dataDir: ctx.dataDir,
+        progress,
+        shouldStop: ctx.shouldStop,
+        data: sameData ? data!.prepared : undefined,
+      });
+      data = { config: group[0].experiment.data, prepared: r.data };
+      outcomes.push(...r.outcomes.map(withIds));
+    } catch (error) {
+      // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.
+      if (!loaded.sweep) throw error;
+      progress.line(`trial(s) ${group.map((t) => t.index).join(', ')} FAILED: ${(error as Error).message}`);
+      // Trials of the group done before the failure stay FINISHED.
+      const closed = (error as { outcomes?: Outcome[] }).outcomes;
+      outcomes.push(...(closed?.map(withIds) ?? group.map((t) => failed(t, (error as Error).message))));
+    }
+  }
+  return outcomes;
+}
+
+/**
+ * --parallel N: groups spread over N child processes (`xp run --only ...`), TensorFlow's thread pools divided
+ * between them. Children log to the same MLflow server under the same parent run and report back in JSON.
+ */
+export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContext & { parallel: number; args: string[] }): Promise<Outcome[]> {
+  const { execa } = await import('execa');
+  const n = Math.min(ctx.parallel, groups.length);
+  const buckets: ResolvedTrial[][][] = Array.from({ length: n }, () => []);
+  const load = new Array<number>(n).fill(0);
+  // Longest first, each to the least loaded process: work is about steps x the group's longest epochs.
+  for (const g of [...groups].sort((a, b) => cost(b) - cost(a))) {
+    const i = load.indexOf(Math.min(...load));
+    buckets[i].push(g);
+    load[i] += cost(g);
+  }
+  const threads = String(Math.max(1, Math.floor(os.cpus().length / n)));
+  ctx.progress.line(`Running ${groups.length} group(s) in ${n} processes, ${threads} TensorFlow thread(s) each`);
+  const bin = path.join(repoRoot, 'bin', 'xp.js');
+  const outcomes: Outcome[] = [];
+  await Promise.all(
+    buckets.map(async (bucket, worker) => {
+      const only = bucket.flat().map((t) => t.index).join(',');
+      const args = [bin, 'run', ctx.file, '--json', '--only', only, ...ctx.args];
+      if (ctx.parentRunId) args.push('--parent-run-id', ctx.parentRunId);
+      const child = execa(process.execPath, args, {
+        reject: false,
+        stderr: 'inherit',
+        env: { TF_NUM_INTRAOP_THREADS: threads, TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: threads, ...(ctx.tracking ? { MLFLOW_TRACKING_URI: ctx.tracking.uri } : {}) },
+      });
+      for await (const line of child.iterable()) {
+        const event = parseEvent(String(line));
+        if (event?.event === 'epoch') ctx.progress.line(`[${event.trial ?? `worker ${worker + 1}`}] epoch ${event.epoch}: loss ${num(event.loss)} - accuracy ${num(event.accuracy)} - val_loss ${num(event.val_loss)} - val_accuracy ${num(event.val_accuracy)}`);
+        else if (event?.event === 'summary') outcomes.push(...(event.runs as Outcome[]));
+        else if (event?.event === 'log') ctx.progress.line(`[worker ${worker + 1}] ${event.message}`);
+      }
+      const result = await child;
+      if (result.exitCode !== 0 && !outcomes.some((o) => bucket.flat().some((t) => t.name === o.name))) {
+        outcomes.push(...bucket.flat().map((t) => failed(t, `worker exited with code ${result.exitCode}`)));
+      }
+    }),
+  );
+  return outcomes;
+}
+
+const failed = (t: ResolvedTrial, error: string): Outcome => ({ name: t.name, status: 'FAILED', error, history: [], runDir: '', wallSeconds: 0 });
+const cost = (g: ResolvedTrial[]) => Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
+const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');
+
+function parseEvent(line: string): Record<string, any> | undefined {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,205 @@
+// A sweep's tracking session: one parent run per sweep definition, found again on resume by the sweep's hash;
+// trials FINISHED in MLflow are skipped; the best trial is chosen among every FINISHED trial of the sweep (this
+// command's and the skipped ones); the parent is tagged with the best trial and the MLflow compare URL of all trials.
+// Tracking never holds up training: every request here is one short attempt, and a failure is said and passed over.
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
+import { isBetter, metricGoal } from '../config/metrics.ts';
+import type { EpochLogs, RunEndInfo } from '../events.ts';
+import { runUrl, type MlflowClient } from './client.ts';
+import { listRuns, type RunRow } from './compare.ts';
+import { quickClient } from './session.ts';
+import { storedRuns } from './store.ts';
+import { gitCommit, userName, xpVersion } from './tracker.ts';
+
+/** What the sweep needs of a trial trained by this command. */
+export interface TrialResult {
+  name: string;
+  status: RunEndInfo['status'];
+  history: EpochLogs[];
+  mlflowRunId?: string;
+  experimentId?: string;
+}
+
+export interface SweepSession {
+  /** Trials to train now (FINISHED ones left out unless rerun). */
+  trials: ResolvedTrial[];
+  /** FINISHED runs of trials of this sweep, by config hash (they compete for best). */
+  finished: Map<string, RunRow>;
+  parentRunId?: string;
+  parentUrl?: string;
+}
+
+export interface SweepEnd {
+  best?: { name: string; runId?: string; value: number };
+  compareUrl?: string;
+}
+
+type Log = (line: string) => void;
+
+/**
+ * The value a trial competes with, from this command's outcome. One place, so that what a run's result is
+ * can change (e.g. the saved model scored on the whole validation set) without touching the choice.
+ */
+export function headlineValue(outcome: Pick<TrialResult, 'history'>, metric: string): number | undefined {
+  const value = (outcome.history.at(-1) as unknown as Record<string, number> | undefined)?.[metric];
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** The same value for a trial found FINISHED in MLflow: the metric's latest value there. */
+export function runHeadlineValue(row: Pick<RunRow, 'metrics'>, metric: string): number | undefined {
+  const value = row.metrics[metric];
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** sha256 of what defines the sweep: the resolved base experiment and the sweep's definition. */
+export function sweepHash(loaded: Pick<LoadedExperiment, 'base' | 'sweep'>): string {
+  return crypto.createHash('sha256').update(configHash(loaded.base)).update(JSON.stringify(loaded.sweep ?? {})).digest('hex').slice(0, 16);
+}
+
+/** MLflow's compare-runs page for these runs (the route of MLflow 3's UI: JSON lists in the query). */
+export function compareUrl(uri: string, experimentIds: string[], runIds: string[]): string {
+  const list = (values: string[]) => encodeURIComponent(JSON.stringify([...new Set(values)]));
+  return `${uri.replace(/\/+$/, '')}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}`;
+}
+
+/** The best candidate under the sweep's goal; candidates without a value do not compete. */
+export function chooseBest<T extends { value?: number }>(candidates: T[], metric: string, goal = metricGoal(metric)): (T & { value: number }) | undefined {
+  let best: (T & { value: number }) | undefined;
+  for (const candidate of candidates) {
+    if (candidate.value === undefined || !Number.isFinite(candidate.value)) continue;
+    if (!best || isBetter(candidate.value, best.value, goal)) best = candidate as T & { value: number };
+  }
+  return best;
+}
+
+/** FINISHED runs of the experiment with one of these config hashes, newest per hash. */
+export function finishedByHash(rows: RunRow[], hashes: string[]): Map<string, RunRow> {
+  const wanted = new Set(hashes);
+  const found = new Map<string, RunRow>();
+  for (const row of [...rows].sort((a, b) => (b.startTime ?? 0) - (a.startTime ?? 0))) {
+    const hash = row.tags['xp.config_hash'];
+    if (row.status === 'FINISHED' && hash && wanted.has(hash) && !found.has(hash)) found.set(hash, row);
+  }
+  return found;
+}
+
+/** Before training: which trials are FINISHED already, and the sweep's parent run (reused when it exists). */
+export async function openSweep(options: {
+  uri: string;
+  experimentName: string;
+  loaded: LoadedExperiment;
+  trials: ResolvedTrial[];
+  rerun: boolean;
+  sourceFile: string;
+  log: Log;
+  env?: NodeJS.ProcessEnv;
+}): Promise<SweepSession> {
+  const { loaded, log } = options;
+  const env = options.env ?? process.env;
+  const client = quickClient(options.uri, env);
+  const experimentName = env.MLFLOW_EXPERIMENT_NAME || options.experimentName;
+  const hash = sweepHash(loaded);
+  let rows: RunRow[] = [];
+  try {
+    rows = await listRuns({ uri: options.uri, experimentName, includeSweeps: true, client });
+  } catch (error) {
+    log(`MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial; they are journaled as single runs for \`xp sync\`.`);
+    return { trials: options.trials, finished: new Map() };
+  }
+  const finished = finishedByHash(rows, loaded.trials.map((t) => t.configHash));
+  let trials = options.trials;
+  if (!options.rerun) {
+    const skipped = trials.filter((t) => finished.has(t.configHash));
+    if (skipped.length) log(`Skipping ${skipped.length} trial(s) already FINISHED in MLflow (--rerun runs them again): ${skipped.map((t) => t.name).join('; ')}`);
+    trials = trials.filter((t) => !finished.has(t.configHash));
+  }
+  // A trial trained again competes with its new run only.
+  for (const t of trials) finished.delete(t.configHash);
+  if (!trials.length) return { trials, finished };
+  const existing = rows.find((row) => row.tags['xp.kind'] === 'sweep' && row.tags['xp.sweep_hash'] === hash);
+  try {
+    const parent = existing ? await reopenParent(client, existing) : await createParent(client, { ...options, experimentName, hash, env });
+    log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
+    return { trials, finished, parentRunId: parent.runId, parentUrl: parent.url };
+  } catch (error) {
+    log(`MLflow: sweep parent run not created (${(error as Error).message}); the trials are journaled as single runs for \`xp sync\`.`);
+    return { trials, finished };
+  }
+}
+
+async function reopenParent(client: MlflowClient, row: RunRow) {
+  await client.updateRun(row.runId, { status: 'RUNNING' });
+  return { runId: row.runId, url: runUrl(client.baseUrl, row.experimentId, row.runId) };
+}
+
+async function createParent(client: MlflowClient, options: { loaded: LoadedExperiment; experimentName: string; hash: string; sourceFile: string; env: NodeJS.ProcessEnv }) {
+  const { loaded, sourceFile, env } = options;
+  const experiment = await client.getOrCreateExperiment(options.experimentName);
+  const runName = `sweep ${Object.keys(loaded.sweep!.parameters).join(' x ')}`;
+  const commit = gitCommit(path.dirname(path.resolve(sourceFile)));
+  const run = await client.createRun({
+    experimentId: experiment.experiment_id,
+    runName,
+    tags: {
+      'mlflow.runName': runName,
+      'mlflow.user': userName(env),
+      'mlflow.source.name': path.resolve(sourceFile),
+      'mlflow.source.type': 'LOCAL',
+      ...(commit ? { 'mlflow.source.git.commit': commit } : {}),
+      ...(loaded.base.description ? { 'mlflow.note.content': loaded.base.description.slice(0, 5000) } : {}),
+      'xp.version': xpVersion(),
+      'xp.kind': 'sweep',
+      'xp.sweep_hash': options.hash,
+      'xp.sweep.trials': String(loaded.trials.length),
+      'xp.sweep_metric': loaded.sweep!.metric,
+    },
+  });
+  const params = Object.entries({ 'sweep.method': loaded.sweep!.method, 'sweep.metric': loaded.sweep!.metric, 'sweep.goal': loaded.sweep!.goal, trials: loaded.trials.length, ...prefixed(loaded.sweep!.parameters) });
+  await client.logBatch(run.info.run_id, { params: params.map(([key, value]) => ({ key, value: (typeof value === 'string' ? value : JSON.stringify(value)).slice(0, 6000) })) });
+  return { runId: run.info.run_id, url: runUrl(client.baseUrl, run.info.experiment_id, run.info.run_id) };
+}
+
+const prefixed = (parameters: Record<string, unknown>) => Object.fromEntries(Object.entries(parameters).map(([key, value]) => [`parameters.${key}`, value]));
+
+/** After training: the best FINISHED trial of the whole sweep, the compare URL, and the parent closed. */
+export async function closeSweep(options: {
+  uri: string;
+  loaded: LoadedExperiment;
+  session: SweepSession;
+  results: TrialResult[];
+  killed: boolean;
+  log: Log;
+  env?: NodeJS.ProcessEnv;
+}): Promise<SweepEnd> {
+  const { loaded, session, log } = options;
+  const { metric, goal } = loaded.sweep!;
+  const ranThisTime = new Set(options.results.map((r) => r.mlflowRunId).filter(Boolean));
+  const candidates = [
+    ...options.results.filter((r) => r.status === 'FINISHED').map((r) => ({ name: r.name, runId: r.mlflowRunId, experimentId: r.experimentId, value: headlineValue(r, metric) })),
+    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map((row) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: runHeadlineValue(row, metric) })),
+  ];
+  const best = chooseBest(candidates, metric, goal ?? metricGoal(metric));
+  const tracked = candidates.filter((c) => c.runId && c.experimentId);
+  const url = tracked.length ? compareUrl(options.uri, tracked.map((c) => c.experimentId!), tracked.map((c) => c.runId!)) : undefined;
+  if (session.parentRunId) {
+    const client = quickClient(options.uri, options.env);
+    const tags = [...(best?.runId ? [{ key: 'xp.best_run_id', value: best.runId }] : []), ...(url && url.length <= 5000 ? [{ key: 'xp.compare_url', value: url }] : [])];
+    const metrics = best ? [{ key: `best_${metric}`, value: best.value, timestamp: Date.now(), step: 0 }] : [];
+    try {
+      await client.logBatch(session.parentRunId, { tags, metrics });
+      await client.updateRun(session.parentRunId, { status: options.killed ? 'KILLED' : best ? 'FINISHED' : 'FAILED', endTime: Date.now() });
+    } catch (error) {
+      log(`MLflow: could not close the sweep's parent run (${(error as Error).message}); the next run of this sweep closes it.`);
+    }
+  }
+  return { best: best && { name: best.name, runId: best.runId, value: best.value }, compareUrl: url };
+}
+
+/** For --dry-run: the trials MLflow has FINISHED (they would be skipped), read without starting a server. */
+export async function finishedTrials(loaded: LoadedExperiment, storeDir: string, env: NodeJS.ProcessEnv = process.env): Promise<Map<string, RunRow>> {
+  const experimentName = env.MLFLOW_EXPERIMENT_NAME || loaded.base.tracking.experiment_name || loaded.base.name;
+  const { rows } = await storedRuns({ uri: loaded.base.tracking.uri ?? (env.MLFLOW_TRACKING_URI || undefined), storeDir, experimentName });
+  return finishedByHash(rows, loaded.trials.map((t) => t.configHash));
+}
