@@ -11,6 +11,7 @@ import { createRng } from '../util/random.ts';
 import type { EarlyStoppingReport, EpochLogs, RunResult } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
+import { backupTrial, resumeTrial, type Backup } from './backup.ts';
 import type { Progress } from './progress.ts';
 import { atLastEpoch, copyTrainerWeights, createTrials, describeEarlyStopping, observeEpoch, restoreSavedWeights, type Trial } from './trial-state.ts';
 import { createValidationSet, type ValidationSet } from './validation.ts';
@@ -25,6 +26,10 @@ export interface Member {
    */
   model: tf.LayersModel;
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
+  /** Where its state is backed up at each epoch end it trains on after (BackupAndRestore); none when undefined. */
+  backupDir?: string;
+  /** Its state after the epochs an interrupted run did: training goes on from there. Every member of a resumed group has one. */
+  resume?: Backup;
   /** The member is done (its epochs ran, it stopped early, or the run was interrupted); `model` holds its saved weights until this returns. */
   onDone(result: MemberResult): Promise<void>;
 }
@@ -66,7 +71,8 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const end = (t: Trial) => (ended.has(t) ? undefined : (ended.add(t), endTrial(t, validation, progress)));
   const step = { global: 0 };
   try {
-    for (let epoch = 1; epoch <= maxEpochs && !shouldStop(); epoch++) {
+    const epochsDone = await resumeGroup(trials, feed, validation, step);
+    for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop(); epoch++) {
       const active = trials.filter((t) => !t.stoppedEarly && epoch <= t.epochs);
       if (!active.length) break;
       const trainers = [...new Set(active.map((t) => t.trainer))];
@@ -104,6 +110,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       } finally {
         epochValidation.dispose();
       }
+      for (const t of active) if (t.member.backupDir && !ended.has(t)) await backupTrial(t, t.member.backupDir);
     }
     for (const t of trials) copyTrainerWeights(t); // interrupted: prefixes take the weights a lone run would have had
     for (const t of [...trials].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await end(t); // prefixes first
@@ -111,6 +118,19 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     for (const t of trials) t.step.dispose();
     validation.dispose();
   }
+}
+
+/** A resumed group's trials where their backups left them, and the batches of the epochs done drawn; returns those epochs. */
+async function resumeGroup(trials: Trial[], feed: TrainingFeed, validation: ValidationSet, step: { global: number }): Promise<number> {
+  const epochs = new Set(trials.map((t) => t.member.resume?.epoch));
+  if (epochs.size !== 1) throw new Error(`a resumed group needs every trial's backup at the same epoch (got ${[...epochs].join(', ')})`);
+  const [done] = epochs;
+  if (!done) return 0;
+  for (const t of trials) await resumeTrial(t, t.member.resume!);
+  feed.skip(done * feed.steps);
+  validation.skipEpochs(done);
+  step.global = done * feed.steps;
+  return done;
 }
 
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */
