@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
+import { XpError } from '../errors.ts';
 import type { EpochLogs } from '../events.ts';
 import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
 
@@ -107,7 +108,7 @@ export function readBackup(runDir: string): Backup | undefined {
   const dir = [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, 'state.json')));
   if (!dir) return undefined;
   const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as StateFile;
-  if (state.format !== FORMAT) throw new Error(`backup format ${state.format} in ${dir}; this xp reads format ${FORMAT}`);
+  if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });
   const bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
   const tensor = (e: TensorEntry) => {
     const n = e.shape.reduce((a, b) => a * b, 1);
@@ -138,11 +139,6 @@ export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<vo
 
 export function removeBackup(runDir: string): void {
   for (const d of [BACKUP_DIR, `${BACKUP_DIR}.old`, `${BACKUP_DIR}.next`]) fs.rmSync(path.join(runDir, d), { recursive: true, force: true });
-}
-
-/** Frees the backup's tensors (the model, its optimizer and the trial's snapshots hold their own references). */
-export function disposeBackup(b: Backup): void {
-  tf.dispose([...b.weights, ...b.optimizer.map((o) => o.tensor), ...(b.checkpointWeights ?? []), ...(b.earlyStoppingWeights ?? [])]);
 }
 
 /** Backs up a trial that goes on training: its state after its last epoch, with the weights of the model that trains for it. */

@@ -3,7 +3,8 @@
 // head, optimizer or epochs costs about one run. A single run is a group of one. Validation features are
 // computed once per run and reused every epoch. Members that differ only in their number of epochs follow one
 // trajectory (same seed, batches and dropout masks): the longest one trains, and each shorter one is its prefix,
-// taking the trained weights when its last epoch ends.
+// taking the trained weights when its last epoch ends. The parts: feeding (feed.ts), validation and scoring
+// (validation.ts), each trial's checkpoint and early stopping (trial-state.ts), backups for resuming (backup.ts).
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import type { Backbone } from '../model/backbone.ts';
@@ -88,17 +89,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
         for (const t of active) {
           let val = scores.get(t.trainer);
           if (!val) scores.set(t.trainer, (val = validation.evaluate(t.trainer.member.model, epochValidation.parts)));
-          const sum = sums.get(t.trainer)!;
-          const logs: EpochLogs = {
-            loss: sum.loss / sum.n,
-            accuracy: sum.accuracy / sum.n,
-            val_loss: val.loss,
-            val_accuracy: val.accuracy,
-            learning_rate: t.member.experiment.optimizer.learning_rate,
-            // In a group the epoch is shared: its wall time so far, as each trial saw it.
-            epoch_seconds: (Date.now() - started) / 1000,
-            images_per_second: sum.n / trainSeconds,
-          };
+          const logs = epochLogs(t, sums.get(t.trainer)!, val, started, trainSeconds);
           t.history.push(logs);
           observeEpoch(t, epoch, logs);
           if (atLastEpoch(t)) copyTrainerWeights(t);
@@ -118,6 +109,20 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     for (const t of trials) t.step.dispose();
     validation.dispose();
   }
+}
+
+/** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
+function epochLogs(t: Trial, sum: { loss: number; accuracy: number; n: number }, val: { loss: number; accuracy: number }, started: number, trainSeconds: number): EpochLogs {
+  return {
+    loss: sum.loss / sum.n,
+    accuracy: sum.accuracy / sum.n,
+    val_loss: val.loss,
+    val_accuracy: val.accuracy,
+    learning_rate: t.member.experiment.optimizer.learning_rate,
+    // In a group the epoch is shared: its wall time so far, as each trial saw it.
+    epoch_seconds: (Date.now() - started) / 1000,
+    images_per_second: sum.n / trainSeconds,
+  };
 }
 
 /** A resumed group's trials where their backups left them, and the batches of the epochs done drawn; returns those epochs. */
