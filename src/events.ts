@@ -20,6 +20,8 @@ export interface RunStartInfo {
   sourceFile?: string; // the experiment YAML the user ran
   configHash: string; // sha256 of the resolved experiment (canonical JSON), first 16 hex chars
   parentRunId?: string; // tracker run id of the sweep parent, for trials
+  /** Epochs an interrupted run had done when this one resumes it (same runId and runDir): continue its tracked run. */
+  resumedAt?: number;
   facts: {
     total_params: number;
     trainable_params: number;

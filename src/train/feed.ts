@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { createIndexStream, gatherBatch } from '../data/batches.ts';
-import { createAugmenter } from '../data/augment.ts';
+import { createAugmenter, randomTransform } from '../data/augment.ts';
 import { preprocess, type Backbone } from '../model/backbone.ts';
 import { taskFor } from '../model/task.ts';
 import type { Rng } from '../util/random.ts';
@@ -39,6 +39,8 @@ export interface EpochBatches {
 export interface TrainingFeed {
   steps: number;
   epoch(): EpochBatches;
+  /** Draws the indices and augmentation of `batches` batches without making them: a resumed run's epochs done. */
+  skip(batches: number): void;
 }
 
 export function createTrainingFeed(
@@ -93,6 +95,13 @@ export function createTrainingFeed(
           for (const b of queue.splice(0)) tf.dispose([b.input, b.target]);
         },
       };
+    },
+    skip(batches) {
+      for (let i = 0; i < batches; i++) {
+        const idx = stream.next();
+        // The augmenter draws one transform per image, in order (augment.ts).
+        if (!augmenter.identity) for (let j = 0; j < idx.length; j++) randomTransform(shared.augmentation, size, opts.augmentRng);
+      }
     },
   };
 }

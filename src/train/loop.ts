@@ -3,7 +3,8 @@
 // head, optimizer or epochs costs about one run. A single run is a group of one. Validation features are
 // computed once per run and reused every epoch. Members that differ only in their number of epochs follow one
 // trajectory (same seed, batches and dropout masks): the longest one trains, and each shorter one is its prefix,
-// taking the trained weights when its last epoch ends.
+// taking the trained weights when its last epoch ends. The parts: feeding (feed.ts), validation and scoring
+// (validation.ts), each trial's checkpoint and early stopping (trial-state.ts), backups for resuming (backup.ts).
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import type { Backbone } from '../model/backbone.ts';
@@ -12,6 +13,7 @@ import { createRng } from '../util/random.ts';
 import type { EarlyStoppingReport, EpochLogs, RunResult } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
+import { backupTrial, resumeTrial, type Backup } from './backup.ts';
 import type { Progress } from './progress.ts';
 import { atLastEpoch, copyTrainerWeights, createTrials, describeEarlyStopping, observeEpoch, restoreSavedWeights, type Trial } from './trial-state.ts';
 import { createValidationSet, type ValidationSet } from './validation.ts';
@@ -26,6 +28,10 @@ export interface Member {
    */
   model: tf.LayersModel;
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
+  /** Where its state is backed up at each epoch end it trains on after (BackupAndRestore); none when undefined. */
+  backupDir?: string;
+  /** Its state after the epochs an interrupted run did: training goes on from there. Every member of a resumed group has one. */
+  resume?: Backup;
   /** The member is done (its epochs ran, it stopped early, or the run was interrupted); `model` holds its saved weights until this returns. */
   onDone(result: MemberResult): Promise<void>;
 }
@@ -67,7 +73,8 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const end = (t: Trial) => (ended.has(t) ? undefined : (ended.add(t), endTrial(t, validation, progress)));
   const step = { global: 0 };
   try {
-    for (let epoch = 1; epoch <= maxEpochs && !shouldStop(); epoch++) {
+    const epochsDone = await resumeGroup(trials, feed, validation, step);
+    for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop(); epoch++) {
       const active = trials.filter((t) => !t.stoppedEarly && epoch <= t.epochs);
       if (!active.length) break;
       const trainers = [...new Set(active.map((t) => t.trainer))];
@@ -83,17 +90,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
         for (const t of active) {
           let val = scores.get(t.trainer);
           if (!val) scores.set(t.trainer, (val = validation.evaluate(t.trainer.member.model, epochValidation.parts)));
-          const sum = sums.get(t.trainer)!;
-          const logs: EpochLogs = {
-            loss: sum.loss / sum.n,
-            accuracy: sum.accuracy / sum.n,
-            val_loss: val.loss,
-            val_accuracy: val.accuracy,
-            learning_rate: t.member.experiment.optimizer.learning_rate,
-            // In a group the epoch is shared: its wall time so far, as each trial saw it.
-            epoch_seconds: (Date.now() - started) / 1000,
-            images_per_second: sum.n / trainSeconds,
-          };
+          const logs = epochLogs(t, sums.get(t.trainer)!, val, started, trainSeconds);
           t.history.push(logs);
           observeEpoch(t, epoch, logs);
           if (atLastEpoch(t)) copyTrainerWeights(t);
@@ -105,6 +102,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       } finally {
         epochValidation.dispose();
       }
+      for (const t of active) if (t.member.backupDir && !ended.has(t)) await backupTrial(t, t.member.backupDir);
     }
     for (const t of trials) copyTrainerWeights(t); // interrupted: prefixes take the weights a lone run would have had
     for (const t of [...trials].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await end(t); // prefixes first
@@ -112,6 +110,33 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     for (const t of trials) t.step.dispose();
     validation.dispose();
   }
+}
+
+/** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
+function epochLogs(t: Trial, sum: { loss: number; accuracy: number; n: number }, val: { loss: number; accuracy: number }, started: number, trainSeconds: number): EpochLogs {
+  return {
+    loss: sum.loss / sum.n,
+    accuracy: sum.accuracy / sum.n,
+    val_loss: val.loss,
+    val_accuracy: val.accuracy,
+    learning_rate: t.member.experiment.optimizer.learning_rate,
+    // In a group the epoch is shared: its wall time so far, as each trial saw it.
+    epoch_seconds: (Date.now() - started) / 1000,
+    images_per_second: sum.n / trainSeconds,
+  };
+}
+
+/** A resumed group's trials where their backups left them, and the batches of the epochs done drawn; returns those epochs. */
+async function resumeGroup(trials: Trial[], feed: TrainingFeed, validation: ValidationSet, step: { global: number }): Promise<number> {
+  const epochs = new Set(trials.map((t) => t.member.resume?.epoch));
+  if (epochs.size !== 1) throw new Error(`a resumed group needs every trial's backup at the same epoch (got ${[...epochs].join(', ')})`);
+  const [done] = epochs;
+  if (!done) return 0;
+  for (const t of trials) await resumeTrial(t, t.member.resume!);
+  feed.skip(done * feed.steps);
+  validation.skipEpochs(done);
+  step.global = done * feed.steps;
+  return done;
 }
 
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */

@@ -16,6 +16,8 @@ import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
 import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
 import type { Progress } from './progress.ts';
+import { readBackup, removeBackup } from './backup.ts';
+import { XpError } from '../errors.ts';
 
 export interface TrialSpec {
   name: string;
@@ -23,6 +25,8 @@ export interface TrialSpec {
   configHash: string;
   callbacks: Callbacks[];
   parentRunId?: string;
+  /** An interrupted run of this trial to continue, in its folder, from its backup (xp run --resume). */
+  resume?: { runId: string; runDir: string };
 }
 
 export interface TrialOutcome {
@@ -49,6 +53,8 @@ export interface GroupOptions {
   shouldStop: () => boolean;
   /** Reuse data already decoded by an earlier group with the same data section. */
   data?: PreparedData;
+  /** Back up each run's state at every epoch end (Keras BackupAndRestore) so that an interrupted run can resume. */
+  backup?: boolean;
 }
 
 export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'confusion_matrix.png', 'model'];
@@ -88,11 +94,13 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     models.set(i, { head, model, full: frozen ? composeModel(backbone.model, head) : model });
   }
   const members = trials.map((t, i) => {
-    const { runId, runDir } = newRunDir(opts.runsRoot, t.experiment.name);
+    const { runId, runDir } = t.resume ?? newRunDir(opts.runsRoot, t.experiment.name);
+    const backup = t.resume && readBackup(runDir);
+    if (t.resume && !backup) throw new XpError(`${runDir} has no backup to resume from`, { hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start' });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
     const { head, model, full } = models.get(owner[i])!;
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
-    return { spec: t, runId, runDir, head, model, full };
+    return { spec: t, runId, runDir, head, model, full, backup };
   });
 
   for (const m of members) {
@@ -106,6 +114,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         sourceFile: opts.sourceFile,
         configHash: m.spec.configHash,
         parentRunId: m.spec.parentRunId,
+        resumedAt: m.backup?.epoch,
         facts: { ...counts, train_images: data.train.count, validation_images: data.validation.count, class_names: data.classNames },
         datasets: [
           { name: `${path.basename(path.dirname(data.train.dir))}/${path.basename(data.train.dir)}`, digest: data.train.digest, source: data.train.dir, context: 'train' },
@@ -124,6 +133,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
     const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !ranItsEpochs ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
+    if (status === 'FINISHED') removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
     const wallSeconds = (Date.now() - started) / 1000;
     const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
     const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
@@ -141,6 +151,8 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },
         onDone: (r) => endRun(i, r),
+        backupDir: opts.backup ? m.runDir : undefined,
+        resume: m.backup,
       })),
       { data, backbone, forward, progress, shouldStop: opts.shouldStop },
     );

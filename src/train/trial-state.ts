@@ -100,12 +100,27 @@ export interface Checkpoint {
   bestEpoch?: number;
   bestWeights?: tf.Tensor[];
   observe(epoch: number, logs: EpochLogs, trained: tf.LayersModel): void;
+  /** What a backup keeps (besides the snapshot), and its restore. */
+  state(): CheckpointState;
+  restore(state: CheckpointState, bestWeights?: tf.Tensor[]): void;
+}
+
+export interface CheckpointState {
+  bestEpoch?: number;
+  /** The monitored value times its goal's sign (larger is better); null for -Infinity in JSON. */
+  bestValue: number | null;
 }
 
 function createCheckpoint(config: { monitor: string; save_best_only: boolean }): Checkpoint {
   const sign = goalSign(metricGoal(config.monitor));
   let bestValue = -Infinity;
   const checkpoint: Checkpoint = {
+    state: () => ({ bestEpoch: checkpoint.bestEpoch, bestValue: toJson(bestValue) }),
+    restore(state, bestWeights) {
+      checkpoint.bestEpoch = state.bestEpoch;
+      bestValue = fromJson(state.bestValue);
+      checkpoint.bestWeights = bestWeights;
+    },
     observe(epoch, logs, trained) {
       const value = monitored(logs, config.monitor) * sign;
       if (checkpoint.bestEpoch !== undefined && !(value > bestValue)) return;
@@ -128,6 +143,15 @@ export interface EarlyStopping {
   /** Returns whether training stops after this epoch. */
   observe(epoch: number, logs: EpochLogs, trained: tf.LayersModel): boolean;
   report(): EarlyStoppingReport;
+  /** What a backup keeps (besides the snapshot), and its restore. */
+  state(): EarlyStoppingState;
+  restore(state: EarlyStoppingState, bestWeights?: tf.Tensor[]): void;
+}
+
+export interface EarlyStoppingState {
+  best: number | null;
+  bestEpoch: number;
+  wait: number;
 }
 
 // Keras 3's EarlyStopping.on_epoch_end: `wait` counts epochs since the last improvement (by more than
@@ -141,6 +165,13 @@ function createEarlyStopping(config: EarlyStoppingConfig): EarlyStopping {
   let stoppedEpoch: number | undefined;
   const es: EarlyStopping = {
     bestEpoch: 0,
+    state: () => ({ best: toJson(best), bestEpoch: es.bestEpoch, wait }),
+    restore(state, bestWeights) {
+      best = fromJson(state.best);
+      es.bestEpoch = state.bestEpoch;
+      wait = state.wait;
+      es.bestWeights = bestWeights;
+    },
     observe(epoch, logs, trained) {
       const current = monitored(logs, config.monitor) * sign;
       const improved = current - config.min_delta > best;
@@ -185,6 +216,10 @@ export function describeEarlyStopping(r: EarlyStoppingReport, lastEpoch: number)
   else if (r.stopped_epoch) lines.push(`Keeping the weights of epoch ${lastEpoch} (restore_best_weights is off).`);
   return lines;
 }
+
+// JSON has no infinities or NaN: -Infinity (nothing seen yet) and NaN are written as null.
+const toJson = (v: number): number | null => (Number.isFinite(v) ? v : null);
+const fromJson = (v: number | null): number => v ?? -Infinity;
 
 const monitored = (logs: EpochLogs, key: string) => (logs as unknown as Record<string, number>)[key] ?? NaN;
 

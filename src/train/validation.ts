@@ -26,6 +26,8 @@ export interface ValidationSet {
   count: number;
   /** The next epoch's validation batches; their inputs are gathered once for all the group's heads. */
   nextEpoch(): EpochValidation;
+  /** Draws the validation batches of `epochs` epochs without making them: a resumed run's epochs done. */
+  skipEpochs(epochs: number): void;
   /** Loss and accuracy of a model on an epoch's parts, Keras-style (sample-weighted means). */
   evaluate(model: tf.LayersModel, parts: Part[]): { loss: number; accuracy: number };
   /** The model on the whole set: the run's result, its weights being those of `epoch`. */
@@ -65,6 +67,9 @@ export function createValidationSet(data: PreparedData, shared: Experiment, feat
       };
       const parts = chunks(indices, chunkSize).map((idx): Part => [idx, () => once(idx)]);
       return { parts, images: indices.length, dispose: () => tf.dispose([...gathered.values()]) };
+    },
+    skipEpochs(epochs) {
+      for (let i = 0; i < epochs * steps; i++) stream.next();
     },
     evaluate: (model, parts) => evaluate(model, parts, data),
     score: (model, epoch) => score(model, whole, data, epoch),

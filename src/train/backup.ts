@@ -1,0 +1,166 @@
+// What a run folder keeps at each epoch end to continue an interrupted run where it stopped, as Keras'
+// BackupAndRestore does: the epochs done and their history, the weights of the model that trains for the trial,
+// its optimizer's slots, and the checkpoint's and early stopping's state with their snapshots. Random state needs
+// no saving: batches, augmentation draws and dropout masks follow from the seed and the step, and the loop
+// replays the draws of the epochs done (cheap: no image is touched).
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import { XpError } from '../errors.ts';
+import type { EpochLogs } from '../events.ts';
+import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
+
+export const BACKUP_DIR = 'backup';
+const FORMAT = 1;
+
+/** A trial's state after `epoch` epochs, read from its run folder. */
+export interface Backup {
+  epoch: number;
+  history: EpochLogs[];
+  checkpoint: CheckpointState;
+  earlyStopping?: EarlyStoppingState;
+  /** The trained model's weights, in model.getWeights() order. */
+  weights: tf.Tensor[];
+  /** The optimizer's weights, each slot named by the index of its variable in model.weights. */
+  optimizer: { variable: number; suffix: string; tensor: tf.Tensor }[];
+  checkpointWeights?: tf.Tensor[];
+  earlyStoppingWeights?: tf.Tensor[];
+}
+
+interface TensorEntry {
+  shape: number[];
+  dtype: 'float32' | 'int32';
+  offset: number;
+  /** For optimizer weights: the index of the variable in model.weights and the slot's suffix; or 'iterations'. */
+  variable?: number;
+  suffix?: string;
+}
+
+interface StateFile {
+  format: number;
+  epoch: number;
+  history: EpochLogs[];
+  checkpoint: CheckpointState;
+  earlyStopping?: EarlyStoppingState;
+  tensors: { weights: TensorEntry[]; optimizer: TensorEntry[]; checkpoint?: TensorEntry[]; earlyStopping?: TensorEntry[] };
+}
+
+export interface BackupInput {
+  epoch: number;
+  history: EpochLogs[];
+  checkpoint: CheckpointState;
+  earlyStopping?: EarlyStoppingState;
+  model: tf.LayersModel;
+  checkpointWeights?: tf.Tensor[];
+  earlyStoppingWeights?: tf.Tensor[];
+}
+
+/** Writes the backup next to the last one, then replaces it: a crash mid-write leaves the previous one whole. */
+export async function writeBackup(runDir: string, b: BackupInput): Promise<void> {
+  const chunks: Buffer[] = [];
+  let offset = 0;
+  const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
+    const data = t.dataSync() as Float32Array | Int32Array;
+    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    chunks.push(Buffer.from(bytes)); // a copy: the dense-head step updates the kernel in place
+    const entry = { shape: t.shape, dtype: t.dtype as 'float32' | 'int32', offset, ...extra };
+    offset += bytes.length;
+    return entry;
+  };
+  const indexOf = new Map(b.model.weights.map((w, i) => [w.name, i]));
+  const optimizer = b.model.optimizer ? await b.model.optimizer.getWeights() : [];
+  const weights = b.model.getWeights();
+  const state: StateFile = {
+    format: FORMAT,
+    epoch: b.epoch,
+    history: b.history,
+    checkpoint: b.checkpoint,
+    earlyStopping: b.earlyStopping,
+    tensors: {
+      weights: weights.map((w) => add(w)),
+      optimizer: optimizer.map(({ name, tensor }) => {
+        if (name === 'iter' || name.endsWith('iterations')) return add(tensor, { suffix: 'iterations' });
+        const slash = name.lastIndexOf('/');
+        const variable = indexOf.get(name.slice(0, slash));
+        if (variable === undefined) throw new Error(`backup: optimizer weight ${name} belongs to no weight of the model`);
+        return add(tensor, { variable, suffix: name.slice(slash + 1) });
+      }),
+      checkpoint: b.checkpointWeights?.map((w) => add(w)),
+      earlyStopping: b.earlyStoppingWeights?.map((w) => add(w)),
+    },
+  };
+  // Copies the optimizer made for the backup go; its own variables (Adam hands out its slots) stay.
+  tf.dispose(optimizer.map((o) => o.tensor).filter((t) => !(t instanceof tf.Variable)));
+  const dir = path.join(runDir, BACKUP_DIR);
+  const next = `${dir}.next`;
+  fs.rmSync(next, { recursive: true, force: true });
+  fs.mkdirSync(next);
+  fs.writeFileSync(path.join(next, 'tensors.bin'), Buffer.concat(chunks));
+  fs.writeFileSync(path.join(next, 'state.json'), `${JSON.stringify(state)}\n`);
+  fs.rmSync(`${dir}.old`, { recursive: true, force: true });
+  if (fs.existsSync(dir)) fs.renameSync(dir, `${dir}.old`);
+  fs.renameSync(next, dir);
+  fs.rmSync(`${dir}.old`, { recursive: true, force: true });
+}
+
+/** The run folder's backup, or undefined when it has none. */
+export function readBackup(runDir: string): Backup | undefined {
+  const dir = [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, 'state.json')));
+  if (!dir) return undefined;
+  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as StateFile;
+  if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });
+  const bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
+  const tensor = (e: TensorEntry) => {
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + n * 4);
+    return tf.tensor(e.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), e.shape, e.dtype);
+  };
+  return {
+    epoch: state.epoch,
+    history: state.history,
+    checkpoint: state.checkpoint,
+    earlyStopping: state.earlyStopping,
+    weights: state.tensors.weights.map(tensor),
+    optimizer: state.tensors.optimizer.map((e) => ({ variable: e.variable ?? -1, suffix: e.suffix ?? '', tensor: tensor(e) })),
+    checkpointWeights: state.tensors.checkpoint?.map(tensor),
+    earlyStoppingWeights: state.tensors.earlyStopping?.map(tensor),
+  };
+}
+
+/** Sets the model's weights and its optimizer's slots from the backup (slots renamed to this model's variables). */
+export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<void> {
+  model.setWeights(b.weights);
+  if (model.optimizer && b.optimizer.length) {
+    await model.optimizer.setWeights(
+      b.optimizer.map(({ variable, suffix, tensor }) => ({ name: suffix === 'iterations' ? 'iter' : `${model.weights[variable].name}/${suffix}`, tensor })),
+    );
+  }
+}
+
+export function removeBackup(runDir: string): void {
+  for (const d of [BACKUP_DIR, `${BACKUP_DIR}.old`, `${BACKUP_DIR}.next`]) fs.rmSync(path.join(runDir, d), { recursive: true, force: true });
+}
+
+/** Backs up a trial that goes on training: its state after its last epoch, with the weights of the model that trains for it. */
+export async function backupTrial(t: Trial, runDir: string): Promise<void> {
+  await writeBackup(runDir, {
+    epoch: t.history.length,
+    history: t.history,
+    checkpoint: t.checkpoint.state(),
+    earlyStopping: t.earlyStopping?.state(),
+    model: t.trainer.member.model,
+    checkpointWeights: t.checkpoint.bestWeights,
+    earlyStoppingWeights: t.earlyStopping?.bestWeights,
+  });
+}
+
+/** Puts a trial back where its backup left it; the model that trains for it takes the backed-up weights and slots. */
+export async function resumeTrial(t: Trial, b: Backup): Promise<void> {
+  t.history.push(...b.history);
+  t.checkpoint.restore(b.checkpoint, b.checkpointWeights);
+  if (t.earlyStopping && b.earlyStopping) t.earlyStopping.restore(b.earlyStopping, b.earlyStoppingWeights);
+  if (t.trainer === t) await restoreModel(t.member.model, b);
+  // The snapshots now belong to the trial; the rest is held by the model and its optimizer.
+  tf.dispose([...b.weights, ...b.optimizer.map((o) => o.tensor)]);
+  if (!t.earlyStopping) tf.dispose(b.earlyStoppingWeights);
+}

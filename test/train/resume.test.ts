@@ -1,0 +1,74 @@
+// Keras BackupAndRestore: a run interrupted after epoch 2 of 4 and resumed from its folder's backup ends with
+// the metrics and weights of the run that was never interrupted.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import { describe, expect, it } from 'vitest';
+import { loadExperiment } from '../../src/config/load.ts';
+import type { PreparedData } from '../../src/train/data.ts';
+import { runGroup } from '../../src/train/run.ts';
+import { recordingProgress, savedWeights, spec, tmp, writeExperiment } from './helpers.ts';
+
+// The native dense-head step (Flatten -> Dense with RMSprop, its slots' decays replayed lazily), with early
+// stopping's best-weights snapshot to keep across the interruption.
+const BODY = `head: {pooling: flatten, units: [32], dropout: 0.2}
+optimizer: {name: rmsprop, learning_rate: 0.0001}
+training: {epochs: 4, steps_per_epoch: 3, validation_steps: 2, seed: 11,
+           early_stopping: {monitor: val_accuracy, patience: 10, restore_best_weights: true}}`;
+
+describe('resume', () => {
+  let data: PreparedData | undefined;
+  const opts = (extra: { backup?: boolean; shouldStop?: () => boolean } = {}) => ({
+    baseDir: tmp,
+    runsRoot: path.join(tmp, 'runs'),
+    progress: recordingProgress().progress,
+    shouldStop: extra.shouldStop ?? (() => false),
+    backup: extra.backup,
+    data,
+  });
+
+  it('a run interrupted after epoch 2 of 4 and resumed ends as the uninterrupted run', async () => {
+    const { trials } = await loadExperiment(writeExperiment('resume', BODY));
+    const whole = await runGroup(trials.map(spec), opts());
+    data = whole.data;
+    const uninterrupted = whole.outcomes[0];
+    expect(uninterrupted.history).toHaveLength(4);
+
+    let stop = false;
+    const first = spec(trials[0]);
+    first.callbacks = [{ onEpochEnd: (epoch) => void (stop = epoch === 2) }];
+    const [killed] = (await runGroup([first], opts({ backup: true, shouldStop: () => stop }))).outcomes;
+    expect(killed.status).toBe('KILLED');
+    expect(killed.history).toHaveLength(2);
+    expect(fs.existsSync(path.join(killed.runDir, 'backup/state.json'))).toBe(true);
+
+    const again = spec(trials[0]);
+    let resumedAt: number | undefined;
+    const epochs: number[] = [];
+    again.callbacks = [{ onRunStart: (info) => void (resumedAt = info.resumedAt), onEpochEnd: (epoch) => void epochs.push(epoch) }];
+    again.resume = { runId: killed.runId, runDir: killed.runDir };
+    const before = tf.memory().numTensors;
+    const [resumed] = (await runGroup([again], opts({ backup: true }))).outcomes;
+    expect(tf.memory().numTensors).toBe(before);
+    expect(resumed.status).toBe('FINISHED');
+    expect(resumed.runDir).toBe(killed.runDir);
+    expect(resumedAt).toBe(2);
+    expect(epochs).toEqual([3, 4]);
+    expect(fs.existsSync(path.join(resumed.runDir, 'backup'))).toBe(false); // a finished run keeps no backup
+
+    expect(resumed.history).toHaveLength(4);
+    resumed.history.forEach((h, i) => {
+      const u = uninterrupted.history[i];
+      for (const k of ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const) expect(h[k], `epoch ${i + 1} ${k}`).toBeCloseTo(u[k]!, 6);
+    });
+    expect(resumed.earlyStopping).toEqual(uninterrupted.earlyStopping);
+    expect(resumed.result!.epoch).toBe(uninterrupted.result!.epoch);
+    expect(resumed.result!.val_accuracy).toBeCloseTo(uninterrupted.result!.val_accuracy, 5);
+    const [a, b] = await Promise.all([savedWeights(resumed.runDir), savedWeights(uninterrupted.runDir)]);
+    a.forEach((w, i) => {
+      let worst = 0;
+      w.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i][j]))));
+      expect(worst, `weight ${i}`).toBeLessThan(1e-5);
+    });
+  });
+});
