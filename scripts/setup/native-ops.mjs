@@ -36,7 +36,7 @@ export function build(root, tfjsNodeDir) {
 /** Loads the kernels beside tfjs-node in a child process and checks one dense RMSprop step against tfjs ops. */
 export function verify(root) {
   const code = `
-import('./src/model/native-ops.ts').then(async ({ nativeOps, denseRmsprop }) => {
+import('./src/accel/native-ops.ts').then(async ({ nativeOps, denseRmsprop }) => {
   const tf = await import('@tensorflow/tfjs-node');
   if (!nativeOps()) { console.error('the kernels did not load'); process.exit(1); }
   const w = tf.randomNormal([40, 48], 0, 1, 'float32', 1), s = tf.randomUniform([40, 48], 0, 1, 'float32', 2);

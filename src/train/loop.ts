@@ -10,7 +10,7 @@ import { createIndexStream, gatherBatch } from '../data/batches.ts';
 import { createAugmenter } from '../data/augment.ts';
 import { preprocess, type Backbone } from '../model/backbone.ts';
 import { trainersOf } from './sharing.ts';
-import { predictor, trainStep, type TrainStep } from './step.ts';
+import { predictor, trainStep, type TrainStep } from '../accel/index.ts';
 import { createRng } from '../util/random.ts';
 import type { EpochLogs } from '../events.ts';
 import type { PreparedData, Split } from './data.ts';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
-import { compileForInference } from '../model/graph.ts';
+import { compileForInference } from '../accel/index.ts';
 import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { saveModel } from '../model/save.ts';

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { afterEach, expect, it } from 'vitest';
-import { denseRmsprop, nativeOps, rmspropCatchUp, scaleShift, sparseMatMul } from '../../src/model/native-ops.ts';
+import { denseRmsprop, nativeOps, rmspropCatchUp, scaleShift, sparseMatMul } from '../../src/accel/native-ops.ts';
 
 afterEach(() => {
   delete process.env.TF_NUM_INTRAOP_THREADS;

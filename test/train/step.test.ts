@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
 import { buildHead, lossFor } from '../../src/model/head.ts';
 import { buildOptimizer } from '../../src/model/optimizer.ts';
-import { predictor, trainStep } from '../../src/train/step.ts';
+import { predictor, trainStep } from '../../src/accel/index.ts';
 
 // Heads whose first kernel (1024 x 256) is large enough for the one-pass update.
 type Shape = { units: number[]; activation: string; dropout: number; classes: number };
