@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
-import { headTrainer } from '../../src/accel/index.ts';
+import { headTrainer, setDropoutSeed } from '../../src/accel/index.ts';
 import { glorotUniform } from '../../src/accel/init.ts';
 import { policyNamed, type AccelName } from '../../src/accel/policy.ts';
 import { buildHead, lossFor } from '../../src/model/head.ts';
@@ -27,7 +27,7 @@ async function losses(name: AccelName, optimizer: 'rmsprop' | 'adam') {
   const y = tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]);
   const out: number[][] = [];
   for (let i = 0; i < 6; i++) {
-    for (const l of model.layers) if (l.getClassName() === 'Dropout') (l as unknown as { seed: number }).seed = 100 + i;
+    for (const l of model.layers) if (l.getClassName() === 'Dropout') setDropoutSeed(l, 100 + i);
     out.push(await trainer.step(x, y, i < 5 ? x : undefined));
   }
   const predictions = Array.from(tf.tidy(() => trainer.predict(x).dataSync()));

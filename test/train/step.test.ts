@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
 import { buildHead, lossFor } from '../../src/model/head.ts';
 import { buildOptimizer } from '../../src/model/optimizer.ts';
-import { predictor, trainStep } from '../../src/accel/index.ts';
+import { predictor, setDropoutSeed as seedDropout, trainStep } from '../../src/accel/index.ts';
 import { policyNamed } from '../../src/accel/policy.ts';
 
 // The dense-head step is the native policy's: these tests ask for it, whatever XP_ACCEL says.
@@ -20,7 +20,7 @@ const targets = (classes: number) =>
   classes === 2 ? tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]) : tf.oneHot(tf.tensor1d(Array.from({ length: 20 }, (_, i) => i % classes), 'int32'), classes).toFloat();
 
 const setDropoutSeed = (model: tf.LayersModel, seed: number) => {
-  for (const l of model.layers) if (l.getClassName() === 'Dropout') (l as unknown as { seed: number }).seed = seed;
+  for (const l of model.layers) if (l.getClassName() === 'Dropout') seedDropout(l, seed);
 };
 
 it.each([
