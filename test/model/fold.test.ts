@@ -8,6 +8,10 @@ import type { BackboneConfig } from '../../src/config/types.ts';
 import { loadBackbone } from '../../src/model/backbone.ts';
 import { freezeForInference } from '../../src/accel/fold.ts';
 import { compileForInference } from '../../src/accel/graph.ts';
+import { policyNamed } from '../../src/accel/policy.ts';
+
+// The graph is the compiled-backbone policies' (native, xla): these tests ask for it, whatever XP_ACCEL says.
+const COMPILED = policyNamed('xla');
 
 const shared = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..', '../shared');
 
@@ -56,7 +60,7 @@ for (const { label, cfg, convs } of cases) {
     });
 
     it('compileForInference runs it as one TensorFlow graph, same outputs to 1e-4, any batch size', async () => {
-      const graph = await compileForInference(model);
+      const graph = await compileForInference(model, COMPILED);
       expect(graph.mode).toBe('graph');
       expect(graph.foldedConvs).toBe(convs);
       expect(relativeError(model, graph, x)).toBeLessThan(1e-4);
@@ -67,6 +71,13 @@ for (const { label, cfg, convs } of cases) {
       graph(x).dispose();
       expect(tf.memory().numTensors).toBe(before);
       graph.dispose();
+    });
+
+    it('under the plain policy compileForInference is model.predict itself', async () => {
+      const plain = await compileForInference(model, policyNamed('plain'));
+      expect(plain.mode).toBe('layers');
+      expect(relativeError(model, plain, x)).toBe(0);
+      plain.dispose();
     });
   });
 }
@@ -89,7 +100,7 @@ describe('layer kinds off the folding path', () => {
     // non-trivial BN statistics
     const w = model.layers[3].getWeights();
     model.layers[3].setWeights(w.map((t, i) => tf.add(t, tf.randomUniform(t.shape, 0.1, 0.5, 'float32', i))));
-    const graph = await compileForInference(model);
+    const graph = await compileForInference(model, COMPILED);
     expect(graph.mode).toBe('graph');
     const x = tf.randomUniform([3, 12, 12, 3], -1, 1, 'float32', 9) as tf.Tensor4D;
     expect(relativeError(model, graph, x)).toBeLessThan(1e-5);
@@ -106,7 +117,7 @@ describe('a Teachable Machine model (MobileNetV2 alpha 0.35 nested in Sequential
   it('compiles when cut inside the nested functional model', async () => {
     const { model } = await loadBackbone(cfg('block_16_project_BN'), [96, 96]);
     const x = tf.randomUniform([1, 96, 96, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
-    const graph = await compileForInference(model);
+    const graph = await compileForInference(model, COMPILED);
     expect(graph.mode).toBe('graph');
     expect(relativeError(model, graph, x)).toBeLessThan(1e-4);
     graph.dispose();
@@ -117,7 +128,7 @@ describe('a Teachable Machine model (MobileNetV2 alpha 0.35 nested in Sequential
   it('falls back to folded eager ops when a nested model stays (cut in its head)', async () => {
     const { model } = await loadBackbone(cfg('dense_Dense1'), [96, 96]);
     const x = tf.randomUniform([1, 96, 96, 3], -1, 1, 'float32', 6) as tf.Tensor4D;
-    const fn = await compileForInference(model);
+    const fn = await compileForInference(model, COMPILED);
     expect(fn.mode).toBe('eager');
     expect(relativeError(model, fn, x)).toBeLessThan(1e-4);
     fn.dispose();

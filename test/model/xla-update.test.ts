@@ -19,7 +19,7 @@ describe('compileFused', () => {
   const expr = <X>(o: Ops<X>, a: X, b: X): X[] => [o.sub(a, o.div(o.mul(b, 0.5), o.sqrt(o.add(o.square(b), 1)))), o.add(a, 2)];
 
   it('computes the same values as the tfjs ops, for any shape, and stops after dispose', () => {
-    const fused = compileFused(2, (o, a, b) => expr(o, a, b));
+    const fused = compileFused(2, (o, a, b) => expr(o, a, b), true);
     for (const shape of [[3, 5], [7]]) {
       const [a, b] = [tf.randomNormal(shape, 0, 1, 'float32', 1), tf.randomNormal(shape, 0, 1, 'float32', 2)];
       const got = fused(a, b);
@@ -35,13 +35,21 @@ describe('compileFused', () => {
     expect(fused(x, x)).toBeUndefined();
     x.dispose();
   });
+
+  it('is off, for the caller to use tfjs ops, under a policy without fused updates', () => {
+    const off = compileFused(2, (o, a, b) => expr(o, a, b), false);
+    const x = tf.ones([2]);
+    expect(off(x, x)).toBeUndefined();
+    x.dispose();
+    off.dispose();
+  });
 });
 
 it('KerasRMSprop on a 1M-weight variable (the fused path) follows tf.train.rmsprop, without leaking tensors', () => {
   const { init, c, loss } = setup(3);
   const a = tf.variable(init.clone());
   const b = tf.variable(init.clone());
-  const ours = new KerasRMSprop(0.01, 0.9, 1e-7);
+  const ours = new KerasRMSprop(0.01, 0.9, 1e-7, true);
   const reference = tf.train.rmsprop(0.01, 0.9, 0, 1e-7);
   ours.minimize(loss(a), false, [a]);
   ours.minimize(loss(a), false, [a]); // slots and the compiled update exist from here on
@@ -72,7 +80,7 @@ describe('KerasAdam', () => {
     const { init, c, loss } = setup(5);
     const a = tf.variable(init.clone());
     const b = tf.variable(init.clone());
-    const ours = new KerasAdam(0.01, 0.9, 0.999, 0);
+    const ours = new KerasAdam(0.01, 0.9, 0.999, 0, true);
     const reference = tf.train.adam(0.01, 0.9, 0.999, 0);
     ours.minimize(loss(a), false, [a]);
     ours.minimize(loss(a), false, [a]);
