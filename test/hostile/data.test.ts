@@ -258,6 +258,9 @@ describe('zip archives', () => {
   it('an entry inflating past its declared size is cut off there (streamed, never held in memory)', async () => {
     const { error } = await unpack(makeZip([{ name: 'liar.bin', data: Buffer.alloc(512 * 1024), declaredSize: 100 }]));
     expect(error?.message).toMatch(/entry liar.bin inflates past its declared 100 bytes/);
+    await rm(path.join(tmp, 'out'), { recursive: true });
+    const streamed = await unpack(makeZip([{ name: 'big-liar.bin', data: Buffer.alloc(9 * 1024 * 1024), declaredSize: 5 * 1024 * 1024 }]), { ...zipLimits(), ratio: 1e6 });
+    expect(streamed.error?.message).toMatch(/entry big-liar.bin inflates past its declared 5242880 bytes/);
   });
 
   it('zip-slip entries (../, absolute) never land outside the target folder', async () => {
