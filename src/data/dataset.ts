@@ -57,6 +57,7 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
   if (stale.length) progress.write(`${stale.join(', ')} came from another archive than ${url}${wanted ? ` (sha256 ${wanted})` : ''}; fetching it again\n`);
 
   await mkdir(dataDir, { recursive: true });
+  await removeLeftovers(dataDir);
   const kept = await downloadAndExtract(url, wanted, dataDir, progress);
 
   for (const [field, dir] of [['train', resolved.trainDir], ['validation', resolved.validationDir]] as const) {
@@ -106,6 +107,23 @@ async function writeSource(dataDir: string, top: string, source: Source, tag: st
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(`${file}.${tag}`, `${JSON.stringify(source)}\n`);
   await rename(`${file}.${tag}`, file);
+}
+
+/** Temp files of downloads whose process is gone (SIGKILL, power loss): their names carry the pid. */
+async function removeLeftovers(dataDir: string): Promise<void> {
+  for (const name of await readdir(dataDir)) {
+    const pid = /^\.(?:download|extract|replaced)-(\d+)-/.exec(name)?.[1];
+    if (pid && !isAlive(Number(pid))) await rm(path.join(dataDir, name), { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Returns the existing paths that were left in place instead of being replaced. */

@@ -390,6 +390,15 @@ describe('the data set cache', () => {
     expect(await readFile(path.join(trainDir, 'cats/1.jpg'), 'utf8')).toBe('v2 train cats');
   });
 
+  it('temp files of a killed download (its pid gone) are removed by the next download; a live one is left alone', async () => {
+    const dataDir = path.join(tmp, 'data');
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => dead.on('exit', resolve));
+    await touch(`data/.download-${dead.pid}-0badf00d.zip`, `data/.extract-${dead.pid}-0badf00d/pets/x.jpg`, `data/.download-${process.pid}-0123abcd.zip`);
+    await resolveIn(dataDir, { url: serve('/v1.zip', pets('v1')) });
+    expect(await leftovers(dataDir)).toEqual([`.download-${process.pid}-0123abcd.zip`]);
+  });
+
   it('folders put in the data directory by hand are used as they are, without a download', async () => {
     const dataDir = path.join(tmp, 'data');
     for (const dir of ['pets/train/cats', 'pets/validation/cats']) await mkdir(path.join(dataDir, dir), { recursive: true });
