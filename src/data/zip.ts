@@ -81,21 +81,8 @@ async function extractAll(
   corrupt: (why: string) => DataError,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  const entries = await readCentralDirectory(archive, corrupt, limits);
-
-  let total = 0;
-  for (const entry of entries) {
-    if (entry.isDirectory || entry.isSymlink) continue;
-    const tooBig = (what: string) => new DataError(`Refusing to unpack ${source}: entry ${entry.name} ${what}`, { hint: LIMITS_HINT });
-    if (entry.size > limits.entryBytes) throw tooBig(`is ${gib(entry.size)} uncompressed, above the limit of ${gib(limits.entryBytes)} per entry`);
-    if (entry.size > MiB && entry.size > limits.ratio * Math.max(1, entry.compressedSize)) {
-      throw tooBig(`expands ${Math.round(entry.size / Math.max(1, entry.compressedSize))}:1 (${gib(entry.size)}), above the limit of ${limits.ratio}:1`);
-    }
-    total += entry.size;
-    if (total > limits.totalBytes) {
-      throw new DataError(`Refusing to unpack ${source}: its entries add up to more than ${gib(limits.totalBytes)}`, { hint: LIMITS_HINT });
-    }
-  }
+  const { entries, archiveBytes } = await readCentralDirectory(archive, corrupt, limits);
+  checkLimits(entries, archiveBytes, source, limits);
 
   const root = path.resolve(dest);
   for (const entry of entries) {
@@ -107,14 +94,37 @@ async function extractAll(
       });
     }
     if (entry.isSymlink) continue; // a link could point anywhere; data sets hold files
-    if (entry.isDirectory) {
-      await mkdir(target, { recursive: true });
-      continue;
-    }
     if (entry.flags & 1) throw corrupt(`entry ${entry.name} is encrypted`);
-    if (entry.method !== 0 && entry.method !== 8) throw corrupt(`entry ${entry.name} uses compression method ${entry.method} (only stored and deflated are supported)`);
-    await mkdir(path.dirname(target), { recursive: true });
-    await extractEntry(archive, entry, target, corrupt);
+    if (!entry.isDirectory && entry.method !== 0 && entry.method !== 8) {
+      throw corrupt(`entry ${entry.name} uses compression method ${entry.method} (only stored and deflated are supported)`);
+    }
+    try {
+      await mkdir(entry.isDirectory ? target : path.dirname(target), { recursive: true });
+      if (!entry.isDirectory) await extractEntry(archive, entry, target, corrupt);
+    } catch (error) {
+      // e.g. a file entry `a` and an entry `a/b` in one archive
+      throw error instanceof DataError ? error : corrupt(`entry ${entry.name}: ${(error as Error).message}`);
+    }
+  }
+}
+
+/** Declared sizes against the limits, before anything is written; extractEntry holds entries to them. */
+function checkLimits(entries: Entry[], archiveBytes: number, source: string, limits: ZipLimits): void {
+  const refuse = (what: string) => new DataError(`Refusing to unpack ${source}: ${what}`, { hint: LIMITS_HINT });
+  const ratio = (size: number, packed: number) => Math.round(size / Math.max(1, packed));
+  let total = 0;
+  for (const entry of entries) {
+    if (entry.isDirectory || entry.isSymlink) continue;
+    if (entry.size > limits.entryBytes) throw refuse(`entry ${entry.name} is ${gib(entry.size)} uncompressed, above the limit of ${gib(limits.entryBytes)} per entry`);
+    if (entry.size > MiB && entry.size > limits.ratio * Math.max(1, entry.compressedSize)) {
+      throw refuse(`entry ${entry.name} expands ${ratio(entry.size, entry.compressedSize)}:1 (${gib(entry.size)}), above the limit of ${limits.ratio}:1`);
+    }
+    total += entry.size;
+    if (total > limits.totalBytes) throw refuse(`its entries add up to more than ${gib(limits.totalBytes)}`);
+  }
+  // Many small entries that each pass the ratio check can still add up to a bomb.
+  if (total > 64 * MiB && total > limits.ratio * archiveBytes) {
+    throw refuse(`its entries expand ${ratio(total, archiveBytes)}:1 overall (${gib(total)}), above the limit of ${limits.ratio}:1`);
   }
 }
 
@@ -181,7 +191,11 @@ function insideTarget(root: string, name: string): string | undefined {
   return target.startsWith(root + path.sep) ? target : undefined;
 }
 
-async function readCentralDirectory(file: FileHandle, corrupt: (why: string) => DataError, limits: ZipLimits): Promise<Entry[]> {
+async function readCentralDirectory(
+  file: FileHandle,
+  corrupt: (why: string) => DataError,
+  limits: ZipLimits,
+): Promise<{ entries: Entry[]; archiveBytes: number }> {
   const { size } = await file.stat();
   const read = async (position: number, length: number): Promise<Buffer> => {
     if (position < 0 || length < 0 || position + length > size) throw corrupt('it is truncated or not a zip file');
@@ -259,7 +273,7 @@ async function readCentralDirectory(file: FileHandle, corrupt: (why: string) => 
     if (localHeaderOffset + 30 + compressedSize > size) throw corrupt(`entry ${name} reaches past the end of the file`);
     at += 46 + nameLength + extraLength + commentLength;
   }
-  return entries;
+  return { entries, archiveBytes: size };
 }
 
 const gib = (bytes: number): string => (bytes >= 1024 * MiB ? `${(bytes / (1024 * MiB)).toFixed(1)} GiB` : `${(bytes / MiB).toFixed(1)} MiB`);

@@ -251,6 +251,19 @@ describe('zip archives', () => {
     expect(total.error?.message).toMatch(/entries add up to more than 1.0 MiB/);
   });
 
+  it('many small entries that expand 1000:1 together are refused as a whole', async () => {
+    const zeros = Buffer.alloc(1024 * 1024);
+    const { dest, error } = await unpack(makeZip(Array.from({ length: 80 }, (_, i) => ({ name: `z/${i}.bin`, data: zeros }))));
+    expect(error?.message).toMatch(/its entries expand \d+:1 overall \(80.0 MiB\), above the limit of 100:1/);
+    expect(await readdir(dest)).toEqual([]);
+  });
+
+  it('an archive with a file and a folder of the same name is a DataError, not a stack trace', async () => {
+    const { error } = await unpack(makeZip([{ name: 'a', data: Buffer.from('x') }, { name: 'a/b.jpg', data: Buffer.from('y') }]));
+    expect(error).toBeInstanceOf(DataError);
+    expect(error!.message).toMatch(/^Could not unpack http:\/\/example.test\/archive.zip: entry a\/b.jpg: /);
+  });
+
   it('limits can be raised from the environment', () => {
     expect(zipLimits({ XP_UNZIP_MAX_ENTRY_MB: '2', XP_UNZIP_MAX_TOTAL_MB: '3', XP_UNZIP_MAX_RATIO: '7' })).toMatchObject({ entryBytes: 2 * 1024 * 1024, totalBytes: 3 * 1024 * 1024, ratio: 7 });
   });
