@@ -382,8 +382,13 @@ describe('the data set cache', () => {
     const dataDir = path.join(tmp, 'data');
     const first = await resolveIn(dataDir, { url: serve('/v1.zip', pets('v1')) });
     expect(await readFile(path.join(first.trainDir, 'cats/1.jpg'), 'utf8')).toBe('v1 train cats');
-    const second = await resolveIn(dataDir, { url: serve('/v2.zip', pets('v2')) });
+    const progress = new PassThrough();
+    let said = '';
+    progress.on('data', (chunk) => (said += chunk));
+    const url = serve('/v2.zip', pets('v2'));
+    const second = await resolveDataset(petsConfig({ url }), { dataDir, baseDir: '/unused', progress });
     expect(await readFile(path.join(second.trainDir, 'cats/1.jpg'), 'utf8')).toBe('v2 train cats');
+    expect(said).toContain(`${path.join(dataDir, 'pets')} was unpacked from ${baseUrl}/v1.zip (sha256 ${sha(pets('v1'))}), not from ${url}: fetching it again`);
     expect(await leftovers(dataDir)).toEqual([]);
   });
 
