@@ -47,18 +47,31 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
   const resolved = { trainDir: path.resolve(dataDir, data.train), validationDir: path.resolve(dataDir, data.validation) };
 
   const present = (await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir));
-  // Folders put in the data directory by hand (no record) are used as they are.
-  const stale: string[] = [];
-  for (const top of new Set([resolved.trainDir, resolved.validationDir].map((dir) => topFolder(dataDir, dir)))) {
-    const recorded = top && (await readSource(dataDir, top));
-    if (recorded && !matches(recorded, url, wanted)) stale.push(`${top} (from ${recorded.url}, sha256 ${recorded.sha256})`);
-  }
+  const stale = await staleFolders(dataDir, [resolved.trainDir, resolved.validationDir], url, wanted);
   if (present && stale.length === 0) return resolved;
-  if (stale.length) progress.write(`${stale.join(', ')} came from another archive than ${url}${wanted ? ` (sha256 ${wanted})` : ''}; fetching it again\n`);
+  for (const line of stale) progress.write(`${line}, not from ${url}${wanted ? ` (sha256 ${wanted})` : ''}: fetching it again\n`);
 
   await mkdir(dataDir, { recursive: true });
+  await removeLeftovers(dataDir);
   const kept = await downloadAndExtract(url, wanted, dataDir, progress);
 
+  await checkFolders(resolved, kept, url, dataDir);
+  return resolved;
+}
+
+/** The unpacked folders holding `dirs` whose record names another url or sha256, one line each. */
+async function staleFolders(dataDir: string, dirs: string[], url: string, sha256: string | undefined): Promise<string[]> {
+  const stale: string[] = [];
+  for (const top of new Set(dirs.map((dir) => topFolder(dataDir, dir)))) {
+    // Folders put in the data directory by hand (no record) are used as they are.
+    const recorded = top && (await readSource(dataDir, top));
+    if (recorded && !matches(recorded, url, sha256)) stale.push(`${path.join(dataDir, top)} was unpacked from ${recorded.url} (sha256 ${recorded.sha256})`);
+  }
+  return stale;
+}
+
+/** After a download: the train and validation folders exist, or an error says why not. */
+async function checkFolders(resolved: ResolvedDataset, kept: string[], url: string, dataDir: string): Promise<void> {
   for (const [field, dir] of [['train', resolved.trainDir], ['validation', resolved.validationDir]] as const) {
     if (await isDirectory(dir)) continue;
     const blocker = kept.find((existing) => dir === existing || dir.startsWith(existing + path.sep));
@@ -70,7 +83,6 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
           hint: `Set data.${field} to a path inside the archive, relative to ${dataDir}.`,
         });
   }
-  return resolved;
 }
 
 async function isDirectory(dir: string): Promise<boolean> {
@@ -106,6 +118,23 @@ async function writeSource(dataDir: string, top: string, source: Source, tag: st
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(`${file}.${tag}`, `${JSON.stringify(source)}\n`);
   await rename(`${file}.${tag}`, file);
+}
+
+/** Temp files of downloads whose process is gone (SIGKILL, power loss): their names carry the pid. */
+async function removeLeftovers(dataDir: string): Promise<void> {
+  for (const name of await readdir(dataDir)) {
+    const pid = /^\.(?:download|extract|replaced)-(\d+)-/.exec(name)?.[1];
+    if (pid && !isAlive(Number(pid))) await rm(path.join(dataDir, name), { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Returns the existing paths that were left in place instead of being replaced. */

@@ -107,7 +107,8 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
     if (reason instanceof DataError) return reason;
     if (error instanceof DataError) return error;
     const cause = (error as { cause?: { message?: string } }).cause?.message;
-    return new DataError(`Download of ${url} failed after ${mb(received)} MB: ${(error as Error).message}${cause ? ` (${cause})` : ''}`, { cause: error, hint });
+    const after = received ? ` after ${mb(received)} MB` : '';
+    return new DataError(`Download of ${url} failed${after}: ${(error as Error).message}${cause ? ` (${cause})` : ''}`, { cause: error, hint });
   };
 
   try {
@@ -118,6 +119,7 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
       throw failure(error);
     }
     if (!response.ok || !response.body) {
+      await response.body?.cancel();
       throw new DataError(`Could not download ${url}: HTTP ${response.status} ${response.statusText}`, { hint: 'Check data.url.' });
     }
     stalled();

@@ -74,7 +74,9 @@ export async function scanClasses(
     let names = (await walkImages(classDir, real, '', walk)).sort(byFolderThenName);
     if (names.length === 0) {
       throw new DataError(`Class folder ${classDir} holds no images`, {
-        hint: `Add ${IMAGE_EXTENSIONS.join('/')} files to it, or remove the folder if "${className}" is not a class.`,
+        hint: links.skipped
+          ? `Symbolic links are not followed (${links.skipped} skipped); set data.follow_links: true to use linked images.`
+          : `Add ${IMAGE_EXTENSIONS.join('/')} files to it, or remove the folder if "${className}" is not a class.`,
       });
     }
     if (opts.maxPerClass !== undefined) names = names.slice(0, opts.maxPerClass);

@@ -251,6 +251,19 @@ describe('zip archives', () => {
     expect(total.error?.message).toMatch(/entries add up to more than 1.0 MiB/);
   });
 
+  it('many small entries that expand 1000:1 together are refused as a whole', async () => {
+    const zeros = Buffer.alloc(1024 * 1024);
+    const { dest, error } = await unpack(makeZip(Array.from({ length: 80 }, (_, i) => ({ name: `z/${i}.bin`, data: zeros }))));
+    expect(error?.message).toMatch(/its entries expand \d+:1 overall \(80.0 MiB\), above the limit of 100:1/);
+    expect(await readdir(dest)).toEqual([]);
+  });
+
+  it('an archive with a file and a folder of the same name is a DataError, not a stack trace', async () => {
+    const { error } = await unpack(makeZip([{ name: 'a', data: Buffer.from('x') }, { name: 'a/b.jpg', data: Buffer.from('y') }]));
+    expect(error).toBeInstanceOf(DataError);
+    expect(error!.message).toMatch(/^Could not unpack http:\/\/example.test\/archive.zip: entry a\/b.jpg: /);
+  });
+
   it('limits can be raised from the environment', () => {
     expect(zipLimits({ XP_UNZIP_MAX_ENTRY_MB: '2', XP_UNZIP_MAX_TOTAL_MB: '3', XP_UNZIP_MAX_RATIO: '7' })).toMatchObject({ entryBytes: 2 * 1024 * 1024, totalBytes: 3 * 1024 * 1024, ratio: 7 });
   });
@@ -258,6 +271,9 @@ describe('zip archives', () => {
   it('an entry inflating past its declared size is cut off there (streamed, never held in memory)', async () => {
     const { error } = await unpack(makeZip([{ name: 'liar.bin', data: Buffer.alloc(512 * 1024), declaredSize: 100 }]));
     expect(error?.message).toMatch(/entry liar.bin inflates past its declared 100 bytes/);
+    await rm(path.join(tmp, 'out'), { recursive: true });
+    const streamed = await unpack(makeZip([{ name: 'big-liar.bin', data: Buffer.alloc(9 * 1024 * 1024), declaredSize: 5 * 1024 * 1024 }]), { ...zipLimits(), ratio: 1e6 });
+    expect(streamed.error?.message).toMatch(/entry big-liar.bin inflates past its declared 5242880 bytes/);
   });
 
   it('zip-slip entries (../, absolute) never land outside the target folder', async () => {
@@ -366,8 +382,13 @@ describe('the data set cache', () => {
     const dataDir = path.join(tmp, 'data');
     const first = await resolveIn(dataDir, { url: serve('/v1.zip', pets('v1')) });
     expect(await readFile(path.join(first.trainDir, 'cats/1.jpg'), 'utf8')).toBe('v1 train cats');
-    const second = await resolveIn(dataDir, { url: serve('/v2.zip', pets('v2')) });
+    const progress = new PassThrough();
+    let said = '';
+    progress.on('data', (chunk) => (said += chunk));
+    const url = serve('/v2.zip', pets('v2'));
+    const second = await resolveDataset(petsConfig({ url }), { dataDir, baseDir: '/unused', progress });
     expect(await readFile(path.join(second.trainDir, 'cats/1.jpg'), 'utf8')).toBe('v2 train cats');
+    expect(said).toContain(`${path.join(dataDir, 'pets')} was unpacked from ${baseUrl}/v1.zip (sha256 ${sha(pets('v1'))}), not from ${url}: fetching it again`);
     expect(await leftovers(dataDir)).toEqual([]);
   });
 
@@ -385,6 +406,15 @@ describe('the data set cache', () => {
 
     await expect(resolveIn(dataDir, { url, sha256: 'a'.repeat(64) })).rejects.toThrow(/Checksum mismatch/);
     expect(await readFile(path.join(trainDir, 'cats/1.jpg'), 'utf8')).toBe('v2 train cats');
+  });
+
+  it('temp files of a killed download (its pid gone) are removed by the next download; a live one is left alone', async () => {
+    const dataDir = path.join(tmp, 'data');
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => dead.on('exit', resolve));
+    await touch(`data/.download-${dead.pid}-0badf00d.zip`, `data/.extract-${dead.pid}-0badf00d/pets/x.jpg`, `data/.download-${process.pid}-0123abcd.zip`);
+    await resolveIn(dataDir, { url: serve('/v1.zip', pets('v1')) });
+    expect(await leftovers(dataDir)).toEqual([`.download-${process.pid}-0123abcd.zip`]);
   });
 
   it('folders put in the data directory by hand are used as they are, without a download', async () => {
