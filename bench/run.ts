@@ -61,10 +61,10 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
 /** Each stage's images/s and whole epochs of the reference configuration, xp and Keras. */
 async function stageAndEpochFigures(rows: Row[], result: Record<string, unknown>, peak: { stop(): number }, opts: BenchOptions & { epochs: number; steps: number; validationSteps: number }) {
   const { epochs, steps, validationSteps } = opts;
-  const { benchData } = await import('../src/data/bench.ts');
+  const { benchData } = await import('./stages/data.ts');
   const data = await benchData(path.join(dataset, 'train'), { augmentBatches: opts.quick ? 20 : 100 });
   log(`decode+resize ${data.decode_images_per_s.toFixed(0)} images/s, augmentation ${data.augment_images_per_s.toFixed(0)} images/s`);
-  const { benchBackbone } = await import('../src/model/bench.ts');
+  const { benchBackbone } = await import('./stages/backbone.ts');
   const backbone = await benchBackbone();
   log(`backbone forward: LayersModel ${backbone.forward_images_per_s.toFixed(1)}, BN folded ${backbone.folded_images_per_s.toFixed(1)}, compiled graph ${backbone.graph_images_per_s.toFixed(1)} images/s`);
 

@@ -3,12 +3,11 @@
 //
 // XpDenseRmsprop: the RMSprop update of a dense layer's kernel with the gradient computed on the fly, in place.
 // For a frozen-backbone head the big kernel (37632 x 1024 for the reference) makes every step memory-bound: the
-// gradient matmul writes 154 MB, then the update reads w, g, s and writes w, s (770 MB). Here each gradient
-// element g[i][j] = sum_b x[b][i] * dz[b][j] is computed where it is used, skipping zero inputs (84% of the
-// reference's augmented features), and only the kernel rows with a nonzero input in the batch are visited (about
-// three quarters of them in training, 12% for unaugmented images): the others keep w exactly,
-// and their s' = rho*s decays are applied, one multiplication each as before, when the row is next visited or
-// on XpRmspropCatchUp. Same math as rmsprop.ts (stored-slot form):
+// gradient matmul writes a tensor of the kernel's size, then the update reads w, g, s and writes w, s. Here each
+// gradient element g[i][j] = sum_b x[b][i] * dz[b][j] is computed where it is used, skipping zero inputs (most of a
+// ReLU backbone's features), and only the kernel rows with a nonzero input in the batch are visited: the others
+// keep w exactly, and their s' = rho*s decays are applied, one multiplication each as before, when the row is
+// next visited or on XpRmspropCatchUp. Same math as src/accel/rmsprop.ts (stored-slot form):
 //   s' = rho*s + g^2;  w' = w - step * g / sqrt(s' + eps)
 // It also returns z_next = x_next w' for the next batch's inputs when they are known (x_next may have 0 rows):
 // the next step's forward matmul would read the whole kernel again, while here w' is still in cache.
@@ -50,8 +49,7 @@ typedef struct {
   int64_t threads;
 } Attrs;
 
-// Backbone features after a ReLU are mostly zeros (84-92% for InceptionV3 at mixed7 on the reference data), and a
-// zero input adds nothing to a gradient or to a matmul. Each panel of kernel rows first lists its nonzero inputs;
+// Backbone features after a ReLU are mostly zeros (docs/performance.md has the shares), and a zero input adds nothing to a gradient or to a matmul. Each panel of kernel rows first lists its nonzero inputs;
 // skipping the zeros leaves every sum with the same terms in the same order, so the results are those of the
 // dense loops. A kernel row whose inputs are all zero has a zero gradient: s' = rho*s and w' = w exactly.
 #define ROWS_PER_PANEL 64
@@ -69,9 +67,9 @@ typedef struct Panel {
   float* r_val;    // [b_next][panel rows]
 } Panel;
 
-// XpSparseMatMul's panels are taller: each row of x then has a few nonzeros per panel, and its slice of z is
-// loaded and stored once for all of them. 64 rows of the reference kernel are 256 KB, which stay in L2 while every
-// row of x goes through them (256 rows, 1 MB, came from L3: 190 vs 120 ms for 1000 rows of features).
+// XpSparseMatMul's panels: each row of x has a few nonzeros per panel, and its slice of z is loaded and stored
+// once for all of them. A panel of the reference kernel's rows stays in L2 while every row of x goes through it;
+// taller panels spill to L3 and are slower (docs/performance.md).
 #define MATMUL_ROWS_PER_PANEL 64
 
 struct Work;
@@ -168,8 +166,8 @@ static void panel_generic(const Work* k, const Panel* P, int64_t p0, int64_t row
 
 // A full panel, ROWS_PER_PANEL rows by the columns' whole blocks of COLS, with 16-float vectors (GCC's vector
 // extension: one AVX-512 register, two AVX2 ones). Each row is updated from its first block to its last, so
-// that w and s are read and written as one sequential stream per row (4 KB each for the reference): walking the
-// panel a column block at a time instead, a row apart, took a third longer (24 vs 18 ms a step). A block's
+// that w and s are read and written as one sequential stream per row: walking the panel a column block at a
+// time instead, a row apart, is slower (docs/performance.md). A block's
 // COLS/16 gradient accumulators stay in registers while the row's nonzero batch rows are summed. z_next then
 // takes its terms from the panel's new rows, still in cache. 1/sqrt is the hardware estimate refined by one
 // Newton step (relative error ~1e-7, like a rounded float) where the CPU has one.

@@ -58,7 +58,7 @@ async function nativeTensorflow() {
   }
 }
 
-// xp's own kernels (src/model/native-ops.ts), compiled against the libtensorflow just staged.
+// xp's own kernels (src/accel/native-ops.ts), compiled against the libtensorflow just staged.
 async function nativeKernels() {
   const built = nativeOps.build(root, tfjsNodeDir);
   return `${built}; ${nativeOps.verify(root)}`;

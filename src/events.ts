@@ -30,12 +30,53 @@ export interface RunStartInfo {
   datasets: { name: string; digest: string; source: string; context: 'train' | 'eval' }[];
 }
 
+/** Precision, recall and F1 of one class, and its number of validation images (support). */
+export interface ClassScores {
+  precision: number;
+  recall: number;
+  f1: number;
+  support: number;
+}
+
+/**
+ * The run's result: the saved model (restored best weights if any) scored on the whole validation set in one
+ * pass. Its figures are the run's headline; per-epoch metrics may have validated on part of the set.
+ */
+export interface RunResult {
+  /** The epoch whose weights were saved (1-based). */
+  epoch: number;
+  /** Validation images scored: the whole validation set. */
+  images: number;
+  val_accuracy: number;
+  val_loss: number;
+  per_class: Record<string, ClassScores>;
+  /** Rows true class, columns predicted class, in class_names order. */
+  confusion: number[][];
+  class_names: string[];
+}
+
+/** What early stopping did (Keras EarlyStopping): epochs are 1-based. */
+export interface EarlyStoppingReport {
+  monitor: string;
+  patience: number;
+  min_delta: number;
+  /** The epoch it stopped training at; undefined when the run went to its last epoch. */
+  stopped_epoch?: number;
+  best_value: number;
+  best_epoch: number;
+  /** The epoch whose weights were restored (restore_best_weights); undefined when the last weights were kept. */
+  restored_epoch?: number;
+}
+
 export interface RunEndInfo {
   status: 'FINISHED' | 'FAILED' | 'KILLED';
   error?: string;
   bestEpoch?: number;
+  /** The saved model on the whole validation set; absent when nothing was trained. */
+  result?: RunResult;
+  earlyStopping?: EarlyStoppingReport;
   history: EpochLogs[];
-  /** Files and folders under runDir to keep as artifacts (relative paths): experiment.yaml, history.csv, curves.png, model/, summary.txt, confusion_matrix.json */
+  /** Files and folders under runDir to keep as artifacts (relative paths): experiment.yaml, history.csv, curves.png, model/, summary.txt, confusion_matrix.json, confusion_matrix.png, result.json */
   artifacts: string[];
   wallSeconds: number;
 }

@@ -36,9 +36,10 @@ export function build(root, tfjsNodeDir) {
 /** Loads the kernels beside tfjs-node in a child process and checks one dense RMSprop step against tfjs ops. */
 export function verify(root) {
   const code = `
-import('./src/model/native-ops.ts').then(async ({ nativeOps, denseRmsprop }) => {
+import('./src/accel/native-ops.ts').then(async ({ nativeOpsUnavailable, denseRmsprop }) => {
   const tf = await import('@tensorflow/tfjs-node');
-  if (!nativeOps()) { console.error('the kernels did not load'); process.exit(1); }
+  const why = nativeOpsUnavailable();
+  if (why) { console.error('the kernels did not load:', why); process.exit(1); }
   const w = tf.randomNormal([40, 48], 0, 1, 'float32', 1), s = tf.randomUniform([40, 48], 0, 1, 'float32', 2);
   const x = tf.randomNormal([3, 40], 0, 1, 'float32', 3), dz = tf.randomNormal([3, 48], 0, 1, 'float32', 4);
   const g = tf.matMul(x, dz, true, false);

@@ -3,66 +3,64 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { XpError } from '../errors.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
+import { DEFAULT_MAX_TRIALS } from '../config/sweep.ts';
 
-type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** One command-line flag: how node:util parseArgs reads it and what `--help` says. */
+interface Flag {
+  type: 'string' | 'boolean';
+  help: string;
+  /** Placeholder shown in help for a string flag, e.g. `N` in `--parallel N`. */
+  arg?: string;
+  short?: string;
+  multiple?: boolean;
+  default?: string | boolean;
+  /** Internal flags (between xp processes) are parsed but not listed. */
+  internal?: boolean;
+}
 
 interface Command {
   summary: string;
   usage: string;
-  options: Options;
-  help: Record<string, string>;
+  flags: Record<string, Flag>;
   run(args: string[], values: Values): Promise<number>;
 }
 
-const overrideOptions: Options = {
-  set: { type: 'string', multiple: true },
-  sweep: { type: 'string', multiple: true },
+const overrideFlags: Record<string, Flag> = {
+  set: { type: 'string', multiple: true, arg: 'key=value', help: 'override one field (repeatable), e.g. --set head.dropout=0.5; a swept field set here is pinned' },
+  sweep: { type: 'string', multiple: true, arg: 'key=a,b,c', help: 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10' },
+  'max-trials': { type: 'string', arg: 'N', default: String(DEFAULT_MAX_TRIALS), help: 'refuse sweeps of more than N trials' },
 };
-const overrideHelp = {
-  '--set key=value': 'override one field (repeatable), e.g. --set head.dropout=0.5',
-  '--sweep key=a,b,c': 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10',
-};
+const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
+const json = (help: string): Flag => ({ type: 'boolean', help });
 
 const commands: Record<string, Command> = {
   check: {
-    summary: 'validate experiment files against the schema',
+    summary: 'validate experiment files: every config error `xp run` can find before training',
     usage: 'xp check <experiment.yaml...> [--set key=value] [--sweep key=a,b]',
-    options: { ...overrideOptions, quiet: { type: 'boolean', short: 'q' } },
-    help: { ...overrideHelp, '-q, --quiet': 'print problems only' },
+    flags: { ...overrideFlags, quiet },
     async run(args, v) {
       if (!args.length) throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
       const { check } = await import('./check.ts');
-      return check(args, { set: v.set as string[], sweep: v.sweep as string[], quiet: Boolean(v.quiet) });
+      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet) });
     },
   },
   run: {
     summary: 'train an experiment (every trial of a sweep) and track it in MLflow',
     usage: 'xp run <experiment.yaml> [options]',
-    options: {
-      ...overrideOptions,
-      'no-track': { type: 'boolean' },
-      'dry-run': { type: 'boolean' },
-      parallel: { type: 'string' },
-      rerun: { type: 'boolean' },
-      'no-share': { type: 'boolean' },
-      'data-dir': { type: 'string' },
-      quiet: { type: 'boolean', short: 'q' },
-      json: { type: 'boolean' },
-      // internal, for --parallel's child processes
-      only: { type: 'string' },
-      'parent-run-id': { type: 'string' },
-    },
-    help: {
-      ...overrideHelp,
-      '--no-track': 'do not log to MLflow',
-      '--dry-run': 'list the trials that would run, and stop',
-      '--parallel N': 'run N sweep trials at once in child processes',
-      '--rerun': 'run sweep trials again even when MLflow has them FINISHED',
-      '--no-share': 'train each trial on its own, even when trials could share one backbone pass',
-      '--data-dir DIR': 'where datasets given by url are looked up and downloaded (default XP_DATA_DIR or ~/.cache/xp/datasets)',
-      '-q, --quiet': 'no progress bars: one line per epoch',
-      '--json': 'print one JSON object per epoch and a JSON summary, for scripts',
+    flags: {
+      ...overrideFlags,
+      'no-track': { type: 'boolean', help: 'do not log to MLflow' },
+      'dry-run': { type: 'boolean', help: 'list the trials that would run, and stop' },
+      parallel: { type: 'string', arg: 'N', default: '1', help: 'run N sweep trials at once in child processes' },
+      rerun: { type: 'boolean', help: 'run sweep trials again even when MLflow has them FINISHED' },
+      'no-share': { type: 'boolean', help: 'train each trial on its own, even when trials could share one backbone pass' },
+      'data-dir': { type: 'string', arg: 'DIR', help: 'where datasets given by url are looked up and downloaded (default XP_DATA_DIR or ~/.cache/xp/datasets)' },
+      quiet: { ...quiet, help: 'no progress bars: one line per epoch' },
+      json: json('print one JSON object per epoch and a JSON summary, for scripts'),
+      only: { type: 'string', internal: true, help: "--parallel's child processes: the trial indexes to run" },
+      'parent-run-id': { type: 'string', internal: true, help: "--parallel's child processes: the sweep's parent run" },
     },
     async run(args, v) {
       if (args.length !== 1) throw new XpError('xp run needs exactly one experiment file', { hint: 'xp run experiments/quickstart.yaml' });
@@ -70,9 +68,10 @@ const commands: Record<string, Command> = {
       return runCommand(args[0], {
         set: v.set as string[],
         sweep: v.sweep as string[],
+        maxTrials: positiveInt('--max-trials', v['max-trials'] as string),
         track: !v['no-track'],
         dryRun: Boolean(v['dry-run']),
-        parallel: v.parallel ? positiveInt('--parallel', v.parallel as string) : 1,
+        parallel: positiveInt('--parallel', v.parallel as string),
         rerun: Boolean(v.rerun),
         share: !v['no-share'],
         dataDir: v['data-dir'] as string | undefined,
@@ -85,8 +84,7 @@ const commands: Record<string, Command> = {
   predict: {
     summary: 'print the class and probability of each image with a trained run',
     usage: 'xp predict <run-dir> <images...>',
-    options: { json: { type: 'boolean' } },
-    help: { '--json': 'one JSON object per image' },
+    flags: { json: json('one JSON object per image') },
     async run(args, v) {
       if (args.length < 2) throw new XpError('xp predict needs a run directory and at least one image', { hint: 'xp predict runs/quickstart/<run-id> cat.jpg' });
       const { predictCommand } = await import('./predict.ts');
@@ -96,8 +94,7 @@ const commands: Record<string, Command> = {
   evaluate: {
     summary: 'accuracy and confusion matrix of a trained run on a labelled directory',
     usage: 'xp evaluate <run-dir> <dir>',
-    options: { json: { type: 'boolean' } },
-    help: { '--json': 'print the result as JSON' },
+    flags: { json: json('print the result as JSON') },
     async run(args, v) {
       if (args.length !== 2) throw new XpError('xp evaluate needs a run directory and a directory of class folders');
       const { evaluateCommand } = await import('./predict.ts');
@@ -107,8 +104,11 @@ const commands: Record<string, Command> = {
   runs: {
     summary: 'compare the runs of an experiment: differing params and final metrics',
     usage: 'xp runs [experiment-name] [--best] [--json]',
-    options: { best: { type: 'boolean' }, json: { type: 'boolean' }, all: { type: 'boolean' } },
-    help: { '--best': "print the best run's id and directory", '--json': 'print the rows as JSON', '--all': 'include sweep parents' },
+    flags: {
+      best: { type: 'boolean', help: "print the best run's id and directory" },
+      json: json('print the rows as JSON'),
+      all: { type: 'boolean', help: 'include sweep parents' },
+    },
     async run(args, v) {
       const { runsCommand } = await import('./runs.ts');
       return runsCommand(args[0], { best: Boolean(v.best), json: Boolean(v.json), all: Boolean(v.all) });
@@ -117,8 +117,7 @@ const commands: Record<string, Command> = {
   ui: {
     summary: 'start (or reuse) the MLflow UI on the local store and print its URL',
     usage: 'xp ui [--port N]',
-    options: { port: { type: 'string' } },
-    help: { '--port N': 'port to listen on (default: a free one)' },
+    flags: { port: { type: 'string', arg: 'N', help: 'port to listen on (default: a free one)' } },
     async run(_args, v) {
       const { uiCommand } = await import('./runs.ts');
       return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined });
@@ -126,32 +125,36 @@ const commands: Record<string, Command> = {
   },
   sync: {
     summary: 'send tracking records that could not reach MLflow during a run',
-    usage: 'xp sync [run-dir...]',
-    options: {},
-    help: {},
-    async run(args) {
+    usage: 'xp sync [run-dir...] [--to URI]',
+    flags: { to: { type: 'string', arg: 'URI', help: 'send to this MLflow server instead of the one each run was logging to' } },
+    async run(args, v) {
       const { syncCommand } = await import('./runs.ts');
-      return syncCommand(args);
+      return syncCommand(args, { to: v.to as string | undefined });
     },
   },
   bench: {
     summary: 'measure images/s of each stage and whole epochs, next to Keras on this machine',
     usage: 'xp bench [--quick] [--full] [--no-keras] [--no-sweep | --only-sweep] [--set key=value]',
-    options: { quick: { type: 'boolean' }, full: { type: 'boolean' }, 'no-keras': { type: 'boolean' }, 'no-sweep': { type: 'boolean' }, 'only-sweep': { type: 'boolean' }, set: { type: 'string', multiple: true } },
-    help: {
-      '--quick': '1 epoch of 20 steps instead of 2 of 100',
-      '--full': 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)',
-      '--no-keras': 'skip the Keras baseline',
-      '--no-sweep': 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)',
-      '--only-sweep': 'time the example sweep and nothing else',
-      '--set key=value': "change the sweep's base configuration, e.g. --set head.pooling=avg (Keras runs are skipped)",
+    flags: {
+      quick: { type: 'boolean', help: '1 epoch of 20 steps instead of 2 of 100' },
+      full: { type: 'boolean', help: 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)' },
+      'no-keras': { type: 'boolean', help: 'skip the Keras baseline' },
+      'no-sweep': { type: 'boolean', help: 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)' },
+      'only-sweep': { type: 'boolean', help: 'time the example sweep and nothing else' },
+      set: { type: 'string', multiple: true, arg: 'key=value', help: "change the sweep's base configuration, e.g. --set head.pooling=avg (Keras runs are skipped)" },
     },
     async run(_args, v) {
-      const { benchCommand } = await import('../../bench/run.ts');
-      return benchCommand({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: !v['no-sweep'] || Boolean(v['only-sweep']), onlySweep: Boolean(v['only-sweep']), set: (v.set as string[] | undefined) ?? [] });
+      const { runBench } = await import('./bench.ts');
+      return runBench({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: !v['no-sweep'] || Boolean(v['only-sweep']), onlySweep: Boolean(v['only-sweep']), set: (v.set as string[] | undefined) ?? [] });
     },
   },
 };
+
+function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgsConfig['options']> {
+  return Object.fromEntries(
+    Object.entries(flags).map(([name, f]) => [name, { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}), ...(f.default !== undefined ? { default: f.default } : {}) }]),
+  ) as NonNullable<ParseArgsConfig['options']>;
+}
 
 function positiveInt(flag: string, text: string): number {
   const n = Number(text);
@@ -174,7 +177,11 @@ function usage(): string {
 }
 
 function commandHelp(c: Command): string {
-  const entries = Object.entries({ ...c.help, '-h, --help': 'show this help' });
+  const shown = Object.entries({ ...c.flags, help: { type: 'boolean', short: 'h', help: 'show this help' } as Flag }).filter(([, f]) => !f.internal);
+  const entries = shown.map(([name, f]) => {
+    const label = `${f.short ? `-${f.short}, ` : ''}--${name}${f.arg ? ` ${f.arg}` : ''}`;
+    return [label, f.default !== undefined && f.default !== false ? `${f.help} (default ${f.default})` : f.help];
+  });
   const width = Math.max(...entries.map(([k]) => k.length));
   return [`${c.usage}`, '', c.summary, '', 'Options:', ...entries.map(([k, d]) => `  ${k.padEnd(width)}  ${d}`)].join('\n');
 }
@@ -199,7 +206,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseArgs({
       args: rest,
-      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      options: parseOptions({ ...command.flags, help: { type: 'boolean', short: 'h', help: '' } }),
       allowPositionals: true,
       strict: true,
     });

@@ -2,7 +2,8 @@
 // train, and print a Keras-like summary with the MLflow URL of each run.
 import os from 'node:os';
 import path from 'node:path';
-import { loadExperiment, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
+import type { loadExperiment, LoadedExperiment, ResolvedTrial } from '../config/load.ts';
+import { preflight } from './preflight.ts';
 import type { Experiment } from '../config/types.ts';
 import { XpError } from '../errors.ts';
 import type { Callbacks } from '../events.ts';
@@ -15,6 +16,7 @@ import { mlflowStoreDir, repoRoot, runsRoot } from '../paths.ts';
 export interface RunOptions {
   set?: string[];
   sweep?: string[];
+  maxTrials?: number;
   track: boolean;
   dryRun: boolean;
   parallel: number;
@@ -28,7 +30,7 @@ export interface RunOptions {
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
-  const loaded = await loadExperiment(file, { set: opts.set, sweep: opts.sweep });
+  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials });
   const progress = createProgress(opts.output);
   let trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
 
@@ -160,6 +162,7 @@ async function runInChildren(
       const only = bucket.flat().map((t) => t.index).join(',');
       const args = [bin, 'run', file, '--json', '--only', only, ...(opts.set ?? []).flatMap((x) => ['--set', x]), ...(opts.sweep ?? []).flatMap((x) => ['--sweep', x])];
       if (ctx.parentRunId) args.push('--parent-run-id', ctx.parentRunId);
+      if (opts.maxTrials) args.push('--max-trials', String(opts.maxTrials));
       if (!opts.track) args.push('--no-track');
       if (!opts.share) args.push('--no-share');
       if (opts.dataDir) args.push('--data-dir', opts.dataDir);

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
-import { resolveTrackingUri, startServer } from '../tracking/server.ts';
+import { resolveTrackingUri, startServer, type TrackingServer } from '../tracking/server.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
 const storeDir = mlflowStoreDir;
@@ -54,21 +54,36 @@ export async function uiCommand(opts: { port?: number }): Promise<number> {
   return 0;
 }
 
-export async function syncCommand(runDirs: string[]): Promise<number> {
-  const { syncRunDir } = await import('../tracking/journal.ts');
-  const { JOURNAL_FILE } = await import('../tracking/journal.ts');
+/**
+ * Each journal goes to the server its run was logging to (the embedded store's server, started if needed, or the
+ * recorded URL) unless `to` names another; journals from before the URL was recorded go to today's server.
+ */
+export async function syncCommand(runDirs: string[], opts: { to?: string } = {}): Promise<number> {
+  const { syncRunDir, recordedTarget, JOURNAL_FILE } = await import('../tracking/journal.ts');
   const dirs = runDirs.length ? runDirs : pendingRunDirs(JOURNAL_FILE);
   if (!dirs.length) {
     console.log('Nothing to sync: no run directory has tracking records.');
     return 0;
   }
-  const server = await resolveTrackingUri({ storeDir: storeDir() });
+  if (opts.to !== undefined && !/^https?:\/\//i.test(opts.to)) {
+    throw new XpError(`--to must be an http(s) URL of an MLflow server; got "${opts.to}".`, { hint: 'e.g. xp sync runs/quickstart/<run-id> --to http://127.0.0.1:5000' });
+  }
+  const servers = new Map<string, Promise<TrackingServer>>();
+  const serverOf = (key: string, start: () => Promise<TrackingServer>) => {
+    if (!servers.has(key)) servers.set(key, start());
+    return servers.get(key)!;
+  };
   let failed = 0;
   try {
     for (const dir of dirs) {
       try {
-        const r = await syncRunDir(dir, { uri: server.url });
-        console.log(`${dir}: sent ${r.sent} record(s)${r.pending ? `, ${r.pending} still pending` : ''}`);
+        const recorded = recordedTarget(dir);
+        const server = opts.to ? { url: opts.to.replace(/\/+$/, '') }
+          : recorded.store ? await serverOf(recorded.store, () => startServer({ storeDir: recorded.store! }))
+          : recorded.uri ? { url: recorded.uri }
+          : await serverOf('', () => resolveTrackingUri({ storeDir: storeDir() }));
+        const r = await syncRunDir(dir, { uri: server.url, log: (line) => console.log(`${dir}: ${line}`) });
+        console.log(`${dir}: sent ${r.sent} record(s) to ${server.url}${r.pending ? `, ${r.pending} still pending` : ''}`);
         if (r.pending) failed++;
       } catch (error) {
         failed++;
@@ -76,7 +91,7 @@ export async function syncCommand(runDirs: string[]): Promise<number> {
       }
     }
   } finally {
-    await server.stop();
+    for (const server of servers.values()) await server.then((s) => s.stop(), () => {});
   }
   return failed ? 1 : 0;
 }

@@ -1,42 +1,79 @@
-// Checks that need more than the schema: layer names of the chosen backbone, data folders on disk.
+// Checks that need more than the schema: the weights file, cut_layer and trainable_from against the backbone's
+// layers, data folders on disk. Layer names come from functions the caller hands in (the CLI passes the model
+// package's), so that config knows nothing of how models are read.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ModelError } from '../errors.ts';
-import type { Experiment } from './types.ts';
+import type { BackboneName, Experiment } from './types.ts';
 import type { FieldProblem } from './validate.ts';
+import { didYouMean } from './problems.ts';
 
-export async function crossChecks(e: Experiment, baseDir: string): Promise<FieldProblem[]> {
-  return [...(await layerChecks(e, baseDir)), ...dataChecks(e, baseDir)];
+export interface BackboneRef {
+  name: BackboneName;
+  /** `nsfwjs`, `imagenet`, or the absolute path of a .h5 / model.json file. */
+  weights: string;
+  /** Where the experiment cuts the backbone: a weights file must hold the layers up to there. */
+  cut_layer?: string;
 }
 
-async function layerChecks(e: Experiment, baseDir: string): Promise<FieldProblem[]> {
-  const names = await layerNames(e, baseDir);
-  if (!names.ok) return [{ path: ['backbone', 'weights'], message: names.message }];
-  const problems: FieldProblem[] = [];
-  const { unknownLayerError } = await import('../model/layers.ts');
-  for (const field of ['cut_layer', 'trainable_from'] as const) {
-    const given = e.backbone[field];
-    if (given !== undefined && !names.list.includes(given)) {
-      const err = unknownLayerError(`backbone.${field}`, given, names.list, names.what);
-      problems.push({ path: ['backbone', field], message: `${err.message}${err.hint?.startsWith('Did you mean') ? ` ${err.hint}` : ''}` });
-    }
-  }
-  return problems;
+export interface LayerFacts {
+  /**
+   * Layer names (InputLayers left out) of the backbone the weights describe; with `cut`, those of the backbone cut
+   * at that layer (what the head is built on). May throw when a weights file cannot be read or is not a model:
+   * its message becomes the problem.
+   */
+  layerNames(backbone: BackboneRef, cut?: string): Promise<string[]>;
+  /** How to tell the user a layer is not there (e.g. listing the block outputs); a plain sentence otherwise. */
+  unknownLayer?(field: string, given: string, names: string[], what: string): string;
 }
 
-type Names = { ok: true; list: string[]; what: string } | { ok: false; message: string };
+export async function crossChecks(e: Experiment, baseDir: string, facts?: LayerFacts): Promise<FieldProblem[]> {
+  const weights = weightsChecks(e, baseDir);
+  const layers = weights.problem || !facts ? [] : await layerChecks(e, weights.ref, facts);
+  return [...(weights.problem ? [weights.problem] : []), ...layers, ...dataChecks(e, baseDir)];
+}
 
-// The backbone's weights file is checked here too (structure, shapes, manifest), so that a bad file
-// fails `xp check` and `xp run` before any image is decoded.
-async function layerNames(e: Experiment, baseDir: string): Promise<Names> {
-  const { inspectBackboneWeights } = await import('../model/layers.ts');
+function weightsChecks(e: Experiment, baseDir: string): { ref: BackboneRef; problem?: FieldProblem } {
+  const w = e.backbone.weights;
+  const ref = { name: e.backbone.name, weights: w, cut_layer: e.backbone.cut_layer };
+  const problem = (message: string) => ({ ref, problem: { path: ['backbone', 'weights'], message: `backbone.weights: ${message}` } });
+  if (w === 'nsfwjs' || w === 'imagenet') return { ref };
+  const kind = /\.h5$/i.test(w) ? 'a Keras .h5 weights file' : /\.json$/i.test(w) ? 'a tfjs model.json' : undefined;
+  if (!kind) return problem(`must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json (got "${w}")`);
+  const file = path.resolve(baseDir, w);
   try {
-    const { layerNames, what } = await inspectBackboneWeights(e.backbone, { baseDir });
-    return { ok: true, list: layerNames, what };
-  } catch (error) {
-    if (!(error instanceof ModelError)) throw error;
-    return { ok: false, message: `backbone.weights: ${error.message}${error.hint ? ` ${error.hint}` : ''}` };
+    if (!fs.statSync(file).isFile()) return problem(`${file} is not a regular file; give the path of ${kind}`);
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch (error: any) {
+    const reason = error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})`;
+    return problem(`${reason} ${file}; give the path of ${kind}, or use nsfwjs or imagenet`);
   }
+  // What is inside the file (a Keras weights file, a tfjs model) is for `facts` to judge.
+  return { ref: { ...ref, weights: file } };
+}
+
+async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): Promise<FieldProblem[]> {
+  const what = ref.weights === 'nsfwjs' || ref.weights === 'imagenet' ? ref.name : path.relative(process.cwd(), ref.weights) || ref.weights;
+  const names = await facts.layerNames(ref).catch((error: Error) => error);
+  if (names instanceof Error) {
+    const hint = (names as { hint?: unknown }).hint;
+    return [{ path: ['backbone', 'weights'], message: `backbone.weights: ${names.message}${typeof hint === 'string' ? ` ${hint}` : ''}` }];
+  }
+  const unknown = (field: string, given: string, list: string[]) => {
+    const sentence = facts.unknownLayer?.(`backbone.${field}`, given, list, what) ?? `backbone.${field} "${given}" is not a layer of ${what}.`;
+    // The suggestion goes right after the statement, before any list of valid layers.
+    const suggestion = didYouMean(given, list);
+    const statement = `is not a layer of ${what}.`;
+    return suggestion && sentence.includes(statement) ? sentence.replace(statement, `is not a layer of ${what}${suggestion}`) : sentence.replace(/\.$/, '') + suggestion;
+  };
+  const { cut_layer: cut, trainable_from: from } = e.backbone;
+  if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
+  if (from === undefined) return [];
+  if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, names) }];
+  const kept = await facts.layerNames(ref, cut);
+  if (!kept.includes(from)) {
+    return [{ path: ['backbone', 'trainable_from'], message: `backbone.trainable_from "${from}" is not part of the backbone cut at ${cut} (it comes after the cut); choose a layer before ${cut}, or ${cut} itself` }];
+  }
+  return [];
 }
 
 function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {
@@ -44,8 +81,13 @@ function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
     const dir = path.resolve(baseDir, e.data[field]);
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
-      problems.push({ path: ['data', field], message: `data.${field}: no such directory ${dir}; give a folder with one subfolder per class, or set data.url` });
+    const hint = 'give a folder with one subfolder per class, or set data.url';
+    try {
+      if (!fs.statSync(dir).isDirectory()) problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
+      else fs.accessSync(dir, fs.constants.R_OK | fs.constants.X_OK);
+    } catch (error: any) {
+      const reason = error.code === 'ENOENT' ? 'no such directory' : `cannot read (${error.code ?? error.message})`;
+      problems.push({ path: ['data', field], message: `data.${field}: ${reason} ${dir}; ${hint}` });
     }
   }
   return problems;

@@ -1,22 +1,26 @@
 // The one load pipeline: parse YAML (keeping positions) -> apply --set/--sweep -> expand the sweep ->
 // defaults + schema per trial -> cross-field checks -> frozen, resolved experiments.
-import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import YAML, { isMap, isSeq, LineCounter, type Document, type Node } from 'yaml';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
-import { expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
-import { crossChecks } from './cross-checks.ts';
+import { countTrials, DEFAULT_MAX_TRIALS, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
+import { crossChecks, type LayerFacts } from './cross-checks.ts';
+import { parseFile } from './parse.ts';
+import { applyOverrides, flagText, overrideAt, parseOverrides } from './overrides.ts';
 
 export interface LoadOptions {
-  /** `key=value` overrides (Hydra style), values parsed as YAML. */
+  /** `key=value` overrides (Hydra style), values parsed as YAML; a swept field set here is pinned. */
   set?: string[];
   /** `key=a,b,c`: adds a swept field. */
   sweep?: string[];
-  /** Check that cut layers exist and data folders are there (default true). */
+  /** Check weights files, data folders and (with `layers`) cut layers (default true). */
   deep?: boolean;
+  /** Where layer names come from, for cut_layer and trainable_from; without it those two are not checked. */
+  layers?: LayerFacts;
+  /** Refuse sweeps with more trials than this (default DEFAULT_MAX_TRIALS). */
+  maxTrials?: number;
 }
 
 export interface ResolvedTrial {
@@ -37,12 +41,21 @@ export interface LoadedExperiment {
 }
 
 export async function loadExperiment(file: string, opts: LoadOptions = {}): Promise<LoadedExperiment> {
+  const { overrides, problems: flagProblems } = parseOverrides(opts.set, opts.sweep);
   const source = parseFile(file);
-  const problems: Problem[] = [];
-  const at = (p: FieldProblem, prefix = '') => problems.push({ file, ...source.position(p.path, p.atKey), message: prefix + p.message });
+  const problems: Problem[] = [...flagProblems];
+  // A problem in a value given on the command line is reported under its flag, not at the file's line.
+  // `sweepKey`: the problem is about that sweep parameter, which --sweep may have given.
+  const sweepFromFlagsOnly = !('sweep' in source.value);
+  const at = (p: FieldProblem, prefix = '', sweepKey?: (string | number)[]) => {
+    if (sweepKey?.[0] === 'sweep' && sweepFromFlagsOnly) return void problems.push({ file: '--sweep', message: prefix + p.message });
+    const o = sweepKey ? overrideAt(overrides, sweepKey) : overrideAt(overrides, p.path, '--set');
+    problems.push(o ? { file: flagText(o.flag, o.arg), message: prefix + p.message } : { file, ...source.position(p.path, p.atKey), message: prefix + p.message });
+  };
+  if (problems.length) throw new ConfigProblems(problems);
 
-  const raw = source.doc.toJS() as Record<string, any>;
-  applyOverrides(raw, opts, file, problems);
+  const raw = source.value as Record<string, any>;
+  applyOverrides(raw, overrides);
   const sweepRaw = raw.sweep as Record<string, unknown> | undefined;
   delete raw.sweep;
 
@@ -53,20 +66,14 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   let assignments: { index: number; name: string; values: Assignment }[] = [{ index: 1, name: String(raw.name ?? ''), values: {} }];
   if (sweepRaw) {
     const sweepProblems = validate({ ...minimalExperiment(), sweep: sweepRaw });
-    for (const p of sweepProblems) at({ ...p, path: p.path });
+    for (const p of sweepProblems) at(p, '', sweepFlagPath(p.path));
     sweep = normalizeSweep(sweepRaw, base.training?.seed ?? 42);
     for (const key of Object.keys(sweep.parameters)) {
-      const keyPath = sweepKeyPath(sweepRaw, key);
       if (key.startsWith('sweep.') || !isKnownField(key.split('.'))) {
-        at({ path: keyPath, atKey: true, message: `sweep parameter ${key} is not a known field${didYouMean(key, knownFields())}` });
+        at({ path: sweepKeyPath(sweepRaw, key), atKey: true, message: `sweep parameter ${key} is not a known field${didYouMean(key, knownFields())}` }, '', key.split('.'));
       }
     }
-    try {
-      assignments = expandSweep(sweep);
-    } catch (error) {
-      if (!(error instanceof SweepSpecError)) throw error;
-      at({ path: sweepKeyPath(sweepRaw, error.key), message: `sweep parameter ${error.key}: ${error.message}` });
-    }
+    if (!sweepProblems.length) assignments = expandWithinLimit(sweep, sweepRaw, opts.maxTrials ?? DEFAULT_MAX_TRIALS, at) ?? assignments;
   }
   const swept = new Set(sweep ? Object.keys(sweep.parameters) : []);
   for (const p of baseProblems) {
@@ -84,7 +91,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     for (const p of trialProblems) {
       const key = Object.keys(a.values).find((k) => p.path.join('.').startsWith(k));
       const prefix = `trial ${a.index} (${a.name}): `;
-      if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix);
+      if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix, key.split('.'));
       else at(p, sweep ? prefix : '');
     }
     if (!trialProblems.length) {
@@ -97,13 +104,42 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   const baseDir = path.dirname(path.resolve(file));
   if (opts.deep !== false) {
     for (const t of dedupeForChecks(trials)) {
-      for (const p of await crossChecks(t.experiment, baseDir)) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
+      for (const p of await crossChecks(t.experiment, baseDir, opts.layers)) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
     }
     if (problems.length) throw new ConfigProblems(problems);
   }
   validate(base); // fill defaults in the base too
   if (sweep) base.sweep = sweep;
   return { file, baseDir, base: deepFreeze(base as Experiment), sweep, trials };
+}
+
+// The grid's size is known from its list lengths: refuse a huge one before building any trial.
+function expandWithinLimit(
+  sweep: SweepConfig,
+  sweepRaw: Record<string, unknown>,
+  limit: number,
+  at: (p: FieldProblem, prefix?: string, sweepKey?: (string | number)[]) => void,
+): { index: number; name: string; values: Assignment }[] | undefined {
+  try {
+    const count = countTrials(sweep);
+    if (count > limit) {
+      const size = Number.isFinite(count) ? count.toLocaleString('en-US') : 'more than 10^308';
+      const message = `the sweep has ${size} trials, above the limit of ${limit.toLocaleString('en-US')}; sweep fewer values, or raise the limit with --max-trials ${Number.isFinite(count) ? count : 'N'}`;
+      at({ path: ['sweep'], atKey: true, message }, '', ['sweep']);
+      return undefined;
+    }
+    return expandSweep(sweep);
+  } catch (error) {
+    if (!(error instanceof SweepSpecError)) throw error;
+    at({ path: sweepKeyPath(sweepRaw, error.key), message: `sweep parameter ${error.key}: ${error.message}` }, '', error.key.split('.'));
+    return undefined;
+  }
+}
+
+// Sweep schema problems come at sweep.<key> or sweep.parameters.<key>; the flag that gave them is --sweep <key>.
+function sweepFlagPath(p: (string | number)[]): (string | number)[] {
+  const rest = p[1] === 'parameters' ? p.slice(2) : p.slice(1);
+  return rest.length ? [String(rest[0])] : [];
 }
 
 // Cross checks (cut layers, folders) depend on few fields: check each distinct combination once.
@@ -113,80 +149,6 @@ function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {
     const key = JSON.stringify([t.experiment.backbone, t.experiment.data]);
     return seen.has(key) ? false : (seen.add(key), true);
   });
-}
-
-interface Source {
-  doc: Document;
-  position(path: (string | number)[], atKey?: boolean): { line?: number; col?: number };
-}
-
-function parseFile(file: string): Source {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (error: any) {
-    throw new ConfigProblems([{ file, message: error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})` }]);
-  }
-  const lineCounter = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length) {
-    throw new ConfigProblems(
-      doc.errors.map((e) => {
-        const { line, col } = lineCounter.linePos(e.pos[0]);
-        return { file, line, col, message: `YAML syntax error: ${e.message.split('\n')[0]}` };
-      }),
-    );
-  }
-  if (!isMap(doc.contents)) {
-    const kind = doc.contents === null ? 'an empty document' : isSeq(doc.contents) ? 'a list' : 'a single value';
-    throw new ConfigProblems([{ file, line: 1, col: 1, message: `an experiment must be a mapping of fields (name, data, backbone, ...), got ${kind}` }]);
-  }
-  const position = (fieldPath: (string | number)[], atKey = false) => {
-    let node: Node | null | undefined = doc.contents;
-    let offset = node?.range?.[0] ?? 0;
-    for (let i = 0; i < fieldPath.length && node; i++) {
-      const k = fieldPath[i];
-      if (isMap(node)) {
-        const pair = node.items.find((it) => (it.key as any)?.value === k);
-        if (!pair) break;
-        const last = i === fieldPath.length - 1;
-        node = pair.value as Node | null;
-        offset = (last && atKey) || !node?.range ? ((pair.key as Node).range?.[0] ?? offset) : node.range[0];
-      } else if (isSeq(node)) {
-        node = node.items[Number(k)] as Node | undefined;
-        if (node?.range) offset = node.range[0];
-      } else break;
-    }
-    const { line, col } = lineCounter.linePos(offset);
-    return { line, col };
-  };
-  return { doc, position };
-}
-
-function applyOverrides(raw: Record<string, any>, opts: LoadOptions, file: string, problems: Problem[]): void {
-  const parse = (flag: string, arg: string) => {
-    const eq = arg.indexOf('=');
-    if (eq < 1) {
-      problems.push({ file, message: `${flag} ${arg}: expected key=value, e.g. ${flag} head.dropout=0.5` });
-      return undefined;
-    }
-    const key = arg.slice(0, eq);
-    if (!isKnownField(key.split('.'))) {
-      problems.push({ file, message: `${flag} ${arg}: ${key} is not a known field${didYouMean(key, knownFields())}` });
-      return undefined;
-    }
-    return { key, text: arg.slice(eq + 1) };
-  };
-  for (const arg of opts.set ?? []) {
-    const o = parse('--set', arg);
-    if (o) setPath(raw, o.key.split('.'), YAML.parse(o.text));
-  }
-  for (const arg of opts.sweep ?? []) {
-    const o = parse('--sweep', arg);
-    if (!o) continue;
-    const values = YAML.parse(`[${o.text}]`) as unknown[];
-    raw.sweep = { ...(raw.sweep ?? {}), [o.key]: values };
-  }
 }
 
 function sweepKeyPath(sweepRaw: Record<string, unknown>, key: string): string[] {

@@ -13,13 +13,20 @@ export function formatProblem(p: Problem): string {
   return `${where}: ${p.message}`;
 }
 
-/** Thrown when an experiment file has problems; `problems` holds each one, `message` all of them. */
+/** More problems than this in one file are counted, not listed: the first ones say what is wrong. */
+export const MAX_PROBLEMS = 50;
+
+/** Thrown when an experiment file has problems; `problems` holds each one (at most MAX_PROBLEMS and a count), `message` all of them. */
 export class ConfigProblems extends ConfigError {
   problems: Problem[];
   constructor(problems: Problem[]) {
-    super(problems.map(formatProblem).join('\n'), { hint: 'fix the fields above; `xp check <file>` re-checks without training' });
+    const shown =
+      problems.length > MAX_PROBLEMS
+        ? [...problems.slice(0, MAX_PROBLEMS), { file: problems[MAX_PROBLEMS].file, message: `... and ${problems.length - MAX_PROBLEMS} more problems` }]
+        : problems;
+    super(shown.map(formatProblem).join('\n'), { hint: 'fix the fields above; `xp check <file>` re-checks without training' });
     this.name = 'ConfigProblems';
-    this.problems = problems;
+    this.problems = shown;
   }
 }
 

@@ -1,6 +1,7 @@
 // Expands a sweep into trials: a grid (cartesian product) or seeded random draws.
 import { createRng, type Rng } from '../util/random.ts';
 import type { SweepConfig, SweepDistribution } from './types.ts';
+import { metricGoal } from './metrics.ts';
 
 export type Assignment = Record<string, unknown>; // dotted path -> value
 
@@ -9,6 +10,9 @@ export interface Trial {
   values: Assignment;
   name: string; // e.g. "dropout=0.2 epochs=10"
 }
+
+/** Trials a sweep may have unless the user raises the limit (`--max-trials`): a typo in a grid should not run for weeks. */
+export const DEFAULT_MAX_TRIALS = 10_000;
 
 const RESERVED = ['method', 'trials', 'seed', 'metric', 'goal', 'parameters'];
 
@@ -22,10 +26,18 @@ export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number
     trials: raw.trials as number | undefined,
     seed: (raw.seed as number) ?? defaultSeed,
     metric,
-    goal: (raw.goal as SweepConfig['goal']) ?? (metric.endsWith('loss') ? 'minimize' : 'maximize'),
+    goal: (raw.goal as SweepConfig['goal']) ?? metricGoal(metric),
     parameters,
   };
 }
+
+/** How many trials a sweep has, computed without expanding it (a grid's size is the product of its lists'). */
+export function countTrials(sweep: SweepConfig): number {
+  if (sweep.method === 'random') return sweep.trials ?? DEFAULT_RANDOM_TRIALS;
+  return Object.entries(sweep.parameters).reduce((n, [key, spec]) => n * (Array.isArray(spec) ? spec.length : gridSizeOf(spec, key)), 1);
+}
+
+const DEFAULT_RANDOM_TRIALS = 10;
 
 export function expandSweep(sweep: SweepConfig): Trial[] {
   const keys = Object.keys(sweep.parameters);
@@ -44,16 +56,21 @@ function gridAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
 }
 
 function gridValuesOf(spec: SweepDistribution, key: string): unknown[] {
-  if (spec.distribution === 'choice' && spec.values) return spec.values;
-  if (spec.distribution === 'int' && spec.min !== undefined && spec.max !== undefined && spec.max - spec.min <= 100) {
-    return Array.from({ length: spec.max - spec.min + 1 }, (_, i) => spec.min! + i);
+  const n = gridSizeOf(spec, key);
+  return spec.distribution === 'choice' ? spec.values! : Array.from({ length: n }, (_, i) => spec.min! + i);
+}
+
+function gridSizeOf(spec: SweepDistribution, key: string): number {
+  if (spec.distribution === 'choice' && spec.values) return spec.values.length;
+  if (spec.distribution === 'int' && spec.min !== undefined && spec.max !== undefined && spec.max >= spec.min && spec.max - spec.min <= 100) {
+    return spec.max - spec.min + 1;
   }
   throw new SweepSpecError(key, `a ${spec.distribution} distribution needs method: random (grid takes lists, choice or small int ranges)`);
 }
 
 function randomAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
   const rng = createRng(sweep.seed ?? 0);
-  const n = sweep.trials ?? 10;
+  const n = sweep.trials ?? DEFAULT_RANDOM_TRIALS;
   return Array.from({ length: n }, () => Object.fromEntries(keys.map((k) => [k, draw(sweep.parameters[k], rng, k)])));
 }
 
@@ -92,6 +109,8 @@ export function trialName(values: Assignment): string {
 const format = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
 
 export function setPath(target: Record<string, any>, path: string[], value: unknown): void {
+  // Keys are checked when read; this guard keeps a missed one from reaching an object's prototype.
+  if (path.some((k) => k === '__proto__' || k === 'constructor' || k === 'prototype')) throw new Error(`reserved key in ${path.join('.')}`);
   let node = target;
   for (const k of path.slice(0, -1)) {
     if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};

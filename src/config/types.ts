@@ -29,6 +29,9 @@ export interface DataConfig {
   interpolation: Interpolation;
   /** Train on at most this many images per class (first by name); validation always uses every image. */
   max_per_class?: number;
+  /** Follow symbolic links inside the image folders (Keras follow_links); never into a loop. Absent means false, so
+   * that config hashes of existing runs stay the same. */
+  follow_links?: boolean;
 }
 
 export interface BackboneConfig {

@@ -118,7 +118,7 @@ function valueAt(data: unknown, path: (string | number)[]): unknown {
 export function propertiesAt(path: (string | number)[]): Record<string, unknown> {
   let s: any = schema;
   for (const k of path) {
-    s = s?.properties?.[k] ?? s?.additionalProperties;
+    s = own(s?.properties, k) ?? s?.additionalProperties;
     if (s?.$ref) s = resolveRef(s.$ref);
   }
   return s?.properties ?? {};
@@ -132,11 +132,14 @@ function resolveRef(ref: string): unknown {
 export function isKnownField(path: string[]): boolean {
   let s: any = schema;
   for (const k of path) {
-    s = s?.properties?.[k];
+    s = own(s?.properties, k);
     if (!s) return false;
   }
   return true;
 }
+
+// `properties.__proto__` would find Object.prototype: look up the schema's own keys only.
+const own = (o: Record<string, unknown> | undefined, k: string | number): any => (o && Object.hasOwn(o, k) ? o[k] : undefined);
 
 export function knownFields(prefix: string[] = []): string[] {
   const props = propertiesAt(prefix);

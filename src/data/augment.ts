@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs-node';
 import type { AugmentationConfig } from '../config/types.ts';
 import type { Rng } from '../util/random.ts';
-import { registerNativeTransform } from './native-transform.ts';
+import { registerNativeTransform } from '../accel/index.ts';
 
 /** One image's transform, with the names and units of Keras' transform_parameters. */
 export interface TransformParams {

@@ -1,17 +1,16 @@
 // Finds the train/validation folders of an experiment, downloading and unpacking `data.url` once into the data
 // directory when they are missing. Downloads are verified and unpacked into a temp folder first, so an
-// interrupted or bad download never leaves a half-written data set behind.
-import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+// interrupted or bad download never leaves a half-written data set behind. Each unpacked top-level folder is
+// recorded with the url and sha256 of its archive (.xp-sources/), so a changed url or sha256 fetches it afresh.
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import AdmZip from 'adm-zip';
 import type { DataConfig } from '../config/types.ts';
 import { DataError } from '../errors.ts';
 import { dataDir } from '../paths.ts';
+import { fetchArchive, whileInterruptible } from './download.ts';
+import { extractZip, zipLimits } from './zip.ts';
 
 export interface ResolvedDataset {
   trainDir: string;
@@ -27,6 +26,12 @@ export interface ResolveOptions {
   progress?: NodeJS.WritableStream;
 }
 
+/** Where an unpacked folder came from: the archive's url and its actual sha256. */
+interface Source {
+  url: string;
+  sha256: string;
+}
+
 export function defaultDataDir(): string {
   return dataDir();
 }
@@ -35,12 +40,24 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
   if (!data.url) {
     return { trainDir: path.resolve(opts.baseDir, data.train), validationDir: path.resolve(opts.baseDir, data.validation) };
   }
+  const url = data.url;
+  const wanted = data.sha256?.toLowerCase();
   const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
+  const progress = opts.progress ?? process.stderr;
   const resolved = { trainDir: path.resolve(dataDir, data.train), validationDir: path.resolve(dataDir, data.validation) };
-  if ((await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir))) return resolved;
+
+  const present = (await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir));
+  // Folders put in the data directory by hand (no record) are used as they are.
+  const stale: string[] = [];
+  for (const top of new Set([resolved.trainDir, resolved.validationDir].map((dir) => topFolder(dataDir, dir)))) {
+    const recorded = top && (await readSource(dataDir, top));
+    if (recorded && !matches(recorded, url, wanted)) stale.push(`${top} (from ${recorded.url}, sha256 ${recorded.sha256})`);
+  }
+  if (present && stale.length === 0) return resolved;
+  if (stale.length) progress.write(`${stale.join(', ')} came from another archive than ${url}${wanted ? ` (sha256 ${wanted})` : ''}; fetching it again\n`);
 
   await mkdir(dataDir, { recursive: true });
-  const kept = await downloadAndExtract(data.url, data.sha256, dataDir, opts.progress ?? process.stderr);
+  const kept = await downloadAndExtract(url, wanted, dataDir, progress);
 
   for (const [field, dir] of [['train', resolved.trainDir], ['validation', resolved.validationDir]] as const) {
     if (await isDirectory(dir)) continue;
@@ -49,7 +66,7 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
       ? new DataError(`${dir} (data.${field}) is missing and ${blocker} already existed, so it was not replaced by the download`, {
           hint: `Remove ${blocker} and run again to download it afresh.`,
         })
-      : new DataError(`The archive from ${data.url} has no folder ${path.relative(dataDir, dir)} (data.${field})`, {
+      : new DataError(`The archive from ${url} has no folder ${path.relative(dataDir, dir)} (data.${field})`, {
           hint: `Set data.${field} to a path inside the archive, relative to ${dataDir}.`,
         });
   }
@@ -60,91 +77,90 @@ async function isDirectory(dir: string): Promise<boolean> {
   return (await stat(dir).catch(() => undefined))?.isDirectory() ?? false;
 }
 
+/** The top-level folder of the data directory that holds `dir`, or undefined when `dir` is outside it. */
+function topFolder(dataDir: string, dir: string): string | undefined {
+  const relative = path.relative(dataDir, dir);
+  if (!relative || relative.startsWith('..') || path.isAbsolute(relative)) return undefined;
+  return relative.split(path.sep)[0];
+}
+
+const matches = (recorded: Source, url: string, sha256: string | undefined): boolean =>
+  recorded.url === url && (sha256 === undefined || recorded.sha256 === sha256);
+
+const sourceFile = (dataDir: string, top: string): string => path.join(dataDir, '.xp-sources', `${encodeURIComponent(top)}.json`);
+
+async function readSource(dataDir: string, top: string): Promise<Source | undefined> {
+  const text = await readFile(sourceFile(dataDir, top), 'utf8').catch(() => undefined);
+  try {
+    const parsed = text === undefined ? undefined : (JSON.parse(text) as Partial<Source>);
+    // An unreadable record still says the folder was downloaded: it no longer matches anything.
+    return parsed ? { url: String(parsed.url), sha256: String(parsed.sha256) } : undefined;
+  } catch {
+    return { url: '?', sha256: '?' };
+  }
+}
+
+/** Written after the folder is in place: a crash in between leaves the old record, which no longer matches. */
+async function writeSource(dataDir: string, top: string, source: Source, tag: string): Promise<void> {
+  const file = sourceFile(dataDir, top);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(`${file}.${tag}`, `${JSON.stringify(source)}\n`);
+  await rename(`${file}.${tag}`, file);
+}
+
 /** Returns the existing paths that were left in place instead of being replaced. */
-async function downloadAndExtract(
-  url: string,
-  sha256: string | undefined,
-  dataDir: string,
-  progress: NodeJS.WritableStream,
-): Promise<string[]> {
+async function downloadAndExtract(url: string, sha256: string | undefined, dataDir: string, progress: NodeJS.WritableStream): Promise<string[]> {
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
   const zipPath = path.join(dataDir, `.download-${tag}.zip`);
   const extractDir = path.join(dataDir, `.extract-${tag}`);
-  try {
-    const digest = await download(url, zipPath, progress);
-    if (sha256 && digest !== sha256.toLowerCase()) {
-      throw new DataError(`Checksum mismatch for ${url}: expected sha256 ${sha256}, got ${digest}`, {
-        hint: 'The file changed or the download was corrupted; check data.url and data.sha256. The downloaded file was removed.',
-      });
-    }
-    try {
-      new AdmZip(zipPath).extractAllTo(extractDir, true);
-    } catch (error) {
-      throw new DataError(`Could not unpack ${url}: ${(error as Error).message}`, {
-        cause: error,
-        hint: 'data.url must point to a .zip archive.',
-      });
-    }
-    // Move the unpacked top-level entries into place; each rename is atomic. An entry that already exists (e.g. a
-    // parallel run unpacked the same archive first) is kept as it is.
-    const kept: string[] = [];
-    for (const entry of await readdir(extractDir)) {
-      const target = path.join(dataDir, entry);
-      if (await stat(target).catch(() => undefined)) kept.push(target);
-      else await rename(path.join(extractDir, entry), target);
-    }
-    return kept;
-  } finally {
-    await rm(zipPath, { force: true });
-    await rm(extractDir, { recursive: true, force: true });
-  }
-}
-
-/** Streams `url` to `file`, printing progress; returns the sha256 hex digest. */
-async function download(url: string, file: string, progress: NodeJS.WritableStream): Promise<string> {
-  let response: Response;
-  try {
-    response = await fetch(url);
-  } catch (error) {
-    throw new DataError(`Could not download ${url}: ${(error as Error).message}`, {
-      cause: error,
-      hint: 'Check the network and data.url, or download the archive yourself and point data.train/validation at it.',
-    });
-  }
-  if (!response.ok || !response.body) {
-    throw new DataError(`Could not download ${url}: HTTP ${response.status} ${response.statusText}`, {
-      hint: 'Check data.url.',
-    });
-  }
-  const total = Number(response.headers.get('content-length')) || 0;
-  const hash = createHash('sha256');
-  const interactive = 'isTTY' in progress && Boolean(progress.isTTY);
-  let received = 0;
-  let lastShown = 0;
-  const show = (done: boolean): void => {
-    const size = total ? `${mb(received)}/${mb(total)} MB (${Math.floor((100 * received) / total)}%)` : `${mb(received)} MB`;
-    if (interactive) progress.write(`\rDownloading ${url}: ${size}${done ? '\n' : ''}`);
-    else if (done) progress.write(`Downloaded ${url}: ${size}\n`);
+  // A second Ctrl-C may end the process before the finally below runs; this still removes the temp files.
+  const cleanUp = (): void => {
+    rmSync(zipPath, { force: true });
+    rmSync(extractDir, { recursive: true, force: true });
   };
-  if (!interactive) progress.write(`Downloading ${url}${total ? ` (${mb(total)} MB)` : ''}\n`);
-  const meter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk);
-      received += chunk.length;
-      if (Date.now() - lastShown > 250) {
-        lastShown = Date.now();
-        show(false);
-      }
-      callback(null, chunk);
-    },
-  });
+  process.on('exit', cleanUp);
   try {
-    await pipeline(Readable.fromWeb(response.body as WebReadableStream), meter, createWriteStream(file));
-  } catch (error) {
-    throw new DataError(`Download of ${url} failed after ${mb(received)} MB: ${(error as Error).message}`, { cause: error });
+    const limits = zipLimits();
+    const digest = await whileInterruptible(url, async (signal) => {
+      const fetched = await fetchArchive(url, { into: zipPath, progress, maxBytes: limits.totalBytes, signal });
+      if (sha256 && fetched.sha256 !== sha256) {
+        throw new DataError(`Checksum mismatch for ${url}: expected sha256 ${sha256}, got ${fetched.sha256}`, {
+          hint: 'The file changed or the download was corrupted; check data.url and data.sha256. The downloaded file was removed.',
+        });
+      }
+      await mkdir(extractDir);
+      await extractZip(fetched.file, extractDir, url, { limits, signal });
+      return fetched.sha256;
+    });
+    return await install(extractDir, dataDir, { url, sha256: digest }, tag);
+  } finally {
+    cleanUp();
+    process.off('exit', cleanUp);
   }
-  show(true);
-  return hash.digest('hex');
 }
 
-const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
+/** Moves the unpacked top-level folders into the data directory (each rename is atomic). */
+async function install(extractDir: string, dataDir: string, source: Source, tag: string): Promise<string[]> {
+  const kept: string[] = [];
+  for (const entry of await readdir(extractDir)) {
+    if (entry === '.xp-sources') continue; // the records are xp's, never an archive's
+    const target = path.join(dataDir, entry);
+    if (await stat(target).catch(() => undefined)) {
+      const recorded = await readSource(dataDir, entry);
+      // Unpacked by hand, or by a parallel run of the same archive: left as it is.
+      if (!recorded || matches(recorded, source.url, source.sha256)) {
+        if (!recorded) kept.push(target);
+        continue;
+      }
+      const replaced = path.join(dataDir, `.replaced-${tag}-${entry}`);
+      await rename(target, replaced);
+      await rename(path.join(extractDir, entry), target);
+      await writeSource(dataDir, entry, source, tag);
+      await rm(replaced, { recursive: true, force: true });
+    } else {
+      await rename(path.join(extractDir, entry), target);
+      await writeSource(dataDir, entry, source, tag);
+    }
+  }
+  return kept;
+}

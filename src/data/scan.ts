@@ -1,8 +1,9 @@
 // Lists a class-per-subfolder image directory the way Keras `flow_from_directory` does:
-// classes are the sorted subfolder names, files are sorted by name within each class.
-import { stat } from 'node:fs/promises';
+// classes are the sorted subfolder names, files are sorted by name within each class. As with Keras'
+// follow_links=False, symbolic links are not followed unless asked (data.follow_links); unlike Keras, that holds
+// for linked files and class folders too, and a link is never followed into a loop.
+import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import fg from 'fast-glob';
 import { DataError } from '../errors.ts';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'bmp', 'gif', 'webp'] as const;
@@ -12,9 +13,17 @@ export interface ImageFile {
   label: number; // index into classNames
 }
 
+/** Symbolic links a scan did not use: all of them unless links are followed; else the dangling and looping ones. */
+export interface LinkCounts {
+  skipped: number;
+  dangling: number;
+  loops: number;
+}
+
 export interface ScannedClasses {
   classNames: string[];
   files: ImageFile[];
+  links: LinkCounts;
 }
 
 // Keras sorts with Python's default string order (code points), not the locale.
@@ -33,7 +42,7 @@ const isImage = (name: string): boolean =>
 
 export async function scanClasses(
   dir: string,
-  opts: { maxPerClass?: number } = {},
+  opts: { maxPerClass?: number; followLinks?: boolean } = {},
 ): Promise<ScannedClasses> {
   const root = path.resolve(dir);
   const info = await stat(root).catch(() => undefined);
@@ -43,21 +52,26 @@ export async function scanClasses(
     });
   }
 
-  // Unlike Keras, hidden folders (.ipynb_checkpoints, .git) are not classes.
-  const classNames = (await fg('*', { cwd: root, onlyDirectories: true, dot: false })).sort(byCodePoint);
+  const links: LinkCounts = { skipped: 0, dangling: 0, loops: 0 };
+  const rootReal = await realpath(root);
+  const top = await listFolder(root, rootReal, '', { followLinks: opts.followLinks ?? false, links, walked: new Set([rootReal]), rootReal });
+  const classNames = top.folders.map((f) => f.name).sort(byCodePoint);
   if (classNames.length === 0) {
     throw new DataError(`No class subfolders in ${root}`, {
-      hint: 'Put the images of each class in its own subfolder, e.g. cats/*.jpg and dogs/*.jpg; the subfolder names become the class names.',
+      hint: links.skipped
+        ? `Its ${links.skipped} symbolic link(s) were not followed; set data.follow_links: true to use linked folders.`
+        : 'Put the images of each class in its own subfolder, e.g. cats/*.jpg and dogs/*.jpg; the subfolder names become the class names.',
     });
   }
 
   const files: ImageFile[] = [];
   for (const [label, className] of classNames.entries()) {
     const classDir = path.join(root, className);
+    const { real } = top.folders.find((f) => f.name === className)!;
+    // Each class walks every real folder once: a link back up (cats/up -> ..) or across cannot repeat images.
+    const walk: Walk = { followLinks: opts.followLinks ?? false, links, walked: new Set([rootReal, real]), rootReal };
     // Keras also takes images from nested folders inside a class folder.
-    let names = (await fg('**/*', { cwd: classDir, onlyFiles: true, dot: false }))
-      .filter(isImage)
-      .sort(byFolderThenName);
+    let names = (await walkImages(classDir, real, '', walk)).sort(byFolderThenName);
     if (names.length === 0) {
       throw new DataError(`Class folder ${classDir} holds no images`, {
         hint: `Add ${IMAGE_EXTENSIONS.join('/')} files to it, or remove the folder if "${className}" is not a class.`,
@@ -66,11 +80,75 @@ export async function scanClasses(
     if (opts.maxPerClass !== undefined) names = names.slice(0, opts.maxPerClass);
     for (const name of names) files.push({ path: path.join(classDir, name), label });
   }
-  return { classNames, files };
+  return { classNames, files, links };
+}
+
+/** One warning line for the links a scan did not use, or undefined when there were none. */
+export function linkWarning(dir: string, links: LinkCounts, followLinks: boolean): string | undefined {
+  const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  if (!followLinks) return links.skipped ? `${plural(links.skipped, 'symbolic link')} in ${dir} skipped (data.follow_links is false)` : undefined;
+  const parts = [
+    links.dangling ? `${plural(links.dangling, 'dangling symbolic link')}` : '',
+    links.loops ? `${plural(links.loops, 'symbolic link')} back to a folder already walked` : '',
+  ].filter(Boolean);
+  return parts.length ? `${parts.join(' and ')} in ${dir} skipped` : undefined;
+}
+
+interface Walk {
+  followLinks: boolean;
+  links: LinkCounts;
+  /** Real paths of the folders walked so far (and the root's). */
+  walked: Set<string>;
+  rootReal: string;
+}
+
+/** Image files under `dir` as posix paths relative to the class folder. */
+async function walkImages(dir: string, real: string, relative: string, walk: Walk): Promise<string[]> {
+  const { files, folders } = await listFolder(dir, real, relative, walk);
+  const images = files.filter(isImage);
+  for (const folder of folders) images.push(...(await walkImages(path.join(dir, folder.name), folder.real, folder.relative, walk)));
+  return images;
+}
+
+interface Listed {
+  files: string[];
+  folders: { name: string; real: string; relative: string }[];
+}
+
+/** The regular files and folders of `dir` (hidden ones left out), following links only when asked and never twice. */
+async function listFolder(dir: string, real: string, relative: string, walk: Walk): Promise<Listed> {
+  const listed: Listed = { files: [], folders: [] };
+  const join = (name: string) => (relative ? `${relative}/${name}` : name);
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    if (entry.name.startsWith('.')) continue; // Unlike Keras, hidden folders (.ipynb_checkpoints, .git) are skipped.
+    if (entry.isSymbolicLink()) {
+      if (!walk.followLinks) {
+        walk.links.skipped++;
+        continue;
+      }
+      const target = await stat(path.join(dir, entry.name)).catch(() => undefined);
+      if (!target) walk.links.dangling++;
+      else if (target.isFile()) listed.files.push(join(entry.name));
+      else if (target.isDirectory()) {
+        const targetReal = await realpath(path.join(dir, entry.name));
+        const contains = (inner: string) => inner === targetReal || inner.startsWith(targetReal + path.sep);
+        if (walk.walked.has(targetReal) || contains(walk.rootReal) || contains(real)) walk.links.loops++;
+        else {
+          walk.walked.add(targetReal);
+          listed.folders.push({ name: entry.name, real: targetReal, relative: join(entry.name) });
+        }
+      }
+    } else if (entry.isDirectory()) {
+      const folderReal = path.join(real, entry.name);
+      walk.walked.add(folderReal);
+      listed.folders.push({ name: entry.name, real: folderReal, relative: join(entry.name) });
+    } else if (entry.isFile()) listed.files.push(join(entry.name)); // not FIFOs or devices, which would block a read
+  }
+  return listed;
 }
 
 /** Validation must have the same classes as train, in the same order, or labels would not line up. */
-export function checkSameClasses(train: ScannedClasses | string[], validation: ScannedClasses | string[]): void {
+export function checkSameClasses(train: Pick<ScannedClasses, 'classNames'> | string[], validation: Pick<ScannedClasses, 'classNames'> | string[]): void {
   const trainNames = Array.isArray(train) ? train : train.classNames;
   const validationNames = Array.isArray(validation) ? validation : validation.classNames;
   const missing = trainNames.filter((name) => !validationNames.includes(name));

@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-node';
 import type { HeadConfig } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
-import { glorotUniform } from './init.ts';
+import { glorotUniform } from '../accel/index.ts';
 
 import { taskFor, type Loss } from './task.ts';
 

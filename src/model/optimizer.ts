@@ -1,21 +1,21 @@
 // Keras optimizers with Keras' default hyperparameters, on tfjs' implementations except RMSprop without momentum
-// and Adam, which have Keras 3's own (rmsprop.ts, adam.ts: fewer memory passes, XLA-fused for large variables).
-// Keras 3, tfjs and KerasRMSprop all put RMSprop's epsilon inside the square root.
+// and Adam, which have Keras 3's own (src/accel/rmsprop.ts, adam.ts: fewer memory passes, XLA-fused for large
+// variables when the acceleration policy has fused updates). Keras 3, tfjs and KerasRMSprop all put RMSprop's
+// epsilon inside the square root.
 import * as tf from '@tensorflow/tfjs-node';
+import { accelPolicy, KerasAdam, KerasRMSprop, type AccelPolicy } from '../accel/index.ts';
 import type { OptimizerConfig } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
-import { KerasAdam } from './adam.ts';
-import { KerasRMSprop } from './rmsprop.ts';
 
-export function buildOptimizer(cfg: OptimizerConfig): tf.Optimizer {
+export function buildOptimizer(cfg: OptimizerConfig, policy: AccelPolicy = accelPolicy()): tf.Optimizer {
   const lr = cfg.learning_rate;
   if (!(lr > 0)) throw new ModelError(`optimizer.learning_rate must be a positive number, got ${lr}.`, { hint: 'The Keras reference uses 1e-4 with RMSprop.' });
   const epsilon = cfg.epsilon ?? 1e-7;
   switch (cfg.name) {
     case 'rmsprop':
-      return (cfg.momentum ?? 0) > 0 ? tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum, epsilon) : new KerasRMSprop(lr, cfg.rho ?? 0.9, epsilon);
+      return (cfg.momentum ?? 0) > 0 ? tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum, epsilon) : new KerasRMSprop(lr, cfg.rho ?? 0.9, epsilon, policy.fusedUpdates);
     case 'adam':
-      return new KerasAdam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon);
+      return new KerasAdam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon, policy.fusedUpdates);
     case 'sgd':
       // Same trajectory as Keras' v = m*v - lr*g for a constant learning rate.
       return (cfg.momentum ?? 0) > 0 || cfg.nesterov ? tf.train.momentum(lr, cfg.momentum ?? 0, cfg.nesterov ?? false) : tf.train.sgd(lr);

@@ -15,8 +15,12 @@ export interface ClientOptions extends Credentials {
   backoffFactor?: number;
   /** MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, default 1 (seconds). */
   backoffJitter?: number;
-  /** MLFLOW_HTTP_REQUEST_TIMEOUT, default 120 s. */
+  /** MLFLOW_HTTP_REQUEST_TIMEOUT, default 120 s: one attempt, connect included. */
   timeoutMs?: number;
+  /** Epoch ms after which no attempt starts and none goes on (read at each attempt): bounds retries as a whole. */
+  deadline?: () => number;
+  /** Aborts every request and backoff wait of this client at once. */
+  signal?: AbortSignal;
   warn?: (message: string) => void;
 }
 
@@ -144,7 +148,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
       let failure: MlflowError;
       let retryAfter = 0;
       try {
-        const response = await fetch(url, { method, headers, body, signal: AbortSignal.timeout(init.timeoutMs ?? timeoutMs) });
+        const attemptMs = Math.min(init.timeoutMs ?? timeoutMs, remaining());
+        if (attemptMs <= 0 || options.signal?.aborted) throw new DOMException('no time left', 'TimeoutError');
+        const signals = [AbortSignal.timeout(attemptMs), ...(options.signal ? [options.signal] : [])];
+        const response = await fetch(url, { method, headers, body, signal: AbortSignal.any(signals) });
         if (response.ok) return response;
         failure = await errorOf(response, method, url);
         retryAfter = Number(response.headers.get('retry-after')) || 0;
@@ -163,12 +170,17 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
         attempt--;
         continue;
       }
-      if (attempt >= maxRetries) throw failure;
+      if (attempt >= maxRetries || options.signal?.aborted) throw failure;
       // urllib3's Retry: no wait before the first retry, then factor * 2^(n-1) plus jitter, at most 120 s.
       const backoff = attempt === 0 ? 0 : Math.min(120, backoffFactor * 2 ** attempt + Math.random() * backoffJitter);
-      await sleep(Math.max(backoff, retryAfter) * 1000);
+      const wait = Math.max(backoff, retryAfter) * 1000;
+      // A retry that could not start before the deadline is not waited for.
+      if (wait >= remaining()) throw failure;
+      await sleep(wait, options.signal);
     }
   }
+
+  const remaining = () => (options.deadline ? options.deadline() - Date.now() : Infinity);
 
   async function call<T>(method: 'GET' | 'POST', endpoint: string, payload?: Record<string, unknown>): Promise<T> {
     const path = `/api/2.0/mlflow/${endpoint}`;
@@ -410,13 +422,22 @@ async function errorOf(response: Response, method: string, url: URL): Promise<Ml
 function reason(error: unknown): string {
   if (error instanceof Error) {
     if (error.name === 'TimeoutError') return 'timed out';
+    if (error.name === 'AbortError') return 'given up';
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     return cause?.code ?? cause?.message ?? error.message;
   }
   return String(error);
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve) => {
+  const timer = setTimeout(done, ms);
+  function done() {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', done);
+    resolve();
+  }
+  signal?.addEventListener('abort', done, { once: true });
+});
 
 function isStaleSocket(error: unknown): boolean {
   const cause = (error as { cause?: { code?: string } })?.cause;

@@ -1,6 +1,7 @@
 // The MLflow journal of a run: every record is appended to <runDir>/mlflow-journal.jsonl before it is sent,
 // and a cursor file says how far delivery got. Delivery is in order, resumable and free of duplicates.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type DatasetInput, type MlflowClient, type RunStatus } from './client.ts';
 
@@ -8,7 +9,13 @@ export const JOURNAL_FILE = 'mlflow-journal.jsonl';
 export const CURSOR_FILE = 'mlflow-journal.cursor.json';
 
 export type RecordBody =
-  | { kind: 'run'; experimentName: string; runName: string; startTime: number; runKey: string; tags: Record<string, string> }
+  | {
+    kind: 'run'; experimentName: string; runName: string; startTime: number; runKey: string; tags: Record<string, string>;
+    /** The server the run logs to, and the store when it is the embedded one (its address changes at each start). */
+    uri?: string; store?: string;
+    /** The process writing the journal: `xp sync` closes a run whose process is gone without an end record. */
+    pid?: number; host?: string;
+  }
   | { kind: 'params'; params: Record<string, string> }
   | { kind: 'tags'; tags: Record<string, string> }
   | { kind: 'inputs'; datasets: DatasetInput[] }
@@ -47,6 +54,8 @@ export function openJournal(runDir: string) {
     fs.mkdirSync(runDir, { recursive: true });
     fs.appendFileSync(file, JSON.stringify(record) + '\n');
     records.push(record);
+    if (record.kind === 'run') watchUntilEnd(journal);
+    if (record.kind === 'end') openRuns.delete(journal);
     return record;
   }
 
@@ -65,15 +74,37 @@ export function openJournal(runDir: string) {
     return undefined;
   };
 
-  return {
+  const journal = {
     file,
     append,
     records: () => records as readonly JournalRecord[],
     cursor: () => cursor,
     saveCursor,
     runRef,
+    runRecord: () => records.find((record): record is Extract<JournalRecord, { kind: 'run' }> => record.kind === 'run'),
+    ended: () => records.some((record) => record.kind === 'end'),
     pending: () => records.filter((record) => record.seq > cursor.delivered && record.kind !== 'run_id'),
   };
+  return journal;
+}
+
+// Runs of this process whose end is not journaled yet: however the process exits (a second Ctrl-C, a crash, its
+// parent gone), their end is written first, synchronously, so `xp sync` can close them in MLflow.
+const openRuns = new Set<Journal>();
+let exitHooked = false;
+
+function watchUntilEnd(journal: Journal) {
+  openRuns.add(journal);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => endOpenRuns('xp exited before the run ended'));
+}
+
+/** Journal KILLED now for every run of this process not ended yet; returns how many. */
+export function endOpenRuns(reason: string): number {
+  const runs = [...openRuns];
+  for (const journal of runs) journal.append({ kind: 'end', status: 'KILLED', endTime: Date.now(), error: reason });
+  return runs.length;
 }
 
 export interface DeliveryResult {
@@ -184,8 +215,17 @@ function ranges(numbers: number[]): string {
   return parts.join(', ');
 }
 
-/** `xp sync`: send what a run's journal still holds to the MLflow server at `uri` (the same run continues). */
-export async function syncRunDir(runDir: string, options: { uri: string; log?: (line: string) => void }): Promise<{ sent: number; pending: number }> {
+/** Where a journal's run was logging: its server's URL, and the embedded store when it was the embedded server. */
+export function recordedTarget(runDir: string): { uri?: string; store?: string } {
+  const run = openJournal(runDir).runRecord();
+  return { uri: run?.uri, store: run?.store };
+}
+
+/**
+ * `xp sync`: send what a run's journal still holds to the MLflow server at `uri` (the same run continues). A run
+ * whose process is gone without journaling its end (killed) is closed as KILLED, at the journal's last write.
+ */
+export async function syncRunDir(runDir: string, options: { uri: string; log?: (line: string) => void }): Promise<{ sent: number; pending: number; closed?: boolean }> {
   const journal = openJournal(runDir);
   if (journal.records().length === 0) {
     throw new MlflowError(`${path.join(runDir, JOURNAL_FILE)} does not exist or is empty: nothing to sync.`, {
@@ -194,6 +234,7 @@ export async function syncRunDir(runDir: string, options: { uri: string; log?: (
     });
   }
   const log = options.log ?? (() => {});
+  const closed = closeAbandoned(journal, log);
   const client = createClient(options.uri, { ...credentialsFromEnv(), warn: log });
   const result = await deliver(journal, client, runDir, log);
   if (result.error) {
@@ -202,7 +243,31 @@ export async function syncRunDir(runDir: string, options: { uri: string; log?: (
       errorCode: errorCode ?? 'UNREACHABLE', cause: result.error, hint,
     });
   }
-  return { sent: result.sent, pending: result.pending };
+  return { sent: result.sent, pending: result.pending, ...(closed ? { closed } : {}) };
+}
+
+/** A run without an end record whose process no longer runs was killed: journal that, once. */
+function closeAbandoned(journal: Journal, log: (line: string) => void): boolean {
+  const run = journal.runRecord();
+  // Journals older than the pid record cannot tell a live run from a dead one: they are left as they are.
+  if (!run || run.pid === undefined || journal.ended()) return false;
+  if ((run.host === undefined || run.host === os.hostname()) && isAlive(run.pid)) {
+    log(`the run is still going on in process ${run.pid}: sending what it journaled so far, leaving it RUNNING.`);
+    return false;
+  }
+  const endTime = Math.round(fs.statSync(journal.file).mtimeMs);
+  journal.append({ kind: 'end', status: 'KILLED', endTime, error: 'the process ended without closing the run (closed by xp sync)' });
+  log(`the run's process${run.pid ? ` (${run.pid})` : ''} ended without closing it: closing it as KILLED at ${new Date(endTime).toISOString()}.`);
+  return true;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function readRecords(file: string): JournalRecord[] {

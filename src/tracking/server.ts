@@ -20,7 +20,8 @@ export interface ServerOptions {
 
 export interface TrackingServer {
   url: string;
-  /** True when the server was already running (or is not ours): stop() leaves it alone. */
+  /** True when the server was already running (or is not ours). stop() ends an embedded server only when no
+   *  other live process uses it, and never a server given by URL. */
   reused: boolean;
   /** Seconds from spawn to the first healthy answer; undefined when reused. */
   startSeconds?: number;
@@ -36,15 +37,85 @@ interface ServerFile {
 
 const noop = async () => {};
 
+// Several xp processes may need the store at once: one of them starts its server while holding server.lock
+// (created exclusively, holding its pid; a dead holder's lock is taken over); the others wait and reuse it.
+// Each user registers under server.users/; the last one to stop ends the server, whoever started it.
 export async function startServer(options: ServerOptions): Promise<TrackingServer> {
   const storeDir = path.resolve(options.storeDir);
   fs.mkdirSync(storeDir, { recursive: true });
   const serverFile = path.join(storeDir, 'server.json');
+  const lockFile = path.join(storeDir, 'server.lock');
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const deadline = Date.now() + timeoutMs + 30_000;
+  for (;;) {
+    const running = await runningServer(serverFile);
+    if (running) return share(storeDir, running, true);
+    if (takeLock(lockFile)) {
+      try {
+        // Another process may have finished starting one between the check and the lock.
+        const started = await runningServer(serverFile);
+        if (started) return share(storeDir, started, true);
+        const { record, startSeconds, exited } = await spawnServer(storeDir, options);
+        return { ...share(storeDir, record, false, exited), startSeconds };
+      } finally {
+        fs.rmSync(lockFile, { force: true });
+      }
+    }
+    if (Date.now() > deadline) {
+      throw new TrackingError(`Another process (pid ${readPid(lockFile) ?? '?'}) has been starting the MLflow server of ${storeDir} for too long.`, {
+        hint: `if no xp process is running, remove ${lockFile}`,
+      });
+    }
+    await sleep(250);
+  }
+}
+
+/** URL -> store folder of the embedded servers this process started or reused. */
+const embedded = new Map<string, string>();
+
+/** The store of the embedded server at `url`, when this process uses one there. */
+export const embeddedStore = (url: string): string | undefined => embedded.get(url.replace(/\/+$/, ''));
+
+let handles = 0;
+
+function share(storeDir: string, record: ServerFile, reused: boolean, exited?: Promise<void>): TrackingServer {
+  embedded.set(record.url, storeDir);
+  const users = path.join(storeDir, 'server.users');
+  fs.mkdirSync(users, { recursive: true });
+  // One entry per handle (`<pid>-<n>`): two handles of one process count as two users.
+  const me = path.join(users, `${process.pid}-${++handles}`);
+  fs.writeFileSync(me, '');
+  const serverFile = path.join(storeDir, 'server.json');
+  // The last user ends the server; a process that exits without stop() still leaves (synchronously).
+  const leave = (): boolean => {
+    fs.rmSync(me, { force: true });
+    const others = fs.readdirSync(users).filter((name) => isAlive(Number.parseInt(name, 10)));
+    if (others.length > 0) return false;
+    killGroup(record.pid, 'SIGTERM');
+    return true;
+  };
+  const onExit = () => void leave();
+  process.once('exit', onExit);
+  let stopped: Promise<void> | undefined;
+  const stop = () => {
+    stopped ??= (async () => {
+      process.removeListener('exit', onExit);
+      if (!leave()) return;
+      const graceful = await Promise.race([(exited ?? untilDead(record.pid)).then(() => true), sleep(10_000).then(() => false)]);
+      if (!graceful) killGroup(record.pid, 'SIGKILL');
+      await exited;
+      // Let no orphaned worker keep the port: the whole group must be gone.
+      killGroup(record.pid, 'SIGKILL');
+      if (readServerFile(serverFile)?.pid === record.pid) fs.rmSync(serverFile, { force: true });
+    })();
+    return stopped;
+  };
+  return { url: record.url, reused, stop };
+}
+
+async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ record: ServerFile; startSeconds: number; exited: Promise<void> }> {
+  const serverFile = path.join(storeDir, 'server.json');
   const logFile = path.join(storeDir, 'server.log');
-
-  const running = await runningServer(serverFile);
-  if (running) return { url: running.url, reused: true, stop: noop };
-
   const mlflowBin = options.mlflowBin ?? projectMlflowBin();
   if (!fs.existsSync(mlflowBin)) {
     throw new TrackingError(`MLflow is not installed: ${mlflowBin} does not exist.`, {
@@ -98,51 +169,63 @@ export async function startServer(options: ServerOptions): Promise<TrackingServe
     await exited;
     throw new TrackingError(`Could not start ${mlflowBin}.`, { hint: `see ${logFile}` });
   }
-
-  const killGroup = (signal: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, signal);
-    } catch {
-      // already gone
-    }
-  };
-  const onExit = () => killGroup('SIGTERM');
+  // Until it is shared, a server that fails to start (or a process that exits meanwhile) takes its group along.
+  const onExit = () => killGroup(pid, 'SIGTERM');
   process.once('exit', onExit);
-
-  const timeoutMs = options.timeoutMs ?? 120_000;
-  const deadline = Date.now() + timeoutMs;
-  while (!(await isHealthy(url))) {
-    if (exit !== undefined || Date.now() > deadline) {
-      process.removeListener('exit', onExit);
-      killGroup('SIGKILL');
-      const why = exit !== undefined ? `exited (${exit})` : `did not answer ${url}/health within ${Math.round(timeoutMs / 1000)} s`;
-      throw new TrackingError(`The MLflow server ${why}. Last lines of ${logFile}:\n${tail(logFile, 15)}`, {
-        hint: `read ${logFile} for the cause`,
-      });
+  try {
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    const deadline = Date.now() + timeoutMs;
+    while (!(await isHealthy(url))) {
+      if (exit !== undefined || Date.now() > deadline) {
+        killGroup(pid, 'SIGKILL');
+        const why = exit !== undefined ? `exited (${exit})` : `did not answer ${url}/health within ${Math.round(timeoutMs / 1000)} s`;
+        throw new TrackingError(`The MLflow server ${why}. Last lines of ${logFile}:\n${tail(logFile, 15)}`, {
+          hint: `read ${logFile} for the cause`,
+        });
+      }
+      await sleep(200);
     }
-    await sleep(200);
+  } finally {
+    process.removeListener('exit', onExit);
   }
-  const startSeconds = (performance.now() - started) / 1000;
   const record: ServerFile = { pid, url, storeDir, startedAt: new Date().toISOString() };
   fs.writeFileSync(serverFile, JSON.stringify(record, null, 2) + '\n');
+  return { record, startSeconds: (performance.now() - started) / 1000, exited };
+}
 
-  let stopped: Promise<void> | undefined;
-  const stop = () => {
-    stopped ??= (async () => {
-      process.removeListener('exit', onExit);
-      killGroup('SIGTERM');
-      const graceful = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)]);
-      if (!graceful) {
-        killGroup('SIGKILL');
-        await exited;
-      }
-      // Let no orphaned worker keep the port: the whole group must be gone.
-      killGroup('SIGKILL');
-      if (readServerFile(serverFile)?.pid === pid) fs.rmSync(serverFile, { force: true });
-    })();
-    return stopped;
-  };
-  return { url, reused: false, startSeconds, stop };
+/** Create the lock exclusively; a lock whose holder is dead is removed and taken. */
+function takeLock(lockFile: string): boolean {
+  try {
+    fs.writeFileSync(lockFile, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+  const holder = readPid(lockFile);
+  // A lock being written has no pid yet: wait for it rather than take it.
+  if (holder !== undefined && !isAlive(holder) && readPid(lockFile) === holder) fs.rmSync(lockFile, { force: true });
+  return false;
+}
+
+function readPid(file: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(file, 'utf8'));
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals) {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+async function untilDead(pid: number): Promise<void> {
+  while (isAlive(pid)) await sleep(100);
 }
 
 export type TrackingSource = 'experiment' | 'env' | 'embedded';

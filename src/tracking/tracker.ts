@@ -6,8 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
 import { createClient, credentialsFromEnv, runUrl, type DatasetInput, type MlflowClient, type RunStatus } from './client.ts';
-import { deliver, describePending, openJournal, type Journal } from './journal.ts';
+import { deliver, describePending, endOpenRuns, openJournal, type Journal } from './journal.ts';
 import { repoRoot } from '../paths.ts';
+import { embeddedStore } from './server.ts';
 
 export { syncRunDir } from './journal.ts';
 
@@ -28,6 +29,26 @@ export type MlflowTracker = Callbacks & {
   mlflowRunId(): string | undefined;
 };
 
+// --- Timing (faults) ---
+/** Aborted by hurryTracking(): every tracker stops waiting on its server. */
+const hurry = new AbortController();
+
+/**
+ * A second Ctrl-C: journal KILLED now (synchronously) for every run not ended yet, and stop waiting on MLflow,
+ * so the process exits as soon as the files that exist are written. `xp sync` sends the rest later.
+ */
+export function hurryTracking(): number {
+  hurry.abort();
+  return endOpenRuns('interrupted twice: the run ended before its last step');
+}
+
+/** XP_TRACKING_END_TIMEOUT (seconds, default 15): how long a run's end waits for a server that makes no progress. */
+function endBudgetMs(env: NodeJS.ProcessEnv): number {
+  const seconds = Number(env.XP_TRACKING_END_TIMEOUT);
+  return (env.XP_TRACKING_END_TIMEOUT && Number.isFinite(seconds) && seconds >= 0 ? seconds : 15) * 1000;
+}
+// --- end of timing ---
+
 const EPOCH_METRICS = ['loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
 
 export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
@@ -35,13 +56,16 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const uri = options.uri.replace(/\/+$/, '');
   const credentials = credentialsFromEnv(env);
-  // During training one attempt per callback: a down server costs an epoch nothing, the next callback retries.
-  const quick = createClient(uri, { ...credentials, maxRetries: 0, timeoutMs: Math.min(credentials.timeoutMs ?? 120_000, 15_000), warn: log });
-  // At the end, MLflow's full retry policy (MLFLOW_HTTP_REQUEST_*), as the Python client would.
-  const patient = createClient(uri, { ...credentials, warn: log });
+  // --- Timing (faults): delivery runs beside training and never holds it; the end waits a bounded time. ---
+  const giveUp = new AbortController();
+  const signal = AbortSignal.any([giveUp.signal, hurry.signal]);
+  // During training one attempt per delivery: a down server costs an epoch nothing, the next callback retries.
+  const quick = createClient(uri, { ...credentials, maxRetries: 0, timeoutMs: Math.min(credentials.timeoutMs ?? 120_000, 15_000), warn: log, signal });
   const runDir = path.resolve(options.runDir);
   let journal: Journal | undefined;
   let chain: Promise<unknown> = Promise.resolve();
+  let delivering = false;
+  let again = false;
   let outage = false; // said once per outage, not at every epoch
 
   const flush = (client: MlflowClient, final = false) => {
@@ -62,6 +86,44 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
     chain = next.catch((error: unknown) => log(`MLflow: delivery failed: ${(error as Error).message}`));
     return chain;
   };
+
+  /** Start delivering in the background; records journaled meanwhile go with the next pass, not a queue of them. */
+  const flushSoon = () => {
+    if (delivering) {
+      again = true;
+      return;
+    }
+    delivering = true;
+    void flush(quick).then(() => {
+      delivering = false;
+      if (again && !outage) {
+        again = false;
+        flushSoon();
+      }
+      again = false;
+    });
+  };
+
+  /** The end's delivery, with MLflow's retries, given up after `endBudgetMs` without progress. */
+  const flushAtEnd = async () => {
+    const budget = endBudgetMs(env);
+    let deadline = Date.now() + budget;
+    let delivered = journal?.cursor().delivered ?? 0;
+    const watchdog = setInterval(() => {
+      const now = journal?.cursor().delivered ?? 0;
+      if (now !== delivered) {
+        delivered = now;
+        deadline = Date.now() + budget;
+      } else if (Date.now() > deadline) giveUp.abort();
+    }, 100);
+    try {
+      const patient = createClient(uri, { ...credentials, warn: log, signal, deadline: () => deadline });
+      await flush(patient, true);
+    } finally {
+      clearInterval(watchdog);
+    }
+  };
+  // --- end of timing ---
 
   const guard = <A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) => async (...args: A) => {
     try {
@@ -99,10 +161,14 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
         startTime: Date.now(),
         runKey: randomUUID(),
         tags,
+        uri,
+        store: embeddedStore(uri),
+        pid: process.pid,
+        host: os.hostname(),
       });
       journal.append({ kind: 'params', params: runParams(info, log) });
       if (info.datasets.length > 0) journal.append({ kind: 'inputs', datasets: info.datasets.map(datasetInput) });
-      await flush(quick);
+      flushSoon();
     }),
 
     onEpochEnd: guard('epoch', async (epoch: number, logs: EpochLogs) => {
@@ -117,16 +183,21 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       }
       if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
       journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
-      await flush(quick);
+      flushSoon();
     }),
 
     onRunEnd: guard('run end', async (info: RunEndInfo) => {
       if (!journal) return;
+      // [train] the run's result (saved model, whole validation set) and what early stopping did
+      const result = resultRecords(info);
+      if (Object.keys(result.metrics).length) journal.append({ kind: 'metrics', step: info.result?.epoch ?? 0, timestamp: Date.now(), metrics: result.metrics });
+      if (Object.keys(result.tags).length) journal.append({ kind: 'tags', tags: result.tags });
       for (const relative of artifactFiles(runDir, info.artifacts, log)) journal.append({ kind: 'artifact', path: relative });
-      journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
+      // A second Ctrl-C journaled the end already (KILLED): the files written since still go with it.
+      if (!journal.ended()) journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
       const count = journal.pending().length;
-      if (outage && count > 0) log(`MLflow: sending ${count} pending record(s) to ${uri}, with retries...`);
-      await flush(patient, true);
+      if (outage && count > 0) log(`MLflow: sending ${count} pending record(s) to ${uri} (giving up after ${endBudgetMs(env) / 1000} s without progress)...`);
+      if (!hurry.signal.aborted) await flushAtEnd();
       const left = journal.pending();
       if (left.length > 0) {
         log(`MLflow: NOT delivered yet: ${describePending(left)} (${left.length} record(s)). They are kept in ${journal.file}; `
@@ -312,3 +383,31 @@ export async function findFinishedRunsByConfigHash(uri: string, experimentName: 
 }
 
 const quote = (value: string) => value.replace(/'/g, "\\'");
+
+// [train] The run's result as MLflow metrics (final_val_accuracy, final_val_loss, precision_<class>, recall_<class>,
+// f1_<class>; class names kept to the characters MLflow accepts in a key) and early stopping as tags.
+export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>): { metrics: Record<string, number>; tags: Record<string, string> } {
+  const metrics: Record<string, number> = {};
+  const tags: Record<string, string> = {};
+  const r = info.result;
+  if (r) {
+    metrics.final_val_accuracy = r.val_accuracy;
+    if (Number.isFinite(r.val_loss)) metrics.final_val_loss = r.val_loss;
+    for (const [name, c] of Object.entries(r.per_class)) {
+      const key = name.replace(/[^\w.\- /]/g, '_');
+      metrics[`precision_${key}`] = c.precision;
+      metrics[`recall_${key}`] = c.recall;
+      metrics[`f1_${key}`] = c.f1;
+    }
+    tags['xp.result_epoch'] = String(r.epoch);
+    tags['xp.result_images'] = String(r.images);
+  }
+  const es = info.earlyStopping;
+  if (es) {
+    tags['xp.early_stopping'] = es.stopped_epoch ? 'stopped' : 'not stopped';
+    if (es.stopped_epoch) tags['xp.stopped_epoch'] = String(es.stopped_epoch);
+    tags['xp.early_stopping_best_epoch'] = String(es.best_epoch);
+    if (es.restored_epoch) tags['xp.restored_epoch'] = String(es.restored_epoch);
+  }
+  return { metrics, tags };
+}

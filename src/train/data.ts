@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { DataConfig } from '../config/types.ts';
 import { DataError } from '../errors.ts';
 import { resolveDataset } from '../data/dataset.ts';
-import { checkSameClasses, scanClasses, type ImageFile } from '../data/scan.ts';
+import { checkSameClasses, linkWarning, scanClasses, type ImageFile } from '../data/scan.ts';
 import { loadImages, type LoadedImages } from '../data/load.ts';
 
 export interface Split extends LoadedImages {
@@ -26,10 +26,15 @@ export async function prepareData(
   opts: { baseDir: string; dataDir?: string; onWarning?: (message: string) => void; log?: (line: string) => void },
 ): Promise<PreparedData> {
   const { trainDir, validationDir } = await resolveDataset(data, { baseDir: opts.baseDir, dataDir: opts.dataDir });
+  const followLinks = data.follow_links ?? false;
   const [trainScan, validationScan] = await Promise.all([
-    scanClasses(trainDir, { maxPerClass: data.max_per_class }),
-    scanClasses(validationDir), // always the whole validation set: a quick run still reports comparable accuracy
+    scanClasses(trainDir, { maxPerClass: data.max_per_class, followLinks }),
+    scanClasses(validationDir, { followLinks }), // always the whole validation set: a quick run still reports comparable accuracy
   ]);
+  for (const [scan, dir] of [[trainScan, trainDir], [validationScan, validationDir]] as const) {
+    const warning = linkWarning(dir, scan.links, followLinks);
+    if (warning) opts.onWarning?.(warning);
+  }
   checkSameClasses(trainScan, validationScan);
   const classNames = trainScan.classNames;
   if (classNames.length < 2) {

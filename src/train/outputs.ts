@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
-import type { EpochLogs } from '../events.ts';
+import type { EpochLogs, RunResult } from '../events.ts';
 
 export const HISTORY_COLUMNS = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
 
@@ -20,11 +20,42 @@ export function writeHistory(runDir: string, history: EpochLogs[]): void {
   fs.writeFileSync(path.join(runDir, 'history.json'), `${JSON.stringify(rows, null, 2)}\n`);
 }
 
-export function writeConfusion(runDir: string, classNames: string[], matrix: number[][]): void {
-  const total = matrix.flat().reduce((a, b) => a + b, 0);
-  const correct = matrix.reduce((a, row, i) => a + row[i], 0);
-  const body = { class_names: classNames, matrix, accuracy: total ? correct / total : 0, rows: 'true class', columns: 'predicted class' };
+/** The saved model's confusion matrix on the whole validation set, with its per-class scores: JSON and an image. */
+export async function writeConfusion(runDir: string, result: RunResult): Promise<void> {
+  const { class_names, confusion, val_accuracy, per_class, epoch, images } = result;
+  const body = { class_names, matrix: confusion, accuracy: val_accuracy, rows: 'true class', columns: 'predicted class', per_class, epoch, images };
   fs.writeFileSync(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
+  await sharp(Buffer.from(confusionSvg(result))).png().toFile(path.join(runDir, 'confusion_matrix.png'));
+}
+
+/** Counts in cells shaded by the share of their true class, as scikit-learn's ConfusionMatrixDisplay. */
+function confusionSvg({ class_names: names, confusion, val_accuracy, epoch, images }: RunResult): string {
+  const k = names.length;
+  const cell = Math.max(36, Math.min(110, Math.floor(440 / k)));
+  const left = 150;
+  const top = 70;
+  const width = left + cell * k + 30;
+  const height = top + cell * k + 70;
+  const cells = confusion.flatMap((row, i) => {
+    const total = row.reduce((a, b) => a + b, 0) || 1;
+    return row.map((count, j) => {
+      const share = count / total;
+      const shade = Math.round(255 - share * 200);
+      const x = left + j * cell;
+      const y = top + i * cell;
+      return `<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="rgb(${shade},${shade + Math.round(share * 30)},255)" stroke="white"/>`
+        + `<text x="${x + cell / 2}" y="${y + cell / 2 + 5}" font-size="${cell > 60 ? 15 : 11}" text-anchor="middle" fill="${share > 0.6 ? 'white' : 'black'}">${count}</text>`;
+    });
+  });
+  const rowLabels = names.map((n, i) => `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escape(n)}</text>`);
+  const colLabels = names.map((n, j) => `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escape(n)}</text>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="${width / 2}" y="22" font-size="15" text-anchor="middle">Confusion matrix (weights of epoch ${epoch})</text>
+<text x="${width / 2}" y="42" font-size="12" text-anchor="middle">${images} validation images, accuracy ${val_accuracy.toFixed(4)}</text>
+${cells.join('')}${rowLabels.join('')}${colLabels.join('')}
+<text x="${left + (k * cell) / 2}" y="${top + k * cell + 42}" font-size="12" text-anchor="middle">predicted class</text>
+<text x="18" y="${top + (k * cell) / 2}" font-size="12" text-anchor="middle" transform="rotate(-90 18 ${top + (k * cell) / 2})">true class</text></svg>`;
 }
 
 /** The two plots the reference notebook draws: accuracy and loss per epoch, training and validation. */

@@ -1,13 +1,20 @@
 // Console output as Keras prints it: `Epoch 3/20`, a progress bar with ETA and running metrics, then the
-// epoch's line with val_ metrics. Without a terminal (CI, logs) only the epoch lines, as Keras verbose=2.
+// epoch's line with val_ metrics. Without a terminal (CI, logs) only the epoch lines, as Keras verbose=2. When an
+// epoch validates on part of the validation set (validation_steps), its line says on how many images.
 import type { EpochLogs } from '../events.ts';
+
+/** Validation images an epoch's val_ metrics are computed on, of the validation set's. */
+export interface ValidatedImages {
+  images: number;
+  of: number;
+}
 
 export type OutputMode = 'bar' | 'quiet' | 'json';
 
 export interface Progress {
   epochStart(epoch: number, epochs: number, steps: number, label?: string): void;
   step(step: number, metrics: Record<string, number>): void;
-  epochEnd(epoch: number, logs: EpochLogs, label?: string): void;
+  epochEnd(epoch: number, logs: EpochLogs, label?: string, validated?: ValidatedImages): void;
   line(text: string): void;
 }
 
@@ -31,9 +38,10 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
       const eta = (elapsed / step) * (steps - step);
       stream.write(`\r${counter(step, steps)} ${bar(step, steps)} - ETA: ${duration(eta)}${formatMetrics(metrics)}\x1b[K`);
     },
-    epochEnd(epoch, logs, label) {
+    epochEnd(epoch, logs, label, validated) {
       if (mode === 'json') {
-        stream.write(`${JSON.stringify({ event: 'epoch', ...(label ? { trial: label } : {}), epoch, ...logs })}\n`);
+        const images = validated ? { val_images: validated.images, validation_images: validated.of } : {};
+        stream.write(`${JSON.stringify({ event: 'epoch', ...(label ? { trial: label } : {}), epoch, ...logs, ...images })}\n`);
         return;
       }
       const { loss, accuracy, val_loss, val_accuracy } = logs;
@@ -41,7 +49,8 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
       const metrics = formatMetrics({ loss, accuracy, ...(val_loss !== undefined ? { val_loss, val_accuracy: val_accuracy! } : {}) });
       // In a shared group, one line per trial, named; the bar belongs to the group.
       const head = label ? `  ${label}: ` : mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';
-      stream.write(`${tty ? '\r' : ''}${head}${Math.round(logs.epoch_seconds)}s ${Math.round(perStep)}ms/step${metrics}${tty ? '\x1b[K' : ''}\n`);
+      const part = validated && val_loss !== undefined && validated.images < validated.of ? ` (val on ${validated.images} of ${validated.of} images)` : '';
+      stream.write(`${tty ? '\r' : ''}${head}${Math.round(logs.epoch_seconds)}s ${Math.round(perStep)}ms/step${metrics}${part}${tty ? '\x1b[K' : ''}\n`);
     },
     line(text) {
       if (mode === 'json') stream.write(`${JSON.stringify({ event: 'log', message: text })}\n`);

@@ -5,12 +5,12 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
-import { compileForInference } from '../model/graph.ts';
+import { compileForInference } from '../accel/index.ts';
 import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
-import type { Callbacks, EpochLogs, RunEndInfo } from '../events.ts';
+import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
@@ -33,6 +33,9 @@ export interface TrialOutcome {
   error?: string;
   history: EpochLogs[];
   bestEpoch?: number;
+  /** The saved model on the whole validation set: the run's headline figures. */
+  result?: RunResult;
+  earlyStopping?: EarlyStoppingReport;
   wallSeconds: number;
   tensorsPerEpoch: number[];
 }
@@ -48,7 +51,7 @@ export interface GroupOptions {
   data?: PreparedData;
 }
 
-export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'model'];
+export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'confusion_matrix.png', 'model'];
 
 export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
   const started = Date.now();
@@ -114,17 +117,18 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
 
   // Each trial's outputs and run end as soon as it is done (a prefix trial's mid-group), else FAILED below.
   const outcomes: (TrialOutcome | undefined)[] = members.map(() => undefined);
-  const close = async (i: number, r: MemberResult | undefined, failure?: Error) => {
+  const endRun = async (i: number, r: MemberResult | undefined, failure?: Error) => {
     const m = members[i];
     const history = r?.history ?? [];
     // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
-    const complete = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
-    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !complete ? 'KILLED' : 'FINISHED';
+    const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
+    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !ranItsEpochs ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
     const wallSeconds = (Date.now() - started) / 1000;
-    const end: RunEndInfo = { status, error: failure?.message, bestEpoch: r?.bestEpoch, history, artifacts, wallSeconds };
+    const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
+    const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
     for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
-    outcomes[i] = { name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, bestEpoch: r?.bestEpoch, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] };
+    outcomes[i] = { name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, ...ran, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] };
   };
   let failure: Error | undefined;
   try {
@@ -136,7 +140,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         onEpochEnd: async (epoch, logs) => {
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },
-        onDone: (r) => close(i, r),
+        onDone: (r) => endRun(i, r),
       })),
       { data, backbone, forward, progress, shouldStop: opts.shouldStop },
     );
@@ -145,14 +149,14 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   } finally {
     forward?.dispose();
   }
-  for (const i of members.keys()) if (!outcomes[i]) await close(i, undefined, failure ?? new Error('training ended without this trial'));
+  for (const i of members.keys()) if (!outcomes[i]) await endRun(i, undefined, failure ?? new Error('training ended without this trial'));
 
   for (const m of models.values()) m.model.optimizer?.dispose();
   // Container.dispose() follows layer reference counts that composing models shifts; freeing the weights
   // themselves is exact. The backbone is shared by every member of the group.
   const weights = new Set([...backbone.model.weights, ...[...models.values()].flatMap((m) => m.head.weights)]);
   for (const w of weights) w.dispose();
-  // Every run above is closed (FAILED unless it was done before) before the error surfaces, with the outcomes.
+  // Every run above has ended (FAILED unless it was done before) before the error surfaces, with the outcomes.
   if (failure) throw Object.assign(failure, { outcomes });
   return { outcomes: outcomes as TrialOutcome[], data };
 }
@@ -168,7 +172,7 @@ async function writeOutputs(
   writeHistory(m.runDir, history);
   const title = m.spec.name === m.spec.experiment.name ? m.spec.name : `${m.spec.experiment.name}: ${m.spec.name}`;
   if (history.length) await writeCurves(m.runDir, history, title);
-  if (r) writeConfusion(m.runDir, data.classNames, r.confusion);
+  if (r?.result) await writeConfusion(m.runDir, r.result);
   if (status !== 'FAILED' && history.length) {
     await writeSavedModel(m.runDir, m.full, { class_names: data.classNames, image_size: m.spec.experiment.data.image_size, preprocessing, interpolation: m.spec.experiment.data.interpolation });
   }

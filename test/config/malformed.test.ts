@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadExperiment } from '../../src/config/load.ts';
+import { preflight as loadExperiment } from '../../src/cli/preflight.ts';
 import { ConfigProblems, formatProblem } from '../../src/config/problems.ts';
 
 const dir = path.resolve(import.meta.dirname, '../fixtures/malformed');

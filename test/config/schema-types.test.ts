@@ -7,7 +7,7 @@ import type { AugmentationConfig, BackboneConfig, DataConfig, Experiment, HeadCo
 // Compile-time: each record must name every key of its type (and only those), so a type change shows up here.
 const sections = {
   '': { name: 1, description: 1, data: 1, backbone: 1, head: 1, augmentation: 1, optimizer: 1, training: 1, sweep: 1, tracking: 1 } satisfies Record<keyof Experiment, 1>,
-  data: { url: 1, sha256: 1, train: 1, validation: 1, image_size: 1, batch_size: 1, class_mode: 1, interpolation: 1, max_per_class: 1 } satisfies Record<keyof DataConfig, 1>,
+  data: { url: 1, sha256: 1, train: 1, validation: 1, image_size: 1, batch_size: 1, class_mode: 1, interpolation: 1, max_per_class: 1, follow_links: 1 } satisfies Record<keyof DataConfig, 1>,
   backbone: { name: 1, weights: 1, cut_layer: 1, trainable: 1, trainable_from: 1, preprocessing: 1 } satisfies Record<keyof BackboneConfig, 1>,
   head: { pooling: 1, units: 1, activation: 1, dropout: 1 } satisfies Record<keyof HeadConfig, 1>,
   augmentation: { rotation_range: 1, width_shift_range: 1, height_shift_range: 1, shear_range: 1, zoom_range: 1, horizontal_flip: 1, vertical_flip: 1, fill_mode: 1, cval: 1, brightness_range: 1 } satisfies Record<keyof AugmentationConfig, 1>,

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { benchData } from '../../src/data/bench.ts';
+import { benchData } from '../../bench/stages/data.ts';
 
 let dir: string;
 beforeAll(async () => {

@@ -70,7 +70,7 @@ describe('resolveDataset', () => {
     expect((await stat(path.join(first.trainDir, 'dogs', '1.jpg'))).size).toBe('train-dogs'.length);
     expect(requests).toBe(1);
     expect(log).toContain('pets.zip');
-    expect(await readdir(dataDir)).toEqual(['pets']); // no temp files left
+    expect(await readdir(dataDir)).toEqual(['.xp-sources', 'pets']); // no temp files left
 
     const second = await resolveDataset(config({ sha256: zipSha }), { dataDir, baseDir: '/unused', progress: quiet() });
     expect(second).toEqual(first);

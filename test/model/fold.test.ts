@@ -6,8 +6,8 @@ import * as tf from '@tensorflow/tfjs-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackboneConfig } from '../../src/config/types.ts';
 import { loadBackbone } from '../../src/model/backbone.ts';
-import { freezeForInference } from '../../src/model/fold.ts';
-import { compileForInference } from '../../src/model/graph.ts';
+import { freezeForInference } from '../../src/accel/fold.ts';
+import { compileForInference } from '../../src/accel/graph.ts';
 
 const shared = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..', '../shared');
 

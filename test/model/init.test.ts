@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
-import { glorotUniform } from '../../src/model/init.ts';
+import { glorotUniform } from '../../src/accel/init.ts';
 
 it('seeded Glorot uniform: the same weights for the same seed, Glorot bounds and spread, tfjs config', () => {
   tf.tidy(() => {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { afterEach, expect, it } from 'vitest';
-import { denseRmsprop, nativeOps, rmspropCatchUp, scaleShift, sparseMatMul } from '../../src/model/native-ops.ts';
+import { denseRmsprop, nativeOps, rmspropCatchUp, scaleShift, sparseMatMul } from '../../src/accel/native-ops.ts';
 
 afterEach(() => {
   delete process.env.TF_NUM_INTRAOP_THREADS;
@@ -21,7 +21,8 @@ const features = (shape: [number, number], seed: number, sparse: boolean) =>
     return tf.mul(tf.relu(tf.sub(x, 1)), columns);
   });
 
-// Shapes that are not multiples of the kernel's 16-row and 64-column panels, and batch sizes of 1 and more.
+// Shapes that are not multiples of the kernel's 64-row by 64-column panels (ROWS_PER_PANEL, COLS in xp_ops.cc),
+// and batch sizes of 1 and more.
 it.each([
   [37, 19, 5, '1', false],
   [130, 70, 1, '3', false],

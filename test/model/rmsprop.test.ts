@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
-import { KerasRMSprop } from '../../src/model/rmsprop.ts';
+import { KerasRMSprop } from '../../src/accel/rmsprop.ts';
 
 it('KerasRMSprop follows the same trajectory as tf.train.rmsprop (Keras 3 semantics), without leaking tensors', () => {
   const init = tf.randomNormal([64, 32], 0, 1, 'float32', 3);

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-node';
 import { describe, expect, it } from 'vitest';
-import { KerasAdam } from '../../src/model/adam.ts';
-import { KerasRMSprop } from '../../src/model/rmsprop.ts';
-import { compileFused, tfOps, type Ops } from '../../src/model/xla-update.ts';
+import { KerasAdam } from '../../src/accel/adam.ts';
+import { KerasRMSprop } from '../../src/accel/rmsprop.ts';
+import { compileFused, tfOps, type Ops } from '../../src/accel/xla-update.ts';
 
 // Gradient w + c with c in [0.5, 1.5]: bounded away from 0 over 10 steps, so float rounding stays rounding
 // (near a minimum, RMSprop's normalized steps oscillate and amplify it).

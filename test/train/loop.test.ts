@@ -8,6 +8,9 @@ import { groupTrials } from '../../src/train/sharing.ts';
 import { runGroup, type TrialSpec } from '../../src/train/run.ts';
 import { createProgress } from '../../src/train/progress.ts';
 import type { PreparedData } from '../../src/train/data.ts';
+import { buildHead, lossFor } from '../../src/model/head.ts';
+import { buildOptimizer } from '../../src/model/optimizer.ts';
+import { trainStep } from '../../src/accel/index.ts';
 
 const shared = path.resolve(import.meta.dirname, '../../../shared/datasets/cats_and_dogs_filtered');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-train-'));
@@ -145,11 +148,53 @@ describe('training loop', () => {
 
   it('early stopping ends a run when the monitored metric stops improving, with the best weights restored', async () => {
     const { trials } = await loadExperiment(writeExperiment('early', ''), {
-      set: ['training.epochs=6', 'training.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}'],
+      set: ['training.epochs=6', 'training.early_stopping={monitor: val_loss, patience: 1, min_delta: 100, restore_best_weights: true}'],
     });
     const r = await runGroup(trials.map(spec), opts());
-    expect(r.outcomes[0].history).toHaveLength(2); // epoch 1 is the best; epoch 2 cannot beat it by 100
-    expect(r.outcomes[0].status).toBe('FINISHED');
+    const [o] = r.outcomes;
+    expect(o.history).toHaveLength(2); // epoch 1 is the best; epoch 2 cannot beat it by 100
+    expect(o.status).toBe('FINISHED');
+    expect(o.earlyStopping).toMatchObject({ stopped_epoch: 2, best_epoch: 1, restored_epoch: 1 });
+    // The saved weights are epoch 1's snapshot: those of the same run ended by its epochs after epoch 1.
+    const { trials: one } = await loadExperiment(writeExperiment('early-1', ''), { set: ['training.epochs=1'] });
+    const [best] = (await runGroup(one.map(spec), opts())).outcomes;
+    expect(best.history[0].val_loss).toBe(o.history[0].val_loss);
+    expect(o.history[1].val_loss).not.toBe(o.history[0].val_loss); // epoch 2 did change the weights
+    const read = (dir: string) => fs.readFileSync(path.join(dir, 'model/weights.bin'));
+    expect(read(o.runDir).equals(read(best.runDir))).toBe(true);
+  });
+
+  it('a Flatten -> Dense head trained with RMSprop takes the one-pass native step through the loop, and its prefix trial ends as alone', async () => {
+    const set = ['head={pooling: flatten, units: [32], dropout: 0.2}', 'optimizer={name: rmsprop, learning_rate: 0.0001}'];
+    const { trials } = await loadExperiment(writeExperiment('rmsprop-flatten', 'sweep:\n  training.epochs: [1, 3]\n'), { set });
+    // The head as runGroup builds it on block_2_add's 24x24x24 features takes the native step (step.ts).
+    const head = buildHead([24, 24, 24], trials[0].experiment.head, 2, { seed: trials[0].experiment.training.seed });
+    head.compile({ optimizer: buildOptimizer(trials[0].experiment.optimizer), loss: lossFor(2), metrics: ['accuracy'] });
+    const step = trainStep(head);
+    expect(step.kind).toBe('dense-head');
+    step.dispose();
+    head.optimizer.dispose();
+    head.weights.forEach((w) => w.dispose());
+
+    const before = tf.memory().numTensors;
+    const together = await runGroup(trials.map(spec), opts());
+    expect(together.outcomes.map((o) => o.history.length)).toEqual([1, 3]);
+    expect(new Set(together.outcomes[1].tensorsPerEpoch).size, `numTensors per epoch: ${together.outcomes[1].tensorsPerEpoch}`).toBe(1);
+    expect(tf.memory().numTensors).toBe(before);
+    const losses = together.outcomes[1].history.map((h) => h.loss);
+    expect(losses[2]).toBeLessThan(losses[0]); // it learns
+    const alone = await runGroup([spec(trials[0])], opts());
+    expect(alone.outcomes[0].history[0].val_loss).toBeCloseTo(together.outcomes[0].history[0].val_loss!, 5);
+    expect(alone.outcomes[0].result!.val_accuracy).toBeCloseTo(together.outcomes[0].result!.val_accuracy, 5);
+    const weights = async (dir: string) => {
+      const model = await tf.loadLayersModel(`file://${path.join(dir, 'model/model.json')}`);
+      const values = model.getWeights().map((w) => Array.from(w.dataSync()));
+      model.dispose();
+      return values;
+    };
+    const [prefix, lone, long] = await Promise.all([together.outcomes[0], alone.outcomes[0], together.outcomes[1]].map((o) => weights(o.runDir)));
+    prefix.forEach((w, i) => w.forEach((v, j) => expect(v).toBeCloseTo(lone[i][j], 5))); // epoch 1's weights, not epoch 3's
+    expect(long[1].some((v, j) => Math.abs(v - prefix[1][j]) > 1e-6)).toBe(true);
   });
 
   it('a fine-tuned backbone is never shared and trains through the whole model', async () => {

@@ -2,7 +2,11 @@ import * as tf from '@tensorflow/tfjs-node';
 import { expect, it } from 'vitest';
 import { buildHead, lossFor } from '../../src/model/head.ts';
 import { buildOptimizer } from '../../src/model/optimizer.ts';
-import { predictor, trainStep } from '../../src/train/step.ts';
+import { predictor, setDropoutSeed as seedDropout, trainStep } from '../../src/accel/index.ts';
+import { policyNamed } from '../../src/accel/policy.ts';
+
+// The dense-head step is the native policy's: these tests ask for it, whatever XP_ACCEL says.
+const NATIVE = policyNamed('native');
 
 // Heads whose first kernel (1024 x 256) is large enough for the one-pass update.
 type Shape = { units: number[]; activation: string; dropout: number; classes: number };
@@ -16,7 +20,7 @@ const targets = (classes: number) =>
   classes === 2 ? tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]) : tf.oneHot(tf.tensor1d(Array.from({ length: 20 }, (_, i) => i % classes), 'int32'), classes).toFloat();
 
 const setDropoutSeed = (model: tf.LayersModel, seed: number) => {
-  for (const l of model.layers) if (l.getClassName() === 'Dropout') (l as unknown as { seed: number }).seed = seed;
+  for (const l of model.layers) if (l.getClassName() === 'Dropout') seedDropout(l, seed);
 };
 
 it.each([
@@ -44,7 +48,7 @@ it('a head with a regularizer after the large Dense takes the gradient tape, and
 async function followsTrainOnBatch(make: () => tf.LayersModel, y: tf.Tensor, backprop: 'written-out' | 'tape') {
   const fused = make();
   const reference = make();
-  const step = trainStep(fused);
+  const step = trainStep(fused, NATIVE);
   expect(step.kind).toBe('dense-head');
   expect(step.backprop).toBe(backprop);
   const x = tf.randomNormal([20, 4, 4, 64], 0, 1, 'float32', 9);
@@ -79,15 +83,15 @@ async function followsTrainOnBatch(make: () => tf.LayersModel, y: tf.Tensor, bac
 }
 
 it('other heads and optimizers keep trainOnBatch', () => {
-  expect(trainStep(head('adam')).kind).toBe('trainOnBatch');
+  expect(trainStep(head('adam'), NATIVE).kind).toBe('trainOnBatch');
   const small = buildHead([2, 2, 8], { pooling: 'avg', units: [8], activation: 'relu', dropout: 0 }, 2);
   small.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
-  expect(trainStep(small).kind).toBe('trainOnBatch');
+  expect(trainStep(small, NATIVE).kind).toBe('trainOnBatch');
 });
 
 it('predictions of the dense head equal model.predict, with sparse features (zeros skipped) and dense ones', () => {
   const model = head();
-  const predict = predictor(model);
+  const predict = predictor(model, NATIVE);
   tf.tidy(() => {
     for (const shift of [1.4, -10]) {
       const x = tf.relu(tf.sub(tf.randomNormal([50, 4, 4, 64], 0, 1, 'float32', 3), shift)); // 92% zeros, then none

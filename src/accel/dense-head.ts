@@ -1,65 +1,50 @@
-// One training step of a compiled model on a batch: [loss, ...metrics], as trainOnBatch returns them; and its
-// predictions. For a head on frozen features whose first Dense layer is large (the reference: 37632 x 1024),
-// the step skips that layer's kernel gradient: the backward pass stops at the layer's output (dz), and the
-// optimizer updates the kernel from x and dz in one pass (KerasRMSprop.applyDenseGradient). The math is
-// trainOnBatch's: same loss and metric functions, same layers in training mode, same optimizer; only the order
-// of float additions in the kernel gradient differs, and for the usual heads the layers after the large Dense are
-// differentiated in closed form (tail.ts) rather than under a tape. Predictions of such a head multiply its mostly-zero
-// features by the kernel skipping the zeros (native-ops.ts). Any other model, or without the native kernels,
-// takes trainOnBatch and predict.
+// The native policy's head trainer. For a head on frozen features whose first Dense layer is large (the
+// reference: 37632 x 1024), the step skips that layer's kernel gradient: the backward pass stops at the layer's
+// output (dz), and the optimizer updates the kernel from x and dz in one pass (KerasRMSprop.applyDenseGradient).
+// The math is trainOnBatch's: same loss and metric functions, same layers in training mode, same optimizer; only
+// the order of float additions in the kernel gradient differs, and for the usual heads the layers after the
+// large Dense are differentiated in closed form (tail.ts) rather than under a tape. Predictions of such a head
+// multiply its mostly-zero features by the kernel skipping the zeros (native-ops.ts). Any other model keeps
+// the reference trainer's trainOnBatch and predict.
 import * as tf from '@tensorflow/tfjs-node';
-import { nativeOps, sparseMatMul } from '../model/native-ops.ts';
-import { KerasRMSprop } from '../model/rmsprop.ts';
-import { FUSED_MIN_SIZE } from '../model/xla-update.ts';
-import { tailBackprop, type CompiledInternals, type DenseInternals } from './tail.ts';
+import type { HeadTrainer } from './head-trainer.ts';
+import { sparseMatMul } from './native-ops.ts';
+import { KerasRMSprop } from './rmsprop.ts';
+import { tailBackprop } from './tail.ts';
+import { compiledInternals, denseInternals, inboundNodes } from './tfjs-internals.ts';
+import { FUSED_MIN_SIZE } from './xla-update.ts';
 
-export interface TrainStep {
-  /** `next`: the next batch's input when it is already known, for the one-pass step to prepare its matmul. */
-  (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor): Promise<number[]>;
-  /** Frees what the step prepared for a next batch that did not come (an interrupted epoch). */
-  dispose(): void;
-  /** 'dense-head' when the first Dense kernel is updated in one pass, else 'trainOnBatch'. */
-  kind: 'dense-head' | 'trainOnBatch';
-  /** For a dense head: the layers after the large Dense through tail.ts, or under a gradient tape. */
-  backprop?: 'written-out' | 'tape';
-}
+// Below this share of nonzero features the sparse product is the faster one (backbone features after a ReLU are
+// mostly zeros); the first rows of a batch tell, because counting them all costs more than the product.
+const SPARSE_BELOW = 0.5;
+const SAMPLE_ROWS = 32;
 
-export function trainStep(model: tf.LayersModel): TrainStep {
-  const fused = denseHeadStep(model);
-  if (fused) return Object.assign(fused.step, { kind: 'dense-head' as const, dispose: fused.dispose, backprop: fused.backprop });
-  const step = async (x: tf.Tensor, y: tf.Tensor) => [(await model.trainOnBatch(x, y)) as number[]].flat();
-  return Object.assign(step, { kind: 'trainOnBatch' as const, dispose: () => {} });
-}
-
-/** The model as pooling -> large Dense -> rest, when it is one (and the native kernels are loaded). */
+/** The model as pooling -> large Dense -> rest, when it is one; callers hold the native policy. */
 function denseHead(model: tf.LayersModel) {
-  if (!nativeOps()) return undefined;
   const layers = chain(model);
   const d = layers?.findIndex((l) => l.getClassName() === 'Dense') ?? -1;
   if (!layers || d < 0 || layers.slice(0, d).some((l) => l.weights.length > 0)) return undefined; // pooling only before it
-  const dense = layers[d] as unknown as DenseInternals;
+  const dense = denseInternals(layers[d]);
   const kernel = dense.kernel.read();
   if (!dense.kernel.trainable || kernel.size < FUSED_MIN_SIZE || dense.kernelRegularizer || dense.kernelConstraint) return undefined;
-  const compiled = model as unknown as CompiledInternals;
+  const compiled = compiledInternals(model);
   if (compiled.lossFunctions?.length !== 1 || model.outputs.length !== 1) return undefined;
   const before = layers.slice(0, d);
   const after = layers.slice(d + 1);
   const flatten = (x: tf.Tensor) => before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
-  // x W for flattened features; skipping zeros pays off when most are zero (84-92% at InceptionV3's mixed7).
-  // The first rows tell (counting all of 1000 rows of features took longer than the product).
   const matMul = (x: tf.Tensor2D) =>
     tf.tidy(() => {
-      const sample = x.shape[0] > 32 ? tf.slice(x, 0, 32) : x;
-      const sparse = tf.mean(tf.notEqual(sample, 0).toFloat()).dataSync()[0] < 0.5;
+      const sample = x.shape[0] > SAMPLE_ROWS ? tf.slice(x, 0, SAMPLE_ROWS) : x;
+      const sparse = tf.mean(tf.notEqual(sample, 0).toFloat()).dataSync()[0] < SPARSE_BELOW;
       return sparse ? sparseMatMul(x, dense.kernel.read()) : tf.matMul(x, dense.kernel.read());
     });
   return { dense, after, flatten, matMul, compiled };
 }
 
-/** Predictions of a model in inference mode, as model.predict gives them. */
-export function predictor(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
+/** Predictions of a dense head in inference mode, as model.predict gives them; undefined for other models. */
+export function densePredictor(model: tf.LayersModel): ((x: tf.Tensor) => tf.Tensor) | undefined {
   const head = denseHead(model);
-  if (!head) return (x) => model.predict(x) as tf.Tensor;
+  if (!head) return undefined;
   const { dense, after, flatten, matMul } = head;
   return (x) =>
     tf.tidy(() => {
@@ -71,9 +56,10 @@ export function predictor(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
     });
 }
 
-function denseHeadStep(
-  model: tf.LayersModel,
-): { step: (x: tf.Tensor, y: tf.Tensor, next?: tf.Tensor) => Promise<number[]>; dispose: () => void; backprop: 'written-out' | 'tape' } | undefined {
+export type DenseHeadStep = Pick<HeadTrainer, 'step' | 'dispose'> & { backprop: 'written-out' | 'tape' };
+
+/** The one-pass step of a dense head trained with KerasRMSprop; undefined for other models and optimizers. */
+export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined {
   // Not instanceof: tfjs' Optimizer answers it for any object with minimize and applyGradients.
   const head = model.optimizer?.constructor === KerasRMSprop ? denseHead(model) : undefined;
   if (!head) return undefined;
@@ -111,9 +97,8 @@ function denseHeadStep(
       const z = ready ?? matMul(input); // outside any tape: no kernel gradient is recorded
       const { loss, metrics, dz, grads } = backward(z, y);
       optimizer.applyGradients(grads);
-      const updated = optimizer.applyDenseGradient(dense.kernel.read().name, input, dz, next && flatten(next));
-      if (!updated) throw new Error('xp: the native dense update became unavailable');
-      if (updated.zNext) prepared = { x: next!, kernel: kernelData(), z: tf.keep(updated.zNext) };
+      const { zNext } = optimizer.applyDenseGradient(dense.kernel.read().name, input, dz, next && flatten(next));
+      if (zNext) prepared = { x: next!, kernel: kernelData(), z: tf.keep(zNext) };
       return [loss, ...metrics];
     });
     ready?.dispose();
@@ -130,7 +115,7 @@ function chain(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   if (!input || input.getClassName() !== 'InputLayer') return undefined;
   let previous = input;
   for (const layer of rest) {
-    const nodes = (layer as unknown as { inboundNodes: { inboundLayers: tf.layers.Layer[] }[] }).inboundNodes;
+    const nodes = inboundNodes(layer);
     // Node 0 is where the head was built; composing it with the backbone for saving adds another.
     if (nodes[0]?.inboundLayers.length !== 1 || nodes[0].inboundLayers[0] !== previous) return undefined;
     previous = layer;

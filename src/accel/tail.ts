@@ -1,6 +1,6 @@
 // The small layers after a head's large Dense, forward and backward written out. Under a gradient tape these
-// few 20 x 1024 tensors cost ~150 TensorFlow calls per step (loss, clipping, dropout, Dense layers and their
-// gradients: ~7 ms on 2 cores, as much as a third of the head's step); written out they take about 40. It covers
+// few small tensors cost several times more TensorFlow calls per step (loss, clipping, dropout, Dense layers and
+// their gradients), each with a fixed dispatch cost that adds up to a sizeable share of the head's step. It covers
 // what xp heads are made of: Dense layers (relu, linear, sigmoid or tanh; sigmoid or softmax last), Dropout, and
 // the two losses lossFor picks, with nothing that adds losses of its own (regularizers). For anything else
 // `tailBackprop` returns undefined and the step keeps the tape.
@@ -10,26 +10,7 @@
 // for sigmoid + binary cross-entropy and softmax + categorical cross-entropy, d loss / d logits = (p - y) / n
 // where the loss's clipping of p to [eps, 1 - eps] lets a gradient through, else 0.
 import * as tf from '@tensorflow/tfjs-node';
-
-/** The parts of tfjs-layers' Dense this reads (present at runtime, private in the typings). */
-export interface DenseInternals {
-  kernel: { read(): tf.Variable; trainable: boolean };
-  bias: { read(): tf.Variable } | null;
-  activation: { apply(x: tf.Tensor): tf.Tensor };
-  kernelRegularizer?: unknown;
-  biasRegularizer?: unknown;
-  activityRegularizer?: unknown;
-  kernelConstraint?: unknown;
-  biasConstraint?: unknown;
-}
-
-type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
-export interface CompiledInternals {
-  loss: unknown;
-  lossFunctions: LossFn[];
-  metricsTensors: [LossFn, number][];
-  calculateLosses(): tf.Scalar[];
-}
+import { activationName as activationOf, denseInternals, noiseShape, type CompiledInternals, type DenseInternals } from './tfjs-internals.ts';
 
 export interface TailStep {
   loss: tf.Scalar;
@@ -51,8 +32,6 @@ const slope: Record<Activation, (h: tf.Tensor) => tf.Tensor | undefined> = {
   tanh: (h) => tf.sub(1, tf.square(h)),
 };
 
-const activationOf = (layer: DenseInternals) => (layer.activation.constructor as unknown as { className?: string }).className ?? '';
-
 type Entry = { dropout: tf.layers.Layer } | { dense: DenseInternals; activation: string };
 
 /** z (the large Dense's output, before its bias) and targets -> loss, metrics and gradients; or undefined. */
@@ -62,9 +41,9 @@ export function tailBackprop(first: DenseInternals, after: tf.layers.Layer[], co
   const entries: Entry[] = [];
   for (const layer of after) {
     const kind = layer.getClassName();
-    if (kind === 'Dropout' && (layer as unknown as { noiseShape?: unknown }).noiseShape == null) entries.push({ dropout: layer });
-    else if (kind === 'Dense' && plain(layer as unknown as DenseInternals)) {
-      const dense = layer as unknown as DenseInternals;
+    if (kind === 'Dropout' && noiseShape(layer) == null) entries.push({ dropout: layer });
+    else if (kind === 'Dense' && plain(denseInternals(layer))) {
+      const dense = denseInternals(layer);
       if (!dense.kernel.trainable) return undefined;
       entries.push({ dense, activation: activationOf(dense) });
     } else return undefined;

@@ -2,10 +2,9 @@
 // reference (InceptionV3 to mixed7, 150x150, batch 20), three ways: the tfjs LayersModel as loaded,
 // with BatchNormalization folded (eager tfjs ops), and compiled to a TensorFlow graph.
 import * as tf from '@tensorflow/tfjs-node';
-import type { BackboneConfig } from '../config/types.ts';
-import { loadBackbone } from './backbone.ts';
-import { freezeForInference } from './fold.ts';
-import { compileForInference } from './graph.ts';
+import { compileForInference, freezeForInference } from '../../src/accel/index.ts';
+import type { BackboneConfig } from '../../src/config/types.ts';
+import { loadBackbone } from '../../src/model/backbone.ts';
 
 export interface BenchOptions {
   backbone?: BackboneConfig;

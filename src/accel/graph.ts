@@ -2,21 +2,16 @@
 // "fused" conv is conv + add + activation in three ops. A graph runs in one session call, with
 // TensorFlow's own fused kernels (_FusedConv2D: conv + bias + ReLU/ReLU6 in one pass), Grappler's
 // optimizations and the Inception branches in parallel. The folded plan (BatchNormalization already
-// in the kernels) is written as a SavedModel with the weights as constants, loaded with
-// tf.node.loadSavedModel, and the files deleted.
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+// in the kernels) is written as a graph with the weights as constants and opened as a session
+// (saved-model.ts).
 import * as tf from '@tensorflow/tfjs-node';
-import { foldPlan, freezeForInference, type FoldedOp, type InferenceFn } from './fold.ts';
-import { DT_FLOAT, DT_INT32, encodeSavedModel, type Attr, type NodeDef } from './protobuf.ts';
+import { batchNormAffine, foldPlan, freezeForInference, type FoldedOp, type InferenceFn } from './fold.ts';
+import { accelPolicy, type AccelPolicy } from './policy.ts';
+import { DT_FLOAT, DT_INT32, type Attr, type NodeDef } from './protobuf.ts';
+import { openSession } from './saved-model.ts';
 
 /** A layer kind the graph writer has no TensorFlow op for. */
 export class UnsupportedLayerError extends Error {}
-
-// TensorFlow 2.9 and later read this graph version.
-const GRAPH_PRODUCER = 1087;
 
 const T: Attr = { type: DT_FLOAT };
 const pair = (v: number | number[]): [number, number] => (Array.isArray(v) ? [v[0], v[1] ?? v[0]] : [v, v]);
@@ -103,24 +98,17 @@ function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
     case 'Dropout':
       return activationNode(name, inputs[0], 'linear');
     case 'BatchNormalization': {
-      // Inference BN on its own: x * scale + offset with constants.
+      // Inference BN on its own: x * scale + shift with constants.
       if (c.axis !== -1 && c.axis !== 3) throw new UnsupportedLayerError('BatchNormalization not on the channel axis');
-      const weights = layer.getWeights();
-      let i = 0;
-      const gamma = c.scale ? weights[i++] : undefined;
-      const beta = c.center ? weights[i++] : undefined;
-      const [scale, offset] = tf.tidy(() => {
-        const s = tf.mul(tf.rsqrt(tf.add(weights[i + 1], c.epsilon)), gamma ?? 1);
-        return [s, tf.sub(beta ?? 0, tf.mul(weights[i], s))];
-      });
+      const { scale, shift } = batchNormAffine(layer);
       const scaleNode = constant(`${name}/scale`, scale.dataSync() as Float32Array, scale.shape);
-      const offsetNode = constant(`${name}/offset`, offset.dataSync() as Float32Array, offset.shape);
-      tf.dispose([scale, offset]);
+      const shiftNode = constant(`${name}/offset`, shift.dataSync() as Float32Array, shift.shape);
+      tf.dispose([scale, shift]);
       return [
         scaleNode,
-        offsetNode,
+        shiftNode,
         { name: `${name}/mul`, op: 'Mul', inputs: [inputs[0], scaleNode.name], attrs: { T } },
-        { name, op: 'AddV2', inputs: [`${name}/mul`, offsetNode.name], attrs: { T } },
+        { name, op: 'AddV2', inputs: [`${name}/mul`, shiftNode.name], attrs: { T } },
       ];
     }
     default:
@@ -143,16 +131,21 @@ export function graphNodes(model: tf.LayersModel): { nodes: NodeDef[]; foldedCon
 }
 
 export interface CompiledInferenceFn extends InferenceFn {
-  /** graph: one TensorFlow session call; eager: folded tfjs ops (a layer kind had no graph op). */
-  readonly mode: 'graph' | 'eager';
+  /** graph: one TensorFlow session call; eager: folded tfjs ops (a layer kind had no graph op); layers: model.predict (plain policy). */
+  readonly mode: 'graph' | 'eager' | 'layers';
 }
 
 /**
  * The frozen model compiled to a TensorFlow graph session: same outputs as model.predict (to float
  * rounding), faster. Models with a layer kind the graph writer lacks get freezeForInference's
- * eager function instead (mode tells which). A snapshot: recompile after the weights change.
+ * eager function instead, and a policy without a compiled backbone gets model.predict (mode tells which).
+ * A snapshot: recompile after the weights change.
  */
-export async function compileForInference(model: tf.LayersModel): Promise<CompiledInferenceFn> {
+export async function compileForInference(model: tf.LayersModel, policy: AccelPolicy = accelPolicy()): Promise<CompiledInferenceFn> {
+  if (!policy.compiledBackbone) {
+    const predict = (x: tf.Tensor4D) => model.predict(x) as tf.Tensor4D;
+    return Object.assign(predict, { dispose: () => {}, foldedConvs: 0, mode: 'layers' as const });
+  }
   let graph: ReturnType<typeof graphNodes>;
   try {
     graph = graphNodes(model);
@@ -162,27 +155,14 @@ export async function compileForInference(model: tf.LayersModel): Promise<Compil
   }
   const inputShape = model.inputs[0].shape.map((d) => d ?? -1);
   const outputShape = model.outputs[0].shape.map((d) => d ?? -1);
-  const bytes = encodeSavedModel(
+  const session = openSession(
     graph.nodes,
-    {
-      name: 'serving_default',
-      inputs: { image: { name: `${graph.nodes[0].name}:0`, dtype: DT_FLOAT, shape: inputShape } },
-      outputs: { features: { name: 'features:0', dtype: DT_FLOAT, shape: outputShape } },
-    },
-    GRAPH_PRODUCER,
+    { image: { name: `${graph.nodes[0].name}:0`, dtype: DT_FLOAT, shape: inputShape } },
+    { features: { name: 'features:0', dtype: DT_FLOAT, shape: outputShape } },
   );
-  const dir = path.join(os.tmpdir(), `xp-graph-${process.pid}-${randomBytes(4).toString('hex')}`);
-  await fs.mkdir(dir, { recursive: true });
-  let saved: Awaited<ReturnType<typeof tf.node.loadSavedModel>>;
-  try {
-    await fs.writeFile(path.join(dir, 'saved_model.pb'), bytes);
-    saved = await tf.node.loadSavedModel(dir, ['serve'], 'serving_default');
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true }); // the session holds the graph in memory
-  }
-  const fn = ((x: tf.Tensor4D) => saved.predict(x) as tf.Tensor4D) as CompiledInferenceFn;
+  const fn = ((x: tf.Tensor4D) => session.run([x])[0] as tf.Tensor4D) as CompiledInferenceFn;
   Object.defineProperty(fn, 'foldedConvs', { value: graph.foldedConvs });
   Object.defineProperty(fn, 'mode', { value: 'graph' });
-  fn.dispose = () => saved.dispose();
+  fn.dispose = () => session.close();
   return fn;
 }

@@ -1,10 +1,11 @@
 // Keras 3's Adam. tf.train.adam differs twice: it adds epsilon to the bias-corrected sqrt(v/(1-b2^t)) where
-// Keras adds it to sqrt(v), and it makes ~13 memory passes per step, each ~11 ms on the reference head's
-// 38.5M-weight kernel; large variables here take an XLA-fused update (xla-update.ts) instead: ~50 ms, not ~150.
+// Keras adds it to sqrt(v), and it makes a memory pass over the variable per op; large variables here take an
+// XLA-fused update (xla-update.ts) instead, one pass per output.
 //   alpha = lr * sqrt(1 - b2^t) / (1 - b1^t);  m' = m + (g - m)(1 - b1);  v' = v + (g^2 - v)(1 - b2)
 //   w' = w - alpha * m' / (sqrt(v') + eps)
 import * as tf from '@tensorflow/tfjs-node';
-import { compileFused, FUSED_MIN_SIZE, tfOps, type Ops } from './xla-update.ts';
+import { accelPolicy } from './policy.ts';
+import { compileFused, FUSED_MIN_SIZE, tfOps, type FusedFn, type Ops } from './xla-update.ts';
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
 
@@ -20,16 +21,19 @@ export class KerasAdam extends tf.Optimizer {
   }
 
   private readonly slots = new Map<string, { m: tf.Variable; v: tf.Variable }>();
-  // Built on first use of a large variable; alpha changes every step, so it is an input.
-  private readonly fused = compileFused(5, (o, w, g, m, v, alpha) => adamStep(o, w, g, m, v, alpha, this.beta1, this.beta2, this.epsilon));
+  // Compiled on first use of a large variable, when the policy has fused updates; alpha changes every step, so
+  // it is an input.
+  private readonly fused: FusedFn;
 
   constructor(
     readonly learningRate: number,
     readonly beta1 = 0.9,
     readonly beta2 = 0.999,
     readonly epsilon = 1e-7,
+    fusedUpdates = accelPolicy().fusedUpdates,
   ) {
     super();
+    this.fused = compileFused(5, (o, w, g, m, v, alpha) => adamStep(o, w, g, m, v, alpha, this.beta1, this.beta2, this.epsilon), fusedUpdates);
   }
 
   applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {

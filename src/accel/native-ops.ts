@@ -1,51 +1,49 @@
 // xp's own TensorFlow kernels (native/xp_ops.cc). Setup compiles them against tfjs-node's libtensorflow into
 // native/build/xp_ops.node; loading that file registers them with TensorFlow in this process, and tfjs-node's
-// backend runs them by name like any TensorFlow op. Without it (XP_NATIVE_OPS=0, another backend, no build)
-// callers use tfjs ops: the same math, more memory passes. XP_DEBUG=1 prints why the kernels are not used.
+// backend runs them by name like any TensorFlow op. Whether they are used is the acceleration policy's decision
+// (policy.ts): it loads them through nativeOpsUnavailable() once, and without them xp takes tfjs ops, the same
+// math in more memory passes.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-node';
+import { nodeBackend, type NodeBackend } from './tfjs-internals.ts';
 
 export const NATIVE_OPS_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/build/xp_ops.node');
 
-interface KernelBackend {
-  binding: { TF_ATTR_FLOAT: number; TF_ATTR_INT: number };
-  executeMultipleOutputs(name: string, attrs: { name: string; type: number; value: number }[], inputs: tf.Tensor[], outputs: number): tf.Tensor[];
+// Per file: undefined while untried, '' once loaded, else why it cannot be.
+const attempts = new Map<string, string>();
+
+/** Loads the kernels from `file` once; '' when they are loaded, else why they are unavailable. */
+export function nativeOpsUnavailable(file = NATIVE_OPS_FILE): string {
+  let why = attempts.get(file);
+  if (why === undefined) attempts.set(file, (why = load(file)));
+  return why;
 }
 
-let loaded: boolean | undefined;
+/** True when the kernels are loaded (loading them on first call). */
+export const nativeOps = (): boolean => nativeOpsUnavailable() === '';
 
-/** Loads the kernels once; false when they are unavailable (then XP_DEBUG=1 says why). */
-export function nativeOps(): boolean {
-  if (loaded === undefined) loaded = load();
-  return loaded;
-}
-
-function load(): boolean {
-  const why = (reason: string) => {
-    if (process.env.XP_DEBUG) console.error(`xp: native kernels not used: ${reason}`);
-    return false;
-  };
-  if (process.env.XP_NATIVE_OPS === '0') return why('XP_NATIVE_OPS=0');
-  if (tf.getBackend() !== 'tensorflow') return why(`backend is ${tf.getBackend()}`);
-  if (!fs.existsSync(NATIVE_OPS_FILE)) return why(`${NATIVE_OPS_FILE} is missing (npm run setup builds it)`);
+function load(file: string): string {
+  if (!nodeBackend()) return `the tfjs backend is ${tf.getBackend()}, not tfjs-node's TensorFlow`;
+  if (!fs.existsSync(file)) return `${file} is missing (npm run setup builds it)`;
   try {
-    createRequire(import.meta.url)(NATIVE_OPS_FILE);
-    return true;
+    createRequire(import.meta.url)(file);
+    return '';
   } catch (error) {
-    return why(String(error));
+    return String(error);
   }
 }
 
 /** Threads for a kernel: as many as TensorFlow's own pools get (`--parallel` divides them), else all cores. */
 const threads = () => Number(process.env.TF_NUM_INTRAOP_THREADS) || 0;
 
-/** The backend that runs xp's kernels; throws when they are unavailable (check nativeOps() first). */
-function kernelBackend(): KernelBackend {
-  if (!nativeOps()) throw new Error(`xp's native kernels are not loaded (XP_DEBUG=1 says why)`);
-  return tf.backend() as unknown as KernelBackend;
+/** The backend that runs xp's kernels; throws when they are unavailable (the policy checks first). */
+function kernelBackend(): NodeBackend {
+  const why = nativeOpsUnavailable();
+  if (why) throw new Error(`xp's native kernels are not loaded: ${why}`);
+  return nodeBackend()!;
 }
 
 /**

@@ -2,11 +2,11 @@
 // batches of 20 with the reference notebook's ImageDataGenerator settings.
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-node';
-import { createRng } from '../util/random.ts';
-import { createAugmenter, NOTEBOOK_AUGMENTATION } from './augment.ts';
-import { createIndexStream, gatherBatch } from './batches.ts';
-import { loadImages } from './load.ts';
-import { scanClasses } from './scan.ts';
+import { createAugmenter, NOTEBOOK_AUGMENTATION } from '../../src/data/augment.ts';
+import { createIndexStream, gatherBatch } from '../../src/data/batches.ts';
+import { loadImages } from '../../src/data/load.ts';
+import { scanClasses } from '../../src/data/scan.ts';
+import { createRng } from '../../src/util/random.ts';
 
 export interface DataBenchResult {
   decode_images_per_s: number;

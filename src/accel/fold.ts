@@ -6,6 +6,7 @@
 // version gains little; graph.ts compiles the same plan into a TensorFlow graph, the fast path.
 // Both hold a snapshot of the weights: rebuild after the weights change.
 import * as tf from '@tensorflow/tfjs-node';
+import { containerNodes } from './tfjs-internals.ts';
 
 export interface InferenceFn {
   (x: tf.Tensor4D): tf.Tensor4D;
@@ -23,7 +24,7 @@ const configOf = (layer: tf.layers.Layer) => layer.getConfig() as Config;
 // A layer used in several models (a nested model re-applied) has one inbound node per use: take
 // the one of this model, as tfjs keys them in containerNodes.
 function inboundNames(model: tf.LayersModel, layer: tf.layers.Layer): string[] {
-  const own = (model as unknown as { containerNodes: Set<string> }).containerNodes;
+  const own = containerNodes(model);
   const node = layer.inboundNodes.find((_, i) => own.has(`${layer.name}_ib-${i}`)) ?? layer.inboundNodes[0];
   return (node?.inboundLayers ?? []).map((l) => l.name);
 }
@@ -47,10 +48,12 @@ function isChannelsLastBatchNorm(layer: tf.layers.Layer | undefined): layer is t
   return axis === -1 || axis === 3;
 }
 
-// New kernel and bias of a conv followed by an inference-mode BatchNormalization.
-function foldBatchNorm(conv: tf.layers.Layer, bn: tf.layers.Layer): { filter: tf.Tensor4D; bias: tf.Tensor1D } {
+/**
+ * An inference-mode BatchNormalization as y = x * scale + shift per channel, with `bias` (a preceding conv's)
+ * added to x first: scale = gamma / sqrt(moving_variance + epsilon), shift = (bias - moving_mean) * scale + beta.
+ */
+export function batchNormAffine(bn: tf.layers.Layer, bias?: tf.Tensor1D): { scale: tf.Tensor1D; shift: tf.Tensor1D } {
   const config = configOf(bn);
-  const [kernel, convBias] = conv.getWeights() as [tf.Tensor4D, tf.Tensor1D?];
   const weights = bn.getWeights();
   let i = 0;
   const gamma = config.scale ? weights[i++] : undefined;
@@ -58,11 +61,22 @@ function foldBatchNorm(conv: tf.layers.Layer, bn: tf.layers.Layer): { filter: tf
   const [mean, variance] = [weights[i], weights[i + 1]];
   return tf.tidy(() => {
     const scale = gamma ? tf.mul(tf.rsqrt(tf.add(variance, config.epsilon)), gamma) : tf.rsqrt(tf.add(variance, config.epsilon));
-    const shifted = convBias ? tf.sub(convBias, mean) : tf.neg(mean);
-    const bias = beta ? tf.add(tf.mul(shifted, scale), beta) : tf.mul(shifted, scale);
+    const shifted = bias ? tf.sub(bias, mean) : tf.neg(mean);
+    const shift = beta ? tf.add(tf.mul(shifted, scale), beta) : tf.mul(shifted, scale);
+    return { scale: scale as tf.Tensor1D, shift: shift as tf.Tensor1D };
+  });
+}
+
+// New kernel and bias of a conv followed by an inference-mode BatchNormalization.
+function foldBatchNorm(conv: tf.layers.Layer, bn: tf.layers.Layer): { filter: tf.Tensor4D; bias: tf.Tensor1D } {
+  const [kernel, convBias] = conv.getWeights() as [tf.Tensor4D, tf.Tensor1D?];
+  const { scale, shift } = batchNormAffine(bn, convBias);
+  return tf.tidy(() => {
     // Conv2D kernels are [kh, kw, in, out]; depthwise ones [kh, kw, in, multiplier] with out = in * multiplier.
     const perOutput = conv.getClassName() === 'Conv2D' ? scale : tf.reshape(scale, [kernel.shape[2], kernel.shape[3]]);
-    return { filter: tf.mul(kernel, perOutput) as tf.Tensor4D, bias: bias as tf.Tensor1D };
+    const filter = tf.mul(kernel, perOutput) as tf.Tensor4D;
+    scale.dispose();
+    return { filter, bias: shift };
   });
 }
 

@@ -1,17 +1,16 @@
 // Elementwise optimizer updates as XLA-compiled kernels. Every tfjs op is its own TensorFlow kernel making a
-// full memory pass, and on the reference head's 38.5M-weight kernel one pass costs ~11 ms on 2 cores: an update
-// written as 8 ops makes 8 of them. The same expression written as a TensorFlow graph whose nodes carry
+// full memory pass, which on a large head's kernel is what a step's time goes to: an update written as 8 ops
+// makes 8 of them. The same expression written as a TensorFlow graph whose nodes carry
 // `_XlaCompile` becomes one XLA cluster, which TensorFlow's CPU JIT (in libtensorflow, no flags needed) fuses
 // into one loop per output, split over the cores (XLA:CPU has no multi-output fusion: RMSprop's s' and w'
 // are two loops, Adam's m', v', w' three). The graph is a SavedModel run as one session call through
 // tfjs-node's backend, synchronously, so an optimizer can use it inside applyGradients; feeding and fetching
 // share the tensors' buffers (no copies). The placeholders have no shape: XLA compiles (and caches) one kernel
 // per distinct input shape on first use.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
-import { DT_FLOAT, encodeSavedModel, type Attr, type NodeDef } from './protobuf.ts';
+import { accelPolicy } from './policy.ts';
+import { DT_FLOAT, type Attr, type NodeDef } from './protobuf.ts';
+import { openSession, type Session } from './saved-model.ts';
 
 /** A graph value: an input, a constant or an op's output. */
 export interface Expr {
@@ -42,20 +41,12 @@ export interface FusedFn {
   dispose(): void;
 }
 
-// The parts of tfjs-node's NodeJSKernelBackend that tf.node.loadSavedModel uses, minus its async proto parsing.
-interface SessionBackend {
-  loadSavedModelMetaGraph(path: string, tags: string): number;
-  runSavedModel(id: number, inputs: tf.Tensor[], infos: { name: string; tfDtype: string }[], outputs: string[]): tf.Tensor[];
-  deleteSavedModel(id: number): void;
-}
-
-const GRAPH_PRODUCER = 1087; // as graph.ts: TensorFlow 2.9 and later read it
 const T: Attr = { type: DT_FLOAT };
 const XLA: Record<string, Attr> = { _XlaCompile: { b: true }, _XlaScope: { s: 'fused_update' } };
 
 /**
- * The variable size from which optimizers take the fused path: the XLA compile (~0.1 s per distinct shape)
- * pays for itself within a few hundred steps (tfjs 1.0 ms, fused 0.3 ms per RMSprop step at 256K elements).
+ * The variable size from which optimizers take the fused path: below it, the XLA compile per distinct shape
+ * costs more than the steps of a run save (docs/performance.md has the figures).
  */
 export const FUSED_MIN_SIZE = 1 << 18;
 
@@ -100,52 +91,31 @@ function graphOf(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Ex
   return { nodes, inputs, outputs };
 }
 
-function openSession(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[]): { run: (inputs: tf.Tensor[]) => tf.Tensor[]; close: () => void } | undefined {
-  if (process.env.XP_FUSED_UPDATE === '0' || tf.getBackend() !== 'tensorflow') return undefined;
-  const backend = tf.backend() as unknown as Partial<SessionBackend>;
-  if (typeof backend.loadSavedModelMetaGraph !== 'function' || typeof backend.runSavedModel !== 'function' || typeof backend.deleteSavedModel !== 'function') return undefined;
-  const session = backend as SessionBackend;
+function open(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[]): Session | undefined {
   const graph = graphOf(arity, build);
-  const spec = (name: string) => ({ name: `${name}:0`, dtype: DT_FLOAT, shape: [] });
-  const bytes = encodeSavedModel(
-    graph.nodes,
-    {
-      name: 'serving_default',
-      inputs: Object.fromEntries(graph.inputs.map((name) => [name, spec(name)])),
-      outputs: Object.fromEntries(graph.outputs.map((name) => [name, spec(name)])),
-    },
-    GRAPH_PRODUCER,
-  );
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-fused-'));
-  let id: number;
+  const spec = (name: string) => [name, { name: `${name}:0`, dtype: DT_FLOAT, shape: [] }];
   try {
-    fs.writeFileSync(path.join(dir, 'saved_model.pb'), bytes);
-    id = session.loadSavedModelMetaGraph(dir, 'serve');
+    return openSession(graph.nodes, Object.fromEntries(graph.inputs.map(spec)), Object.fromEntries(graph.outputs.map(spec)));
   } catch (error) {
     debug('unavailable:', error);
     return undefined;
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true }); // the session holds the graph in memory
   }
-  const infos = graph.inputs.map((name) => ({ name: `${name}:0`, tfDtype: 'DT_FLOAT' }));
-  const outputs = graph.outputs.map((name) => `${name}:0`);
-  return { run: (inputs) => session.runSavedModel(id, inputs, infos, outputs), close: () => session.deleteSavedModel(id) };
 }
 
 /**
  * `build` (written with `ops` on `arity` input tensors) as one XLA cluster, compiled on the first call (XLA
  * compiles again, once, for each new input shape). The function returns undefined, for the caller to use tfjs
- * ops, when the backend is not tfjs-node's TensorFlow, when XP_FUSED_UPDATE=0, when TensorFlow rejects the
+ * ops, when `enabled` is false (the acceleration policy has no fused updates), when TensorFlow rejects the
  * graph, and after dispose. XP_DEBUG=1 prints why.
  */
-export function compileFused(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[]): FusedFn {
-  let state: NonNullable<ReturnType<typeof openSession>> | 'new' | 'off' = 'new';
+export function compileFused(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[], enabled = accelPolicy().fusedUpdates): FusedFn {
+  let state: Session | 'new' | 'off' = enabled ? 'new' : 'off';
   const dispose = () => {
     if (typeof state === 'object') state.close();
     state = 'off';
   };
   const fn = (...inputs: tf.Tensor[]) => {
-    if (state === 'new') state = openSession(arity, build) ?? 'off';
+    if (state === 'new') state = open(arity, build) ?? 'off';
     if (state === 'off') return undefined;
     try {
       return state.run(inputs);

@@ -1,14 +1,15 @@
 // Keras 3's RMSprop (epsilon inside the square root, as Keras and tfjs both do) in fewer tensor passes than
-// tf.train.rmsprop: the reference head's 38.5M-weight kernel makes every elementwise pass cost ~11 ms on 2 cores,
-// and tfjs' version makes ~15 of them per step (it even computes the mean square twice). Here: 8, or for large
-// variables an XLA-fused update (xla-update.ts) that streams w, g, s in and w, s out: ~30 ms instead of ~86. A dense
-// kernel on backbone features goes further (applyDenseGradient): its gradient never exists as a tensor, and
-// the native kernel (native-ops.ts) updates in place only the rows with input.
+// tf.train.rmsprop, because on a large head every elementwise pass over the kernel streams it through memory and
+// tfjs' version makes about twice as many (it even computes the mean square twice). Large variables take an
+// XLA-fused update (xla-update.ts) that streams w, g, s in and w, s out once. A dense kernel on backbone features
+// goes further (applyDenseGradient): its gradient never exists as a tensor, and the native kernel
+// (native-ops.ts) updates in place only the rows with input.
 //   Keras:  v' = rho*v + (1-rho)*g^2;  w' = w - lr*g / sqrt(v' + eps)
 //   stored: s = v/(1-rho), so s' = rho*s + g^2 and w' = w - (lr/sqrt(1-rho)) * g / sqrt(s' + eps/(1-rho))
 import * as tf from '@tensorflow/tfjs-node';
-import { denseRmsprop, nativeOps, rmspropCatchUp } from './native-ops.ts';
-import { compileFused, FUSED_MIN_SIZE, tfOps, type Ops } from './xla-update.ts';
+import { denseRmsprop, rmspropCatchUp } from './native-ops.ts';
+import { accelPolicy } from './policy.ts';
+import { compileFused, FUSED_MIN_SIZE, tfOps, type FusedFn, type Ops } from './xla-update.ts';
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
 
@@ -25,15 +26,17 @@ export class KerasRMSprop extends tf.Optimizer {
   private readonly slots = new Map<string, tf.Variable>();
   // Kernels updated in place by applyDenseGradient: per row, the update its slot is up to date at.
   private readonly lazy = new Map<string, { last: tf.Tensor; step: number }>();
-  // Built on first use of a large variable, after the constructor has set the hyperparameters.
-  private readonly fused = compileFused(3, (o, w, g, s) => rmspropStep(o, w, g, s, this.rho, this.eps, this.step));
+  // Compiled on first use of a large variable, when the policy has fused updates.
+  private readonly fused: FusedFn;
 
   constructor(
     readonly learningRate: number,
     readonly rho = 0.9,
     readonly epsilon = 1e-7,
+    fusedUpdates = accelPolicy().fusedUpdates,
   ) {
     super();
+    this.fused = compileFused(3, (o, w, g, s) => rmspropStep(o, w, g, s, this.rho, this.eps, this.step), fusedUpdates);
   }
 
   // The hyperparameters of the stored-slot form (see the header).
@@ -65,11 +68,10 @@ export class KerasRMSprop extends tf.Optimizer {
   /**
    * The update of a dense layer's kernel whose gradient is x^T dz (x the layer's input, dz the loss gradient at
    * its output), with the gradient computed inside the update's single pass (native-ops.ts); with xNext, also
-   * xNext times the updated kernel. Returns undefined, changing nothing, when the native kernels are
-   * unavailable. Does not count an iteration: applyGradients, called for the step's other variables, does.
+   * xNext times the updated kernel. Only the native policy's head step calls it: it throws without the kernels.
+   * Does not count an iteration: applyGradients, called for the step's other variables, does.
    */
-  applyDenseGradient(name: string, x: tf.Tensor, dz: tf.Tensor, xNext?: tf.Tensor): { zNext?: tf.Tensor } | undefined {
-    if (!nativeOps()) return undefined;
+  applyDenseGradient(name: string, x: tf.Tensor, dz: tf.Tensor, xNext?: tf.Tensor): { zNext?: tf.Tensor } {
     const value = tf.engine().registeredVariables[name];
     const slot = this.slot(name, value);
     let lazy = this.lazy.get(name);

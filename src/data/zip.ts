@@ -1,0 +1,237 @@
+// Unpacks a zip archive by streaming each entry from disk through zlib, so memory stays flat whatever the archive
+// holds. An archive is checked against size limits before anything is written (declared sizes of each entry, of
+// all entries, and their compression ratio), and each entry's output is cut at its declared size, so a zip bomb
+// fails with a clear error instead of filling memory or the disk. Entries never land outside the target folder,
+// files and folders get the modes the umask gives (0644/0755-like), and symbolic-link entries are not created.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { crc32, createInflateRaw } from 'node:zlib';
+import { DataError } from '../errors.ts';
+
+export interface ZipLimits {
+  /** Largest uncompressed size of one entry, in bytes. */
+  entryBytes: number;
+  /** Largest uncompressed size of all entries together, in bytes. */
+  totalBytes: number;
+  /** Largest uncompressed/compressed ratio of an entry above 1 MiB. */
+  ratio: number;
+  /** Most entries in one archive. */
+  entries: number;
+}
+
+const MiB = 1024 * 1024;
+
+/** Defaults fit image data sets; XP_UNZIP_MAX_ENTRY_MB, XP_UNZIP_MAX_TOTAL_MB and XP_UNZIP_MAX_RATIO raise them. */
+export function zipLimits(env: NodeJS.ProcessEnv = process.env): ZipLimits {
+  const number = (name: string, fallback: number): number => {
+    const value = Number(env[name]);
+    return env[name] && Number.isFinite(value) && value > 0 ? value : fallback;
+  };
+  return {
+    entryBytes: number('XP_UNZIP_MAX_ENTRY_MB', 1024) * MiB,
+    totalBytes: number('XP_UNZIP_MAX_TOTAL_MB', 20 * 1024) * MiB,
+    ratio: number('XP_UNZIP_MAX_RATIO', 100),
+    entries: 1_000_000,
+  };
+}
+
+interface Entry {
+  name: string;
+  method: number;
+  flags: number;
+  crc: number;
+  compressedSize: number;
+  size: number;
+  localHeaderOffset: number;
+  isDirectory: boolean;
+  isSymlink: boolean;
+}
+
+const LIMITS_HINT =
+  'The archive is larger than xp unpacks by default, or a zip bomb. If you trust it, raise XP_UNZIP_MAX_ENTRY_MB, XP_UNZIP_MAX_TOTAL_MB or XP_UNZIP_MAX_RATIO; or unpack it yourself and point data.train/validation at the folders.';
+
+/** Unpacks `zipFile` into the existing folder `dest`; `source` (the URL) names the archive in errors. */
+export async function extractZip(
+  zipFile: string,
+  dest: string,
+  source: string,
+  opts: { limits?: ZipLimits; signal?: AbortSignal } = {},
+): Promise<void> {
+  const limits = opts.limits ?? zipLimits();
+  const corrupt = (why: string) =>
+    new DataError(`Could not unpack ${source}: ${why}`, { hint: 'data.url must point to a .zip archive; download it again or check the file.' });
+  const entries = await readCentralDirectory(zipFile, corrupt, limits);
+
+  let total = 0;
+  for (const entry of entries) {
+    if (entry.isDirectory || entry.isSymlink) continue;
+    const tooBig = (what: string) => new DataError(`Refusing to unpack ${source}: entry ${entry.name} ${what}`, { hint: LIMITS_HINT });
+    if (entry.size > limits.entryBytes) throw tooBig(`is ${gib(entry.size)} uncompressed, above the limit of ${gib(limits.entryBytes)} per entry`);
+    if (entry.size > MiB && entry.size > limits.ratio * Math.max(1, entry.compressedSize)) {
+      throw tooBig(`expands ${Math.round(entry.size / Math.max(1, entry.compressedSize))}:1 (${gib(entry.size)}), above the limit of ${limits.ratio}:1`);
+    }
+    total += entry.size;
+    if (total > limits.totalBytes) {
+      throw new DataError(`Refusing to unpack ${source}: its entries add up to more than ${gib(limits.totalBytes)}`, { hint: LIMITS_HINT });
+    }
+  }
+
+  const root = path.resolve(dest);
+  for (const entry of entries) {
+    opts.signal?.throwIfAborted();
+    const target = insideTarget(root, entry.name);
+    if (!target) {
+      throw new DataError(`Refusing to unpack ${source}: entry ${JSON.stringify(entry.name)} would be written outside the data folder`, {
+        hint: 'The archive is malformed or hostile; check data.url.',
+      });
+    }
+    if (entry.isSymlink) continue; // a link could point anywhere; data sets hold files
+    if (entry.isDirectory) {
+      await mkdir(target, { recursive: true });
+      continue;
+    }
+    if (entry.flags & 1) throw corrupt(`entry ${entry.name} is encrypted`);
+    if (entry.method !== 0 && entry.method !== 8) throw corrupt(`entry ${entry.name} uses compression method ${entry.method} (only stored and deflated are supported)`);
+    await mkdir(path.dirname(target), { recursive: true });
+    await extractEntry(zipFile, entry, target, corrupt);
+  }
+}
+
+async function extractEntry(zipFile: string, entry: Entry, target: string, corrupt: (why: string) => DataError): Promise<void> {
+  const file = await open(zipFile, 'r');
+  let dataStart: number;
+  try {
+    const header = Buffer.alloc(30);
+    await file.read(header, 0, 30, entry.localHeaderOffset);
+    if (header.readUInt32LE(0) !== 0x04034b50) throw corrupt(`entry ${entry.name} has no local header`);
+    dataStart = entry.localHeaderOffset + 30 + header.readUInt16LE(26) + header.readUInt16LE(28);
+  } finally {
+    await file.close();
+  }
+
+  let written = 0;
+  let crc = 0;
+  // Stops the stream as soon as an entry inflates past its declared size: declared sizes passed the limits.
+  const guard = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      written += chunk.length;
+      if (written > entry.size) return callback(corrupt(`entry ${entry.name} inflates past its declared ${entry.size} bytes`));
+      crc = crc32(chunk, crc);
+      callback(null, chunk);
+    },
+  });
+  const output = createWriteStream(target, { flags: 'wx' });
+  try {
+    if (entry.compressedSize === 0) await pipeline(async function* () {}, guard, output);
+    else {
+      const input = createReadStream(zipFile, { start: dataStart, end: dataStart + entry.compressedSize - 1 });
+      await (entry.method === 8 ? pipeline(input, createInflateRaw(), guard, output) : pipeline(input, guard, output));
+    }
+  } catch (error) {
+    if (error instanceof DataError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    throw corrupt(code === 'EEXIST' ? `entry ${entry.name} appears twice` : `entry ${entry.name}: ${(error as Error).message}`);
+  }
+  if (written !== entry.size) throw corrupt(`entry ${entry.name} holds ${written} bytes, not the declared ${entry.size}`);
+  if (crc !== entry.crc) throw corrupt(`entry ${entry.name} fails its CRC check`);
+}
+
+/** The absolute path of `name` under `root`, or undefined when it would leave `root`. */
+function insideTarget(root: string, name: string): string | undefined {
+  const normalized = name.replace(/\\/g, '/');
+  if (normalized.includes('\0') || normalized.startsWith('/') || /^[A-Za-z]:/.test(normalized)) return undefined;
+  if (normalized.split('/').includes('..')) return undefined;
+  const target = path.resolve(root, normalized);
+  return target.startsWith(root + path.sep) ? target : undefined;
+}
+
+async function readCentralDirectory(zipFile: string, corrupt: (why: string) => DataError, limits: ZipLimits): Promise<Entry[]> {
+  const file = await open(zipFile, 'r');
+  try {
+    const { size } = await file.stat();
+    const read = async (position: number, length: number): Promise<Buffer> => {
+      if (position < 0 || length < 0 || position + length > size) throw corrupt('it is truncated or not a zip file');
+      const buffer = Buffer.alloc(length);
+      await file.read(buffer, 0, length, position);
+      return buffer;
+    };
+
+    // The end-of-central-directory record sits in the last 22 bytes plus an optional comment of up to 64 KiB.
+    const tailStart = Math.max(0, size - 22 - 0xffff);
+    const tail = await read(tailStart, size - tailStart);
+    let eocd = -1;
+    for (let i = tail.length - 22; i >= 0; i--) {
+      if (tail.readUInt32LE(i) === 0x06054b50) {
+        eocd = i;
+        break;
+      }
+    }
+    if (eocd < 0) throw corrupt('it is not a zip file (no central directory)');
+    let count = tail.readUInt16LE(eocd + 10);
+    let cdSize = tail.readUInt32LE(eocd + 12);
+    let cdOffset = tail.readUInt32LE(eocd + 16);
+    if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
+      const locator = await read(tailStart + eocd - 20, 20);
+      if (locator.readUInt32LE(0) !== 0x07064b50) throw corrupt('its zip64 locator is missing');
+      const record = await read(Number(locator.readBigUInt64LE(8)), 56);
+      if (record.readUInt32LE(0) !== 0x06064b50) throw corrupt('its zip64 directory is missing');
+      count = Number(record.readBigUInt64LE(32));
+      cdSize = Number(record.readBigUInt64LE(40));
+      cdOffset = Number(record.readBigUInt64LE(48));
+    }
+    if (count > limits.entries) throw new DataError(`Refusing to unpack an archive of ${count} entries (limit ${limits.entries})`, { hint: LIMITS_HINT });
+
+    const cd = await read(cdOffset, cdSize);
+    const entries: Entry[] = [];
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      if (at + 46 > cd.length || cd.readUInt32LE(at) !== 0x02014b50) throw corrupt('its central directory is damaged');
+      const nameLength = cd.readUInt16LE(at + 28);
+      const extraLength = cd.readUInt16LE(at + 30);
+      const commentLength = cd.readUInt16LE(at + 32);
+      if (at + 46 + nameLength + extraLength > cd.length) throw corrupt('its central directory is damaged');
+      const flags = cd.readUInt16LE(at + 8);
+      const name = cd.toString(flags & 0x800 ? 'utf8' : 'latin1', at + 46, at + 46 + nameLength);
+      let compressedSize = cd.readUInt32LE(at + 20);
+      let entrySize = cd.readUInt32LE(at + 24);
+      let localHeaderOffset = cd.readUInt32LE(at + 42);
+      // Zip64: the sizes and offset that overflow 32 bits move, in this order, into extra field 0x0001.
+      const extra = cd.subarray(at + 46 + nameLength, at + 46 + nameLength + extraLength);
+      for (let e = 0; e + 4 <= extra.length; e += 4 + extra.readUInt16LE(e + 2)) {
+        if (extra.readUInt16LE(e) !== 1) continue;
+        let field = e + 4;
+        const next = (): number => {
+          if (field + 8 > extra.length) throw corrupt(`entry ${name} has a damaged zip64 field`);
+          const value = Number(extra.readBigUInt64LE(field));
+          field += 8;
+          return value;
+        };
+        if (entrySize === 0xffffffff) entrySize = next();
+        if (compressedSize === 0xffffffff) compressedSize = next();
+        if (localHeaderOffset === 0xffffffff) localHeaderOffset = next();
+      }
+      const unixMode = cd.readUInt8(at + 5) === 3 ? cd.readUInt32LE(at + 38) >>> 16 : 0;
+      entries.push({
+        name,
+        method: cd.readUInt16LE(at + 10),
+        flags,
+        crc: cd.readUInt32LE(at + 16),
+        compressedSize,
+        size: entrySize,
+        localHeaderOffset,
+        isDirectory: name.endsWith('/') || name.endsWith('\\'),
+        isSymlink: (unixMode & 0o170000) === 0o120000,
+      });
+      if (localHeaderOffset + 30 + compressedSize > size) throw corrupt(`entry ${name} reaches past the end of the file`);
+      at += 46 + nameLength + extraLength + commentLength;
+    }
+    return entries;
+  } finally {
+    await file.close();
+  }
+}
+
+const gib = (bytes: number): string => (bytes >= 1024 * MiB ? `${(bytes / (1024 * MiB)).toFixed(1)} GiB` : `${(bytes / MiB).toFixed(1)} MiB`);

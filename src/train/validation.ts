@@ -1,0 +1,196 @@
+// Validation: each epoch's validation batches (Keras' validation_steps from a shuffled stream), the whole set
+// for a run's result, the frozen backbone's validation features computed once per run, and scoring: loss and
+// accuracy per epoch, and the saved model's result (loss, accuracy, per-class scores, confusion) in one pass.
+import * as tf from '@tensorflow/tfjs-node';
+import type { Experiment } from '../config/types.ts';
+import { createIndexStream, gatherBatch } from '../data/batches.ts';
+import { predictedClasses, taskFor } from '../model/task.ts';
+import type { ClassScores, RunResult } from '../events.ts';
+import type { Rng } from '../util/random.ts';
+import type { PreparedData, Split } from './data.ts';
+import { FEATURE_IMAGES, type Features } from './feed.ts';
+import { predictor } from '../accel/index.ts';
+
+/** Sample indices of the validation set and a function giving their inputs. */
+export type Part = [Int32Array, () => tf.Tensor];
+
+export interface EpochValidation {
+  parts: Part[];
+  /** Images the epoch validates on (validation_steps x batch_size, or the whole set). */
+  images: number;
+  dispose(): void;
+}
+
+export interface ValidationSet {
+  /** Images in the validation set. */
+  count: number;
+  /** The next epoch's validation batches; their inputs are gathered once for all the group's heads. */
+  nextEpoch(): EpochValidation;
+  /** Loss and accuracy of a model on an epoch's parts, Keras-style (sample-weighted means). */
+  evaluate(model: tf.LayersModel, parts: Part[]): { loss: number; accuracy: number };
+  /** The model on the whole set: the run's result, its weights being those of `epoch`. */
+  score(model: tf.LayersModel, epoch: number): RunResult;
+  dispose(): void;
+}
+
+export function createValidationSet(data: PreparedData, shared: Experiment, features: Features, opts: { frozen: boolean; rng: Rng }): ValidationSet {
+  const size = shared.data.image_size;
+  const batchSize = shared.data.batch_size;
+  const count = data.validation.count;
+  const stream = createIndexStream(count, batchSize, { shuffle: true, rng: opts.rng });
+  const steps = shared.training.validation_steps ?? stream.batchesPerPass;
+  const cached = opts.frozen ? cacheFeatures(data.validation, size, Math.max(batchSize, FEATURE_IMAGES), features) : undefined;
+  // Cached features are evaluated in large chunks: every predict call reads the head's whole kernel, so small
+  // chunks cost as much again as the arithmetic. Per-sample sums: same result.
+  const chunkSize = cached ? 250 : batchSize;
+  const input = (idx: Int32Array): tf.Tensor =>
+    cached
+      ? tf.gather(cached, tf.tensor1d(idx, 'int32'))
+      : features(imageTensor(gatherBatch(data.validation.images, data.validation.labels, idx, size).x, idx.length, size));
+  const everything = Int32Array.from({ length: count }, (_, i) => i);
+  // Cached features go through in one call, as they are (a gather would copy them).
+  const whole: Part[] = cached ? [[everything, () => cached]] : chunks(everything, chunkSize).map((idx) => [idx, () => input(idx)]);
+
+  return {
+    count,
+    nextEpoch() {
+      const indices = concat(Array.from({ length: steps }, () => stream.next()));
+      // When the epoch validates on the whole set, on the cached features as they are (sums do not depend on order).
+      if (cached && isPermutation(indices, count)) return { parts: whole, images: count, dispose: () => {} };
+      const gathered = new Map<number, tf.Tensor>();
+      const once = (idx: Int32Array) => {
+        let x = gathered.get(idx.byteOffset);
+        if (!x) gathered.set(idx.byteOffset, (x = tf.keep(input(idx))));
+        return x;
+      };
+      const parts = chunks(indices, chunkSize).map((idx): Part => [idx, () => once(idx)]);
+      return { parts, images: indices.length, dispose: () => tf.dispose([...gathered.values()]) };
+    },
+    evaluate: (model, parts) => evaluate(model, parts, data),
+    score: (model, epoch) => score(model, whole, data, epoch),
+    dispose: () => tf.dispose(cached),
+  };
+}
+
+const predictors = new WeakMap<tf.LayersModel, (x: tf.Tensor) => tf.Tensor>();
+function predict(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
+  let p = predictors.get(model);
+  if (!p) {
+    p = predictor(model);
+    predictors.set(model, p);
+  }
+  return p;
+}
+
+function evaluate(model: tf.LayersModel, parts: Part[], data: PreparedData): { loss: number; accuracy: number } {
+  let loss = 0;
+  let correct = 0;
+  let n = 0;
+  for (const [idx, input] of parts) {
+    const [l, c] = tf.tidy(() => {
+      const y = data.validation.labels;
+      const labels = Int32Array.from(idx, (i) => y[i]);
+      return batchLossAndCorrect(predict(model)(input()), labels, data.numClasses);
+    });
+    loss += l;
+    correct += c;
+    n += idx.length;
+  }
+  return { loss: loss / n, accuracy: correct / n };
+}
+
+/** Loss, predicted classes and confusion of the model on the given parts, from one prediction per part. */
+function score(model: tf.LayersModel, parts: Part[], data: PreparedData, epoch: number): RunResult {
+  const task = taskFor(data.numClasses);
+  const k = data.numClasses;
+  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  let loss = 0;
+  let n = 0;
+  for (const [idx, input] of parts) {
+    const labels = Int32Array.from(idx, (i) => data.validation.labels[i]);
+    const [l, predicted] = tf.tidy(() => {
+      const p = predict(model)(input());
+      return [batchLossAndCorrect(p, labels, k)[0], predictedClasses(task, p.dataSync() as Float32Array)] as const;
+    });
+    labels.forEach((label, j) => confusion[label][predicted[j]]++);
+    loss += l;
+    n += idx.length;
+  }
+  const correct = confusion.reduce((a, row, i) => a + row[i], 0);
+  return { epoch, images: n, val_accuracy: correct / n, val_loss: loss / n, per_class: classScores(confusion, data.classNames), confusion, class_names: data.classNames };
+}
+
+/** Precision, recall and F1 of each class from a confusion matrix (rows true, columns predicted); 0 where undefined, as scikit-learn. */
+export function classScores(confusion: number[][], classNames: string[]): Record<string, ClassScores> {
+  return Object.fromEntries(
+    classNames.map((name, c) => {
+      const tp = confusion[c][c];
+      const support = confusion[c].reduce((a, b) => a + b, 0);
+      const predicted = confusion.reduce((a, row) => a + row[c], 0);
+      const precision = predicted ? tp / predicted : 0;
+      const recall = support ? tp / support : 0;
+      const f1 = precision + recall ? (2 * precision * recall) / (precision + recall) : 0;
+      return [name, { precision, recall, f1, support }];
+    }),
+  );
+}
+
+/** Summed cross-entropy (Keras' clipping) and number of correct predictions of one batch. */
+export function batchLossAndCorrect(p: tf.Tensor, labels: Int32Array, numClasses: number): [number, number] {
+  return tf.tidy(() => {
+    const eps = 1e-7; // Keras backend epsilon, as its cross-entropy clips
+    const clipped = tf.clipByValue(p, eps, 1 - eps);
+    if (taskFor(numClasses).kind === 'binary') {
+      const y = tf.tensor2d(Float32Array.from(labels), [labels.length, 1]);
+      const loss = tf.neg(tf.add(tf.mul(y, tf.log(clipped)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, clipped))))).sum();
+      const correct = tf.equal(tf.greater(p, 0.5).toFloat(), y).toFloat().sum();
+      return [loss.dataSync()[0], correct.dataSync()[0]];
+    }
+    const y = tf.oneHot(tf.tensor1d(labels, 'int32'), numClasses).toFloat();
+    const loss = tf.neg(tf.mul(y, tf.log(clipped)).sum()).sum();
+    const correct = tf.equal(tf.argMax(p, 1), tf.tensor1d(labels, 'int32')).toFloat().sum();
+    return [loss.dataSync()[0], correct.dataSync()[0]];
+  });
+}
+
+function imageTensor(x: Uint8Array, n: number, size: [number, number]): tf.Tensor4D {
+  return tf.tidy(() => tf.tensor4d(x, [n, size[0], size[1], 3], 'int32').toFloat());
+}
+
+function cacheFeatures(split: Split, size: [number, number], batchSize: number, features: Features): tf.Tensor {
+  const parts: tf.Tensor[] = [];
+  const all = Int32Array.from({ length: split.count }, (_, i) => i);
+  for (let start = 0; start < split.count; start += batchSize) {
+    const idx = all.subarray(start, Math.min(start + batchSize, split.count));
+    const { x } = gatherBatch(split.images, split.labels, idx, size);
+    parts.push(tf.tidy(() => features(imageTensor(x, idx.length, size))));
+  }
+  const out = tf.concat(parts);
+  tf.dispose(parts);
+  return out;
+}
+
+/** Every index of 0..n-1 exactly once. */
+function isPermutation(idx: Int32Array, n: number): boolean {
+  if (idx.length !== n) return false;
+  const seen = new Uint8Array(n);
+  for (const i of idx) {
+    if (i < 0 || i >= n || seen[i]) return false;
+    seen[i] = 1;
+  }
+  return true;
+}
+
+function chunks(idx: Int32Array, size: number): Int32Array[] {
+  return Array.from({ length: Math.ceil(idx.length / size) }, (_, i) => idx.subarray(i * size, Math.min((i + 1) * size, idx.length)));
+}
+
+function concat(parts: Int32Array[]): Int32Array {
+  const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
