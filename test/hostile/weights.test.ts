@@ -168,7 +168,7 @@ describe('Keras .h5 weights', () => {
       const error = await read().catch((e) => e);
       expect(error).toBeInstanceOf(ModelError);
       expect(error.message).toBe(`${file} is not a readable Keras weights file: it is truncated (3,000,000 of ${fs.statSync(good).size.toLocaleString('en-US')} bytes).`);
-      expect(error.hint).toMatch(/download it again/);
+      expect(error.hint).toMatch(/truncated or corrupt: download \(or export\) it again/);
     }
   });
 
