@@ -82,7 +82,12 @@ async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [numbe
 async function readTfjsModel(file: string): Promise<{ topology: LayerJson; weights: tf.NamedTensorMap }> {
   const model = await inspectTfjsModel(file);
   const weights: tf.NamedTensorMap = {};
-  for (const group of model.groups) Object.assign(weights, tf.io.decodeWeights(await readWeightGroup(model, group), group.weights));
+  try {
+    for (const group of model.groups) Object.assign(weights, tf.io.decodeWeights(await readWeightGroup(model, group), group.weights));
+  } catch (error) {
+    tf.dispose(weights);
+    throw error;
+  }
   return { topology: model.topology, weights };
 }
 

@@ -139,7 +139,7 @@ function quietly<T>(run: () => T): T {
 function unreadable(file: string, error: unknown): ModelError {
   return new ModelError(`${file} is not a readable Keras weights file: ${reason(error)}.`, {
     cause: error,
-    hint: 'The file is truncated or corrupt: download it again (an `imagenet` file in xp\'s cache is downloaded again once it is deleted).',
+    hint: 'The file is truncated or corrupt: download (or export) it again.',
   });
 }
 

@@ -4,7 +4,6 @@
 import path from 'node:path';
 import type { BackboneConfig, BackboneName } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
-import { readKerasH5Shapes } from './h5.ts';
 import { pairH5Layers, type LayerShapes } from './h5-layers.ts';
 import { nsfwjsModelJson } from './nsfwjs.ts';
 import { inspectTfjsModel } from './tfjs-model.ts';
@@ -45,7 +44,9 @@ function architectureShapes(name: BackboneName, cutLayer: string | undefined): L
   return new Map(kept.map((layer) => [layer, byLayer.get(layer)!]));
 }
 
+// h5wasm compiles its WebAssembly when imported: only when a .h5 file is given.
 async function inspectH5(file: string, cfg: Pick<BackboneConfig, 'name' | 'cut_layer'>): Promise<void> {
+  const { readKerasH5Shapes } = await import('./h5.ts');
   pairH5Layers(architectureShapes(cfg.name, cfg.cut_layer), await readKerasH5Shapes(file), file);
 }
 

@@ -2,6 +2,7 @@
 // trusting it: the manifest may only name regular files inside the model's folder, and their sizes
 // must add up to the bytes its weight entries describe before any of them is read. Loads no
 // TensorFlow, so `xp check` can inspect a model too.
+import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs-node'; // types only
@@ -122,6 +123,7 @@ export async function locateWeights(file: string, json: TfjsModelJson): Promise<
     const files = [];
     for (const listed of group.paths) files.push({ listed, ...(await locate(file, listed)) });
     const found = files.reduce((sum, f) => sum + f.bytes, 0);
+    if (files.length === 0 && bytes > 0) throw bad(file, `a weightsManifest group lists weights (${group.weights[0].name}, ...) but no file holding them.`);
     if (found !== bytes) {
       const names = files.map((f) => f.listed).join(', ');
       throw new ModelError(
@@ -146,8 +148,10 @@ export async function readWeightGroup(model: TfjsModel, group: WeightGroup): Pro
   return Promise.all(
     group.files.map(async ({ listed, real, bytes }) => {
       const buffer = new ArrayBuffer(bytes);
-      const handle = await fs.open(real, 'r');
+      // Opened again as it was checked: no link followed, no wait on a pipe swapped in since, a regular file.
+      const handle = await fs.open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
+        if (!(await handle.stat()).isFile()) throw new ModelError(`${model.file}: the weight file ${listed} is no longer a regular file.`);
         const view = new Uint8Array(buffer);
         for (let at = 0; at < bytes; ) {
           const { bytesRead } = await handle.read(view, at, bytes - at, at);

@@ -102,6 +102,25 @@ describe('a model.json reads no file outside its folder', () => {
   });
 });
 
+describe('a model.json manifest that is not what tfjs writes is refused before any file is read', () => {
+  const cases: [string, (json: any) => void, RegExp][] = [
+    ['a URL as weight path', (json) => (json.weightsManifest[0].paths = ['http://127.0.0.1:1/weights.bin']), /"http:\/\/127\.0\.0\.1:1\/weights\.bin", which is not relative to the model/],
+    ['a number as weight path', (json) => (json.weightsManifest[0].paths = [42]), /the weight file 42, which is not a file name/],
+    ['a string weight', (json) => (json.weightsManifest[0].weights[0].dtype = 'string'), /has the unsupported dtype "string"/],
+    ['weights without a file', (json) => (json.weightsManifest[0].paths = []), /lists weights \(.*\) but no file holding them/],
+    ['a negative dimension', (json) => (json.weightsManifest[0].weights[0].shape = [-1, 3]), /has an invalid shape \[-1,3\]/],
+  ];
+  for (const [what, edit, message] of cases) {
+    it(what, async () => {
+      const file = modelCopy(edit);
+      const error = await inspectBackboneWeights(tfjsBackbone(file)).catch((e) => e);
+      expect(error).toBeInstanceOf(ModelError);
+      expect(error.message).toContain(file);
+      expect(error.message).toMatch(message);
+    });
+  }
+});
+
 describe('a damaged model.json or shard is one clear ModelError', () => {
   it('a truncated shard, before anything is decoded', async () => {
     const file = modelCopy((_json, dir) => fs.truncateSync(path.join(dir, 'weights.bin'), 1_000_000));
@@ -168,7 +187,7 @@ describe('Keras .h5 weights', () => {
       const error = await read().catch((e) => e);
       expect(error).toBeInstanceOf(ModelError);
       expect(error.message).toBe(`${file} is not a readable Keras weights file: it is truncated (3,000,000 of ${fs.statSync(good).size.toLocaleString('en-US')} bytes).`);
-      expect(error.hint).toMatch(/download it again/);
+      expect(error.hint).toMatch(/truncated or corrupt: download \(or export\) it again/);
     }
   });
 
@@ -219,6 +238,16 @@ tracking: {enabled: false}
       const r = await xp(['check', experiment('truncated-h5', truncated())]);
       expect(r.exitCode).toBe(2);
       expectOneCleanError(r, /truncated-h5\.yaml:3:\d+: backbone\.weights: .*truncated\.h5 is not a readable Keras weights file: it is truncated/);
+    });
+
+    it('xp check reports a file whose HDF5 structure is corrupt, without HDF5 or WebAssembly noise', async () => {
+      const file = path.join(tmp, 'corrupt.h5');
+      const bytes = fs.readFileSync(good);
+      for (let i = 1000; i < 4000; i++) bytes[i] = (i * 7) & 255;
+      fs.writeFileSync(file, bytes);
+      const r = await xp(['check', experiment('corrupt-h5', file)]);
+      expect(r.exitCode).toBe(2);
+      expectOneCleanError(r, /backbone\.weights: .*corrupt\.h5 is not a readable Keras weights file: .*\. The file is truncated or corrupt/);
     });
 
     it('xp check reports a MobileNetV2 file given for inception_v3', async () => {
@@ -276,6 +305,7 @@ describe('a damaged run folder under xp predict and xp evaluate', () => {
     ['a missing xp.json', (d) => fs.rmSync(path.join(d, 'xp.json')), /damaged-\d+: model\/xp\.json is missing/],
     ['an xp.json without its image size', (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["cats", "dogs"], "preprocessing": "rescale"}'), /model\/xp\.json has no valid image_size/],
     ['a truncated weights.bin', (d) => fs.truncateSync(path.join(d, 'weights.bin'), 100), /damaged-\d+\/model\/model\.json: the weight file weights\.bin has 100 bytes, the manifest's weights .* need 772/],
+    ['a model.json whose weights path leaves the run folder', (d) => fs.writeFileSync(path.join(d, 'model.json'), fs.readFileSync(path.join(d, 'model.json'), 'utf8').replace('"weights.bin"', '"../../../../../../../../etc/passwd"')), /model\/model\.json lists the weight file ".*etc\/passwd", which is outside its folder/],
     ['a model.json that is not JSON', (d) => fs.writeFileSync(path.join(d, 'model.json'), 'not json'), /damaged-\d+\/model\/model\.json: not valid JSON/],
     ['an xp.json of another model', (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["a", "b", "c"], "image_size": [8, 8], "preprocessing": "rescale"}'), /model\/model\.json does not match model\/xp\.json: the model has 1 output unit, the 3 classes of xp\.json need 3/],
   ];

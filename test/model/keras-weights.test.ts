@@ -110,6 +110,17 @@ describe('imagenet weights', () => {
     loaded.model.dispose();
   });
 
+  it('passes over a truncated MobileNetV2 file in ~/.keras/models (Keras publishes no md5 for it) and downloads a whole one', async () => {
+    const { cacheDir, kerasDir } = await dirs('truncated-keras-dir');
+    const whole = await fs.readFile(path.join(tmp, 'www', 'mobilenet_v2', FILE));
+    await fs.writeFile(path.join(kerasDir, FILE), whole.subarray(0, whole.length / 2));
+    const before = requests.length;
+    const loaded = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: baseUrl });
+    expect(requests.length).toBe(before + 1);
+    expect(maxDifference(loaded.model, source.model, 224)).toBe(0);
+    loaded.model.dispose();
+  });
+
   it('rejects a download with the wrong checksum and keeps nothing', async () => {
     const { cacheDir, kerasDir } = await dirs('bad-md5');
     const error = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: baseUrl, md5: '0'.repeat(32) }).catch((e) => e);
