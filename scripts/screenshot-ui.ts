@@ -73,7 +73,7 @@ async function shootCompare(page: Page, url: string, count: number, file: string
 /** The experiment's runs as charts: the parent opened on its trials, val_accuracy per epoch, one line per trial. */
 async function shootRuns(page: Page, url: string, parent: Run, trials: Run[], file: string): Promise<void> {
   await page.goto(url, runsViewport);
-  await page.click('[data-component-id*="runnamecellrenderer"]');
+  await page.click(`[row-id="${parent.info.run_id}"] [data-component-id*="runnamecellrenderer"]`);
   await page.waitFor(`document.body.innerText.includes(${JSON.stringify(trials[0].info.run_name)})`);
   await page.click('input[placeholder="Search metric charts"]');
   await page.typeText('^val_accuracy$');
@@ -90,7 +90,7 @@ async function shootRuns(page: Page, url: string, parent: Run, trials: Run[], fi
 /**
  * One colour per trial (the mlflow.runColor tag MLflow's UI reads) instead of MLflow's hash-picked ones, some of
  * them near twins. Trials that differ only in epochs share a hue, lighter for fewer epochs: the shorter trial is the
- * longer one's first epochs, so its line lies under the longer one's.
+ * longer one's first epochs, so their lines coincide there and read as one curve.
  */
 async function colourTrials(client: MlflowClient, trials: Run[]): Promise<void> {
   // ColorBrewer "Paired": light and dark of one hue.
