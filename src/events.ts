@@ -30,6 +30,8 @@ export interface RunStartInfo {
     class_names: string[];
   };
   datasets: { name: string; digest: string; source: string; context: 'train' | 'eval' }[];
+  /** How the run trains: the acceleration policy's name (native, xla or plain), logged as the xp.accel tag. */
+  accel: string;
 }
 
 /** Precision, recall and F1 of one class, and its number of validation images (support). */
@@ -87,4 +89,27 @@ export interface Callbacks {
   onRunStart?(info: RunStartInfo): Promise<void> | void;
   onEpochEnd?(epoch: number, logs: EpochLogs): Promise<void> | void;
   onRunEnd?(info: RunEndInfo): Promise<void> | void;
+}
+
+// A run's figure for a metric, defined once: for the metrics its result covers (val_accuracy, val_loss), the
+// result, that is the saved model scored on the whole validation set; for any other, the last epoch's value.
+// The summary, a sweep's best trial and `xp runs` all rank by it.
+const RESULT_METRICS = ['val_accuracy', 'val_loss'] as const;
+
+/** The MLflow metric that holds a run's result for `metric` (final_val_accuracy, ...), or undefined. */
+export function resultMetricKey(metric: string): string | undefined {
+  return (RESULT_METRICS as readonly string[]).includes(metric) ? `final_${metric}` : undefined;
+}
+
+export function headlineValue(run: { history: EpochLogs[]; result?: RunResult }, metric: string): number | undefined {
+  const fromResult = resultMetricKey(metric) && run.result ? (run.result as unknown as Record<string, number>)[metric] : undefined;
+  const value = fromResult ?? (run.history.at(-1) as unknown as Record<string, number> | undefined)?.[metric];
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** The same figure for a run read back from MLflow (its metrics' latest values). */
+export function loggedHeadlineValue(metrics: Record<string, number>, metric: string): number | undefined {
+  const key = resultMetricKey(metric);
+  const value = key !== undefined && Number.isFinite(metrics[key]) ? metrics[key] : metrics[metric];
+  return Number.isFinite(value) ? value : undefined;
 }

@@ -23,8 +23,6 @@ export interface AccelPolicy {
 
 /** The environment variable that chooses the policy. */
 export const ACCEL_ENV = 'XP_ACCEL';
-/** The run tag that records the policy a run trained with. */
-export const ACCEL_TAG = 'xp.accel';
 
 const NAMES: readonly AccelName[] = ['native', 'xla', 'plain'];
 

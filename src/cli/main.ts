@@ -59,6 +59,7 @@ const commands: Record<string, Command> = {
       'data-dir': { type: 'string', arg: 'DIR', help: 'where datasets given by url are looked up and downloaded (default XP_DATA_DIR or ~/.cache/xp/datasets)' },
       quiet: { ...quiet, help: 'no progress bars: one line per epoch' },
       json: json('print one JSON object per epoch and a JSON summary, for scripts'),
+      verbose: { type: 'boolean', help: 'also say which speed-ups training uses (XP_ACCEL) and why any is unavailable' },
       only: { type: 'string', internal: true, help: "--parallel's child processes: the trial indexes to run" },
       'parent-run-id': { type: 'string', internal: true, help: "--parallel's child processes: the sweep's parent run" },
     },
@@ -78,6 +79,7 @@ const commands: Record<string, Command> = {
         output: v.json ? 'json' : v.quiet ? 'quiet' : 'bar',
         only: v.only ? String(v.only).split(',').map((x) => positiveInt('--only', x)) : undefined,
         parentRunId: (v['parent-run-id'] as string) || undefined,
+        verbose: Boolean(v.verbose),
       });
     },
   },

@@ -9,6 +9,7 @@ import { openTracking, type TrackingSession } from '../tracking/session.ts';
 import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../tracking/sweep.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
 import { groupTrials, trainersOf } from '../train/sharing.ts';
+import { summaryLines } from '../train/summary.ts';
 
 export interface RunOptions {
   set?: string[];
@@ -24,6 +25,7 @@ export interface RunOptions {
   /** Internal: run only these trial indexes (child processes of --parallel). */
   only?: number[];
   parentRunId?: string;
+  verbose?: boolean;
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
@@ -33,6 +35,10 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   const tracked = opts.track && loaded.base.tracking.enabled;
   if (opts.dryRun) return dryRun(file, loaded, trials, { ...opts, track: tracked }, progress);
 
+  // The acceleration policy is settled before any image is decoded: a bad XP_ACCEL fails here.
+  const { accelPolicy, describePolicy } = await import('../accel/index.ts');
+  const policy = accelPolicy();
+  if (opts.verbose) progress.line(describePolicy(policy));
   const stop = interruptible(progress);
   const log = (line: string) => progress.line(line);
   const tracking = tracked ? await openTracking(loaded.base, log) : undefined;
@@ -129,18 +135,12 @@ function summarize(outcomes: Outcome[], progress: Progress, mode: OutputMode): v
   }
   progress.line('');
   for (const o of outcomes) {
-    const last = o.history.at(-1);
-    const best = o.bestEpoch ? o.history[o.bestEpoch - 1] : undefined;
     const imagesPerSecond = o.history.length ? o.history.reduce((a, h) => a + h.images_per_second, 0) / o.history.length : 0;
     progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${o.status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
-    if (last) {
-      progress.line(`  final:  loss ${fmt(last.loss)} - accuracy ${fmt(last.accuracy)} - val_loss ${fmt(last.val_loss)} - val_accuracy ${fmt(last.val_accuracy)} (${o.history.length} epochs)`);
-      if (best) progress.line(`  best:   epoch ${o.bestEpoch} - val_accuracy ${fmt(best.val_accuracy)} - val_loss ${fmt(best.val_loss)}`);
-      progress.line(`  time:   ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);
-    }
+    for (const line of summaryLines(o)) progress.line(line);
+    if (o.history.length) progress.line(`  time: ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);
     if (o.runDir) progress.line(`  output: ${path.relative(process.cwd(), o.runDir) || o.runDir}`);
     if (o.url) progress.line(`  MLflow: ${o.url}`);
   }
 }
 
-const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));

@@ -10,7 +10,7 @@ import type { PreparedData } from '../train/data.ts';
 import type { Progress } from '../train/progress.ts';
 import type { TrialOutcome } from '../train/run.ts';
 
-export type Outcome = Pick<TrialOutcome, 'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds'> & {
+export type Outcome = Pick<TrialOutcome, 'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds' | 'result' | 'earlyStopping'> & {
   mlflowRunId?: string;
   experimentId?: string;
   url?: string;

@@ -1,5 +1,6 @@
 // Runs side by side: what differs between them and how they scored.
 import { goalSign, metricGoal, type Goal } from '../config/metrics.ts';
+import { loggedHeadlineValue } from '../events.ts';
 import { createClient, credentialsFromEnv, fromKeyValues, runUrl, type MlflowClient, type Run, type RunStatus } from './client.ts';
 
 export interface RunRow {
@@ -65,17 +66,20 @@ export const RANK_METRIC = 'val_accuracy';
 export function bestRun(rows: RunRow[], options: { metric?: string; goal?: Goal } = {}): { runId: string; runDir?: string; url: string; value: number } | undefined {
   const metric = options.metric ?? RANK_METRIC;
   const [best] = rankRuns(rows, metric, options.goal);
-  const value = best?.metrics[metric];
-  return best && Number.isFinite(value) ? { runId: best.runId, runDir: best.runDir, url: best.url, value } : undefined;
+  const value = best ? loggedHeadlineValue(best.metrics, metric) : undefined;
+  return best && value !== undefined ? { runId: best.runId, runDir: best.runDir, url: best.url, value } : undefined;
 }
 
 /** Best first by the metric under its goal (metricGoal unless given); runs without it last. */
 export function rankRuns(rows: RunRow[], metric = RANK_METRIC, goal: Goal = metricGoal(metric)): RunRow[] {
-  const score = (row: RunRow) => (Number.isFinite(row.metrics[metric]) ? goalSign(goal) * row.metrics[metric] : -Infinity);
+  const score = (row: RunRow) => {
+    const value = loggedHeadlineValue(row.metrics, metric);
+    return value === undefined ? -Infinity : goalSign(goal) * value;
+  };
   return [...rows].sort((a, b) => score(b) - score(a));
 }
 
-/** Names and params that differ between the runs, then final metrics; best first. */
+/** Names and params that differ between the runs, then each run's figures (headlineValue: val_* are its result); best first. */
 export function formatRunsTable(rows: RunRow[]): string {
   if (rows.length === 0) return 'No runs.';
   const sorted = rankRuns(rows);
@@ -86,7 +90,7 @@ export function formatRunsTable(rows: RunRow[]): string {
     row.runName,
     row.status,
     ...differing.map((key) => row.params[key] ?? '-'),
-    ...TABLE_METRICS.map((metric) => (row.metrics[metric] === undefined ? '-' : formatNumber(row.metrics[metric]))),
+    ...TABLE_METRICS.map((metric) => { const v = loggedHeadlineValue(row.metrics, metric); return v === undefined ? '-' : formatNumber(v); }),
   ].map((cell) => clip(cell, 32)));
   const numeric = header.map((_, column) => column >= header.length - TABLE_METRICS.length);
   const widths = header.map((title, column) => Math.max(title.length, ...body.map((cells) => cells[column].length)));

@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
 import { isBetter, metricGoal } from '../config/metrics.ts';
-import type { EpochLogs, RunEndInfo } from '../events.ts';
+import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
 import { runUrl, type MlflowClient } from './client.ts';
 import { listRuns, type RunRow } from './compare.ts';
 import { quickClient } from './session.ts';
@@ -18,6 +18,7 @@ export interface TrialResult {
   name: string;
   status: RunEndInfo['status'];
   history: EpochLogs[];
+  result?: RunResult;
   mlflowRunId?: string;
   experimentId?: string;
 }
@@ -38,30 +39,18 @@ export interface SweepEnd {
 
 type Log = (line: string) => void;
 
-/**
- * The value a trial competes with, from this command's outcome. One place, so that what a run's result is
- * can change (e.g. the saved model scored on the whole validation set) without touching the choice.
- */
-export function headlineValue(outcome: Pick<TrialResult, 'history'>, metric: string): number | undefined {
-  const value = (outcome.history.at(-1) as unknown as Record<string, number> | undefined)?.[metric];
-  return Number.isFinite(value) ? value : undefined;
-}
-
-/** The same value for a trial found FINISHED in MLflow: the metric's latest value there. */
-export function runHeadlineValue(row: Pick<RunRow, 'metrics'>, metric: string): number | undefined {
-  const value = row.metrics[metric];
-  return Number.isFinite(value) ? value : undefined;
-}
-
 /** sha256 of what defines the sweep: the resolved base experiment and the sweep's definition. */
 export function sweepHash(loaded: Pick<LoadedExperiment, 'base' | 'sweep'>): string {
   return crypto.createHash('sha256').update(configHash(loaded.base)).update(JSON.stringify(loaded.sweep ?? {})).digest('hex').slice(0, 16);
 }
 
-/** MLflow's compare-runs page for these runs (the route of MLflow 3's UI: JSON lists in the query). */
+/**
+ * MLflow's compare-runs page for these runs (the route of MLflow 3's UI: JSON lists in the query), opened in the
+ * UI's model-training view rather than its GenAI one.
+ */
 export function compareUrl(uri: string, experimentIds: string[], runIds: string[]): string {
   const list = (values: string[]) => encodeURIComponent(JSON.stringify([...new Set(values)]));
-  return `${uri.replace(/\/+$/, '')}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}`;
+  return `${uri.replace(/\/+$/, '')}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}&workflowType=machine_learning`;
 }
 
 /** The best candidate under the sweep's goal; candidates without a value do not compete. */
@@ -178,7 +167,7 @@ export async function closeSweep(options: {
   const ranThisTime = new Set(options.results.map((r) => r.mlflowRunId).filter(Boolean));
   const candidates = [
     ...options.results.filter((r) => r.status === 'FINISHED').map((r) => ({ name: r.name, runId: r.mlflowRunId, experimentId: r.experimentId, value: headlineValue(r, metric) })),
-    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map((row) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: runHeadlineValue(row, metric) })),
+    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map((row) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: loggedHeadlineValue(row.metrics, metric) })),
   ];
   const best = chooseBest(candidates, metric, goal ?? metricGoal(metric));
   const tracked = candidates.filter((c) => c.runId && c.experimentId);

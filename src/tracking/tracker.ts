@@ -156,6 +156,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
         'xp.version': xpVersion(),
         'xp.run_id': info.runId,
         'xp.run_dir': runDir,
+        'xp.accel': info.accel,
       };
       if (commit) tags['mlflow.source.git.commit'] = commit;
       if (info.experiment.description) tags['mlflow.note.content'] = info.experiment.description.slice(0, 5000);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
-import { compileForInference } from '../accel/index.ts';
+import { accelPolicy, compileForInference } from '../accel/index.ts';
 import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
@@ -111,6 +111,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         runDir: m.runDir,
         runName: m.spec.name,
         experiment: m.spec.experiment,
+        accel: accelPolicy().name,
         sourceFile: opts.sourceFile,
         configHash: m.spec.configHash,
         parentRunId: m.spec.parentRunId,

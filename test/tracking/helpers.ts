@@ -66,6 +66,7 @@ export function startInfo(runDir: string, options: { runName?: string; configHas
     sourceFile: path.resolve('experiments/cats-vs-dogs.yaml'),
     configHash: options.configHash ?? 'abcdef0123456789',
     parentRunId: options.parentRunId,
+    accel: 'native',
     facts: { total_params: 47_512_353, trainable_params: 38_537_217, train_images: 2000, validation_images: 1000, class_names: ['cats', 'dogs'] },
     datasets: [
       { name: 'train', digest: 'a'.repeat(64), source: '/data/train', context: 'train' },

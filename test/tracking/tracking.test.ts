@@ -93,6 +93,7 @@ describe('tracker', () => {
       'xp.config_hash': info.configHash,
       'xp.version': expect.stringMatching(/^\d+\.\d+\.\d+/),
       'xp.run_dir': runDir,
+      'xp.accel': 'native',
       'mlflow.note.content': info.experiment.description,
       'mlflow.user': expect.any(String),
     });

@@ -7,7 +7,8 @@ import { BATCH_LIMITS, chunkBatch } from '../../src/tracking/client.ts';
 import { bestRun, formatRunsTable, rankRuns, type RunRow } from '../../src/tracking/compare.ts';
 import { describePending, openJournal } from '../../src/tracking/journal.ts';
 import { resolveTrackingUri, startServer } from '../../src/tracking/server.ts';
-import { chooseBest, compareUrl, headlineValue, sweepHash } from '../../src/tracking/sweep.ts';
+import { chooseBest, compareUrl, sweepHash } from '../../src/tracking/sweep.ts';
+import { headlineValue, loggedHeadlineValue } from '../../src/events.ts';
 import { flattenParams, runParams } from '../../src/tracking/tracker.ts';
 import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './helpers.ts';
 
@@ -121,7 +122,22 @@ test("a sweep's hash changes with its base or its definition, not with tracking 
 
 test("the compare URL is MLflow 3's compare-runs route with JSON lists of runs and experiments", () => {
   const url = compareUrl('http://127.0.0.1:5000/', ['1', '1'], ['a', 'b']);
-  expect(url).toBe('http://127.0.0.1:5000/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D');
+  expect(url).toBe('http://127.0.0.1:5000/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D&workflowType=machine_learning');
   const query = new URLSearchParams(url.split('?')[1]);
   expect(JSON.parse(query.get('runs')!)).toEqual(['a', 'b']);
+});
+
+test("a run's figure for val_accuracy and val_loss is its result (the saved model on the whole validation set), for other metrics its last epoch's", () => {
+  const history = [epochLogs(1), epochLogs(2)];
+  const result = { epoch: 1, images: 1000, val_accuracy: 0.838, val_loss: 0.356, per_class: {}, confusion: [], class_names: [] };
+  expect(headlineValue({ history, result }, 'val_accuracy')).toBe(0.838);
+  expect(headlineValue({ history, result }, 'val_loss')).toBe(0.356);
+  expect(headlineValue({ history, result }, 'loss')).toBe(epochLogs(2).loss);
+  expect(loggedHeadlineValue({ val_accuracy: 0.885, final_val_accuracy: 0.838 }, 'val_accuracy')).toBe(0.838);
+  expect(loggedHeadlineValue({ val_accuracy: 0.885 }, 'val_accuracy')).toBe(0.885);
+  const rows = [
+    { runId: 'a', metrics: { val_accuracy: 0.9, final_val_accuracy: 0.8 } },
+    { runId: 'b', metrics: { val_accuracy: 0.85, final_val_accuracy: 0.84 } },
+  ] as unknown as Parameters<typeof rankRuns>[0];
+  expect(rankRuns(rows, 'val_accuracy').map((r) => r.runId)).toEqual(['b', 'a']);
 });
