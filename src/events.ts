@@ -102,9 +102,9 @@ export function resultMetricKey(metric: string): string | undefined {
 }
 
 export function headlineValue(run: { history: EpochLogs[]; result?: RunResult }, metric: string): number | undefined {
-  const fromResult = resultMetricKey(metric) && run.result ? (run.result as unknown as Record<string, number>)[metric] : undefined;
-  const value = fromResult ?? (run.history.at(-1) as unknown as Record<string, number> | undefined)?.[metric];
-  return Number.isFinite(value) ? value : undefined;
+  const figures: Record<string, unknown> | undefined = resultMetricKey(metric) && run.result ? { ...run.result } : { ...run.history.at(-1) };
+  const value = figures?.[metric];
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
 }
 
 /** The same figure for a run read back from MLflow (its metrics' latest values). */

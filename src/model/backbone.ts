@@ -2,6 +2,7 @@
 // experiment's input size, cut at `cut_layer`, weights loaded, frozen as configured.
 import * as tf from '@tensorflow/tfjs-node';
 import type { BackboneConfig, Preprocessing } from '../config/types.ts';
+import { batchNormInternals } from '../accel/index.ts';
 import { ModelError } from '../errors.ts';
 import { readKerasH5 } from './h5.ts';
 import { kerasWeightsFile, kerasWeightsPath, type KerasWeightsOptions } from './keras-weights.ts';
@@ -108,16 +109,6 @@ export function applyTrainable(model: tf.LayersModel, cfg: Pick<BackboneConfig, 
   for (const layer of layers) if (layer.getClassName() === 'BatchNormalization') patchBatchNorm(layer);
 }
 
-interface BatchNormInternals {
-  gamma?: tf.LayerVariable;
-  beta?: tf.LayerVariable;
-  movingMean: tf.LayerVariable;
-  movingVariance: tf.LayerVariable;
-  epsilon: number;
-  momentum: number;
-  axis: number;
-}
-
 /**
  * Two fixes to tfjs' BatchNormalization, which in training mode always normalizes with the batch:
  * - frozen layers normalize with their moving statistics, as in Keras >= 2.1.3 (fine-tuning
@@ -129,7 +120,7 @@ function patchBatchNorm(layer: tf.layers.Layer): void {
   const patched = layer as tf.layers.Layer & { __xpPatchedBn?: boolean };
   if (patched.__xpPatchedBn) return;
   patched.__xpPatchedBn = true;
-  const bn = layer as unknown as BatchNormInternals;
+  const bn = batchNormInternals(layer);
   const call = layer.call.bind(layer);
   const normalize = (x: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor) =>
     tf.batchNorm(x, mean, variance, bn.beta?.read() ?? tf.zerosLike(mean), bn.gamma?.read() ?? tf.onesLike(mean), bn.epsilon);
