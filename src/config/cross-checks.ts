@@ -66,8 +66,8 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   const { cut_layer: cut, trainable_from: from } = e.backbone;
   if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
   if (from === undefined) return [];
-  if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, names) }];
   const kept = await facts.layerNames(ref, cut);
+  if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
   if (!kept.includes(from)) {
     return [{ path: ['backbone', 'trainable_from'], message: `backbone.trainable_from "${from}" is not part of the backbone cut at ${cut} (it comes after the cut); choose a layer before ${cut}, or ${cut} itself` }];
   }
