@@ -24,10 +24,23 @@ export interface LayerFacts {
   unknownLayer?(field: string, given: string, names: string[], what: string): string;
 }
 
-export async function crossChecks(e: Experiment, baseDir: string, facts?: LayerFacts): Promise<FieldProblem[]> {
+export interface DataFacts {
+  /**
+   * Looks into the train and validation folders (class subfolders, images, the same classes in both) and
+   * says what is wrong with either, without decoding any image.
+   */
+  classFolders(train: string, validation: string): Promise<{ field: 'train' | 'validation'; message: string }[]>;
+}
+
+export interface Facts {
+  layers?: LayerFacts;
+  data?: DataFacts;
+}
+
+export async function crossChecks(e: Experiment, baseDir: string, facts: Facts = {}): Promise<FieldProblem[]> {
   const weights = weightsChecks(e, baseDir);
-  const layers = weights.problem || !facts ? [] : await layerChecks(e, weights.ref, facts);
-  return [...(weights.problem ? [weights.problem] : []), ...layers, ...dataChecks(e, baseDir)];
+  const layers = weights.problem || !facts.layers ? [] : await layerChecks(e, weights.ref, facts.layers);
+  return [...(weights.problem ? [weights.problem] : []), ...layers, ...(await dataChecks(e, baseDir, facts.data))];
 }
 
 function weightsChecks(e: Experiment, baseDir: string): { ref: BackboneRef; problem?: FieldProblem } {
@@ -74,7 +87,7 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   return [];
 }
 
-function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {
+async function dataChecks(e: Experiment, baseDir: string, facts?: DataFacts): Promise<FieldProblem[]> {
   if (e.data.url) return []; // looked up in the data directory, downloaded when missing
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
@@ -88,5 +101,7 @@ function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {
       problems.push({ path: ['data', field], message: `data.${field}: ${reason} ${dir}; ${hint}` });
     }
   }
-  return problems;
+  if (problems.length || !facts) return problems;
+  const found = await facts.classFolders(path.resolve(baseDir, e.data.train), path.resolve(baseDir, e.data.validation));
+  return found.map((f) => ({ path: ['data', f.field], message: `data.${f.field}: ${f.message}` }));
 }

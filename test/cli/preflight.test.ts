@@ -16,6 +16,11 @@ beforeAll(() => {
   process.env.XP_RUNS_DIR = runsDir;
   fs.writeFileSync(path.join(tmp, 'not-hdf5.h5'), 'this is not an HDF5 file');
   fs.writeFileSync(path.join(tmp, 'not-a-model.json'), '{"modelTopology": {"class_name": "Dense"}}');
+  // Validation without the dogs class of train: labels would not line up.
+  for (const dir of ['train/cats', 'train/dogs', 'validation/cats']) {
+    fs.mkdirSync(path.join(tmp, 'mismatch', dir), { recursive: true });
+    fs.copyFileSync(path.join(shared, 'train/cats/cat.1.jpg'), path.join(tmp, 'mismatch', dir, 'a.jpg'));
+  }
 });
 afterAll(() => {
   if (previousRunsDir === undefined) delete process.env.XP_RUNS_DIR;
@@ -54,6 +59,7 @@ const table: { name: string; file: () => string; args?: string[]; expected: RegE
   { name: 'an .h5 that is not HDF5', file: () => experiment('not-hdf5', inception(', weights: not-hdf5.h5')), expected: /backbone\.weights: .*not-hdf5\.h5 is not an HDF5 file/ },
   { name: 'a model.json that is not a model', file: () => experiment('not-a-model', '{name: mobilenet_v2, weights: not-a-model.json, cut_layer: out_relu}'), expected: /backbone\.weights: cannot read the tfjs model .*not-a-model\.json/ },
   { name: 'a missing data folder', file: () => experiment('no-data', inception()).replace(/$/, ''), args: ['--set', 'data.validation=/nonexistent/validation'], expected: /^--set data\.validation=\/nonexistent\/validation: data\.validation: no such directory/ },
+  { name: 'validation folders lacking a class of train', file: () => experiment('mismatch', inception()), args: ['--set', `data.train=${path.join(tmp, 'mismatch/train')}`, '--set', `data.validation=${path.join(tmp, 'mismatch/validation')}`], expected: /^--set data\.validation=.*: data\.validation: Validation data lacks class "dogs" found in train/ },
   { name: 'a sweep trial with trainable_from after the cut', file: () => experiment('sweep-trial', inception(), 'sweep:\n  backbone.trainable_from: [mixed5, mixed9]\n'), expected: /trial 2 \(trainable_from=mixed9\): backbone\.trainable_from "mixed9" is not part of the backbone cut/ },
   { name: 'a bad --set value', file: () => experiment('bad-set', inception()), args: ['--set', 'head.dropout=1.5'], expected: /^--set head\.dropout=1\.5: head\.dropout must be < 1 \(got 1\.5\)$/ },
   { name: 'a sweep above the trial limit', file: () => experiment('huge', inception()), args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'], expected: /^--sweep: the sweep has 3 trials, above the limit of 2/ },
