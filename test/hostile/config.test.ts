@@ -41,7 +41,7 @@ describe('hostile YAML', () => {
     expect(lines[0]).toMatch(new RegExp(`^${file}:2:\\d+: YAML aliases expand to too many values`));
   });
 
-  it('100k distinct keys are checked for duplicates in linear time', async () => {
+  it('60k distinct keys are checked for duplicates in linear time', async () => {
     const keys = Array.from({ length: 60_000 }, (_, i) => `k${i}: 1`).join('\n');
     const file = write(`${valid}extra:\n${keys.replace(/^/gm, '  ')}\n  k7: 2\n`);
     const started = performance.now();
