@@ -4,7 +4,7 @@
 import type { BackboneRef, DataFacts, LayerFacts } from '../config/cross-checks.ts';
 import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
 import { kerasArchitecture, unknownLayerError } from '../model/layers.ts';
-import { allLayerNames, cutAt, findLayerPath, modelConfigOf, type LayerJson } from '../model/topology.ts';
+import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, modelConfigOf, setInputSize, spatialSizes, type LayerJson } from '../model/topology.ts';
 
 export interface PreflightOptions {
   set?: string[];
@@ -50,6 +50,16 @@ export function modelLayerFacts(): LayerFacts {
       return at ? allLayerNames(cutAt(t, at)) : [];
     },
     unknownLayer: (field, given, names, what) => unknownLayerError(field, given, names, what).message,
+    // The sizes the backbone would build with, as src/model builds it (nested topologies are not sized here).
+    async emptyOutput(backbone, cut, size) {
+      const t = await topologyOf(backbone);
+      const at = findLayerPath(t, cut);
+      if (!at || at.length > 1) return undefined;
+      for (const [layer, [h, w]] of spatialSizes(fixMobileNetPads(setInputSize(cutAt(t, at), size)))) {
+        if (h <= 0 || w <= 0) return { layer, size: [h, w] };
+      }
+      return undefined;
+    },
   };
 }
 

@@ -22,6 +22,8 @@ export interface LayerFacts {
   layerNames(backbone: BackboneRef, cut?: string): Promise<string[]>;
   /** How to tell the user a layer is not there (e.g. listing the block outputs); a plain sentence otherwise. */
   unknownLayer?(field: string, given: string, names: string[], what: string): string;
+  /** The first layer of the backbone cut at `cut` whose output would be empty for images of `size`, if any. */
+  emptyOutput?(backbone: BackboneRef, cut: string, size: [number, number]): Promise<{ layer: string; size: [number, number] } | undefined>;
 }
 
 export interface DataFacts {
@@ -78,6 +80,12 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   };
   const { cut_layer: cut, trainable_from: from } = e.backbone;
   if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
+  const empty = await facts.emptyOutput?.(ref, cut, e.data.image_size);
+  if (empty) {
+    const [h, w] = e.data.image_size;
+    const message = `data.image_size [${h}, ${w}] is too small for ${what} cut at ${cut}: layer ${empty.layer} would output ${empty.size.join('x')}; raise data.image_size or cut earlier`;
+    return [{ path: ['data', 'image_size'], message }];
+  }
   if (from === undefined) return [];
   const kept = await facts.layerNames(ref, cut);
   if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
