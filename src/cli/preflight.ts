@@ -1,6 +1,7 @@
 // The checks every command runs on an experiment before doing any work: `xp check` and `xp run` both call
-// `preflight`, so run can find no config error that check does not. It hands config the model package's way
-// of reading layer names (topologies only; Keras .h5 files are opened to see that they hold weights).
+// `preflight`, so run can find no config error that check does not. It hands config the model package's way of
+// reading layer names and sizes (topologies only; Keras .h5 files are opened to see that they hold weights) and
+// the data package's folder scan; no TensorFlow is loaded and no image decoded.
 import type { BackboneRef, DataFacts, LayerFacts } from '../config/cross-checks.ts';
 import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
 import { kerasArchitecture, unknownLayerError } from '../model/layers.ts';

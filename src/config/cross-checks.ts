@@ -1,6 +1,7 @@
 // Checks that need more than the schema: the weights file, cut_layer and trainable_from against the backbone's
-// layers, data folders on disk. Layer names come from functions the caller hands in (the CLI passes the model
-// package's), so that config knows nothing of how models are read.
+// layers, the image size against the cut backbone, the data folders. What a model or a folder holds comes from
+// functions the caller hands in (the CLI passes the model and data packages'), so that config knows nothing of
+// how models and images are read.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BackboneName, Experiment } from './types.ts';
@@ -80,7 +81,8 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   };
   const { cut_layer: cut, trainable_from: from } = e.backbone;
   if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
-  const empty = await facts.emptyOutput?.(ref, cut, e.data.image_size);
+  // A topology the sizing does not understand is left to the build, which checks sizes again.
+  const empty = await facts.emptyOutput?.(ref, cut, e.data.image_size).catch(() => undefined);
   if (empty) {
     const [h, w] = e.data.image_size;
     const message = `data.image_size [${h}, ${w}] is too small for ${what} cut at ${cut}: layer ${empty.layer} would output ${empty.size.join('x')}; raise data.image_size or cut earlier`;
