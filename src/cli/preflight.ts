@@ -1,11 +1,12 @@
 // The checks every command runs on an experiment before doing any work: `xp check` and `xp run` both call
-// `preflight`, so run can find no config error that check does not. It hands config the model package's way
-// of reading layer names (topologies only; Keras .h5 files are opened to see that they hold weights).
-import type { BackboneRef, LayerFacts } from '../config/cross-checks.ts';
+// `preflight`, so run can find no config error that check does not. It hands config the model package's way of
+// reading layer names and sizes (topologies only; Keras .h5 files are opened to see that they hold weights) and
+// the data package's folder scan; no TensorFlow is loaded and no image decoded.
+import type { BackboneRef, DataFacts, LayerFacts } from '../config/cross-checks.ts';
 import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
-import { allLayerNames, cutAt, findLayerPath, type LayerJson } from '../model/topology.ts';
+import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, setInputSize, spatialSizes, type LayerJson } from '../model/topology.ts';
 
 export interface PreflightOptions {
   set?: string[];
@@ -14,8 +15,26 @@ export interface PreflightOptions {
 }
 
 export function preflight(file: string, opts: PreflightOptions = {}): Promise<LoadedExperiment> {
-  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, layers: modelLayerFacts() });
+  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, layers: modelLayerFacts(), data: dataFacts });
 }
+
+/** The data package's own folder scan and class comparison, as training runs them before decoding. */
+const dataFacts: DataFacts = {
+  async classFolders(train, validation) {
+    const { scanClasses, checkSameClasses } = await import('../data/scan.ts');
+    const scanned = await Promise.all([scanClasses(train), scanClasses(validation)].map((p) => p.catch((error: Error) => error)));
+    const problems = (['train', 'validation'] as const).flatMap((field, i) => (scanned[i] instanceof Error ? [{ field, message: sentence(scanned[i]) }] : []));
+    if (problems.length) return problems;
+    try {
+      checkSameClasses(scanned[0] as Exclude<(typeof scanned)[0], Error>, scanned[1] as Exclude<(typeof scanned)[1], Error>);
+    } catch (error) {
+      return [{ field: 'validation', message: sentence(error as Error) }];
+    }
+    return [];
+  },
+};
+
+const sentence = (error: Error & { hint?: string }) => `${error.message}${error.hint ? `. ${error.hint}` : ''}`;
 
 /** Layer names from src/model, each weights file read at most once per call. */
 export function modelLayerFacts(): LayerFacts {
@@ -33,6 +52,16 @@ export function modelLayerFacts(): LayerFacts {
       return at ? allLayerNames(cutAt(t, at)) : [];
     },
     unknownLayer: (field, given, names, what) => unknownLayerError(field, given, names, what).message,
+    // The sizes the backbone would build with, as src/model builds it (nested topologies are not sized here).
+    async emptyOutput(backbone, cut, size) {
+      const t = await topologyOf(backbone);
+      const at = findLayerPath(t, cut);
+      if (!at || at.length > 1) return undefined;
+      for (const [layer, [h, w]] of spatialSizes(fixMobileNetPads(setInputSize(cutAt(t, at), size)))) {
+        if (h <= 0 || w <= 0) return { layer, size: [h, w] };
+      }
+      return undefined;
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 // Checks that need more than the schema: the weights file, cut_layer and trainable_from against the backbone's
-// layers, data folders on disk. Layer names come from functions the caller hands in (the CLI passes the model
-// package's), so that config knows nothing of how models are read.
+// layers, the image size against the cut backbone, the data folders. What a model or a folder holds comes from
+// functions the caller hands in (the CLI passes the model and data packages'), so that config knows nothing of
+// how models and images are read.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BackboneName, Experiment } from './types.ts';
@@ -24,12 +25,27 @@ export interface LayerFacts {
   layerNames(backbone: BackboneRef, cut?: string): Promise<string[]>;
   /** How to tell the user a layer is not there (e.g. listing the block outputs); a plain sentence otherwise. */
   unknownLayer?(field: string, given: string, names: string[], what: string): string;
+  /** The first layer of the backbone cut at `cut` whose output would be empty for images of `size`, if any. */
+  emptyOutput?(backbone: BackboneRef, cut: string, size: [number, number]): Promise<{ layer: string; size: [number, number] } | undefined>;
 }
 
-export async function crossChecks(e: Experiment, baseDir: string, facts?: LayerFacts): Promise<FieldProblem[]> {
+export interface DataFacts {
+  /**
+   * Looks into the train and validation folders (class subfolders, images, the same classes in both) and
+   * says what is wrong with either, without decoding any image.
+   */
+  classFolders(train: string, validation: string): Promise<{ field: 'train' | 'validation'; message: string }[]>;
+}
+
+export interface Facts {
+  layers?: LayerFacts;
+  data?: DataFacts;
+}
+
+export async function crossChecks(e: Experiment, baseDir: string, facts: Facts = {}): Promise<FieldProblem[]> {
   const weights = weightsChecks(e, baseDir);
-  const layers = weights.problem || !facts ? [] : await layerChecks(e, weights.ref, facts);
-  return [...(weights.problem ? [weights.problem] : []), ...layers, ...dataChecks(e, baseDir)];
+  const layers = weights.problem || !facts.layers ? [] : await layerChecks(e, weights.ref, facts.layers);
+  return [...(weights.problem ? [weights.problem] : []), ...layers, ...(await dataChecks(e, baseDir, facts.data))];
 }
 
 function weightsChecks(e: Experiment, baseDir: string): { ref: BackboneRef; problem?: FieldProblem } {
@@ -67,16 +83,23 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   };
   const { cut_layer: cut, trainable_from: from } = e.backbone;
   if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
+  // A topology the sizing does not understand is left to the build, which checks sizes again.
+  const empty = await facts.emptyOutput?.(ref, cut, e.data.image_size).catch(() => undefined);
+  if (empty) {
+    const [h, w] = e.data.image_size;
+    const message = `data.image_size [${h}, ${w}] is too small for ${what} cut at ${cut}: layer ${empty.layer} would output ${empty.size.join('x')}; raise data.image_size or cut earlier`;
+    return [{ path: ['data', 'image_size'], message }];
+  }
   if (from === undefined) return [];
-  if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, names) }];
   const kept = await facts.layerNames(ref, cut);
+  if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
   if (!kept.includes(from)) {
     return [{ path: ['backbone', 'trainable_from'], message: `backbone.trainable_from "${from}" is not part of the backbone cut at ${cut} (it comes after the cut); choose a layer before ${cut}, or ${cut} itself` }];
   }
   return [];
 }
 
-function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {
+async function dataChecks(e: Experiment, baseDir: string, facts?: DataFacts): Promise<FieldProblem[]> {
   if (e.data.url) return []; // looked up in the data directory, downloaded when missing
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
@@ -90,5 +113,7 @@ function dataChecks(e: Experiment, baseDir: string): FieldProblem[] {
       problems.push({ path: ['data', field], message: `data.${field}: ${reason} ${dir}; ${hint}` });
     }
   }
-  return problems;
+  if (problems.length || !facts) return problems;
+  const found = await facts.classFolders(path.resolve(baseDir, e.data.train), path.resolve(baseDir, e.data.validation));
+  return found.map((f) => ({ path: ['data', f.field], message: `data.${f.field}: ${f.message}` }));
 }

@@ -6,7 +6,7 @@ import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
 import { countTrials, DEFAULT_MAX_TRIALS, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
-import { crossChecks, type LayerFacts } from './cross-checks.ts';
+import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts';
 import { parseFile } from './parse.ts';
 import { applyOverrides, flagText, overrideAt, parseOverrides } from './overrides.ts';
 
@@ -19,6 +19,8 @@ export interface LoadOptions {
   deep?: boolean;
   /** Where layer names come from, for cut_layer and trainable_from; without it those two are not checked. */
   layers?: LayerFacts;
+  /** How class folders are looked into; without it only their existence is checked. */
+  data?: DataFacts;
   /** Refuse sweeps with more trials than this (default DEFAULT_MAX_TRIALS). */
   maxTrials?: number;
 }
@@ -104,7 +106,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   const baseDir = path.dirname(path.resolve(file));
   if (opts.deep !== false) {
     for (const t of dedupeForChecks(trials)) {
-      for (const p of await crossChecks(t.experiment, baseDir, opts.layers)) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
+      for (const p of await crossChecks(t.experiment, baseDir, { layers: opts.layers, data: opts.data })) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
     }
     if (problems.length) throw new ConfigProblems(problems);
   }

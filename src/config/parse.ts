@@ -26,7 +26,12 @@ export function parseFile(file: string): Source {
   const lineCounter = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   const at = (offset: number, message: string): Problem => ({ file, ...lineCounter.linePos(offset), message });
-  if (doc.errors.length) throw new ConfigProblems(onePerPosition(doc.errors.map((e) => at(e.pos[0], `YAML syntax error: ${syntaxMessage(e.message)}`))));
+  if (doc.errors.length) {
+    // A stack overflow inside the parser surfaces at many positions: it is one problem.
+    const overflow = doc.errors.find((e) => /call stack/i.test(e.message));
+    const errors = overflow ? [overflow] : doc.errors;
+    throw new ConfigProblems(onePerPosition(errors.map((e) => at(e.pos[0], `YAML syntax error: ${syntaxMessage(e.message)}`))));
+  }
   const structural = walk(doc).map((p) => at(p.offset, p.message));
   if (structural.length) throw new ConfigProblems(structural);
   if (!isMap(doc.contents)) {

@@ -64,6 +64,30 @@ describe('xp check', () => {
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr).toContain('did you mean check?');
   });
+
+  it('--help lists each flag once, with its argument and default', async () => {
+    const runHelp = await xp(['run', '--help']);
+    expect(runHelp.stdout).toMatch(/^  --max-trials N +refuse sweeps of more than N trials \(default 10000\)$/m);
+    expect(runHelp.stdout).toMatch(/^  --parallel N +run N sweep trials at once in child processes \(default 1\)$/m);
+    expect(runHelp.stdout).not.toContain('--only');
+    const checkHelp = await xp(['check', '--help']);
+    expect(checkHelp.stdout).toMatch(/^  --max-trials N /m);
+  });
+
+  it('a malformed --set value is one line naming the flag, exit 2, no stack trace', async () => {
+    const r = await xp(['check', 'experiments/quickstart.yaml', '--set', 'head.units=[1,2']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.trim()).toBe('--set head.units=[1,2: the value is not valid YAML: Flow sequence must end with a ]');
+  });
+});
+
+describe('--set pins swept fields', () => {
+  it('xp run --dry-run of the example sweep with both swept fields set is one trial', async () => {
+    const r = await xp(['run', 'experiments/dropout-epochs-sweep.yaml', '--set', 'head.dropout=0.1', '--set', 'training.epochs=2', '--dry-run']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain('experiments/dropout-epochs-sweep.yaml: 1 trial in 1 group');
+    expect(r.stdout).toMatch(/trial 1: dropout-epochs-sweep /);
+  });
 });
 
 describe('xp run with MLflow', () => {

@@ -47,6 +47,21 @@ describe('experiments/', () => {
     expect(trials[3].experiment.training.epochs).toBe(4);
   });
 
+  it('--set pins a swept field, as Hydra overrides do: the sweep shrinks, and with every field pinned it is one run', async () => {
+    const file = path.join(dir, 'dropout-epochs-sweep.yaml');
+    const pinned = await loadExperiment(file, { set: ['head.dropout=0.1', 'training.epochs=2'] });
+    expect(pinned.sweep).toBeUndefined();
+    expect(pinned.trials).toHaveLength(1);
+    expect(pinned.trials[0]).toMatchObject({ name: 'dropout-epochs-sweep', values: {} });
+    expect(pinned.trials[0].experiment.head.dropout).toBe(0.1);
+    expect(pinned.trials[0].experiment.training.epochs).toBe(2);
+
+    const one = await loadExperiment(file, { set: ['head.dropout=0.3'] });
+    expect(one.trials.map((t) => t.name)).toEqual(['epochs=2', 'epochs=4']);
+    expect(one.trials.every((t) => t.experiment.head.dropout === 0.3)).toBe(true);
+    expect(Object.keys(one.sweep!.parameters)).toEqual(['training.epochs']);
+  });
+
   it('--set and --sweep override fields without editing the file', async () => {
     const file = path.join(dir, 'quickstart.yaml');
     const { trials } = await loadExperiment(file, { set: ['head.dropout=0.5', 'training.epochs=1'], sweep: ['optimizer.learning_rate=0.001,0.0001'] });

@@ -36,3 +36,24 @@ describe('schema and types agree', () => {
     expect([...types.PREPROCESSINGS]).toEqual(p.backbone.properties.preprocessing.enum);
   });
 });
+
+// Every property the schema declares, at any depth ($defs and sweep distributions included), as a dotted path.
+function allProperties(node: any, at: string[] = []): { path: string; node: any }[] {
+  if (!node || typeof node !== 'object') return [];
+  const own = Object.entries(node.properties ?? {}).flatMap(([k, v]) => [{ path: [...at, k].join('.'), node: v }, ...allProperties(v, [...at, k])]);
+  const nested = [
+    ...Object.entries(node.$defs ?? {}).map(([k, v]) => allProperties(v, [...at, '$defs', k])),
+    ...['items', 'additionalProperties'].map((k) => allProperties(node[k], [...at, k])),
+    ...['oneOf', 'anyOf', 'allOf'].flatMap((k) => (node[k] ?? []).map((v: unknown, i: number) => allProperties(v, [...at, k, String(i)]))),
+  ].flat();
+  return [...own, ...nested];
+}
+
+describe('schema documentation', () => {
+  it('every property of the schema has a non-empty description', () => {
+    const properties = allProperties(schema);
+    expect(properties.length).toBeGreaterThan(70);
+    const undocumented = properties.filter((p) => typeof p.node.description !== 'string' || !p.node.description.trim()).map((p) => p.path);
+    expect(undocumented).toEqual([]);
+  });
+});
