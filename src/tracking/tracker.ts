@@ -184,6 +184,9 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
       journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
       flushSoon();
+      // One turn of the event loop: the delivery's I/O (and a Ctrl-C) get their chance even when training never
+      // waits on anything else.
+      await new Promise((resolve) => setImmediate(resolve));
     }),
 
     onRunEnd: guard('run end', async (info: RunEndInfo) => {
