@@ -28,20 +28,18 @@ async function runCli() {
  */
 async function dieWithParent(parent) {
   const { Worker } = await import('node:worker_threads');
+  // Signals, not messages: a listened-to message port would keep the process alive.
   const watchdog = new Worker(`
-    const { parentPort, workerData } = require('node:worker_threads');
+    const { workerData } = require('node:worker_threads');
     const timer = setInterval(() => {
       if (process.ppid === workerData.parent) return;
       clearInterval(timer);
-      parentPort.postMessage('orphaned');
+      process.kill(process.pid, 'SIGTERM');
+      setTimeout(() => process.kill(process.pid, 'SIGTERM'), 100);
       setTimeout(() => process.kill(process.pid, 'SIGKILL'), workerData.graceMs);
     }, 200);
   `, { eval: true, workerData: { parent, graceMs: 3000 } });
   watchdog.unref();
-  watchdog.on('message', () => {
-    process.kill(process.pid, 'SIGTERM');
-    setTimeout(() => process.kill(process.pid, 'SIGTERM'), 100).unref();
-  });
 }
 
 async function supervise() {
