@@ -205,7 +205,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
     }),
 
     pending: async () => {
-      await chain;
+      // A delivery pass may start another as it ends (records journaled meanwhile): wait for the last one.
+      for (let seen; seen !== chain; ) await (seen = chain);
       return journal?.pending().length ?? 0;
     },
     runUrl: () => {
