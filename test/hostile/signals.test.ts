@@ -19,14 +19,14 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 }, 60_000);
 
-function experiment(name: string, epochs: number): string {
+function experiment(name: string, epochs: number, steps = 2): string {
   const file = path.join(tmp, `${name}.yaml`);
   fs.writeFileSync(file, `name: ${name}
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [64, 64], batch_size: 4, max_per_class: 4}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [4], dropout: 0.2}
 optimizer: {name: adam, learning_rate: 0.001}
-training: {epochs: ${epochs}, steps_per_epoch: 2, validation_steps: 1}
+training: {epochs: ${epochs}, steps_per_epoch: ${steps}, validation_steps: 1}
 `);
   return file;
 }
@@ -61,7 +61,7 @@ const childrenOf = (pid: number): number[] => {
 };
 
 test('SIGKILL of `xp` takes its training child along within seconds', async () => {
-  const parent = xp(['run', experiment('orphan', 1000), '--no-track', '-q']);
+  const parent = xp(['run', experiment('orphan', 10_000, 20), '--no-track', '-q']);
   await until(parent, 'Epoch 2/');
   const [child] = childrenOf(parent.pid!);
   expect(child).toBeGreaterThan(0);
