@@ -75,7 +75,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       const result = await deliver(journal, client, runDir, log);
       if (result.error) {
         const reason = result.error.message;
-        if (!outage && !final) log(`MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`);
+        // After a second Ctrl-C the end's message says what is kept and how to send it.
+        if (!outage && !final && !hurry.signal.aborted) log(`MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`);
         if (final) log(`MLflow: cannot deliver to ${uri} (${reason}).`);
         outage = true;
       } else if (outage) {
