@@ -10,6 +10,7 @@ import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../trackin
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
 import { groupTrials, trainersOf } from '../train/sharing.ts';
 import { summaryLines } from '../train/summary.ts';
+import { hurryTracking } from '../tracking/tracker.ts';
 
 export interface RunOptions {
   set?: string[];
@@ -110,20 +111,27 @@ function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, trackin
   }
 }
 
+/**
+ * SIGINT, SIGTERM and SIGHUP: the first stops training at the end of the step, writes what exists and closes the
+ * runs; the second journals every open run's end (KILLED) at once and stops waiting on MLflow, so the process exits
+ * as soon as its files are written; the third exits now (the runs' end is journaled on the way out).
+ */
 function interruptible(progress: Progress) {
   let count = 0;
   const onSignal = () => {
     count++;
-    if (count === 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (Ctrl-C again to quit now)');
-    else process.exit(130);
+    if (count === 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)');
+    else if (count === 2) {
+      const ended = hurryTracking();
+      progress.line(`\nInterrupted again: ${ended ? `${ended} run(s) journaled as KILLED; ` : ''}not waiting for MLflow (\`xp sync\` sends the rest); once more to quit now`);
+    } else process.exit(130);
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of signals) process.on(signal, onSignal);
   return {
     requested: () => count > 0,
     dispose: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      for (const signal of signals) process.off(signal, onSignal);
     },
   };
 }

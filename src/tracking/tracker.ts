@@ -81,7 +81,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       const result = await deliver(journal, client, runDir, log);
       if (result.error) {
         const reason = result.error.message;
-        if (!outage && !final) log(`MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`);
+        // After a second Ctrl-C the end's message says what is kept and how to send it.
+        if (!outage && !final && !hurry.signal.aborted) log(`MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`);
         if (final) log(`MLflow: cannot deliver to ${uri} (${reason}).`);
         outage = true;
       } else if (outage) {
@@ -191,6 +192,9 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
       journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
       flushSoon();
+      // One turn of the event loop: the delivery's I/O (and a Ctrl-C) get their chance even when training never
+      // waits on anything else.
+      await new Promise((resolve) => setImmediate(resolve));
     }),
 
     onRunEnd: guard('run end', async (info: RunEndInfo) => {
@@ -215,7 +219,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
     }),
 
     pending: async () => {
-      await chain;
+      // A delivery pass may start another as it ends (records journaled meanwhile): wait for the last one.
+      for (let seen; seen !== chain; ) await (seen = chain);
       return journal?.pending().length ?? 0;
     },
     runUrl: () => {

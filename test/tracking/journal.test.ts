@@ -92,6 +92,7 @@ test('a record that may have reached MLflow before a crash is checked, not sent 
   const tracker = createMlflowTracker({ uri: server.url, experimentName: 'crash', runDir, log: () => {} });
   await tracker.onRunStart!(startInfo(runDir));
   for (const epoch of [1, 2, 3]) await tracker.onEpochEnd!(epoch, epochLogs(epoch));
+  await tracker.pending(); // delivery runs beside training
   const runId = tracker.mlflowRunId()!;
 
   // As if the process died after MLflow stored epoch 3 but before the cursor said so.
