@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
 import { preflight } from './preflight.ts';
 import { mlflowStoreDir } from '../paths.ts';
-import { runInChildren, runInProcess, type Outcome } from '../run/trials.ts';
+import { planResume, runInChildren, runInProcess, type Outcome } from '../run/trials.ts';
 import { openTracking, type TrackingSession } from '../tracking/session.ts';
 import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../tracking/sweep.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
@@ -19,6 +19,10 @@ export interface RunOptions {
   dryRun: boolean;
   parallel: number;
   rerun: boolean;
+  /** Continue each trial's latest interrupted run from its backup (Keras BackupAndRestore); fresh where there is none. */
+  resume: boolean;
+  /** Back up each run's state at every epoch end so that it can be resumed. */
+  backup: boolean;
   share: boolean;
   dataDir?: string;
   output: OutputMode;
@@ -49,8 +53,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       : undefined;
     const toRun = sweep?.trials ?? trials;
     if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
-    const groups = groupTrials(toRun, opts.share);
-    const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId };
+    const planned = opts.resume ? planResume(groupTrials(toRun, opts.share), log) : { groups: groupTrials(toRun, opts.share), resume: undefined };
+    const { groups } = planned;
+    const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId, backup: opts.backup, resume: planned.resume };
     const outcomes = opts.parallel > 1 && groups.length > 1
       ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts) })
       : await runInProcess(groups, ctx);
@@ -95,6 +100,8 @@ function childArgs(opts: RunOptions): string[] {
   if (opts.maxTrials) args.push('--max-trials', String(opts.maxTrials));
   if (!opts.track) args.push('--no-track');
   if (!opts.share) args.push('--no-share');
+  if (opts.resume) args.push('--resume');
+  if (!opts.backup) args.push('--no-backup');
   if (opts.dataDir) args.push('--data-dir', opts.dataDir);
   return args;
 }

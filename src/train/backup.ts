@@ -4,6 +4,7 @@
 // no saving: batches, augmentation draws and dropout masks follow from the seed and the step, and the loop
 // replays the draws of the epochs done (cheap: no image is touched).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { XpError } from '../errors.ts';
@@ -39,6 +40,9 @@ interface TensorEntry {
 interface StateFile {
   format: number;
   epoch: number;
+  /** The process that trains the run: a backup of a live process is not resumed by another. */
+  pid?: number;
+  host?: string;
   history: EpochLogs[];
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
@@ -73,6 +77,8 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   const state: StateFile = {
     format: FORMAT,
     epoch: b.epoch,
+    pid: process.pid,
+    host: os.hostname(),
     history: b.history,
     checkpoint: b.checkpoint,
     earlyStopping: b.earlyStopping,
@@ -103,9 +109,27 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   fs.rmSync(`${dir}.old`, { recursive: true, force: true });
 }
 
+/** The folder of the run's whole backup: the last one, or the one before while the last replaces it. */
+function backupDir(runDir: string): string | undefined {
+  return [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, 'state.json')));
+}
+
+/** What a run folder's backup says without reading its tensors: its epoch, the process that wrote it and when. */
+export function backupInfo(runDir: string): { epoch: number; pid?: number; host?: string; writtenAt: number } | undefined {
+  const dir = backupDir(runDir);
+  if (!dir) return undefined;
+  try {
+    const file = path.join(dir, 'state.json');
+    const state = JSON.parse(fs.readFileSync(file, 'utf8')) as StateFile;
+    return { epoch: state.epoch, pid: state.pid, host: state.host, writtenAt: fs.statSync(file).mtimeMs };
+  } catch {
+    return undefined;
+  }
+}
+
 /** The run folder's backup, or undefined when it has none. */
 export function readBackup(runDir: string): Backup | undefined {
-  const dir = [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, 'state.json')));
+  const dir = backupDir(runDir);
   if (!dir) return undefined;
   const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as StateFile;
   if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });

@@ -13,6 +13,17 @@ export function writeExperiment(runDir: string, experiment: Experiment, meta: { 
   fs.writeFileSync(path.join(runDir, 'experiment.yaml'), header + YAML.stringify(experiment));
 }
 
+/** The config hash in the header writeExperiment gives a run folder's experiment.yaml; undefined when absent. */
+export function readConfigHash(runDir: string): string | undefined {
+  let head: string;
+  try {
+    head = fs.readFileSync(path.join(runDir, 'experiment.yaml'), 'utf8').split('\n', 1)[0];
+  } catch {
+    return undefined;
+  }
+  return /, config hash ([0-9a-f]+)$/.exec(head)?.[1];
+}
+
 export function writeHistory(runDir: string, history: EpochLogs[]): void {
   const rows = history.map((h, i) => ({ epoch: i + 1, ...h }));
   const csv = [HISTORY_COLUMNS.join(','), ...rows.map((r) => HISTORY_COLUMNS.map((c) => (r as Record<string, unknown>)[c] ?? '').join(','))].join('\n');
