@@ -140,10 +140,23 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   };
 
   const runRef = () => journal?.runRef();
+  /** Epoch metrics the journal holds already, as `key@step`: a resumed run logs each epoch's value once. */
+  const logged = new Set<string>();
+
+  /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
+  const resume = (j: Journal, info: RunStartInfo) => {
+    for (const r of j.records()) if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
+    const tags = { 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
+    j.append({ kind: 'resume', epoch: info.resumedAt!, startTime: Date.now(), tags, pid: process.pid, host: os.hostname() });
+    log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
+    flushSoon();
+  };
 
   return {
     onRunStart: guard('run start', async (info: RunStartInfo) => {
       journal = openJournal(runDir);
+      // A run tracked before it was interrupted goes on in its MLflow run; one that was not starts one now.
+      if (info.resumedAt !== undefined && journal.runRecord()) return resume(journal, info);
       const sourceFile = info.sourceFile ?? options.sourceFile;
       const parentRunId = options.parentRunId ?? info.parentRunId;
       const commit = gitCommit(sourceFile ? path.dirname(path.resolve(sourceFile)) : process.cwd());
@@ -184,12 +197,12 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       const skipped: string[] = [];
       for (const key of EPOCH_METRICS) {
         const value = logs[key];
-        if (value === undefined) continue;
+        if (value === undefined || logged.has(`${key}@${epoch}`)) continue;
         if (Number.isFinite(value)) metrics[key] = value;
         else skipped.push(`${key}=${value}`);
       }
       if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
-      journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
+      if (Object.keys(metrics).length) journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
       flushSoon();
     }),
 

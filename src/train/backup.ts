@@ -59,21 +59,32 @@ export interface BackupInput {
   earlyStoppingWeights?: tf.Tensor[];
 }
 
-/** Writes the backup next to the last one, then replaces it: a crash mid-write leaves the previous one whole. */
+// The tensors are copied into one buffer per run folder, kept from epoch to epoch, and written to disk while
+// training goes on: the next backup of the folder, its removal and the end of training wait for the write.
+const buffers = new Map<string, Buffer>();
+const writing = new Map<string, Promise<void>>();
+
+/**
+ * Takes the backup now and writes it in the background, next to the last one, then replaces it: a crash
+ * mid-write leaves the previous one whole. A write that failed fails the next call for the folder.
+ */
 export async function writeBackup(runDir: string, b: BackupInput): Promise<void> {
-  const chunks: Buffer[] = [];
-  let offset = 0;
-  const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
-    const data = t.dataSync() as Float32Array | Int32Array;
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    chunks.push(Buffer.from(bytes)); // a copy: the dense-head step updates the kernel in place
-    const entry = { shape: t.shape, dtype: t.dtype as 'float32' | 'int32', offset, ...extra };
-    offset += bytes.length;
-    return entry;
-  };
+  await writing.get(runDir); // the last write is done with the buffer
   const indexOf = new Map(b.model.weights.map((w, i) => [w.name, i]));
   const optimizer = b.model.optimizer ? await b.model.optimizer.getWeights() : [];
   const weights = b.model.getWeights();
+  const all = [...weights, ...optimizer.map((o) => o.tensor), ...(b.checkpointWeights ?? []), ...(b.earlyStoppingWeights ?? [])];
+  const bytes = all.reduce((n, t) => n + t.size * 4, 0);
+  let buffer = buffers.get(runDir);
+  if (buffer?.length !== bytes) buffers.set(runDir, (buffer = Buffer.allocUnsafeSlow(bytes)));
+  let offset = 0;
+  const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
+    const data = t.dataSync() as Float32Array | Int32Array;
+    buffer.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset); // a copy: the dense-head step updates the kernel in place
+    const entry = { shape: t.shape, dtype: t.dtype as 'float32' | 'int32', offset, ...extra };
+    offset += data.byteLength;
+    return entry;
+  };
   const state: StateFile = {
     format: FORMAT,
     epoch: b.epoch,
@@ -97,16 +108,30 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   };
   // Copies the optimizer made for the backup go; its own variables (Adam hands out its slots) stay.
   tf.dispose(optimizer.map((o) => o.tensor).filter((t) => !(t instanceof tf.Variable)));
+  const written = persist(runDir, buffer, state);
+  written.catch(() => {}); // reported where it is awaited: the folder's next backup, its removal or backupsWritten
+  writing.set(runDir, written);
+}
+
+async function persist(runDir: string, buffer: Buffer, state: StateFile): Promise<void> {
   const dir = path.join(runDir, BACKUP_DIR);
   const next = `${dir}.next`;
-  fs.rmSync(next, { recursive: true, force: true });
-  fs.mkdirSync(next);
-  fs.writeFileSync(path.join(next, 'tensors.bin'), Buffer.concat(chunks));
-  fs.writeFileSync(path.join(next, 'state.json'), `${JSON.stringify(state)}\n`);
-  fs.rmSync(`${dir}.old`, { recursive: true, force: true });
-  if (fs.existsSync(dir)) fs.renameSync(dir, `${dir}.old`);
-  fs.renameSync(next, dir);
-  fs.rmSync(`${dir}.old`, { recursive: true, force: true });
+  await fs.promises.rm(next, { recursive: true, force: true });
+  await fs.promises.mkdir(next);
+  await fs.promises.writeFile(path.join(next, 'tensors.bin'), buffer);
+  await fs.promises.writeFile(path.join(next, 'state.json'), `${JSON.stringify(state)}\n`);
+  await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
+  if (fs.existsSync(dir)) await fs.promises.rename(dir, `${dir}.old`);
+  await fs.promises.rename(next, dir);
+  await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
+}
+
+/** Waits for the folder's backup being written; throws when the write failed. Its buffer is let go. */
+export async function backupWritten(runDir: string): Promise<void> {
+  const written = writing.get(runDir);
+  writing.delete(runDir);
+  buffers.delete(runDir);
+  await written;
 }
 
 /** The folder of the run's whole backup: the last one, or the one before while the last replaces it. */
@@ -161,7 +186,8 @@ export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<vo
   }
 }
 
-export function removeBackup(runDir: string): void {
+export async function removeBackup(runDir: string): Promise<void> {
+  await backupWritten(runDir).catch(() => {}); // removed either way
   for (const d of [BACKUP_DIR, `${BACKUP_DIR}.old`, `${BACKUP_DIR}.next`]) fs.rmSync(path.join(runDir, d), { recursive: true, force: true });
 }
 

@@ -134,7 +134,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
     const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !ranItsEpochs ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
-    if (status === 'FINISHED') removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
+    if (status === 'FINISHED') await removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
     const wallSeconds = (Date.now() - started) / 1000;
     const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
     const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };

@@ -1,0 +1,119 @@
+// `xp run --resume` end to end (Keras BackupAndRestore): a run Ctrl-C'd after epoch 2 of 4 continues in its
+// folder and its MLflow run, and ends with the metrics, MLflow history and saved model of a run never interrupted.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from '../../src/tracking/client.ts';
+import type { Outcome } from '../../src/run/trials.ts';
+import { removeTempDirs, startTestServer, tempDir } from '../tracking/helpers.ts';
+import { savedWeights, shared } from '../train/helpers.ts';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const bin = path.join(root, 'bin', 'xp.js');
+const tmp = tempDir('resume');
+let server: Awaited<ReturnType<typeof startTestServer>>;
+
+const EPOCH_METRICS = ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const;
+
+// The native dense-head step (Flatten -> Dense, RMSprop) with early stopping's best weights to carry across.
+const file = path.join(tmp, 'resume-cli.yaml');
+fs.writeFileSync(file, `name: resume-cli
+data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+augmentation: {rotation_range: 20, zoom_range: 0.1, horizontal_flip: true}
+head: {pooling: flatten, units: [32], dropout: 0.2}
+optimizer: {name: rmsprop, learning_rate: 0.0001}
+training: {epochs: 4, steps_per_epoch: 4, validation_steps: 2, seed: 11,
+           early_stopping: {monitor: val_accuracy, patience: 10, restore_best_weights: true}}
+`);
+
+const xp = (args: string[]) =>
+  execa(process.execPath, [bin, 'run', file, '--json', ...args], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: path.join(tmp, 'runs'), MLFLOW_TRACKING_URI: server.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' },
+  });
+
+const events = (stdout: string) => stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>);
+const summary = (stdout: string): Outcome & { mlflowRunId: string } => {
+  const s = events(stdout).find((e) => e.event === 'summary');
+  expect(s, stdout).toBeDefined();
+  return s!.runs[0];
+};
+
+beforeAll(async () => {
+  server = await startTestServer(path.join(tmp, 'mlflow'));
+}, 180_000);
+afterAll(async () => {
+  await server?.stop();
+  removeTempDirs();
+});
+
+describe('xp run --resume', () => {
+  it('continues a run interrupted after epoch 2 of 4 in its folder and MLflow run, ending as the uninterrupted run', async () => {
+    const whole = await xp([]);
+    expect(whole.exitCode, whole.stderr).toBe(0);
+    const uninterrupted = summary(whole.stdout);
+    expect(fs.existsSync(path.join(uninterrupted.runDir, 'backup')), 'a finished run keeps no backup').toBe(false);
+
+    // Ctrl-C once epoch 2's line has printed.
+    const child = xp([]);
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk;
+      if (events(out).some((e) => e.event === 'epoch' && e.epoch === 2)) child.kill('SIGINT');
+    });
+    const interrupted = await child;
+    expect(interrupted.exitCode, interrupted.stderr).toBe(130);
+    const killed = summary(interrupted.stdout);
+    expect(killed.status).toBe('KILLED');
+    expect(killed.history).toHaveLength(2);
+    const client = createClient(server.url);
+    expect((await client.getRun(killed.mlflowRunId)).info.status).toBe('KILLED');
+
+    const again = await xp(['--resume']);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(events(again.stdout).some((e) => e.event === 'log' && /^Resuming .* after epoch 2 of 4/.test(e.message))).toBe(true);
+    const resumed = summary(again.stdout);
+    expect(resumed.status).toBe('FINISHED');
+    expect(resumed.runDir).toBe(killed.runDir);
+    expect(resumed.mlflowRunId).toBe(killed.mlflowRunId);
+    expect(fs.existsSync(path.join(resumed.runDir, 'backup'))).toBe(false);
+
+    // Per-epoch metrics as the uninterrupted run's, in the summary and in MLflow: one value per epoch step.
+    expect(resumed.history).toHaveLength(4);
+    const run = await client.getRun(resumed.mlflowRunId);
+    expect(run.info.status).toBe('FINISHED');
+    expect(run.data.tags?.find((t) => t.key === 'xp.error'), 'the interruption is no longer the run\'s error').toBeUndefined();
+    const runs = await client.searchRuns({ experimentIds: [run.info.experiment_id] });
+    expect(runs).toHaveLength(2); // the uninterrupted one and the resumed one: no second MLflow run
+    for (const key of EPOCH_METRICS) {
+      const points = (await client.getMetricHistory(resumed.mlflowRunId, key)).sort((a, b) => a.step - b.step);
+      expect(points.map((p) => p.step), key).toEqual([1, 2, 3, 4]);
+      points.forEach((p, i) => {
+        expect(resumed.history[i][key], `epoch ${i + 1} ${key}`).toBeCloseTo(uninterrupted.history[i][key]!, 4);
+        expect(p.value, `MLflow epoch ${i + 1} ${key}`).toBeCloseTo(uninterrupted.history[i][key]!, 4);
+      });
+    }
+
+    // The saved model: the same result and weights.
+    expect(resumed.result!.epoch).toBe(uninterrupted.result!.epoch);
+    expect(resumed.result!.val_accuracy).toBeCloseTo(uninterrupted.result!.val_accuracy, 4);
+    expect(resumed.result!.val_loss).toBeCloseTo(uninterrupted.result!.val_loss, 4);
+    const finalAccuracy = run.data.metrics?.find((m) => m.key === 'final_val_accuracy')?.value;
+    expect(finalAccuracy).toBeCloseTo(uninterrupted.result!.val_accuracy, 4);
+    const [a, b] = await Promise.all([savedWeights(resumed.runDir), savedWeights(uninterrupted.runDir)]);
+    a.forEach((w, i) => {
+      let worst = 0;
+      w.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i][j]))));
+      expect(worst, `weight ${i}`).toBeLessThan(1e-5);
+    });
+
+    // Nothing left to resume: a fresh run, said so (as BackupAndRestore without a backup).
+    const fresh = await xp(['--resume', '--set', 'training.epochs=1']);
+    expect(fresh.exitCode, fresh.stderr).toBe(0);
+    expect(events(fresh.stdout).some((e) => e.event === 'log' && /^Nothing to resume for .*training from the start$/.test(e.message))).toBe(true);
+    expect(summary(fresh.stdout).runDir).not.toBe(killed.runDir);
+  }, 600_000);
+});
