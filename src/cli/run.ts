@@ -53,7 +53,8 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       : undefined;
     const toRun = sweep?.trials ?? trials;
     if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
-    const planned = opts.resume ? planResume(groupTrials(toRun, opts.share), log) : { groups: groupTrials(toRun, opts.share), resume: undefined };
+    // A child of --parallel finds the same runs to resume as its parent, which has said which.
+    const planned = opts.resume ? planResume(groupTrials(toRun, opts.share), opts.only ? () => {} : log) : { groups: groupTrials(toRun, opts.share), resume: undefined };
     const { groups } = planned;
     const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId, backup: opts.backup, resume: planned.resume };
     const outcomes = opts.parallel > 1 && groups.length > 1
