@@ -143,6 +143,20 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   /** Epoch metrics the journal holds already, as `key@step`: a resumed run logs each epoch's value once. */
   const logged = new Set<string>();
 
+  /** An epoch's finite metrics not journaled yet; NaN and Inf said and left out. */
+  const epochMetrics = (epoch: number, logs: EpochLogs) => {
+    const metrics: Record<string, number> = {};
+    const skipped: string[] = [];
+    for (const key of EPOCH_METRICS) {
+      const value = logs[key];
+      if (value === undefined || logged.has(`${key}@${epoch}`)) continue;
+      if (Number.isFinite(value)) metrics[key] = value;
+      else skipped.push(`${key}=${value}`);
+    }
+    if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
+    return metrics;
+  };
+
   /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
   const resume = (j: Journal, info: RunStartInfo) => {
     for (const r of j.records()) if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
@@ -172,6 +186,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
         'xp.accel': info.accel,
       };
       if (commit) tags['mlflow.source.git.commit'] = commit;
+      if (info.resumedAt !== undefined) tags['xp.resumed_at_epoch'] = String(info.resumedAt);
       if (info.experiment.description) tags['mlflow.note.content'] = info.experiment.description.slice(0, 5000);
       if (parentRunId) tags['mlflow.parentRunId'] = parentRunId;
       journal.append({
@@ -188,20 +203,17 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       });
       journal.append({ kind: 'params', params: runParams(info, log) });
       if (info.datasets.length > 0) journal.append({ kind: 'inputs', datasets: info.datasets.map(datasetInput) });
+      // A run resumed with tracking that was not tracked before: its MLflow run starts with the epochs done.
+      for (const [i, logs] of (info.resumedHistory ?? []).entries()) {
+        const metrics = epochMetrics(i + 1, logs);
+        if (Object.keys(metrics).length) journal.append({ kind: 'metrics', step: i + 1, timestamp: Date.now(), metrics });
+      }
       flushSoon();
     }),
 
     onEpochEnd: guard('epoch', async (epoch: number, logs: EpochLogs) => {
       if (!journal) return;
-      const metrics: Record<string, number> = {};
-      const skipped: string[] = [];
-      for (const key of EPOCH_METRICS) {
-        const value = logs[key];
-        if (value === undefined || logged.has(`${key}@${epoch}`)) continue;
-        if (Number.isFinite(value)) metrics[key] = value;
-        else skipped.push(`${key}=${value}`);
-      }
-      if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
+      const metrics = epochMetrics(epoch, logs);
       if (Object.keys(metrics).length) journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
       flushSoon();
     }),

@@ -116,6 +116,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         configHash: m.spec.configHash,
         parentRunId: m.spec.parentRunId,
         resumedAt: m.backup?.epoch,
+        resumedHistory: m.backup?.history,
         facts: { ...counts, train_images: data.train.count, validation_images: data.validation.count, class_names: data.classNames },
         datasets: [
           { name: `${path.basename(path.dirname(data.train.dir))}/${path.basename(data.train.dir)}`, digest: data.train.digest, source: data.train.dir, context: 'train' },

@@ -50,4 +50,16 @@ describe('resumed run', () => {
       expect(points.map((p) => p.step), key).toEqual([1, 2, 3, 4]);
     }
   }, SERVER_TIMEOUT);
+
+  test('a run tracked only from its resumption starts its MLflow run with the epochs done before', async () => {
+    const { runDir } = runDirWithFiles();
+    const { log } = quietLog();
+    const tracker = createMlflowTracker({ uri: server.url, experimentName: 'resumed-untracked', runDir, log });
+    await tracker.onRunStart!({ ...startInfo(runDir), resumedAt: 2, resumedHistory: [1, 2].map(epochLogs) });
+    for (let epoch = 3; epoch <= 4; epoch++) await tracker.onEpochEnd!(epoch, epochLogs(epoch));
+    await tracker.onRunEnd!({ status: 'FINISHED', history: [1, 2, 3, 4].map(epochLogs), artifacts: [], wallSeconds: 1 });
+    const points = (await client.getMetricHistory(tracker.mlflowRunId()!, 'loss')).sort((a, b) => a.step - b.step);
+    expect(points.map((p) => [p.step, p.value])).toEqual([1, 2, 3, 4].map((e) => [e, epochLogs(e).loss]));
+    expect((await client.getRun(tracker.mlflowRunId()!)).info.status).toBe('FINISHED');
+  }, SERVER_TIMEOUT);
 });
