@@ -92,6 +92,7 @@ async function dryRun(file: string, loaded: LoadedExperiment, trials: ResolvedTr
     });
   }
   if (finished.size) progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
+  if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
   return 0;
 }
 

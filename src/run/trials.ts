@@ -43,11 +43,10 @@ export function planResume(groups: ResolvedTrial[][], log: (line: string) => voi
     const byEpoch = new Map<number, ResolvedTrial[]>();
     for (const t of group) {
       const found = findResumable(runsRoot(), t.experiment.name, t.configHash);
-      const where = path.join(path.relative(process.cwd(), runsRoot()) || '.', t.experiment.name);
       if (found) {
         resume.set(t.index, found);
-        log(`Resuming ${t.name} after epoch ${found.epoch} of ${t.experiment.training.epochs}: ${path.relative(process.cwd(), found.runDir) || found.runDir}`);
-      } else log(`Nothing to resume for ${t.name} (no KILLED or FAILED run of config ${t.configHash} with a backup in ${where}): training from the start`);
+        log(`Resuming ${t.name} after epoch ${found.epoch} of ${t.experiment.training.epochs}: ${shown(found.runDir)}`);
+      } else log(`Nothing to resume for ${t.name} (no KILLED or FAILED run of config ${t.configHash} with a backup in ${shown(path.join(runsRoot(), t.experiment.name))}): training from the start`);
       const epoch = found?.epoch ?? 0;
       byEpoch.set(epoch, [...(byEpoch.get(epoch) ?? []), t]);
     }
@@ -144,6 +143,8 @@ export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContex
   return outcomes;
 }
 
+/** A path as the user gave the working directory: relative below it, absolute elsewhere. */
+const shown = (p: string) => (path.relative(process.cwd(), p).startsWith('..') ? p : path.relative(process.cwd(), p) || '.');
 const failed = (t: ResolvedTrial, error: string): Outcome => ({ name: t.name, status: 'FAILED', error, history: [], runDir: '', wallSeconds: 0 });
 const cost = (g: ResolvedTrial[]) => Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
 const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');

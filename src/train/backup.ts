@@ -10,8 +10,8 @@ import * as tf from '@tensorflow/tfjs-node';
 import { XpError } from '../errors.ts';
 import type { EpochLogs } from '../events.ts';
 import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
+import { BACKUP_DIR, BACKUP_STATE, backupDir } from './run-folder.ts';
 
-export const BACKUP_DIR = 'backup';
 const FORMAT = 1;
 
 /** A trial's state after `epoch` epochs, read from its run folder. */
@@ -119,7 +119,7 @@ async function persist(runDir: string, buffer: Buffer, state: StateFile): Promis
   await fs.promises.rm(next, { recursive: true, force: true });
   await fs.promises.mkdir(next);
   await fs.promises.writeFile(path.join(next, 'tensors.bin'), buffer);
-  await fs.promises.writeFile(path.join(next, 'state.json'), `${JSON.stringify(state)}\n`);
+  await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
   await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
   if (fs.existsSync(dir)) await fs.promises.rename(dir, `${dir}.old`);
   await fs.promises.rename(next, dir);
@@ -134,29 +134,11 @@ export async function backupWritten(runDir: string): Promise<void> {
   await written;
 }
 
-/** The folder of the run's whole backup: the last one, or the one before while the last replaces it. */
-function backupDir(runDir: string): string | undefined {
-  return [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, 'state.json')));
-}
-
-/** What a run folder's backup says without reading its tensors: its epoch, the process that wrote it and when. */
-export function backupInfo(runDir: string): { epoch: number; pid?: number; host?: string; writtenAt: number } | undefined {
-  const dir = backupDir(runDir);
-  if (!dir) return undefined;
-  try {
-    const file = path.join(dir, 'state.json');
-    const state = JSON.parse(fs.readFileSync(file, 'utf8')) as StateFile;
-    return { epoch: state.epoch, pid: state.pid, host: state.host, writtenAt: fs.statSync(file).mtimeMs };
-  } catch {
-    return undefined;
-  }
-}
-
 /** The run folder's backup, or undefined when it has none. */
 export function readBackup(runDir: string): Backup | undefined {
   const dir = backupDir(runDir);
   if (!dir) return undefined;
-  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as StateFile;
+  const state = JSON.parse(fs.readFileSync(path.join(dir, BACKUP_STATE), 'utf8')) as StateFile;
   if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });
   const bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
   const tensor = (e: TensorEntry) => {
