@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
 import { preflight } from './preflight.ts';
 import { mlflowStoreDir } from '../paths.ts';
-import { planResume, runInChildren, runInProcess, type Outcome } from '../run/trials.ts';
+import { planResume, runInChildren, runInProcess, sayResumable, type Outcome } from '../run/trials.ts';
 import { openTracking, type TrackingSession } from '../tracking/session.ts';
 import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../tracking/sweep.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
@@ -53,6 +53,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       : undefined;
     const toRun = sweep?.trials ?? trials;
     if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
+    if (!opts.resume && !opts.only) sayResumable(toRun, file, log);
     // A child of --parallel finds the same runs to resume as its parent, which has said which.
     const planned = opts.resume ? planResume(groupTrials(toRun, opts.share), opts.only ? () => {} : log) : { groups: groupTrials(toRun, opts.share), resume: undefined };
     const { groups } = planned;

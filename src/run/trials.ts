@@ -31,6 +31,15 @@ export interface TrialsContext {
   resume?: Map<number, ResumableRun>;
 }
 
+/** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
+export function sayResumable(trials: ResolvedTrial[], file: string, log: (line: string) => void): void {
+  const found = trials.flatMap((t) => {
+    const run = findResumable(runsRoot(), t.experiment.name, t.configHash);
+    return run ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [];
+  });
+  if (found.length) log(`Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${found.join('; ')}`);
+}
+
 /**
  * xp run --resume: each trial's latest interrupted run with a backup, or a fresh start where it has none (as
  * Keras' BackupAndRestore). Trials of a group train on one trajectory, so a group is split by the epoch its
