@@ -109,7 +109,7 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   // Copies the optimizer made for the backup go; its own variables (Adam hands out its slots) stay.
   tf.dispose(optimizer.map((o) => o.tensor).filter((t) => !(t instanceof tf.Variable)));
   const written = persist(runDir, buffer, state);
-  written.catch(() => {}); // reported where it is awaited: the folder's next backup, its removal or backupsWritten
+  written.catch(() => {}); // reported where it is awaited: the folder's next backup, its removal or backupWritten
   writing.set(runDir, written);
 }
 
