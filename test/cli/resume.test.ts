@@ -28,19 +28,32 @@ training: {epochs: 4, steps_per_epoch: 4, validation_steps: 2, seed: 11,
            early_stopping: {monitor: val_accuracy, patience: 10, restore_best_weights: true}}
 `);
 
-const xp = (args: string[]) =>
-  execa(process.execPath, [bin, 'run', file, '--json', ...args], {
+const xp = (args: string[], experiment = file) =>
+  execa(process.execPath, [bin, 'run', experiment, '--json', ...args], {
     reject: false,
     cwd: root,
     env: { XP_RUNS_DIR: path.join(tmp, 'runs'), MLFLOW_TRACKING_URI: server.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' },
   });
 
 const events = (stdout: string) => stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>);
-const summary = (stdout: string): Outcome & { mlflowRunId: string } => {
+const summaries = (stdout: string): (Outcome & { mlflowRunId: string })[] => {
   const s = events(stdout).find((e) => e.event === 'summary');
   expect(s, stdout).toBeDefined();
-  return s!.runs[0];
+  return s!.runs;
 };
+const summary = (stdout: string) => summaries(stdout)[0];
+
+/** `xp run` Ctrl-C'd once the first line of epoch 2 has printed. */
+async function interruptedAfterEpoch2(experiment = file) {
+  const child = xp([], experiment);
+  let out = '';
+  let sent = false; // a second Ctrl-C quits at once
+  child.stdout!.on('data', (chunk: Buffer) => {
+    out += chunk;
+    if (!sent && events(out).some((e) => e.event === 'epoch' && e.epoch === 2)) sent = child.kill('SIGINT');
+  });
+  return child;
+}
 
 beforeAll(async () => {
   server = await startTestServer(path.join(tmp, 'mlflow'));
@@ -57,15 +70,7 @@ describe('xp run --resume', () => {
     const uninterrupted = summary(whole.stdout);
     expect(fs.existsSync(path.join(uninterrupted.runDir, 'backup')), 'a finished run keeps no backup').toBe(false);
 
-    // Ctrl-C once epoch 2's line has printed.
-    const child = xp([]);
-    let out = '';
-    let sent = false; // a second Ctrl-C quits at once
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk;
-      if (!sent && events(out).some((e) => e.event === 'epoch' && e.epoch === 2)) sent = child.kill('SIGINT');
-    });
-    const interrupted = await child;
+    const interrupted = await interruptedAfterEpoch2();
     expect(interrupted.exitCode, interrupted.stderr).toBe(130);
     const killed = summary(interrupted.stdout);
     expect(killed.status).toBe('KILLED');
@@ -116,5 +121,28 @@ describe('xp run --resume', () => {
     expect(fresh.exitCode, fresh.stderr).toBe(0);
     expect(events(fresh.stdout).some((e) => e.event === 'log' && /^Nothing to resume for .*training from the start$/.test(e.message))).toBe(true);
     expect(summary(fresh.stdout).runDir).not.toBe(killed.runDir);
+  }, 600_000);
+
+  it('resumes every interrupted trial of a sweep in its own folder and MLflow run, under the same parent', async () => {
+    const sweep = path.join(tmp, 'resume-sweep.yaml');
+    fs.writeFileSync(sweep, `${fs.readFileSync(file, 'utf8').replace('name: resume-cli', 'name: resume-sweep')}sweep: {parameters: {head.dropout: [0.1, 0.3]}}\n`);
+    const interrupted = await interruptedAfterEpoch2(sweep);
+    expect(interrupted.exitCode, interrupted.stderr).toBe(130);
+    const killed = summaries(interrupted.stdout);
+    expect(killed.map((o) => [o.status, o.history.length])).toEqual([['KILLED', 2], ['KILLED', 2]]);
+
+    const again = await xp(['--resume'], sweep);
+    expect(again.exitCode, again.stderr).toBe(0);
+    const resumed = summaries(again.stdout);
+    expect(events(again.stdout).filter((e) => e.event === 'log' && /^Resuming .* after epoch 2 of 4/.test(e.message))).toHaveLength(2);
+    for (const k of killed) {
+      const r = resumed.find((o) => o.name === k.name)!;
+      expect([r.status, r.runDir, r.mlflowRunId, r.history.length]).toEqual(['FINISHED', k.runDir, k.mlflowRunId, 4]);
+    }
+    const client = createClient(server.url);
+    const experimentId = (await client.getExperimentByName('resume-sweep'))!.experiment_id;
+    const runs = await client.searchRuns({ experimentIds: [experimentId] });
+    expect(runs.map((r) => r.info.status)).toEqual(['FINISHED', 'FINISHED', 'FINISHED']); // the parent and its two trials
+    for (const k of killed) expect((await client.getMetricHistory(k.mlflowRunId, 'val_loss')).map((p) => p.step).sort()).toEqual([1, 2, 3, 4]);
   }, 600_000);
 });
