@@ -134,16 +134,28 @@ export async function backupWritten(runDir: string): Promise<void> {
   await written;
 }
 
-/** The run folder's backup, or undefined when it has none. */
+/** The run folder's backup, or undefined when it has none; a damaged one is an error that says how to go on. */
 export function readBackup(runDir: string): Backup | undefined {
   const dir = backupDir(runDir);
   if (!dir) return undefined;
-  const state = JSON.parse(fs.readFileSync(path.join(dir, BACKUP_STATE), 'utf8')) as StateFile;
+  const damaged = (reason: string, cause?: unknown) =>
+    new XpError(`${dir} holds a damaged backup (${reason})`, { cause, hint: `remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start` });
+  let state: StateFile;
+  let bytes: Buffer;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, BACKUP_STATE), 'utf8')) as StateFile;
+    bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
+  } catch (error) {
+    throw damaged((error as Error).message, error);
+  }
   if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });
-  const bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
+  const { weights, optimizer, checkpoint, earlyStopping } = state.tensors ?? {};
+  if (!Array.isArray(weights) || !Array.isArray(optimizer)) throw damaged(`${BACKUP_STATE} lists no tensors`);
+  const size = (e: TensorEntry) => e.shape.reduce((a, b) => a * b, 1) * 4;
+  const described = Math.max(0, ...[...weights, ...optimizer, ...(checkpoint ?? []), ...(earlyStopping ?? [])].map((e) => e.offset + size(e)));
+  if (bytes.length !== described) throw damaged(`tensors.bin has ${bytes.length} bytes where ${BACKUP_STATE} describes ${described}`);
   const tensor = (e: TensorEntry) => {
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + n * 4);
+    const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + size(e));
     return tf.tensor(e.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), e.shape, e.dtype);
   };
   return {
@@ -160,6 +172,11 @@ export function readBackup(runDir: string): Backup | undefined {
 
 /** Sets the model's weights and its optimizer's slots from the backup (slots renamed to this model's variables). */
 export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<void> {
+  const misfit = model.weights.findIndex((w, i) => b.weights[i]?.shape.join('x') !== w.shape.join('x'));
+  if (misfit >= 0 || b.weights.length !== model.weights.length) {
+    const which = misfit >= 0 ? `${model.weights[misfit].name} is ${model.weights[misfit].shape.join('x')}, the backup's ${b.weights[misfit]?.shape.join('x') ?? 'missing'}` : `${model.weights.length} weights, the backup's ${b.weights.length}`;
+    throw new XpError(`the backup does not fit the model (${which})`, { hint: 'the data or the code changed since the run was interrupted: run without --resume to train from the start' });
+  }
   model.setWeights(b.weights);
   if (model.optimizer && b.optimizer.length) {
     await model.optimizer.setWeights(
