@@ -163,6 +163,12 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
     const tags = { 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
     j.append({ kind: 'resume', epoch: info.resumedAt!, startTime: Date.now(), tags, pid: process.pid, host: os.hostname() });
     log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
+    // Its MLflow run lives where it was logging: another server has no such run, and `xp sync` sends there later.
+    const was = j.runRecord()!;
+    const store = embeddedStore(uri);
+    if (was.uri !== undefined && (was.store ?? was.uri) !== (store ?? uri)) {
+      log(`MLflow: this run was logging to ${was.store ? `the embedded store ${was.store}` : was.uri}, not ${store ? `the embedded store ${store}` : uri}; its records wait in ${j.file} for \`xp sync ${runDir}\`.`);
+    }
     flushSoon();
   };
 

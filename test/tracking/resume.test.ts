@@ -62,4 +62,17 @@ describe('resumed run', () => {
     expect(points.map((p) => [p.step, p.value])).toEqual([1, 2, 3, 4].map((e) => [e, epochLogs(e).loss]));
     expect((await client.getRun(tracker.mlflowRunId()!)).info.status).toBe('FINISHED');
   }, SERVER_TIMEOUT);
+
+  test('resumed against another server, it says where its MLflow run lives and that `xp sync` sends it there', async () => {
+    const { runDir } = runDirWithFiles();
+    const first = createMlflowTracker({ uri: server.url, experimentName: 'resumed-elsewhere', runDir, log: () => {} });
+    await first.onRunStart!(startInfo(runDir));
+    await first.onRunEnd!({ status: 'KILLED', history: [], artifacts: [], wallSeconds: 1 });
+    const { log, lines } = quietLog();
+    const elsewhere = createMlflowTracker({ uri: 'http://127.0.0.1:9', experimentName: 'resumed-elsewhere', runDir, log });
+    await elsewhere.onRunStart!({ ...startInfo(runDir), resumedAt: 1 });
+    expect(lines.join('\n')).toContain(`this run was logging to the embedded store ${server.storeDir}, not http://127.0.0.1:9`);
+    expect(lines.join('\n')).toContain(`\`xp sync ${runDir}\``);
+    expect(await elsewhere.pending()).toBeGreaterThan(0);
+  }, SERVER_TIMEOUT);
 });
