@@ -22,6 +22,8 @@ export interface RunStartInfo {
   parentRunId?: string; // tracker run id of the sweep parent, for trials
   /** Epochs an interrupted run had done when this one resumes it (same runId and runDir): continue its tracked run. */
   resumedAt?: number;
+  /** The metrics of those epochs, for a listener that did not see them (a run tracked only from its resumption). */
+  resumedHistory?: EpochLogs[];
   facts: {
     total_params: number;
     trainable_params: number;

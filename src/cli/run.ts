@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
 import { preflight } from './preflight.ts';
 import { mlflowStoreDir } from '../paths.ts';
-import { runInChildren, runInProcess, type Outcome } from '../run/trials.ts';
+import { planResume, runInChildren, runInProcess, sayResumable, type Outcome } from '../run/trials.ts';
 import { openTracking, type TrackingSession } from '../tracking/session.ts';
 import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../tracking/sweep.ts';
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
@@ -20,6 +20,10 @@ export interface RunOptions {
   dryRun: boolean;
   parallel: number;
   rerun: boolean;
+  /** Continue each trial's latest interrupted run from its backup (Keras BackupAndRestore); fresh where there is none. */
+  resume: boolean;
+  /** Back up each run's state at every epoch end so that it can be resumed. */
+  backup: boolean;
   share: boolean;
   dataDir?: string;
   output: OutputMode;
@@ -50,8 +54,11 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       : undefined;
     const toRun = sweep?.trials ?? trials;
     if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
-    const groups = groupTrials(toRun, opts.share);
-    const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId };
+    if (!opts.resume && !opts.only) sayResumable(toRun, file, log);
+    // A child of --parallel finds the same runs to resume as its parent, which has said which.
+    const planned = opts.resume ? planResume(groupTrials(toRun, opts.share), opts.only ? () => {} : log) : { groups: groupTrials(toRun, opts.share), resume: undefined };
+    const { groups } = planned;
+    const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId, backup: opts.backup, resume: planned.resume };
     const outcomes = opts.parallel > 1 && groups.length > 1
       ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts) })
       : await runInProcess(groups, ctx);
@@ -87,6 +94,7 @@ async function dryRun(file: string, loaded: LoadedExperiment, trials: ResolvedTr
     });
   }
   if (finished.size) progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
+  if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
   return 0;
 }
 
@@ -96,6 +104,8 @@ function childArgs(opts: RunOptions): string[] {
   if (opts.maxTrials) args.push('--max-trials', String(opts.maxTrials));
   if (!opts.track) args.push('--no-track');
   if (!opts.share) args.push('--no-share');
+  if (opts.resume) args.push('--resume');
+  if (!opts.backup) args.push('--no-backup');
   if (opts.dataDir) args.push('--data-dir', opts.dataDir);
   return args;
 }

@@ -9,6 +9,7 @@ import type { TrackingSession } from '../tracking/session.ts';
 import type { PreparedData } from '../train/data.ts';
 import type { Progress } from '../train/progress.ts';
 import type { TrialOutcome } from '../train/run.ts';
+import { findResumable, type ResumableRun } from '../train/run-folder.ts';
 
 export type Outcome = Pick<TrialOutcome, 'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds' | 'result' | 'earlyStopping'> & {
   mlflowRunId?: string;
@@ -24,6 +25,43 @@ export interface TrialsContext {
   dataDir?: string;
   tracking?: TrackingSession;
   parentRunId?: string;
+  /** Back up each run's state at every epoch end (xp run --no-backup turns it off). */
+  backup: boolean;
+  /** Interrupted runs to continue, by trial index (planResume). */
+  resume?: Map<number, ResumableRun>;
+}
+
+/** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
+export function sayResumable(trials: ResolvedTrial[], file: string, log: (line: string) => void): void {
+  const found = trials.flatMap((t) => {
+    const run = findResumable(runsRoot(), t.experiment.name, t.configHash);
+    return run ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [];
+  });
+  if (found.length) log(`Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${found.join('; ')}`);
+}
+
+/**
+ * xp run --resume: each trial's latest interrupted run with a backup, or a fresh start where it has none (as
+ * Keras' BackupAndRestore). Trials of a group train on one trajectory, so a group is split by the epoch its
+ * trials resume at: trials at the same epoch (or all fresh) still share their backbone pass.
+ */
+export function planResume(groups: ResolvedTrial[][], log: (line: string) => void): { groups: ResolvedTrial[][]; resume: Map<number, ResumableRun> } {
+  const resume = new Map<number, ResumableRun>();
+  const split: ResolvedTrial[][] = [];
+  for (const group of groups) {
+    const byEpoch = new Map<number, ResolvedTrial[]>();
+    for (const t of group) {
+      const found = findResumable(runsRoot(), t.experiment.name, t.configHash);
+      if (found) {
+        resume.set(t.index, found);
+        log(`Resuming ${t.name} after epoch ${found.epoch} of ${t.experiment.training.epochs}: ${shown(found.runDir)}`);
+      } else log(`Nothing to resume for ${t.name} (no KILLED or FAILED run of config ${t.configHash} with a backup in ${shown(path.join(runsRoot(), t.experiment.name))}): training from the start`);
+      const epoch = found?.epoch ?? 0;
+      byEpoch.set(epoch, [...(byEpoch.get(epoch) ?? []), t]);
+    }
+    split.push(...byEpoch.values());
+  }
+  return { groups: split, resume };
 }
 
 /** Groups one after another in this process; the decoded data is reused while the data section is the same. */
@@ -40,6 +78,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       experiment: t.experiment,
       configHash: t.configHash,
       parentRunId,
+      resume: ctx.resume?.get(t.index),
       callbacks: tracking ? [tracking.callbacks(file, parentRunId)] : ([] as Callbacks[]),
     }));
     if (group.length > 1) progress.line(`Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`);
@@ -52,6 +91,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         dataDir: ctx.dataDir,
         progress,
         shouldStop: ctx.shouldStop,
+        backup: ctx.backup,
         data: sameData ? data!.prepared : undefined,
       });
       data = { config: group[0].experiment.data, prepared: r.data };
@@ -112,6 +152,8 @@ export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContex
   return outcomes;
 }
 
+/** A path as the user gave the working directory: relative below it, absolute elsewhere. */
+const shown = (p: string) => (path.relative(process.cwd(), p).startsWith('..') ? p : path.relative(process.cwd(), p) || '.');
 const failed = (t: ResolvedTrial, error: string): Outcome => ({ name: t.name, status: 'FAILED', error, history: [], runDir: '', wallSeconds: 0 });
 const cost = (g: ResolvedTrial[]) => Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
 const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');

@@ -257,6 +257,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     return answer.run_info;
   }
 
+  async function deleteTag(runId: string, key: string): Promise<void> {
+    await call('POST', 'runs/delete-tag', { run_id: runId, key });
+  }
+
   async function getRun(runId: string): Promise<Run> {
     return (await call<{ run: Run }>('GET', 'runs/get', { run_id: runId })).run;
   }
@@ -350,6 +354,7 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     searchExperiments,
     createRun,
     updateRun,
+    deleteTag,
     getRun,
     searchRuns,
     logBatch,

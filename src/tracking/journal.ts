@@ -1,8 +1,8 @@
 // The MLflow journal of a run: every record is appended to <runDir>/mlflow-journal.jsonl before it is sent,
 // and a cursor file says how far delivery got. Delivery is in order, resumable and free of duplicates.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from '../util/process.ts';
 import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type DatasetInput, type MlflowClient, type RunStatus } from './client.ts';
 
 export const JOURNAL_FILE = 'mlflow-journal.jsonl';
@@ -21,6 +21,8 @@ export type RecordBody =
   | { kind: 'inputs'; datasets: DatasetInput[] }
   | { kind: 'metrics'; step: number; timestamp: number; metrics: Record<string, number> }
   | { kind: 'artifact'; path: string }
+  // An interrupted run resumed (xp run --resume): the same MLflow run is RUNNING again, by another process.
+  | { kind: 'resume'; epoch: number; startTime: number; tags: Record<string, string>; pid?: number; host?: string }
   | { kind: 'end'; status: Exclude<RunStatus, 'RUNNING' | 'SCHEDULED'>; endTime: number; error?: string }
   // Bookkeeping, never sent: the MLflow run this journal writes to, so a later `xp sync` continues it.
   | { kind: 'run_id'; runId: string; experimentId: string; artifactUri: string };
@@ -54,7 +56,7 @@ export function openJournal(runDir: string) {
     fs.mkdirSync(runDir, { recursive: true });
     fs.appendFileSync(file, JSON.stringify(record) + '\n');
     records.push(record);
-    if (record.kind === 'run') watchUntilEnd(journal);
+    if (record.kind === 'run' || record.kind === 'resume') watchUntilEnd(journal);
     if (record.kind === 'end') openRuns.delete(journal);
     return record;
   }
@@ -64,6 +66,13 @@ export function openJournal(runDir: string) {
     const temporary = `${cursorFile}.tmp`;
     fs.writeFileSync(temporary, JSON.stringify(next) + '\n');
     fs.renameSync(temporary, cursorFile);
+  }
+
+  function last<T extends JournalRecord>(match: (record: JournalRecord) => record is T): T | undefined;
+  function last(match: (record: JournalRecord) => boolean): JournalRecord | undefined;
+  function last(match: (record: JournalRecord) => boolean) {
+    for (let index = records.length - 1; index >= 0; index--) if (match(records[index])) return records[index];
+    return undefined;
   }
 
   const runRef = (): RunRef | undefined => {
@@ -82,7 +91,10 @@ export function openJournal(runDir: string) {
     saveCursor,
     runRef,
     runRecord: () => records.find((record): record is Extract<JournalRecord, { kind: 'run' }> => record.kind === 'run'),
-    ended: () => records.some((record) => record.kind === 'end'),
+    /** The run's last start: its creation, or its last resumption. */
+    lastStart: () => last((record): record is Extract<JournalRecord, { kind: 'run' | 'resume' }> => record.kind === 'run' || record.kind === 'resume'),
+    /** The run's last start has its end journaled. */
+    ended: () => last((record) => record.kind === 'run' || record.kind === 'resume' || record.kind === 'end')?.kind === 'end',
     pending: () => records.filter((record) => record.seq > cursor.delivered && record.kind !== 'run_id'),
   };
   return journal;
@@ -181,6 +193,15 @@ async function send(record: JournalRecord, uncertain: boolean, journal: Journal,
       await client.uploadArtifact(run.artifactUri, record.path, { file });
       return;
     }
+    case 'resume': {
+      // The interrupted run's error no longer describes it; a tag already gone (a resent record) is fine.
+      await client.deleteTag(run.runId, 'xp.error').catch((error: unknown) => {
+        if ((error as MlflowError).errorCode !== 'RESOURCE_DOES_NOT_EXIST') throw error;
+      });
+      await client.logBatch(run.runId, { tags: toKeyValues(record.tags) });
+      await client.updateRun(run.runId, { status: 'RUNNING' });
+      return;
+    }
     case 'end':
       if (record.error) await client.logBatch(run.runId, { tags: [{ key: 'xp.error', value: record.error.slice(0, 5000) }] });
       await client.updateRun(run.runId, { status: record.status, endTime: record.endTime });
@@ -194,6 +215,7 @@ export function describePending(records: readonly JournalRecord[]): string {
   const count = (kind: RecordBody['kind']) => records.filter((record) => record.kind === kind).length;
   const parts = [
     count('run') ? 'the run itself' : '',
+    count('resume') ? 'its resumption' : '',
     count('params') ? 'params' : '',
     count('tags') ? 'tags' : '',
     count('inputs') ? 'dataset inputs' : '',
@@ -248,10 +270,10 @@ export async function syncRunDir(runDir: string, options: { uri: string; log?: (
 
 /** A run without an end record whose process no longer runs was killed: journal that, once. */
 function closeAbandoned(journal: Journal, log: (line: string) => void): boolean {
-  const run = journal.runRecord();
+  const run = journal.lastStart();
   // Journals older than the pid record cannot tell a live run from a dead one: they are left as they are.
   if (!run || run.pid === undefined || journal.ended()) return false;
-  if ((run.host === undefined || run.host === os.hostname()) && isAlive(run.pid)) {
+  if (processAlive(run.pid, run.host)) {
     log(`the run is still going on in process ${run.pid}: sending what it journaled so far, leaving it RUNNING.`);
     return false;
   }
@@ -261,14 +283,6 @@ function closeAbandoned(journal: Journal, log: (line: string) => void): boolean 
   return true;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function readRecords(file: string): JournalRecord[] {
   let text: string;

@@ -141,10 +141,43 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   };
 
   const runRef = () => journal?.runRef();
+  /** Epoch metrics the journal holds already, as `key@step`: a resumed run logs each epoch's value once. */
+  const logged = new Set<string>();
+
+  /** An epoch's finite metrics not journaled yet; NaN and Inf said and left out. */
+  const epochMetrics = (epoch: number, logs: EpochLogs) => {
+    const metrics: Record<string, number> = {};
+    const skipped: string[] = [];
+    for (const key of EPOCH_METRICS) {
+      const value = logs[key];
+      if (value === undefined || logged.has(`${key}@${epoch}`)) continue;
+      if (Number.isFinite(value)) metrics[key] = value;
+      else skipped.push(`${key}=${value}`);
+    }
+    if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
+    return metrics;
+  };
+
+  /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
+  const resume = (j: Journal, info: RunStartInfo) => {
+    for (const r of j.records()) if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
+    const tags = { 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
+    j.append({ kind: 'resume', epoch: info.resumedAt!, startTime: Date.now(), tags, pid: process.pid, host: os.hostname() });
+    log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
+    // Its MLflow run lives where it was logging: another server has no such run, and `xp sync` sends there later.
+    const was = j.runRecord()!;
+    const store = embeddedStore(uri);
+    if (was.uri !== undefined && (was.store ?? was.uri) !== (store ?? uri)) {
+      log(`MLflow: this run was logging to ${was.store ? `the embedded store ${was.store}` : was.uri}, not ${store ? `the embedded store ${store}` : uri}; its records wait in ${j.file} for \`xp sync ${runDir}\`.`);
+    }
+    flushSoon();
+  };
 
   return {
     onRunStart: guard('run start', async (info: RunStartInfo) => {
       journal = openJournal(runDir);
+      // A run tracked before it was interrupted goes on in its MLflow run; one that was not starts one now.
+      if (info.resumedAt !== undefined && journal.runRecord()) return resume(journal, info);
       const sourceFile = info.sourceFile ?? options.sourceFile;
       const parentRunId = options.parentRunId ?? info.parentRunId;
       const commit = gitCommit(sourceFile ? path.dirname(path.resolve(sourceFile)) : process.cwd());
@@ -160,6 +193,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
         'xp.accel': info.accel,
       };
       if (commit) tags['mlflow.source.git.commit'] = commit;
+      if (info.resumedAt !== undefined) tags['xp.resumed_at_epoch'] = String(info.resumedAt);
       if (info.experiment.description) tags['mlflow.note.content'] = info.experiment.description.slice(0, 5000);
       if (parentRunId) tags['mlflow.parentRunId'] = parentRunId;
       journal.append({
@@ -176,21 +210,18 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       });
       journal.append({ kind: 'params', params: runParams(info, log) });
       if (info.datasets.length > 0) journal.append({ kind: 'inputs', datasets: info.datasets.map(datasetInput) });
+      // A run resumed with tracking that was not tracked before: its MLflow run starts with the epochs done.
+      for (const [i, logs] of (info.resumedHistory ?? []).entries()) {
+        const metrics = epochMetrics(i + 1, logs);
+        if (Object.keys(metrics).length) journal.append({ kind: 'metrics', step: i + 1, timestamp: Date.now(), metrics });
+      }
       flushSoon();
     }),
 
     onEpochEnd: guard('epoch', async (epoch: number, logs: EpochLogs) => {
       if (!journal) return;
-      const metrics: Record<string, number> = {};
-      const skipped: string[] = [];
-      for (const key of EPOCH_METRICS) {
-        const value = logs[key];
-        if (value === undefined) continue;
-        if (Number.isFinite(value)) metrics[key] = value;
-        else skipped.push(`${key}=${value}`);
-      }
-      if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
-      journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
+      const metrics = epochMetrics(epoch, logs);
+      if (Object.keys(metrics).length) journal.append({ kind: 'metrics', step: epoch, timestamp: Date.now(), metrics });
       flushSoon();
       // One turn of the event loop: the delivery's I/O (and a Ctrl-C) get their chance even when training never
       // waits on anything else.

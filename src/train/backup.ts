@@ -4,13 +4,14 @@
 // no saving: batches, augmentation draws and dropout masks follow from the seed and the step, and the loop
 // replays the draws of the epochs done (cheap: no image is touched).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { XpError } from '../errors.ts';
 import type { EpochLogs } from '../events.ts';
 import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
+import { BACKUP_DIR, BACKUP_STATE, backupDir } from './run-folder.ts';
 
-export const BACKUP_DIR = 'backup';
 const FORMAT = 1;
 
 /** A trial's state after `epoch` epochs, read from its run folder. */
@@ -39,6 +40,9 @@ interface TensorEntry {
 interface StateFile {
   format: number;
   epoch: number;
+  /** The process that trains the run: a backup of a live process is not resumed by another. */
+  pid?: number;
+  host?: string;
   history: EpochLogs[];
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
@@ -55,24 +59,37 @@ export interface BackupInput {
   earlyStoppingWeights?: tf.Tensor[];
 }
 
-/** Writes the backup next to the last one, then replaces it: a crash mid-write leaves the previous one whole. */
+// The tensors are copied into one buffer per run folder, kept from epoch to epoch, and written to disk while
+// training goes on: the next backup of the folder, its removal and the end of training wait for the write.
+const buffers = new Map<string, Buffer>();
+const writing = new Map<string, Promise<void>>();
+
+/**
+ * Takes the backup now and writes it in the background, next to the last one, then replaces it: a crash
+ * mid-write leaves the previous one whole. A write that failed fails the next call for the folder.
+ */
 export async function writeBackup(runDir: string, b: BackupInput): Promise<void> {
-  const chunks: Buffer[] = [];
-  let offset = 0;
-  const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
-    const data = t.dataSync() as Float32Array | Int32Array;
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    chunks.push(Buffer.from(bytes)); // a copy: the dense-head step updates the kernel in place
-    const entry = { shape: t.shape, dtype: t.dtype as 'float32' | 'int32', offset, ...extra };
-    offset += bytes.length;
-    return entry;
-  };
+  await writing.get(runDir); // the last write is done with the buffer
   const indexOf = new Map(b.model.weights.map((w, i) => [w.name, i]));
   const optimizer = b.model.optimizer ? await b.model.optimizer.getWeights() : [];
   const weights = b.model.getWeights();
+  const all = [...weights, ...optimizer.map((o) => o.tensor), ...(b.checkpointWeights ?? []), ...(b.earlyStoppingWeights ?? [])];
+  const bytes = all.reduce((n, t) => n + t.size * 4, 0);
+  let buffer = buffers.get(runDir);
+  if (buffer?.length !== bytes) buffers.set(runDir, (buffer = Buffer.allocUnsafeSlow(bytes)));
+  let offset = 0;
+  const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
+    const data = t.dataSync() as Float32Array | Int32Array;
+    buffer.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset); // a copy: the dense-head step updates the kernel in place
+    const entry = { shape: t.shape, dtype: t.dtype as 'float32' | 'int32', offset, ...extra };
+    offset += data.byteLength;
+    return entry;
+  };
   const state: StateFile = {
     format: FORMAT,
     epoch: b.epoch,
+    pid: process.pid,
+    host: os.hostname(),
     history: b.history,
     checkpoint: b.checkpoint,
     earlyStopping: b.earlyStopping,
@@ -91,28 +108,54 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   };
   // Copies the optimizer made for the backup go; its own variables (Adam hands out its slots) stay.
   tf.dispose(optimizer.map((o) => o.tensor).filter((t) => !(t instanceof tf.Variable)));
-  const dir = path.join(runDir, BACKUP_DIR);
-  const next = `${dir}.next`;
-  fs.rmSync(next, { recursive: true, force: true });
-  fs.mkdirSync(next);
-  fs.writeFileSync(path.join(next, 'tensors.bin'), Buffer.concat(chunks));
-  fs.writeFileSync(path.join(next, 'state.json'), `${JSON.stringify(state)}\n`);
-  fs.rmSync(`${dir}.old`, { recursive: true, force: true });
-  if (fs.existsSync(dir)) fs.renameSync(dir, `${dir}.old`);
-  fs.renameSync(next, dir);
-  fs.rmSync(`${dir}.old`, { recursive: true, force: true });
+  const written = persist(runDir, buffer, state);
+  written.catch(() => {}); // reported where it is awaited: the folder's next backup, its removal or backupWritten
+  writing.set(runDir, written);
 }
 
-/** The run folder's backup, or undefined when it has none. */
+async function persist(runDir: string, buffer: Buffer, state: StateFile): Promise<void> {
+  const dir = path.join(runDir, BACKUP_DIR);
+  const next = `${dir}.next`;
+  await fs.promises.rm(next, { recursive: true, force: true });
+  await fs.promises.mkdir(next);
+  await fs.promises.writeFile(path.join(next, 'tensors.bin'), buffer);
+  await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
+  await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
+  if (fs.existsSync(dir)) await fs.promises.rename(dir, `${dir}.old`);
+  await fs.promises.rename(next, dir);
+  await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
+}
+
+/** Waits for the folder's backup being written; throws when the write failed. Its buffer is let go. */
+export async function backupWritten(runDir: string): Promise<void> {
+  const written = writing.get(runDir);
+  writing.delete(runDir);
+  buffers.delete(runDir);
+  await written;
+}
+
+/** The run folder's backup, or undefined when it has none; a damaged one is an error that says how to go on. */
 export function readBackup(runDir: string): Backup | undefined {
-  const dir = [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, 'state.json')));
+  const dir = backupDir(runDir);
   if (!dir) return undefined;
-  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as StateFile;
+  const damaged = (reason: string, cause?: unknown) =>
+    new XpError(`${dir} holds a damaged backup (${reason})`, { cause, hint: `remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start` });
+  let state: StateFile;
+  let bytes: Buffer;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, BACKUP_STATE), 'utf8')) as StateFile;
+    bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
+  } catch (error) {
+    throw damaged((error as Error).message, error);
+  }
   if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });
-  const bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
+  const { weights, optimizer, checkpoint, earlyStopping } = state.tensors ?? {};
+  if (!Array.isArray(weights) || !Array.isArray(optimizer)) throw damaged(`${BACKUP_STATE} lists no tensors`);
+  const size = (e: TensorEntry) => e.shape.reduce((a, b) => a * b, 1) * 4;
+  const described = Math.max(0, ...[...weights, ...optimizer, ...(checkpoint ?? []), ...(earlyStopping ?? [])].map((e) => e.offset + size(e)));
+  if (bytes.length !== described) throw damaged(`tensors.bin has ${bytes.length} bytes where ${BACKUP_STATE} describes ${described}`);
   const tensor = (e: TensorEntry) => {
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + n * 4);
+    const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + size(e));
     return tf.tensor(e.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), e.shape, e.dtype);
   };
   return {
@@ -129,6 +172,11 @@ export function readBackup(runDir: string): Backup | undefined {
 
 /** Sets the model's weights and its optimizer's slots from the backup (slots renamed to this model's variables). */
 export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<void> {
+  const misfit = model.weights.findIndex((w, i) => b.weights[i]?.shape.join('x') !== w.shape.join('x'));
+  if (misfit >= 0 || b.weights.length !== model.weights.length) {
+    const which = misfit >= 0 ? `${model.weights[misfit].name} is ${model.weights[misfit].shape.join('x')}, the backup's ${b.weights[misfit]?.shape.join('x') ?? 'missing'}` : `${model.weights.length} weights, the backup's ${b.weights.length}`;
+    throw new XpError(`the backup does not fit the model (${which})`, { hint: 'the data or the code changed since the run was interrupted: run without --resume to train from the start' });
+  }
   model.setWeights(b.weights);
   if (model.optimizer && b.optimizer.length) {
     await model.optimizer.setWeights(
@@ -137,7 +185,8 @@ export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<vo
   }
 }
 
-export function removeBackup(runDir: string): void {
+export async function removeBackup(runDir: string): Promise<void> {
+  await backupWritten(runDir).catch(() => {}); // removed either way
   for (const d of [BACKUP_DIR, `${BACKUP_DIR}.old`, `${BACKUP_DIR}.next`]) fs.rmSync(path.join(runDir, d), { recursive: true, force: true });
 }
 

@@ -13,7 +13,7 @@ import { createRng } from '../util/random.ts';
 import type { EarlyStoppingReport, EpochLogs, RunResult } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
-import { backupTrial, resumeTrial, type Backup } from './backup.ts';
+import { backupTrial, backupWritten, resumeTrial, type Backup } from './backup.ts';
 import type { Progress } from './progress.ts';
 import { atLastEpoch, copyTrainerWeights, createTrials, describeEarlyStopping, observeEpoch, restoreSavedWeights, type Trial } from './trial-state.ts';
 import { createValidationSet, type ValidationSet } from './validation.ts';
@@ -104,9 +104,12 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       }
       for (const t of active) if (t.member.backupDir && !ended.has(t)) await backupTrial(t, t.member.backupDir);
     }
+    // An interrupted trial's last backup is on disk before its run ends (KILLED: resumable from there).
+    for (const t of trials) if (t.member.backupDir && !ended.has(t)) await backupWritten(t.member.backupDir);
     for (const t of trials) copyTrainerWeights(t); // interrupted: prefixes take the weights a lone run would have had
     for (const t of [...trials].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await end(t); // prefixes first
   } finally {
+    await Promise.allSettled(trials.map((t) => t.member.backupDir && backupWritten(t.member.backupDir)));
     for (const t of trials) t.step.dispose();
     validation.dispose();
   }

@@ -5,12 +5,12 @@ import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
 import type { EpochLogs, RunResult } from '../events.ts';
+import { experimentHeader } from './run-folder.ts';
 
 export const HISTORY_COLUMNS = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
 
 export function writeExperiment(runDir: string, experiment: Experiment, meta: { sourceFile?: string; configHash: string }): void {
-  const header = `# Resolved experiment (every default filled in)${meta.sourceFile ? ` from ${meta.sourceFile}` : ''}, config hash ${meta.configHash}\n`;
-  fs.writeFileSync(path.join(runDir, 'experiment.yaml'), header + YAML.stringify(experiment));
+  fs.writeFileSync(path.join(runDir, 'experiment.yaml'), `${experimentHeader(meta.configHash, meta.sourceFile)}\n${YAML.stringify(experiment)}`);
 }
 
 export function writeHistory(runDir: string, history: EpochLogs[]): void {

@@ -116,6 +116,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         configHash: m.spec.configHash,
         parentRunId: m.spec.parentRunId,
         resumedAt: m.backup?.epoch,
+        resumedHistory: m.backup?.history,
         facts: { ...counts, train_images: data.train.count, validation_images: data.validation.count, class_names: data.classNames },
         datasets: [
           { name: `${path.basename(path.dirname(data.train.dir))}/${path.basename(data.train.dir)}`, digest: data.train.digest, source: data.train.dir, context: 'train' },
@@ -134,7 +135,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
     const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !ranItsEpochs ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
-    if (status === 'FINISHED') removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
+    if (status === 'FINISHED') await removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
     const wallSeconds = (Date.now() - started) / 1000;
     const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
     const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
