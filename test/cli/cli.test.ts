@@ -184,9 +184,10 @@ describe('xp run with MLflow', () => {
     expect(r.exitCode, r.stderr + r.stdout).toBe(0);
     expect(r.stdout + r.stderr).toMatch(/xp sync/);
     const runDir = path.join(tmp, 'runs', 'cli-offline', fs.readdirSync(path.join(tmp, 'runs', 'cli-offline'))[0]);
-    const synced = await xp(['sync', runDir]);
+    // The run logged to the dead server: `--to` sends its journal to the one that is up.
+    const synced = await xp(['sync', runDir, '--to', server.url]);
     expect(synced.exitCode, synced.stderr + synced.stdout).toBe(0);
-    const again = await xp(['sync', runDir]); // nothing left: no duplicates
+    const again = await xp(['sync', runDir, '--to', server.url]); // nothing left: no duplicates
     expect(again.exitCode, again.stderr + again.stdout).toBe(0);
     const client = createClient(server.url);
     const exp = await client.getExperimentByName('cli-offline');

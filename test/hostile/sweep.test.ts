@@ -42,7 +42,7 @@ sweep:
 
   const server = await startTestServer();
   try {
-    const synced = await execa(process.execPath, [bin, 'sync', ...runDirs], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: server.url } });
+    const synced = await execa(process.execPath, [bin, 'sync', ...runDirs, '--to', server.url], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: server.url } });
     expect(synced.exitCode, synced.stderr + synced.stdout).toBe(0);
     const client = createClient(server.url);
     const experiment = await client.getExperimentByName('dead-sweep');
