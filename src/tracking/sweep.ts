@@ -11,7 +11,7 @@ import { runUrl, type MlflowClient } from './client.ts';
 import { listRuns, type RunRow } from './compare.ts';
 import { quickClient } from './session.ts';
 import { storedRuns } from './store.ts';
-import { gitCommit, userName, xpVersion } from './tracker.ts';
+import { gitCommit, userName, xpVersion } from './provenance.ts';
 
 /** What the sweep needs of a trial trained by this command. */
 export interface TrialResult {

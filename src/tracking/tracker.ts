@@ -1,19 +1,16 @@
 // Training callbacks that log a run to MLflow through the run's journal: training never waits on or fails
 // because of the server; what cannot be sent now is sent at the next callback, at the end, or by `xp sync`.
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
-import { createClient, credentialsFromEnv, runUrl, type DatasetInput, type MlflowClient } from './client.ts';
+import { createClient, credentialsFromEnv, runUrl, type MlflowClient } from './client.ts';
 import { deliver, describePending, endOpenRuns, openJournal, type Journal } from './journal.ts';
 import { gitCommit, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
 import { embeddedStore } from './server.ts';
 
 export { syncRunDir } from './journal.ts';
-export { flattenParams, runParams } from './records.ts';
-export { gitCommit } from './provenance.ts';
 
 export interface TrackerOptions {
   uri: string;

@@ -8,7 +8,8 @@ import { bestRun, formatRunsTable, listRuns } from '../../src/tracking/compare.t
 import { CURSOR_FILE, JOURNAL_FILE } from '../../src/tracking/journal.ts';
 import { isHealthy, resolveTrackingUri, startServer, type TrackingServer } from '../../src/tracking/server.ts';
 import { closeSweep, openSweep, sweepHash } from '../../src/tracking/sweep.ts';
-import { createMlflowTracker, gitCommit } from '../../src/tracking/tracker.ts';
+import { createMlflowTracker } from '../../src/tracking/tracker.ts';
+import { gitCommit } from '../../src/tracking/provenance.ts';
 import type { LoadedExperiment } from '../../src/config/load.ts';
 import { epochLogs, experiment, quietLog, runDirWithFiles, removeTempDirs, SERVER_TIMEOUT, startInfo, startTestServer, tempDir } from './helpers.ts';
 

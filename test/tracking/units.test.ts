@@ -9,7 +9,7 @@ import { describePending, openJournal } from '../../src/tracking/journal.ts';
 import { resolveTrackingUri, startServer } from '../../src/tracking/server.ts';
 import { chooseBest, compareUrl, sweepHash } from '../../src/tracking/sweep.ts';
 import { headlineValue, loggedHeadlineValue } from '../../src/events.ts';
-import { flattenParams, runParams } from '../../src/tracking/tracker.ts';
+import { flattenParams, runParams } from '../../src/tracking/records.ts';
 import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './helpers.ts';
 
 afterAll(removeTempDirs);

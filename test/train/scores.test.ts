@@ -1,6 +1,6 @@
 // Per-class scores of a run's result, from its confusion matrix, and their MLflow names.
 import { describe, expect, it } from 'vitest';
-import { resultRecords } from '../../src/tracking/tracker.ts';
+import { resultRecords } from '../../src/tracking/records.ts';
 import { classScores } from '../../src/train/validation.ts';
 
 describe('per-class scores', () => {
