@@ -74,13 +74,14 @@ describe('xp run --resume', () => {
     expect(interrupted.exitCode, interrupted.stderr).toBe(130);
     const killed = summary(interrupted.stdout);
     expect(killed.status).toBe('KILLED');
-    expect(killed.history).toHaveLength(2);
+    const done = killed.history.length; // 2, or 3 when the signal lands after epoch 3 began (a loaded machine)
+    expect(done === 2 || done === 3, `epochs done before the interruption: ${done}`).toBe(true);
     const client = createClient(server.url);
     expect((await client.getRun(killed.mlflowRunId)).info.status).toBe('KILLED');
 
     const again = await xp(['--resume']);
     expect(again.exitCode, again.stderr).toBe(0);
-    expect(events(again.stdout).some((e) => e.event === 'log' && /^Resuming .* after epoch 2 of 4/.test(e.message))).toBe(true);
+    expect(events(again.stdout).some((e) => e.event === 'log' && new RegExp(`^Resuming .* after epoch ${done} of 4`).test(e.message))).toBe(true);
     const resumed = summary(again.stdout);
     expect(resumed.status).toBe('FINISHED');
     expect(resumed.runDir).toBe(killed.runDir);
@@ -91,7 +92,7 @@ describe('xp run --resume', () => {
     expect(resumed.history).toHaveLength(4);
     const run = await client.getRun(resumed.mlflowRunId);
     expect(run.info.status).toBe('FINISHED');
-    expect(run.data.tags?.find((t) => t.key === 'xp.resumed_at_epoch')?.value).toBe('2');
+    expect(run.data.tags?.find((t) => t.key === 'xp.resumed_at_epoch')?.value).toBe(String(done));
     const runs = await client.searchRuns({ experimentIds: [run.info.experiment_id] });
     expect(runs).toHaveLength(2); // the uninterrupted one and the resumed one: no second MLflow run
     for (const key of EPOCH_METRICS) {
@@ -129,12 +130,14 @@ describe('xp run --resume', () => {
     const interrupted = await interruptedAfterEpoch2(sweep);
     expect(interrupted.exitCode, interrupted.stderr).toBe(130);
     const killed = summaries(interrupted.stdout);
-    expect(killed.map((o) => [o.status, o.history.length])).toEqual([['KILLED', 2], ['KILLED', 2]]);
+    const done = killed[0].history.length; // 2, or 3 when the signal lands after epoch 3 began (a loaded machine)
+    expect(done === 2 || done === 3, `epochs done before the interruption: ${done}`).toBe(true);
+    expect(killed.map((o) => [o.status, o.history.length])).toEqual([['KILLED', done], ['KILLED', done]]);
 
     const again = await xp(['--resume'], sweep);
     expect(again.exitCode, again.stderr).toBe(0);
     const resumed = summaries(again.stdout);
-    expect(events(again.stdout).filter((e) => e.event === 'log' && /^Resuming .* after epoch 2 of 4/.test(e.message))).toHaveLength(2);
+    expect(events(again.stdout).filter((e) => e.event === 'log' && new RegExp(`^Resuming .* after epoch ${done} of 4`).test(e.message))).toHaveLength(2);
     for (const k of killed) {
       const r = resumed.find((o) => o.name === k.name)!;
       expect([r.status, r.runDir, r.mlflowRunId, r.history.length]).toEqual(['FINISHED', k.runDir, k.mlflowRunId, 4]);
