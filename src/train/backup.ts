@@ -55,8 +55,9 @@ export interface BackupInput {
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
   model: tf.LayersModel;
-  checkpointWeights?: tf.Tensor[];
-  earlyStoppingWeights?: tf.Tensor[];
+  /** A snapshot, or 'weights' when it was taken at this epoch's end: the model's weights are its bytes. */
+  checkpointWeights?: tf.Tensor[] | 'weights';
+  earlyStoppingWeights?: tf.Tensor[] | 'weights';
 }
 
 // The tensors are copied into one buffer per run folder, kept from epoch to epoch, and written to disk while
@@ -73,7 +74,8 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   const indexOf = new Map(b.model.weights.map((w, i) => [w.name, i]));
   const optimizer = b.model.optimizer ? await b.model.optimizer.getWeights() : [];
   const weights = b.model.getWeights();
-  const all = [...weights, ...optimizer.map((o) => o.tensor), ...(b.checkpointWeights ?? []), ...(b.earlyStoppingWeights ?? [])];
+  const snapshots = (s: tf.Tensor[] | 'weights' | undefined) => (Array.isArray(s) ? s : []);
+  const all = [...weights, ...optimizer.map((o) => o.tensor), ...snapshots(b.checkpointWeights), ...snapshots(b.earlyStoppingWeights)];
   const bytes = all.reduce((n, t) => n + t.size * 4, 0);
   let buffer = buffers.get(runDir);
   if (buffer?.length !== bytes) buffers.set(runDir, (buffer = Buffer.allocUnsafeSlow(bytes)));
@@ -85,6 +87,9 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
     offset += data.byteLength;
     return entry;
   };
+  const weightEntries = weights.map((w) => add(w));
+  // A snapshot equal to the weights is written once: its entries point at the weights' bytes.
+  const snapshotEntries = (s: tf.Tensor[] | 'weights' | undefined) => (s === 'weights' ? weightEntries : s?.map((w) => add(w)));
   const state: StateFile = {
     format: FORMAT,
     epoch: b.epoch,
@@ -94,7 +99,7 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
     checkpoint: b.checkpoint,
     earlyStopping: b.earlyStopping,
     tensors: {
-      weights: weights.map((w) => add(w)),
+      weights: weightEntries,
       optimizer: optimizer.map(({ name, tensor }) => {
         if (name === 'iter' || name.endsWith('iterations')) return add(tensor, { suffix: 'iterations' });
         const slash = name.lastIndexOf('/');
@@ -102,8 +107,8 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
         if (variable === undefined) throw new Error(`backup: optimizer weight ${name} belongs to no weight of the model`);
         return add(tensor, { variable, suffix: name.slice(slash + 1) });
       }),
-      checkpoint: b.checkpointWeights?.map((w) => add(w)),
-      earlyStopping: b.earlyStoppingWeights?.map((w) => add(w)),
+      checkpoint: snapshotEntries(b.checkpointWeights),
+      earlyStopping: snapshotEntries(b.earlyStoppingWeights),
     },
   };
   // Copies the optimizer made for the backup go; its own variables (Adam hands out its slots) stay.
@@ -114,12 +119,19 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
 }
 
 async function persist(runDir: string, buffer: Buffer, state: StateFile): Promise<void> {
+  await replaceBackup(runDir, async (next) => {
+    await fs.promises.writeFile(path.join(next, 'tensors.bin'), buffer);
+    await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
+  });
+}
+
+/** Fills a new backup folder beside the current one, then swaps them: a crash at any point leaves one whole. */
+async function replaceBackup(runDir: string, fill: (next: string) => Promise<void>): Promise<void> {
   const dir = path.join(runDir, BACKUP_DIR);
   const next = `${dir}.next`;
   await fs.promises.rm(next, { recursive: true, force: true });
   await fs.promises.mkdir(next);
-  await fs.promises.writeFile(path.join(next, 'tensors.bin'), buffer);
-  await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
+  await fill(next);
   await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
   if (fs.existsSync(dir)) await fs.promises.rename(dir, `${dir}.old`);
   await fs.promises.rename(next, dir);
@@ -192,15 +204,46 @@ export async function removeBackup(runDir: string): Promise<void> {
 
 /** Backs up a trial that goes on training: its state after its last epoch, with the weights of the model that trains for it. */
 export async function backupTrial(t: Trial, runDir: string): Promise<void> {
+  const epoch = t.history.length;
+  // A snapshot taken at this epoch's end holds the weights the model has now (no step ran since).
+  const snapshot = (weights: tf.Tensor[] | undefined, bestEpoch: number | undefined) => (weights && bestEpoch === epoch ? 'weights' : weights);
   await writeBackup(runDir, {
-    epoch: t.history.length,
+    epoch,
     history: t.history,
     checkpoint: t.checkpoint.state(),
     earlyStopping: t.earlyStopping?.state(),
     model: t.trainer.member.model,
-    checkpointWeights: t.checkpoint.bestWeights,
-    earlyStoppingWeights: t.earlyStopping?.bestWeights,
+    checkpointWeights: snapshot(t.checkpoint.bestWeights, t.checkpoint.bestEpoch),
+    earlyStoppingWeights: snapshot(t.earlyStopping?.bestWeights, t.earlyStopping?.bestEpoch),
   });
+}
+
+/** What decides a trial's backed-up tensors besides the trained model: equal for two trials, equal tensors. */
+export const backupKey = (t: Trial): string =>
+  JSON.stringify([t.history.length, t.checkpoint.state(), t.earlyStopping?.state() ?? null, !!t.checkpoint.bestWeights, !!t.earlyStopping?.bestWeights]);
+
+/**
+ * A prefix trial follows its trainer's trajectory: until it ends, its backed-up tensors are the trainer's, byte for
+ * byte. Its folder gets a hard link to the trainer's tensors once written (a copy where links fail) and a state file
+ * of its own (its history); the trainer's next backup waits for it, since it replaces those files.
+ */
+export function linkBackup(t: Trial, fromRunDir: string, toRunDir: string): void {
+  const written = writing.get(fromRunDir) ?? Promise.resolve();
+  const history = structuredClone(t.history);
+  const linked = (async () => {
+    await writing.get(toRunDir)?.catch(() => {}); // its own earlier write is superseded
+    await written;
+    await replaceBackup(toRunDir, async (next) => {
+      const from = path.join(fromRunDir, BACKUP_DIR);
+      const state = JSON.parse(await fs.promises.readFile(path.join(from, BACKUP_STATE), 'utf8')) as StateFile;
+      await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify({ ...state, history })}\n`);
+      const tensors = path.join(from, 'tensors.bin');
+      await fs.promises.link(tensors, path.join(next, 'tensors.bin')).catch(() => fs.promises.copyFile(tensors, path.join(next, 'tensors.bin')));
+    });
+  })();
+  linked.catch(() => {});
+  writing.set(toRunDir, linked);
+  writing.set(fromRunDir, Promise.all([written, linked.catch(() => {})]).then(() => {}));
 }
 
 /** Puts a trial back where its backup left it; the model that trains for it takes the backed-up weights and slots. */

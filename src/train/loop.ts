@@ -13,7 +13,7 @@ import { createRng } from '../util/random.ts';
 import type { EarlyStoppingReport, EpochLogs, RunResult } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
-import { backupTrial, backupWritten, resumeTrial, type Backup } from './backup.ts';
+import { backupKey, backupTrial, backupWritten, linkBackup, resumeTrial, type Backup } from './backup.ts';
 import type { Progress } from './progress.ts';
 import { atLastEpoch, copyTrainerWeights, createTrials, describeEarlyStopping, observeEpoch, restoreSavedWeights, type Trial } from './trial-state.ts';
 import { createValidationSet, type ValidationSet } from './validation.ts';
@@ -102,7 +102,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       } finally {
         epochValidation.dispose();
       }
-      for (const t of active) if (t.member.backupDir && !ended.has(t)) await backupTrial(t, t.member.backupDir);
+      await backupEpoch(active.filter((t) => t.member.backupDir && !ended.has(t)));
     }
     // An interrupted trial's last backup is on disk before its run ends (KILLED: resumable from there).
     for (const t of trials) if (t.member.backupDir && !ended.has(t)) await backupWritten(t.member.backupDir);
@@ -112,6 +112,16 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     await Promise.allSettled(trials.map((t) => t.member.backupDir && backupWritten(t.member.backupDir)));
     for (const t of trials) t.step.dispose();
     validation.dispose();
+  }
+}
+
+/** Backs up the trials that train on; a prefix trial whose state is its trainer's shares the trainer's files. */
+async function backupEpoch(trials: Trial[]): Promise<void> {
+  for (const t of trials) if (t.trainer === t) await backupTrial(t, t.member.backupDir!);
+  for (const t of trials) {
+    if (t.trainer === t) continue;
+    if (trials.includes(t.trainer) && backupKey(t) === backupKey(t.trainer)) linkBackup(t, t.trainer.member.backupDir!, t.member.backupDir!);
+    else await backupTrial(t, t.member.backupDir!);
   }
 }
 

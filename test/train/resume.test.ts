@@ -71,4 +71,45 @@ describe('resume', () => {
       expect(worst, `weight ${i}`).toBeLessThan(1e-5);
     });
   });
+
+  it('a prefix trial shares its trainer\'s backup files until it ends, and both resume as uninterrupted', async () => {
+    const { trials } = await loadExperiment(writeExperiment('resume-prefix', `${BODY}\nsweep: {training.epochs: [3, 4]}`));
+    expect(trials.map((t) => t.experiment.training.epochs)).toEqual([3, 4]);
+    const whole = (await runGroup(trials.map(spec), opts())).outcomes;
+    expect(whole.map((o) => o.history.length)).toEqual([3, 4]);
+
+    let stop = false;
+    const specs = trials.map(spec);
+    specs[1].callbacks = [{ onEpochEnd: (epoch) => void (stop = epoch === 2) }];
+    const killed = (await runGroup(specs, opts({ backup: true, shouldStop: () => stop }))).outcomes;
+    expect(killed.map((o) => [o.status, o.history.length])).toEqual([['KILLED', 2], ['KILLED', 2]]);
+    const [prefix, trainer] = killed.map((o) => path.join(o.runDir, 'backup'));
+    // One copy of the tensors on disk; each trial's own history in its state file.
+    expect(fs.statSync(path.join(prefix, 'tensors.bin')).ino).toBe(fs.statSync(path.join(trainer, 'tensors.bin')).ino);
+    const states = [prefix, trainer].map((d) => JSON.parse(fs.readFileSync(path.join(d, 'state.json'), 'utf8')));
+    expect(states[0].history).toEqual(killed[0].history);
+    expect(states[1].history).toEqual(killed[1].history);
+    // A snapshot taken at the backed-up epoch points at the weights' bytes instead of repeating them.
+    const aliased = states[1].tensors.earlyStopping[0].offset === states[1].tensors.weights[0].offset;
+    expect(aliased, `best epoch ${states[1].earlyStopping.bestEpoch}`).toBe(states[1].earlyStopping.bestEpoch === 2);
+
+    const again = trials.map(spec);
+    again.forEach((s, i) => (s.resume = { runId: killed[i].runId, runDir: killed[i].runDir }));
+    const resumed = (await runGroup(again, opts({ backup: true }))).outcomes;
+    resumed.forEach((r, t) => {
+      expect([r.status, r.runDir, r.history.length]).toEqual(['FINISHED', killed[t].runDir, whole[t].history.length]);
+      r.history.forEach((h, i) => {
+        for (const k of ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const) expect(h[k], `trial ${t + 1} epoch ${i + 1} ${k}`).toBeCloseTo(whole[t].history[i][k]!, 6);
+      });
+      expect(r.result!.val_accuracy).toBeCloseTo(whole[t].result!.val_accuracy, 5);
+    });
+    for (let t = 0; t < 2; t++) {
+      const [a, b] = await Promise.all([savedWeights(resumed[t].runDir), savedWeights(whole[t].runDir)]);
+      a.forEach((w, i) => {
+        let worst = 0;
+        w.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i][j]))));
+        expect(worst, `trial ${t + 1} weight ${i}`).toBeLessThan(1e-5);
+      });
+    }
+  });
 });
