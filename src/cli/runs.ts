@@ -68,7 +68,8 @@ async function loggedRun(runDir: string) {
  * recorded URL) unless `to` names another; journals from before the URL was recorded go to today's server.
  */
 export async function syncCommand(runDirs: string[], opts: { to?: string } = {}): Promise<number> {
-  const { syncRunDir, recordedTarget, JOURNAL_FILE } = await import('../tracking/journal.ts');
+  const { recordedTarget, JOURNAL_FILE } = await import('../tracking/journal.ts');
+  const { syncRunDir } = await import('../tracking/delivery.ts');
   const dirs = runDirs.length ? runDirs : pendingRunDirs(JOURNAL_FILE);
   if (!dirs.length) {
     console.log('Nothing to sync: no run directory has tracking records.');

@@ -1,9 +1,8 @@
 // The MLflow journal of a run: every record is appended to <runDir>/mlflow-journal.jsonl before it is sent,
-// and a cursor file says how far delivery got. Delivery is in order, resumable and free of duplicates.
+// and a cursor file says how far delivery got (delivery.ts sends them).
 import fs from 'node:fs';
 import path from 'node:path';
-import { processAlive } from '../util/process.ts';
-import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type DatasetInput, type MlflowClient, type RunStatus } from './client.ts';
+import type { DatasetInput, RunStatus } from './client.ts';
 
 export const JOURNAL_FILE = 'mlflow-journal.jsonl';
 export const CURSOR_FILE = 'mlflow-journal.cursor.json';
@@ -119,170 +118,11 @@ export function endOpenRuns(reason: string): number {
   return runs.length;
 }
 
-export interface DeliveryResult {
-  sent: number;
-  pending: number;
-  /** Why delivery stopped early. */
-  error?: Error;
-}
-
-/** Send pending records in order; stops at the first failure, leaving the rest pending. */
-export async function deliver(journal: Journal, client: MlflowClient, runDir: string, log: (line: string) => void = () => {}): Promise<DeliveryResult> {
-  let sent = 0;
-  for (const record of journal.pending()) {
-    const uncertain = journal.cursor().inflight === record.seq;
-    journal.saveCursor({ delivered: journal.cursor().delivered, inflight: record.seq });
-    try {
-      await send(record, uncertain, journal, client, runDir, log);
-    } catch (error) {
-      return { sent, pending: journal.pending().length, error: error as Error };
-    }
-    journal.saveCursor({ delivered: record.seq });
-    sent++;
-  }
-  return { sent, pending: journal.pending().length };
-}
-
-async function send(record: JournalRecord, uncertain: boolean, journal: Journal, client: MlflowClient, runDir: string, log: (line: string) => void) {
-  if (record.kind === 'run') {
-    if (journal.runRef()) return; // created before the cursor could say so
-    const experiment = await client.getOrCreateExperiment(record.experimentName);
-    // A create whose answer was lost may have made the run: find it by its key rather than make a twin.
-    const [found] = uncertain
-      ? await client.searchRuns({ experimentIds: [experiment.experiment_id], filter: `tags."xp.run_key" = '${record.runKey}'`, maxResults: 1 })
-      : [];
-    const run = found ?? (await client.createRun({
-      experimentId: experiment.experiment_id,
-      runName: record.runName,
-      startTime: record.startTime,
-      tags: { ...record.tags, 'xp.run_key': record.runKey },
-    }));
-    journal.append({ kind: 'run_id', runId: run.info.run_id, experimentId: run.info.experiment_id, artifactUri: run.info.artifact_uri });
-    return;
-  }
-  if (record.kind === 'run_id') return;
-  const run = journal.runRef();
-  if (!run) throw new MlflowError('The journal has no MLflow run to send records to.', { errorCode: 'INVALID_STATE' });
-  switch (record.kind) {
-    case 'params': // logging a param again with the same value is accepted
-      await client.logBatch(run.runId, { params: toKeyValues(record.params) });
-      return;
-    case 'tags': // tags overwrite
-      await client.logBatch(run.runId, { tags: toKeyValues(record.tags) });
-      return;
-    case 'inputs': // MLflow keeps one link per dataset
-      await client.logInputs(run.runId, record.datasets);
-      return;
-    case 'metrics': {
-      // Metrics append: after an uncertain attempt send only the points MLflow does not have.
-      let metrics = Object.entries(record.metrics).map(([key, value]) => ({ key, value, step: record.step, timestamp: record.timestamp }));
-      if (uncertain) {
-        const present = await Promise.all(metrics.map(async (metric) => (await client.getMetricHistory(run.runId, metric.key))
-          .some((point) => point.step === metric.step && point.timestamp === metric.timestamp)));
-        metrics = metrics.filter((_, index) => !present[index]);
-      }
-      if (metrics.length > 0) await client.logBatch(run.runId, { metrics });
-      return;
-    }
-    case 'artifact': {
-      const file = path.join(runDir, record.path);
-      if (!fs.existsSync(file)) {
-        log(`MLflow: artifact ${record.path} no longer exists in ${runDir}; skipped.`);
-        return;
-      }
-      await client.uploadArtifact(run.artifactUri, record.path, { file });
-      return;
-    }
-    case 'resume': {
-      // The interrupted run's error no longer describes it; a tag already gone (a resent record) is fine.
-      await client.deleteTag(run.runId, 'xp.error').catch((error: unknown) => {
-        if ((error as MlflowError).errorCode !== 'RESOURCE_DOES_NOT_EXIST') throw error;
-      });
-      await client.logBatch(run.runId, { tags: toKeyValues(record.tags) });
-      await client.updateRun(run.runId, { status: 'RUNNING' });
-      return;
-    }
-    case 'end':
-      if (record.error) await client.logBatch(run.runId, { tags: [{ key: 'xp.error', value: record.error.slice(0, 5000) }] });
-      await client.updateRun(run.runId, { status: record.status, endTime: record.endTime });
-      return;
-  }
-}
-
-/** What is still pending, in words: "metrics of epochs 3-4, 2 artifacts, the run status". */
-export function describePending(records: readonly JournalRecord[]): string {
-  const steps = records.flatMap((record) => (record.kind === 'metrics' ? [record.step] : []));
-  const count = (kind: RecordBody['kind']) => records.filter((record) => record.kind === kind).length;
-  const parts = [
-    count('run') ? 'the run itself' : '',
-    count('resume') ? 'its resumption' : '',
-    count('params') ? 'params' : '',
-    count('tags') ? 'tags' : '',
-    count('inputs') ? 'dataset inputs' : '',
-    steps.length ? `metrics of ${steps.length === 1 ? 'epoch' : 'epochs'} ${ranges(steps)}` : '',
-    count('artifact') ? `${count('artifact')} artifact file(s)` : '',
-    count('end') ? 'the final run status' : '',
-  ];
-  return parts.filter(Boolean).join(', ');
-}
-
-function ranges(numbers: number[]): string {
-  const sorted = [...new Set(numbers)].sort((a, b) => a - b);
-  const parts: string[] = [];
-  for (let index = 0; index < sorted.length; index++) {
-    const start = sorted[index];
-    while (sorted[index + 1] === sorted[index] + 1) index++;
-    parts.push(start === sorted[index] ? `${start}` : `${start}-${sorted[index]}`);
-  }
-  return parts.join(', ');
-}
-
 /** Where a journal's run was logging: its server's URL, and the embedded store when it was the embedded server. */
 export function recordedTarget(runDir: string): { uri?: string; store?: string } {
   const run = openJournal(runDir).runRecord();
   return { uri: run?.uri, store: run?.store };
 }
-
-/**
- * `xp sync`: send what a run's journal still holds to the MLflow server at `uri` (the same run continues). A run
- * whose process is gone without journaling its end (killed) is closed as KILLED, at the journal's last write.
- */
-export async function syncRunDir(runDir: string, options: { uri: string; log?: (line: string) => void }): Promise<{ sent: number; pending: number; closed?: boolean }> {
-  const journal = openJournal(runDir);
-  if (journal.records().length === 0) {
-    throw new MlflowError(`${path.join(runDir, JOURNAL_FILE)} does not exist or is empty: nothing to sync.`, {
-      errorCode: 'RESOURCE_DOES_NOT_EXIST',
-      hint: 'pass the folder of a run made with tracking enabled (runs/<experiment>/<run-id>)',
-    });
-  }
-  const log = options.log ?? (() => {});
-  const closed = closeAbandoned(journal, log);
-  const client = createClient(options.uri, { ...credentialsFromEnv(), warn: log });
-  const result = await deliver(journal, client, runDir, log);
-  if (result.error) {
-    const { errorCode, hint } = result.error as Partial<MlflowError>;
-    throw new MlflowError(`Sent ${result.sent} record(s) of ${runDir}; ${result.pending} still pending: ${result.error.message}`, {
-      errorCode: errorCode ?? 'UNREACHABLE', cause: result.error, hint,
-    });
-  }
-  return { sent: result.sent, pending: result.pending, ...(closed ? { closed } : {}) };
-}
-
-/** A run without an end record whose process no longer runs was killed: journal that, once. */
-function closeAbandoned(journal: Journal, log: (line: string) => void): boolean {
-  const run = journal.lastStart();
-  // Journals older than the pid record cannot tell a live run from a dead one: they are left as they are.
-  if (!run || run.pid === undefined || journal.ended()) return false;
-  if (processAlive(run.pid, run.host)) {
-    log(`the run is still going on in process ${run.pid}: sending what it journaled so far, leaving it RUNNING.`);
-    return false;
-  }
-  const endTime = Math.round(fs.statSync(journal.file).mtimeMs);
-  journal.append({ kind: 'end', status: 'KILLED', endTime, error: 'the process ended without closing the run (closed by xp sync)' });
-  log(`the run's process${run.pid ? ` (${run.pid})` : ''} ended without closing it: closing it as KILLED at ${new Date(endTime).toISOString()}.`);
-  return true;
-}
-
 
 function readRecords(file: string): JournalRecord[] {
   let text: string;

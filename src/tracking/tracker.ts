@@ -5,12 +5,12 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
 import { createClient, credentialsFromEnv, runUrl, type MlflowClient } from './client.ts';
-import { deliver, describePending, endOpenRuns, openJournal, type Journal } from './journal.ts';
+import { endOpenRuns, openJournal, type Journal } from './journal.ts';
+import { deliver, describePending } from './delivery.ts';
 import { gitCommit, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
 import { embeddedStore } from './server.ts';
 
-export { syncRunDir } from './journal.ts';
 
 export interface TrackerOptions {
   uri: string;
