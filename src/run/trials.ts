@@ -135,7 +135,8 @@ export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContex
       const child = execa(process.execPath, args, {
         reject: false,
         stderr: 'inherit',
-        env: { TF_NUM_INTRAOP_THREADS: threads, TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: threads, ...(ctx.tracking ? { MLFLOW_TRACKING_URI: ctx.tracking.uri } : {}) },
+        // XP_PARENT_PID: a worker ends with this process, however it ends (bin/xp.js watches it).
+        env: { XP_PARENT_PID: String(process.pid), TF_NUM_INTRAOP_THREADS: threads, TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: threads, ...(ctx.tracking ? { MLFLOW_TRACKING_URI: ctx.tracking.uri } : {}) },
       });
       for await (const line of child.iterable()) {
         const event = parseEvent(String(line));

@@ -73,6 +73,23 @@ test('SIGKILL of `xp` takes its training child along within seconds', async () =
   expect(alive(child)).toBe(false);
 }, 120_000);
 
+test('SIGKILL of the process that runs a sweep with --parallel takes its worker processes along within seconds', async () => {
+  // Epochs far longer than the wait below: a worker that outlived its parent would not even write a line.
+  const file = experiment('orphan-parallel', 2, 100_000);
+  fs.appendFileSync(file, 'sweep: {head.units: [[4], [8]]}\n');
+  const supervisor = xp(['run', file, '--no-track', '--parallel', '2', '--no-share']);
+  await until(supervisor, /\[worker \d\] Backbone[\s\S]*\[worker \d\] Backbone/);
+  const [cli] = childrenOf(supervisor.pid!);
+  const workers = childrenOf(cli);
+  expect(workers).toHaveLength(2);
+  leftovers.push(() => [cli, ...workers].forEach((pid) => alive(pid) && process.kill(pid, 'SIGKILL')));
+  process.kill(cli, 'SIGKILL');
+  const deadline = Date.now() + 15_000;
+  while (workers.some(alive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(workers.filter(alive)).toEqual([]);
+  await supervisor;
+}, 120_000);
+
 test('a double Ctrl-C journals the run KILLED, writes its history and exits; `xp sync` closes the run in MLflow', async () => {
   // A tracking server that accepts connections and never answers: the worst case for waiting.
   const sockets: net.Socket[] = [];
