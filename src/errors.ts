@@ -2,10 +2,13 @@
 
 export class XpError extends Error {
   hint?: string;
-  constructor(message: string, options: { cause?: unknown; hint?: string } = {}) {
+  /** The process's exit code when this ends a command: 1, or 2 for what the user must allow or fix in the call. */
+  exitCode: number;
+  constructor(message: string, options: { cause?: unknown; hint?: string; exitCode?: number } = {}) {
     super(message, { cause: options.cause });
     this.name = 'XpError';
     this.hint = options.hint;
+    this.exitCode = options.exitCode ?? 1;
   }
 }
 

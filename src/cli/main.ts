@@ -235,7 +235,7 @@ function report(error: unknown, name: string, command: Command): number {
     console.error(`xp ${name}: ${error.message}`);
     if (error.hint) console.error(`  ${error.hint}`);
     if (process.env.XP_DEBUG && error.cause) console.error(error.cause);
-    return 1;
+    return error.exitCode;
   }
   const code = (error as { code?: string })?.code;
   if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
