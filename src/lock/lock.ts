@@ -29,19 +29,15 @@ export function useLock(experiment: string, opts: LockOptions): string | undefin
 /** The check of `url`'s sha256 against the lock `file` in this mode. */
 export function lockPin(file: string, mode: LockMode): Pin {
   if (mode === 'off') return async () => {};
-  // URL -> sha256 already checked by this process: a dataset or weights used by many trials reads the lock once.
-  const checked = new Map<string, string>();
   return async (url, sha256) => {
     if (!isRemote(url)) return;
     const digest = sha256.toLowerCase();
-    if (checked.get(url) === digest) return;
     const expected = (await readLock(file)).remote[url];
     if (expected !== digest) {
       if (expected !== undefined && mode !== 'write') throw mismatch(url, expected, digest, file);
       if (expected === undefined && mode === 'frozen') throw frozen(url, digest, file);
       await withFileLock(file, () => record(file, url, digest, mode));
     }
-    checked.set(url, digest);
   };
 }
 
