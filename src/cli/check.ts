@@ -8,7 +8,7 @@ export async function check(files: string[], opts: PreflightOptions & { quiet?: 
   let failed = 0;
   for (const file of files) {
     // Each file's own lock: remote files it is fetched from or extends are pinned there.
-    useLock(file, opts.lock);
+    await useLock(file, opts.lock);
     try {
       const loaded = await preflight(file, opts);
       const trials = loaded.sweep ? `, sweep of ${loaded.trials.length} trials` : '';

@@ -38,7 +38,7 @@ export interface RunOptions {
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
   // Before anything is fetched: the experiment file itself may come from a URL.
-  const lockFile = useLock(file, opts.lock);
+  const lockFile = await useLock(file, opts.lock);
   const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials });
   const progress = createProgress(opts.output);
   const trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));

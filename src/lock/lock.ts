@@ -19,9 +19,13 @@ export interface LockOptions {
 
 export const isRemote = (url: string): boolean => /^https?:\/\//i.test(url);
 
-/** Installs the lock of this experiment for the rest of the process (the CLI, once it knows the experiment); its path. */
-export function useLock(experiment: string, opts: LockOptions): string | undefined {
+/**
+ * Installs the lock of this experiment for the rest of the process (the CLI, once it knows the experiment) and
+ * returns its path. A damaged lock file is reported here, before anything is fetched, even if nothing is.
+ */
+export async function useLock(experiment: string, opts: LockOptions): Promise<string | undefined> {
   const file = opts.mode === 'off' ? undefined : path.resolve(opts.file ?? lockFileFor(experiment));
+  if (file) await readLock(file);
   usePin(file ? lockPin(file, opts.mode) : async () => {});
   return file;
 }

@@ -45,7 +45,7 @@ beforeEach(async () => {
   requests.length = 0;
 });
 afterEach(async () => {
-  useLock('unused.yaml', { mode: 'off' });
+  await useLock('unused.yaml', { mode: 'off' });
   await rm(tmp, { recursive: true, force: true });
 });
 
@@ -68,7 +68,7 @@ describe('dataset archives (data.url)', () => {
     const v1 = pets('v1');
     served.set('/pets.zip', v1);
     const url = `${baseUrl}/pets.zip`;
-    lockWith('default');
+    await lockWith('default');
     await resolve(url);
     expect(await entries()).toEqual({ [url]: sha(v1) });
 
@@ -87,7 +87,7 @@ describe('dataset archives (data.url)', () => {
     expect(existsSync(path.join(tmp, 'data', 'pets'))).toBe(false); // not unpacked
     expect((await readdir(path.join(tmp, 'data'))).filter((n) => n.startsWith('.download-') || n.startsWith('.extract-'))).toEqual([]);
 
-    lockWith('write');
+    await lockWith('write');
     await resolve(url);
     expect(await trainFile()).toBe('v2 train cats');
     expect(await entries()).toEqual({ [url]: sha(v2) });
@@ -96,11 +96,11 @@ describe('dataset archives (data.url)', () => {
   it('a data set unpacked earlier is checked by the sha256 its cache recorded: refused when the lock pins other bytes', async () => {
     const url = `${baseUrl}/cached.zip`;
     served.set('/cached.zip', pets('v1'));
-    lockWith('off');
+    await lockWith('off');
     await resolve(url); // unpacked without a lock
     requests.length = 0;
 
-    lockWith('default');
+    await lockWith('default');
     await resolve(url); // reused, and pinned by its recorded sha256
     expect(requests).toEqual([]);
     expect(await entries()).toEqual({ [url]: sha(pets('v1')) });
@@ -113,7 +113,7 @@ describe('dataset archives (data.url)', () => {
     expect(error!.hint).toContain(`${path.join(tmp, 'data', 'pets')} holds that content, unpacked earlier: remove it to download and verify the archive again.`);
     expect(requests).toEqual([]);
 
-    lockWith('frozen');
+    await lockWith('frozen');
     await writeFile(lockFile, JSON.stringify({ version: '1', remote: {} }));
     expect((await failure(resolve(url)))!.message).toContain('--frozen forbids new entries');
   });
@@ -121,7 +121,7 @@ describe('dataset archives (data.url)', () => {
   it('a file:// data.url is not remote: nothing is pinned', async () => {
     const zip = path.join(tmp, 'pets.zip');
     await writeFile(zip, pets('local'));
-    lockWith('default');
+    await lockWith('default');
     await resolve(pathToFileURL(zip).href);
     expect(await trainFile()).toBe('local train cats');
     expect(existsSync(lockFile)).toBe(false);
@@ -139,7 +139,7 @@ describe('Keras weights', () => {
   it('a download is pinned by sha256 besides the md5 check; other bytes are refused and not kept', async () => {
     served.set('/models/w_notop.h5', weights);
     const url = `${baseUrl}/models/w_notop.h5`;
-    lockWith('default');
+    await lockWith('default');
     const file = await fetchWeights();
     expect(await entries()).toEqual({ [url]: sha(weights) });
 
@@ -151,7 +151,7 @@ describe('Keras weights', () => {
     expect(await readdir(path.join(tmp, 'cache'))).toEqual([]); // neither the file nor a temp file kept
 
     // Keras' md5 stays checked: --lock-write does not accept a file with the wrong md5.
-    lockWith('write');
+    await lockWith('write');
     await expect(fetchWeights({ md5: '0'.repeat(32) })).rejects.toThrow(ModelError);
     expect(await fetchWeights()).toBe(file);
     expect(await entries()).toEqual({ [url]: sha(weights) });
@@ -162,7 +162,7 @@ describe('Keras weights', () => {
     const copy = path.join(tmp, 'keras', spec.file);
     await writeFile(copy, weights);
     const url = `${baseUrl}/models/w_notop.h5`;
-    lockWith('default');
+    await lockWith('default');
     expect(await fetchWeights()).toBe(copy);
     expect(requests).toEqual([]);
     expect(await entries()).toEqual({ [url]: sha(weights) });

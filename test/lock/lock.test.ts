@@ -24,7 +24,7 @@ beforeEach(async () => {
   file = path.join(tmp, 'xp.lock');
 });
 afterEach(async () => {
-  useLock('unused.yaml', { mode: 'off' });
+  await useLock('unused.yaml', { mode: 'off' });
   await rm(tmp, { recursive: true, force: true });
 });
 
@@ -117,10 +117,10 @@ describe('xp.lock', () => {
   it('lives beside a local experiment file and in the current folder for one given by URL; useLock installs it behind pin', async () => {
     expect(lockFileFor(path.join(tmp, 'exp', 'a.yaml'))).toBe(path.join(tmp, 'exp', 'xp.lock'));
     expect(lockFileFor('https://example.test/exp.yaml')).toBe(path.join(process.cwd(), 'xp.lock'));
-    expect(useLock(path.join(tmp, 'a.yaml'), { mode: 'default' })).toBe(file);
+    expect(await useLock(path.join(tmp, 'a.yaml'), { mode: 'default' })).toBe(file);
     await pin('https://example.test/a.zip', sha('a'));
     expect(await entries()).toEqual({ 'https://example.test/a.zip': sha('a') });
-    expect(useLock(path.join(tmp, 'a.yaml'), { mode: 'off' })).toBeUndefined();
+    expect(await useLock(path.join(tmp, 'a.yaml'), { mode: 'off' })).toBeUndefined();
     await pin('https://example.test/b.zip', sha('b'));
     expect(Object.keys(await entries())).toEqual(['https://example.test/a.zip']);
   });

@@ -115,3 +115,22 @@ test('--parallel children check the lock the parent was given: --frozen refuses 
   expect(JSON.parse(fs.readFileSync(lockFile, 'utf8')).remote).toEqual({ [url]: sha(archive) });
   expect(fs.existsSync(path.join(tmp, 'sweep', 'xp.lock'))).toBe(false);
 }, 300_000);
+
+const check = (args: string[]) => execa(process.execPath, [bin, 'check', ...args], { reject: false, cwd: root });
+
+test('xp check reports a damaged xp.lock beside the experiment (left as it was), --no-lock skips it, contradicting flags are refused', async () => {
+  const file = experiment(path.join(tmp, 'damaged'));
+  const lockFile = path.join(tmp, 'damaged', 'xp.lock');
+  fs.writeFileSync(lockFile, '{"version": "1", "remote": {"https://a.test/x": ');
+  const damaged = await check([file]);
+  expect(damaged.exitCode).toBe(1);
+  expect(damaged.stderr).toContain(`xp check: The lock file ${lockFile} is damaged: not valid JSON`);
+  expect(damaged.stderr).toContain('delete it to pin every URL afresh on the next run');
+  expect(damaged.stderr).not.toMatch(/\n\s+at /);
+  expect(fs.readFileSync(lockFile, 'utf8')).toBe('{"version": "1", "remote": {"https://a.test/x": ');
+  expect((await check([file, '--no-lock'])).exitCode).toBe(0);
+
+  const both = await check([file, '--lock-write', '--frozen']);
+  expect(both.exitCode).toBe(1);
+  expect(both.stderr).toContain('xp check: --lock-write and --frozen cannot be used together');
+}, 60_000);
