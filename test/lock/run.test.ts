@@ -134,3 +134,16 @@ test('xp check reports a damaged xp.lock beside the experiment (left as it was),
   expect(both.exitCode).toBe(1);
   expect(both.stderr).toContain('xp check: --lock-write and --frozen cannot be used together');
 }, 60_000);
+
+test('in a sweep run in one process, a refused download fails every trial not yet trained, and trains none', async () => {
+  const file = experiment(path.join(tmp, 'sequential'), 'sweep: {backbone.cut_layer: [block_1_project_BN, block_2_add]}\n');
+  const r = await xp([file, '--frozen']);
+  expect(r.exitCode).toBe(1);
+  expect(r.stdout).toContain(`trial(s) 1 FAILED: ${url} (sha256 ${sha(archive)}) is not in the lock file ${path.join(tmp, 'sequential', 'xp.lock')}, and --frozen forbids new entries`);
+  expect(r.stdout).not.toContain('trial(s) 2 FAILED'); // not attempted
+  expect(r.stdout.match(/^Run FAILED: /gm)).toHaveLength(2);
+  expect(r.stdout).not.toMatch(/epoch 1/);
+  expect(requestsOf(r.stderr)).toBe(1);
+}, 120_000);
+
+const requestsOf = (stderr: string) => stderr.split('\n').filter((line) => line.startsWith('Downloading ')).length;
