@@ -8,15 +8,15 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { removeTempDirs, tempDir } from '../tracking/helpers.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
 // The shared data set beside the clone (or beside the folder of its git worktrees).
 const shared = ['../shared', '../../shared'].map((up) => path.resolve(root, up, 'datasets/cats_and_dogs_filtered')).find((dir) => fs.existsSync(dir))!;
-const tmp = tempDir('lock-run');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-lock-run-'));
 const runs = path.join(tmp, 'runs');
 
 /** A small cats-and-dogs archive: `perClass` training and 6 validation images per class. */
@@ -44,7 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
-  await removeTempDirs();
+  fs.rmSync(tmp, { recursive: true, force: true });
 }, 30_000);
 
 const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
