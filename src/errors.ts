@@ -39,3 +39,11 @@ export class TrackingError extends XpError {
     this.name = 'TrackingError';
   }
 }
+
+/** A fetched URL whose bytes disagree with the lock (xp.lock), or a lock that cannot be used. */
+export class LockError extends XpError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options);
+    this.name = 'LockError';
+  }
+}

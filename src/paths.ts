@@ -20,3 +20,7 @@ export const dataDir = (): string => path.resolve(process.env.XP_DATA_DIR || pat
 
 /** The project's MLflow, installed by setup. */
 export const mlflowBin = (): string => path.join(repoRoot, '.venv', 'bin', 'mlflow');
+
+/** The lock (xp.lock) of an experiment: beside a local file; in the current folder for one given by URL. */
+export const lockFileFor = (experiment: string): string =>
+  /^https?:\/\//i.test(experiment) ? path.resolve('xp.lock') : path.join(path.dirname(path.resolve(experiment)), 'xp.lock');

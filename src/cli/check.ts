@@ -1,10 +1,14 @@
 // `xp check <files...>`: the pre-flight checks of `xp run` on each file, one line per problem, exit 2 when any.
+// Remote bytes fetched on the way are checked against (or pinned in) each file's xp.lock, as `xp run` does.
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
+import { useLock, type LockOptions } from '../lock/lock.ts';
 import { preflight, type PreflightOptions } from './preflight.ts';
 
-export async function check(files: string[], opts: PreflightOptions & { quiet?: boolean }): Promise<number> {
+export async function check(files: string[], opts: PreflightOptions & { quiet?: boolean; lock: LockOptions }): Promise<number> {
   let failed = 0;
   for (const file of files) {
+    // Each file's own lock: remote files it is fetched from or extends are pinned there.
+    await useLock(file, opts.lock);
     try {
       const loaded = await preflight(file, opts);
       const trials = loaded.sweep ? `, sweep of ${loaded.trials.length} trials` : '';

@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { XpError } from '../errors.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
 import { DEFAULT_MAX_TRIALS } from '../config/sweep.ts';
+import type { LockOptions } from '../lock/lock.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -32,6 +33,13 @@ const overrideFlags: Record<string, Flag> = {
   sweep: { type: 'string', multiple: true, arg: 'key=a,b,c', help: 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10' },
   'max-trials': { type: 'string', arg: 'N', default: String(DEFAULT_MAX_TRIALS), help: 'refuse sweeps of more than N trials' },
 };
+// xp.lock, with Deno's flags: what `lockOptions` turns into the lock check of the command.
+const lockFlags: Record<string, Flag> = {
+  'lock-write': { type: 'boolean', help: 'accept changed content of pinned URLs: rewrite their entries in xp.lock' },
+  frozen: { type: 'boolean', help: 'refuse to add entries to xp.lock (for CI): a URL not pinned yet is an error' },
+  'no-lock': { type: 'boolean', help: 'neither check nor write xp.lock' },
+  lock: { type: 'string', arg: 'FILE', help: 'the lock file (default: xp.lock beside the experiment file, in the current folder for a URL)' },
+};
 const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
 const json = (help: string): Flag => ({ type: 'boolean', help });
 
@@ -39,11 +47,11 @@ const commands: Record<string, Command> = {
   check: {
     summary: 'validate experiment files: every config error `xp run` can find before training',
     usage: 'xp check <experiment.yaml...> [--set key=value] [--sweep key=a,b]',
-    flags: { ...overrideFlags, quiet },
+    flags: { ...overrideFlags, ...lockFlags, quiet },
     async run(args, v) {
       if (!args.length) throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
       const { check } = await import('./check.ts');
-      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet) });
+      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet), lock: lockOptions(v) });
     },
   },
   run: {
@@ -51,6 +59,7 @@ const commands: Record<string, Command> = {
     usage: 'xp run <experiment.yaml> [options]',
     flags: {
       ...overrideFlags,
+      ...lockFlags,
       'no-track': { type: 'boolean', help: 'do not log to MLflow' },
       'dry-run': { type: 'boolean', help: 'list the trials that would run, and stop' },
       parallel: { type: 'string', arg: 'N', default: '1', help: 'run N sweep trials at once in child processes' },
@@ -84,6 +93,7 @@ const commands: Record<string, Command> = {
         only: v.only ? String(v.only).split(',').map((x) => positiveInt('--only', x)) : undefined,
         parentRunId: (v['parent-run-id'] as string) || undefined,
         verbose: Boolean(v.verbose),
+        lock: lockOptions(v),
       });
     },
   },
@@ -160,6 +170,14 @@ function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgsConfig[
   return Object.fromEntries(
     Object.entries(flags).map(([name, f]) => [name, { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}), ...(f.default !== undefined ? { default: f.default } : {}) }]),
   ) as NonNullable<ParseArgsConfig['options']>;
+}
+
+function lockOptions(v: Values): LockOptions {
+  const modes = (['lock-write', 'frozen', 'no-lock'] as const).filter((flag) => v[flag]);
+  if (modes.length > 1) throw new XpError(`${modes.map((flag) => `--${flag}`).join(' and ')} cannot be used together`, { hint: '--lock-write accepts changes, --frozen refuses them, --no-lock skips the lock: pick one.' });
+  if (v['no-lock'] && v.lock) throw new XpError('--no-lock and --lock cannot be used together');
+  const mode = v['lock-write'] ? 'write' : v.frozen ? 'frozen' : v['no-lock'] ? 'off' : 'default';
+  return { mode, file: (v.lock as string | undefined) || undefined };
 }
 
 function positiveInt(flag: string, text: string): number {

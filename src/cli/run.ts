@@ -3,6 +3,7 @@
 import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
 import { preflight } from './preflight.ts';
+import { useLock, type LockOptions } from '../lock/lock.ts';
 import { mlflowStoreDir } from '../paths.ts';
 import { planResume, runInChildren, runInProcess, sayResumable, type Outcome } from '../run/trials.ts';
 import { openTracking, type TrackingSession } from '../tracking/session.ts';
@@ -31,9 +32,13 @@ export interface RunOptions {
   only?: number[];
   parentRunId?: string;
   verbose?: boolean;
+  /** xp.lock: where and how remote bytes are pinned (the same in --parallel children). */
+  lock: LockOptions;
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
+  // Before anything is fetched: the experiment file itself may come from a URL.
+  const lockFile = await useLock(file, opts.lock);
   const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials });
   const progress = createProgress(opts.output);
   const trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
@@ -60,7 +65,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     const { groups } = planned;
     const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId, backup: opts.backup, resume: planned.resume };
     const outcomes = opts.parallel > 1 && groups.length > 1
-      ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts) })
+      ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts, lockFile) })
       : await runInProcess(groups, ctx);
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
     const end = sweep && tracking ? await closeSweep({ uri: tracking.uri, loaded, session: sweep, results: outcomes, killed: stop.requested(), log }) : undefined;
@@ -99,7 +104,7 @@ async function dryRun(file: string, loaded: LoadedExperiment, trials: ResolvedTr
 }
 
 /** Options a --parallel child repeats (it loads the same file with the same overrides). */
-function childArgs(opts: RunOptions): string[] {
+function childArgs(opts: RunOptions, lockFile: string | undefined): string[] {
   const args = [...(opts.set ?? []).flatMap((x) => ['--set', x]), ...(opts.sweep ?? []).flatMap((x) => ['--sweep', x])];
   if (opts.maxTrials) args.push('--max-trials', String(opts.maxTrials));
   if (!opts.track) args.push('--no-track');
@@ -107,6 +112,8 @@ function childArgs(opts: RunOptions): string[] {
   if (opts.resume) args.push('--resume');
   if (!opts.backup) args.push('--no-backup');
   if (opts.dataDir) args.push('--data-dir', opts.dataDir);
+  if (opts.lock.mode === 'off') args.push('--no-lock');
+  else args.push(`--lock=${lockFile}`, ...(opts.lock.mode === 'write' ? ['--lock-write'] : opts.lock.mode === 'frozen' ? ['--frozen'] : []));
   return args;
 }
 

@@ -2,12 +2,14 @@
 // directory when they are missing. Downloads are verified and unpacked into a temp folder first, so an
 // interrupted or bad download never leaves a half-written data set behind. Each unpacked top-level folder is
 // recorded with the url and sha256 of its archive (.xp-sources/), so a changed url or sha256 fetches it afresh.
+// Both a downloaded archive and a folder unpacked earlier are pinned in the run's lock (xp.lock) by that sha256.
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DataConfig } from '../config/types.ts';
-import { DataError } from '../errors.ts';
+import { DataError, LockError } from '../errors.ts';
+import { pin } from '../lock/pin.ts';
 import { dataDir } from '../paths.ts';
 import { fetchArchive, whileInterruptible } from './download.ts';
 import { extractZip, zipLimits } from './zip.ts';
@@ -48,7 +50,10 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
 
   const present = (await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir));
   const stale = await staleFolders(dataDir, [resolved.trainDir, resolved.validationDir], url, wanted);
-  if (present && stale.length === 0) return resolved;
+  if (present && stale.length === 0) {
+    await pinCached(dataDir, [resolved.trainDir, resolved.validationDir], url);
+    return resolved;
+  }
   for (const line of stale) progress.write(`${line}, not from ${url}${wanted ? ` (sha256 ${wanted})` : ''}: fetching it again\n`);
 
   await mkdir(dataDir, { recursive: true });
@@ -68,6 +73,18 @@ async function staleFolders(dataDir: string, dirs: string[], url: string, sha256
     if (recorded && !matches(recorded, url, sha256)) stale.push(`${path.join(dataDir, top)} was unpacked from ${recorded.url} (sha256 ${recorded.sha256})`);
   }
   return stale;
+}
+
+/** A data set unpacked earlier stands for the archive it came from: its recorded sha256 is checked against the lock. */
+async function pinCached(dataDir: string, dirs: string[], url: string): Promise<void> {
+  for (const top of new Set(dirs.map((dir) => topFolder(dataDir, dir)))) {
+    const recorded = top && (await readSource(dataDir, top));
+    if (!recorded) continue; // put there by hand: there is no archive to pin
+    await pin(url, recorded.sha256).catch((error: unknown) => {
+      if (error instanceof LockError) error.hint = `${error.hint} ${path.join(dataDir, top!)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
+      throw error;
+    });
+  }
 }
 
 /** After a download: the train and validation folders exist, or an error says why not. */
@@ -157,6 +174,8 @@ async function downloadAndExtract(url: string, sha256: string | undefined, dataD
           hint: 'The file changed or the download was corrupted; check data.url and data.sha256. The downloaded file was removed.',
         });
       }
+      // Checked against xp.lock before a byte of it is unpacked.
+      await pin(url, fetched.sha256);
       await mkdir(extractDir);
       await extractZip(fetched.file, extractDir, url, { limits, signal });
       return fetched.sha256;

@@ -1,5 +1,6 @@
 // The official Keras ImageNet "notop" weight files, found where Keras keeps them (~/.keras/models)
-// or in xp's cache, else downloaded once with the published checksum verified.
+// or in xp's cache, else downloaded once with the published checksum verified. Whichever copy is used is pinned
+// in the run's lock (xp.lock) under the URL it comes from.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -8,7 +9,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackboneName } from '../config/types.ts';
-import { ModelError } from '../errors.ts';
+import { LockError, ModelError, XpError } from '../errors.ts';
+import { pin } from '../lock/pin.ts';
 import { readKerasH5Shapes } from './h5.ts';
 import { cacheDir } from '../paths.ts';
 
@@ -53,8 +55,8 @@ export function defaultKerasDir(): string {
   return path.join(process.env.KERAS_HOME ?? path.join(os.homedir(), '.keras'), 'models');
 }
 
-async function md5Of(file: string): Promise<string> {
-  const hash = createHash('md5');
+async function digestOf(file: string, algorithm: 'md5' | 'sha256'): Promise<string> {
+  const hash = createHash(algorithm);
   await pipeline(createReadStream(file), hash);
   return hash.digest('hex');
 }
@@ -70,7 +72,7 @@ async function exists(file: string): Promise<boolean> {
 // none for MobileNetV2), when its Keras HDF5 structure reads whole (a truncated file does not).
 async function verify(file: string, md5: string | undefined): Promise<string | undefined> {
   if (md5) {
-    const actual = await md5Of(file);
+    const actual = await digestOf(file, 'md5');
     return actual === md5 ? undefined : `md5 ${actual}, expected ${md5}`;
   }
   return readKerasH5Shapes(file).then(
@@ -106,10 +108,12 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
         hint: `Try again; if it persists, the server or a proxy alters the file. ${manual}`,
       });
     }
+    // Keras' md5 and xp.lock's sha256 both: a file the lock does not expect is not kept.
+    await pin(url, await digestOf(temp, 'sha256'));
     await fs.rename(temp, dest);
   } catch (error) {
     await fs.rm(temp, { force: true });
-    if (error instanceof ModelError) throw error;
+    if (error instanceof XpError) throw error;
     throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, { cause: error, hint: manual });
   }
 }
@@ -119,14 +123,26 @@ export async function kerasWeightsPath(spec: KerasWeightsFile, opts: KerasWeight
   const md5 = opts.md5 ?? spec.md5;
   const kerasDir = opts.kerasDir ?? defaultKerasDir();
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const base = opts.weightsBaseUrl ?? process.env.XP_KERAS_WEIGHTS_URL ?? KERAS_WEIGHTS_URL;
+  const url = new URL(spec.urlPath, base.endsWith('/') ? base : `${base}/`).href;
   const inKeras = path.join(kerasDir, spec.file);
-  if ((await exists(inKeras)) && !(await verify(inKeras, md5))) return inKeras;
+  if ((await exists(inKeras)) && !(await verify(inKeras, md5))) return pinCopy(url, inKeras);
   const cached = path.join(cacheDir, spec.file);
   if (await exists(cached)) {
-    if (!(await verify(cached, md5))) return cached;
+    if (!(await verify(cached, md5))) return pinCopy(url, cached);
     await fs.rm(cached, { force: true }); // ours and corrupt: fetch it again
   }
-  const base = opts.weightsBaseUrl ?? process.env.XP_KERAS_WEIGHTS_URL ?? KERAS_WEIGHTS_URL;
-  await download(new URL(spec.urlPath, base.endsWith('/') ? base : `${base}/`).href, cached, md5);
+  await download(url, cached, md5);
   return cached;
+}
+
+/** A copy found on disk stands for the bytes at `url`: it is pinned in xp.lock as a download would be. */
+async function pinCopy(url: string, file: string): Promise<string> {
+  try {
+    await pin(url, await digestOf(file, 'sha256'));
+  } catch (error) {
+    if (error instanceof LockError) error.hint = `${error.hint} ${file} holds that content: remove it to download and verify the file again.`;
+    throw error;
+  }
+  return file;
 }

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
 import type { Callbacks } from '../events.ts';
+import { LockError } from '../errors.ts';
 import { repoRoot, runsRoot } from '../paths.ts';
 import type { TrackingSession } from '../tracking/session.ts';
 import type { PreparedData } from '../train/data.ts';
@@ -71,7 +72,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
   const outcomes: Outcome[] = [];
   const withIds = (o: Outcome) => ({ ...o, ...tracking?.ids(o.runDir) });
   let data: { config: unknown; prepared: PreparedData } | undefined;
-  for (const group of groups) {
+  for (const [g, group] of groups.entries()) {
     if (ctx.shouldStop()) break;
     const specs = group.map((t) => ({
       name: t.name,
@@ -100,6 +101,12 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.
       if (!loaded.sweep) throw error;
       progress.line(`trial(s) ${group.map((t) => t.index).join(', ')} FAILED: ${(error as Error).message}`);
+      // Bytes that disagree with xp.lock stop the sweep before any further training.
+      if (error instanceof LockError) {
+        if (error.hint) progress.line(`  ${error.hint}`);
+        outcomes.push(...groups.slice(g).flat().map((t) => failed(t, error.message)));
+        break;
+      }
       // Trials of the group done before the failure stay FINISHED.
       const closed = (error as { outcomes?: Outcome[] }).outcomes;
       outcomes.push(...(closed?.map(withIds) ?? group.map((t) => failed(t, (error as Error).message))));
