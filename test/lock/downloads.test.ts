@@ -55,10 +55,14 @@ const entries = async () => JSON.parse(await readFile(lockFile, 'utf8')).remote 
 const failure = (p: Promise<unknown>) => p.then(() => undefined, (error: unknown) => error as LockError);
 
 describe('dataset archives (data.url)', () => {
+  // Built once per version: a zip records its entries' times, so a rebuild a second later has other bytes.
+  const built = new Map<string, Buffer>();
   const pets = (version: string): Buffer => {
+    if (built.has(version)) return built.get(version)!;
     const zip = new AdmZip();
     for (const split of ['train', 'validation']) for (const cls of ['cats', 'dogs']) zip.addFile(`pets/${split}/${cls}/1.jpg`, Buffer.from(`${version} ${split} ${cls}`));
-    return zip.toBuffer();
+    built.set(version, zip.toBuffer());
+    return built.get(version)!;
   };
   const config = (url: string): DataConfig => ({ url, train: 'pets/train', validation: 'pets/validation', image_size: [32, 32], batch_size: 2, class_mode: 'binary', interpolation: 'nearest' });
   const resolve = (url: string) => resolveDataset(config(url), { dataDir: path.join(tmp, 'data'), baseDir: '/unused', progress: new PassThrough().resume() });
