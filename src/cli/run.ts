@@ -31,10 +31,12 @@ export interface RunOptions {
   only?: number[];
   parentRunId?: string;
   verbose?: boolean;
+  /** Fetch the remote files again instead of using the cache (never passed to --parallel's children: they use what this fetched). */
+  reload?: boolean;
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
-  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials });
+  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload });
   const progress = createProgress(opts.output);
   const trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
   const tracked = opts.track && loaded.base.tracking.enabled;
