@@ -52,7 +52,11 @@ export interface ComposeOptions {
 }
 
 export async function compose(spec: string, opts: ComposeOptions = {}): Promise<Composed> {
-  const top = await readFile(isUrl(spec) ? spec : path.resolve(spec), spec, [], opts);
+  const top = await readFile(isUrl(spec) ? spec : path.resolve(spec), spec, [], opts).catch((error: unknown) => {
+    // A URL that cannot be fetched is a problem of that file, as a missing file is.
+    if (!(error instanceof XpError) || error instanceof ConfigProblems) throw error;
+    throw new ConfigProblems([{ file: spec, message: `${error.message.replace(`cannot fetch ${spec}: `, 'cannot fetch: ')}${error.hint ? `; ${error.hint}` : ''}` }]);
+  });
   const merged = await withBases(top, [], opts);
   const value: Record<string, unknown> = {};
   for (const f of merged) mergeInto(value, f.value, []);

@@ -7,6 +7,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { XpError } from '../errors.ts';
+import { refusedUrl } from './url.ts';
 
 export interface Timeouts {
   /** Seconds to wait for the server's first answer. */
@@ -45,7 +46,7 @@ export async function fetchToFile(url: string, into: string, maxBytes: number, t
   try {
     let response: Response;
     try {
-      response = await fetch(url, { signal: controller.signal, redirect: 'follow' });
+      response = await fetchFollowing(url, controller.signal);
     } catch (error) {
       throw failure(error);
     }
@@ -77,5 +78,23 @@ export async function fetchToFile(url: string, into: string, maxBytes: number, t
     return { sha256: hash.digest('hex'), size: received };
   } finally {
     clearTimeout(timer);
+  }
+}
+
+const MAX_REDIRECTS = 10;
+
+// Redirects are followed by hand, so that each hop passes the same rule as the URL itself (no https -> http://host).
+async function fetchFollowing(url: string, signal: AbortSignal): Promise<Response> {
+  let at = url;
+  for (let hop = 0; ; hop++) {
+    const response = await fetch(at, { signal, redirect: 'manual' });
+    const location = response.headers.get('location');
+    if (response.status < 300 || response.status >= 400 || !location) return response;
+    await response.body?.cancel();
+    if (hop === MAX_REDIRECTS) throw new XpError(`cannot fetch ${url}: more than ${MAX_REDIRECTS} redirects`);
+    const next = new URL(location, at).href;
+    const refused = refusedUrl(next);
+    if (refused) throw new XpError(`cannot fetch ${url}: it redirects to ${next}, and ${refused}`);
+    at = next;
   }
 }

@@ -211,7 +211,13 @@ describe('fetching', () => {
   test('a file that is not there: the URL and the HTTP status', async () => {
     const r = await xp(['check', `${web.url}/nothing.yaml`]);
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toContain(`cannot fetch ${web.url}/nothing.yaml: HTTP 404`);
+    expect(r.stderr).toBe(`${web.url}/nothing.yaml: cannot fetch: HTTP 404 Not Found`);
+  });
+
+  test('a redirect to a plain http:// URL of another host is refused, as that URL would be', async () => {
+    const r = await xp(['check', `${web.url}/redirect.yaml`]);
+    expect(r.stderr).toBe(`${web.url}/redirect.yaml: cannot fetch: it redirects to http://example.com/exp.yaml, and plain http:// is refused for example.com (only 127.0.0.1, ::1 and localhost may be fetched over http, as Deno does); use https://example.com/exp.yaml`);
+    expect(r.exitCode).toBe(2);
   });
 });
 

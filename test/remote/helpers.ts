@@ -1,4 +1,5 @@
-// A local HTTP server on 127.0.0.1 stands in for the web: files put at routes, the requests it got counted.
+// A local HTTP server on 127.0.0.1 stands in for the web: files put at routes, the requests it got counted;
+// /redirect.yaml redirects to a plain-http URL of another host.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -18,7 +19,8 @@ export async function startFileServer(): Promise<FileServer> {
     const route = req.url ?? '';
     hits.set(route, (hits.get(route) ?? 0) + 1);
     const body = files.get(route);
-    if (body) res.writeHead(200, { 'content-length': body.length }).end(body);
+    if (route === '/redirect.yaml') res.writeHead(302, { location: 'http://example.com/exp.yaml' }).end();
+    else if (body) res.writeHead(200, { 'content-length': body.length }).end(body);
     else res.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
