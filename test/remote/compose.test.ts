@@ -136,6 +136,13 @@ sweep:
   });
 });
 
+test('extends must be paths or URLs, and is written in files, not flags', async () => {
+  const file = write('kinds/exp.yaml', 'name: x\nextends: [base.yaml, 3]\n');
+  expect(await problemsOf(file)).toEqual([`${file}:2:22: extends must be the path or URL of an experiment file, or a list of them`]);
+  const flagged = await loadExperiment(file, { set: ['extends=base.yaml'] }).catch((error: ConfigProblems) => error.problems.map(formatProblem));
+  expect(flagged).toEqual([expect.stringMatching(/^--set extends=base\.yaml: extends is written in the experiment file/)]);
+});
+
 describe('positions through the chain', () => {
   test('a problem in an inherited value points at the file and line that wrote it, with the chain', async () => {
     const base = write('pos/base.yaml', BASE.replace('dropout: 0.2', 'dropout: 1.5'));
