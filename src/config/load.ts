@@ -1,5 +1,6 @@
-// The one load pipeline: parse YAML (keeping positions) -> apply --set/--sweep -> expand the sweep ->
-// defaults + schema per trial -> cross-field checks -> frozen, resolved experiments.
+// The one load pipeline: compose the file and the files it extends (compose.ts, each keeping its positions) ->
+// apply --set/--sweep -> resolve paths against the file that wrote them -> expand the sweep -> defaults + schema per
+// trial -> cross-field checks -> frozen, resolved experiments, with the files they came from.
 import crypto from 'node:crypto';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, formatPlace, type Problem } from './problems.ts';
