@@ -170,6 +170,15 @@ describe('paths resolve against the file that wrote them', () => {
     expect(flagged.base.backbone.weights).toBe(path.resolve('x.h5'));
   });
 
+  test('swept values of those fields too: from the file that wrote the sweep, or the current folder for --sweep', async () => {
+    write('swept/lib/base.yaml', `${BASE.replace(/sweep:[\s\S]*$/, 'sweep:\n  backbone.weights: [a.h5, nsfwjs]\n')}`);
+    const file = write('swept/exp.yaml', 'extends: lib/base.yaml\n');
+    const loaded = await loadExperiment(file, { deep: false });
+    expect(loaded.trials.map((t) => t.experiment.backbone.weights)).toEqual([path.join(tmp, 'swept/lib/a.h5'), 'nsfwjs']);
+    const flagged = await loadExperiment(file, { deep: false, sweep: ['backbone.weights=b.h5,imagenet'] });
+    expect(flagged.trials.map((t) => t.experiment.backbone.weights)).toEqual([path.resolve('b.h5'), 'imagenet']);
+  });
+
   test('in a remote file, weights become URLs relative to it; data folders without data.url are refused', async () => {
     const expUrl = web.put('/rel/exp.yaml', `${BASE.replace('url: https://example.org/pets.zip, ', '')}`);
     const problems = await problemsOf(expUrl);
