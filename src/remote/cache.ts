@@ -28,6 +28,8 @@ export interface RemoteOptions {
   maxBytes: number;
   /** Fetch again even when the cache has the URL (once per process). */
   reload?: boolean;
+  /** Told before a download starts (large files say so, small ones need not). */
+  onDownload?: (url: string) => void;
 }
 
 const thisProcess = new Map<string, Promise<RemoteFile>>();
@@ -53,6 +55,7 @@ async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
     if (cached) return cached;
   }
   await fs.mkdir(path.join(root, 'urls'), { recursive: true });
+  opts.onDownload?.(url);
   const temp = path.join(root, `.${randomBytes(6).toString('hex')}.part`);
   try {
     const { sha256 } = await fetchToFile(url, temp, opts.maxBytes);

@@ -89,6 +89,7 @@ test('a remote experiment extending a remote base, its weights relative to it, i
   expect(checked.stdout).toBe(`${expUrl}: ok (mobilenet_v2 cut at block_2_add)`);
   // Checking read the weights from the same server, into the cache; the run uses the cached copy.
   expect(web.hits('/models/backbone.h5')).toBe(1);
+  expect(checked.stderr).toBe(`Downloading the backbone weights ${web.url}/models/backbone.h5 into the cache`);
 
   const r = await xp(['run', expUrl, '--quiet']);
   expect(r.exitCode, r.stderr + r.stdout).toBe(0);
@@ -107,22 +108,25 @@ test('a remote experiment extending a remote base, its weights relative to it, i
   expect(params(run)['backbone.weights']).toBe(`${web.url}/models/backbone.h5`);
 }, 180_000);
 
-test('a local file extending the remote experiment runs; its chain is the local file, then the remote files as merged', async () => {
+test('a local sweep extending the remote experiment runs; every run of it records the chain: the local file, then the remote files as merged', async () => {
   const local = path.join(tmp, 'mine.yaml');
-  fs.writeFileSync(local, `extends: ${expUrl}\nname: local-over-remote\nhead: {units: [4]}\n`);
+  fs.writeFileSync(local, `extends: ${expUrl}\nname: local-over-remote\nsweep:\n  head.units: [[4], [2]]\n`);
   const r = await xp(['run', local, '--quiet', '--no-backup']);
   expect(r.exitCode, r.stderr + r.stdout).toBe(0);
-  const [run] = await runsOf('local-over-remote');
-  expect(tags(run)).toMatchObject({
-    'mlflow.source.name': local,
-    'xp.source': local,
-    'xp.source_sha256': sha(fs.readFileSync(local)),
-    'xp.extends': JSON.stringify([
-      { spec: baseUrl, sha256: sha(base) },
-      { spec: expUrl, sha256: sha(exp) },
-    ]),
-  });
-  expect(params(run)['head.units']).toBe('[4]');
+  const runs = await runsOf('local-over-remote');
+  expect(runs).toHaveLength(3); // the sweep's parent and its two trials
+  for (const run of runs) {
+    expect(tags(run)).toMatchObject({
+      'mlflow.source.name': local,
+      'xp.source': local,
+      'xp.source_sha256': sha(fs.readFileSync(local)),
+      'xp.extends': JSON.stringify([
+        { spec: baseUrl, sha256: sha(base) },
+        { spec: expUrl, sha256: sha(exp) },
+      ]),
+    });
+  }
+  expect(runs.map((run) => params(run)['head.units']).filter(Boolean).sort()).toEqual(['[2]', '[4]']);
   // Nothing was fetched again: the experiment files and weights came from the cache.
   expect([web.hits('/exp/exp.yaml'), web.hits('/lib/base.yaml'), web.hits('/models/backbone.h5')]).toEqual([1, 1, 1]);
 }, 180_000);
