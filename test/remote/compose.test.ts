@@ -219,6 +219,12 @@ describe('fetching', () => {
     expect(await name('--reload')).toBe('second');
     expect(web.hits('/reload/exp.yaml')).toBe(2);
     expect(await name()).toBe('second');
+    expect(web.hits('/reload/exp.yaml')).toBe(2);
+    // A cached copy whose bytes changed on disk is not used: the URL is fetched again.
+    const cached = path.join(cache, 'remote', sha(BASE.replace('name: base', 'name: second')), 'exp.yaml');
+    fs.writeFileSync(cached, BASE.replace('name: base', 'name: tampered'));
+    expect(await name()).toBe('second');
+    expect(web.hits('/reload/exp.yaml')).toBe(3);
     // Content-addressed: each version's bytes under their sha256.
     const dirs = fs.readdirSync(path.join(cache, 'remote')).filter((d) => /^[0-9a-f]{64}$/.test(d));
     expect(dirs).toEqual(expect.arrayContaining([sha(BASE.replace('name: base', 'name: first')), sha(BASE.replace('name: base', 'name: second'))]));
