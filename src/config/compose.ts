@@ -140,9 +140,11 @@ function resolveSpec(written: string, from: ComposedFile): string | Error {
 async function readFile(spec: string, name: string, via: string[], opts: ComposeOptions): Promise<ComposedFile> {
   const remote = isUrl(spec);
   let text: string;
+  let sha256: string | undefined;
   if (remote) {
     const got = await remoteFile(spec, { maxBytes: MAX_FILE_BYTES, reload: opts.reload });
     text = fs.readFileSync(got.file, 'utf8');
+    sha256 = got.sha256; // of the bytes served, as pinned
   } else {
     try {
       text = readText(spec);
@@ -159,7 +161,7 @@ async function readFile(spec: string, name: string, via: string[], opts: Compose
     throw error;
   }
   const { extends: _extends, ...value } = source.value;
-  return { spec, remote, sha256: createHash('sha256').update(text).digest('hex'), name, via, value, source };
+  return { spec, remote, sha256: sha256 ?? createHash('sha256').update(text).digest('hex'), name, via, value, source };
 }
 
 // A base's name in problems: its URL, or its path relative to the current folder when it is inside it.
