@@ -95,7 +95,7 @@ async function withBases(file: ComposedFile, chain: ComposedFile[], opts: Compos
     const spec = resolveSpec(written, file);
     if (spec instanceof Error) throw problem(`extends: ${spec.message}`);
     const names = [...lineage.map((f) => f.name), nameOf(spec)];
-    if (lineage.some((f) => f.spec === spec)) throw problem(`extends: a cycle: ${names.join(' -> ')}; a file cannot extend itself`);
+    if (lineage.some((f) => f.spec === spec)) throw problem(`extends: a cycle: ${names.join(' -> ')}; remove one of these extends`);
     if (lineage.length > MAX_EXTENDS_DEPTH) throw problem(`extends: more than ${MAX_EXTENDS_DEPTH} levels of extends (${names.join(' -> ')}); merge some of these files`);
     const via = [...lineage].reverse().map((f) => f.name);
     const base = await readFile(spec, nameOf(spec), via, opts).catch((error: unknown) => {
