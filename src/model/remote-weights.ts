@@ -15,6 +15,6 @@ export async function localWeights(weights: string, opts: { reload?: boolean } =
     return (await remoteFile(weights, { maxBytes: MAX_WEIGHTS_BYTES, reload: opts.reload, onDownload })).file;
   } catch (error) {
     if (!(error instanceof XpError)) throw error;
-    throw new ModelError(`backbone.weights: ${error.message}`, { cause: error, hint: error.hint ?? 'Check the URL, or download the .h5 file and give its path.' });
+    throw new ModelError(`${error.message}.`, { cause: error, hint: error.hint ?? 'Check the URL, or download the .h5 file and give its path.' });
   }
 }

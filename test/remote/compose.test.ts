@@ -236,6 +236,16 @@ describe('fetching', () => {
     expect(r.stderr).toBe(`${web.url}/nothing.yaml: cannot fetch: HTTP 404 Not Found`);
   });
 
+  test('weights that cannot be fetched: the field, the URL and why, at the line that names them', async () => {
+    const url = web.put('/weights-404/exp.yaml', BASE.replace('nsfwjs', 'missing.h5').replace(/sweep:[\s\S]*$/, ''));
+    const r = await xp(['check', url]);
+    expect(r.stderr.split('\n')).toEqual([
+      `Downloading the backbone weights ${web.url}/weights-404/missing.h5 into the cache`,
+      `${url}:3:41: backbone.weights: cannot fetch ${web.url}/weights-404/missing.h5: HTTP 404 Not Found. Check the URL, or download the .h5 file and give its path.`,
+    ]);
+    expect(r.exitCode).toBe(2);
+  });
+
   test('a redirect to a plain http:// URL of another host is refused, as that URL would be', async () => {
     const r = await xp(['check', `${web.url}/redirect.yaml`]);
     expect(r.stderr).toBe(`${web.url}/redirect.yaml: cannot fetch: it redirects to http://example.com/exp.yaml, and plain http:// is refused for example.com (only 127.0.0.1, ::1 and localhost may be fetched over http, as Deno does); use https://example.com/exp.yaml`);
