@@ -17,7 +17,9 @@ export interface RunStartInfo {
   runDir: string; // absolute path of runs/<experiment>/<run-id>/
   runName: string; // readable, e.g. "dropout=0.2 epochs=10" for sweep trials
   experiment: Experiment; // resolved, defaults filled in
-  sourceFile?: string; // the experiment YAML the user ran
+  sourceFile?: string; // the experiment YAML the user ran: a path or a URL
+  /** The files the experiment was composed of: the experiment first, then the files it extends in the order merged. */
+  sources?: { spec: string; sha256: string; remote: boolean }[];
   configHash: string; // sha256 of the resolved experiment (canonical JSON), first 16 hex chars
   parentRunId?: string; // tracker run id of the sweep parent, for trials
   /** Epochs an interrupted run had done when this one resumes it (same runId and runDir): continue its tracked run. */

@@ -15,6 +15,9 @@ export const mlflowStoreDir = (): string => path.join(runsRoot(), 'mlflow');
 /** Downloads (libtensorflow, wheels, Keras weights) cached across clones (XP_CACHE_DIR). */
 export const cacheDir = (): string => path.resolve(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'));
 
+/** Files fetched by URL (experiment files, the files they extend, weights), content-addressed. */
+export const remoteCacheDir = (): string => path.join(cacheDir(), 'remote');
+
 /** Data sets given by url are looked up and unpacked here (XP_DATA_DIR). */
 export const dataDir = (): string => path.resolve(process.env.XP_DATA_DIR || path.join(cacheDir(), 'datasets'));
 

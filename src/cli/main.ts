@@ -41,25 +41,42 @@ const lockFlags: Record<string, Flag> = {
   lock: { type: 'string', arg: 'FILE', help: 'the lock file (default: xp.lock beside the experiment file, in the current folder for a URL)' },
 };
 const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
+const reload: Flag = { type: 'boolean', short: 'r', help: 'fetch the remote files again (the experiment, the files it extends, weights) instead of using the cache' };
 const json = (help: string): Flag => ({ type: 'boolean', help });
 
 const commands: Record<string, Command> = {
   check: {
     summary: 'validate experiment files: every config error `xp run` can find before training',
-    usage: 'xp check <experiment.yaml...> [--set key=value] [--sweep key=a,b]',
-    flags: { ...overrideFlags, ...lockFlags, quiet },
+    usage: 'xp check <experiment.yaml|URL...> [--set key=value] [--sweep key=a,b]',
+    flags: { ...overrideFlags, ...lockFlags, quiet, reload },
     async run(args, v) {
       if (!args.length) throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
       const { check } = await import('./check.ts');
-      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet), lock: lockOptions(v) });
+      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet), reload: Boolean(v.reload), lock: lockOptions(v) });
+    },
+  },
+  config: {
+    summary: 'print the resolved experiment as YAML: extends merged, flags applied, defaults filled in',
+    usage: 'xp config <experiment.yaml|URL> [--origins] [--set key=value] [--sweep key=a,b]',
+    flags: {
+      ...overrideFlags,
+      origins: { type: 'boolean', help: 'say where each value came from: file:line (and the files extending it), the flag, or default' },
+      reload,
+      ...lockFlags,
+    },
+    async run(args, v) {
+      if (args.length !== 1) throw new XpError('xp config needs exactly one experiment file', { hint: 'xp config experiments/quickstart.yaml --origins' });
+      const { configCommand } = await import('./config.ts');
+      return configCommand(args[0], { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), reload: Boolean(v.reload), origins: Boolean(v.origins), lock: lockOptions(v) });
     },
   },
   run: {
     summary: 'train an experiment (every trial of a sweep) and track it in MLflow',
-    usage: 'xp run <experiment.yaml> [options]',
+    usage: 'xp run <experiment.yaml|URL> [options]',
     flags: {
       ...overrideFlags,
       ...lockFlags,
+      reload,
       'no-track': { type: 'boolean', help: 'do not log to MLflow' },
       'dry-run': { type: 'boolean', help: 'list the trials that would run, and stop' },
       parallel: { type: 'string', arg: 'N', default: '1', help: 'run N sweep trials at once in child processes' },
@@ -94,6 +111,7 @@ const commands: Record<string, Command> = {
         parentRunId: (v['parent-run-id'] as string) || undefined,
         verbose: Boolean(v.verbose),
         lock: lockOptions(v),
+        reload: Boolean(v.reload),
       });
     },
   },

@@ -6,16 +6,19 @@ import type { BackboneRef, DataFacts, LayerFacts } from '../config/cross-checks.
 import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
+import { localWeights } from '../model/remote-weights.ts';
 import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, setInputSize, spatialSizes, type LayerJson } from '../model/topology.ts';
 
 export interface PreflightOptions {
   set?: string[];
   sweep?: string[];
   maxTrials?: number;
+  /** Fetch remote files (the experiment, its bases, weights) again instead of using the cache. */
+  reload?: boolean;
 }
 
 export function preflight(file: string, opts: PreflightOptions = {}): Promise<LoadedExperiment> {
-  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, layers: modelLayerFacts(), data: dataFacts });
+  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, layers: modelLayerFacts(opts), data: dataFacts });
 }
 
 /** The data package's own folder scan and class comparison, as training runs them before decoding. */
@@ -37,11 +40,11 @@ const dataFacts: DataFacts = {
 const sentence = (error: Error & { hint?: string }) => `${error.message}${error.hint ? `. ${error.hint}` : ''}`;
 
 /** Layer names from src/model, each weights file read at most once per call. */
-export function modelLayerFacts(): LayerFacts {
+export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
   const topologies = new Map<string, Promise<LayerJson>>();
   const topologyOf = (b: BackboneRef) => {
     const key = `${b.name}|${b.weights}|${b.cut_layer}`;
-    if (!topologies.has(key)) topologies.set(key, readTopology(b));
+    if (!topologies.has(key)) topologies.set(key, localWeights(b.weights, opts).then((weights) => readTopology({ ...b, weights })));
     return topologies.get(key)!;
   };
   return {
@@ -65,7 +68,7 @@ export function modelLayerFacts(): LayerFacts {
   };
 }
 
-// Weights files are inspected, not loaded (a model.json's manifest and shards, a .h5's structure and shapes):
+// Weights files (a URL's cached download) are inspected, not loaded (a model.json's manifest and shards, a .h5's structure and shapes):
 // a bad file fails here, before any image is decoded, with the ModelError that loading it would give.
 async function readTopology(b: BackboneRef): Promise<LayerJson> {
   if (/\.json$/i.test(b.weights)) return (await inspectTfjsModel(b.weights)).topology;

@@ -34,12 +34,14 @@ export interface RunOptions {
   verbose?: boolean;
   /** xp.lock: where and how remote bytes are pinned (the same in --parallel children). */
   lock: LockOptions;
+  /** Fetch the remote files again instead of using the cache (never passed to --parallel's children: they use what this fetched). */
+  reload?: boolean;
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
   // Before anything is fetched: the experiment file itself may come from a URL.
   const lockFile = await useLock(file, opts.lock);
-  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials });
+  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload });
   const progress = createProgress(opts.output);
   const trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
   const tracked = opts.track && loaded.base.tracking.enabled;

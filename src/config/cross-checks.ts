@@ -1,16 +1,17 @@
 // Checks that need more than the schema: the weights file, cut_layer and trainable_from against the backbone's
 // layers, the image size against the cut backbone, the data folders. What a model or a folder holds comes from
 // functions the caller hands in (the CLI passes the model and data packages'), so that config knows nothing of
-// how models and images are read.
+// how models and images are read. Paths arrive resolved (resolve-paths.ts): absolute, or an https URL of weights.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BackboneName, Experiment } from './types.ts';
 import type { FieldProblem } from './validate.ts';
 import { didYouMean } from './problems.ts';
+import { isUrl } from '../remote/url.ts';
 
 export interface BackboneRef {
   name: BackboneName;
-  /** `nsfwjs`, `imagenet`, or the absolute path of a .h5 / model.json file. */
+  /** `nsfwjs`, `imagenet`, the absolute path of a .h5 / model.json file, or the URL of a .h5 file. */
   weights: string;
   /** Where the experiment cuts the backbone: a weights file must hold the layers up to there. */
   cut_layer?: string;
@@ -42,20 +43,22 @@ export interface Facts {
   data?: DataFacts;
 }
 
-export async function crossChecks(e: Experiment, baseDir: string, facts: Facts = {}): Promise<FieldProblem[]> {
-  const weights = weightsChecks(e, baseDir);
+export async function crossChecks(e: Experiment, facts: Facts = {}): Promise<FieldProblem[]> {
+  const weights = weightsChecks(e);
   const layers = weights.problem || !facts.layers ? [] : await layerChecks(e, weights.ref, facts.layers);
-  return [...(weights.problem ? [weights.problem] : []), ...layers, ...(await dataChecks(e, baseDir, facts.data))];
+  return [...(weights.problem ? [weights.problem] : []), ...layers, ...(await dataChecks(e, facts.data))];
 }
 
-function weightsChecks(e: Experiment, baseDir: string): { ref: BackboneRef; problem?: FieldProblem } {
+function weightsChecks(e: Experiment): { ref: BackboneRef; problem?: FieldProblem } {
   const w = e.backbone.weights;
   const ref = { name: e.backbone.name, weights: w, cut_layer: e.backbone.cut_layer };
   const problem = (message: string) => ({ ref, problem: { path: ['backbone', 'weights'], message: `backbone.weights: ${message}` } });
   if (w === 'nsfwjs' || w === 'imagenet') return { ref };
   const kind = /\.h5$/i.test(w) ? 'a Keras .h5 weights file' : /\.json$/i.test(w) ? 'a tfjs model.json' : undefined;
   if (!kind) return problem(`must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json (got "${w}")`);
-  const file = path.resolve(baseDir, w);
+  // A URL is fetched by `facts` (into the cache) when it reads the layers.
+  if (isUrl(w)) return { ref };
+  const file = w;
   try {
     if (!fs.statSync(file).isFile()) return problem(`${file} is not a regular file; give the path of ${kind}`);
     fs.accessSync(file, fs.constants.R_OK);
@@ -68,7 +71,7 @@ function weightsChecks(e: Experiment, baseDir: string): { ref: BackboneRef; prob
 }
 
 async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): Promise<FieldProblem[]> {
-  const what = ref.weights === 'nsfwjs' || ref.weights === 'imagenet' ? ref.name : path.relative(process.cwd(), ref.weights) || ref.weights;
+  const what = ref.weights === 'nsfwjs' || ref.weights === 'imagenet' ? ref.name : isUrl(ref.weights) ? ref.weights : path.relative(process.cwd(), ref.weights) || ref.weights;
   const names = await facts.layerNames(ref).catch((error: Error) => error);
   if (names instanceof Error) {
     const hint = (names as { hint?: unknown }).hint;
@@ -99,11 +102,11 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   return [];
 }
 
-async function dataChecks(e: Experiment, baseDir: string, facts?: DataFacts): Promise<FieldProblem[]> {
+async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProblem[]> {
   if (e.data.url) return []; // looked up in the data directory, downloaded when missing
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
-    const dir = path.resolve(baseDir, e.data[field]);
+    const dir = e.data[field];
     const hint = 'give a folder with one subfolder per class, or set data.url';
     try {
       if (!fs.statSync(dir).isDirectory()) problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
@@ -114,6 +117,6 @@ async function dataChecks(e: Experiment, baseDir: string, facts?: DataFacts): Pr
     }
   }
   if (problems.length || !facts) return problems;
-  const found = await facts.classFolders(path.resolve(baseDir, e.data.train), path.resolve(baseDir, e.data.validation));
+  const found = await facts.classFolders(e.data.train, e.data.validation);
   return found.map((f) => ({ path: ['data', f.field], message: `data.${f.field}: ${f.message}` }));
 }

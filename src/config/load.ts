@@ -1,14 +1,15 @@
-// The one load pipeline: parse YAML (keeping positions) -> apply --set/--sweep -> expand the sweep ->
-// defaults + schema per trial -> cross-field checks -> frozen, resolved experiments.
-import path from 'node:path';
+// The one load pipeline: compose the file and the files it extends (compose.ts, each keeping its positions) ->
+// apply --set/--sweep -> resolve paths against the file that wrote them -> expand the sweep -> defaults + schema per
+// trial -> cross-field checks -> frozen, resolved experiments, with the files they came from.
 import crypto from 'node:crypto';
 import type { Experiment, SweepConfig } from './types.ts';
-import { ConfigProblems, didYouMean, type Problem } from './problems.ts';
+import { ConfigProblems, didYouMean, formatPlace, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
 import { countTrials, DEFAULT_MAX_TRIALS, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
 import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts';
-import { parseFile } from './parse.ts';
-import { applyOverrides, flagText, overrideAt, parseOverrides } from './overrides.ts';
+import { compose, type FieldPath } from './compose.ts';
+import { applyOverrides, flagText, overrideAt, parseOverrides, type Override } from './overrides.ts';
+import { resolvePaths } from './resolve-paths.ts';
 
 export interface LoadOptions {
   /** `key=value` overrides (Hydra style), values parsed as YAML; a swept field set here is pinned. */
@@ -23,6 +24,8 @@ export interface LoadOptions {
   data?: DataFacts;
   /** Refuse sweeps with more trials than this (default DEFAULT_MAX_TRIALS). */
   maxTrials?: number;
+  /** Fetch remote files again instead of using the cache (--reload). */
+  reload?: boolean;
 }
 
 export interface ResolvedTrial {
@@ -33,9 +36,22 @@ export interface ResolvedTrial {
   configHash: string;
 }
 
+/** One file the experiment was composed of: a local path or a URL, and the sha256 of its bytes. */
+export interface ExperimentSource {
+  /** The absolute path of a local file, or the URL of a fetched one. */
+  spec: string;
+  url?: string;
+  sha256: string;
+  remote: boolean;
+}
+
 export interface LoadedExperiment {
+  /** The experiment as given on the command line: a path or a URL. */
   file: string;
-  baseDir: string;
+  /** The experiment file first, then its bases (`extends`) in the order merged. */
+  sources: ExperimentSource[];
+  /** Where the value at a field path of the resolved experiment came from (for `xp config --origins`). */
+  origin(path: FieldPath): string;
   /** The experiment without sweep values applied (what a sweep's parent run records). */
   base: Experiment;
   sweep?: SweepConfig;
@@ -44,20 +60,24 @@ export interface LoadedExperiment {
 
 export async function loadExperiment(file: string, opts: LoadOptions = {}): Promise<LoadedExperiment> {
   const { overrides, problems: flagProblems } = parseOverrides(opts.set, opts.sweep);
-  const source = parseFile(file);
-  const problems: Problem[] = [...flagProblems];
+  if (flagProblems.length) throw new ConfigProblems(flagProblems);
+  const source = await compose(file, { reload: opts.reload });
+  const problems: Problem[] = [];
   // A problem in a value given on the command line is reported under its flag, not at the file's line.
   // `sweepKey`: the problem is about that sweep parameter, which --sweep may have given.
   const sweepFromFlagsOnly = !('sweep' in source.value);
   const at = (p: FieldProblem, prefix = '', sweepKey?: (string | number)[]) => {
     if (sweepKey?.[0] === 'sweep' && sweepFromFlagsOnly) return void problems.push({ file: '--sweep', message: prefix + p.message });
     const o = sweepKey ? overrideAt(overrides, sweepKey) : overrideAt(overrides, p.path, '--set');
-    problems.push(o ? { file: flagText(o.flag, o.arg), message: prefix + p.message } : { file, ...source.position(p.path, p.atKey), message: prefix + p.message });
+    problems.push(o ? { file: flagText(o.flag, o.arg), message: prefix + p.message } : { ...source.position(p.path, p.atKey), message: prefix + p.message });
   };
-  if (problems.length) throw new ConfigProblems(problems);
 
   const raw = source.value as Record<string, any>;
   applyOverrides(raw, overrides);
+  // Paths are resolved against the file that wrote them (or the current folder for flags), once.
+  const writtenIn = (p: FieldPath) => (overrideAt(overrides, p[0] === 'sweep' ? sweptKey(p) : p, p[0] === 'sweep' ? '--sweep' : '--set') ? undefined : source.writer(p));
+  for (const p of resolvePaths(raw, writtenIn)) at(p, '', p.path[0] === 'sweep' ? sweptKey(p.path) : undefined);
+  if (problems.length) throw new ConfigProblems(problems);
   const sweepRaw = raw.sweep as Record<string, unknown> | undefined;
   delete raw.sweep;
 
@@ -103,16 +123,46 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   }
   if (problems.length) throw new ConfigProblems(problems);
 
-  const baseDir = path.dirname(path.resolve(file));
   if (opts.deep !== false) {
     for (const t of dedupeForChecks(trials)) {
-      for (const p of await crossChecks(t.experiment, baseDir, { layers: opts.layers, data: opts.data })) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
+      for (const p of await crossChecks(t.experiment, { layers: opts.layers, data: opts.data })) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
     }
     if (problems.length) throw new ConfigProblems(problems);
   }
   validate(base); // fill defaults in the base too
   if (sweep) base.sweep = sweep;
-  return { file, baseDir, base: deepFreeze(base as Experiment), sweep, trials };
+  const sources = dedupeSources([source.top, ...source.merged.slice(0, -1)]);
+  return { file, sources, origin: originOf(source, overrides, sweepRaw), base: deepFreeze(base as Experiment), sweep, trials };
+}
+
+// `sweep.<key>` or `sweep.parameters.<key>...`: the field path <key> that --sweep gives.
+function sweptKey(p: FieldPath): string[] {
+  const key = p[1] === 'parameters' ? p[2] : p[1];
+  return key === undefined ? [] : String(key).split('.');
+}
+
+function dedupeSources(files: { spec: string; remote: boolean; sha256: string }[]): ExperimentSource[] {
+  const seen = new Set<string>();
+  return files.flatMap((f) => (seen.has(f.spec) ? [] : (seen.add(f.spec), [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }])));
+}
+
+// A value of the resolved experiment came from a flag, a file (the last one merged that wrote it), or the schema's
+// defaults. The sweep is normalized (its parameters under sweep.parameters): they are looked up where written.
+function originOf(source: Awaited<ReturnType<typeof compose>>, overrides: Override[], sweepRaw: Record<string, unknown> | undefined) {
+  return (p: FieldPath): string => {
+    let at = p;
+    if (p[0] === 'sweep') {
+      const key = p[1] === 'parameters' ? p[2] : undefined;
+      const o = key === undefined ? undefined : overrideAt(overrides, String(key).split('.'), '--sweep');
+      if (o) return flagText(o.flag, o.arg);
+      if (key !== undefined && sweepRaw && String(key) in sweepRaw) at = ['sweep', key, ...p.slice(3)];
+    } else {
+      const o = overrideAt(overrides, p, '--set');
+      if (o) return flagText(o.flag, o.arg);
+    }
+    const f = source.writtenBy(at);
+    return f ? formatPlace({ file: f.name, ...f.source.position(at), via: f.via }) : 'default';
+  };
 }
 
 // The grid's size is known from its list lengths: refuse a huge one before building any trial.

@@ -25,6 +25,7 @@ export function parseOverrides(set: string[] = [], sweep: string[] = []): { over
     const reserved = segments.find((s) => RESERVED_KEYS.includes(s));
     if (reserved) return problem(`${reserved} cannot be a key (reserved by JavaScript)`);
     if (segments.includes('sweep') && segments[0] === 'sweep') return problem(`the sweep is set with --sweep key=a,b,c, not ${flag} ${key}`);
+    if (segments[0] === 'extends') return problem('extends is written in the experiment file; give the base file as the experiment, or write a file that extends both');
     if (!isKnownField(segments)) return problem(`${key} is not a known field${didYouMean(key, knownFields())}`);
     const text = arg.slice(eq + 1);
     let value: unknown;

@@ -22,7 +22,14 @@ export interface Source {
 }
 
 export function parseFile(file: string): Source {
-  const text = readText(file);
+  return parseText(readText(file), file);
+}
+
+/** Parses the text of an experiment file; `file` (a path or a URL) is what problems name. */
+export function parseText(text: string, file: string): Source {
+  if (Buffer.byteLength(text) > MAX_FILE_BYTES) {
+    throw new ConfigProblems([{ file, message: `the file is ${Buffer.byteLength(text)} bytes, above the ${MAX_FILE_BYTES} bytes (1 MiB) allowed for an experiment file; is it the right file?` }]);
+  }
   const lineCounter = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   const at = (offset: number, message: string): Problem => ({ file, ...lineCounter.linePos(offset), message });
@@ -61,7 +68,7 @@ export function parseValue(text: string): unknown {
   }
 }
 
-function readText(file: string): string {
+export function readText(file: string): string {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(file);

@@ -5,12 +5,19 @@ export interface Problem {
   file: string;
   line?: number;
   col?: number;
+  /** The files that extend `file`, nearest first, when the value was inherited: `(extended by exp.yaml)`. */
+  via?: string[];
   message: string;
 }
 
 export function formatProblem(p: Problem): string {
+  return `${formatPlace(p)}: ${p.message}`;
+}
+
+/** `file:line:col`, with the files that extend it: `base.yaml:7:3 (extended by exp.yaml)`. */
+export function formatPlace(p: Omit<Problem, 'message'>): string {
   const where = p.line ? `${p.file}:${p.line}:${p.col ?? 1}` : p.file;
-  return `${where}: ${p.message}`;
+  return p.via?.length ? `${where} (${p.via.map((f) => `extended by ${f}`).join(', ')})` : where;
 }
 
 /** More problems than this in one file are counted, not listed: the first ones say what is wrong. */

@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
 import { DataError } from '../errors.ts';
+import { downloadTimeouts, type Timeouts } from '../remote/fetch.ts';
 
 export interface Fetched {
   /** The archive on disk: `into` for http(s), the file itself for file://. */
@@ -16,21 +17,7 @@ export interface Fetched {
   sha256: string;
 }
 
-export interface Timeouts {
-  /** Seconds to wait for the server's first answer. */
-  connect: number;
-  /** Seconds without a byte of the body before giving up. */
-  idle: number;
-}
-
-/** Defaults: 30 s to answer, 60 s without data; XP_DOWNLOAD_CONNECT_TIMEOUT and XP_DOWNLOAD_TIMEOUT override them. */
-export function downloadTimeouts(env: NodeJS.ProcessEnv = process.env): Timeouts {
-  const seconds = (name: string, fallback: number): number => {
-    const value = Number(env[name]);
-    return env[name] && Number.isFinite(value) && value > 0 ? value : fallback;
-  };
-  return { connect: seconds('XP_DOWNLOAD_CONNECT_TIMEOUT', 30), idle: seconds('XP_DOWNLOAD_TIMEOUT', 60) };
-}
+export { downloadTimeouts, type Timeouts } from '../remote/fetch.ts';
 
 export interface FetchOptions {
   /** Where an http(s) download is written. */

@@ -6,6 +6,7 @@ import { batchNormInternals } from '../accel/index.ts';
 import { ModelError } from '../errors.ts';
 import { readKerasH5 } from './h5.ts';
 import { kerasWeightsFile, kerasWeightsPath, type KerasWeightsOptions } from './keras-weights.ts';
+import { localWeights } from './remote-weights.ts';
 import { kerasArchitecture, unknownLayerError, weightsSource, type WeightsSource } from './layers.ts';
 export { backboneLayerNames, inspectBackboneWeights, unknownLayerError } from './layers.ts';
 import { nsfwjsWeightShards } from './nsfwjs.ts';
@@ -164,7 +165,7 @@ async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: W
 
 /** Loads the backbone for `inputSize` [h, w], cut at cfg.cut_layer, frozen per cfg. */
 export async function loadBackbone(cfg: BackboneConfig, inputSize: [number, number], opts: LoadBackboneOptions = {}): Promise<Backbone> {
-  const source = weightsSource(cfg.weights);
+  const source = weightsSource(await localWeights(cfg.weights));
   const tfjs = source.kind === 'tfjs' ? await readTfjsModel(source.file) : undefined;
   try {
     const topology = tfjs ? tfjs.topology : kerasArchitecture(cfg.name);

@@ -86,8 +86,10 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
     try {
       const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
       const r = await runGroup(specs, {
-        baseDir: loaded.baseDir,
+        // Paths in a loaded experiment are already absolute: config resolved them against the files that wrote them.
+        baseDir: process.cwd(),
         sourceFile: file,
+        sources: loaded.sources,
         runsRoot: runsRoot(),
         dataDir: ctx.dataDir,
         progress,

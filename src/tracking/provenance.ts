@@ -1,8 +1,36 @@
-// Where a run comes from, for its MLflow tags: the user, xp's version and the git commit of the experiment file.
+// Where a run comes from, for its MLflow tags: the user, xp's version, the experiment file (a path or a URL) and the
+// files it extends with their sha256, and the git commit of a local experiment file.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { RunStartInfo } from '../events.ts';
 import { repoRoot } from '../paths.ts';
+import { isUrl } from '../remote/url.ts';
+
+/** MLflow's source tags of a run of `sourceFile` (a path or a URL): its name, and the git commit of a local file. */
+export function sourceTags(sourceFile: string | undefined): Record<string, string> {
+  const local = sourceFile !== undefined && !isUrl(sourceFile);
+  const commit = gitCommit(local ? path.dirname(path.resolve(sourceFile)) : process.cwd());
+  return {
+    'mlflow.source.name': sourceFile === undefined ? 'xp' : local ? path.resolve(sourceFile) : sourceFile,
+    'mlflow.source.type': 'LOCAL',
+    ...(commit && (local || sourceFile === undefined) ? { 'mlflow.source.git.commit': commit } : {}),
+  };
+}
+
+/**
+ * The chain of files the experiment was composed of: `xp.source` (path or URL) and `xp.source_sha256` of the
+ * experiment file, `xp.extends` the JSON list of the files it extends ({spec, sha256}, in the order merged).
+ */
+export function chainTags(sources: RunStartInfo['sources']): Record<string, string> {
+  if (!sources?.length) return {};
+  const [own, ...bases] = sources;
+  return {
+    'xp.source': own.spec,
+    'xp.source_sha256': own.sha256,
+    ...(bases.length ? { 'xp.extends': JSON.stringify(bases.map((b) => ({ spec: b.spec, sha256: b.sha256 }))) } : {}),
+  };
+}
 
 export function userName(env: NodeJS.ProcessEnv): string {
   try {

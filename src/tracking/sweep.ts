@@ -3,7 +3,6 @@
 // command's and the skipped ones); the parent is tagged with the best trial and the MLflow compare URL of all trials.
 // Tracking never holds up training: every request here is one short attempt, and a failure is said and passed over.
 import crypto from 'node:crypto';
-import path from 'node:path';
 import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
 import { isBetter, metricGoal } from '../config/metrics.ts';
 import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
@@ -11,7 +10,7 @@ import { runUrl, type MlflowClient } from './client.ts';
 import { listRuns, type RunRow } from './compare.ts';
 import { quickClient } from './session.ts';
 import { storedRuns } from './store.ts';
-import { gitCommit, userName, xpVersion } from './provenance.ts';
+import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 
 /** What the sweep needs of a trial trained by this command. */
 export interface TrialResult {
@@ -127,16 +126,14 @@ async function createParent(client: MlflowClient, options: { loaded: LoadedExper
   const { loaded, sourceFile, env } = options;
   const experiment = await client.getOrCreateExperiment(options.experimentName);
   const runName = `sweep ${Object.keys(loaded.sweep!.parameters).join(' x ')}`;
-  const commit = gitCommit(path.dirname(path.resolve(sourceFile)));
   const run = await client.createRun({
     experimentId: experiment.experiment_id,
     runName,
     tags: {
       'mlflow.runName': runName,
       'mlflow.user': userName(env),
-      'mlflow.source.name': path.resolve(sourceFile),
-      'mlflow.source.type': 'LOCAL',
-      ...(commit ? { 'mlflow.source.git.commit': commit } : {}),
+      ...sourceTags(sourceFile),
+      ...chainTags(loaded.sources),
       ...(loaded.base.description ? { 'mlflow.note.content': loaded.base.description.slice(0, 5000) } : {}),
       'xp.version': xpVersion(),
       'xp.kind': 'sweep',

@@ -7,7 +7,7 @@ import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.t
 import { createClient, credentialsFromEnv, runUrl, type MlflowClient } from './client.ts';
 import { endOpenRuns, openJournal, type Journal } from './journal.ts';
 import { deliver, describePending } from './delivery.ts';
-import { gitCommit, userName, xpVersion } from './provenance.ts';
+import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
 import { embeddedStore } from './server.ts';
 
@@ -180,11 +180,10 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (info.resumedAt !== undefined && journal.runRecord()) return resume(journal, info);
       const sourceFile = info.sourceFile ?? options.sourceFile;
       const parentRunId = options.parentRunId ?? info.parentRunId;
-      const commit = gitCommit(sourceFile ? path.dirname(path.resolve(sourceFile)) : process.cwd());
       const tags: Record<string, string> = {
         'mlflow.runName': info.runName,
-        'mlflow.source.name': sourceFile ? path.resolve(sourceFile) : 'xp',
-        'mlflow.source.type': 'LOCAL',
+        ...sourceTags(sourceFile),
+        ...chainTags(info.sources),
         'mlflow.user': userName(env),
         'xp.config_hash': info.configHash,
         'xp.version': xpVersion(),
@@ -192,7 +191,6 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
         'xp.run_dir': runDir,
         'xp.accel': info.accel,
       };
-      if (commit) tags['mlflow.source.git.commit'] = commit;
       if (info.resumedAt !== undefined) tags['xp.resumed_at_epoch'] = String(info.resumedAt);
       if (info.experiment.description) tags['mlflow.note.content'] = info.experiment.description.slice(0, 5000);
       if (parentRunId) tags['mlflow.parentRunId'] = parentRunId;

@@ -10,7 +10,7 @@ import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
-import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult } from '../events.ts';
+import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult, RunStartInfo } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
@@ -47,6 +47,7 @@ export interface TrialOutcome {
 export interface GroupOptions {
   baseDir: string;
   sourceFile?: string;
+  sources?: RunStartInfo['sources'];
   runsRoot: string;
   dataDir?: string;
   progress: Progress;
@@ -74,8 +75,8 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   const skipped = data.train.skipped.length + data.validation.skipped.length;
   progress.line(`Found ${data.train.count} training and ${data.validation.count} validation images of ${data.numClasses} classes (${data.classNames.join(', ')})${skipped ? `, ${skipped} unreadable skipped` : ''}`);
 
-  const backboneCfg = { ...first.backbone, weights: resolveWeights(first.backbone.weights, opts.baseDir) };
-  const backbone = await loadBackbone(backboneCfg, first.data.image_size);
+  // Weights paths are absolute (or URLs) already: config resolved them against the file that wrote them.
+  const backbone = await loadBackbone(first.backbone, first.data.image_size);
   const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
   // A frozen backbone runs as one compiled TensorFlow graph (BN folded into fused convolutions).
   const forward = frozen ? await compileForInference(backbone.model) : undefined;
@@ -113,6 +114,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         experiment: m.spec.experiment,
         accel: accelPolicy().name,
         sourceFile: opts.sourceFile,
+        sources: opts.sources,
         configHash: m.spec.configHash,
         parentRunId: m.spec.parentRunId,
         resumedAt: m.backup?.epoch,
@@ -197,8 +199,4 @@ function paramCounts(full: tf.LayersModel, head: tf.LayersModel, frozen: boolean
   const count = (ws: tf.LayerVariable[]) => ws.reduce((a, w) => a + w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
   const total = count(full.weights);
   return { total_params: total, trainable_params: frozen ? count(head.trainableWeights) : count(full.trainableWeights) };
-}
-
-function resolveWeights(weights: string, baseDir: string): string {
-  return /\.(h5|json)$/i.test(weights) ? path.resolve(baseDir, weights) : weights;
 }

@@ -21,7 +21,8 @@ const propertiesOf = (section: string) => (section ? schema.properties[section].
 describe('schema and types agree', () => {
   for (const [section, keys] of Object.entries(sections)) {
     it(`${section || 'top level'}: the same fields`, () => {
-      expect(Object.keys(propertiesOf(section)).sort()).toEqual(Object.keys(keys).sort());
+      // `extends` composes files and is gone from the resolved experiment the types describe.
+      expect(Object.keys(propertiesOf(section)).filter((k) => section || k !== 'extends').sort()).toEqual(Object.keys(keys).sort());
     });
   }
 

@@ -1,0 +1,73 @@
+// The fields that name files, resolved once, against the file that wrote them: `backbone.weights` (a .h5 or
+// model.json) and, without `data.url`, `data.train` and `data.validation`. In a local file they become absolute
+// paths from the file's folder; in a remote file, URLs relative to the file's URL (a folder cannot be fetched, so
+// a remote file's data folders need data.url); on the command line (--set, --sweep), paths from the current
+// folder. Swept values of these fields are resolved the same way. After this, no one resolves these paths again.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isUrl, refusedUrl } from '../remote/url.ts';
+import type { FieldPath } from './compose.ts';
+import type { FieldProblem } from './validate.ts';
+
+/** Where a value was written: a file (its absolute path or URL) or the command line (undefined). */
+export type WrittenIn = (path: FieldPath) => { spec: string; remote: boolean } | undefined;
+
+const FIELDS = ['backbone.weights', 'data.train', 'data.validation'] as const;
+type PathField = (typeof FIELDS)[number];
+
+export function resolvePaths(raw: Record<string, any>, writtenIn: WrittenIn): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const hasUrl = typeof raw.data?.url === 'string';
+  const applies = (field: PathField) => field === 'backbone.weights' || !hasUrl;
+  for (const field of FIELDS) {
+    if (!applies(field)) continue;
+    const at = field.split('.');
+    const parent = raw[at[0]];
+    if (parent && typeof parent[at[1]] === 'string') {
+      const resolved = resolveOne(field, parent[at[1]], writtenIn(at));
+      if (typeof resolved === 'string') parent[at[1]] = resolved;
+      else problems.push({ path: at, message: resolved.message });
+    }
+  }
+  const sweep = raw.sweep;
+  if (!sweep || typeof sweep !== 'object') return problems;
+  for (const field of FIELDS) {
+    if (!applies(field)) continue;
+    const [holder, key, at] = field in sweep ? [sweep, field, ['sweep', field]] : [sweep.parameters, field, ['sweep', 'parameters', field]];
+    const spec = holder && typeof holder === 'object' ? holder[key] : undefined;
+    const values: unknown = Array.isArray(spec) ? spec : spec && typeof spec === 'object' ? spec.values : undefined;
+    if (!Array.isArray(values)) continue;
+    for (const [i, v] of values.entries()) {
+      if (typeof v !== 'string') continue;
+      const resolved = resolveOne(field, v, writtenIn(at));
+      if (typeof resolved === 'string') values[i] = resolved;
+      else problems.push({ path: Array.isArray(spec) ? [...at, i] : [...at, 'values', i], message: resolved.message });
+    }
+  }
+  return problems;
+}
+
+function resolveOne(field: PathField, value: string, where: { spec: string; remote: boolean } | undefined): string | Error {
+  if (field === 'backbone.weights' && (value === 'nsfwjs' || value === 'imagenet')) return value;
+  if (field !== 'backbone.weights') {
+    if (where?.remote) return new Error(`${field}: ${where.spec} is a remote file, and a folder cannot be fetched; give data.url, a zip of the class folders (data.train and data.validation are then folders inside it)`);
+    if (isUrl(value)) return new Error(`${field} is a folder of class folders, not a URL; give data.url for a zip to download`);
+    return path.resolve(where ? path.dirname(where.spec) : process.cwd(), value);
+  }
+  let resolved: string;
+  if (where?.remote) resolved = new URL(value, where.spec).href;
+  else if (value.startsWith('file:')) {
+    try {
+      return fileURLToPath(value);
+    } catch (error) {
+      return new Error(`backbone.weights: ${value} is not a usable file URL (${(error as Error).message}); write an absolute path after file://`);
+    }
+  } else if (isUrl(value)) resolved = value;
+  else return path.resolve(where ? path.dirname(where.spec) : process.cwd(), value);
+  const refused = refusedUrl(resolved);
+  if (refused) return new Error(`backbone.weights: ${refused}`);
+  if (/\.json$/i.test(new URL(resolved).pathname)) {
+    return new Error(`backbone.weights: a tfjs model.json cannot be used from a URL (${resolved}); download the model's folder and give the path of its model.json, or give a Keras .h5 URL`);
+  }
+  return resolved;
+}
