@@ -223,15 +223,21 @@ describe('fetching', () => {
     web.put('/reload/exp.yaml', `${BASE.replace('name: base', 'name: second')}`);
     expect(await name()).toBe('first');
     expect(web.hits('/reload/exp.yaml')).toBe(1);
-    expect(await name('--reload')).toBe('second');
+    // Refetched content that differs from what xp.lock pinned stops, until --lock-write accepts it (as deno --reload).
+    const refused = await xp(['config', url, '--reload']);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toContain('does not match its entry in the lock file');
+    expect(refused.stderr).toContain('--lock-write');
     expect(web.hits('/reload/exp.yaml')).toBe(2);
+    expect(await name('--reload', '--lock-write')).toBe('second');
+    expect(web.hits('/reload/exp.yaml')).toBe(3);
     expect(await name()).toBe('second');
-    expect(web.hits('/reload/exp.yaml')).toBe(2);
+    expect(web.hits('/reload/exp.yaml')).toBe(3);
     // A cached copy whose bytes changed on disk is not used: the URL is fetched again.
     const cached = path.join(cache, 'remote', sha(BASE.replace('name: base', 'name: second')), 'exp.yaml');
     fs.writeFileSync(cached, BASE.replace('name: base', 'name: tampered'));
     expect(await name()).toBe('second');
-    expect(web.hits('/reload/exp.yaml')).toBe(3);
+    expect(web.hits('/reload/exp.yaml')).toBe(4);
     // Content-addressed: each version's bytes under their sha256.
     const dirs = fs.readdirSync(path.join(cache, 'remote')).filter((d) => /^[0-9a-f]{64}$/.test(d));
     expect(dirs).toEqual(expect.arrayContaining([sha(BASE.replace('name: base', 'name: first')), sha(BASE.replace('name: base', 'name: second'))]));
