@@ -3,6 +3,8 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { XpError } from '../errors.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
+import { parseGrants } from '../permissions/grants.ts';
+import type { SandboxOptions } from './sandbox.ts';
 import { DEFAULT_MAX_TRIALS } from '../config/sweep.ts';
 import type { LockOptions } from '../lock/lock.ts';
 
@@ -12,6 +14,8 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 interface Flag {
   type: 'string' | 'boolean';
   help: string;
+  /** A string flag that may also stand alone, as Deno's `--allow-read` and `--allow-read=a,b` (alone: ''). */
+  optionalValue?: boolean;
   /** Placeholder shown in help for a string flag, e.g. `N` in `--parallel N`. */
   arg?: string;
   short?: string;
@@ -40,6 +44,13 @@ const lockFlags: Record<string, Flag> = {
   'no-lock': { type: 'boolean', help: 'neither check nor write xp.lock' },
   lock: { type: 'string', arg: 'FILE', help: 'the lock file (default: xp.lock beside the experiment file, in the current folder for a URL)' },
 };
+// Deno's permission flags, for experiments that came from the web (a local file is trusted as the user's own).
+const permissionFlags: Record<string, Flag> = {
+  'allow-read': { type: 'string', multiple: true, optionalValue: true, arg: 'PATH,...', help: 'a file from the web may read these paths (every path without =)' },
+  'allow-write': { type: 'string', multiple: true, optionalValue: true, arg: 'PATH,...', help: 'a file from the web may write these paths (every path without =)' },
+  'allow-net': { type: 'string', multiple: true, optionalValue: true, arg: 'HOST[:PORT],...', help: 'a file from the web may contact these hosts (a tracking server, unpinned downloads; every host without =)' },
+  'allow-all': { type: 'boolean', short: 'A', help: 'a file from the web may do anything a local one may' },
+};
 const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
 const reload: Flag = { type: 'boolean', short: 'r', help: 'fetch the remote files again (the experiment, the files it extends, weights) instead of using the cache' };
 const json = (help: string): Flag => ({ type: 'boolean', help });
@@ -48,11 +59,11 @@ const commands: Record<string, Command> = {
   check: {
     summary: 'validate experiment files: every config error `xp run` can find before training',
     usage: 'xp check <experiment.yaml|URL...> [--set key=value] [--sweep key=a,b]',
-    flags: { ...overrideFlags, ...lockFlags, quiet, reload },
+    flags: { ...overrideFlags, ...lockFlags, ...permissionFlags, quiet, reload },
     async run(args, v) {
       if (!args.length) throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
       const { check } = await import('./check.ts');
-      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet), reload: Boolean(v.reload), lock: lockOptions(v) });
+      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet), reload: Boolean(v.reload), lock: lockOptions(v), sandbox: sandboxOptions(v) });
     },
   },
   config: {
@@ -76,6 +87,7 @@ const commands: Record<string, Command> = {
     flags: {
       ...overrideFlags,
       ...lockFlags,
+      ...permissionFlags,
       reload,
       'no-track': { type: 'boolean', help: 'do not log to MLflow' },
       'dry-run': { type: 'boolean', help: 'list the trials that would run, and stop' },
@@ -106,6 +118,7 @@ const commands: Record<string, Command> = {
         backup: !v['no-backup'],
         share: !v['no-share'],
         dataDir: v['data-dir'] as string | undefined,
+        sandbox: sandboxOptions(v),
         output: v.json ? 'json' : v.quiet ? 'quiet' : 'bar',
         only: v.only ? String(v.only).split(',').map((x) => positiveInt('--only', x)) : undefined,
         parentRunId: (v['parent-run-id'] as string) || undefined,
@@ -190,6 +203,12 @@ function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgsConfig[
   ) as NonNullable<ParseArgsConfig['options']>;
 }
 
+function sandboxOptions(v: Values): SandboxOptions {
+  const list = (flag: string) => v[flag] as string[] | undefined;
+  const grants = parseGrants({ read: list('allow-read'), write: list('allow-write'), net: list('allow-net') }, Boolean(v['allow-all']));
+  return { grants, locked: !v['no-lock'], dataDir: (v['data-dir'] as string | undefined) || undefined };
+}
+
 function lockOptions(v: Values): LockOptions {
   const modes = (['lock-write', 'frozen', 'no-lock'] as const).filter((flag) => v[flag]);
   if (modes.length > 1) throw new XpError(`${modes.map((flag) => `--${flag}`).join(' and ')} cannot be used together`, { hint: '--lock-write accepts changes, --frozen refuses them, --no-lock skips the lock: pick one.' });
@@ -221,7 +240,7 @@ function usage(): string {
 function commandHelp(c: Command): string {
   const shown = Object.entries({ ...c.flags, help: { type: 'boolean', short: 'h', help: 'show this help' } as Flag }).filter(([, f]) => !f.internal);
   const entries = shown.map(([name, f]) => {
-    const label = `${f.short ? `-${f.short}, ` : ''}--${name}${f.arg ? ` ${f.arg}` : ''}`;
+    const label = `${f.short ? `-${f.short}, ` : ''}--${name}${f.arg ? (f.optionalValue ? `[=${f.arg}]` : ` ${f.arg}`) : ''}`;
     return [label, f.default !== undefined && f.default !== false ? `${f.help} (default ${f.default})` : f.help];
   });
   const width = Math.max(...entries.map(([k]) => k.length));
@@ -246,8 +265,10 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
+    // `--allow-read` alone grants everything: given an empty value, since parseArgs has no optional values.
+    const alone = new Set(Object.entries(command.flags).filter(([, f]) => f.optionalValue).map(([n]) => `--${n}`));
     const { values, positionals } = parseArgs({
-      args: rest,
+      args: rest.map((arg) => (alone.has(arg) ? `${arg}=` : arg)),
       options: parseOptions({ ...command.flags, help: { type: 'boolean', short: 'h', help: '' } }),
       allowPositionals: true,
       strict: true,

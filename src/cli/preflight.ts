@@ -4,6 +4,7 @@
 // the data package's folder scan; no TensorFlow is loaded and no image decoded.
 import type { BackboneRef, DataFacts, LayerFacts } from '../config/cross-checks.ts';
 import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
+import { sandboxCheck, type SandboxOptions } from './sandbox.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
 import { localWeights } from '../model/remote-weights.ts';
@@ -15,10 +16,13 @@ export interface PreflightOptions {
   maxTrials?: number;
   /** Fetch remote files (the experiment, its bases, weights) again instead of using the cache. */
   reload?: boolean;
+  /** What a file from the web may do (Deno's flags); checked before anything it names is read or contacted. */
+  sandbox?: SandboxOptions;
 }
 
 export function preflight(file: string, opts: PreflightOptions = {}): Promise<LoadedExperiment> {
-  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, layers: modelLayerFacts(opts), data: dataFacts });
+  const permit = opts.sandbox && sandboxCheck(opts.sandbox);
+  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, permit, layers: modelLayerFacts(opts), data: dataFacts });
 }
 
 /** The data package's own folder scan and class comparison, as training runs them before decoding. */

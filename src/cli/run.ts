@@ -2,6 +2,8 @@
 // the trials, and print a Keras-like summary with the MLflow URL of each run.
 import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
+import { describeAccesses, type Decision } from '../permissions/check.ts';
+import { untrustedOrigin, type SandboxOptions } from './sandbox.ts';
 import { preflight } from './preflight.ts';
 import { useLock, type LockOptions } from '../lock/lock.ts';
 import { mlflowStoreDir } from '../paths.ts';
@@ -36,16 +38,27 @@ export interface RunOptions {
   lock: LockOptions;
   /** Fetch the remote files again instead of using the cache (never passed to --parallel's children: they use what this fetched). */
   reload?: boolean;
+  /** What a file from the web may read, write and contact (Deno's flags). */
+  sandbox?: SandboxOptions;
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
   // Before anything is fetched: the experiment file itself may come from a URL.
   const lockFile = await useLock(file, opts.lock);
-  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload });
+  let access: { decisions: Decision[]; trusted: boolean } | undefined;
+  const sandbox = opts.sandbox && { ...opts.sandbox, decided: (decisions: Decision[], trusted: boolean) => void (access = { decisions, trusted }) };
+  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, sandbox });
   const progress = createProgress(opts.output);
   const trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
   const tracked = opts.track && loaded.base.tracking.enabled;
-  if (opts.dryRun) return dryRun(file, loaded, trials, { ...opts, track: tracked }, progress);
+  if (opts.dryRun) {
+    const code = await dryRun(file, loaded, trials, { ...opts, track: tracked }, progress);
+    if (access) {
+      progress.line(access.trusted ? 'What the run reads, writes and contacts (a local file: every permission):' : `What the run reads, writes and contacts (${untrustedOrigin(loaded.sources)} runs in the sandbox):`);
+      for (const line of describeAccesses(access.decisions)) progress.line(line);
+    }
+    return code;
+  }
 
   // The acceleration policy is settled before any image is decoded: a bad XP_ACCEL fails here.
   const { accelPolicy, describePolicy } = await import('../accel/index.ts');
@@ -116,6 +129,8 @@ function childArgs(opts: RunOptions, lockFile: string | undefined): string[] {
   if (opts.dataDir) args.push('--data-dir', opts.dataDir);
   if (opts.lock.mode === 'off') args.push('--no-lock');
   else args.push(`--lock=${lockFile}`, ...(opts.lock.mode === 'write' ? ['--lock-write'] : opts.lock.mode === 'frozen' ? ['--frozen'] : []));
+  // This process checked every trial's accesses (flags and answers) before starting any child.
+  args.push('--allow-all');
   return args;
 }
 

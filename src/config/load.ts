@@ -26,6 +26,11 @@ export interface LoadOptions {
   maxTrials?: number;
   /** Fetch remote files again instead of using the cache (--reload). */
   reload?: boolean;
+  /**
+   * Called with the resolved trials and the files they came from before any data folder or weights file is looked
+   * at (the permission check of files from the web); throws to stop.
+   */
+  permit?: (sources: readonly ExperimentSource[], trials: readonly ResolvedTrial[]) => Promise<void>;
 }
 
 export interface ResolvedTrial {
@@ -123,6 +128,8 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   }
   if (problems.length) throw new ConfigProblems(problems);
 
+  const sources = dedupeSources([source.top, ...source.merged.slice(0, -1)]);
+  await opts.permit?.(sources, trials);
   if (opts.deep !== false) {
     for (const t of dedupeForChecks(trials)) {
       for (const p of await crossChecks(t.experiment, { layers: opts.layers, data: opts.data })) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
@@ -131,7 +138,6 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   }
   validate(base); // fill defaults in the base too
   if (sweep) base.sweep = sweep;
-  const sources = dedupeSources([source.top, ...source.merged.slice(0, -1)]);
   return { file, sources, origin: originOf(source, overrides, sweepRaw), base: deepFreeze(base as Experiment), sweep, trials };
 }
 

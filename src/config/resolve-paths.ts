@@ -2,7 +2,8 @@
 // model.json) and, without `data.url`, `data.train` and `data.validation`. In a local file they become absolute
 // paths from the file's folder; in a remote file, URLs relative to the file's URL (a folder cannot be fetched, so
 // a remote file's data folders need data.url); on the command line (--set, --sweep), paths from the current
-// folder. Swept values of these fields are resolved the same way. After this, no one resolves these paths again.
+// folder. A remote file names a local file or folder only as a file:// URL, which the sandbox then asks about
+// (--allow-read), as a Deno script from the web reads local files. Swept values of these fields are resolved the same way. After this, no one resolves these paths again.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isUrl, refusedUrl } from '../remote/url.ts';
@@ -49,20 +50,16 @@ export function resolvePaths(raw: Record<string, any>, writtenIn: WrittenIn): Fi
 
 function resolveOne(field: PathField, value: string, where: { spec: string; remote: boolean } | undefined): string | Error {
   if (field === 'backbone.weights' && (value === 'nsfwjs' || value === 'imagenet')) return value;
+  if (where?.remote && value.startsWith('file:')) return localFile(field, value);
   if (field !== 'backbone.weights') {
-    if (where?.remote) return new Error(`${field}: ${where.spec} is a remote file, and a folder cannot be fetched; give data.url, a zip of the class folders (data.train and data.validation are then folders inside it)`);
+    if (where?.remote) return new Error(`${field}: ${where.spec} is a remote file, and a folder cannot be fetched; give data.url, a zip of the class folders (data.train and data.validation are then folders inside it), or a file:// URL of a local folder (the run then needs --allow-read for it)`);
     if (isUrl(value)) return new Error(`${field} is a folder of class folders, not a URL; give data.url for a zip to download`);
     return path.resolve(where ? path.dirname(where.spec) : process.cwd(), value);
   }
   let resolved: string;
   if (where?.remote) resolved = new URL(value, where.spec).href;
-  else if (value.startsWith('file:')) {
-    try {
-      return fileURLToPath(value);
-    } catch (error) {
-      return new Error(`backbone.weights: ${value} is not a usable file URL (${(error as Error).message}); write an absolute path after file://`);
-    }
-  } else if (isUrl(value)) resolved = value;
+  else if (value.startsWith('file:')) return localFile(field, value);
+  else if (isUrl(value)) resolved = value;
   else return path.resolve(where ? path.dirname(where.spec) : process.cwd(), value);
   const refused = refusedUrl(resolved);
   if (refused) return new Error(`backbone.weights: ${refused}`);
@@ -70,4 +67,12 @@ function resolveOne(field: PathField, value: string, where: { spec: string; remo
     return new Error(`backbone.weights: a tfjs model.json cannot be used from a URL (${resolved}); download the model's folder and give the path of its model.json, or give a Keras .h5 URL`);
   }
   return resolved;
+}
+
+function localFile(field: PathField, value: string): string | Error {
+  try {
+    return fileURLToPath(value);
+  } catch (error) {
+    return new Error(`${field}: ${value} is not a usable file URL (${(error as Error).message}); write an absolute path after file://`);
+  }
 }
