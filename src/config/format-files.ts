@@ -50,6 +50,11 @@ export function formatFile(file: string, options: { check: boolean }): boolean {
     throw new XpError(`${file}: ${(error as Error).message}`, { cause: error });
   }
   if (formatted === text) return false;
-  if (!options.check) writeFileAtomic(file, formatted);
+  if (options.check) return true;
+  try {
+    writeFileAtomic(file, formatted);
+  } catch (error) {
+    throw new XpError(`${file}: cannot write the formatted file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error });
+  }
   return true;
 }

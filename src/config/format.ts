@@ -28,7 +28,7 @@ interface SchemaNode {
 
 /**
  * The canonical text of an experiment file. `text` must parse as one YAML document (callers check it first with
- * parseFile, which reports file:line:col). Throws if the result would not hold the same comments.
+ * parseFile, which reports file:line:col). Throws, rather than return a text with other data or comments.
  */
 export function formatText(text: string): string {
   const doc = YAML.parseDocument(text, { uniqueKeys: false });
