@@ -31,11 +31,12 @@ interface SchemaNode {
  * parseFile, which reports file:line:col). Throws, rather than return a text with other data or comments.
  */
 export function formatText(text: string): string {
-  const doc = YAML.parseDocument(text, { uniqueKeys: false });
+  const doc = YAML.parseDocument(text, { uniqueKeys: false, customTags: [verbatimTag] });
   if (doc.errors.length) throw new Error(`not valid YAML: ${doc.errors[0].message}`);
   // Not an experiment (parseFile says so with its position): nothing to order.
   if (!isMap(doc.contents)) return text;
   const data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  keepAsWritten(doc);
   attachComments(doc, text);
   const root = doc.contents;
   if (!root.flow) {
@@ -63,6 +64,28 @@ export function formatText(text: string): string {
     throw new Error('xp fmt cannot keep every comment of this file in place; it is left as it is');
   }
   return formatted;
+}
+
+/** A number or boolean as the file spells it (`1e-4`, `0.0000001`, `.5`): formatting changes no value's spelling. */
+class Verbatim {
+  constructor(readonly text: string) {}
+}
+
+const verbatimTag: YAML.ScalarTag = {
+  tag: 'tag:xp.fmt,2026:verbatim',
+  default: true,
+  identify: (value) => value instanceof Verbatim,
+  resolve: (text) => text,
+  stringify: (item) => ((item as YAML.Scalar).value as Verbatim).text,
+};
+
+function keepAsWritten(doc: Document): void {
+  YAML.visit(doc, {
+    Scalar(_key, node) {
+      const source = (node as YAML.Scalar.Parsed).source;
+      if (node.type === 'PLAIN' && source && (typeof node.value === 'number' || typeof node.value === 'boolean')) node.value = new Verbatim(source);
+    },
+  });
 }
 
 /**

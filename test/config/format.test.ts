@@ -105,6 +105,11 @@ describe('formatText', () => {
     expect(formatText(messy)).toBe('name: "q"\n# before data\ndata:\n  train: a # t\n  validation: b\nsweep:\n  head.dropout:\n    - 0.1\n    - 0.2\n  # after dropout\n\n# the end\n');
   });
 
+  it('keeps each number, boolean and null spelled as written', () => {
+    const out = formatText('optimizer: {rho: +0.9, learning_rate: 0.0000001, epsilon: 1E-7}\nbackbone: {trainable: True}\nname: x\ntracking:\n');
+    expect(out).toBe('name: x\nbackbone: {trainable: True}\noptimizer: {learning_rate: 0.0000001, rho: +0.9, epsilon: 1E-7}\ntracking:\n');
+  });
+
   it('refuses, leaving the text alone, a reorder that would put an alias before its anchor', () => {
     expect(() => formatText('training: &t {epochs: 1}\nname: x\nhead: *t\n')).toThrow(/cannot reorder this file without changing its meaning/);
   });
