@@ -7,8 +7,8 @@ import { writeFileAtomic } from '../util/write-atomic.ts';
 import { formatText } from './format.ts';
 import { MAX_FILE_BYTES, parseFile } from './parse.ts';
 
-/** Folders never searched for experiment files: dependencies, run outputs, version control. */
-export const SKIPPED_FOLDERS: readonly string[] = ['node_modules', 'runs', '.git'];
+/** Folders never searched for experiment files: dependencies and run outputs; hidden ones (.git, .venv) too. */
+export const SKIPPED_FOLDERS: readonly string[] = ['node_modules', 'runs'];
 
 // A top-level `backbone:` key: every experiment has one, other YAML files (CI, compose files) do not.
 const EXPERIMENT = /^["']?backbone["']?[ \t]*:/m;
@@ -21,7 +21,7 @@ export function findExperimentFiles(dir: string): string[] {
     const folder = pending.pop()!;
     for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
       const file = path.join(folder, entry.name);
-      if (entry.isDirectory() && !SKIPPED_FOLDERS.includes(entry.name)) pending.push(file);
+      if (entry.isDirectory() && !SKIPPED_FOLDERS.includes(entry.name) && !entry.name.startsWith('.')) pending.push(file);
       else if (entry.isFile() && /\.ya?ml$/.test(entry.name) && looksLikeExperiment(file)) found.push(file);
     }
   }

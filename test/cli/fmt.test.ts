@@ -29,7 +29,7 @@ beforeEach(() => {
   write('nested/done.yaml', FORMATTED);
   // Not experiments, or in folders xp fmt never searches: left alone.
   write('ci.yml', 'on: push\njobs: {test: {runs-on: ubuntu-latest}}\n');
-  for (const skipped of ['node_modules/x', 'runs', '.git']) write(`${skipped}/c.yaml`, UNFORMATTED);
+  for (const skipped of ['node_modules/x', 'runs', '.git', '.venv/lib']) write(`${skipped}/c.yaml`, UNFORMATTED);
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -43,7 +43,7 @@ describe('xp fmt', () => {
     expect(read('nested/b.yml')).toBe(UNFORMATTED);
   });
 
-  it('without files formats every experiment under the current folder, skipping node_modules, runs, .git and other YAML', async () => {
+  it('without files formats every experiment under the current folder, skipping node_modules, runs, hidden folders and other YAML', async () => {
     fs.chmodSync(path.join(tmp, 'a.yaml'), 0o640);
     fs.symlinkSync('a.yaml', path.join(tmp, 'link.yaml'));
     const r = await xp([]);
@@ -53,7 +53,7 @@ describe('xp fmt', () => {
     expect(fs.statSync(path.join(tmp, 'a.yaml')).mode & 0o777).toBe(0o640);
     expect(fs.lstatSync(path.join(tmp, 'link.yaml')).isSymbolicLink()).toBe(true);
     expect(read('ci.yml')).toBe('on: push\njobs: {test: {runs-on: ubuntu-latest}}\n');
-    for (const skipped of ['node_modules/x', 'runs', '.git']) expect(read(`${skipped}/c.yaml`)).toBe(UNFORMATTED);
+    for (const skipped of ['node_modules/x', 'runs', '.git', '.venv/lib']) expect(read(`${skipped}/c.yaml`)).toBe(UNFORMATTED);
     expect(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     const again = await xp(['--check']);
     expect(again.exitCode, again.stdout).toBe(0);
