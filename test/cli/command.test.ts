@@ -1,4 +1,4 @@
-// xp is a command, not a folder: installed as `npm link` installs it (a link to bin/xp.js on the PATH) and run from
+// xp is a command, not a folder: installed as `npm link` installs it (links to the clone and its bin/xp.js) and run from
 // a folder outside the repository, it writes run folders and the embedded MLflow store under that folder's ./runs.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,7 +11,9 @@ import { SERVER_TIMEOUT, startTestServer } from '../tracking/helpers.ts';
 const root = path.resolve(import.meta.dirname, '../..');
 const shared = path.resolve(root, '../shared/datasets/cats_and_dogs_filtered');
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'xp-command-')));
-const binDir = path.join(tmp, 'bin');
+// The layout `npm link` makes under npm's prefix: a link to the clone, and a relative link to its bin on the PATH.
+const prefix = path.join(tmp, 'prefix');
+const binDir = path.join(prefix, 'bin');
 const work = path.join(tmp, 'work');
 let server: Awaited<ReturnType<typeof startTestServer>> | undefined;
 
@@ -27,9 +29,11 @@ const xp = (args: string[]) => execa('xp', args, { reject: false, cwd: work, env
 const runFolders = (runs: string, name: string) => (fs.existsSync(path.join(runs, name)) ? fs.readdirSync(path.join(runs, name)) : []);
 
 beforeAll(() => {
-  fs.mkdirSync(binDir);
+  fs.mkdirSync(binDir, { recursive: true });
+  fs.mkdirSync(path.join(prefix, 'lib', 'node_modules'), { recursive: true });
   fs.mkdirSync(work);
-  fs.symlinkSync(path.join(root, 'bin', 'xp.js'), path.join(binDir, 'xp'));
+  fs.symlinkSync(root, path.join(prefix, 'lib', 'node_modules', 'xp'));
+  fs.symlinkSync('../lib/node_modules/xp/bin/xp.js', path.join(binDir, 'xp'));
   fs.writeFileSync(path.join(work, 'tiny.yaml'), `name: command-tiny
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
