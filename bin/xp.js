@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (no build step) through tsx's loader.
+// Runs the TypeScript sources directly (no build step) through tsx's loader. Works from any folder and through the
+// link `npm link` or `npm install -g` puts on the PATH: Node runs this file from its real path, so imports resolve
+// in the installation, and the installation's tsconfig.json compiles the sources, not one in the current folder.
 import { spawn } from 'node:child_process';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 
 // Commands that load TensorFlow run in a child process: glibc tunables are read at process start, and TensorFlow's
 // start-up lines reach stderr before any log level applies, so they can only be filtered from outside.
@@ -15,7 +18,7 @@ async function runCli() {
   const { register } = await import('tsx/esm/api');
   // TensorFlow's C++ chatter (oneDNN, CPU features) is noise to users; errors still show.
   process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
-  register();
+  register({ tsconfig: fileURLToPath(new URL('../tsconfig.json', import.meta.url)) });
   const { main } = await import('../src/cli/main.ts');
   process.exitCode = await main(process.argv.slice(2));
 }

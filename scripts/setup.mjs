@@ -58,6 +58,19 @@ async function nativeTensorflow() {
   }
 }
 
+// `npm link` and `npm install -g <clone>` link the clone and run this script without installing its dependencies:
+// they are installed here as `npm ci` in the clone installs them, whose own run of this script is skipped.
+function nodeDependencies() {
+  if (fs.existsSync(path.join(tfjsNodeDir, 'package.json'))) return 'already in place';
+  const env = { ...process.env, XP_SETUP_NESTED: '1' };
+  // A global install's settings would make the nested npm install globally.
+  for (const key of Object.keys(env)) if (/^npm_config_(global|prefix|location)$/i.test(key)) delete env[key];
+  log(`npm ci in ${root}`);
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit', env });
+  if (r.status !== 0) throw Object.assign(new Error(`npm ci exited with ${r.status ?? r.signal}`), { hint: `run \`npm install\` in ${root}` });
+  return 'installed with npm ci';
+}
+
 // xp's own kernels (src/accel/native-ops.ts), compiled against the libtensorflow just staged.
 async function nativeKernels() {
   const built = nativeOps.build(root, tfjsNodeDir);
@@ -97,8 +110,9 @@ function run(cmd, args, what) {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url) && !process.env.XP_SETUP_NESTED) {
   const started = Date.now();
+  await step('Node dependencies', nodeDependencies);
   await step('native TensorFlow for tfjs-node', nativeTensorflow);
   await step('xp kernels for TensorFlow (native/xp_ops.cc)', nativeKernels);
   await step(`MLflow ${MLFLOW_VERSION} in .venv`, mlflowVenv);

@@ -1,13 +1,16 @@
-// Where xp keeps things, decided once: the repository, run folders, the embedded MLflow store and the caches.
+// Where xp keeps things, decided once. xp is a command, not a folder: run folders and the embedded MLflow store
+// are where the user works (./runs, as MLflow's ./mlruns and Hydra's outputs/), while the MLflow venv, the
+// native kernels and the caches stay with the installation and the user's cache, whichever folder xp runs from.
 // Environment variables override each default; the README lists them.
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** The installation: the clone `npm link` or `npm install -g` points at (sources, .venv, native/build). */
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Run folders: runs/<experiment>/<run-id>/ (XP_RUNS_DIR). */
-export const runsRoot = (): string => path.resolve(process.env.XP_RUNS_DIR || path.join(repoRoot, 'runs'));
+/** Run folders: runs/<experiment>/<run-id>/ under the current folder (XP_RUNS_DIR). */
+export const runsRoot = (): string => path.resolve(process.env.XP_RUNS_DIR || 'runs');
 
 /** The embedded MLflow server's store: SQLite database, artifacts, server log. */
 export const mlflowStoreDir = (): string => path.join(runsRoot(), 'mlflow');

@@ -81,6 +81,15 @@ const commands: Record<string, Command> = {
       return configCommand(args[0], { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), reload: Boolean(v.reload), origins: Boolean(v.origins), lock: lockOptions(v) });
     },
   },
+  fmt: {
+    summary: 'format experiment files: keys in schema order, comments kept (like deno fmt)',
+    usage: 'xp fmt [files or folders...] [--check]',
+    flags: { check: { type: 'boolean', help: 'change nothing; list the files that are not formatted and exit 1 if any' } },
+    async run(args, v) {
+      const { fmtCommand } = await import('./fmt.ts');
+      return fmtCommand(args, { check: Boolean(v.check) });
+    },
+  },
   run: {
     summary: 'train an experiment (every trial of a sweep) and track it in MLflow',
     usage: 'xp run <experiment.yaml|URL> [options]',

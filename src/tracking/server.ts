@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { TrackingError } from '../errors.ts';
-import { mlflowBin as projectMlflowBin } from '../paths.ts';
+import { mlflowBin as projectMlflowBin, repoRoot } from '../paths.ts';
 
 export { repoRoot } from '../paths.ts';
 
@@ -119,7 +119,7 @@ async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ 
   const mlflowBin = options.mlflowBin ?? projectMlflowBin();
   if (!fs.existsSync(mlflowBin)) {
     throw new TrackingError(`MLflow is not installed: ${mlflowBin} does not exist.`, {
-      hint: 'run `npm run setup` to create the project virtual environment with MLflow, or set tracking.uri / MLFLOW_TRACKING_URI to a running server',
+      hint: `run \`npm run setup\` in ${repoRoot} to create xp's virtual environment with MLflow, or set tracking.uri / MLFLOW_TRACKING_URI to a running server`,
     });
   }
   const port = options.port ?? (await freePort());

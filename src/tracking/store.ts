@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { TrackingError } from '../errors.ts';
-import { mlflowBin } from '../paths.ts';
+import { mlflowBin, repoRoot } from '../paths.ts';
 import type { Run } from './client.ts';
 import { listRuns, toRow, type RunRow } from './compare.ts';
 import { runningServerUrl } from './server.ts';
@@ -55,7 +55,7 @@ async function readSqliteStore(db: string, experimentName?: string): Promise<Run
   } catch (error) {
     throw new TrackingError(`cannot read the MLflow store ${db}: ${(error as Error).message.split('\n').slice(-2).join(' ')}`, {
       cause: error,
-      hint: 'run `xp ui` to read it through the MLflow server, or `npm run setup` if the project environment is missing',
+      hint: `run \`xp ui\` to read it through the MLflow server, or \`npm run setup\` in ${repoRoot} if xp's environment is missing`,
     });
   }
 }
