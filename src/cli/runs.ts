@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
 import { runUrl } from '../tracking/client.ts';
-import { resolveTrackingUri, startServer, type TrackingServer } from '../tracking/server.ts';
+import { startServer, type TrackingServer } from '../tracking/server.ts';
+import { resolveTrackingUri } from '../tracking/uri.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
 const storeDir = mlflowStoreDir;

@@ -6,7 +6,6 @@ import { execa } from 'execa';
 import { TrackingError } from '../errors.ts';
 import { mlflowBin as projectMlflowBin, repoRoot } from '../paths.ts';
 
-export { repoRoot } from '../paths.ts';
 
 export interface ServerOptions {
   /** Folder of the store: mlflow.db, artifacts/, server.log, server.json. */
@@ -34,8 +33,6 @@ interface ServerFile {
   storeDir: string;
   startedAt: string;
 }
-
-const noop = async () => {};
 
 // Several xp processes may need the store at once: one of them starts its server while holding server.lock
 // (created exclusively, holding its pid; a dead holder's lock is taken over); the others wait and reuse it.
@@ -226,40 +223,6 @@ function killGroup(pid: number, signal: NodeJS.Signals) {
 
 async function untilDead(pid: number): Promise<void> {
   while (isAlive(pid)) await sleep(100);
-}
-
-export type TrackingSource = 'experiment' | 'env' | 'embedded';
-
-export interface ResolveOptions {
-  /** `tracking.uri` of the experiment. */
-  experimentUri?: string;
-  /** Store of the embedded server, e.g. <repo>/runs/mlflow. */
-  storeDir: string;
-  mlflowBin?: string;
-  env?: NodeJS.ProcessEnv;
-}
-
-/** Where to log: `tracking.uri`, else MLFLOW_TRACKING_URI, else the embedded server (started if needed). */
-export async function resolveTrackingUri(options: ResolveOptions): Promise<TrackingServer & { source: TrackingSource }> {
-  const env = options.env ?? process.env;
-  const given = options.experimentUri ? { uri: options.experimentUri, source: 'experiment' as const }
-    : env.MLFLOW_TRACKING_URI ? { uri: env.MLFLOW_TRACKING_URI, source: 'env' as const }
-    : undefined;
-  if (given) return { url: httpUri(given.uri, given.source), reused: true, source: given.source, stop: noop };
-  const server = await startServer({ storeDir: options.storeDir, mlflowBin: options.mlflowBin });
-  return { ...server, source: 'embedded' };
-}
-
-export const serverFromEnv = resolveTrackingUri;
-
-function httpUri(uri: string, source: TrackingSource): string {
-  const from = source === 'experiment' ? 'tracking.uri' : 'MLFLOW_TRACKING_URI';
-  if (!/^https?:\/\//i.test(uri)) {
-    throw new TrackingError(`${from} must be an http(s) URL of an MLflow server; got "${uri}".`, {
-      hint: 'xp talks to MLflow over REST: use e.g. http://127.0.0.1:5000, or remove it to use the embedded server under runs/mlflow',
-    });
-  }
-  return uri.replace(/\/+$/, '');
 }
 
 async function runningServer(serverFile: string): Promise<ServerFile | undefined> {

@@ -6,7 +6,7 @@ import { XpError } from '../errors.ts';
 import type { Callbacks } from '../events.ts';
 import { mlflowStoreDir } from '../paths.ts';
 import { createClient, credentialsFromEnv, type MlflowClient } from './client.ts';
-import { resolveTrackingUri } from './server.ts';
+import { resolveTrackingUri } from './uri.ts';
 import { createMlflowTracker, type MlflowTracker } from './tracker.ts';
 
 export type TrackingSession = Awaited<ReturnType<typeof openTracking>>;
