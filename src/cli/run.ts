@@ -98,6 +98,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
 async function dryRun(file: string, loaded: LoadedExperiment, trials: ResolvedTrial[], opts: RunOptions, progress: Progress): Promise<number> {
   const groups = groupTrials(trials, opts.share);
   progress.line(`${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`);
+  if (loaded.pinned.length) progress.line(`  pinned by ${loaded.pinned.join(', ')}: the file sweeps ${loaded.pinned.length === 1 ? 'that field' : 'those fields'}, this run does not`);
   let finished = new Set<string>();
   if (loaded.sweep && opts.track && !opts.rerun) {
     finished = await finishedTrials(loaded, mlflowStoreDir()).then(

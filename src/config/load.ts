@@ -59,6 +59,8 @@ export interface LoadedExperiment {
   origin(path: FieldPath): string;
   /** The experiment without sweep values applied (what a sweep's parent run records). */
   base: Experiment;
+  /** The `--set` flags that pinned a field the file sweeps (the sweep shrank by it). */
+  pinned: string[];
   sweep?: SweepConfig;
   trials: ResolvedTrial[];
 }
@@ -78,7 +80,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   };
 
   const raw = source.value as Record<string, any>;
-  applyOverrides(raw, overrides);
+  const pinned = applyOverrides(raw, overrides);
   // Paths are resolved against the file that wrote them (or the current folder for flags), once.
   const writtenIn = (p: FieldPath) => (overrideAt(overrides, p[0] === 'sweep' ? sweptKey(p) : p, p[0] === 'sweep' ? '--sweep' : '--set') ? undefined : source.writer(p));
   for (const p of resolvePaths(raw, writtenIn)) at(p, '', p.path[0] === 'sweep' ? sweptKey(p.path) : undefined);
@@ -138,7 +140,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   }
   validate(base); // fill defaults in the base too
   if (sweep) base.sweep = sweep;
-  return { file, sources, origin: originOf(source, overrides, sweepRaw), base: deepFreeze(base as Experiment), sweep, trials };
+  return { file, sources, origin: originOf(source, overrides, sweepRaw), base: deepFreeze(base as Experiment), pinned, sweep, trials };
 }
 
 // `sweep.<key>` or `sweep.parameters.<key>...`: the field path <key> that --sweep gives.

@@ -48,19 +48,21 @@ export function parseOverrides(set: string[] = [], sweep: string[] = []): { over
 
 /**
  * Applies overrides to the file's data in place: `--sweep` adds (or replaces) a sweep parameter, `--set` sets a
- * field and removes any sweep parameter on it. A sweep left without parameters is a single run.
+ * field and removes any sweep parameter on it. A sweep left without parameters is a single run. Returns the
+ * `--set` flags that pinned a swept field.
  */
-export function applyOverrides(raw: Record<string, any>, overrides: Override[]): void {
+export function applyOverrides(raw: Record<string, any>, overrides: Override[]): string[] {
   for (const o of overrides) {
     if (o.flag === '--sweep') raw.sweep = { ...(raw.sweep ?? {}), [o.key]: o.value };
   }
-  let pinned = false;
+  const pinned: string[] = [];
   for (const o of overrides) {
     if (o.flag !== '--set') continue;
     setPath(raw, o.key.split('.'), o.value);
-    if (raw.sweep && typeof raw.sweep === 'object') pinned = pin(raw.sweep, o.key) || pinned;
+    if (raw.sweep && typeof raw.sweep === 'object' && pin(raw.sweep, o.key)) pinned.push(flagText(o.flag, o.arg));
   }
-  if (pinned && !hasParameters(raw.sweep)) delete raw.sweep;
+  if (pinned.length && !hasParameters(raw.sweep)) delete raw.sweep;
+  return pinned;
 }
 
 function hasParameters(sweep: Record<string, any>): boolean {

@@ -82,10 +82,11 @@ describe('xp check', () => {
 });
 
 describe('--set pins swept fields', () => {
-  it('xp run --dry-run of the example sweep with both swept fields set is one trial', async () => {
+  it('xp run --dry-run of the example sweep with both swept fields set is one trial, and says the flags pinned them', async () => {
     const r = await xp(['run', 'experiments/dropout-epochs-sweep.yaml', '--set', 'head.dropout=0.1', '--set', 'training.epochs=2', '--dry-run']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toContain('experiments/dropout-epochs-sweep.yaml: 1 trial in 1 group');
+    expect(r.stdout).toContain('pinned by --set head.dropout=0.1, --set training.epochs=2: the file sweeps those fields, this run does not');
     expect(r.stdout).toMatch(/trial 1: dropout-epochs-sweep /);
   });
 });

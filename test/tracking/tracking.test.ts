@@ -150,7 +150,7 @@ describe('tracker', () => {
     const base = experiment();
     const loaded: LoadedExperiment = {
       file: 'sweep.yaml',
-      sources: [], origin: () => 'default',
+      sources: [], pinned: [], origin: () => 'default',
       base,
       sweep: base.sweep,
       trials: [0.2, 0.5].map((dropout, index) => ({ index: index + 1, name: `dropout=${dropout}`, values: { 'head.dropout': dropout }, experiment: experiment({ dropout }), configHash: `hash-${dropout}` })),
@@ -204,7 +204,7 @@ describe('tracker', () => {
 
   test('a sweep with the tracking server down goes on at once, its trials journaled as single runs', async () => {
     const base = experiment();
-    const loaded: LoadedExperiment = { file: 'x.yaml', sources: [], origin: () => 'default', base, sweep: base.sweep, trials: [{ index: 1, name: 'dropout=0.2', values: {}, experiment: base, configHash: 'h' }] };
+    const loaded: LoadedExperiment = { file: 'x.yaml', sources: [], pinned: [], origin: () => 'default', base, sweep: base.sweep, trials: [{ index: 1, name: 'dropout=0.2', values: {}, experiment: base, configHash: 'h' }] };
     const { log, lines } = quietLog();
     const started = Date.now();
     const session = await openSweep({ uri: 'http://127.0.0.1:9', experimentName: 'dead', loaded, trials: loaded.trials, rerun: false, sourceFile: 'x.yaml', log, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' } });
