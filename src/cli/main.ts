@@ -109,6 +109,7 @@ const commands: Record<string, Command> = {
       quiet: { ...quiet, help: 'no progress bars: one line per epoch' },
       json: json('print one JSON object per epoch and a JSON summary, for scripts'),
       verbose: { type: 'boolean', help: 'also say which speed-ups training uses (XP_ACCEL) and why any is unavailable' },
+      'keep-ui': { type: 'boolean', help: 'leave the embedded MLflow server up after the run, so the printed links keep working (xp ui --stop ends it)' },
       only: { type: 'string', internal: true, help: "--parallel's child processes: the trial indexes to run" },
       'parent-run-id': { type: 'string', internal: true, help: "--parallel's child processes: the sweep's parent run" },
     },
@@ -132,6 +133,7 @@ const commands: Record<string, Command> = {
         only: v.only ? String(v.only).split(',').map((x) => positiveInt('--only', x)) : undefined,
         parentRunId: (v['parent-run-id'] as string) || undefined,
         verbose: Boolean(v.verbose),
+        keepUi: Boolean(v['keep-ui']),
         lock: lockOptions(v),
         reload: Boolean(v.reload),
       });
@@ -172,11 +174,14 @@ const commands: Record<string, Command> = {
   },
   ui: {
     summary: 'start (or reuse) the MLflow UI on the local store and print its URL',
-    usage: 'xp ui [run-dir] [--port N]',
-    flags: { port: { type: 'string', arg: 'N', help: 'port to listen on (default: a free one)' } },
+    usage: 'xp ui [run-dir] [--port N] | xp ui --stop',
+    flags: {
+      port: { type: 'string', arg: 'N', help: 'port to listen on (default: a free one)' },
+      stop: { type: 'boolean', help: 'end the server `xp run --keep-ui` left up' },
+    },
     async run(args, v) {
       const { uiCommand } = await import('./runs.ts');
-      return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined, runDir: args[0] });
+      return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined, runDir: args[0], stop: Boolean(v.stop) });
     },
   },
   sync: {

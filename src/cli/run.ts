@@ -34,6 +34,8 @@ export interface RunOptions {
   only?: number[];
   parentRunId?: string;
   verbose?: boolean;
+  /** Leave the embedded MLflow server up after the run, so its links keep working (until `xp ui --stop`). */
+  keepUi?: boolean;
   /** xp.lock: where and how remote bytes are pinned (the same in --parallel children). */
   lock: LockOptions;
   /** Fetch the remote files again instead of using the cache (never passed to --parallel's children: they use what this fetched). */
@@ -85,7 +87,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
     const end = sweep && tracking ? await closeSweep({ uri: tracking.uri, loaded, session: sweep, results: outcomes, killed: stop.requested(), log }) : undefined;
     summarize(outcomes, progress, opts.output);
-    if (opts.output !== 'json') printLinks(end, loaded, tracking, progress);
+    const kept = Boolean(opts.keepUi && tracking?.stopsWithCommand);
+    if (kept) tracking!.keep();
+    if (opts.output !== 'json') printLinks(end, loaded, tracking, progress, kept);
     if (stop.requested()) return 130;
     return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;
   } finally {
@@ -136,13 +140,14 @@ function childArgs(opts: RunOptions, lockFile: string | undefined): string[] {
 }
 
 /** The sweep's best trial and compare URL; how to open the links once the embedded server has stopped. */
-function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, tracking: TrackingSession | undefined, progress: Progress): void {
+function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, tracking: TrackingSession | undefined, progress: Progress, kept: boolean): void {
   if (end?.best) progress.line(`Best trial: ${end.best.name} (${loaded.sweep!.metric} ${end.best.value.toFixed(4)})`);
   if (end?.compareUrl) progress.line(`Compare the trials in MLflow: ${end.compareUrl}`);
-  if (tracking?.stopsWithCommand) {
-    const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
+  const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
+  if (kept) progress.line(`The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`);
+  else if (tracking?.stopsWithCommand) {
     progress.line(`The embedded MLflow server stops with this command; these links open again with: ${store}xp ui --port ${new URL(tracking.uri).port}`);
-    progress.line(`(\`xp ui <output folder>\` prints the link of one run on any port)`);
+    progress.line(`(\`xp ui <output folder>\` prints the link of one run on any port; \`xp run --keep-ui\` leaves the server up)`);
   }
 }
 

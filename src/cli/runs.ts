@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
 import { runUrl } from '../tracking/client.ts';
-import { startServer, type TrackingServer } from '../tracking/server.ts';
+import { startServer, stopKeptServer, type TrackingServer } from '../tracking/server.ts';
 import { resolveTrackingUri } from '../tracking/uri.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
@@ -34,7 +34,12 @@ export async function runsCommand(experimentName: string | undefined, opts: { be
   return 0;
 }
 
-export async function uiCommand(opts: { port?: number; runDir?: string }): Promise<number> {
+export async function uiCommand(opts: { port?: number; runDir?: string; stop?: boolean }): Promise<number> {
+  if (opts.stop) {
+    const ended = await stopKeptServer(storeDir());
+    console.log(!ended ? 'No MLflow server runs on this store.' : ended.stopped ? `Stopped the MLflow server at ${ended.url}.` : `The MLflow server at ${ended.url} is no longer kept; it stops when the xp commands using it end.`);
+    return 0;
+  }
   const run = opts.runDir ? await loggedRun(opts.runDir) : undefined;
   const page = (uri: string) => (run ? runUrl(uri, run.experimentId, run.runId) : uri.replace(/\/+$/, ''));
   if (process.env.MLFLOW_TRACKING_URI) {

@@ -25,6 +25,8 @@ export interface TrackingServer {
   /** Seconds from spawn to the first healthy answer; undefined when reused. */
   startSeconds?: number;
   stop(): Promise<void>;
+  /** An embedded server stays up after this process ends (xp run --keep-ui), until `xp ui --stop`. */
+  keep?(): void;
 }
 
 interface ServerFile {
@@ -107,7 +109,23 @@ function share(storeDir: string, record: ServerFile, reused: boolean, exited?: P
     })();
     return stopped;
   };
-  return { url: record.url, reused, stop };
+  // The keeper entry is named after the server's own pid: it counts as a user for as long as the server runs.
+  const keep = () => fs.writeFileSync(path.join(users, `${record.pid}-kept`), '');
+  return { url: record.url, reused, stop, keep };
+}
+
+/** Ends the embedded server a `--keep-ui` left up, unless another live process still uses it; returns its URL. */
+export async function stopKeptServer(storeDir: string): Promise<{ url: string; stopped: boolean } | undefined> {
+  const record = await runningServer(path.join(path.resolve(storeDir), 'server.json'));
+  if (!record) return undefined;
+  const users = path.join(path.resolve(storeDir), 'server.users');
+  for (const name of fs.readdirSync(users)) if (name.endsWith('-kept')) fs.rmSync(path.join(users, name), { force: true });
+  if (fs.readdirSync(users).some((name) => isAlive(Number.parseInt(name, 10)))) return { url: record.url, stopped: false };
+  killGroup(record.pid, 'SIGTERM');
+  const graceful = await Promise.race([untilDead(record.pid).then(() => true), sleep(10_000).then(() => false)]);
+  if (!graceful) killGroup(record.pid, 'SIGKILL');
+  fs.rmSync(path.join(path.resolve(storeDir), 'server.json'), { force: true });
+  return { url: record.url, stopped: true };
 }
 
 async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ record: ServerFile; startSeconds: number; exited: Promise<void> }> {

@@ -52,6 +52,8 @@ export async function openTracking(base: Experiment, log: (line: string) => void
         if (pending) log(`${pending} tracking record(s) of ${runDir} not yet in MLflow; \`xp sync ${runDir}\` sends them`);
       }
     },
+    /** Leaves the embedded server this command started up after it ends (--keep-ui). */
+    keep: () => server.keep?.(),
     close: () => server.stop(),
   };
 }
