@@ -64,9 +64,12 @@ export async function predictCommand(runDir: string, files: string[], opts: { js
 
 export async function evaluateCommand(runDir: string, dir: string, opts: { json: boolean }): Promise<number> {
   const run = await openRun(runDir);
-  const { scanClasses } = await import('../data/scan.ts');
+  const { linkWarning, scanClasses } = await import('../data/scan.ts');
   const { loadImages } = await import('../data/load.ts');
   const scanned = await scanClasses(dir);
+  // As training says it: links are not followed, and a figure on fewer images than the folder seems to hold says why.
+  const links = linkWarning(dir, scanned.links, false);
+  if (links) console.error(`warning: ${links}`);
   const known = new Map(run.classNames.map((c, i) => [c, i]));
   const unknown = scanned.classNames.filter((c) => !known.has(c));
   if (unknown.length) throw new DataError(`${dir} has classes the model does not know: ${unknown.join(', ')} (it knows ${run.classNames.join(', ')})`);

@@ -127,6 +127,17 @@ describe('xp run with MLflow', () => {
     const e = JSON.parse(evaluated.stdout);
     expect(e.images).toBe(1000);
     expect(e.confusion_matrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(1000);
+    // A linked image is not followed, as in training, and the count says so.
+    const linked = path.join(tmp, 'linked');
+    for (const [cls, name] of [['cats', 'cat.2000.jpg'], ['dogs', 'dog.2000.jpg']]) {
+      fs.mkdirSync(path.join(linked, cls), { recursive: true });
+      fs.copyFileSync(path.join(shared, 'validation', cls, name), path.join(linked, cls, name));
+    }
+    fs.symlinkSync(path.join(shared, 'validation/cats/cat.2001.jpg'), path.join(linked, 'cats', 'cat.2001.jpg'));
+    const partial = await xp(['evaluate', runDir, linked, '--json']);
+    expect(partial.exitCode, partial.stderr).toBe(0);
+    expect(JSON.parse(partial.stdout).images).toBe(2);
+    expect(partial.stderr).toContain(`warning: 1 symbolic link in ${linked} skipped (data.follow_links is false)`);
 
     const runs = await xp(['runs', 'cli-single']);
     expect(runs.exitCode, runs.stderr).toBe(0);
