@@ -12,6 +12,10 @@ export interface JobRow {
   worker?: string;
   attempts: number;
   error?: string;
+  /** When the job was queued, a worker started it, and it ended (ms since the epoch): the queue's overhead. */
+  queuedAt: number;
+  startedAt?: number;
+  endedAt?: number;
 }
 
 type BullQueue = InstanceType<typeof import('bullmq').Queue>;
@@ -43,6 +47,9 @@ export async function queueStatus(url: string, sweep?: string): Promise<JobRow[]
         worker: job.processedBy,
         attempts: job.attemptsStarted,
         error: job.failedReason || undefined,
+        queuedAt: job.timestamp,
+        startedAt: job.processedOn,
+        endedAt: job.finishedOn,
       });
     }
     return rows.sort((a, b) => a.sweep.localeCompare(b.sweep) || a.id.localeCompare(b.id, undefined, { numeric: true }));

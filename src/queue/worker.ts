@@ -79,7 +79,9 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
     : undefined;
   try {
     const trials: ResolvedTrial[] = data.trials.map((t) => ({ ...t, values: {} }));
-    const planned = planResume([trials], (line) => progress.line(line));
+    // Resumes where an earlier attempt's backup is in this worker's run folders (a shared folder); fresh otherwise.
+    const planned = planResume([trials], () => {});
+    for (const [index, run] of planned.resume) progress.line(`Resuming trial ${index} after epoch ${run.epoch}: ${run.runDir}`);
     const toRun = await settleEarlierAttempts(data, planned.groups, planned.resume, { name, attempt, log: (line) => progress.line(line) });
     let outcomes: Outcome[] = [];
     if (toRun.length) {
