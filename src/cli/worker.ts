@@ -28,6 +28,8 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
   try {
     const { runWorker } = await import('../queue/worker.ts');
     await runWorker({ url, name, progress, shouldStop: stop.requested });
+    // ioredis may go on retrying a Redis that is gone even after the worker disconnects: nothing is left to do.
+    setTimeout(() => process.exit(), 1000).unref();
     return 0;
   } finally {
     stop.dispose();

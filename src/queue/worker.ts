@@ -39,23 +39,45 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const { progress, name } = options;
   const lock = lockMs();
   let redis: () => Promise<Redis> = () => Promise.reject(new Error('no worker yet'));
-  const worker: import('bullmq').Worker<TrialJob, JobOutcome[]> = new Worker<TrialJob, JobOutcome[]>(QUEUE_NAME, (job, token) => processJob(job, token!, options, redis), {
-    connection: connectionOf(options.url),
-    name,
-    concurrency: 1,
-    lockDuration: lock,
-    stalledInterval: lock / 2,
-    // A job is handed on when its worker dies; only a job that stalls this often is given up.
-    maxStalledCount: 3,
-  });
+  let busy = 0;
+  const worker: import('bullmq').Worker<TrialJob, JobOutcome[]> = new Worker<TrialJob, JobOutcome[]>(
+    QUEUE_NAME,
+    async (job, token) => {
+      busy++;
+      try {
+        return await processJob(job, token!, options, redis);
+      } finally {
+        busy--;
+      }
+    },
+    {
+      connection: connectionOf(options.url),
+      name,
+      concurrency: 1,
+      lockDuration: lock,
+      stalledInterval: lock / 2,
+      // A job is handed on when its worker dies; only a job that stalls this often is given up.
+      maxStalledCount: 3,
+    },
+  );
   redis = () => worker.client;
-  worker.on('error', (error) => progress.line(`queue: ${error.message} (reconnecting)`));
+  // ioredis retries for ever; one line per outage is enough.
+  let outage: string | undefined;
+  worker.on('error', (error) => {
+    if (error.message !== outage) progress.line(`queue: ${error.message} (reconnecting)`);
+    outage = error.message;
+  });
+  worker.on('ready', () => (outage = undefined));
   worker.on('failed', (job, error) => job && progress.line(`job ${job.id}: ${error.message}`));
   worker.on('completed', (job) => progress.line(`job ${job.id}: done`));
   progress.line(`xp worker ${name} (pid ${process.pid}) on ${os.hostname()}: waiting for jobs`);
   while (!options.shouldStop()) await sleep(250);
   progress.line(`xp worker ${name}: stopping`);
-  await worker.close();
+  // The job in hand stops at the end of its step and is given back; a Redis that is gone is not waited for.
+  const closed = worker.close();
+  while (busy) await sleep(250);
+  await Promise.race([closed, sleep(5000)]);
+  await Promise.race([worker.disconnect().catch(() => {}), sleep(2000)]);
 }
 
 type Redis = Awaited<import('bullmq').Worker['client']>;
