@@ -1,0 +1,95 @@
+// The queue under faults that need no second machine: a worker stopped with SIGTERM gives its job back (and the next
+// worker resumes it from the shared run folder's backup), and a Redis restarted without persistence mid-sweep loses
+// no trial and runs none twice to FINISHED.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { queueStatus } from '../../src/queue/admin.ts';
+import { createClient, fromKeyValues } from '../../src/tracking/client.ts';
+import { bin, root, startRedis, startWorker, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
+import { startTestServer } from '../tracking/helpers.ts';
+
+const tmp = tempDir('faults');
+let redis: Awaited<ReturnType<typeof startRedis>>;
+let server: Awaited<ReturnType<typeof startTestServer>>;
+const workers: TestWorker[] = [];
+const env = () => ({ MLFLOW_TRACKING_URI: server.url, XP_RUNS_DIR: path.join(tmp, 'submitter-runs') });
+
+beforeAll(async () => {
+  redis = await startRedis();
+  // The tracking store does not matter here (queue.test.ts runs on PostgreSQL): the embedded SQLite one starts faster.
+  server = await startTestServer(path.join(tmp, 'mlflow'));
+}, 180_000);
+
+afterAll(async () => {
+  await stopWorkers(workers.splice(0));
+  await server?.stop();
+  await redis?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+}, 60_000);
+
+async function runsOf(experimentName: string) {
+  const client = createClient(server.url);
+  const experiment = await client.getExperimentByName(experimentName);
+  const runs = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
+  return runs.map((run) => ({ status: run.info.status, tags: fromKeyValues(run.data.tags) })).filter((run) => run.tags['xp.kind'] !== 'sweep');
+}
+
+test('SIGTERM: the worker ends the step, gives the job back and exits; the next worker resumes it from the shared run folder', async () => {
+  const runs = path.join(tmp, 'shared-runs');
+  const first = startWorker('t1', redis.url, { XP_RUNS_DIR: runs });
+  workers.push(first); // stopped by the test, or after all
+  const file = sweepFile(tmp, 'queue-term', 'training: {epochs: 4, steps_per_epoch: 4, validation_steps: 2}');
+  const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
+  expect(submitted.exitCode, submitted.all).toBe(0);
+  await until('t1 in its second epoch', () => first.output().includes('Epoch 2/4'), 180_000);
+  first.proc.kill('SIGTERM');
+  const stopped = await first.proc;
+  expect(stopped.exitCode, first.output()).toBe(0);
+  expect(first.output()).toMatch(/given back to the queue/);
+  const [job] = await queueStatus(redis.url, 'queue-term');
+  expect(job.state).toBe('waiting');
+
+  const second = startWorker('t2', redis.url, { XP_RUNS_DIR: runs });
+  try {
+    const followed = await xp(['run', file, '--queue', redis.url, '--wait', '--quiet'], env());
+    expect(followed.exitCode, followed.all).toBe(0);
+    // A loaded machine may finish more epochs before the signal lands: the epoch is read from the worker.
+    const epoch = /Resuming trial 1 after epoch (\d)/.exec(second.output())?.[1];
+    expect(epoch, second.output()).toBeDefined();
+    // One MLflow run: KILLED by t1, continued and FINISHED by t2.
+    const [run, ...others] = await runsOf('queue-term');
+    expect(others).toEqual([]);
+    expect(run.status).toBe('FINISHED');
+    expect(run.tags['xp.resumed_at_epoch']).toBe(epoch);
+  } finally {
+    await stopWorkers([second]);
+  }
+}, 600_000);
+
+test('Redis restarted without persistence mid-sweep: the waiting submitter puts back what was lost; each trial FINISHED once', async () => {
+  const worker = startWorker('r1', redis.url);
+  try {
+    await restartMidSweep(worker);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 600_000);
+
+async function restartMidSweep(worker: TestWorker) {
+  await until('r1 ready', () => worker.output().includes('waiting for jobs'), 120_000);
+  const file = sweepFile(tmp, 'queue-restart', `training: {epochs: 3, steps_per_epoch: 4, validation_steps: 2}
+sweep:
+  head.dropout: [0.1, 0.3]`);
+  const submitter = execa(process.execPath, [bin, 'run', file, '--queue', redis.url, '--split', '--wait', '--quiet'], { reject: false, cwd: root, env: env(), all: true });
+  await until('r1 in its second epoch', () => worker.output().includes('Epoch 2/3'), 180_000);
+  await redis.stop();
+  await redis.restart();
+  const done = await submitter;
+  expect(done.exitCode, done.all).toBe(0);
+  expect(done.all).toMatch(/was gone from the queue \(Redis restarted\?\): submitted again/);
+  const finished = (await runsOf('queue-restart')).filter((run) => run.status === 'FINISHED').map((run) => run.tags['xp.config_hash']);
+  expect(finished).toHaveLength(2);
+  expect(new Set(finished).size).toBe(2);
+}
