@@ -93,3 +93,33 @@ sweep:
   expect(finished).toHaveLength(2);
   expect(new Set(finished).size).toBe(2);
 }
+
+test("a job logging to another machine's embedded MLflow is refused at once, saying what to do", async () => {
+  const { Queue } = await import('bullmq');
+  const { connectionOf, QUEUE_NAME } = await import('../../src/queue/connection.ts');
+  const { enqueue } = await import('../../src/queue/jobs.ts');
+  const { loadExperiment } = await import('../../src/config/load.ts');
+  const file = sweepFile(tmp, 'queue-foreign', 'training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}');
+  const loaded = await loadExperiment(file);
+  const queue = new Queue(QUEUE_NAME, { connection: connectionOf(redis.url) });
+  const trial = loaded.trials[0];
+  await enqueue(queue, [{
+    sweepId: 'f0f0f0f0f0f0f0f0',
+    sweepName: 'queue-foreign',
+    file,
+    baseDir: loaded.baseDir,
+    trials: [{ index: 1, name: trial.name, configHash: trial.configHash, experiment: trial.experiment }],
+    tracking: { uri: 'http://127.0.0.1:5000', experimentName: 'queue-foreign', embeddedOn: 'laptop-of-someone' },
+    backup: true,
+    submittedFrom: 'laptop-of-someone',
+  }]);
+  await queue.close();
+  const worker = startWorker('e1', redis.url);
+  try {
+    const [job] = await until('the job refused', async () => (await queueStatus(redis.url, 'queue-foreign')).filter((j) => j.state === 'failed').at(0) && queueStatus(redis.url, 'queue-foreign'), 120_000);
+    expect(job.attempts).toBe(1);
+    expect(job.error).toMatch(/^the job logs to http:\/\/127\.0\.0\.1:5000, the embedded MLflow \(SQLite store\) of laptop-of-someone, which worker e1 on .+ cannot reach: serve one MLflow to every machine \(`xp server --backend postgresql:\/\/\.\.\.`\) and submit with MLFLOW_TRACKING_URI set to it$/);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 300_000);
