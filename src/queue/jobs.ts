@@ -35,6 +35,8 @@ export interface TrialJob {
   tracking?: JobTracking;
   backup: boolean;
   submittedFrom: string;
+  /** When the sweep was submitted (ms): runs FINISHED since are this submission's (an earlier attempt's), not older ones that --rerun repeats. */
+  submittedAt: number;
 }
 
 /** How many times a job runs before it is FAILED for good; between tries it waits 10 s, then 20 s. */
@@ -43,11 +45,13 @@ export const JOB_ATTEMPTS = 2;
 /** Same sweep and same trials: same id. BullMQ refuses ':' in ids. */
 export const jobIdOf = (sweepId: string, trials: Pick<JobTrial, 'index'>[]) => `${sweepId}-${trials.map((t) => t.index).join('.')}`;
 
-export function jobsOf(groups: ResolvedTrial[][], common: Omit<TrialJob, 'trials' | 'submittedFrom'>): TrialJob[] {
+export function jobsOf(groups: ResolvedTrial[][], common: Omit<TrialJob, 'trials' | 'submittedFrom' | 'submittedAt'>): TrialJob[] {
+  const submittedAt = Date.now();
   return groups.map((group) => ({
     ...common,
     trials: group.map((t) => ({ index: t.index, name: t.name, configHash: t.configHash, experiment: t.experiment })),
     submittedFrom: os.hostname(),
+    submittedAt,
   }));
 }
 

@@ -142,7 +142,7 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
 }
 
 /**
- * Trials FINISHED in MLflow leave their group (an earlier attempt did them); runs an earlier attempt left RUNNING
+ * Trials FINISHED in MLflow since the submission leave their group (an earlier attempt did them); runs an earlier attempt left RUNNING
  * (its worker died) end FAILED with the attempt that follows named in `xp.attempt_end`, unless they resume here.
  */
 async function settleEarlierAttempts(
@@ -159,7 +159,8 @@ async function settleEarlierAttempts(
   });
   if (!runs) return groups;
   rows = runs.rows.filter((row) => data.trials.some((t) => t.configHash === row.tags['xp.config_hash']));
-  const finished = new Set(rows.filter((row) => row.status === 'FINISHED').map((row) => row.tags['xp.config_hash']));
+  // Runs FINISHED before the submission are not this job's: the submitter left those trials out, unless --rerun.
+  const finished = new Set(rows.filter((row) => row.status === 'FINISHED' && (row.startTime ?? 0) >= data.submittedAt).map((row) => row.tags['xp.config_hash']));
   const resumed = new Set([...resume.values()].map((r) => r.runDir));
   for (const row of rows.filter((r) => r.status === 'RUNNING' && !(r.runDir && resumed.has(r.runDir)))) {
     const what = `attempt ${row.tags['xp.attempt'] ?? '?'} on ${row.tags['xp.worker'] ?? 'a worker'} ended without closing its run; attempt ${ctx.attempt} on ${ctx.name} follows`;

@@ -112,6 +112,7 @@ test("a job logging to another machine's embedded MLflow is refused at once, say
     tracking: { uri: 'http://127.0.0.1:5000', experimentName: 'queue-foreign', embeddedOn: 'laptop-of-someone' },
     backup: true,
     submittedFrom: 'laptop-of-someone',
+    submittedAt: Date.now(),
   }]);
   await queue.close();
   const worker = startWorker('e1', redis.url);
