@@ -10,7 +10,6 @@ import type { ResolvedTrial } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
 import { XpError } from '../errors.ts';
 import { planResume, runInProcess, type Outcome } from '../run/trials.ts';
-import type { RunRow } from '../tracking/compare.ts';
 import { openTracking } from '../tracking/session.ts';
 import type { Progress } from '../train/progress.ts';
 import { connectionOf, lockMs, QUEUE_NAME } from './connection.ts';
@@ -142,8 +141,9 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
 }
 
 /**
- * Trials FINISHED in MLflow since the submission leave their group (an earlier attempt did them); runs an earlier attempt left RUNNING
- * (its worker died) end FAILED with the attempt that follows named in `xp.attempt_end`, unless they resume here.
+ * Trials FINISHED in MLflow since the submission leave their group (an earlier attempt did them); runs an earlier
+ * attempt left RUNNING (its worker died) end FAILED, `xp.attempt_end` naming the attempt that follows, unless they
+ * resume here.
  */
 async function settleEarlierAttempts(
   data: TrialJob,
@@ -152,13 +152,12 @@ async function settleEarlierAttempts(
   ctx: { name: string; attempt: number; log: (line: string) => void },
 ): Promise<ResolvedTrial[][]> {
   if (!data.tracking) return groups;
-  let rows: RunRow[];
   const runs = await sweepRuns(data.tracking).catch((error: Error) => {
     ctx.log(`MLflow: cannot tell which trials earlier attempts finished (${error.message}); training them all`);
     return undefined;
   });
   if (!runs) return groups;
-  rows = runs.rows.filter((row) => data.trials.some((t) => t.configHash === row.tags['xp.config_hash']));
+  const rows = runs.rows.filter((row) => data.trials.some((t) => t.configHash === row.tags['xp.config_hash']));
   // Runs FINISHED before the submission are not this job's: the submitter left those trials out, unless --rerun.
   const finished = new Set(rows.filter((row) => row.status === 'FINISHED' && (row.startTime ?? 0) >= data.submittedAt).map((row) => row.tags['xp.config_hash']));
   const resumed = new Set([...resume.values()].map((r) => r.runDir));
