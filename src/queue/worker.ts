@@ -124,7 +124,7 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
       });
     }
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
-    if (options.shouldStop() && !cancelled) {
+    if (options.shouldStop() && !cancelled && outcomes.some((o) => o.status !== 'FINISHED')) {
       // Given back: another worker (or this one, restarted) continues it, from its backup where it can see it.
       await job.moveToWait(token);
       progress.line(`job ${job.id}: given back to the queue`);

@@ -20,7 +20,7 @@ test('a queue URL that is not Redis is refused naming the flag, the value and an
   expect(() => connectionOf('redis://host/x', 'XP_QUEUE_URL')).toThrow('XP_QUEUE_URL must be a Redis URL (the database "x" is not a number); got "redis://host/x"');
 });
 
-test('xp worker without a queue, and xp queue with a bad one, exit 1 with one line and a hint, no stack trace', async () => {
+test('xp worker without a queue, xp queue with a bad one and xp server with a bad backend exit 1 with one line and a hint, no stack trace', async () => {
   const env = { XP_QUEUE_URL: '' };
   const worker = await execa(process.execPath, [bin, 'worker'], { reject: false, env });
   expect(worker.exitCode).toBe(1);
@@ -29,4 +29,7 @@ test('xp worker without a queue, and xp queue with a bad one, exit 1 with one li
   const status = await execa(process.execPath, [bin, 'queue', 'status', '--queue', 'redis://:pw@127.0.0.1:1/0x'], { reject: false, env });
   expect(status.exitCode).toBe(1);
   expect(status.stderr).toContain('xp queue: --queue must be a Redis URL (the database "0x" is not a number); got "redis://:***@127.0.0.1:1/0x"');
+  const server = await execa(process.execPath, [bin, 'server', '--backend', 'mongodb://me:pw@db/mlflow', '--artifacts', '/nonexistent/never-created'], { reject: false, env });
+  expect(server.exitCode).toBe(1);
+  expect(server.stderr).toBe('xp server: --backend must be a database URL MLflow can store runs in; got "mongodb://me:***@db/mlflow"\n  e.g. postgresql://mlflow:secret@db-host:5432/mlflow (the database must exist: createdb mlflow)');
 });

@@ -40,10 +40,10 @@ test('SIGTERM: the worker ends the step, gives the job back and exits; the next 
   const runs = path.join(tmp, 'shared-runs');
   const first = startWorker('t1', redis.url, { XP_RUNS_DIR: runs });
   workers.push(first); // stopped by the test, or after all
-  const file = sweepFile(tmp, 'queue-term', 'training: {epochs: 4, steps_per_epoch: 4, validation_steps: 2}');
+  const file = sweepFile(tmp, 'queue-term', 'training: {epochs: 8, steps_per_epoch: 8, validation_steps: 2}');
   const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
-  await until('t1 in its second epoch', () => first.output().includes('Epoch 2/4'), 180_000);
+  await until('t1 in its second epoch', () => first.output().includes('Epoch 2/8'), 180_000);
   first.proc.kill('SIGTERM');
   const stopped = await first.proc;
   expect(stopped.exitCode, first.output()).toBe(0);
@@ -120,6 +120,31 @@ test("a job logging to another machine's embedded MLflow is refused at once, say
     const [job] = await until('the job refused', async () => (await queueStatus(redis.url, 'queue-foreign')).filter((j) => j.state === 'failed').at(0) && queueStatus(redis.url, 'queue-foreign'), 120_000);
     expect(job.attempts).toBe(1);
     expect(job.error).toMatch(/^the job logs to http:\/\/127\.0\.0\.1:5000, the embedded MLflow \(SQLite store\) of laptop-of-someone, which worker e1 on .+ cannot reach: serve one MLflow to every machine \(`xp server --backend postgresql:\/\/\.\.\.`\) and submit with MLFLOW_TRACKING_URI set to it$/);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 300_000);
+
+test('`xp queue cancel` removes the waiting jobs and stops the running one at the end of a step', async () => {
+  const worker = startWorker('c1', redis.url);
+  try {
+    // Long enough not to end by itself before the cancel lands: the cancel stops it early.
+    const file = sweepFile(tmp, 'queue-cancel', `training: {epochs: 40, steps_per_epoch: 8, validation_steps: 2}
+sweep:
+  head.dropout: [0.1, 0.3, 0.5]`);
+    const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
+    const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
+    await until('c1 in its second epoch', () => worker.output().includes('Epoch 2/40'), 180_000);
+    const cancelled = await xp(['queue', 'cancel', sweepId, '--queue', redis.url], {});
+    expect(cancelled.all, worker.output()).toBe('2 waiting job(s) removed; 1 running job(s) stop at the end of their step');
+    const jobs = await until('the running job ended', async () => {
+      const left = await queueStatus(redis.url, sweepId);
+      return left.every((j) => j.state === 'failed') ? left : undefined;
+    }, 120_000);
+    expect(jobs, worker.output()).toHaveLength(1);
+    expect(jobs[0].error).toBe('cancelled by `xp queue cancel`');
+    const runs = await runsOf('queue-cancel');
+    expect(runs.map((run) => run.status)).toEqual(['KILLED']);
   } finally {
     await stopWorkers([worker]);
   }

@@ -91,14 +91,16 @@ test('a worker killed with SIGKILL mid-trial: its job goes to another worker, th
   const doomed = startWorker('k1', redis.url);
   workers.push(doomed);
   await ready(doomed);
-  const file = sweepFile(tmp, 'queue-kill', `training: {epochs: 4, steps_per_epoch: 4, validation_steps: 2}
+  const file = sweepFile(tmp, 'queue-kill', `training: {epochs: 6, steps_per_epoch: 8, validation_steps: 2}
 sweep:
   head.dropout: [0.1, 0.3]`);
   const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
   expect(submitted.all).toMatch(/xp queue status [0-9a-f]{16}/);
 
-  await until('k1 in its second epoch', () => doomed.output().includes('Epoch 2/4'), 180_000);
+  await until('k1 in its second epoch', () => doomed.output().includes('Epoch 2/6'), 180_000);
+  // Its run is in MLflow (tracking goes on beside training, so under load it may arrive later).
+  await until("k1's run in MLflow", async () => (await trialRuns('queue-kill').catch(() => [])).some((run) => run.status === 'RUNNING' && run.tags['xp.worker'] === 'k1'), 60_000);
   const pid = await doomed.trainerPid();
   // The whole machine goes: the training process and the command that started it, with no chance to clean up.
   process.kill(pid, 'SIGKILL');
@@ -126,7 +128,7 @@ sweep:
   await stopWorkers([rescuer]);
 }, 600_000);
 
-test('a trial whose data is missing on the worker fails at once naming the path and the worker, the others go on; `xp queue retry` runs it again', async () => {
+test('a trial whose data is missing on the worker fails at once naming the path and the worker, the others go on; `xp queue retry` runs it again, --rerun all of them', async () => {
   // Two small copies of the training set: the sweep runs one trial on each.
   const copies = ['trainA', 'trainB'].map((name) => path.join(tmp, name));
   for (const dir of copies) {
@@ -163,5 +165,9 @@ sweep:
   expect(followed.exitCode, followed.all).toBe(0);
   const finished = finishedPerHash(await trialRuns('queue-fail'));
   expect([...finished.values()]).toEqual([1, 1]);
+  // --rerun trains FINISHED trials again: the worker skips only what was FINISHED since this submission.
+  const rerun = await xp(['run', file, '--queue', redis.url, '--wait', '--quiet', '--rerun'], env());
+  expect(rerun.exitCode, rerun.all).toBe(0);
+  expect([...finishedPerHash(await trialRuns('queue-fail')).values()]).toEqual([2, 2]);
   await stopWorkers([worker]);
 }, 600_000);
