@@ -1,6 +1,7 @@
 // Where the queue lives: a redis:// URL (`--queue`, else XP_QUEUE_URL), read once into the connection options
 // BullMQ hands to ioredis. Every xp process on the queue uses the same queue name and lock settings.
 import { XpError } from '../errors.ts';
+import { withoutPassword } from '../util/url.ts';
 
 /** The BullMQ queue every sweep's jobs go to; a job's data names its sweep. */
 export const QUEUE_NAME = 'xp-trials';
@@ -44,9 +45,7 @@ export function connectionOf(url: string, from = '--queue'): QueueConnection {
 }
 
 /** The URL without its password, to print. */
-export function shownUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
-}
+export const shownUrl = withoutPassword;
 
 /**
  * XP_QUEUE_LOCK_SECONDS (default 60): how long a job stays with a worker after its last sign of life. A worker

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TrackingError } from '../errors.ts';
 import { mlflowBin } from '../paths.ts';
+import { withoutPassword } from '../util/url.ts';
 import { isHealthy } from './server.ts';
 
 export interface SharedServerOptions {
@@ -18,14 +19,11 @@ export interface SharedServerOptions {
 
 const BACKENDS = ['postgresql', 'postgresql+psycopg2', 'mysql', 'mysql+pymysql', 'mssql', 'sqlite'];
 
-/** The database URL without its password, to print. */
-export const shownBackend = (uri: string) => uri.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
-
 /** Starts MLflow and resolves with its exit code once it stops (SIGINT/SIGTERM are passed on). */
 export async function serveShared(options: SharedServerOptions): Promise<number> {
   const scheme = /^([a-z0-9+]+):\/\//i.exec(options.backend)?.[1]?.toLowerCase();
   if (!scheme || !BACKENDS.includes(scheme)) {
-    throw new TrackingError(`--backend must be a database URL MLflow can store runs in; got "${shownBackend(options.backend)}"`, {
+    throw new TrackingError(`--backend must be a database URL MLflow can store runs in; got "${withoutPassword(options.backend)}"`, {
       hint: 'e.g. postgresql://mlflow:secret@db-host:5432/mlflow (the database must exist: createdb mlflow)',
     });
   }
@@ -52,7 +50,7 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
   void (async () => {
     while (!done && !(await isHealthy(local))) await new Promise((resolve) => setTimeout(resolve, 500));
     if (done) return;
-    options.log(`MLflow for the queue: ${local} (backend ${shownBackend(options.backend)}, artifacts ${artifacts})`);
+    options.log(`MLflow for the queue: ${local} (backend ${withoutPassword(options.backend)}, artifacts ${artifacts})`);
     options.log(`Workers and submitters on other machines: MLFLOW_TRACKING_URI=http://<this machine's address>:${options.port}`);
   })();
   const result = await child;
