@@ -39,8 +39,10 @@ export interface TrialJob {
   submittedAt: number;
 }
 
-/** How many times a job runs before it is FAILED for good; between tries it waits 10 s, then 20 s. */
+/** How many times a job runs before it is FAILED for good (the retry waits JOB_BACKOFF_MS). */
 export const JOB_ATTEMPTS = 2;
+/** A failed job waits this long before its next try: a worker that ran out of memory gets time to recover. */
+export const JOB_BACKOFF_MS = 10_000;
 
 /** Same sweep and same trials: same id. BullMQ refuses ':' in ids. */
 export const jobIdOf = (sweepId: string, trials: Pick<JobTrial, 'index'>[]) => `${sweepId}-${trials.map((t) => t.index).join('.')}`;
@@ -80,7 +82,7 @@ export async function enqueue(queue: Queue, jobs: TrialJob[]): Promise<{ added: 
     await queue.add('trials', data, {
       jobId: id,
       attempts: JOB_ATTEMPTS,
-      backoff: { type: 'exponential', delay: 10_000 },
+      backoff: { type: 'exponential', delay: JOB_BACKOFF_MS },
       removeOnComplete: { age: 7 * 24 * 3600 },
       removeOnFail: { age: 7 * 24 * 3600 },
     });

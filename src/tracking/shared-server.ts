@@ -38,7 +38,7 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
     '--serve-artifacts',
     '--host', options.host,
     '--port', String(options.port),
-    // uvicorn drops idle keep-alive connections after 5 s; a worker's epochs are longer.
+    // uvicorn drops idle keep-alive connections sooner than a worker's epochs end: keep them open as the embedded server does.
     '--uvicorn-opts', '--timeout-keep-alive 600',
   ];
   const child = execa(bin, args, { stdin: 'ignore', stdout: 'inherit', stderr: 'inherit', reject: false, env: { MLFLOW_SERVER_ENABLE_JOB_EXECUTION: 'false' } });

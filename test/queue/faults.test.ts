@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { queueStatus } from '../../src/queue/admin.ts';
 import { createClient, fromKeyValues } from '../../src/tracking/client.ts';
-import { bin, root, startRedis, startWorker, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
+import { bin, root, shared, startRedis, startWorker, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
 import { startTestServer } from '../tracking/helpers.ts';
 
 const tmp = tempDir('faults');
@@ -145,6 +145,35 @@ sweep:
     expect(jobs[0].error).toBe('cancelled by `xp queue cancel`');
     const runs = await runsOf('queue-cancel');
     expect(runs.map((run) => run.status)).toEqual(['KILLED']);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 300_000);
+
+test('a trial that fails for its own reason is tried once more, then FAILED, without holding up the other trials', async () => {
+  const good = path.join(tmp, 'good-train');
+  const bad = path.join(tmp, 'bad-train');
+  for (const dir of [good, bad]) {
+    for (const cls of ['cats', 'dogs']) {
+      fs.mkdirSync(path.join(dir, cls), { recursive: true });
+      for (const image of fs.readdirSync(path.join(shared, 'train', cls)).sort().slice(0, 8)) fs.copyFileSync(path.join(shared, 'train', cls, image), path.join(dir, cls, image));
+    }
+  }
+  const file = sweepFile(tmp, 'queue-own-fault', `training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}
+sweep:
+  data.train: [${good}, ${bad}]`, `{train: ${good}, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8}`);
+  const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
+  expect(submitted.exitCode, submitted.all).toBe(0);
+  // After the checks at submission, the images of one trial become unreadable: its training fails on any worker.
+  for (const cls of ['cats', 'dogs']) for (const image of fs.readdirSync(path.join(bad, cls))) fs.writeFileSync(path.join(bad, cls, image), 'not a JPEG');
+  const worker = startWorker('o1', redis.url);
+  try {
+    const followed = await xp(['run', file, '--queue', redis.url, '--wait', '--quiet'], env());
+    expect(followed.exitCode, followed.all).toBe(1);
+    expect(followed.all).toMatch(/failed \(None of the 16 images could be read .*\); trying again/);
+    expect(followed.all).toMatch(/FAILED after 2 attempt\(s\): None of the 16 images could be read/);
+    const runs = await runsOf('queue-own-fault');
+    expect(runs.filter((run) => run.status === 'FINISHED').map((run) => run.tags['mlflow.runName'])).toEqual([`train=${good}`]);
   } finally {
     await stopWorkers([worker]);
   }
