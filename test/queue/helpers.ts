@@ -96,14 +96,17 @@ export interface TestWorker {
   proc: ResultPromise;
 }
 
-/** `xp worker` in a folder of its own (its runs and caches), one TensorFlow thread: one of several machines. */
+/**
+ * `xp worker` in a folder of its own (its runs and caches), one TensorFlow thread: one of several machines. Its lock
+ * is short, so that a killed worker's job moves on quickly, yet longer than a loaded CI machine holds the event loop.
+ */
 export function startWorker(name: string, queue: string, env: Record<string, string> = {}): TestWorker {
   const dir = tempDir(`worker-${name}`);
   let out = '';
   const proc = execa(process.execPath, [bin, 'worker', '--queue', queue, '--name', name], {
     reject: false,
     cwd: dir,
-    env: { XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache'), TF_NUM_INTRAOP_THREADS: '1', XP_QUEUE_LOCK_SECONDS: '6', ...env },
+    env: { XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache'), TF_NUM_INTRAOP_THREADS: '1', XP_QUEUE_LOCK_SECONDS: '15', ...env },
   });
   proc.stdout?.on('data', (chunk) => (out += chunk));
   proc.stderr?.on('data', (chunk) => (out += chunk));
