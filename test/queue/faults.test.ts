@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { queueStatus } from '../../src/queue/admin.ts';
 import { createClient, fromKeyValues } from '../../src/tracking/client.ts';
-import { bin, root, shared, startRedis, startWorker, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
+import { bin, root, shared, startRedis, startWorker, removeTempDirs, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
 import { startTestServer } from '../tracking/helpers.ts';
 
 const tmp = tempDir('faults');
@@ -26,7 +26,7 @@ afterAll(async () => {
   await stopWorkers(workers.splice(0));
   await server?.stop();
   await redis?.stop();
-  fs.rmSync(tmp, { recursive: true, force: true });
+  removeTempDirs();
 }, 60_000);
 
 async function runsOf(experimentName: string) {

@@ -14,8 +14,17 @@ export const shared = path.resolve(root, '../shared/datasets/cats_and_dogs_filte
 /** The machine's PostgreSQL (trust authentication for postgres on 127.0.0.1, as on these machines and CI). */
 export const POSTGRES = process.env.XP_TEST_POSTGRES_URL || 'postgresql://postgres@127.0.0.1:5432';
 
+const tempDirs: string[] = [];
+
 export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `xp-queue-${prefix}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xp-queue-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** For afterAll: the folders this test file made (workers', Redis', its own) go away. */
+export function removeTempDirs(): void {
+  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 }
 
 export function freePort(): Promise<number> {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { queueStatus } from '../../src/queue/admin.ts';
 import { createClient, type Run } from '../../src/tracking/client.ts';
 import { fromKeyValues } from '../../src/tracking/client.ts';
-import { createDatabase, shared, startRedis, startWorker, startXpServer, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
+import { createDatabase, shared, startRedis, startWorker, startXpServer, removeTempDirs, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
 
 const tmp = tempDir('test');
 let redis: Awaited<ReturnType<typeof startRedis>>;
@@ -30,7 +30,7 @@ afterAll(async () => {
   await server?.stop();
   await db?.drop();
   await redis?.stop();
-  fs.rmSync(tmp, { recursive: true, force: true });
+  removeTempDirs();
 }, 60_000);
 
 /** The trials' runs of an experiment (the sweep's parent left out), with their tags. */
