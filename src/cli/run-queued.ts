@@ -18,6 +18,7 @@ export async function runQueued(file: string, loaded: LoadedExperiment, opts: Ru
   const log = (line: string) => progress.line(line);
   const tracking = opts.track ? await openTracking(loaded.base, log) : undefined;
   try {
+    if (opts.parallel > 1 || opts.resume) log('--parallel and --resume are for training here: with --queue, each worker trains one job at a time and resumes what it can by itself');
     if (tracking?.embedded) {
       log(`warning: workers on other machines cannot log to this machine's embedded MLflow; serve one with \`xp server --backend postgresql://...\` and set MLFLOW_TRACKING_URI to it${opts.wait ? '' : ' (and this one stops with this command)'}`);
     }
