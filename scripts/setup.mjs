@@ -9,6 +9,8 @@ import * as libtf from './setup/libtensorflow.mjs';
 import * as nativeOps from './setup/native-ops.mjs';
 
 export const MLFLOW_VERSION = '3.17.2';
+// MLflow's SQLAlchemy opens postgresql:// with psycopg 3: `xp server --backend postgresql://...` needs it.
+export const PSYCOPG_VERSION = '3.3.9';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tfjsNodeDir = path.join(root, 'node_modules', '@tensorflow', 'tfjs-node');
@@ -90,15 +92,18 @@ async function mlflowVenv() {
   const venv = path.join(root, '.venv');
   const mlflow = path.join(venv, 'bin', 'mlflow');
   const version = () => spawnSync(mlflow, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  if (fs.existsSync(mlflow) && version().includes(MLFLOW_VERSION)) return `already in place, ${version()}`;
-  if (!fs.existsSync(path.join(venv, 'bin', 'python'))) {
+  const python = path.join(venv, 'bin', 'python');
+  const psycopg = () => spawnSync(python, ['-c', 'import psycopg; print(psycopg.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (fs.existsSync(mlflow) && version().includes(MLFLOW_VERSION) && psycopg() === PSYCOPG_VERSION) return `already in place, ${version()}, psycopg ${psycopg()}`;
+  if (!fs.existsSync(python)) {
     run(pythonBin(), ['-m', 'venv', venv], 'create the virtual environment');
   }
-  log(`pip install mlflow==${MLFLOW_VERSION} into .venv (a minute or two the first time)`);
-  run(path.join(venv, 'bin', 'python'), ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', `mlflow==${MLFLOW_VERSION}`], 'pip install mlflow');
+  log(`pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} into .venv (a minute or two the first time)`);
+  run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', `mlflow==${MLFLOW_VERSION}`, `psycopg[binary]==${PSYCOPG_VERSION}`], 'pip install mlflow');
   const v = version();
   if (!v.includes(MLFLOW_VERSION)) throw new Error(`.venv/bin/mlflow --version printed "${v}"`);
-  return v;
+  if (psycopg() !== PSYCOPG_VERSION) throw new Error(`psycopg ${PSYCOPG_VERSION} does not import in .venv`);
+  return `${v}, psycopg ${psycopg()}`;
 }
 
 function run(cmd, args, what) {

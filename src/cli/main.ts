@@ -53,6 +53,7 @@ const permissionFlags: Record<string, Flag> = {
 };
 const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
 const reload: Flag = { type: 'boolean', short: 'r', help: 'fetch the remote files again (the experiment, the files it extends, weights) instead of using the cache' };
+const queueFlag: Flag = { type: 'string', arg: 'URL', help: 'the Redis of the job queue, redis://host:6379[/db] (default XP_QUEUE_URL)' };
 const json = (help: string): Flag => ({ type: 'boolean', help });
 
 const commands: Record<string, Command> = {
@@ -110,6 +111,10 @@ const commands: Record<string, Command> = {
       json: json('print one JSON object per epoch and a JSON summary, for scripts'),
       verbose: { type: 'boolean', help: 'also say which speed-ups training uses (XP_ACCEL) and why any is unavailable' },
       'keep-ui': { type: 'boolean', help: 'leave the embedded MLflow server up after the run, so the printed links keep working (xp ui --stop ends it)' },
+      queue: { ...queueFlag, help: 'put the trials on this job queue for `xp worker`s instead of training here, redis://host:6379[/db] (default XP_QUEUE_URL)' },
+      wait: { type: 'boolean', help: 'with --queue: follow the jobs to the summary (default in a terminal)' },
+      'no-wait': { type: 'boolean', help: 'with --queue: print the sweep id and return once the jobs are queued' },
+      split: { type: 'boolean', help: 'with --queue: one job per trial instead of one per shared backbone pass (more workers than groups)' },
       only: { type: 'string', internal: true, help: "--parallel's child processes: the trial indexes to run" },
       'parent-run-id': { type: 'string', internal: true, help: "--parallel's child processes: the sweep's parent run" },
     },
@@ -136,7 +141,47 @@ const commands: Record<string, Command> = {
         keepUi: Boolean(v['keep-ui']),
         lock: lockOptions(v),
         reload: Boolean(v.reload),
+        queue: v.queue as string | undefined,
+        wait: v['no-wait'] ? false : v.wait ? true : Boolean(process.stdout.isTTY),
+        split: Boolean(v.split),
       });
+    },
+  },
+  worker: {
+    summary: 'train the jobs of a queue (sweeps submitted with `xp run --queue`) until stopped',
+    usage: 'xp worker --queue redis://host:6379[/db] [--concurrency N] [--name NAME]',
+    flags: {
+      queue: queueFlag,
+      concurrency: { type: 'string', arg: 'N', default: '1', help: 'train N jobs at once, in child processes sharing the cores' },
+      name: { type: 'string', arg: 'NAME', help: 'how the queue and MLflow name this worker (default <host>-<pid>)' },
+    },
+    async run(args, v) {
+      if (args.length) throw new XpError(`xp worker takes no arguments (got ${args.join(' ')})`, { hint: 'xp worker --queue redis://127.0.0.1:6379' });
+      const { workerCommand } = await import('./worker.ts');
+      return workerCommand({ queue: v.queue as string | undefined, name: v.name as string | undefined, concurrency: positiveInt('--concurrency', v.concurrency as string) });
+    },
+  },
+  queue: {
+    summary: 'what a queued sweep is doing (status), or cancel it, or retry its failed jobs',
+    usage: 'xp queue [status|cancel|retry] [sweep] --queue redis://host:6379',
+    flags: { queue: queueFlag, json: json('print the jobs as JSON') },
+    async run(args, v) {
+      const { queueCommand } = await import('./queue.ts');
+      return queueCommand(args, { queue: v.queue as string | undefined, json: Boolean(v.json) });
+    },
+  },
+  server: {
+    summary: 'serve the one MLflow that workers on several machines log to (PostgreSQL store, proxied artifacts)',
+    usage: 'xp server --backend postgresql://user@host:5432/db --artifacts DIR [--host ADDR] [--port N]',
+    flags: {
+      backend: { type: 'string', arg: 'URL', help: 'the database MLflow stores runs in, e.g. postgresql://mlflow@db:5432/mlflow' },
+      artifacts: { type: 'string', arg: 'DIR', help: "where the server keeps the runs' files (workers upload through it)" },
+      host: { type: 'string', arg: 'ADDR', default: '0.0.0.0', help: 'address to listen on' },
+      port: { type: 'string', arg: 'N', default: '5000', help: 'port to listen on' },
+    },
+    async run(_args, v) {
+      const { serverCommand } = await import('./server.ts');
+      return serverCommand({ backend: v.backend as string | undefined, artifacts: v.artifacts as string | undefined, host: v.host as string, port: positiveInt('--port', v.port as string) });
     },
   },
   predict: {

@@ -13,7 +13,8 @@ import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../trackin
 import { createProgress, duration, type OutputMode, type Progress } from '../train/progress.ts';
 import { groupTrials, trainersOf } from '../train/sharing.ts';
 import { summaryLines } from '../train/summary.ts';
-import { hurryTracking } from '../tracking/tracker.ts';
+import { interruptible } from './interrupt.ts';
+import { queueUrl } from '../queue/connection.ts';
 
 export interface RunOptions {
   set?: string[];
@@ -42,6 +43,12 @@ export interface RunOptions {
   reload?: boolean;
   /** What a file from the web may read, write and contact (Deno's flags). */
   sandbox?: SandboxOptions;
+  /** Redis URL of the queue the trials go to (xp worker trains them); XP_QUEUE_URL when not given. */
+  queue?: string;
+  /** With a queue: follow the jobs to the end (default in a terminal). */
+  wait?: boolean;
+  /** With a queue: one job per trial instead of one per share group. */
+  split?: boolean;
 }
 
 export async function runCommand(file: string, opts: RunOptions): Promise<number> {
@@ -61,6 +68,8 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     }
     return code;
   }
+  const queue = opts.only ? undefined : queueUrl(opts.queue);
+  if (queue) return (await import('./run-queued.ts')).runQueued(file, loaded, { ...opts, track: tracked, queue, lockFile }, progress);
 
   // The acceleration policy is settled before any image is decoded: a bad XP_ACCEL fails here.
   const { accelPolicy, describePolicy } = await import('../accel/index.ts');
@@ -140,7 +149,7 @@ function childArgs(opts: RunOptions, lockFile: string | undefined): string[] {
 }
 
 /** The sweep's best trial and compare URL; how to open the links once the embedded server has stopped. */
-function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, tracking: TrackingSession | undefined, progress: Progress, kept: boolean): void {
+export function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, tracking: TrackingSession | undefined, progress: Progress, kept: boolean): void {
   if (end?.best) progress.line(`Best trial: ${end.best.name} (${loaded.sweep!.metric} ${end.best.value.toFixed(4)})`);
   if (end?.compareUrl) progress.line(`Compare the trials in MLflow: ${end.compareUrl}`);
   const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
@@ -151,32 +160,7 @@ function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, trackin
   }
 }
 
-/**
- * SIGINT, SIGTERM and SIGHUP: the first stops training at the end of the step, writes what exists and closes the
- * runs; the second journals every open run's end (KILLED) at once and stops waiting on MLflow, so the process exits
- * as soon as its files are written; the third exits now (the runs' end is journaled on the way out).
- */
-function interruptible(progress: Progress) {
-  let count = 0;
-  const onSignal = () => {
-    count++;
-    if (count === 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)');
-    else if (count === 2) {
-      const ended = hurryTracking();
-      progress.line(`\nInterrupted again: ${ended ? `${ended} run(s) journaled as KILLED; ` : ''}not waiting for MLflow (\`xp sync\` sends the rest); once more to quit now`);
-    } else process.exit(130);
-  };
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-  for (const signal of signals) process.on(signal, onSignal);
-  return {
-    requested: () => count > 0,
-    dispose: () => {
-      for (const signal of signals) process.off(signal, onSignal);
-    },
-  };
-}
-
-function summarize(outcomes: Outcome[], progress: Progress, mode: OutputMode): void {
+export function summarize(outcomes: Outcome[], progress: Progress, mode: OutputMode): void {
   if (mode === 'json') {
     process.stdout.write(`${JSON.stringify({ event: 'summary', runs: outcomes })}\n`);
     return;

@@ -30,6 +30,14 @@ export async function useLock(experiment: string, opts: LockOptions): Promise<st
   return file;
 }
 
+/** A check against entries handed over (a queued job's copy of the submitter's lock): known URLs must match. */
+export function pinnedBy(entries: Record<string, string>, where: string): Pin {
+  return async (url, sha256) => {
+    const expected = entries[url];
+    if (expected !== undefined && expected !== sha256.toLowerCase()) throw mismatch(url, expected, sha256.toLowerCase(), where);
+  };
+}
+
 /** The check of `url`'s sha256 against the lock `file` in this mode. */
 export function lockPin(file: string, mode: LockMode): Pin {
   if (mode === 'off') return async () => {};

@@ -30,6 +30,8 @@ export interface TrialsContext {
   backup: boolean;
   /** Interrupted runs to continue, by trial index (planResume). */
   resume?: Map<number, ResumableRun>;
+  /** More callbacks for a trial, beside tracking's (a queue worker reports each epoch to the submitter). */
+  observe?: (trial: ResolvedTrial) => Callbacks;
 }
 
 /** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
@@ -80,7 +82,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       configHash: t.configHash,
       parentRunId,
       resume: ctx.resume?.get(t.index),
-      callbacks: tracking ? [tracking.callbacks(file, parentRunId)] : ([] as Callbacks[]),
+      callbacks: [...(tracking ? [tracking.callbacks(file, parentRunId)] : []), ...(ctx.observe ? [ctx.observe(t)] : [])],
     }));
     if (group.length > 1) progress.line(`Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`);
     try {

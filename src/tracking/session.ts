@@ -11,7 +11,8 @@ import { createMlflowTracker, type MlflowTracker } from './tracker.ts';
 
 export type TrackingSession = Awaited<ReturnType<typeof openTracking>>;
 
-export async function openTracking(base: Experiment, log: (line: string) => void) {
+/** `tags`: added to every run this session starts (a queue worker's name and attempt). */
+export async function openTracking(base: Experiment, log: (line: string) => void, tags?: Record<string, string>) {
   const storeDir = mlflowStoreDir();
   const server = await resolveTrackingUri({ experimentUri: base.tracking.uri, storeDir }).catch((error) => {
     throw new XpError(`cannot reach or start MLflow: ${error.message}`, { cause: error, hint: 'run with --no-track to train without tracking, or set MLFLOW_TRACKING_URI to a running server' });
@@ -24,6 +25,8 @@ export async function openTracking(base: Experiment, log: (line: string) => void
   return {
     uri,
     experimentName,
+    /** The embedded server on this machine's SQLite store (no other machine can log to it). */
+    embedded,
     /** The embedded server started by this command stops with it: its links need `xp ui` afterwards. */
     stopsWithCommand: embedded && !server.reused,
     /** MLflow ids and URL of a local run directory logged by this process. */
@@ -37,7 +40,7 @@ export async function openTracking(base: Experiment, log: (line: string) => void
         onRunStart(info) {
           // The embedded store is on this machine: artifacts are hard-linked into it rather than copied.
           const artifactStore = embedded ? path.join(storeDir, 'artifacts') : undefined;
-          created = createMlflowTracker({ uri, experimentName, runDir: info.runDir, sourceFile: file, parentRunId, artifactStore, log });
+          created = createMlflowTracker({ uri, experimentName, runDir: info.runDir, sourceFile: file, parentRunId, artifactStore, log, tags });
           trackers.set(info.runDir, created);
           return created.onRunStart?.(info);
         },

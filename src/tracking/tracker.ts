@@ -25,6 +25,8 @@ export interface TrackerOptions {
    * hard-linked there instead of uploaded, so a model is stored once. Remote servers get uploads.
    */
   artifactStore?: string;
+  /** More tags for the run, e.g. the queue worker and attempt that trained it. */
+  tags?: Record<string, string>;
 }
 
 export type MlflowTracker = Callbacks & {
@@ -190,6 +192,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
         'xp.run_id': info.runId,
         'xp.run_dir': runDir,
         'xp.accel': info.accel,
+        ...options.tags,
       };
       if (info.resumedAt !== undefined) tags['xp.resumed_at_epoch'] = String(info.resumedAt);
       if (info.experiment.description) tags['mlflow.note.content'] = info.experiment.description.slice(0, 5000);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockError } from '../../src/errors.ts';
 import { formatLock, parseLock } from '../../src/lock/file.ts';
-import { lockPin, useLock } from '../../src/lock/lock.ts';
+import { lockPin, pinnedBy, useLock } from '../../src/lock/lock.ts';
 import { withFileLock } from '../../src/lock/mutex.ts';
 import { pin } from '../../src/lock/pin.ts';
 import { lockFileFor } from '../../src/paths.ts';
@@ -165,5 +165,15 @@ await Promise.all(urls.map((url) => pin(url, sha(url))));
     expect(error!.message).toContain(`pid ${process.pid}`);
     expect(error!.hint).toBe(`If no xp process is running, remove ${file}.lck.`);
     expect(await withFileLock(file, async () => 'got it', { staleMs: 0 })).toBe('got it'); // older than staleMs: stale
+  });
+
+  it("a queued job's copy of the submitter's entries: known URLs must match, others pass", async () => {
+    const check = pinnedBy({ 'https://a.test/x': sha('x') }, 'xp.lock of laptop (the submitter)');
+    await check('https://a.test/x', sha('x'));
+    await check('https://a.test/new', sha('new'));
+    const error = await failure(check('https://a.test/x', sha('changed')));
+    expect(error).toBeInstanceOf(LockError);
+    expect(error!.message).toContain(`expected sha256 ${sha('x')}`);
+    expect(error!.message).toContain('xp.lock of laptop (the submitter)');
   });
 });

@@ -1,0 +1,28 @@
+// Ctrl-C, SIGTERM and SIGHUP for the commands that train (`xp run`, `xp worker`): stop gently first, harder after.
+import { hurryTracking } from '../tracking/tracker.ts';
+import type { Progress } from '../train/progress.ts';
+
+/**
+ * SIGINT, SIGTERM and SIGHUP: the first stops training at the end of the step, writes what exists and closes the
+ * runs; the second journals every open run's end (KILLED) at once and stops waiting on MLflow, so the process exits
+ * as soon as its files are written; the third exits now (the runs' end is journaled on the way out).
+ */
+export function interruptible(progress: Progress) {
+  let count = 0;
+  const onSignal = () => {
+    count++;
+    if (count === 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)');
+    else if (count === 2) {
+      const ended = hurryTracking();
+      progress.line(`\nInterrupted again: ${ended ? `${ended} run(s) journaled as KILLED; ` : ''}not waiting for MLflow (\`xp sync\` sends the rest); once more to quit now`);
+    } else process.exit(130);
+  };
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of signals) process.on(signal, onSignal);
+  return {
+    requested: () => count > 0,
+    dispose: () => {
+      for (const signal of signals) process.off(signal, onSignal);
+    },
+  };
+}

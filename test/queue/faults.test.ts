@@ -1,0 +1,179 @@
+// The queue under faults that need no second machine: a worker stopped with SIGTERM gives its job back (and the next
+// worker resumes it from the shared run folder's backup), and a Redis restarted without persistence mid-sweep loses
+// no trial and runs none twice to FINISHED.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { queueStatus } from '../../src/queue/admin.ts';
+import { createClient, fromKeyValues } from '../../src/tracking/client.ts';
+import { bin, root, shared, startRedis, startWorker, removeTempDirs, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
+import { startTestServer } from '../tracking/helpers.ts';
+
+const tmp = tempDir('faults');
+let redis: Awaited<ReturnType<typeof startRedis>>;
+let server: Awaited<ReturnType<typeof startTestServer>>;
+const workers: TestWorker[] = [];
+const env = () => ({ MLFLOW_TRACKING_URI: server.url, XP_RUNS_DIR: path.join(tmp, 'submitter-runs') });
+
+beforeAll(async () => {
+  redis = await startRedis();
+  // The tracking store does not matter here (queue.test.ts runs on PostgreSQL): the embedded SQLite one starts faster.
+  server = await startTestServer(path.join(tmp, 'mlflow'));
+}, 180_000);
+
+afterAll(async () => {
+  await stopWorkers(workers.splice(0));
+  await server?.stop();
+  await redis?.stop();
+  removeTempDirs();
+}, 60_000);
+
+async function runsOf(experimentName: string) {
+  const client = createClient(server.url);
+  const experiment = await client.getExperimentByName(experimentName);
+  const runs = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
+  return runs.map((run) => ({ status: run.info.status, tags: fromKeyValues(run.data.tags) })).filter((run) => run.tags['xp.kind'] !== 'sweep');
+}
+
+test('SIGTERM: the worker ends the step, gives the job back and exits; the next worker resumes it from the shared run folder', async () => {
+  const runs = path.join(tmp, 'shared-runs');
+  const first = startWorker('t1', redis.url, { XP_RUNS_DIR: runs });
+  workers.push(first); // stopped by the test, or after all
+  const file = sweepFile(tmp, 'queue-term', 'training: {epochs: 8, steps_per_epoch: 8, validation_steps: 2}');
+  const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
+  expect(submitted.exitCode, submitted.all).toBe(0);
+  await until('t1 in its second epoch', () => first.output().includes('Epoch 2/8'), 180_000);
+  first.proc.kill('SIGTERM');
+  const stopped = await first.proc;
+  expect(stopped.exitCode, first.output()).toBe(0);
+  expect(first.output()).toMatch(/given back to the queue/);
+  const [job] = await queueStatus(redis.url, 'queue-term');
+  expect(job.state).toBe('waiting');
+
+  const second = startWorker('t2', redis.url, { XP_RUNS_DIR: runs });
+  try {
+    const followed = await xp(['run', file, '--queue', redis.url, '--wait', '--quiet'], env());
+    expect(followed.exitCode, followed.all).toBe(0);
+    // A loaded machine may finish more epochs before the signal lands: the epoch is read from the worker.
+    const epoch = /Resuming trial 1 after epoch (\d)/.exec(second.output())?.[1];
+    expect(epoch, second.output()).toBeDefined();
+    // One MLflow run: KILLED by t1, continued and FINISHED by t2.
+    const [run, ...others] = await runsOf('queue-term');
+    expect(others).toEqual([]);
+    expect(run.status).toBe('FINISHED');
+    expect(run.tags['xp.resumed_at_epoch']).toBe(epoch);
+  } finally {
+    await stopWorkers([second]);
+  }
+}, 600_000);
+
+test('Redis restarted without persistence mid-sweep: the waiting submitter puts back what was lost; each trial FINISHED once', async () => {
+  const worker = startWorker('r1', redis.url);
+  try {
+    await restartMidSweep(worker);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 600_000);
+
+async function restartMidSweep(worker: TestWorker) {
+  await until('r1 ready', () => worker.output().includes('waiting for jobs'), 120_000);
+  const file = sweepFile(tmp, 'queue-restart', `training: {epochs: 3, steps_per_epoch: 4, validation_steps: 2}
+sweep:
+  head.dropout: [0.1, 0.3]`);
+  const submitter = execa(process.execPath, [bin, 'run', file, '--queue', redis.url, '--split', '--wait', '--quiet'], { reject: false, cwd: root, env: env(), all: true });
+  await until('r1 in its second epoch', () => worker.output().includes('Epoch 2/3'), 180_000);
+  await redis.stop();
+  await redis.restart();
+  const done = await submitter;
+  expect(done.exitCode, done.all).toBe(0);
+  expect(done.all).toMatch(/was gone from the queue \(Redis restarted\?\): submitted again/);
+  const finished = (await runsOf('queue-restart')).filter((run) => run.status === 'FINISHED').map((run) => run.tags['xp.config_hash']);
+  expect(finished).toHaveLength(2);
+  expect(new Set(finished).size).toBe(2);
+}
+
+test("a job logging to another machine's embedded MLflow is refused at once, saying what to do", async () => {
+  const { Queue } = await import('bullmq');
+  const { connectionOf, QUEUE_NAME } = await import('../../src/queue/connection.ts');
+  const { enqueue } = await import('../../src/queue/jobs.ts');
+  const { loadExperiment } = await import('../../src/config/load.ts');
+  const file = sweepFile(tmp, 'queue-foreign', 'training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}');
+  const loaded = await loadExperiment(file);
+  const queue = new Queue(QUEUE_NAME, { connection: connectionOf(redis.url) });
+  const trial = loaded.trials[0];
+  await enqueue(queue, [{
+    sweepId: 'f0f0f0f0f0f0f0f0',
+    sweepName: 'queue-foreign',
+    file,
+    trials: [{ index: 1, name: trial.name, configHash: trial.configHash, experiment: trial.experiment }],
+    tracking: { uri: 'http://127.0.0.1:5000', experimentName: 'queue-foreign', embeddedOn: 'laptop-of-someone' },
+    backup: true,
+    submittedFrom: 'laptop-of-someone',
+    submittedAt: Date.now(),
+  }]);
+  await queue.close();
+  const worker = startWorker('e1', redis.url);
+  try {
+    const [job] = await until('the job refused', async () => (await queueStatus(redis.url, 'queue-foreign')).filter((j) => j.state === 'failed').at(0) && queueStatus(redis.url, 'queue-foreign'), 120_000);
+    expect(job.attempts).toBe(1);
+    expect(job.error).toMatch(/^the job logs to http:\/\/127\.0\.0\.1:5000, the embedded MLflow \(SQLite store\) of laptop-of-someone, which worker e1 on .+ cannot reach: serve one MLflow to every machine \(`xp server --backend postgresql:\/\/\.\.\.`\) and submit with MLFLOW_TRACKING_URI set to it$/);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 300_000);
+
+test('`xp queue cancel` removes the waiting jobs and stops the running one at the end of a step', async () => {
+  const worker = startWorker('c1', redis.url);
+  try {
+    // Long enough not to end by itself before the cancel lands: the cancel stops it early.
+    const file = sweepFile(tmp, 'queue-cancel', `training: {epochs: 40, steps_per_epoch: 8, validation_steps: 2}
+sweep:
+  head.dropout: [0.1, 0.3, 0.5]`);
+    const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
+    const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
+    await until('c1 in its second epoch', () => worker.output().includes('Epoch 2/40'), 180_000);
+    const cancelled = await xp(['queue', 'cancel', sweepId, '--queue', redis.url], {});
+    expect(cancelled.all, worker.output()).toBe('2 waiting job(s) removed; 1 running job(s) stop at the end of their step');
+    const jobs = await until('the running job ended', async () => {
+      const left = await queueStatus(redis.url, sweepId);
+      return left.every((j) => j.state === 'failed') ? left : undefined;
+    }, 120_000);
+    expect(jobs, worker.output()).toHaveLength(1);
+    expect(jobs[0].error).toBe('cancelled by `xp queue cancel`');
+    const runs = await runsOf('queue-cancel');
+    expect(runs.map((run) => run.status)).toEqual(['KILLED']);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 300_000);
+
+test('a trial that fails for its own reason is tried once more, then FAILED, without holding up the other trials', async () => {
+  const good = path.join(tmp, 'good-train');
+  const bad = path.join(tmp, 'bad-train');
+  for (const dir of [good, bad]) {
+    for (const cls of ['cats', 'dogs']) {
+      fs.mkdirSync(path.join(dir, cls), { recursive: true });
+      for (const image of fs.readdirSync(path.join(shared, 'train', cls)).sort().slice(0, 8)) fs.copyFileSync(path.join(shared, 'train', cls, image), path.join(dir, cls, image));
+    }
+  }
+  const file = sweepFile(tmp, 'queue-own-fault', `training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}
+sweep:
+  data.train: [${good}, ${bad}]`, `{train: ${good}, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8}`);
+  const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
+  expect(submitted.exitCode, submitted.all).toBe(0);
+  // After the checks at submission, the images of one trial become unreadable: its training fails on any worker.
+  for (const cls of ['cats', 'dogs']) for (const image of fs.readdirSync(path.join(bad, cls))) fs.writeFileSync(path.join(bad, cls, image), 'not a JPEG');
+  const worker = startWorker('o1', redis.url);
+  try {
+    const followed = await xp(['run', file, '--queue', redis.url, '--wait', '--quiet'], env());
+    expect(followed.exitCode, followed.all).toBe(1);
+    expect(followed.all).toMatch(/failed \(None of the 16 images could be read .*\); trying again/);
+    expect(followed.all).toMatch(/FAILED after 2 attempt\(s\): None of the 16 images could be read/);
+    const runs = await runsOf('queue-own-fault');
+    expect(runs.filter((run) => run.status === 'FINISHED').map((run) => run.tags['mlflow.runName'])).toEqual([`train=${good}`]);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 300_000);
