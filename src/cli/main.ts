@@ -1,29 +1,9 @@
-// The `xp` command line: commands and flags declared as data; heavy modules (tfjs-node, MLflow) are imported
-// only by the command that needs them, so --help and `xp check` stay quick. One handler sets the exit code.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+// The `xp` command line: commands declared as data (their flags in flags.ts); heavy modules (tfjs-node, MLflow) are
+// imported only by the command that needs them, so --help and `xp check` stay quick. One handler sets the exit code.
+import { parseArgs } from 'node:util';
 import { XpError } from '../errors.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
-import { parseGrants } from '../permissions/grants.ts';
-import type { SandboxOptions } from './sandbox.ts';
-import { DEFAULT_MAX_TRIALS } from '../config/sweep.ts';
-import type { LockOptions } from '../lock/lock.ts';
-
-type Values = Record<string, string | boolean | string[] | undefined>;
-
-/** One command-line flag: how node:util parseArgs reads it and what `--help` says. */
-interface Flag {
-  type: 'string' | 'boolean';
-  help: string;
-  /** A string flag that may also stand alone, as Deno's `--allow-read` and `--allow-read=a,b` (alone: ''). */
-  optionalValue?: boolean;
-  /** Placeholder shown in help for a string flag, e.g. `N` in `--parallel N`. */
-  arg?: string;
-  short?: string;
-  multiple?: boolean;
-  default?: string | boolean;
-  /** Internal flags (between xp processes) are parsed but not listed. */
-  internal?: boolean;
-}
+import { json, lockFlags, lockOptions, overrideFlags, parseOptions, permissionFlags, positiveInt, queueFlag, quiet, reload, sandboxOptions, type Flag, type Values } from './flags.ts';
 
 interface Command {
   summary: string;
@@ -31,30 +11,6 @@ interface Command {
   flags: Record<string, Flag>;
   run(args: string[], values: Values): Promise<number>;
 }
-
-const overrideFlags: Record<string, Flag> = {
-  set: { type: 'string', multiple: true, arg: 'key=value', help: 'override one field (repeatable), e.g. --set head.dropout=0.5; a swept field set here is pinned' },
-  sweep: { type: 'string', multiple: true, arg: 'key=a,b,c', help: 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10' },
-  'max-trials': { type: 'string', arg: 'N', default: String(DEFAULT_MAX_TRIALS), help: 'refuse sweeps of more than N trials' },
-};
-// xp.lock, with Deno's flags: what `lockOptions` turns into the lock check of the command.
-const lockFlags: Record<string, Flag> = {
-  'lock-write': { type: 'boolean', help: 'accept changed content of pinned URLs: rewrite their entries in xp.lock' },
-  frozen: { type: 'boolean', help: 'refuse to add entries to xp.lock (for CI): a URL not pinned yet is an error' },
-  'no-lock': { type: 'boolean', help: 'neither check nor write xp.lock' },
-  lock: { type: 'string', arg: 'FILE', help: 'the lock file (default: xp.lock beside the experiment file, in the current folder for a URL)' },
-};
-// Deno's permission flags, for experiments that came from the web (a local file is trusted as the user's own).
-const permissionFlags: Record<string, Flag> = {
-  'allow-read': { type: 'string', multiple: true, optionalValue: true, arg: 'PATH,...', help: 'a file from the web may read these paths (every path without =)' },
-  'allow-write': { type: 'string', multiple: true, optionalValue: true, arg: 'PATH,...', help: 'a file from the web may write these paths (every path without =)' },
-  'allow-net': { type: 'string', multiple: true, optionalValue: true, arg: 'HOST[:PORT],...', help: 'a file from the web may contact these hosts (a tracking server, unpinned downloads; every host without =)' },
-  'allow-all': { type: 'boolean', short: 'A', help: 'a file from the web may do anything a local one may' },
-};
-const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
-const reload: Flag = { type: 'boolean', short: 'r', help: 'fetch the remote files again (the experiment, the files it extends, weights) instead of using the cache' };
-const queueFlag: Flag = { type: 'string', arg: 'URL', help: 'the Redis of the job queue, redis://host:6379[/db] (default XP_QUEUE_URL)' };
-const json = (help: string): Flag => ({ type: 'boolean', help });
 
 const commands: Record<string, Command> = {
   check: {
@@ -255,32 +211,6 @@ const commands: Record<string, Command> = {
     },
   },
 };
-
-function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgsConfig['options']> {
-  return Object.fromEntries(
-    Object.entries(flags).map(([name, f]) => [name, { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}), ...(f.default !== undefined ? { default: f.default } : {}) }]),
-  ) as NonNullable<ParseArgsConfig['options']>;
-}
-
-function sandboxOptions(v: Values): SandboxOptions {
-  const list = (flag: string) => v[flag] as string[] | undefined;
-  const grants = parseGrants({ read: list('allow-read'), write: list('allow-write'), net: list('allow-net') }, Boolean(v['allow-all']));
-  return { grants, locked: !v['no-lock'], dataDir: (v['data-dir'] as string | undefined) || undefined };
-}
-
-function lockOptions(v: Values): LockOptions {
-  const modes = (['lock-write', 'frozen', 'no-lock'] as const).filter((flag) => v[flag]);
-  if (modes.length > 1) throw new XpError(`${modes.map((flag) => `--${flag}`).join(' and ')} cannot be used together`, { hint: '--lock-write accepts changes, --frozen refuses them, --no-lock skips the lock: pick one.' });
-  if (v['no-lock'] && v.lock) throw new XpError('--no-lock and --lock cannot be used together');
-  const mode = v['lock-write'] ? 'write' : v.frozen ? 'frozen' : v['no-lock'] ? 'off' : 'default';
-  return { mode, file: (v.lock as string | undefined) || undefined };
-}
-
-function positiveInt(flag: string, text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new XpError(`${flag} must be a positive integer (got ${JSON.stringify(text)})`);
-  return n;
-}
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((c) => c.length));

@@ -1,8 +1,9 @@
 // The embedded MLflow server: one `mlflow server` per store folder, started on demand and reused while it runs.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
+import { processAlive } from '../util/process.ts';
+import { freePort, portIsFree } from '../util/ports.ts';
 import { TrackingError } from '../errors.ts';
 import { mlflowBin as projectMlflowBin, repoRoot } from '../paths.ts';
 
@@ -88,7 +89,7 @@ function share(storeDir: string, record: ServerFile, reused: boolean, exited?: P
   // The last user ends the server; a process that exits without stop() still leaves (synchronously).
   const leave = (): boolean => {
     fs.rmSync(me, { force: true });
-    const others = fs.readdirSync(users).filter((name) => isAlive(Number.parseInt(name, 10)));
+    const others = fs.readdirSync(users).filter((name) => processAlive(Number.parseInt(name, 10)));
     if (others.length > 0) return false;
     killGroup(record.pid, 'SIGTERM');
     return true;
@@ -120,7 +121,7 @@ export async function stopKeptServer(storeDir: string): Promise<{ url: string; s
   if (!record) return undefined;
   const users = path.join(path.resolve(storeDir), 'server.users');
   for (const name of fs.readdirSync(users)) if (name.endsWith('-kept')) fs.rmSync(path.join(users, name), { force: true });
-  if (fs.readdirSync(users).some((name) => isAlive(Number.parseInt(name, 10)))) return { url: record.url, stopped: false };
+  if (fs.readdirSync(users).some((name) => processAlive(Number.parseInt(name, 10)))) return { url: record.url, stopped: false };
   killGroup(record.pid, 'SIGTERM');
   const graceful = await Promise.race([untilDead(record.pid).then(() => true), sleep(10_000).then(() => false)]);
   if (!graceful) killGroup(record.pid, 'SIGKILL');
@@ -218,7 +219,7 @@ function takeLock(lockFile: string): boolean {
   }
   const holder = readPid(lockFile);
   // A lock being written has no pid yet: wait for it rather than take it.
-  if (holder !== undefined && !isAlive(holder) && readPid(lockFile) === holder) fs.rmSync(lockFile, { force: true });
+  if (holder !== undefined && !processAlive(holder) && readPid(lockFile) === holder) fs.rmSync(lockFile, { force: true });
   return false;
 }
 
@@ -240,12 +241,12 @@ function killGroup(pid: number, signal: NodeJS.Signals) {
 }
 
 async function untilDead(pid: number): Promise<void> {
-  while (isAlive(pid)) await sleep(100);
+  while (processAlive(pid)) await sleep(100);
 }
 
 async function runningServer(serverFile: string): Promise<ServerFile | undefined> {
   const record = readServerFile(serverFile);
-  if (!record || !isAlive(record.pid)) return undefined;
+  if (!record || !processAlive(record.pid)) return undefined;
   return (await isHealthy(record.url)) ? record : undefined;
 }
 
@@ -258,15 +259,6 @@ function readServerFile(file: string): ServerFile | undefined {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export async function isHealthy(url: string): Promise<boolean> {
   try {
     const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) });
@@ -275,27 +267,6 @@ export async function isHealthy(url: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
 }
 
 function tail(file: string, lines: number): string {
