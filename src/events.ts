@@ -117,3 +117,9 @@ export function loggedHeadlineValue(metrics: Record<string, number>, metric: str
   const value = key !== undefined && Number.isFinite(metrics[key]) ? metrics[key] : metrics[metric];
   return Number.isFinite(value) ? value : undefined;
 }
+
+/**
+ * Asked by training at each step (`step`) and before each epoch (`epoch`): true stops there. A Ctrl-C stops at the
+ * next step; a queue worker told to stop finishes its epoch first. Either way the run ends KILLED, resumable.
+ */
+export type StopCheck = (at: 'step' | 'epoch') => boolean;

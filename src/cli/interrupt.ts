@@ -5,14 +5,18 @@ import type { Progress } from '../train/progress.ts';
 /**
  * SIGINT, SIGTERM and SIGHUP: the first stops training at the end of the step, writes what exists and closes the
  * runs; the second journals every open run's end (KILLED) at once and stops waiting on MLflow, so the process exits
- * as soon as its files are written; the third exits now (the runs' end is journaled on the way out).
+ * as soon as its files are written; the third exits now (the runs' end is journaled on the way out). With
+ * `finishEpoch` (a queue worker) one more signal comes first: it lets the current epoch end, so that the job given
+ * back resumes after it.
  */
-export function interruptible(progress: Progress) {
+export function interruptible(progress: Progress, opts: { finishEpoch?: boolean } = {}) {
+  const gentle = opts.finishEpoch ? 1 : 0;
   let count = 0;
   const onSignal = () => {
     count++;
-    if (count === 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)');
-    else if (count === 2) {
+    if (count <= gentle) progress.line('\nStopping: finishing the current epoch, then giving the job back (again to stop at the end of the step)');
+    else if (count === gentle + 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)');
+    else if (count === gentle + 2) {
       const ended = hurryTracking();
       progress.line(`\nInterrupted again: ${ended ? `${ended} run(s) journaled as KILLED; ` : ''}not waiting for MLflow (\`xp sync\` sends the rest); once more to quit now`);
     } else process.exit(130);
@@ -20,7 +24,10 @@ export function interruptible(progress: Progress) {
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   for (const signal of signals) process.on(signal, onSignal);
   return {
+    /** A stop was asked for: no new epoch (or job) starts. */
     requested: () => count > 0,
+    /** Training stops at the end of the step. */
+    atStep: () => count > gentle,
     dispose: () => {
       for (const signal of signals) process.off(signal, onSignal);
     },

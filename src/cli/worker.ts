@@ -24,10 +24,10 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
   // The acceleration policy is settled before any job is taken: a bad XP_ACCEL fails here.
   const { accelPolicy } = await import('../accel/index.ts');
   accelPolicy();
-  const stop = interruptible(progress);
+  const stop = interruptible(progress, { finishEpoch: true });
   try {
     const { runWorker } = await import('../queue/worker.ts');
-    await runWorker({ url, name, progress, shouldStop: stop.requested });
+    await runWorker({ url, name, progress, shouldStop: stop.requested, stopNow: stop.atStep });
     // ioredis may go on retrying a Redis that is gone even after the worker disconnects: nothing is left to do.
     setTimeout(() => process.exit(), 1000).unref();
     return 0;

@@ -22,8 +22,10 @@ export interface WorkerOptions {
   url: string;
   name: string;
   progress: Progress;
-  /** True once the worker is asked to stop (SIGTERM, Ctrl-C). */
+  /** True once the worker is asked to stop (SIGTERM, Ctrl-C): the job in hand ends its epoch and is given back. */
   shouldStop: () => boolean;
+  /** True when asked again: training stops at the end of the step. */
+  stopNow?: () => boolean;
 }
 
 /** Outcome of a trial as the submitter receives it: which worker trained it. */
@@ -74,7 +76,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   progress.line(`xp worker ${name} (pid ${process.pid}) on ${os.hostname()}: waiting for jobs`);
   while (!options.shouldStop()) await sleep(250);
   progress.line(`xp worker ${name}: stopping`);
-  // The job in hand stops at the end of its step and is given back; a Redis that is gone is not waited for.
+  // The job in hand stops at the end of its epoch (its step, when asked again) and is given back; a Redis that is gone is not waited for.
   const closed = worker.close();
   while (busy) await sleep(250);
   await Promise.race([closed, sleep(5000)]);
@@ -97,7 +99,7 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
   let cancelled = false;
   const redis = await client();
   const watch = setInterval(() => void redis.get(cancelKey(data.sweepId)).then((v) => (cancelled ||= v !== null), () => {}), 2000);
-  const shouldStop = () => cancelled || options.shouldStop();
+  const shouldStop = (at: 'step' | 'epoch') => cancelled || (at === 'epoch' ? options.shouldStop() : (options.stopNow ?? options.shouldStop)());
   const report = (event: JobEvent) => void job.updateProgress(event).catch(() => {});
   const tracking = data.tracking
     ? await openTracking(trackingBase(data), (line) => progress.line(line), { 'xp.worker': name, 'xp.attempt': String(attempt), 'xp.queue_job': String(job.id) })

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
-import type { Callbacks } from '../events.ts';
+import type { Callbacks, StopCheck } from '../events.ts';
 import { LockError } from '../errors.ts';
 import { repoRoot, runsRoot } from '../paths.ts';
 import type { TrackingSession } from '../tracking/session.ts';
@@ -22,7 +22,7 @@ export interface TrialsContext {
   loaded: LoadedExperiment;
   file: string;
   progress: Progress;
-  shouldStop: () => boolean;
+  shouldStop: StopCheck;
   dataDir?: string;
   tracking?: TrackingSession;
   parentRunId?: string;
@@ -75,7 +75,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
   const withIds = (o: Outcome) => ({ ...o, ...tracking?.ids(o.runDir) });
   let data: { config: unknown; prepared: PreparedData } | undefined;
   for (const [g, group] of groups.entries()) {
-    if (ctx.shouldStop()) break;
+    if (ctx.shouldStop('epoch')) break;
     const specs = group.map((t) => ({
       name: t.name,
       experiment: t.experiment,

@@ -5,12 +5,13 @@
 // trajectory (same seed, batches and dropout masks): the longest one trains, and each shorter one is its prefix,
 // taking the trained weights when its last epoch ends. The parts: feeding (feed.ts), validation and scoring
 // (validation.ts), each trial's checkpoint and early stopping (trial-state.ts), backups for resuming (backup.ts).
+import { setImmediate } from 'node:timers/promises';
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import type { Backbone } from '../model/backbone.ts';
 import { setDropoutSeed } from '../accel/index.ts';
 import { createRng } from '../util/random.ts';
-import type { EarlyStoppingReport, EpochLogs, RunResult } from '../events.ts';
+import type { EarlyStoppingReport, EpochLogs, RunResult, StopCheck } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
 import { backupKey, backupTrial, backupWritten, linkBackup, resumeTrial, type Backup } from './backup.ts';
@@ -54,7 +55,8 @@ export interface LoopOptions {
   /** Inference function of the frozen backbone (BN folded); undefined when fine-tuning. */
   forward?: (x: tf.Tensor4D) => tf.Tensor;
   progress: Progress;
-  shouldStop: () => boolean;
+  /** Whether to stop before the next step (a signal), or only before the next epoch (a worker told to finish it). */
+  shouldStop: StopCheck;
 }
 
 /** Trains the group; each member's result goes to its onDone as soon as the member is done. */
@@ -74,7 +76,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const step = { global: 0 };
   try {
     const epochsDone = await resumeGroup(trials, feed, validation, step);
-    for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop(); epoch++) {
+    for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop('epoch'); epoch++) {
       const active = trials.filter((t) => !t.stoppedEarly && epoch <= t.epochs);
       if (!active.length) break;
       const trainers = [...new Set(active.map((t) => t.trainer))];
@@ -82,7 +84,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, feed.steps, label);
       const started = Date.now();
       const sums = await trainEpoch(trainers, feed, step, opts);
-      if (shouldStop()) break;
+      if (shouldStop('step')) break;
       const trainSeconds = (Date.now() - started) / 1000;
       const epochValidation = validation.nextEpoch();
       const scores = new Map<Trial, { loss: number; accuracy: number }>();
@@ -158,6 +160,8 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
   const batches = feed.epoch();
   try {
     for (let s = 1; s <= feed.steps; s++) {
+      // A turn of the event loop each step: signals, tracking deliveries and a queue's lock renewals wait for one.
+      await setImmediate();
       const { batch, upcoming } = batches.next();
       step.global++;
       for (const t of trainers) {
@@ -172,7 +176,7 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
       tf.dispose([batch.input, batch.target]);
       const first = sums.get(trainers[0])!;
       opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.n });
-      if (opts.shouldStop()) break;
+      if (opts.shouldStop('step')) break;
     }
   } finally {
     batches.dispose();

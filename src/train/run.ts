@@ -10,7 +10,7 @@ import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
-import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult, RunStartInfo } from '../events.ts';
+import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult, RunStartInfo, StopCheck } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
@@ -51,7 +51,7 @@ export interface GroupOptions {
   runsRoot: string;
   dataDir?: string;
   progress: Progress;
-  shouldStop: () => boolean;
+  shouldStop: StopCheck;
   /** Reuse data already decoded by an earlier group with the same data section. */
   data?: PreparedData;
   /** Back up each run's state at every epoch end (Keras BackupAndRestore) so that an interrupted run can resume. */
@@ -135,7 +135,7 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     const history = r?.history ?? [];
     // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
-    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop() && !ranItsEpochs ? 'KILLED' : 'FINISHED';
+    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop('epoch') && !ranItsEpochs ? 'KILLED' : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
     if (status === 'FINISHED') await removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
     const wallSeconds = (Date.now() - started) / 1000;

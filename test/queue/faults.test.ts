@@ -36,14 +36,17 @@ async function runsOf(experimentName: string) {
   return runs.map((run) => ({ status: run.info.status, tags: fromKeyValues(run.data.tags) })).filter((run) => run.tags['xp.kind'] !== 'sweep');
 }
 
-test('SIGTERM: the worker ends the step, gives the job back and exits; the next worker resumes it from the shared run folder', async () => {
+test('SIGTERM: the worker finishes the epoch, gives the job back and exits; the next worker resumes it after that epoch from the shared run folder', async () => {
   const runs = path.join(tmp, 'shared-runs');
   const first = startWorker('t1', redis.url, { XP_RUNS_DIR: runs });
   workers.push(first); // stopped by the test, or after all
-  const file = sweepFile(tmp, 'queue-term', 'training: {epochs: 8, steps_per_epoch: 8, validation_steps: 2}');
+  // Epochs of some seconds: a stop at the end of the step would land inside the epoch the signal interrupts.
+  const file = sweepFile(tmp, 'queue-term', 'training: {epochs: 3, steps_per_epoch: 500, validation_steps: 2}');
   const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
-  await until('t1 in its second epoch', () => first.output().includes('Epoch 2/8'), 180_000);
+  await until('t1 in its second epoch', () => first.output().includes('Epoch 2/3'), 180_000);
+  // The epoch under way when the signal is sent: the worker finishes it before giving the job back.
+  const during = Math.max(...[...first.output().matchAll(/Epoch (\d)\/3/g)].map((m) => Number(m[1])));
   first.proc.kill('SIGTERM');
   const stopped = await first.proc;
   expect(stopped.exitCode, first.output()).toBe(0);
@@ -58,6 +61,7 @@ test('SIGTERM: the worker ends the step, gives the job back and exits; the next 
     // A loaded machine may finish more epochs before the signal lands: the epoch is read from the worker.
     const epoch = /Resuming trial 1 after epoch (\d)/.exec(second.output())?.[1];
     expect(epoch, second.output()).toBeDefined();
+    expect(Number(epoch), `SIGTERM sent during epoch ${during}`).toBeGreaterThanOrEqual(during);
     // One MLflow run: KILLED by t1, continued and FINISHED by t2.
     const [run, ...others] = await runsOf('queue-term');
     expect(others).toEqual([]);

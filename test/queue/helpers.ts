@@ -114,6 +114,8 @@ export function startWorker(name: string, queue: string, env: Record<string, str
   let out = '';
   const proc = execa(process.execPath, [bin, 'worker', '--queue', queue, '--name', name], {
     reject: false,
+    // A stopped worker finishes its epoch first: no SIGKILL 5 s after a SIGTERM (execa's default).
+    forceKillAfterDelay: false,
     cwd: dir,
     env: { XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache'), TF_NUM_INTRAOP_THREADS: '1', XP_QUEUE_LOCK_SECONDS: '15', ...env },
   });
