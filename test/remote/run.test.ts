@@ -106,6 +106,10 @@ test('a remote experiment extending a remote base, its weights relative to it, i
     'xp.extends': JSON.stringify([{ spec: baseUrl, sha256: sha(base) }]),
   });
   expect(params(run)['backbone.weights']).toBe(`${web.url}/models/backbone.h5`);
+  // Every remote byte the run used is pinned in ./xp.lock (the experiment came by URL): the files, weights and data.
+  const pinned = JSON.parse(fs.readFileSync(path.join(tmp, 'xp.lock'), 'utf8')).remote as Record<string, string>;
+  expect(pinned).toMatchObject({ [expUrl]: sha(exp), [baseUrl]: sha(base) });
+  expect(Object.keys(pinned).sort()).toEqual([baseUrl, expUrl, `${web.url}/data/pets.zip`, `${web.url}/models/backbone.h5`].sort());
 }, 180_000);
 
 test('a local sweep extending the remote experiment runs; every run of it records the chain: the local file, then the remote files as merged', async () => {
