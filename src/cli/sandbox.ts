@@ -29,7 +29,6 @@ export function sandboxCheck(opts: SandboxOptions) {
   return async (sources: readonly ExperimentSource[], trials: readonly ResolvedTrial[]): Promise<void> => {
 
     const accesses = accessesOf(trials.map((t) => t.experiment), {
-      resolve: (value) => value, // paths are absolute (or URLs) once loaded
       cacheDir: cacheDir(),
       dataDir: opts.dataDir ?? dataDir(),
       runsDir: runsRoot(),

@@ -4,6 +4,7 @@
 // above all (runs, params and file names would leave the machine), needs a flag.
 import path from 'node:path';
 import type { Experiment } from '../config/types.ts';
+import { isUrl } from '../remote/url.ts';
 import type { AccessKind } from './grants.ts';
 
 export interface Access {
@@ -16,28 +17,22 @@ export interface Access {
   allowed?: string;
 }
 
+/** Where xp itself reads and writes; the experiment's paths are absolute or URLs once loaded (src/config). */
 export interface AccessContext {
-  /** Resolves a path written in the experiment to an absolute path or a URL (against the file that wrote it). */
-  resolve: (value: string) => string;
   /** Where xp keeps downloads (weights, remote files) and unpacks data sets given by url. */
   cacheDir: string;
   dataDir: string;
   runsDir: string;
   /** Downloads are pinned by xp.lock (false with --no-lock: then they need a grant too). */
   locked: boolean;
-  /** The tracking URI the run would log to when the file does not name one (the user's choice). */
-  userTrackingUri?: string;
 }
-
-const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
 
 /** Every access the trials need, each (kind, target) once; the first field that needs it names it. */
 export function accessesOf(experiments: readonly Experiment[], ctx: AccessContext): Access[] {
   const found = new Map<string, Access>();
   const add = (a: Access) => void (found.has(`${a.kind} ${a.target}`) || found.set(`${a.kind} ${a.target}`, a));
   const inCache = (file: string) => [ctx.cacheDir, ctx.dataDir].some((dir) => !path.relative(dir, file).startsWith('..'));
-  const read = (value: string, field: string): void => {
-    const file = ctx.resolve(value);
+  const read = (file: string, field: string): void => {
     if (isUrl(file)) return download(file, field);
     add({ kind: 'read', target: file, field, allowed: inCache(file) ? "xp's cache" : undefined });
   };
@@ -48,14 +43,14 @@ export function accessesOf(experiments: readonly Experiment[], ctx: AccessContex
   };
   for (const e of experiments) {
     if (e.data.url) {
-      download(ctx.resolve(e.data.url), 'data.url');
+      download(e.data.url, 'data.url');
       for (const field of ['train', 'validation'] as const) read(path.resolve(ctx.dataDir, e.data[field]), `data.${field}`);
     } else {
       for (const field of ['train', 'validation'] as const) read(e.data[field], `data.${field}`);
     }
     if (e.backbone.weights !== 'nsfwjs' && e.backbone.weights !== 'imagenet') read(e.backbone.weights, 'backbone.weights');
     if (e.tracking.enabled && e.tracking.uri) {
-      const uri = ctx.resolve(e.tracking.uri);
+      const uri = e.tracking.uri;
       if (uri.startsWith('file:') || !isUrl(uri)) add({ kind: 'write', target: isUrl(uri) ? decodeURIComponent(new URL(uri).pathname) : path.resolve(uri), field: 'tracking.uri' });
       else add({ kind: 'net', target: new URL(uri).host, field: 'tracking.uri' });
     }

@@ -1,6 +1,5 @@
 // The sandbox of files from the web, as pure decisions: Deno's flags, the accesses an experiment needs, and the
 // gate that allows, asks or refuses them. (test/cli/remote-permissions.test.ts runs it through `xp run`.)
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Experiment } from '../../src/config/types.ts';
 import { accessesOf, type AccessContext } from '../../src/permissions/access.ts';
@@ -9,7 +8,6 @@ import { granted, NO_GRANTS, parseGrants } from '../../src/permissions/grants.ts
 import { XpError } from '../../src/errors.ts';
 
 const ctx: AccessContext = {
-  resolve: (v) => (/^[a-z]+:\/\//.test(v) ? v : path.resolve('/exp', v)),
   cacheDir: '/home/u/.cache/xp',
   dataDir: '/home/u/.cache/xp/datasets',
   runsDir: '/work/runs',
