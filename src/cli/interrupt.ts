@@ -28,6 +28,8 @@ export function interruptible(progress: Progress, opts: { finishEpoch?: boolean 
     requested: () => count > 0,
     /** Training stops at the end of the step. */
     atStep: () => count > gentle,
+    /** How many signals came (a queue worker passes the count on to its training process). */
+    count: () => count,
     dispose: () => {
       for (const signal of signals) process.off(signal, onSignal);
     },

@@ -110,11 +110,12 @@ const commands: Record<string, Command> = {
       queue: queueFlag,
       concurrency: { type: 'string', arg: 'N', default: '1', help: 'train N jobs at once, in child processes sharing the cores' },
       name: { type: 'string', arg: 'NAME', help: 'how the queue and MLflow name this worker (default <host>-<pid>)' },
+      'train-job': { type: 'boolean', internal: true, help: "a worker's training process: trains the one job its worker sends" },
     },
     async run(args, v) {
       if (args.length) throw new XpError(`xp worker takes no arguments (got ${args.join(' ')})`, { hint: 'xp worker --queue redis://127.0.0.1:6379' });
       const { workerCommand } = await import('./worker.ts');
-      return workerCommand({ queue: v.queue as string | undefined, name: v.name as string | undefined, concurrency: positiveInt('--concurrency', v.concurrency as string) });
+      return workerCommand({ queue: v.queue as string | undefined, name: v.name as string | undefined, concurrency: positiveInt('--concurrency', v.concurrency as string), trainJob: Boolean(v['train-job']) });
     },
   },
   queue: {

@@ -37,6 +37,7 @@ export async function runQueued(file: string, loaded: LoadedExperiment, opts: Ru
       experimentName: process.env.MLFLOW_EXPERIMENT_NAME || tracking.experimentName,
       parentRunId: sweep?.parentRunId,
       embeddedOn: tracking.embedded ? os.hostname() : undefined,
+      sweep: sweep?.parentRunId ? { metric: loaded.sweep!.metric, goal: loaded.sweep!.goal, trialHashes: loaded.trials.map((t) => t.configHash) } : undefined,
     };
     const jobs = jobsOf(opts.split ? groups.flat().map((t) => [t]) : groups, {
       sweepId: sweepHash(loaded),

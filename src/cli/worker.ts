@@ -12,9 +12,15 @@ export interface WorkerCommandOptions {
   queue?: string;
   name?: string;
   concurrency: number;
+  /** Internal: this process is a worker's training process, for one job sent over IPC. */
+  trainJob?: boolean;
 }
 
 export async function workerCommand(opts: WorkerCommandOptions): Promise<number> {
+  if (opts.trainJob) {
+    const { trainJobProcess } = await import('../queue/train-job.ts');
+    return trainJobProcess();
+  }
   const url = queueUrl(opts.queue);
   if (!url) throw new XpError('xp worker needs the queue: --queue redis://host:6379 (or XP_QUEUE_URL)', { hint: 'xp worker --queue redis://127.0.0.1:6379' });
   connectionOf(url);
@@ -27,7 +33,7 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
   const stop = interruptible(progress, { finishEpoch: true });
   try {
     const { runWorker } = await import('../queue/worker.ts');
-    await runWorker({ url, name, progress, shouldStop: stop.requested, stopNow: stop.atStep });
+    await runWorker({ url, name, progress, stopLevel: stop.count });
     // ioredis may go on retrying a Redis that is gone even after the worker disconnects: nothing is left to do.
     setTimeout(() => process.exit(), 1000).unref();
     return 0;

@@ -48,12 +48,14 @@ export function connectionOf(url: string, from = '--queue'): QueueConnection {
 export const shownUrl = withoutPassword;
 
 /**
- * XP_QUEUE_LOCK_SECONDS (default 60): how long a job stays with a worker after its last sign of life. A worker
- * that dies (or whose machine does) loses its job to another worker after about this long.
+ * XP_QUEUE_LOCK_SECONDS (default 30, BullMQ's own): how long a job stays with a worker after its last sign of life.
+ * A worker that dies (or whose machine does) loses its job to another worker after about this long. The worker's
+ * event loop does no training (each job trains in a process of its own), so its lock is renewed on time however
+ * long TensorFlow holds the trainer.
  */
 export function lockMs(env: NodeJS.ProcessEnv = process.env): number {
   const seconds = Number(env.XP_QUEUE_LOCK_SECONDS);
-  return (env.XP_QUEUE_LOCK_SECONDS && Number.isFinite(seconds) && seconds >= 2 ? seconds : 60) * 1000;
+  return (env.XP_QUEUE_LOCK_SECONDS && Number.isFinite(seconds) && seconds >= 2 ? seconds : 30) * 1000;
 }
 
 function badUrl(url: string, from: string, why?: string): XpError {

@@ -3,9 +3,11 @@
 // start, and the tracking server and parent run. Job ids follow from the sweep and its trials, so submitting a
 // sweep again never doubles a job that is waiting or running.
 import type { ExperimentSource } from '../config/load.ts';
+import crypto from 'node:crypto';
 import os from 'node:os';
 import type { Queue } from 'bullmq';
 import type { ResolvedTrial } from '../config/load.ts';
+import type { Goal } from '../config/metrics.ts';
 import type { Experiment } from '../config/types.ts';
 
 export interface JobTrial {
@@ -21,6 +23,8 @@ export interface JobTracking {
   parentRunId?: string;
   /** The submitter's host when `uri` is its embedded server (a SQLite store only that machine can serve). */
   embeddedOn?: string;
+  /** What the worker that ends the sweep's last job needs to close its parent run: how to pick the best trial, among which. */
+  sweep?: { metric: string; goal?: Goal; trialHashes: string[] };
 }
 
 export interface TrialJob {
@@ -38,8 +42,11 @@ export interface TrialJob {
   tracking?: JobTracking;
   backup: boolean;
   submittedFrom: string;
-  /** When the sweep was submitted (ms): runs FINISHED since are this submission's (an earlier attempt's), not older ones that --rerun repeats. */
-  submittedAt: number;
+  /**
+   * This submission's id, which its runs carry (tag xp.submission): a FINISHED run with it is an earlier attempt's,
+   * one without it is older (--rerun repeats those). An id, not a time: the machines' clocks need not agree.
+   */
+  submission: string;
 }
 
 /** How many times a job runs before it is FAILED for good (the retry waits JOB_BACKOFF_MS). */
@@ -50,17 +57,17 @@ export const JOB_BACKOFF_MS = 10_000;
 /** Same sweep and same trials: same id. BullMQ refuses ':' in ids. */
 export const jobIdOf = (sweepId: string, trials: Pick<JobTrial, 'index'>[]) => `${sweepId}-${trials.map((t) => t.index).join('.')}`;
 
-export function jobsOf(groups: ResolvedTrial[][], common: Omit<TrialJob, 'trials' | 'submittedFrom' | 'submittedAt'>): TrialJob[] {
-  const submittedAt = Date.now();
+export function jobsOf(groups: ResolvedTrial[][], common: Omit<TrialJob, 'trials' | 'submittedFrom' | 'submission'>): TrialJob[] {
+  const submission = crypto.randomUUID();
   return groups.map((group) => ({
     ...common,
     trials: group.map((t) => ({ index: t.index, name: t.name, configHash: t.configHash, experiment: t.experiment })),
     submittedFrom: os.hostname(),
-    submittedAt,
+    submission,
   }));
 }
 
-const LIVE = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
+export const LIVE = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
 
 /**
  * Adds the jobs not already waiting or running; a job that ended (completed or failed) is replaced: its trials

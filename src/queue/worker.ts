@@ -1,31 +1,31 @@
-// `xp worker`: takes jobs from the queue one at a time and trains each as `xp run` trains a share group, logging to
-// the job's MLflow server from here. Before training, a job's trials that MLflow has FINISHED are skipped (a job
-// handed on by a dead worker may have done some), and the runs a dead attempt left RUNNING are closed FAILED.
-// Stopping (SIGTERM) ends the current step, saves what --resume needs, and gives the job back to the queue.
-import { usePin } from '../lock/pin.ts';
-import { pinnedBy } from '../lock/lock.ts';
+// `xp worker`: takes jobs from the queue one at a time and trains each as `xp run` trains a share group, in a
+// process of its own (job-process.ts) that logs to the job's MLflow server. Before training, a job's trials that
+// MLflow has FINISHED are skipped (a job handed on by a dead worker may have done some), and the runs a dead attempt
+// left RUNNING are closed FAILED (settle.ts). SIGTERM lets the current epoch end, keeps what --resume needs, and
+// gives the job back to the queue. The worker that ends a sweep's last job closes the sweep (sweep-end.ts).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Job } from 'bullmq';
 import type { ResolvedTrial } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
-import { XpError } from '../errors.ts';
-import { planResume, runInProcess, type Outcome } from '../run/trials.ts';
-import { openTracking } from '../tracking/session.ts';
+import { planResume, type Outcome } from '../run/trials.ts';
 import type { Progress } from '../train/progress.ts';
 import { connectionOf, lockMs, QUEUE_NAME } from './connection.ts';
 import { cancelKey, type TrialJob } from './jobs.ts';
-import { sweepRuns } from './runs.ts';
+import { trainInProcess, TrainerDied } from './job-process.ts';
+import { closeDeadAttempt, settleEarlierAttempts } from './settle.ts';
+import { closeIfLast } from './sweep-end.ts';
 
 export interface WorkerOptions {
   url: string;
   name: string;
   progress: Progress;
-  /** True once the worker is asked to stop (SIGTERM, Ctrl-C): the job in hand ends its epoch and is given back. */
-  shouldStop: () => boolean;
-  /** True when asked again: training stops at the end of the step. */
-  stopNow?: () => boolean;
+  /**
+   * How often the worker was asked to stop (SIGTERM, Ctrl-C): once, the job in hand ends its epoch and is given
+   * back; twice, its training stops at the end of the step; three times, it stops waiting for MLflow.
+   */
+  stopLevel: () => number;
 }
 
 /** Outcome of a trial as the submitter receives it: which worker trained it. */
@@ -38,7 +38,7 @@ export type JobEvent =
 
 /** Runs until asked to stop; then the job in hand is given back and the worker leaves the queue. */
 export async function runWorker(options: WorkerOptions): Promise<void> {
-  const { Worker } = await import('bullmq');
+  const { Queue, Worker } = await import('bullmq');
   const { progress, name } = options;
   const lock = lockMs();
   let redis: () => Promise<Redis> = () => Promise.reject(new Error('no worker yet'));
@@ -71,16 +71,28 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     outage = error.message;
   });
   worker.on('ready', () => (outage = undefined));
-  worker.on('failed', (job, error) => job && progress.line(`job ${job.id}: ${error.message}`));
-  worker.on('completed', (job) => progress.line(`job ${job.id}: done`));
+  // The worker that ends a sweep's last job closes the sweep (its parent run) in MLflow.
+  const queue = new Queue<TrialJob>(QUEUE_NAME, { connection: connectionOf(options.url) });
+  queue.on('error', () => {});
+  const ended = (job: Job<TrialJob>) => void closeIfLast(queue, job.data, (line) => progress.line(line)).catch((error: Error) => progress.line(`sweep ${job.data.sweepId}: its parent run is not closed (${error.message})`));
+  worker.on('failed', (job, error) => {
+    if (!job) return;
+    progress.line(`job ${job.id}: ${error.message}`);
+    ended(job);
+  });
+  worker.on('completed', (job) => {
+    progress.line(`job ${job.id}: done`);
+    ended(job);
+  });
   progress.line(`xp worker ${name} (pid ${process.pid}) on ${os.hostname()}: waiting for jobs`);
-  while (!options.shouldStop()) await sleep(250);
+  while (!options.stopLevel()) await sleep(250);
   progress.line(`xp worker ${name}: stopping`);
   // The job in hand stops at the end of its epoch (its step, when asked again) and is given back; a Redis that is gone is not waited for.
   const closed = worker.close();
   while (busy) await sleep(250);
   await Promise.race([closed, sleep(5000)]);
   await Promise.race([worker.disconnect().catch(() => {}), sleep(2000)]);
+  await Promise.race([queue.close().catch(() => {}), sleep(2000)]);
 }
 
 type Redis = Awaited<import('bullmq').Worker['client']>;
@@ -90,50 +102,36 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
   const { progress, name } = options;
   const data = job.data;
   const attempt = job.attemptsStarted;
-  progress.line(`job ${job.id} (attempt ${attempt}): ${data.trials.map((t) => t.name).join('; ')}`);
+  const jobId = String(job.id);
+  progress.line(`job ${jobId} (attempt ${attempt}): ${data.trials.map((t) => t.name).join('; ')}`);
   const refused = refusal(data, name);
   if (refused) throw new UnrecoverableError(refused);
-  // Downloads by URL are checked against the submitter's xp.lock, as they would have been there.
-  usePin(pinnedBy(data.pins ?? {}, `xp.lock of ${data.submittedFrom} (the submitter)`));
 
   let cancelled = false;
   const redis = await client();
   const watch = setInterval(() => void redis.get(cancelKey(data.sweepId)).then((v) => (cancelled ||= v !== null), () => {}), 2000);
-  const shouldStop = (at: 'step' | 'epoch') => cancelled || (at === 'epoch' ? options.shouldStop() : (options.stopNow ?? options.shouldStop)());
-  const report = (event: JobEvent) => void job.updateProgress(event).catch(() => {});
-  const tracking = data.tracking
-    ? await openTracking(trackingBase(data), (line) => progress.line(line), { 'xp.worker': name, 'xp.attempt': String(attempt), 'xp.queue_job': String(job.id) })
-    : undefined;
+  const log = (line: string) => progress.line(line);
   try {
     const trials: ResolvedTrial[] = data.trials.map((t) => ({ ...t, values: {} }));
     // Resumes where an earlier attempt's backup is in this worker's run folders (a shared folder); fresh otherwise.
     const planned = planResume([trials], () => {});
-    for (const [index, run] of planned.resume) progress.line(`Resuming trial ${index} after epoch ${run.epoch}: ${run.runDir}`);
-    const toRun = await settleEarlierAttempts(data, planned.groups, planned.resume, { name, attempt, log: (line) => progress.line(line) });
-    let outcomes: Outcome[] = [];
-    if (toRun.length) {
-      outcomes = await runInProcess(toRun, {
-        loaded: { file: data.file, sources: data.sources ?? [], pinned: [], origin: () => 'the job', base: data.trials[0].experiment, trials, sweep: undefined },
-        file: data.file,
-        progress,
-        shouldStop,
-        tracking,
-        parentRunId: data.tracking?.parentRunId,
-        backup: data.backup,
-        resume: planned.resume,
-        observe: (t) => ({
-          onRunStart: () => report({ event: 'start', trial: t.name, worker: name, attempt }),
-          onEpochEnd: (epoch, logs) => report({ event: 'epoch', trial: t.name, epoch, epochs: t.experiment.training.epochs, logs: { ...logs } }),
-        }),
-      }).catch((error: Error) => {
-        throw new Error(`${error.message}${error instanceof XpError && error.hint ? ` (${error.hint})` : ''}`);
-      });
-    }
-    await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
-    if (options.shouldStop() && !cancelled && outcomes.some((o) => o.status !== 'FINISHED')) {
+    for (const [index, run] of planned.resume) log(`Resuming trial ${index} after epoch ${run.epoch}: ${run.runDir}`);
+    const groups = await settleEarlierAttempts(data, planned.groups, [...planned.resume.values()].map((r) => r.runDir), { name, attempt, log });
+    const outcomes = groups.length
+      ? await trainInProcess({ data, groups, resume: planned.resume, worker: name, attempt, jobId }, {
+          stopLevel: options.stopLevel,
+          cancelled: () => cancelled,
+          report: (event) => void job.updateProgress(event).catch(() => {}),
+          log,
+        }).catch(async (error: Error) => {
+          if (error instanceof TrainerDied) await closeDeadAttempt(data, { jobId, attempt, how: error.message.replace(/^the training process \([^)]*\) /, ''), log });
+          throw error;
+        })
+      : [];
+    if (options.stopLevel() > 0 && !cancelled && outcomes.some((o) => o.status !== 'FINISHED')) {
       // Given back: another worker (or this one, restarted) continues it, from its backup where it can see it.
       await job.moveToWait(token);
-      progress.line(`job ${job.id}: given back to the queue`);
+      log(`job ${jobId}: given back to the queue`);
       throw new WaitingError();
     }
     if (cancelled) throw new UnrecoverableError('cancelled by `xp queue cancel`');
@@ -142,41 +140,7 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
     return outcomes.map((o) => ({ ...o, worker: name }));
   } finally {
     clearInterval(watch);
-    await tracking?.close();
   }
-}
-
-/**
- * Trials FINISHED in MLflow since the submission leave their group (an earlier attempt did them); runs an earlier
- * attempt left RUNNING (its worker died) end FAILED, `xp.attempt_end` naming the attempt that follows, unless they
- * resume here.
- */
-async function settleEarlierAttempts(
-  data: TrialJob,
-  groups: ResolvedTrial[][],
-  resume: Map<number, { runDir: string }>,
-  ctx: { name: string; attempt: number; log: (line: string) => void },
-): Promise<ResolvedTrial[][]> {
-  if (!data.tracking) return groups;
-  const runs = await sweepRuns(data.tracking).catch((error: Error) => {
-    ctx.log(`MLflow: cannot tell which trials earlier attempts finished (${error.message}); training them all`);
-    return undefined;
-  });
-  if (!runs) return groups;
-  const rows = runs.rows.filter((row) => data.trials.some((t) => t.configHash === row.tags['xp.config_hash']));
-  // Runs FINISHED before the submission are not this job's: the submitter left those trials out, unless --rerun.
-  const finished = new Set(rows.filter((row) => row.status === 'FINISHED' && (row.startTime ?? 0) >= data.submittedAt).map((row) => row.tags['xp.config_hash']));
-  const resumed = new Set([...resume.values()].map((r) => r.runDir));
-  for (const row of rows.filter((r) => r.status === 'RUNNING' && !(r.runDir && resumed.has(r.runDir)))) {
-    const what = `attempt ${row.tags['xp.attempt'] ?? '?'} on ${row.tags['xp.worker'] ?? 'a worker'} ended without closing its run; attempt ${ctx.attempt} on ${ctx.name} follows`;
-    await runs.client.logBatch(row.runId, { tags: [{ key: 'xp.attempt_end', value: what }] }).catch(() => {});
-    await runs.client.updateRun(row.runId, { status: 'FAILED', endTime: Date.now() }).catch(() => {});
-    ctx.log(`MLflow run ${row.runId} of ${row.runName}: FAILED (${what})`);
-  }
-  const kept = groups.map((g) => g.filter((t) => !finished.has(t.configHash))).filter((g) => g.length);
-  const skipped = data.trials.filter((t) => finished.has(t.configHash));
-  if (skipped.length) ctx.log(`Already FINISHED in MLflow, not trained again: ${skipped.map((t) => t.name).join('; ')}`);
-  return kept;
 }
 
 /** Why this worker cannot take the job at all (no retry helps), or undefined. */
@@ -202,11 +166,5 @@ function localPaths(e: Experiment): string[] {
 }
 
 const isLoopback = (uri: string) => /^(localhost|127\.|\[::1\])/.test(new URL(uri).hostname);
-
-/** The experiment as openTracking reads it: the job's server and experiment name. */
-function trackingBase(data: TrialJob): Experiment {
-  const base = data.trials[0].experiment;
-  return { ...base, tracking: { ...base.tracking, uri: data.tracking!.uri, experiment_name: data.tracking!.experimentName } };
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

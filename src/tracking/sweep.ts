@@ -4,7 +4,7 @@
 // Tracking never holds up training: every request here is one short attempt, and a failure is said and passed over.
 import crypto from 'node:crypto';
 import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
-import { isBetter, metricGoal } from '../config/metrics.ts';
+import { isBetter, metricGoal, type Goal } from '../config/metrics.ts';
 import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
 import { runUrl, type MlflowClient } from './client.ts';
 import { listRuns, type RunRow } from './compare.ts';
@@ -159,25 +159,63 @@ export async function closeSweep(options: {
   log: Log;
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepEnd> {
-  const { loaded, session, log } = options;
-  const { metric, goal } = loaded.sweep!;
+  const { loaded, session } = options;
+  const { metric } = loaded.sweep!;
   const ranThisTime = new Set(options.results.map((r) => r.mlflowRunId).filter(Boolean));
   const candidates = [
     ...options.results.filter((r) => r.status === 'FINISHED').map((r) => ({ name: r.name, runId: r.mlflowRunId, experimentId: r.experimentId, value: headlineValue(r, metric) })),
-    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map((row) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: loggedHeadlineValue(row.metrics, metric) })),
+    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map(candidateOf(metric)),
   ];
-  const best = chooseBest(candidates, metric, goal ?? metricGoal(metric));
+  return endSweep({ ...options, parentRunId: session.parentRunId, metric, goal: loaded.sweep!.goal, candidates });
+}
+
+/**
+ * A queued sweep's end, closed by the worker that ends its last job: the candidates are the FINISHED runs MLflow
+ * holds for the sweep's trials (the newest of each, as openSweep counts them), whichever machine trained them.
+ */
+export async function closeSweepFromRuns(options: {
+  uri: string;
+  experimentName: string;
+  parentRunId: string;
+  metric: string;
+  goal?: Goal;
+  trialHashes: string[];
+  killed: boolean;
+  log: Log;
+  env?: NodeJS.ProcessEnv;
+}): Promise<SweepEnd> {
+  const client = quickClient(options.uri, options.env);
+  const rows = await listRuns({ uri: options.uri, experimentName: options.experimentName, includeSweeps: true, client });
+  const candidates = [...finishedByHash(rows, options.trialHashes).values()].map(candidateOf(options.metric));
+  return endSweep({ ...options, candidates });
+}
+
+const candidateOf = (metric: string) => (row: RunRow) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: loggedHeadlineValue(row.metrics, metric) });
+
+/** The best candidate and the compare URL of all, on the parent, which ends FINISHED (FAILED without a best, KILLED when stopped). */
+async function endSweep(options: {
+  uri: string;
+  parentRunId?: string;
+  metric: string;
+  goal?: Goal;
+  candidates: { name: string; runId?: string; experimentId?: string; value?: number }[];
+  killed: boolean;
+  log: Log;
+  env?: NodeJS.ProcessEnv;
+}): Promise<SweepEnd> {
+  const { metric, candidates } = options;
+  const best = chooseBest(candidates, metric, options.goal ?? metricGoal(metric));
   const tracked = candidates.filter((c) => c.runId && c.experimentId);
   const url = tracked.length ? compareUrl(options.uri, tracked.map((c) => c.experimentId!), tracked.map((c) => c.runId!)) : undefined;
-  if (session.parentRunId) {
+  if (options.parentRunId) {
     const client = quickClient(options.uri, options.env);
     const tags = [...(best?.runId ? [{ key: 'xp.best_run_id', value: best.runId }] : []), ...(url && url.length <= 5000 ? [{ key: 'xp.compare_url', value: url }] : [])];
     const metrics = best ? [{ key: `best_${metric}`, value: best.value, timestamp: Date.now(), step: 0 }] : [];
     try {
-      await client.logBatch(session.parentRunId, { tags, metrics });
-      await client.updateRun(session.parentRunId, { status: options.killed ? 'KILLED' : best ? 'FINISHED' : 'FAILED', endTime: Date.now() });
+      await client.logBatch(options.parentRunId, { tags, metrics });
+      await client.updateRun(options.parentRunId, { status: options.killed ? 'KILLED' : best ? 'FINISHED' : 'FAILED', endTime: Date.now() });
     } catch (error) {
-      log(`MLflow: could not close the sweep's parent run (${(error as Error).message}); the next run of this sweep closes it.`);
+      options.log(`MLflow: could not close the sweep's parent run (${(error as Error).message}); the next run of this sweep closes it.`);
     }
   }
   return { best: best && { name: best.name, runId: best.runId, value: best.value }, compareUrl: url };

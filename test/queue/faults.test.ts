@@ -29,11 +29,16 @@ afterAll(async () => {
   removeTempDirs();
 }, 60_000);
 
+/** The trials' runs of an experiment (the sweep's parent left out). */
 async function runsOf(experimentName: string) {
+  return (await allRunsOf(experimentName)).filter((run) => run.tags['xp.kind'] !== 'sweep');
+}
+
+async function allRunsOf(experimentName: string) {
   const client = createClient(server.url);
   const experiment = await client.getExperimentByName(experimentName);
   const runs = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
-  return runs.map((run) => ({ status: run.info.status, tags: fromKeyValues(run.data.tags) })).filter((run) => run.tags['xp.kind'] !== 'sweep');
+  return runs.map((run) => ({ status: run.info.status, tags: fromKeyValues(run.data.tags) }));
 }
 
 test('SIGTERM: the worker finishes the epoch, gives the job back and exits; the next worker resumes it after that epoch from the shared run folder', async () => {
@@ -115,7 +120,7 @@ test("a job logging to another machine's embedded MLflow is refused at once, say
     tracking: { uri: 'http://127.0.0.1:5000', experimentName: 'queue-foreign', embeddedOn: 'laptop-of-someone' },
     backup: true,
     submittedFrom: 'laptop-of-someone',
-    submittedAt: Date.now(),
+    submission: 'test-submission',
   }]);
   await queue.close();
   const worker = startWorker('e1', redis.url);
@@ -148,6 +153,13 @@ sweep:
     expect(jobs[0].error).toBe('cancelled by `xp queue cancel`');
     const runs = await runsOf('queue-cancel');
     expect(runs.map((run) => run.status)).toEqual(['KILLED']);
+    // The worker that ended the sweep's last job closed its parent, as cancelled.
+    const parent = await until('the parent closed by the worker', async () => {
+      const all = await allRunsOf('queue-cancel');
+      const sweep = all.find((run) => run.tags['xp.kind'] === 'sweep');
+      return sweep && sweep.status !== 'RUNNING' ? sweep : undefined;
+    }, 30_000);
+    expect(parent.status).toBe('KILLED');
   } finally {
     await stopWorkers([worker]);
   }
@@ -181,3 +193,49 @@ sweep:
     await stopWorkers([worker]);
   }
 }, 300_000);
+
+test("a training process killed as the kernel's OOM killer kills it fails its job, which is tried once more, then FAILED; the worker lives on and trains the other trial", async () => {
+  const worker = startWorker('m1', redis.url);
+  try {
+    const file = sweepFile(tmp, 'queue-oom', `training: {epochs: 30, steps_per_epoch: 8, validation_steps: 2}
+sweep:
+  training.epochs: [30, 1]`);
+    const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
+    expect(submitted.exitCode, submitted.all).toBe(0);
+    const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
+    const doomed = `${sweepId}-1`;
+    // Each attempt at the long trial: its training process is killed once its run is under way.
+    const killed: number[] = [];
+    for (const attempt of [1, 2]) {
+      const pid = await until(`attempt ${attempt}'s training process`, () => {
+        const pids = [...worker.output().matchAll(new RegExp(`job ${doomed}: training in process (\\d+)`, 'g'))].map((m) => Number(m[1]));
+        return pids.length === attempt ? pids[attempt - 1] : undefined;
+      }, 180_000);
+      await until(`attempt ${attempt} in its second epoch`, () => worker.output().split(`training in process ${pid}`)[1]?.includes('Epoch 2/30'), 180_000);
+      process.kill(pid, 'SIGKILL');
+      killed.push(pid);
+    }
+    const jobs = await until('both jobs ended', async () => {
+      const all = await queueStatus(redis.url, sweepId);
+      return all.length === 2 && all.every((j) => j.state === 'completed' || j.state === 'failed') ? all : undefined;
+    }, 180_000);
+    const failed = jobs.find((j) => j.id === doomed)!;
+    expect(failed.state).toBe('failed');
+    expect(failed.attempts).toBe(2);
+    expect(failed.error).toMatch(/^the training process \(m1 on .+\) ended by SIGKILL \(out of memory\? the kernel log says\) before its job did$/);
+    expect(jobs.find((j) => j.id !== doomed)!.state).toBe('completed');
+    // The worker lived through both: same process, still taking jobs.
+    expect(worker.proc.exitCode).toBeNull();
+    const runs = await runsOf('queue-oom');
+    expect(runs.filter((run) => run.status === 'FINISHED')).toHaveLength(1);
+    const dead = runs.filter((run) => run.status === 'FAILED');
+    expect(dead.map((run) => run.tags['xp.attempt']).sort()).toEqual(['1', '2']);
+    for (const run of dead) expect(run.tags['xp.attempt_end']).toMatch(new RegExp(`^the training process of attempt ${run.tags['xp.attempt']} ended by SIGKILL`));
+    // The sweep's parent is closed by the worker once the last job ended: the one FINISHED trial is best.
+    const parent = await until('the parent closed', async () => (await allRunsOf('queue-oom')).find((run) => run.tags['xp.kind'] === 'sweep' && run.status !== 'RUNNING'), 30_000);
+    expect(parent.status).toBe('FINISHED');
+    expect(killed).toHaveLength(2);
+  } finally {
+    await stopWorkers([worker]);
+  }
+}, 600_000);

@@ -100,7 +100,7 @@ export interface TestWorker {
   name: string;
   dir: string;
   output: () => string;
-  /** The process that trains (bin/xp.js runs the command in a child of its own). */
+  /** The worker's process (bin/xp.js runs the command in a child of its own), whose death takes its training process along. */
   trainerPid: () => Promise<number>;
   proc: ResultPromise;
 }

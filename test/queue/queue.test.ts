@@ -38,8 +38,18 @@ async function trialRuns(experimentName: string) {
   const client = createClient(server.url);
   const experiment = await client.getExperimentByName(experimentName);
   const runs = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
-  const tagged = (run: Run) => ({ status: run.info.status, name: run.info.run_name, tags: fromKeyValues(run.data.tags) });
   return runs.map(tagged).filter((run) => run.tags['xp.kind'] !== 'sweep');
+}
+
+const tagged = (run: Run) => ({ runId: run.info.run_id, status: run.info.status, name: run.info.run_name, tags: fromKeyValues(run.data.tags) });
+
+/** The sweep's parent run of an experiment. */
+async function sweepParent(experimentName: string) {
+  const client = createClient(server.url);
+  const experiment = await client.getExperimentByName(experimentName);
+  const runs = (await client.searchRuns({ experimentIds: [experiment!.experiment_id] })).map(tagged).filter((run) => run.tags['xp.kind'] === 'sweep');
+  expect(runs).toHaveLength(1);
+  return runs[0];
 }
 
 /** FINISHED runs per config hash. */
@@ -155,6 +165,15 @@ sweep:
   const failed = ended.find((j) => j.state === 'failed')!;
   expect(failed.error).toContain(`${copies[1]} does not exist on worker f1 (${os.hostname()}); local paths must be the same on every worker`);
   expect(failed.attempts).toBe(1); // no retry can help: failed at once
+  // Nobody waits for this sweep: the worker that ended its last job closed the parent, the one FINISHED trial best.
+  const parent = await until('the parent closed by the worker', async () => {
+    const run = await sweepParent('queue-fail');
+    return run.status !== 'RUNNING' ? run : undefined;
+  }, 30_000);
+  const [done] = (await trialRuns('queue-fail')).filter((run) => run.status === 'FINISHED');
+  expect(parent.status).toBe('FINISHED');
+  expect(parent.tags['xp.best_run_id']).toBe(done.runId);
+  expect(worker.output()).toContain(`sweep ${sweepId} ended: best trial ${done.name} (val_accuracy `);
 
   const status = await xp(['queue', 'status', sweepId, '--queue', redis.url], {});
   expect(status.all).toMatch(/2 job\(s\): 0 waiting, 0 running, 1 done, 1 failed/);

@@ -1,0 +1,99 @@
+// The process that trains one job (`xp worker` starts one per job; see job-process.ts): it receives the job over
+// IPC, trains its groups as `xp run` trains share groups, logging to the job's MLflow, and sends back each event and
+// the outcomes. Signals are the worker's to handle: it passes on how far to stop, and a cancel.
+import type { ResolvedTrial } from '../config/load.ts';
+import { pinnedBy } from '../lock/lock.ts';
+import { usePin } from '../lock/pin.ts';
+import { XpError } from '../errors.ts';
+import type { Experiment } from '../config/types.ts';
+import { runInProcess, type Outcome } from '../run/trials.ts';
+import { openTracking } from '../tracking/session.ts';
+import { hurryTracking } from '../tracking/tracker.ts';
+import type { ResumableRun } from '../train/run-folder.ts';
+import { createProgress } from '../train/progress.ts';
+import type { TrialJob } from './jobs.ts';
+import type { JobEvent } from './worker.ts';
+
+/** What the worker sends: the job, the groups left to train (settle.ts), and the backups to resume from. */
+export interface JobRequest {
+  type: 'job';
+  data: TrialJob;
+  groups: ResolvedTrial[][];
+  resume: Map<number, ResumableRun>;
+  worker: string;
+  attempt: number;
+  jobId: string;
+}
+
+/** 1: finish the epoch; 2: stop at the end of the step; 3: stop waiting for MLflow (the worker's signals, counted). */
+export type ToTrainer = JobRequest | { type: 'stop'; level: number } | { type: 'cancel' };
+export type FromTrainer = { type: 'event'; event: JobEvent } | { type: 'done'; outcomes: Outcome[] } | { type: 'failed'; message: string };
+
+/** The child's whole life: one job, then exit. */
+export async function trainJobProcess(): Promise<number> {
+  // Ctrl-C and SIGTERM reach the worker, which says how far to stop; its death ends this process at once.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => {});
+  const orphaned = () => process.exit(1);
+  process.on('disconnect', orphaned);
+  let level = 0;
+  let cancelled = false;
+  const request = await new Promise<JobRequest>((resolve) => {
+    process.on('message', (message: ToTrainer) => {
+      if (message.type === 'job') resolve(message);
+      else if (message.type === 'cancel') cancelled = true;
+      else if (message.type === 'stop') {
+        if (message.level >= 3 && level < 3) hurryTracking();
+        level = Math.max(level, message.level);
+      }
+    });
+  });
+  let reply: FromTrainer;
+  try {
+    const outcomes = await trainJob(request, (at) => cancelled || level >= (at === 'epoch' ? 1 : 2), (event) => send({ type: 'event', event }));
+    reply = { type: 'done', outcomes };
+  } catch (error) {
+    reply = { type: 'failed', message: `${(error as Error).message}${error instanceof XpError && error.hint ? ` (${error.hint})` : ''}` };
+  }
+  await send(reply);
+  process.off('disconnect', orphaned);
+  process.disconnect();
+  return 0;
+}
+
+async function trainJob(request: JobRequest, shouldStop: (at: 'step' | 'epoch') => boolean, report: (event: JobEvent) => void): Promise<Outcome[]> {
+  const { data, worker, attempt } = request;
+  const progress = createProgress('quiet');
+  // Downloads by URL are checked against the submitter's xp.lock, as they would have been there.
+  usePin(pinnedBy(data.pins ?? {}, `xp.lock of ${data.submittedFrom} (the submitter)`));
+  const tags = { 'xp.worker': worker, 'xp.attempt': String(attempt), 'xp.queue_job': request.jobId, 'xp.submission': data.submission };
+  const tracking = data.tracking ? await openTracking(trackingBase(data), (line) => progress.line(line), tags) : undefined;
+  try {
+    const trials: ResolvedTrial[] = data.trials.map((t) => ({ ...t, values: {} }));
+    const outcomes = await runInProcess(request.groups, {
+      loaded: { file: data.file, sources: data.sources ?? [], pinned: [], origin: () => 'the job', base: data.trials[0].experiment, trials, sweep: undefined },
+      file: data.file,
+      progress,
+      shouldStop,
+      tracking,
+      parentRunId: data.tracking?.parentRunId,
+      backup: data.backup,
+      resume: request.resume,
+      observe: (t) => ({
+        onRunStart: () => report({ event: 'start', trial: t.name, worker, attempt }),
+        onEpochEnd: (epoch, logs) => report({ event: 'epoch', trial: t.name, epoch, epochs: t.experiment.training.epochs, logs: { ...logs } }),
+      }),
+    });
+    await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
+    return outcomes;
+  } finally {
+    await tracking?.close();
+  }
+}
+
+/** The experiment as openTracking reads it: the job's server and experiment name. */
+function trackingBase(data: TrialJob): Experiment {
+  const base = data.trials[0].experiment;
+  return { ...base, tracking: { ...base.tracking, uri: data.tracking!.uri, experiment_name: data.tracking!.experimentName } };
+}
+
+const send = (message: FromTrainer) => new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));
