@@ -52,7 +52,7 @@ export function compareUrl(uri: string, experimentIds: string[], runIds: string[
   return `${uri.replace(/\/+$/, '')}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}&workflowType=machine_learning`;
 }
 
-/** The best candidate under the sweep's goal; candidates without a value do not compete. */
+/** The best candidate under the sweep's goal; candidates without a value do not compete; a tie goes to the earlier one. */
 export function chooseBest<T extends { value?: number }>(candidates: T[], metric: string, goal = metricGoal(metric)): (T & { value: number }) | undefined {
   let best: (T & { value: number }) | undefined;
   for (const candidate of candidates) {
@@ -105,8 +105,15 @@ export async function openSweep(options: {
   }
   // A trial trained again competes with its new run only.
   for (const t of trials) finished.delete(t.configHash);
-  if (!trials.length) return { trials, finished };
   const existing = rows.find((row) => row.tags['xp.kind'] === 'sweep' && row.tags['xp.sweep_hash'] === hash);
+  if (!trials.length) {
+    // Nothing left to train, but a parent left open (its closer could not reach MLflow) is closed now.
+    if (existing?.status === 'RUNNING') {
+      const end = await endSweep({ uri: options.uri, parentRunId: existing.runId, metric: loaded.sweep!.metric, goal: loaded.sweep!.goal, candidates: [...finished.values()].map(candidateOf(loaded.sweep!.metric, (row) => loaded.trials.findIndex((t) => t.configHash === row.tags['xp.config_hash']))), killed: false, log, env });
+      log(`Sweep parent run closed${end.best ? `: best trial ${end.best.name}` : ''}: ${runUrl(client.baseUrl, existing.experimentId, existing.runId)}`);
+    }
+    return { trials, finished };
+  }
   try {
     const parent = existing ? await reopenParent(client, existing) : await createParent(client, { ...options, experimentName, hash, env });
     log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
@@ -162,9 +169,11 @@ export async function closeSweep(options: {
   const { loaded, session } = options;
   const { metric } = loaded.sweep!;
   const ranThisTime = new Set(options.results.map((r) => r.mlflowRunId).filter(Boolean));
+  const order = new Map(loaded.trials.map((t, i) => [t.name, i]));
+  const rank = (name: string) => order.get(name) ?? order.size;
   const candidates = [
-    ...options.results.filter((r) => r.status === 'FINISHED').map((r) => ({ name: r.name, runId: r.mlflowRunId, experimentId: r.experimentId, value: headlineValue(r, metric) })),
-    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map(candidateOf(metric)),
+    ...options.results.filter((r) => r.status === 'FINISHED').map((r) => ({ name: r.name, runId: r.mlflowRunId, experimentId: r.experimentId, value: headlineValue(r, metric), rank: rank(r.name) })),
+    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map(candidateOf(metric, (row) => rank(row.runName))),
   ];
   return endSweep({ ...options, parentRunId: session.parentRunId, metric, goal: loaded.sweep!.goal, candidates });
 }
@@ -186,11 +195,19 @@ export async function closeSweepFromRuns(options: {
 }): Promise<SweepEnd> {
   const client = quickClient(options.uri, options.env);
   const rows = await listRuns({ uri: options.uri, experimentName: options.experimentName, includeSweeps: true, client });
-  const candidates = [...finishedByHash(rows, options.trialHashes).values()].map(candidateOf(options.metric));
+  const candidates = [...finishedByHash(rows, options.trialHashes).values()].map(candidateOf(options.metric, (row) => options.trialHashes.indexOf(row.tags['xp.config_hash'])));
   return endSweep({ ...options, candidates });
 }
 
-const candidateOf = (metric: string) => (row: RunRow) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: loggedHeadlineValue(row.metrics, metric) });
+/** A FINISHED run as a candidate for best; `rank` is its trial's place in the sweep, which breaks ties. */
+const candidateOf = (metric: string, rank: (row: RunRow) => number) => (row: RunRow) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: loggedHeadlineValue(row.metrics, metric), rank: rank(row) });
+
+type Candidate = { name: string; runId?: string; experimentId?: string; value?: number; rank: number };
+
+/** Whoever closes a sweep (the command that trained it, the worker of its last job) picks the same best: a tie goes to the first trial. */
+export function bestTrial<T extends { value?: number; rank: number }>(candidates: T[], metric: string, goal?: Goal) {
+  return chooseBest([...candidates].sort((a, b) => a.rank - b.rank), metric, goal ?? metricGoal(metric));
+}
 
 /** The best candidate and the compare URL of all, on the parent, which ends FINISHED (FAILED without a best, KILLED when stopped). */
 async function endSweep(options: {
@@ -198,13 +215,13 @@ async function endSweep(options: {
   parentRunId?: string;
   metric: string;
   goal?: Goal;
-  candidates: { name: string; runId?: string; experimentId?: string; value?: number }[];
+  candidates: Candidate[];
   killed: boolean;
   log: Log;
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepEnd> {
   const { metric, candidates } = options;
-  const best = chooseBest(candidates, metric, options.goal ?? metricGoal(metric));
+  const best = bestTrial(candidates, metric, options.goal);
   const tracked = candidates.filter((c) => c.runId && c.experimentId);
   const url = tracked.length ? compareUrl(options.uri, tracked.map((c) => c.experimentId!), tracked.map((c) => c.runId!)) : undefined;
   if (options.parentRunId) {

@@ -38,7 +38,7 @@ async function allRunsOf(experimentName: string) {
   const client = createClient(server.url);
   const experiment = await client.getExperimentByName(experimentName);
   const runs = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
-  return runs.map((run) => ({ status: run.info.status, tags: fromKeyValues(run.data.tags) }));
+  return runs.map((run) => ({ runId: run.info.run_id, status: run.info.status, tags: fromKeyValues(run.data.tags) }));
 }
 
 test('SIGTERM: the worker finishes the epoch, gives the job back and exits; the next worker resumes it after that epoch from the shared run folder', async () => {
@@ -238,4 +238,45 @@ sweep:
   } finally {
     await stopWorkers([worker]);
   }
+}, 600_000);
+
+test('MLflow unreachable while a worker trains: the runs journal on the worker, `xp sync` delivers them under the sweep, and submitting again closes the sweep', async () => {
+  const file = sweepFile(tmp, 'queue-dark', `training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}
+sweep:
+  head.dropout: [0.1, 0.3]`);
+  const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
+  expect(submitted.exitCode, submitted.all).toBe(0);
+  const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
+  const [parent] = (await allRunsOf('queue-dark')).filter((run) => run.tags['xp.kind'] === 'sweep');
+  const { storeDir, url } = server;
+  await server.stop();
+
+  const worker = startWorker('d1', redis.url);
+  try {
+    const jobs = await until('both jobs done', async () => {
+      const all = await queueStatus(redis.url, sweepId);
+      return all.length === 2 && all.every((j) => j.state === 'completed') ? all : undefined;
+    }, 240_000);
+    expect(jobs).toHaveLength(2);
+    expect(worker.output()).toMatch(/xp sync/);
+    expect(worker.output()).toMatch(new RegExp(`sweep ${sweepId}: its parent run is not closed`));
+  } finally {
+    await stopWorkers([worker]);
+  }
+  // The server comes back where it was; the worker's journal knows where its runs go.
+  const { startServer } = await import('../../src/tracking/server.ts');
+  server = { ...(await startServer({ storeDir, port: Number(new URL(url).port) })), storeDir };
+  const synced = await xp(['sync'], { XP_RUNS_DIR: path.join(worker.dir, 'runs') }, worker.dir);
+  expect(synced.exitCode, synced.all).toBe(0);
+  const runs = await runsOf('queue-dark');
+  expect(runs.map((run) => run.status)).toEqual(['FINISHED', 'FINISHED']);
+  expect(runs.map((run) => run.tags['mlflow.parentRunId'])).toEqual([parent.runId, parent.runId]);
+
+  const again = await xp(['run', file, '--queue', redis.url, '--split', '--wait', '--quiet'], env());
+  expect(again.exitCode, again.all).toBe(0);
+  expect(again.all).toMatch(/nothing to queue/);
+  expect(again.all).toMatch(/Sweep parent run closed: best trial /);
+  const closed = (await allRunsOf('queue-dark')).find((run) => run.runId === parent.runId)!;
+  expect(closed.status).toBe('FINISHED');
+  expect(runs.map((run) => run.runId)).toContain(closed.tags['xp.best_run_id']);
 }, 600_000);

@@ -9,7 +9,7 @@ import { openJournal } from '../../src/tracking/journal.ts';
 import { describePending } from '../../src/tracking/delivery.ts';
 import { startServer } from '../../src/tracking/server.ts';
 import { resolveTrackingUri } from '../../src/tracking/uri.ts';
-import { chooseBest, compareUrl, sweepHash } from '../../src/tracking/sweep.ts';
+import { bestTrial, chooseBest, compareUrl, sweepHash } from '../../src/tracking/sweep.ts';
 import { headlineValue, loggedHeadlineValue } from '../../src/events.ts';
 import { flattenParams, runParams } from '../../src/tracking/records.ts';
 import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './helpers.ts';
@@ -101,6 +101,11 @@ test('the best trial and the runs ranking take their direction from metricGoal: 
   expect(chooseBest(candidates, 'val_accuracy')?.name).toBe('a');
   expect(chooseBest(candidates, 'val_accuracy', 'minimize')?.name).toBe('b');
   expect(chooseBest([{ value: undefined }], 'val_accuracy')).toBeUndefined();
+  // Equal results: the first trial of the sweep wins, in whatever order its closer read them.
+  const tied = [{ name: 'third', value: 0.823, rank: 2 }, { name: 'second', value: 0.823, rank: 1 }, { name: 'first', value: 0.8, rank: 0 }];
+  expect(bestTrial(tied, 'val_accuracy')?.name).toBe('second');
+  expect(bestTrial([...tied].reverse(), 'val_accuracy')?.name).toBe('second');
+  expect(bestTrial(tied, 'val_accuracy', 'minimize')?.name).toBe('first');
   const row = (runId: string, metrics: Record<string, number>) => ({ runId, metrics }) as RunRow;
   const rows = [row('low', { val_loss: 0.1, val_accuracy: 0.7 }), row('none', {}), row('high', { val_loss: 0.9, val_accuracy: 0.9 })];
   expect(rankRuns(rows, 'val_loss').map((r) => r.runId)).toEqual(['low', 'high', 'none']);
