@@ -127,9 +127,12 @@ test('a double Ctrl-C journals the run KILLED, writes its history and exits; `xp
 
 test('`xp run` prints no TensorFlow start-up lines; XP_DEBUG=1 brings them back', async () => {
   const file = experiment('quiet', 1);
-  const quiet = await xp(['run', file, '--no-track', '-q']);
+  // Which lines TensorFlow prints depends on the CPU (on one without AVX-512, oneDNN is off and says nothing):
+  // turning oneDNN on makes it print its INFO line on any x86 CPU.
+  const loud = { TF_ENABLE_ONEDNN_OPTS: '1' };
+  const quiet = await xp(['run', file, '--no-track', '-q'], loud);
   expect(quiet.exitCode, quiet.stderr).toBe(0);
   expect(quiet.stderr).not.toMatch(/absl::InitializeLog|oneDNN|cpu_feature_guard|rebuild TensorFlow/);
-  const debug = await xp(['run', file, '--no-track', '-q'], { XP_DEBUG: '1' });
+  const debug = await xp(['run', file, '--no-track', '-q'], { ...loud, XP_DEBUG: '1' });
   expect(debug.stderr).toMatch(/absl::InitializeLog|oneDNN/);
 }, 120_000);
