@@ -1,8 +1,8 @@
-// A worker trains each job in a process of its own (`xp worker --train-job`, train-job.ts). The worker's event loop
-// then only talks to Redis and MLflow, so BullMQ's lock on the job is renewed however long TensorFlow holds the
-// trainer's thread; a trainer that dies (the kernel's OOM killer) fails its job, not the worker; and each job starts
-// with all of the machine's memory.
-import { fork } from 'node:child_process';
+// A worker trains its jobs in a process of its own (`xp worker --train-job`, train-job.ts), kept warm from one job
+// to the next. The worker's event loop then only talks to Redis and MLflow, so BullMQ's lock on the job is renewed
+// however long TensorFlow holds the trainer's thread; and a trainer that dies (the kernel's OOM killer, a crash in
+// TensorFlow) fails its job, not the worker, which starts a fresh trainer for the next one.
+import { fork, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../paths.ts';
@@ -13,10 +13,16 @@ import type { JobEvent } from './worker.ts';
 /** The trainer ended without an answer: killed, or crashed. */
 export class TrainerDied extends Error {}
 
-export async function trainInProcess(
-  request: Omit<JobRequest, 'type'>,
-  ctx: { stopLevel: () => number; cancelled: () => boolean; report: (event: JobEvent) => void; log: (line: string) => void },
-): Promise<Outcome[]> {
+interface Trainer {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Where the trainer's messages go while it has a job. */
+  onMessage?: (message: FromTrainer) => void;
+}
+
+let trainer: Trainer | undefined;
+
+function startTrainer(): Trainer {
   const child = fork(path.join(repoRoot, 'bin', 'xp.js'), ['worker', '--train-job'], {
     // XP_CHILD: the worker's own process filters TensorFlow's start-up lines already. XP_PARENT_PID: the trainer
     // ends with the worker, even while TensorFlow holds its main thread.
@@ -25,14 +31,29 @@ export async function trainInProcess(
     // Structured clone: NaN losses and Maps (the resume plan) arrive as they are.
     serialization: 'advanced',
   });
-  ctx.log(`job ${request.jobId}: training in process ${child.pid}`);
-  const send = (message: ToTrainer) => child.connected && child.send(message);
-  let answer: FromTrainer | undefined;
-  child.on('message', (message: FromTrainer) => {
-    if (message.type === 'event') ctx.report(message.event);
-    else answer = message;
+  const started: Trainer = {
+    child,
+    exited: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal }))),
+  };
+  child.on('message', (message: FromTrainer) => started.onMessage?.(message));
+  void started.exited.then(() => {
+    if (trainer === started) trainer = undefined;
   });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return started;
+}
+
+export async function trainInProcess(
+  request: Omit<JobRequest, 'type'>,
+  ctx: { stopLevel: () => number; cancelled: () => boolean; report: (event: JobEvent) => void; log: (line: string) => void },
+): Promise<Outcome[]> {
+  const warm = Boolean(trainer);
+  const current = (trainer ??= startTrainer());
+  ctx.log(`job ${request.jobId}: training in process ${current.child.pid}${warm ? ' (warm from the last job)' : ''}`);
+  const send = (message: ToTrainer) => current.child.connected && current.child.send(message);
+  const answer = new Promise<FromTrainer | undefined>((resolve) => {
+    current.onMessage = (message) => (message.type === 'event' ? ctx.report(message.event) : resolve(message));
+    void current.exited.then(() => resolve(undefined));
+  });
   send({ type: 'job', ...request });
   let level = 0;
   let cancelled = false;
@@ -44,11 +65,28 @@ export async function trainInProcess(
     }
   }, 100);
   try {
-    const { code, signal } = await exited;
-    if (answer?.type === 'done') return answer.outcomes;
-    if (answer?.type === 'failed') throw new Error(answer.message);
+    const reply = await answer;
+    if (reply?.type === 'done') return reply.outcomes;
+    if (reply?.type === 'failed') {
+      // Whatever failed may have left TensorFlow's state behind: the next attempt starts in a fresh process.
+      void stopTrainer();
+      throw new Error(reply.message);
+    }
+    const { code, signal } = await current.exited;
     throw new TrainerDied(`the training process (${request.worker} on ${os.hostname()}) ended ${signal ? `by ${signal}${signal === 'SIGKILL' ? ' (out of memory? the kernel log says)' : ''}` : `with exit code ${code}`} before its job did`);
   } finally {
     clearInterval(relay);
+    current.onMessage = undefined;
   }
+}
+
+/** The warm trainer, if any, ends (it exits when its channel to the worker closes). */
+export async function stopTrainer(): Promise<void> {
+  const current = trainer;
+  trainer = undefined;
+  if (!current) return;
+  if (current.child.connected) current.child.disconnect();
+  const timer = setTimeout(() => current.child.kill('SIGKILL'), 5000);
+  await current.exited;
+  clearTimeout(timer);
 }

@@ -1,6 +1,7 @@
-// The process that trains one job (`xp worker` starts one per job; see job-process.ts): it receives the job over
-// IPC, trains its groups as `xp run` trains share groups, logging to the job's MLflow, and sends back each event and
-// the outcomes. Signals are the worker's to handle: it passes on how far to stop, and a cancel.
+// The process that trains a worker's jobs (job-process.ts starts it and keeps it from one job to the next): it
+// receives each job over IPC, trains its groups as `xp run` trains share groups, logging to the job's MLflow, and
+// sends back each event and the outcomes. Signals are the worker's to handle: it passes on how far to stop, and a
+// cancel.
 import type { ResolvedTrial } from '../config/load.ts';
 import { pinnedBy } from '../lock/lock.ts';
 import { usePin } from '../lock/pin.ts';
@@ -29,35 +30,39 @@ export interface JobRequest {
 export type ToTrainer = JobRequest | { type: 'stop'; level: number } | { type: 'cancel' };
 export type FromTrainer = { type: 'event'; event: JobEvent } | { type: 'done'; outcomes: Outcome[] } | { type: 'failed'; message: string };
 
-/** The child's whole life: one job, then exit. */
+/** The trainer's whole life: jobs one after another, until the worker closes the channel (or dies). */
 export async function trainJobProcess(): Promise<number> {
-  // Ctrl-C and SIGTERM reach the worker, which says how far to stop; its death ends this process at once.
+  // Ctrl-C and SIGTERM reach the worker, which says how far to stop; its end ends this process.
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => {});
-  const orphaned = () => process.exit(1);
-  process.on('disconnect', orphaned);
+  process.on('disconnect', () => process.exit(0));
+  // The worker's stop (its signals, counted) holds for every job; a cancel for the job in hand only.
   let level = 0;
   let cancelled = false;
-  const request = await new Promise<JobRequest>((resolve) => {
-    process.on('message', (message: ToTrainer) => {
-      if (message.type === 'job') resolve(message);
-      else if (message.type === 'cancel') cancelled = true;
-      else if (message.type === 'stop') {
-        if (message.level >= 3 && level < 3) hurryTracking();
-        level = Math.max(level, message.level);
-      }
-    });
+  const waiting: JobRequest[] = [];
+  let wake: (() => void) | undefined;
+  process.on('message', (message: ToTrainer) => {
+    if (message.type === 'job') {
+      waiting.push(message);
+      wake?.();
+    } else if (message.type === 'cancel') cancelled = true;
+    else if (message.type === 'stop') {
+      if (message.level >= 3 && level < 3) hurryTracking();
+      level = Math.max(level, message.level);
+    }
   });
-  let reply: FromTrainer;
-  try {
-    const outcomes = await trainJob(request, (at) => cancelled || level >= (at === 'epoch' ? 1 : 2), (event) => send({ type: 'event', event }));
-    reply = { type: 'done', outcomes };
-  } catch (error) {
-    reply = { type: 'failed', message: `${(error as Error).message}${error instanceof XpError && error.hint ? ` (${error.hint})` : ''}` };
+  for (;;) {
+    while (!waiting.length) await new Promise<void>((resolve) => (wake = resolve));
+    const request = waiting.shift()!;
+    cancelled = false;
+    let reply: FromTrainer;
+    try {
+      const outcomes = await trainJob(request, (at) => cancelled || level >= (at === 'epoch' ? 1 : 2), (event) => void send({ type: 'event', event }));
+      reply = { type: 'done', outcomes };
+    } catch (error) {
+      reply = { type: 'failed', message: `${(error as Error).message}${error instanceof XpError && error.hint ? ` (${error.hint})` : ''}` };
+    }
+    await send(reply);
   }
-  await send(reply);
-  process.off('disconnect', orphaned);
-  process.disconnect();
-  return 0;
 }
 
 async function trainJob(request: JobRequest, shouldStop: (at: 'step' | 'epoch') => boolean, report: (event: JobEvent) => void): Promise<Outcome[]> {

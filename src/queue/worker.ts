@@ -1,8 +1,8 @@
 // `xp worker`: takes jobs from the queue one at a time and trains each as `xp run` trains a share group, in a
-// process of its own (job-process.ts) that logs to the job's MLflow server. Before training, a job's trials that
-// MLflow has FINISHED are skipped (a job handed on by a dead worker may have done some), and the runs a dead attempt
-// left RUNNING are closed FAILED (settle.ts). SIGTERM lets the current epoch end, keeps what --resume needs, and
-// gives the job back to the queue. The worker that ends a sweep's last job closes the sweep (sweep-end.ts).
+// training process of its own (job-process.ts) that logs to the job's MLflow server. Before training, a job's
+// trials that MLflow has FINISHED are skipped (a job handed on by a dead worker may have done some), and the runs a
+// dead attempt left RUNNING are closed FAILED (settle.ts). SIGTERM lets the current epoch end, keeps what --resume
+// needs, and gives the job back to the queue. The worker that ends a sweep's last job closes the sweep (sweep-end.ts).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +13,7 @@ import { planResume, type Outcome } from '../run/trials.ts';
 import type { Progress } from '../train/progress.ts';
 import { connectionOf, lockMs, QUEUE_NAME } from './connection.ts';
 import { cancelKey, type TrialJob } from './jobs.ts';
-import { trainInProcess, TrainerDied } from './job-process.ts';
+import { stopTrainer, trainInProcess, TrainerDied } from './job-process.ts';
 import { closeDeadAttempt, settleEarlierAttempts } from './settle.ts';
 import { closeIfLast } from './sweep-end.ts';
 
@@ -93,6 +93,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   await Promise.race([closed, sleep(5000)]);
   await Promise.race([worker.disconnect().catch(() => {}), sleep(2000)]);
   await Promise.race([queue.close().catch(() => {}), sleep(2000)]);
+  await stopTrainer();
 }
 
 type Redis = Awaited<import('bullmq').Worker['client']>;

@@ -78,6 +78,8 @@ sweep:
   expect([...finished.values()].every((n) => n === 1)).toBe(true);
   expect(runs.filter((run) => run.status !== 'FINISHED')).toEqual([]);
   expect(new Set(runs.map((run) => run.tags['xp.worker']))).toEqual(new Set(['m1', 'm2']));
+  // A worker's training process stays warm from one job to the next.
+  expect(pair.map((w) => w.output()).join('')).toMatch(/training in process \d+ \(warm from the last job\)/);
 
   const jobs = await queueStatus(redis.url, 'queue-six');
   expect(jobs.map((j) => j.state)).toEqual(Array(6).fill('completed'));
