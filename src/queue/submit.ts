@@ -29,7 +29,8 @@ export async function submitJobs(options: SubmitOptions): Promise<{ outcomes: Ou
     const trials = jobs.reduce((n, j) => n + j.trials.length, 0);
     progress.line(`Queue ${shownUrl(options.url)}: sweep ${jobs[0]?.sweepId ?? '-'}, ${trials} trial(s) in ${jobs.length} job(s): ${added.length} submitted${kept.length ? `, ${kept.length} already waiting or running` : ''}`);
     if (!options.wait) {
-      progress.line(`Not waiting: \`xp queue status ${jobs[0]?.sweepId ?? ''}\` shows how the jobs go.`);
+      const closer = jobs[0]?.tracking?.sweep ? '; the worker that ends the last one closes the sweep in MLflow' : '';
+      progress.line(`Not waiting: \`xp queue status ${jobs[0]?.sweepId ?? ''}\` shows how the jobs go${closer}.`);
       return { outcomes: [], ended: false };
     }
     const events = new QueueEvents(QUEUE_NAME, { connection });

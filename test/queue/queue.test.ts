@@ -155,6 +155,7 @@ sweep:
   const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
   const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
+  expect(submitted.all).toMatch(/the worker that ends the last one closes the sweep in MLflow/);
   fs.renameSync(copies[1], `${copies[1]}.away`);
 
   const worker = startWorker('f1', redis.url);
