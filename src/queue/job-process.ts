@@ -10,8 +10,12 @@ import type { Outcome } from '../run/trials.ts';
 import type { FromTrainer, JobRequest, ToTrainer } from './train-job.ts';
 import type { JobEvent } from './worker.ts';
 
-/** The trainer ended without an answer: killed, or crashed. */
-export class TrainerDied extends Error {}
+/** The trainer ended without an answer: killed, or crashed. `how` says how it ended. */
+export class TrainerDied extends Error {
+  constructor(readonly how: string, worker: string) {
+    super(`the training process (${worker} on ${os.hostname()}) ${how}`);
+  }
+}
 
 interface Trainer {
   child: ChildProcess;
@@ -33,7 +37,11 @@ function startTrainer(): Trainer {
   });
   const started: Trainer = {
     child,
-    exited: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal }))),
+    exited: new Promise((resolve) => {
+      child.on('exit', (code, signal) => resolve({ code, signal }));
+      // A trainer that could not start never exits; a message that cannot be sent (it just died) is answered by its exit.
+      child.on('error', () => child.pid === undefined && resolve({ code: null, signal: null }));
+    }),
   };
   child.on('message', (message: FromTrainer) => started.onMessage?.(message));
   void started.exited.then(() => {
@@ -73,7 +81,7 @@ export async function trainInProcess(
       throw new Error(reply.message);
     }
     const { code, signal } = await current.exited;
-    throw new TrainerDied(`the training process (${request.worker} on ${os.hostname()}) ended ${signal ? `by ${signal}${signal === 'SIGKILL' ? ' (out of memory? the kernel log says)' : ''}` : `with exit code ${code}`} before its job did`);
+    throw new TrainerDied(`ended ${signal ? `by ${signal}${signal === 'SIGKILL' ? ' (out of memory? the kernel log says)' : ''}` : `with exit code ${code}`} before its job did`, request.worker);
   } finally {
     clearInterval(relay);
     current.onMessage = undefined;

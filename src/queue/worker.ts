@@ -125,7 +125,7 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
           report: (event) => void job.updateProgress(event).catch(() => {}),
           log,
         }).catch(async (error: Error) => {
-          if (error instanceof TrainerDied) await closeDeadAttempt(data, { jobId, attempt, how: error.message.replace(/^the training process \([^)]*\) /, ''), log });
+          if (error instanceof TrainerDied) await closeDeadAttempt(data, { jobId, attempt, how: error.how, log });
           throw error;
         })
       : [];
