@@ -288,18 +288,9 @@ sweep:
 }, 600_000);
 
 test('`xp worker --concurrency 2` trains two jobs at once, in two workers with a training process each', async () => {
-  const dir = tempDir('worker-pair');
-  let out = '';
-  const proc = execa(process.execPath, [bin, 'worker', '--queue', redis.url, '--name', 'p', '--concurrency', '2'], {
-    reject: false,
-    forceKillAfterDelay: false,
-    cwd: dir,
-    env: { XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache'), XP_QUEUE_LOCK_SECONDS: '15' },
-  });
-  proc.stdout?.on('data', (chunk) => (out += chunk));
-  proc.stderr?.on('data', (chunk) => (out += chunk));
+  const worker = startWorker('p', redis.url, {}, ['--concurrency', '2']);
   try {
-    await until('both workers waiting', () => (out.match(/waiting for jobs/g) ?? []).length === 2, 120_000);
+    await until('both workers waiting', () => (worker.output().match(/waiting for jobs/g) ?? []).length === 2, 120_000);
     const file = sweepFile(tmp, 'queue-pair', `training: {epochs: 2, steps_per_epoch: 4, validation_steps: 2}
 sweep:
   head.dropout: [0.1, 0.3]`);
@@ -308,9 +299,8 @@ sweep:
     const runs = await runsOf('queue-pair');
     expect(runs.map((run) => run.status)).toEqual(['FINISHED', 'FINISHED']);
     expect(new Set(runs.map((run) => run.tags['xp.worker']))).toEqual(new Set(['p-1', 'p-2']));
-    expect(new Set([...out.matchAll(/training in process (\d+)/g)].map((m) => m[1])).size).toBe(2);
+    expect(new Set([...worker.output().matchAll(/training in process (\d+)/g)].map((m) => m[1])).size).toBe(2);
   } finally {
-    proc.kill('SIGTERM');
-    await proc;
+    await stopWorkers([worker]);
   }
 }, 300_000);

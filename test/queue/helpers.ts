@@ -109,10 +109,10 @@ export interface TestWorker {
  * `xp worker` in a folder of its own (its runs and caches), one TensorFlow thread: one of several machines. Its lock
  * is short, so that a killed worker's job moves on quickly, yet longer than a loaded CI machine holds the event loop.
  */
-export function startWorker(name: string, queue: string, env: Record<string, string> = {}): TestWorker {
+export function startWorker(name: string, queue: string, env: Record<string, string> = {}, args: string[] = []): TestWorker {
   const dir = tempDir(`worker-${name}`);
   let out = '';
-  const proc = execa(process.execPath, [bin, 'worker', '--queue', queue, '--name', name], {
+  const proc = execa(process.execPath, [bin, 'worker', '--queue', queue, '--name', name, ...args], {
     reject: false,
     // A stopped worker finishes its epoch first: no SIGKILL 5 s after a SIGTERM (execa's default).
     forceKillAfterDelay: false,
