@@ -305,5 +305,7 @@ describe('server', () => {
     expect(await resolveTrackingUri({ storeDir: server.storeDir, env })).toMatchObject({ url: 'http://127.0.0.1:5000', source: 'env' });
     const embedded = await resolveTrackingUri({ storeDir: server.storeDir, env: {} });
     expect(embedded).toMatchObject({ url: server.url, source: 'embedded', reused: true });
+    // It counts as a user of the server: without this, the server outlived the tests.
+    await embedded.stop();
   });
 });
