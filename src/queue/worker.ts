@@ -74,7 +74,14 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   // The worker that ends a sweep's last job closes the sweep (its parent run) in MLflow.
   const queue = new Queue<TrialJob>(QUEUE_NAME, { connection: connectionOf(options.url) });
   queue.on('error', () => {});
-  const ended = (job: Job<TrialJob>) => void closeIfLast(queue, job.data, (line) => progress.line(line)).catch((error: Error) => progress.line(`sweep ${job.data.sweepId}: its parent run is not closed (${error.message})`));
+  // A worker that stops lets the closes it started end first: the sweep would otherwise stay open with nobody to close it.
+  const closing = new Set<Promise<void>>();
+  const ended = (job: Job<TrialJob>) => {
+    const close = closeIfLast(queue, job.data, (line) => progress.line(line))
+      .catch((error: Error) => progress.line(`sweep ${job.data.sweepId}: its parent run is not closed (${error.message})`))
+      .finally(() => closing.delete(close));
+    closing.add(close);
+  };
   worker.on('failed', (job, error) => {
     if (!job) return;
     progress.line(`job ${job.id}: ${error.message}`);
@@ -91,6 +98,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const closed = worker.close();
   while (busy) await sleep(250);
   await Promise.race([closed, sleep(5000)]);
+  await Promise.race([Promise.all(closing), sleep(15_000)]);
   await Promise.race([worker.disconnect().catch(() => {}), sleep(2000)]);
   await Promise.race([queue.close().catch(() => {}), sleep(2000)]);
   await stopTrainer();

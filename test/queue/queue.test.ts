@@ -176,7 +176,8 @@ sweep:
   const [done] = (await trialRuns('queue-fail')).filter((run) => run.status === 'FINISHED');
   expect(parent.status).toBe('FINISHED');
   expect(parent.tags['xp.best_run_id']).toBe(done.runId);
-  expect(worker.output()).toContain(`sweep ${sweepId} ended: best trial ${done.name} (val_accuracy `);
+  // The worker prints its line once the parent is closed: a moment after the parent shows FINISHED.
+  await until('the worker says the sweep ended', () => worker.output().includes(`sweep ${sweepId} ended: best trial ${done.name} (val_accuracy `), 30_000);
 
   const status = await xp(['queue', 'status', sweepId, '--queue', redis.url], {});
   expect(status.all).toMatch(/2 job\(s\): 0 waiting, 0 running, 1 done, 1 failed/);
