@@ -34,7 +34,9 @@ export async function settleEarlierAttempts(
 export async function closeDeadAttempt(data: TrialJob, ctx: { jobId: string; attempt: number; how: string; log: Log }): Promise<void> {
   const runs = await jobRuns(data, ctx.log, 'cannot close the runs of the training process that died');
   if (!runs) return;
-  const open = runs.rows.filter((r) => r.status === 'RUNNING' && r.tags['xp.queue_job'] === ctx.jobId && r.tags['xp.attempt'] === String(ctx.attempt));
+  // Attempts of a job follow one another: a run of the job still RUNNING was this process's, even one it resumed
+  // and had not tagged as its own yet.
+  const open = runs.rows.filter((r) => r.status === 'RUNNING' && r.tags['xp.queue_job'] === ctx.jobId);
   await failRuns(runs.client, open, () => `the training process of attempt ${ctx.attempt} ${ctx.how}`, ctx.log);
 }
 

@@ -163,7 +163,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
   const resume = (j: Journal, info: RunStartInfo) => {
     for (const r of j.records()) if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
-    const tags = { 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
+    // The process that resumes it tags it as its own (a queue worker's name and attempt).
+    const tags = { ...options.tags, 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
     j.append({ kind: 'resume', epoch: info.resumedAt!, startTime: Date.now(), tags, pid: process.pid, host: os.hostname() });
     log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
     // Its MLflow run lives where it was logging: another server has no such run, and `xp sync` sends there later.

@@ -199,7 +199,7 @@ sweep:
   }
 }, 300_000);
 
-test("a training process killed as the kernel's OOM killer kills it fails its job, which is tried once more, then FAILED; the worker lives on and trains the other trial", async () => {
+test("a training process killed as the kernel's OOM killer kills it fails its job, which is tried once more from the dead attempt's backup, then FAILED; the worker lives on and trains the other trial", async () => {
   const worker = startWorker('m1', redis.url);
   try {
     const file = sweepFile(tmp, 'queue-oom', `training: {epochs: 30, steps_per_epoch: 8, validation_steps: 2}
@@ -209,15 +209,21 @@ sweep:
     expect(submitted.exitCode, submitted.all).toBe(0);
     const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
     const doomed = `${sweepId}-1`;
-    // Each attempt at the long trial: its training process is killed once its run is under way.
+    /** The long trial's run in MLflow once it is RUNNING for the attempt. */
+    const running = async (attempt: number) => (await runsOf('queue-oom')).find((run) => run.tags['mlflow.runName'] === 'epochs=30' && run.status === 'RUNNING' && run.tags['xp.attempt'] === String(attempt));
+    // Each attempt at the long trial: its training process is killed once its run is under way in MLflow.
     const killed: number[] = [];
     for (const attempt of [1, 2]) {
       const pid = await until(`attempt ${attempt}'s training process`, () => {
         const pids = [...worker.output().matchAll(new RegExp(`job ${doomed}: training in process (\\d+)`, 'g'))].map((m) => Number(m[1]));
         return pids.length === attempt ? pids[attempt - 1] : undefined;
       }, 180_000);
-      // The trainer may be warm from the other job: what it printed since it took this attempt.
-      await until(`attempt ${attempt} in its second epoch`, () => worker.output().split(`job ${doomed}: training in process ${pid}`)[1]?.includes('Epoch 2/30'), 180_000);
+      // The trainer may be warm from the other job: what it printed since it took this attempt. By the third
+      // epoch the first epoch's backup is on disk (a backup waits for the one before it).
+      const since = () => worker.output().split(`job ${doomed}: training in process ${pid}`)[1] ?? '';
+      if (attempt === 1) await until('attempt 1 in its third epoch', () => since().includes('Epoch 3/30'), 180_000);
+      else await until('attempt 2 training', () => /Epoch \d+\/30/.test(since()), 180_000);
+      await until(`attempt ${attempt}'s run RUNNING in MLflow`, () => running(attempt), 60_000);
       process.kill(pid, 'SIGKILL');
       killed.push(pid);
     }
@@ -232,11 +238,15 @@ sweep:
     expect(jobs.find((j) => j.id !== doomed)!.state).toBe('completed');
     // The worker lived through both: same process, still taking jobs.
     expect(worker.proc.exitCode).toBeNull();
+    // The retry went on from the first attempt's backup, in the same MLflow run, which it tagged as its own.
+    expect(worker.output()).toMatch(/Resuming trial \d+ after epoch \d+: /);
     const runs = await runsOf('queue-oom');
     expect(runs.filter((run) => run.status === 'FINISHED')).toHaveLength(1);
     const dead = runs.filter((run) => run.status === 'FAILED');
-    expect(dead.map((run) => run.tags['xp.attempt']).sort()).toEqual(['1', '2']);
-    for (const run of dead) expect(run.tags['xp.attempt_end']).toMatch(new RegExp(`^the training process of attempt ${run.tags['xp.attempt']} ended by SIGKILL`));
+    expect(dead).toHaveLength(1);
+    expect(dead[0].tags['xp.attempt']).toBe('2');
+    expect(dead[0].tags['xp.resumed_at_epoch']).toMatch(/^[1-9]\d*$/);
+    expect(dead[0].tags['xp.attempt_end']).toMatch(/^the training process of attempt 2 ended by SIGKILL/);
     // The sweep's parent is closed by the worker once the last job ended: the one FINISHED trial is best.
     const parent = await until('the parent closed', async () => (await allRunsOf('queue-oom')).find((run) => run.tags['xp.kind'] === 'sweep' && run.status !== 'RUNNING'), 30_000);
     expect(parent.status).toBe('FINISHED');
