@@ -202,15 +202,15 @@ sweep:
 test("a training process killed as the kernel's OOM killer kills it fails its job, which is tried once more from the dead attempt's backup, then FAILED; the worker lives on and trains the other trial", async () => {
   const worker = startWorker('m1', redis.url);
   try {
-    const file = sweepFile(tmp, 'queue-oom', `training: {epochs: 30, steps_per_epoch: 8, validation_steps: 2}
+    const file = sweepFile(tmp, 'queue-oom', `training: {epochs: 300, steps_per_epoch: 8, validation_steps: 2}
 sweep:
-  training.epochs: [30, 1]`);
+  training.epochs: [300, 1]`);
     const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
     expect(submitted.exitCode, submitted.all).toBe(0);
     const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
     const doomed = `${sweepId}-1`;
     /** The long trial's run in MLflow once it is RUNNING for the attempt. */
-    const running = async (attempt: number) => (await runsOf('queue-oom')).find((run) => run.tags['mlflow.runName'] === 'epochs=30' && run.status === 'RUNNING' && run.tags['xp.attempt'] === String(attempt));
+    const running = async (attempt: number) => (await runsOf('queue-oom')).find((run) => run.tags['mlflow.runName'] === 'epochs=300' && run.status === 'RUNNING' && run.tags['xp.attempt'] === String(attempt));
     // Each attempt at the long trial: its training process is killed once its run is under way in MLflow.
     const killed: number[] = [];
     for (const attempt of [1, 2]) {
@@ -221,8 +221,8 @@ sweep:
       // The trainer may be warm from the other job: what it printed since it took this attempt. By the third
       // epoch the first epoch's backup is on disk (a backup waits for the one before it).
       const since = () => worker.output().split(`job ${doomed}: training in process ${pid}`)[1] ?? '';
-      if (attempt === 1) await until('attempt 1 in its third epoch', () => since().includes('Epoch 3/30'), 180_000);
-      else await until('attempt 2 training', () => /Epoch \d+\/30/.test(since()), 180_000);
+      if (attempt === 1) await until('attempt 1 in its third epoch', () => since().includes('Epoch 3/300'), 180_000);
+      else await until('attempt 2 training', () => /Epoch \d+\/300/.test(since()), 180_000);
       await until(`attempt ${attempt}'s run RUNNING in MLflow`, () => running(attempt), 60_000);
       process.kill(pid, 'SIGKILL');
       killed.push(pid);
