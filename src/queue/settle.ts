@@ -24,6 +24,10 @@ export async function settleEarlierAttempts(
   const resumed = new Set(resumedRunDirs);
   const open = runs.rows.filter((r) => r.status === 'RUNNING' && !(r.runDir && resumed.has(r.runDir)));
   await failRuns(runs.client, open, (row) => `attempt ${row.tags['xp.attempt'] ?? '?'} on ${row.tags['xp.worker'] ?? 'a worker'} ended without closing its run; attempt ${ctx.attempt} on ${ctx.name} follows`, ctx.log);
+  // A run this attempt resumes is no longer ended the way an earlier attempt's end says.
+  for (const row of runs.rows.filter((r) => r.runDir && resumed.has(r.runDir) && r.tags['xp.attempt_end'])) {
+    await runs.client.deleteTag(row.runId, 'xp.attempt_end').catch(() => {});
+  }
   const kept = groups.map((g) => g.filter((t) => !finished.has(t.configHash))).filter((g) => g.length);
   const skipped = data.trials.filter((t) => finished.has(t.configHash));
   if (skipped.length) ctx.log(`Already FINISHED in MLflow, not trained again: ${skipped.map((t) => t.name).join('; ')}`);

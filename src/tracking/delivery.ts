@@ -81,12 +81,10 @@ async function send(record: JournalRecord, uncertain: boolean, journal: Journal,
       return;
     }
     case 'resume': {
-      // How the interruption ended it no longer describes it; a tag already gone (a resent record) is fine.
-      for (const key of ['xp.error', 'xp.attempt_end']) {
-        await client.deleteTag(run.runId, key).catch((error: unknown) => {
-          if ((error as MlflowError).errorCode !== 'RESOURCE_DOES_NOT_EXIST') throw error;
-        });
-      }
+      // The interrupted run's error no longer describes it; a tag already gone (a resent record) is fine.
+      await client.deleteTag(run.runId, 'xp.error').catch((error: unknown) => {
+        if ((error as MlflowError).errorCode !== 'RESOURCE_DOES_NOT_EXIST') throw error;
+      });
       await client.logBatch(run.runId, { tags: toKeyValues(record.tags) });
       await client.updateRun(run.runId, { status: 'RUNNING' });
       return;

@@ -223,7 +223,9 @@ sweep:
       const since = () => worker.output().split(`job ${doomed}: training in process ${pid}`)[1] ?? '';
       if (attempt === 1) await until('attempt 1 in its third epoch', () => since().includes('Epoch 3/300'), 180_000);
       else await until('attempt 2 training', () => /Epoch \d+\/300/.test(since()), 180_000);
-      await until(`attempt ${attempt}'s run RUNNING in MLflow`, () => running(attempt), 60_000);
+      const run = await until(`attempt ${attempt}'s run RUNNING in MLflow`, () => running(attempt), 60_000);
+      // How the attempt before ended no longer describes the run it resumes.
+      expect(run.tags['xp.attempt_end']).toBeUndefined();
       process.kill(pid, 'SIGKILL');
       killed.push(pid);
     }
