@@ -7,7 +7,9 @@ function options(text = '{"quick":false,"keras":true,"sweep":true}'): BenchOptio
   try {
     return JSON.parse(text) as BenchOptions;
   } catch {
-    throw new XpError(`bench/main.ts takes its options as JSON (got ${JSON.stringify(text)})`, { hint: 'run it as `xp bench [--quick] ...`' });
+    throw new XpError(`bench/main.ts takes its options as JSON (got ${JSON.stringify(text)})`, {
+      hint: 'run it as `xp bench [--quick] ...`',
+    });
   }
 }
 

@@ -14,12 +14,17 @@ import { runGroup } from '../src/train/run.ts';
 
 const dataset = path.resolve(repoRoot, process.env.XP_BENCH_DATA ?? '../shared/datasets/cats_and_dogs_filtered');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-policy-losses-'));
-const quiet = createProgress('quiet', Object.assign(fs.createWriteStream('/dev/null'), { isTTY: false }) as unknown as NodeJS.WriteStream);
+const quiet = createProgress(
+  'quiet',
+  Object.assign(fs.createWriteStream('/dev/null'), { isTTY: false }) as unknown as NodeJS.WriteStream,
+);
 console.error(describePolicy());
 try {
   for (const optimizer of ['rmsprop', 'adam']) {
     const file = path.join(tmp, `${optimizer}.yaml`);
-    fs.writeFileSync(file, `name: ${optimizer}
+    fs.writeFileSync(
+      file,
+      `name: ${optimizer}
 data: {train: ${dataset}/train, validation: ${dataset}/validation, image_size: [96, 96], batch_size: 10, max_per_class: 30}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: flatten, units: [64], dropout: 0.2}
@@ -27,15 +32,19 @@ augmentation: {rotation_range: 20, zoom_range: 0.1, horizontal_flip: true}
 optimizer: {name: ${optimizer}, learning_rate: 0.0001}
 training: {epochs: 3, steps_per_epoch: 4, validation_steps: 3, seed: 7}
 tracking: {enabled: false}
-`);
+`,
+    );
     const { trials } = await loadExperiment(file);
     const started = performance.now();
-    const { outcomes } = await runGroup(trials.map((t) => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] })), {
-      baseDir: tmp,
-      runsRoot: path.join(tmp, 'runs'),
-      progress: quiet,
-      shouldStop: () => false,
-    });
+    const { outcomes } = await runGroup(
+      trials.map((t) => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] })),
+      {
+        baseDir: tmp,
+        runsRoot: path.join(tmp, 'runs'),
+        progress: quiet,
+        shouldStop: () => false,
+      },
+    );
     for (const h of outcomes[0].history) {
       const figures = Object.entries(h).filter(([k]) => /loss|accuracy/.test(k));
       console.log(`${optimizer} ${figures.map(([k, v]) => `${k} ${(v as number).toFixed(6)}`).join(' ')}`);

@@ -37,11 +37,26 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
   const rows: Row[] = [];
   const result: Record<string, unknown> = {
     date: new Date().toISOString(),
-    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memory_gb: Math.round(os.totalmem() / 2 ** 30), load_average_start: os.loadavg() },
-    config: { epochs, steps_per_epoch: steps, validation_steps: validationSteps, batch_size: 20, image_size: [150, 150], backbone: 'inception_v3 cut at mixed7' },
+    machine: {
+      cpus: os.cpus().length,
+      model: os.cpus()[0]?.model,
+      memory_gb: Math.round(os.totalmem() / 2 ** 30),
+      load_average_start: os.loadavg(),
+    },
+    config: {
+      epochs,
+      steps_per_epoch: steps,
+      validation_steps: validationSteps,
+      batch_size: 20,
+      image_size: [150, 150],
+      backbone: 'inception_v3 cut at mixed7',
+    },
   };
   const peak = peakMemory();
-  if (!opts.onlySweep) log(`xp bench: ${epochs} epoch(s) of ${steps} steps (+${validationSteps} validation steps), batch 20, 150x150, on ${dataset}`);
+  if (!opts.onlySweep)
+    log(
+      `xp bench: ${epochs} epoch(s) of ${steps} steps (+${validationSteps} validation steps), batch 20, 150x150, on ${dataset}`,
+    );
 
   if (!opts.onlySweep) await stageAndEpochFigures(rows, result, peak, { ...opts, epochs, steps, validationSteps });
   if (opts.sweep) result.sweep = await sweepBench(rows, { quick: opts.quick, keras: opts.keras, set: opts.set ?? [] });
@@ -53,23 +68,39 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   fs.writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
-  log(`${result.xp ? `peak RSS ${(result.xp as { peak_rss_mb: number }).peak_rss_mb.toFixed(0)} MB; ` : ''}load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work skews every figure)`);
+  log(
+    `${result.xp ? `peak RSS ${(result.xp as { peak_rss_mb: number }).peak_rss_mb.toFixed(0)} MB; ` : ''}load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} (other work skews every figure)`,
+  );
   log(`written to ${path.relative(process.cwd(), file)}`);
   return 0;
 }
 
 /** Each stage's images/s and whole epochs of the reference configuration, xp and Keras. */
-async function stageAndEpochFigures(rows: Row[], result: Record<string, unknown>, peak: { stop(): number }, opts: BenchOptions & { epochs: number; steps: number; validationSteps: number }) {
+async function stageAndEpochFigures(
+  rows: Row[],
+  result: Record<string, unknown>,
+  peak: { stop(): number },
+  opts: BenchOptions & { epochs: number; steps: number; validationSteps: number },
+) {
   const { epochs, steps, validationSteps } = opts;
   const { benchData } = await import('./stages/data.ts');
   const data = await benchData(path.join(dataset, 'train'), { augmentBatches: opts.quick ? 20 : 100 });
-  log(`decode+resize ${data.decode_images_per_s.toFixed(0)} images/s, augmentation ${data.augment_images_per_s.toFixed(0)} images/s`);
+  log(
+    `decode+resize ${data.decode_images_per_s.toFixed(0)} images/s, augmentation ${data.augment_images_per_s.toFixed(0)} images/s`,
+  );
   const { benchBackbone } = await import('./stages/backbone.ts');
   const backbone = await benchBackbone();
-  log(`backbone forward: LayersModel ${backbone.forward_images_per_s.toFixed(1)}, BN folded ${backbone.folded_images_per_s.toFixed(1)}, compiled graph ${backbone.graph_images_per_s.toFixed(1)} images/s`);
+  log(
+    `backbone forward: LayersModel ${backbone.forward_images_per_s.toFixed(1)}, BN folded ${backbone.folded_images_per_s.toFixed(1)}, compiled graph ${backbone.graph_images_per_s.toFixed(1)} images/s`,
+  );
 
   const xp = await xpEpochs(epochs, steps, validationSteps);
-  log(`xp training: ${xp.epochSeconds.map((s) => s.toFixed(1)).join(', ')} s per epoch, ${xp.trainImagesPerSecond.toFixed(1)} training images/s`);
+  log(
+    `xp training: ${xp.epochSeconds.map((s) => s.toFixed(1)).join(', ')} s per epoch, ${xp.trainImagesPerSecond.toFixed(1)} training images/s`,
+  );
   result.xp = { ...data, ...backbone, ...xp, peak_rss_mb: peak.stop() };
 
   let keras: Awaited<ReturnType<typeof import('./keras/run.ts').runKerasBaseline>> | undefined;
@@ -82,14 +113,43 @@ async function stageAndEpochFigures(rows: Row[], result: Record<string, unknown>
 
   rows.push(
     { figure: 'decode + resize', xp: data.decode_images_per_s, unit: 'images/s', higherIsBetter: true },
-    { figure: 'decode + resize + augment (generator)', xp: harmonic(data.decode_images_per_s, data.augment_images_per_s), keras: keras?.micro.generator_images_per_second, unit: 'images/s', higherIsBetter: true },
+    {
+      figure: 'decode + resize + augment (generator)',
+      xp: harmonic(data.decode_images_per_s, data.augment_images_per_s),
+      keras: keras?.micro.generator_images_per_second,
+      unit: 'images/s',
+      higherIsBetter: true,
+    },
     { figure: 'augmentation alone', xp: data.augment_images_per_s, unit: 'images/s', higherIsBetter: true },
-    { figure: 'backbone forward (mixed7, compiled graph)', xp: backbone.graph_images_per_s, keras: keras?.micro.backbone_forward_images_per_second, unit: 'images/s', higherIsBetter: true },
-    { figure: 'training images/s over the run', xp: xp.trainImagesPerSecond, keras: keras?.train_images_per_second, unit: 'images/s', higherIsBetter: true },
-    { figure: `wall time of ${epochs} epoch(s) (fit)`, xp: xp.fitSeconds, keras: keras?.fit_seconds, unit: 's', higherIsBetter: false },
-    { figure: 'last epoch (train + validation)', xp: xp.epochSeconds.at(-1)!, keras: keras?.epoch_seconds.at(-1), unit: 's', higherIsBetter: false },
+    {
+      figure: 'backbone forward (mixed7, compiled graph)',
+      xp: backbone.graph_images_per_s,
+      keras: keras?.micro.backbone_forward_images_per_second,
+      unit: 'images/s',
+      higherIsBetter: true,
+    },
+    {
+      figure: 'training images/s over the run',
+      xp: xp.trainImagesPerSecond,
+      keras: keras?.train_images_per_second,
+      unit: 'images/s',
+      higherIsBetter: true,
+    },
+    {
+      figure: `wall time of ${epochs} epoch(s) (fit)`,
+      xp: xp.fitSeconds,
+      keras: keras?.fit_seconds,
+      unit: 's',
+      higherIsBetter: false,
+    },
+    {
+      figure: 'last epoch (train + validation)',
+      xp: xp.epochSeconds.at(-1)!,
+      keras: keras?.epoch_seconds.at(-1),
+      unit: 's',
+      higherIsBetter: false,
+    },
   );
-
 }
 
 /** The reference configuration with the bundled weights, tracking off. */
@@ -139,12 +199,21 @@ async function xpRunProcess(yaml: string, set: string[]): Promise<number> {
   const file = path.join(tmp, 'experiment.yaml');
   fs.writeFileSync(file, yaml);
   const started = performance.now();
-  const r = await execa(process.execPath, [path.join(repoRoot, 'bin', 'xp.js'), 'run', file, '--no-track', '--quiet', ...set.flatMap((s) => ['--set', s])], {
-    reject: false, stdin: 'ignore', env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
-  });
+  const r = await execa(
+    process.execPath,
+    [path.join(repoRoot, 'bin', 'xp.js'), 'run', file, '--no-track', '--quiet', ...set.flatMap((s) => ['--set', s])],
+    {
+      reject: false,
+      stdin: 'ignore',
+      env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
+    },
+  );
   const seconds = (performance.now() - started) / 1000;
   fs.rmSync(tmp, { recursive: true, force: true });
-  if (r.exitCode !== 0) throw new XpError(`xp run of the bench experiment exited with ${r.exitCode}:\n${String(r.stderr).split('\n').slice(-8).join('\n')}`);
+  if (r.exitCode !== 0)
+    throw new XpError(
+      `xp run of the bench experiment exited with ${r.exitCode}:\n${String(r.stderr).split('\n').slice(-8).join('\n')}`,
+    );
   return seconds;
 }
 
@@ -161,7 +230,9 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
   const steps = opts.quick ? 10 : 30;
   const validationSteps = 10;
   const trials = SWEEP_DROPOUT.flatMap((dropout) => SWEEP_EPOCHS.map((epochs) => ({ dropout, epochs })));
-  log(`sweep: 6 trials (dropout ${SWEEP_DROPOUT.join('/')} x epochs ${SWEEP_EPOCHS.join('/')}), ${steps} steps per epoch, ${validationSteps} validation steps${opts.set.length ? `, --set ${opts.set.join(' --set ')}` : ''}`);
+  log(
+    `sweep: 6 trials (dropout ${SWEEP_DROPOUT.join('/')} x epochs ${SWEEP_EPOCHS.join('/')}), ${steps} steps per epoch, ${validationSteps} validation steps${opts.set.length ? `, --set ${opts.set.join(' --set ')}` : ''}`,
+  );
   const sweepYaml = `sweep:\n  head.dropout: [${SWEEP_DROPOUT.join(', ')}]\n  training.epochs: [${SWEEP_EPOCHS.join(', ')}]\n`;
   // The sweep runs before and after the six separate runs, and counts as the mean of the two: this VM's speed
   // drifts by 10-20% over minutes, and a first run can pay for files not yet in the page cache.
@@ -170,7 +241,9 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
   log(`  xp run of the sweep (one shared backbone pass): ${sweeps[0].toFixed(1)} s`);
   const separate: number[] = [];
   for (const t of trials) {
-    separate.push(await xpRunProcess(benchYaml(t.epochs, steps, validationSteps), [`head.dropout=${t.dropout}`, ...opts.set]));
+    separate.push(
+      await xpRunProcess(benchYaml(t.epochs, steps, validationSteps), [`head.dropout=${t.dropout}`, ...opts.set]),
+    );
     log(`  xp run of dropout=${t.dropout} epochs=${t.epochs} alone: ${separate.at(-1)!.toFixed(1)} s`);
   }
   sweeps.push(await xpRunProcess(sweepFile, opts.set));
@@ -186,18 +259,50 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
     keras = [];
     for (const t of trials) {
       const started = performance.now();
-      await runKerasBaseline({ repoRoot, data: dataset, epochs: t.epochs, steps, validationSteps, dropout: t.dropout, microBatches: 0, onLog: () => {} });
+      await runKerasBaseline({
+        repoRoot,
+        data: dataset,
+        epochs: t.epochs,
+        steps,
+        validationSteps,
+        dropout: t.dropout,
+        microBatches: 0,
+        onLog: () => {},
+      });
       keras.push((performance.now() - started) / 1000);
       log(`  Keras dropout=${t.dropout} epochs=${t.epochs}: ${keras.at(-1)!.toFixed(1)} s`);
     }
   }
   const kerasTotal = keras?.reduce((a, b) => a + b, 0);
   rows.push(
-    { figure: 'sweep of 6 trials: xp run of the sweep (wall, mean of 2)', xp: shared, keras: kerasTotal, unit: 's', higherIsBetter: false },
-    { figure: 'the 6 trials as 6 separate xp runs (wall)', xp: separateTotal, keras: kerasTotal, unit: 's', higherIsBetter: false },
+    {
+      figure: 'sweep of 6 trials: xp run of the sweep (wall, mean of 2)',
+      xp: shared,
+      keras: kerasTotal,
+      unit: 's',
+      higherIsBetter: false,
+    },
+    {
+      figure: 'the 6 trials as 6 separate xp runs (wall)',
+      xp: separateTotal,
+      keras: kerasTotal,
+      unit: 's',
+      higherIsBetter: false,
+    },
   );
-  log(`  the sweep is ${(separateTotal / shared).toFixed(2)}x faster than six separate xp runs${kerasTotal ? `, ${(kerasTotal / shared).toFixed(2)}x faster than six Keras runs` : ''}`);
-  return { steps, validation_steps: validationSteps, shared_seconds: shared, sweep_runs_seconds: sweeps, separate_seconds: separate, keras_seconds: keras, speedup_vs_separate: separateTotal / shared, speedup_vs_keras: kerasTotal && kerasTotal / shared };
+  log(
+    `  the sweep is ${(separateTotal / shared).toFixed(2)}x faster than six separate xp runs${kerasTotal ? `, ${(kerasTotal / shared).toFixed(2)}x faster than six Keras runs` : ''}`,
+  );
+  return {
+    steps,
+    validation_steps: validationSteps,
+    shared_seconds: shared,
+    sweep_runs_seconds: sweeps,
+    separate_seconds: separate,
+    keras_seconds: keras,
+    speedup_vs_separate: separateTotal / shared,
+    speedup_vs_keras: kerasTotal && kerasTotal / shared,
+  };
 }
 
 function speedup(r: Row): number | undefined {
@@ -210,7 +315,9 @@ function printTable(rows: Row[]): void {
   console.log(`\n${'figure'.padEnd(w)}  ${'xp'.padStart(10)}  ${'keras'.padStart(10)}  unit      xp vs keras`);
   for (const r of rows) {
     const s = speedup(r);
-    console.log(`${r.figure.padEnd(w)}  ${r.xp.toFixed(1).padStart(10)}  ${(r.keras === undefined ? '-' : r.keras.toFixed(1)).padStart(10)}  ${r.unit.padEnd(8)}  ${s === undefined ? '-' : `${s.toFixed(2)}x faster`}`);
+    console.log(
+      `${r.figure.padEnd(w)}  ${r.xp.toFixed(1).padStart(10)}  ${(r.keras === undefined ? '-' : r.keras.toFixed(1)).padStart(10)}  ${r.unit.padEnd(8)}  ${s === undefined ? '-' : `${s.toFixed(2)}x faster`}`,
+    );
   }
 }
 

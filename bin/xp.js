@@ -32,7 +32,8 @@ async function runCli() {
 async function dieWithParent(parent) {
   const { Worker } = await import('node:worker_threads');
   // Signals, not messages: a listened-to message port would keep the process alive.
-  const watchdog = new Worker(`
+  const watchdog = new Worker(
+    `
     const { workerData } = require('node:worker_threads');
     const timer = setInterval(() => {
       if (process.ppid === workerData.parent) return;
@@ -41,7 +42,9 @@ async function dieWithParent(parent) {
       setTimeout(() => process.kill(process.pid, 'SIGTERM'), 100);
       setTimeout(() => process.kill(process.pid, 'SIGKILL'), workerData.graceMs);
     }, 200);
-  `, { eval: true, workerData: { parent, graceMs: 3000 } });
+  `,
+    { eval: true, workerData: { parent, graceMs: 3000 } },
+  );
   watchdog.unref();
 }
 
@@ -82,7 +85,9 @@ function filterStderr(stream) {
   let timer;
   const write = (text) => {
     const lines = text.split('\n');
-    process.stderr.write(lines.filter((line, i) => i === lines.length - 1 || !NOISE.some((re) => re.test(line))).join('\n'));
+    process.stderr.write(
+      lines.filter((line, i) => i === lines.length - 1 || !NOISE.some((re) => re.test(line))).join('\n'),
+    );
   };
   return new Promise((resolve) => {
     stream.setEncoding('utf8');
@@ -93,7 +98,11 @@ function filterStderr(stream) {
       write(text.slice(0, cut));
       rest = text.slice(cut);
       // A prompt or progress without a newline still shows.
-      if (rest) timer = setTimeout(() => { write(rest); rest = ''; }, 100);
+      if (rest)
+        timer = setTimeout(() => {
+          write(rest);
+          rest = '';
+        }, 100);
     });
     stream.on('end', () => {
       clearTimeout(timer);

@@ -8,6 +8,15 @@ import { layerWeights } from '../src/model/weights.ts';
 
 const [name = 'inception_v3', weights = 'nsfwjs', out = 'inception_v3_nsfwjs_notop.h5'] = process.argv.slice(2);
 const top: Record<BackboneName, string> = { inception_v3: 'mixed10', mobilenet_v2: 'out_relu' };
-const backbone = await loadBackbone({ name: name as BackboneName, weights, cut_layer: top[name as BackboneName], trainable: false, preprocessing: 'auto' }, [299, 299]);
+const backbone = await loadBackbone(
+  {
+    name: name as BackboneName,
+    weights,
+    cut_layer: top[name as BackboneName],
+    trainable: false,
+    preprocessing: 'auto',
+  },
+  [299, 299],
+);
 await writeKerasH5(path.resolve(out), layerWeights(backbone.model));
 console.log(`${out}: ${name} (${weights}) weights, Keras notop layout, ${backbone.model.countParams()} parameters`);

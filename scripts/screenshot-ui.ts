@@ -19,13 +19,18 @@ const compareViewport = { width: 1280, height: 900 };
 const runsViewport = { width: 1440, height: 850 };
 
 async function main(experimentName: string): Promise<void> {
-  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((c) => fs.existsSync(c));
+  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((c) =>
+    fs.existsSync(c),
+  );
   if (!chromium) throw new Error('No Chromium found: apt-get install chromium');
   const server = await resolveTrackingUri({ storeDir: mlflowStoreDir() });
   try {
     const client = createClient(server.url);
     const experiment = await client.getExperimentByName(experimentName);
-    if (!experiment) throw new Error(`no experiment "${experimentName}" in ${server.url}: run \`xp run experiments/${experimentName}.yaml\` first`);
+    if (!experiment)
+      throw new Error(
+        `no experiment "${experimentName}" in ${server.url}: run \`xp run experiments/${experimentName}.yaml\` first`,
+      );
     const id = experiment.experiment_id;
     // Experiments made before xp marked them as model training would open in MLflow 3's GenAI views.
     await fetch(`${server.url}/api/2.0/mlflow/experiments/set-experiment-tag`, {
@@ -45,8 +50,19 @@ async function main(experimentName: string): Promise<void> {
       const page = await browser.newPage();
       const outDir = path.join(repoRoot, 'docs');
       const ids = encodeURIComponent(JSON.stringify(trials.map((r) => r.info.run_id)));
-      await shootCompare(page, `${server.url}/#/compare-runs?runs=${ids}&experiments=${encodeURIComponent(JSON.stringify([id]))}`, trials.length, path.join(outDir, 'mlflow-sweep-compare.png'));
-      await shootRuns(page, `${server.url}/#/experiments/${id}/runs?compareRunsMode=CHART`, parent, trials, path.join(outDir, 'mlflow-sweep-runs.png'));
+      await shootCompare(
+        page,
+        `${server.url}/#/compare-runs?runs=${ids}&experiments=${encodeURIComponent(JSON.stringify([id]))}`,
+        trials.length,
+        path.join(outDir, 'mlflow-sweep-compare.png'),
+      );
+      await shootRuns(
+        page,
+        `${server.url}/#/experiments/${id}/runs?compareRunsMode=CHART`,
+        parent,
+        trials,
+        path.join(outDir, 'mlflow-sweep-runs.png'),
+      );
     } finally {
       await browser.close();
     }
@@ -83,7 +99,9 @@ async function shootRuns(page: Page, url: string, parent: Run, trials: Run[], fi
   await page.drag('.react-resizable:has(.is-table-comparing-runs-mode) > :nth-child(2)', 40, 0);
   await page.drag('[data-testid="draggable-card-resize-handle"]', runsViewport.width, 180);
   // The chart's toolbar shows on hover only.
-  await page.evaluate(`document.head.insertAdjacentHTML('beforeend', '<style>.modebar-container { display: none !important; }</style>')`);
+  await page.evaluate(
+    `document.head.insertAdjacentHTML('beforeend', '<style>.modebar-container { display: none !important; }</style>')`,
+  );
   await page.shoot(file);
 }
 
@@ -94,13 +112,24 @@ async function shootRuns(page: Page, url: string, parent: Run, trials: Run[], fi
  */
 async function colourTrials(client: MlflowClient, trials: Run[]): Promise<void> {
   // ColorBrewer "Paired": light and dark of one hue.
-  const pairs = [['#a6cee3', '#1f78b4'], ['#fdbf6f', '#ff7f00'], ['#b2df8a', '#33a02c'], ['#fb9a99', '#e31a1c'], ['#cab2d6', '#6a3d9a']];
+  const pairs = [
+    ['#a6cee3', '#1f78b4'],
+    ['#fdbf6f', '#ff7f00'],
+    ['#b2df8a', '#33a02c'],
+    ['#fb9a99', '#e31a1c'],
+    ['#cab2d6', '#6a3d9a'],
+  ];
   const param = (r: Run, key: string) => r.data.params?.find((p) => p.key === key)?.value ?? '';
-  const hueKey = (r: Run) => JSON.stringify((r.data.params ?? []).filter((p) => p.key !== 'training.epochs').sort((a, b) => a.key.localeCompare(b.key)));
+  const hueKey = (r: Run) =>
+    JSON.stringify(
+      (r.data.params ?? []).filter((p) => p.key !== 'training.epochs').sort((a, b) => a.key.localeCompare(b.key)),
+    );
   const hues = [...new Set(trials.map(hueKey))].sort();
   for (const trial of trials) {
     const [light, dark] = pairs[hues.indexOf(hueKey(trial)) % pairs.length];
-    const longest = Math.max(...trials.filter((t) => hueKey(t) === hueKey(trial)).map((t) => Number(param(t, 'training.epochs'))));
+    const longest = Math.max(
+      ...trials.filter((t) => hueKey(t) === hueKey(trial)).map((t) => Number(param(t, 'training.epochs'))),
+    );
     const colour = Number(param(trial, 'training.epochs')) < longest ? light : dark;
     await client.logBatch(trial.info.run_id, { tags: [{ key: 'mlflow.runColor', value: colour }] });
   }
@@ -138,11 +167,23 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function launch(chromium: string): Promise<Browser> {
   const profile = fs.mkdtempSync('/tmp/xp-chromium-');
-  const proc = spawn(chromium, [
-    '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--hide-scrollbars', `--user-data-dir=${profile}`,
-    '--remote-debugging-port=0', 'about:blank',
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(
+    chromium,
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--hide-scrollbars',
+      `--user-data-dir=${profile}`,
+      '--remote-debugging-port=0',
+      'about:blank',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   const exited = new Promise((resolve) => proc.once('exit', resolve));
   const wsUrl = await new Promise<string>((resolve, reject) => {
     let text = '';
@@ -184,11 +225,19 @@ async function launch(chromium: string): Promise<Browser> {
       let viewport: Viewport = { width: 800, height: 600 };
       const evaluate = async (expression: string) => {
         const r = await call('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true });
-        if (r.exceptionDetails) throw new Error(`${expression}: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
+        if (r.exceptionDetails)
+          throw new Error(`${expression}: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
         return r.result.value;
       };
       const mouse = (type: string, x: number, y: number) =>
-        call('Input.dispatchMouseEvent', { type, x, y, button: 'left', buttons: type === 'mouseReleased' ? 0 : 1, clickCount: 1 });
+        call('Input.dispatchMouseEvent', {
+          type,
+          x,
+          y,
+          button: 'left',
+          buttons: type === 'mouseReleased' ? 0 : 1,
+          clickCount: 1,
+        });
       const page: Page = {
         evaluate,
         async goto(url, size) {
@@ -203,7 +252,9 @@ async function launch(chromium: string): Promise<Browser> {
           while (!(await evaluate(`Boolean(${expression})`).catch(() => false))) {
             if (Date.now() > end) {
               await page.shoot('/tmp/xp-screenshot-timeout.png');
-              throw new Error(`timed out waiting for ${expression} (the page as it was: /tmp/xp-screenshot-timeout.png)`);
+              throw new Error(
+                `timed out waiting for ${expression} (the page as it was: /tmp/xp-screenshot-timeout.png)`,
+              );
             }
             await sleep(250);
           }
@@ -232,7 +283,13 @@ async function launch(chromium: string): Promise<Browser> {
         async key(name) {
           const code = { Enter: 13, Escape: 27 }[name];
           for (const type of ['keyDown', 'keyUp']) {
-            await call('Input.dispatchKeyEvent', { type, key: name, code: name, windowsVirtualKeyCode: code, ...(name === 'Enter' && type === 'keyDown' ? { text: '\r' } : {}) });
+            await call('Input.dispatchKeyEvent', {
+              type,
+              key: name,
+              code: name,
+              windowsVirtualKeyCode: code,
+              ...(name === 'Enter' && type === 'keyDown' ? { text: '\r' } : {}),
+            });
           }
           await sleep(300);
         },
@@ -258,7 +315,9 @@ async function launch(chromium: string): Promise<Browser> {
 
 // Node 20 has WebSocket behind a flag (Node 22 by default): run again with it.
 if (typeof WebSocket === 'undefined') {
-  const child = spawn(process.execPath, ['--experimental-websocket', ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  const child = spawn(process.execPath, ['--experimental-websocket', ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+  });
   child.on('exit', (code) => process.exit(code ?? 1));
 } else {
   await main(process.argv[2] ?? 'dropout-epochs-sweep');

@@ -41,13 +41,18 @@ async function nativeTensorflow() {
   try {
     source = await libtf.fromTarball(url, cache, { log, timeoutMs: 20_000 });
   } catch (error) {
-    log(`official libtensorflow tarball unavailable (${error.cause?.code || error.message}); using the TensorFlow wheel from PyPI`);
+    log(
+      `official libtensorflow tarball unavailable (${error.cause?.code || error.message}); using the TensorFlow wheel from PyPI`,
+    );
     try {
       source = await libtf.fromWheel(cache, { log, python: pythonBin() });
     } catch (wheelError) {
-      throw Object.assign(new Error(`no libtensorflow: tarball (${error.message}) and wheel (${wheelError.message}) both failed`), {
-        hint: 'check network access to PyPI, or set XP_LIBTENSORFLOW_URL to a reachable libtensorflow-cpu-linux-x86_64 tarball',
-      });
+      throw Object.assign(
+        new Error(`no libtensorflow: tarball (${error.message}) and wheel (${wheelError.message}) both failed`),
+        {
+          hint: 'check network access to PyPI, or set XP_LIBTENSORFLOW_URL to a reachable libtensorflow-cpu-linux-x86_64 tarball',
+        },
+      );
     }
   }
   log(`libtensorflow from ${source.source}`);
@@ -56,7 +61,9 @@ async function nativeTensorflow() {
   try {
     return describe(libtf.verify(root));
   } catch (error) {
-    throw Object.assign(error, { hint: 'xp never falls back to the slow wasm or pure-JS backends; see the build output above' });
+    throw Object.assign(error, {
+      hint: 'xp never falls back to the slow wasm or pure-JS backends; see the build output above',
+    });
   }
 }
 
@@ -69,7 +76,10 @@ function nodeDependencies() {
   for (const key of Object.keys(env)) if (/^npm_config_(global|prefix|location)$/i.test(key)) delete env[key];
   log(`npm ci in ${root}`);
   const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit', env });
-  if (r.status !== 0) throw Object.assign(new Error(`npm ci exited with ${r.status ?? r.signal}`), { hint: `run \`npm install\` in ${root}` });
+  if (r.status !== 0)
+    throw Object.assign(new Error(`npm ci exited with ${r.status ?? r.signal}`), {
+      hint: `run \`npm install\` in ${root}`,
+    });
   return 'installed with npm ci';
 }
 
@@ -85,7 +95,9 @@ function pythonBin() {
   for (const candidate of [process.env.XP_PYTHON, 'python3', 'python']) {
     if (candidate && spawnSync(candidate, ['--version']).status === 0) return candidate;
   }
-  throw Object.assign(new Error('no python3 found'), { hint: 'install Python 3.10+ with pip and venv (Debian: apt-get install python3-venv)' });
+  throw Object.assign(new Error('no python3 found'), {
+    hint: 'install Python 3.10+ with pip and venv (Debian: apt-get install python3-venv)',
+  });
 }
 
 async function mlflowVenv() {
@@ -93,13 +105,29 @@ async function mlflowVenv() {
   const mlflow = path.join(venv, 'bin', 'mlflow');
   const version = () => spawnSync(mlflow, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '';
   const python = path.join(venv, 'bin', 'python');
-  const psycopg = () => spawnSync(python, ['-c', 'import psycopg; print(psycopg.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  if (fs.existsSync(mlflow) && version().includes(MLFLOW_VERSION) && psycopg() === PSYCOPG_VERSION) return `already in place, ${version()}, psycopg ${psycopg()}`;
+  const psycopg = () =>
+    spawnSync(python, ['-c', 'import psycopg; print(psycopg.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (fs.existsSync(mlflow) && version().includes(MLFLOW_VERSION) && psycopg() === PSYCOPG_VERSION)
+    return `already in place, ${version()}, psycopg ${psycopg()}`;
   if (!fs.existsSync(python)) {
     run(pythonBin(), ['-m', 'venv', venv], 'create the virtual environment');
   }
-  log(`pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} into .venv (a minute or two the first time)`);
-  run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', `mlflow==${MLFLOW_VERSION}`, `psycopg[binary]==${PSYCOPG_VERSION}`], 'pip install mlflow');
+  log(
+    `pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} into .venv (a minute or two the first time)`,
+  );
+  run(
+    python,
+    [
+      '-m',
+      'pip',
+      'install',
+      '--quiet',
+      '--disable-pip-version-check',
+      `mlflow==${MLFLOW_VERSION}`,
+      `psycopg[binary]==${PSYCOPG_VERSION}`,
+    ],
+    'pip install mlflow',
+  );
   const v = version();
   if (!v.includes(MLFLOW_VERSION)) throw new Error(`.venv/bin/mlflow --version printed "${v}"`);
   if (psycopg() !== PSYCOPG_VERSION) throw new Error(`psycopg ${PSYCOPG_VERSION} does not import in .venv`);
@@ -115,7 +143,11 @@ function run(cmd, args, what) {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url) && !process.env.XP_SETUP_NESTED) {
+if (
+  process.argv[1] &&
+  path.resolve(process.argv[1]) === fileURLToPath(import.meta.url) &&
+  !process.env.XP_SETUP_NESTED
+) {
   const started = Date.now();
   await step('Node dependencies', nodeDependencies);
   await step('native TensorFlow for tfjs-node', nativeTensorflow);

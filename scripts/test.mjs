@@ -16,13 +16,21 @@ if (types.status !== 0) {
 // Then the training tests again under the plain acceleration policy (XP_ACCEL=plain: trainOnBatch, model.predict,
 // tfjs optimizer ops), so xp without native/build/xp_ops.node stays tested. Arguments run only what they name.
 const passes = [{ args: process.argv.slice(2), env: {} }];
-if (process.argv.length <= 2) passes.push({ args: ['test/train'], env: { XP_ACCEL: 'plain' }, label: 'XP_ACCEL=plain' });
+if (process.argv.length <= 2)
+  passes.push({ args: ['test/train'], env: { XP_ACCEL: 'plain' }, label: 'XP_ACCEL=plain' });
 
-let passed = 0, failed = 0, skipped = 0, status = 0;
+let passed = 0,
+  failed = 0,
+  skipped = 0,
+  status = 0;
 for (const pass of passes) {
   if (pass.label) console.log(`\nvitest again with ${pass.label}: ${pass.args.join(' ')}`);
   const report = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'xp-vitest-')), 'report.json');
-  const r = spawnSync('npx', ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...pass.args], { stdio: 'inherit', env: { ...process.env, ...pass.env } });
+  const r = spawnSync(
+    'npx',
+    ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...pass.args],
+    { stdio: 'inherit', env: { ...process.env, ...pass.env } },
+  );
   try {
     const { numPassedTests, numFailedTests, numPendingTests } = JSON.parse(fs.readFileSync(report, 'utf8'));
     passed += numPassedTests;

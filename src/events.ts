@@ -106,7 +106,8 @@ export function resultMetricKey(metric: string): string | undefined {
 }
 
 export function headlineValue(run: { history: EpochLogs[]; result?: RunResult }, metric: string): number | undefined {
-  const figures: Record<string, unknown> | undefined = resultMetricKey(metric) && run.result ? { ...run.result } : { ...run.history.at(-1) };
+  const figures: Record<string, unknown> | undefined =
+    resultMetricKey(metric) && run.result ? { ...run.result } : { ...run.history.at(-1) };
   const value = figures?.[metric];
   return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
 }

@@ -29,4 +29,6 @@ export const mlflowBin = (): string => path.join(repoRoot, '.venv', 'bin', 'mlfl
 
 /** The lock (xp.lock) of an experiment: beside a local file; in the current folder for one given by URL. */
 export const lockFileFor = (experiment: string): string =>
-  /^https?:\/\//i.test(experiment) ? path.resolve('xp.lock') : path.join(path.dirname(path.resolve(experiment)), 'xp.lock');
+  /^https?:\/\//i.test(experiment)
+    ? path.resolve('xp.lock')
+    : path.join(path.dirname(path.resolve(experiment)), 'xp.lock');

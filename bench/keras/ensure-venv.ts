@@ -28,7 +28,11 @@ export async function ensureKerasVenv(repoRoot: string): Promise<string> {
   const wheels = path.join(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'), 'wheels');
   const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
   log(`pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into .venv-keras (a few minutes the first time)`);
-  await run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...findLinks, '-r', REQUIREMENTS], 'pip install the Keras baseline requirements');
+  await run(
+    python,
+    ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...findLinks, '-r', REQUIREMENTS],
+    'pip install the Keras baseline requirements',
+  );
   fs.writeFileSync(stamp, hash);
   return python;
 }
@@ -47,7 +51,11 @@ async function systemPython(): Promise<string> {
 async function run(file: string, args: string[], what: string): Promise<void> {
   const r = await execa(file, args, { reject: false, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', all: true });
   if (r.exitCode !== 0) {
-    const tail = String(r.all ?? '').trim().split('\n').slice(-5).join('\n');
+    const tail = String(r.all ?? '')
+      .trim()
+      .split('\n')
+      .slice(-5)
+      .join('\n');
     throw new XpError(`Could not ${what}: \`${file} ${args.join(' ')}\` exited with ${r.exitCode}.\n${tail}`, {
       hint: 'check that PyPI is reachable; remove .venv-keras and run the bench again',
     });

@@ -73,13 +73,20 @@ export async function runKerasBaseline(opts: KerasBaselineOptions): Promise<Kera
   const python = await ensureKerasVenv(opts.repoRoot);
   const args = [
     SCRIPT,
-    '--data', opts.data,
-    '--epochs', String(opts.epochs),
-    '--steps', String(opts.steps),
-    '--validation-steps', String(opts.validationSteps),
-    '--batch', String(opts.batch ?? 20),
-    '--size', String(opts.size ?? 150),
-    '--dropout', String(opts.dropout ?? 0.2),
+    '--data',
+    opts.data,
+    '--epochs',
+    String(opts.epochs),
+    '--steps',
+    String(opts.steps),
+    '--validation-steps',
+    String(opts.validationSteps),
+    '--batch',
+    String(opts.batch ?? 20),
+    '--size',
+    String(opts.size ?? 150),
+    '--dropout',
+    String(opts.dropout ?? 0.2),
     ...(opts.weights ? ['--weights', opts.weights] : []),
     ...(opts.seed === undefined ? [] : ['--seed', String(opts.seed)]),
     ...(opts.microBatches === undefined ? [] : ['--micro-batches', String(opts.microBatches)]),
@@ -109,11 +116,18 @@ export async function runKerasBaseline(opts: KerasBaselineOptions): Promise<Kera
   try {
     return JSON.parse(last) as KerasBaselineResult;
   } catch (cause) {
-    throw new XpError(`The Keras baseline printed no JSON result line; its last stdout line was: ${last.slice(0, 200)}`, { cause });
+    throw new XpError(
+      `The Keras baseline printed no JSON result line; its last stdout line was: ${last.slice(0, 200)}`,
+      { cause },
+    );
   }
 }
 
 // TensorFlow's C++ start-up chatter (absl, oneDNN, CPU feature notes) says nothing about the run.
 function isNoise(line: string): boolean {
-  return /^[IW]\d{4} |^WARNING: All log messages before absl|^To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags/.test(line) || line.trim() === '';
+  return (
+    /^[IW]\d{4} |^WARNING: All log messages before absl|^To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags/.test(
+      line,
+    ) || line.trim() === ''
+  );
 }

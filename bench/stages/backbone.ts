@@ -22,7 +22,13 @@ export interface BenchResult {
   iterations: number;
 }
 
-const REFERENCE: BackboneConfig = { name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7', trainable: false, preprocessing: 'auto' };
+const REFERENCE: BackboneConfig = {
+  name: 'inception_v3',
+  weights: 'nsfwjs',
+  cut_layer: 'mixed7',
+  trainable: false,
+  preprocessing: 'auto',
+};
 
 const median = (values: number[]) => {
   const s = [...values].sort((a, b) => a - b);

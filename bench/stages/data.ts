@@ -32,7 +32,11 @@ export async function benchData(
   // Per training step: gather a batch, upload it, warp it (TF eager ops run synchronously in tfjs-node).
   const step = (): number => {
     const { x } = gatherBatch(images, labels, stream.next(), imageSize);
-    const input = tf.tensor4d(x, [x.length / (imageSize[0] * imageSize[1] * 3), imageSize[0], imageSize[1], 3], 'int32');
+    const input = tf.tensor4d(
+      x,
+      [x.length / (imageSize[0] * imageSize[1] * 3), imageSize[0], imageSize[1], 3],
+      'int32',
+    );
     const output = augmenter.augment(input);
     tf.dispose([input, output]);
     return input.shape[0];

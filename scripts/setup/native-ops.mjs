@@ -12,19 +12,45 @@ export function build(root, tfjsNodeDir) {
   const deps = path.join(tfjsNodeDir, 'deps');
   const cxx = process.env.CXX || 'g++';
   const args = [
-    '-std=c++17', '-O3', '-fno-math-errno', '-Wall', '-Wno-psabi', '-Wno-uninitialized', '-shared', '-fPIC',
-    '-I', path.join(deps, 'include'), source, '-o', out,
-    '-L', path.join(deps, 'lib'), '-l:libtensorflow_framework.so.2', `-Wl,-rpath,${path.join(deps, 'lib')}`, '-lpthread',
+    '-std=c++17',
+    '-O3',
+    '-fno-math-errno',
+    '-Wall',
+    '-Wno-psabi',
+    '-Wno-uninitialized',
+    '-shared',
+    '-fPIC',
+    '-I',
+    path.join(deps, 'include'),
+    source,
+    '-o',
+    out,
+    '-L',
+    path.join(deps, 'lib'),
+    '-l:libtensorflow_framework.so.2',
+    `-Wl,-rpath,${path.join(deps, 'lib')}`,
+    '-lpthread',
   ];
   const stampFile = `${out}.stamp`;
-  const stamp = crypto.createHash('sha256').update(fs.readFileSync(source)).update(JSON.stringify([cxx, args])).digest('hex');
-  if (fs.existsSync(out) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === stamp) return 'up to date';
+  const stamp = crypto
+    .createHash('sha256')
+    .update(fs.readFileSync(source))
+    .update(JSON.stringify([cxx, args]))
+    .digest('hex');
+  if (fs.existsSync(out) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === stamp)
+    return 'up to date';
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.rmSync(stampFile, { force: true });
   const r = spawnSync(cxx, args, { encoding: 'utf8' });
   if (r.status !== 0) {
     fs.rmSync(out, { force: true });
-    const detail = r.error ? r.error.message : (r.stderr || '').split('\n').filter((l) => /error/.test(l)).slice(0, 6).join('\n');
+    const detail = r.error
+      ? r.error.message
+      : (r.stderr || '')
+          .split('\n')
+          .filter((l) => /error/.test(l))
+          .slice(0, 6)
+          .join('\n');
     throw Object.assign(new Error(`compiling native/xp_ops.cc failed:\n${detail}`), {
       hint: 'install a C++ compiler (Debian: apt-get install g++), or set CXX to one',
     });
@@ -50,7 +76,12 @@ import('./src/accel/native-ops.ts').then(async ({ nativeOpsUnavailable, denseRms
   console.log('XpDenseRmsprop matches tfjs ops');
 });`;
   const tsx = path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
-  const r = spawnSync(process.execPath, [tsx, '--eval', code], { cwd: root, encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2', XP_DEBUG: '1' } });
-  if (r.status !== 0) throw new Error(`the native kernels do not work: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}`);
+  const r = spawnSync(process.execPath, [tsx, '--eval', code], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2', XP_DEBUG: '1' },
+  });
+  if (r.status !== 0)
+    throw new Error(`the native kernels do not work: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}`);
   return r.stdout.trim();
 }

@@ -9,7 +9,17 @@ import { compileFused, FUSED_MIN_SIZE, tfOps, type FusedFn, type Ops } from './x
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
 
-function adamStep<X>(o: Ops<X>, w: X, g: X, m: X, v: X, alpha: X | number, beta1: number, beta2: number, epsilon: number): [X, X, X] {
+function adamStep<X>(
+  o: Ops<X>,
+  w: X,
+  g: X,
+  m: X,
+  v: X,
+  alpha: X | number,
+  beta1: number,
+  beta2: number,
+  epsilon: number,
+): [X, X, X] {
   const nextM = o.add(m, o.mul(o.sub(g, m), 1 - beta1));
   const nextV = o.add(v, o.mul(o.sub(o.square(g), v), 1 - beta2));
   return [o.sub(w, o.div(o.mul(nextM, alpha), o.add(o.sqrt(nextV), epsilon))), nextM, nextV];
@@ -33,11 +43,17 @@ export class KerasAdam extends tf.Optimizer {
     fusedUpdates = accelPolicy().fusedUpdates,
   ) {
     super();
-    this.fused = compileFused(5, (o, w, g, m, v, alpha) => adamStep(o, w, g, m, v, alpha, this.beta1, this.beta2, this.epsilon), fusedUpdates);
+    this.fused = compileFused(
+      5,
+      (o, w, g, m, v, alpha) => adamStep(o, w, g, m, v, alpha, this.beta1, this.beta2, this.epsilon),
+      fusedUpdates,
+    );
   }
 
   applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
-    const list = Array.isArray(variableGradients) ? variableGradients : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
+    const list = Array.isArray(variableGradients)
+      ? variableGradients
+      : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
     const t = this.iterations + 1;
     const alpha = (this.learningRate * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
     for (const { name, tensor: g } of list) {
@@ -50,8 +66,12 @@ export class KerasAdam extends tf.Optimizer {
       }
       const { m, v } = slot;
       tf.tidy(() => {
-        const fused = value.size >= FUSED_MIN_SIZE && value.dtype === 'float32' ? this.fused(value, g, m, v, tf.scalar(alpha)) : undefined;
-        const [nextW, nextM, nextV] = fused ?? adamStep(tfOps, value, g, m, v, alpha, this.beta1, this.beta2, this.epsilon);
+        const fused =
+          value.size >= FUSED_MIN_SIZE && value.dtype === 'float32'
+            ? this.fused(value, g, m, v, tf.scalar(alpha))
+            : undefined;
+        const [nextW, nextM, nextV] =
+          fused ?? adamStep(tfOps, value, g, m, v, alpha, this.beta1, this.beta2, this.epsilon);
         m.assign(nextM);
         v.assign(nextV);
         value.assign(nextW);
@@ -63,7 +83,11 @@ export class KerasAdam extends tf.Optimizer {
   // tf.train.adam's layout: iterations, then every first moment, then every second moment.
   async getWeights(): Promise<NamedTensor[]> {
     const slots = [...this.slots];
-    return [await this.saveIterations(), ...slots.map(([name, s]) => ({ name: `${name}/m`, tensor: s.m })), ...slots.map(([name, s]) => ({ name: `${name}/v`, tensor: s.v }))];
+    return [
+      await this.saveIterations(),
+      ...slots.map(([name, s]) => ({ name: `${name}/m`, tensor: s.m })),
+      ...slots.map(([name, s]) => ({ name: `${name}/v`, tensor: s.v })),
+    ];
   }
 
   async setWeights(weightValues: NamedTensor[]): Promise<void> {
@@ -88,7 +112,10 @@ export class KerasAdam extends tf.Optimizer {
     return { learningRate: this.learningRate, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon };
   }
 
-  static fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
+  static fromConfig<T extends tf.serialization.Serializable>(
+    cls: tf.serialization.SerializableConstructor<T>,
+    config: tf.serialization.ConfigDict,
+  ): T {
     return new cls(config.learningRate, config.beta1, config.beta2, config.epsilon);
   }
 }

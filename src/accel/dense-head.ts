@@ -26,12 +26,14 @@ function denseHead(model: tf.LayersModel) {
   if (!layers || d < 0 || layers.slice(0, d).some((l) => l.weights.length > 0)) return undefined; // pooling only before it
   const dense = denseInternals(layers[d]);
   const kernel = dense.kernel.read();
-  if (!dense.kernel.trainable || kernel.size < FUSED_MIN_SIZE || dense.kernelRegularizer || dense.kernelConstraint) return undefined;
+  if (!dense.kernel.trainable || kernel.size < FUSED_MIN_SIZE || dense.kernelRegularizer || dense.kernelConstraint)
+    return undefined;
   const compiled = compiledInternals(model);
   if (compiled.lossFunctions?.length !== 1 || model.outputs.length !== 1) return undefined;
   const before = layers.slice(0, d);
   const after = layers.slice(d + 1);
-  const flatten = (x: tf.Tensor) => before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
+  const flatten = (x: tf.Tensor) =>
+    before.reduce((h, l) => l.apply(h, { training: true }) as tf.Tensor, x) as tf.Tensor2D;
   const matMul = (x: tf.Tensor2D) =>
     tf.tidy(() => {
       const sample = x.shape[0] > SAMPLE_ROWS ? tf.slice(x, 0, SAMPLE_ROWS) : x;
@@ -65,7 +67,8 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
   if (!head) return undefined;
   const optimizer = model.optimizer as KerasRMSprop;
   const { dense, after, flatten, matMul, compiled } = head;
-  const others = () => model.trainableWeights.map((w) => w.read() as tf.Variable).filter((v) => v !== dense.kernel.read());
+  const others = () =>
+    model.trainableWeights.map((w) => w.read() as tf.Variable).filter((v) => v !== dense.kernel.read());
   const tail = tailBackprop(dense, after, compiled);
 
   // The loss, metrics, kernel output gradient and other variables' gradients: written out, or from a tape.
@@ -78,10 +81,17 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
       out = dense.activation.apply(out);
       for (const l of after) out = l.apply(out, { training: true }) as tf.Tensor;
       for (const [metric] of compiled.metricsTensors) metrics.push(tf.keep(tf.mean(metric(y, out))));
-      return compiled.calculateLosses().reduce((total, r) => tf.add(total, r), tf.mean(compiled.lossFunctions[0](y, out))) as tf.Scalar;
+      return compiled
+        .calculateLosses()
+        .reduce((total, r) => tf.add(total, r), tf.mean(compiled.lossFunctions[0](y, out))) as tf.Scalar;
     };
     const { value, grads } = tf.engine().gradients(totalLoss, [z, ...variables]);
-    return { loss: value, metrics, dz: grads[0], grads: variables.map((v, i) => ({ name: v.name, tensor: grads[i + 1] })) };
+    return {
+      loss: value,
+      metrics,
+      dz: grads[0],
+      grads: variables.map((v, i) => ({ name: v.name, tensor: grads[i + 1] })),
+    };
   };
 
   // The update computes the next batch's x W with the new kernel; valid while the input and kernel are those.
@@ -106,7 +116,11 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
     tf.dispose(values);
     return numbers;
   };
-  return { step, dispose: () => (prepared?.z.dispose(), (prepared = undefined)), backprop: tail ? 'written-out' : 'tape' };
+  return {
+    step,
+    dispose: () => (prepared?.z.dispose(), (prepared = undefined)),
+    backprop: tail ? 'written-out' : 'tape',
+  };
 }
 
 /** The model's layers after its input when they form a chain (each feeds only the next), else undefined. */

@@ -60,7 +60,9 @@ export function batchNormAffine(bn: tf.layers.Layer, bias?: tf.Tensor1D): { scal
   const beta = config.center ? weights[i++] : undefined;
   const [mean, variance] = [weights[i], weights[i + 1]];
   return tf.tidy(() => {
-    const scale = gamma ? tf.mul(tf.rsqrt(tf.add(variance, config.epsilon)), gamma) : tf.rsqrt(tf.add(variance, config.epsilon));
+    const scale = gamma
+      ? tf.mul(tf.rsqrt(tf.add(variance, config.epsilon)), gamma)
+      : tf.rsqrt(tf.add(variance, config.epsilon));
     const shifted = bias ? tf.sub(bias, mean) : tf.neg(mean);
     const shift = beta ? tf.add(tf.mul(shifted, scale), beta) : tf.mul(shifted, scale);
     return { scale: scale as tf.Tensor1D, shift: shift as tf.Tensor1D };
@@ -104,7 +106,6 @@ export interface FoldedPlan {
   held: tf.Tensor[];
   foldedConvs: number;
 }
-
 
 /** The model's graph as ops: each conv, with the BatchNormalization and activation that follow it folded in. */
 export function foldPlan(model: tf.LayersModel): FoldedPlan {
@@ -183,7 +184,15 @@ export function freezeForInference(model: tf.LayersModel): InferenceFn {
   const plan = foldPlan(model);
   const run = (op: FoldedOp, xs: tf.Tensor[]): tf.Tensor => {
     if (op.kind === 'layer') return op.layer.apply(xs.length === 1 ? xs[0] : xs) as tf.Tensor;
-    const args = { x: xs[0] as tf.Tensor4D, filter: op.filter, strides: op.strides, pad: op.pad, dilations: op.dilations, bias: op.bias, activation: op.activation };
+    const args = {
+      x: xs[0] as tf.Tensor4D,
+      filter: op.filter,
+      strides: op.strides,
+      pad: op.pad,
+      dilations: op.dilations,
+      bias: op.bias,
+      activation: op.activation,
+    };
     return op.depthwise ? tf.fused.depthwiseConv2d(args) : tf.fused.conv2d(args);
   };
   // Free each intermediate as soon as its last consumer ran: keeps peak memory low.
@@ -196,7 +205,13 @@ export function freezeForInference(model: tf.LayersModel): InferenceFn {
       const left = new Map(uses);
       for (const op of plan.ops) {
         const inputs = opInputs(op);
-        values.set(op.name, run(op, inputs.map((n) => values.get(n)!)));
+        values.set(
+          op.name,
+          run(
+            op,
+            inputs.map((n) => values.get(n)!),
+          ),
+        );
         for (const n of inputs) {
           left.set(n, left.get(n)! - 1);
           if (left.get(n) === 0 && n !== plan.input) values.get(n)!.dispose();

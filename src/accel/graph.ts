@@ -21,10 +21,23 @@ const padding = (p: string): Attr => ({ s: p.toUpperCase() });
 function constant(name: string, values: Float32Array | Int32Array, shape: number[]): NodeDef {
   const dtype = values instanceof Float32Array ? DT_FLOAT : DT_INT32;
   const content = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  return { name, op: 'Const', inputs: [], attrs: { dtype: { type: dtype }, value: { tensor: { dtype, shape, content } } } };
+  return {
+    name,
+    op: 'Const',
+    inputs: [],
+    attrs: { dtype: { type: dtype }, value: { tensor: { dtype, shape, content } } },
+  };
 }
 
-const ACTIVATION_OPS: Record<string, string> = { relu: 'Relu', relu6: 'Relu6', elu: 'Elu', sigmoid: 'Sigmoid', tanh: 'Tanh', selu: 'Selu', softplus: 'Softplus' };
+const ACTIVATION_OPS: Record<string, string> = {
+  relu: 'Relu',
+  relu6: 'Relu6',
+  elu: 'Elu',
+  sigmoid: 'Sigmoid',
+  tanh: 'Tanh',
+  selu: 'Selu',
+  softplus: 'Softplus',
+};
 
 function activationNode(name: string, input: string, activation: string): NodeDef[] {
   if (activation === 'linear') return [{ name, op: 'Identity', inputs: [input], attrs: { T } }];
@@ -36,8 +49,18 @@ function activationNode(name: string, input: string, activation: string): NodeDe
 function convNodes(op: Extract<FoldedOp, { kind: 'conv' }>): NodeDef[] {
   const filter = constant(`${op.name}/filter`, op.filter.dataSync() as Float32Array, op.filter.shape);
   const channels = op.depthwise ? op.filter.shape[2] * op.filter.shape[3] : op.filter.shape[3];
-  const bias = constant(`${op.name}/bias`, op.bias ? (op.bias.dataSync() as Float32Array) : new Float32Array(channels), [channels]);
-  const common = { T, strides: { ints: nhwc(op.strides) }, padding: padding(op.pad), data_format: { s: 'NHWC' }, dilations: { ints: nhwc(op.dilations) } };
+  const bias = constant(
+    `${op.name}/bias`,
+    op.bias ? (op.bias.dataSync() as Float32Array) : new Float32Array(channels),
+    [channels],
+  );
+  const common = {
+    T,
+    strides: { ints: nhwc(op.strides) },
+    padding: padding(op.pad),
+    data_format: { s: 'NHWC' },
+    dilations: { ints: nhwc(op.dilations) },
+  };
   const fusedActivation = { relu: 'Relu', relu6: 'Relu6', elu: 'Elu' }[op.activation as string];
   if (!op.depthwise && (op.activation === 'linear' || fusedActivation)) {
     // One kernel: convolution, bias and activation in a single pass over the output.
@@ -48,7 +71,14 @@ function convNodes(op: Extract<FoldedOp, { kind: 'conv' }>): NodeDef[] {
         name: op.name,
         op: '_FusedConv2D',
         inputs: [op.input, filter.name, bias.name],
-        attrs: { ...common, use_cudnn_on_gpu: { b: true }, num_args: { i: 1 }, TArgs: { types: [DT_FLOAT] }, fused_ops: { strings: fusedActivation ? ['BiasAdd', fusedActivation] : ['BiasAdd'] }, epsilon: { f: 0 } },
+        attrs: {
+          ...common,
+          use_cudnn_on_gpu: { b: true },
+          num_args: { i: 1 },
+          TArgs: { types: [DT_FLOAT] },
+          fused_ops: { strings: fusedActivation ? ['BiasAdd', fusedActivation] : ['BiasAdd'] },
+          epsilon: { f: 0 },
+        },
       },
     ];
   }
@@ -58,7 +88,12 @@ function convNodes(op: Extract<FoldedOp, { kind: 'conv' }>): NodeDef[] {
   return [
     filter,
     bias,
-    { name: conv, op: op.depthwise ? 'DepthwiseConv2dNative' : 'Conv2D', inputs: [op.input, filter.name], attrs: common },
+    {
+      name: conv,
+      op: op.depthwise ? 'DepthwiseConv2dNative' : 'Conv2D',
+      inputs: [op.input, filter.name],
+      attrs: common,
+    },
     { name: biased, op: 'BiasAdd', inputs: [conv, bias.name], attrs: { T, data_format: { s: 'NHWC' } } },
     ...activationNode(op.name, biased, op.activation),
   ];
@@ -75,19 +110,40 @@ function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
           name,
           op: layer.getClassName() === 'MaxPooling2D' ? 'MaxPool' : 'AvgPool',
           inputs,
-          attrs: { T, ksize: { ints: nhwc(c.poolSize) }, strides: { ints: nhwc(c.strides ?? c.poolSize) }, padding: padding(c.padding), data_format: { s: 'NHWC' } },
+          attrs: {
+            T,
+            ksize: { ints: nhwc(c.poolSize) },
+            strides: { ints: nhwc(c.strides ?? c.poolSize) },
+            padding: padding(c.padding),
+            data_format: { s: 'NHWC' },
+          },
         },
       ];
     case 'Concatenate': {
       const axis = constant(`${name}/axis`, new Int32Array([c.axis]), []);
-      return [axis, { name, op: 'ConcatV2', inputs: [...inputs, axis.name], attrs: { T, N: { i: inputs.length }, Tidx: { type: DT_INT32 } } }];
+      return [
+        axis,
+        {
+          name,
+          op: 'ConcatV2',
+          inputs: [...inputs, axis.name],
+          attrs: { T, N: { i: inputs.length }, Tidx: { type: DT_INT32 } },
+        },
+      ];
     }
     case 'Add':
-      return [inputs.length === 2 ? { name, op: 'AddV2', inputs, attrs: { T } } : { name, op: 'AddN', inputs, attrs: { T, N: { i: inputs.length } } }];
+      return [
+        inputs.length === 2
+          ? { name, op: 'AddV2', inputs, attrs: { T } }
+          : { name, op: 'AddN', inputs, attrs: { T, N: { i: inputs.length } } },
+      ];
     case 'ZeroPadding2D': {
       const [[t, b], [l, r]] = (c.padding as number[][]).map((p) => pair(p));
       const paddings = constant(`${name}/paddings`, new Int32Array([0, 0, t, b, l, r, 0, 0]), [4, 2]);
-      return [paddings, { name, op: 'Pad', inputs: [...inputs, paddings.name], attrs: { T, Tpaddings: { type: DT_INT32 } } }];
+      return [
+        paddings,
+        { name, op: 'Pad', inputs: [...inputs, paddings.name], attrs: { T, Tpaddings: { type: DT_INT32 } } },
+      ];
     }
     case 'Activation':
       return activationNode(name, inputs[0], c.activation);
@@ -121,7 +177,9 @@ export function graphNodes(model: tf.LayersModel): { nodes: NodeDef[]; foldedCon
   const plan = foldPlan(model);
   try {
     const shape = model.inputs[0].shape.map((d) => d ?? -1);
-    const nodes: NodeDef[] = [{ name: plan.input, op: 'Placeholder', inputs: [], attrs: { dtype: T, shape: { shape } } }];
+    const nodes: NodeDef[] = [
+      { name: plan.input, op: 'Placeholder', inputs: [], attrs: { dtype: T, shape: { shape } } },
+    ];
     for (const op of plan.ops) nodes.push(...(op.kind === 'conv' ? convNodes(op) : layerNodes(op)));
     nodes.push({ name: 'features', op: 'Identity', inputs: [plan.output], attrs: { T } });
     return { nodes, foldedConvs: plan.foldedConvs };
@@ -141,7 +199,10 @@ export interface CompiledInferenceFn extends InferenceFn {
  * eager function instead, and a policy without a compiled backbone gets model.predict (mode tells which).
  * A snapshot: recompile after the weights change.
  */
-export async function compileForInference(model: tf.LayersModel, policy: AccelPolicy = accelPolicy()): Promise<CompiledInferenceFn> {
+export async function compileForInference(
+  model: tf.LayersModel,
+  policy: AccelPolicy = accelPolicy(),
+): Promise<CompiledInferenceFn> {
   if (!policy.compiledBackbone) {
     const predict = (x: tf.Tensor4D) => model.predict(x) as tf.Tensor4D;
     return Object.assign(predict, { dispose: () => {}, foldedConvs: 0, mode: 'layers' as const });

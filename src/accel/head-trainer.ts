@@ -23,7 +23,8 @@ export interface HeadTrainer {
   dispose(): void;
 }
 
-const snapshot = (model: tf.LayersModel) => () => tf.tidy(() => model.getWeights().map((w) => tf.mul(w, tf.scalar(1, w.dtype))));
+const snapshot = (model: tf.LayersModel) => () =>
+  tf.tidy(() => model.getWeights().map((w) => tf.mul(w, tf.scalar(1, w.dtype))));
 
 /** Plain tfjs: model.trainOnBatch and model.predict, whatever the policy. */
 export function referenceTrainer(model: tf.LayersModel): HeadTrainer {

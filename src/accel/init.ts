@@ -37,7 +37,12 @@ function statelessUniform(backend: NodeBackend, shape: number[], seed: number): 
     { name: 'T', type: TF_ATTR_TYPE, value: TF_INT32 },
     { name: 'Tseed', type: TF_ATTR_TYPE, value: TF_INT32 },
   ];
-  return tf.tidy(() => backend.executeSingleOutput('StatelessRandomUniform', attrs, [tf.tensor1d(shape, 'int32'), tf.tensor1d([seed | 0, 0x5eed], 'int32')]));
+  return tf.tidy(() =>
+    backend.executeSingleOutput('StatelessRandomUniform', attrs, [
+      tf.tensor1d(shape, 'int32'),
+      tf.tensor1d([seed | 0, 0x5eed], 'int32'),
+    ]),
+  );
 }
 
 /** Glorot uniform with a seed: the same weights for the same seed and shape, however the trial runs. */

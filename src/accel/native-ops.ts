@@ -10,7 +10,10 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-node';
 import { nodeBackend, type NodeBackend } from './tfjs-internals.ts';
 
-export const NATIVE_OPS_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/build/xp_ops.node');
+export const NATIVE_OPS_FILE = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../native/build/xp_ops.node',
+);
 
 // Per file: undefined while untried, '' once loaded, else why it cannot be.
 const attempts = new Map<string, string>();
@@ -76,7 +79,12 @@ export function denseRmsprop(
   ];
   return tf.tidy(() => {
     const next = xNext ?? tf.zeros([0, w.shape[0]]);
-    const [zNext] = backend.executeMultipleOutputs('XpDenseRmsprop', attrs, [w, s, last, tf.scalar(step, 'int32'), x, dz, next], 1);
+    const [zNext] = backend.executeMultipleOutputs(
+      'XpDenseRmsprop',
+      attrs,
+      [w, s, last, tf.scalar(step, 'int32'), x, dz, next],
+      1,
+    );
     return xNext ? zNext : undefined;
   });
 }
@@ -85,19 +93,37 @@ export function denseRmsprop(
 export function rmspropCatchUp(s: tf.Tensor, last: tf.Tensor, step: number, rho: number): void {
   const backend = kernelBackend();
   tf.tidy(() => {
-    backend.executeMultipleOutputs('XpRmspropCatchUp', [{ name: 'rho', type: backend.binding.TF_ATTR_FLOAT, value: rho }], [s, last, tf.scalar(step, 'int32')], 0);
+    backend.executeMultipleOutputs(
+      'XpRmspropCatchUp',
+      [{ name: 'rho', type: backend.binding.TF_ATTR_FLOAT, value: rho }],
+      [s, last, tf.scalar(step, 'int32')],
+      0,
+    );
   });
 }
 
 /** x [r,n] times w [n,m], skipping the zeros of x (backbone features after a ReLU are mostly zeros). */
 export function sparseMatMul(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
   const backend = kernelBackend();
-  return backend.executeMultipleOutputs('XpSparseMatMul', [{ name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() }], [x, w], 1)[0];
+  return backend.executeMultipleOutputs(
+    'XpSparseMatMul',
+    [{ name: 'threads', type: backend.binding.TF_ATTR_INT, value: threads() }],
+    [x, w],
+    1,
+  )[0];
 }
 
 /** x * scale - shift, in place (two roundings, as tf.sub(tf.mul(x, scale), shift)). */
 export function scaleShift(x: tf.Tensor, scale: number, shift: number): void {
   const backend = kernelBackend();
   const float = backend.binding.TF_ATTR_FLOAT;
-  backend.executeMultipleOutputs('XpScaleShift', [{ name: 'scale', type: float, value: scale }, { name: 'shift', type: float, value: shift }], [x], 0);
+  backend.executeMultipleOutputs(
+    'XpScaleShift',
+    [
+      { name: 'scale', type: float, value: scale },
+      { name: 'shift', type: float, value: shift },
+    ],
+    [x],
+    0,
+  );
 }

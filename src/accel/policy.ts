@@ -43,12 +43,15 @@ export const policyNamed = (name: AccelName): AccelPolicy => ({ ...POLICIES[name
 export function resolvePolicy(requested: string | undefined, nativeFile = NATIVE_OPS_FILE): AccelPolicy {
   const asked = requested?.trim().toLowerCase() || undefined;
   if (asked !== undefined && !NAMES.includes(asked as AccelName)) {
-    throw new XpError(`${ACCEL_ENV}=${requested} is not an acceleration policy.`, { hint: `Use ${NAMES.join(', ')}, or leave ${ACCEL_ENV} unset for the best available.` });
+    throw new XpError(`${ACCEL_ENV}=${requested} is not an acceleration policy.`, {
+      hint: `Use ${NAMES.join(', ')}, or leave ${ACCEL_ENV} unset for the best available.`,
+    });
   }
   const want = (asked as AccelName | undefined) ?? 'native';
   if (want === 'plain') return policyNamed('plain');
   const note = (why: string) => (asked ? `${ACCEL_ENV}=${asked} asked for, but ${why}` : why);
-  if (!nodeBackend()) return { ...policyNamed('plain'), fallback: note('the tfjs backend is not tfjs-node\'s TensorFlow') };
+  if (!nodeBackend())
+    return { ...policyNamed('plain'), fallback: note("the tfjs backend is not tfjs-node's TensorFlow") };
   if (want === 'xla') return policyNamed('xla');
   const why = nativeOpsUnavailable(nativeFile);
   return why ? { ...policyNamed('xla'), fallback: note(`native kernels unavailable: ${why}`) } : policyNamed('native');
@@ -67,7 +70,11 @@ export function accelPolicy(): AccelPolicy {
 
 /** One line for `--verbose`: the policy, what it accelerates, and why it fell back when it did. */
 export function describePolicy(policy: AccelPolicy = accelPolicy()): string {
-  const parts = [policy.nativeKernels && 'native dense-head kernels', policy.fusedUpdates && 'XLA-fused updates', policy.compiledBackbone && 'compiled backbone graph'].filter(Boolean);
+  const parts = [
+    policy.nativeKernels && 'native dense-head kernels',
+    policy.fusedUpdates && 'XLA-fused updates',
+    policy.compiledBackbone && 'compiled backbone graph',
+  ].filter(Boolean);
   const what = parts.length ? parts.join(', ') : 'plain tfjs: trainOnBatch, model.predict, tfjs optimizer ops';
   return `acceleration: ${policy.name} (${what})${policy.fallback ? `; ${policy.fallback}` : ''}`;
 }

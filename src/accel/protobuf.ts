@@ -40,7 +40,10 @@ export class ProtoWriter {
   }
 
   bytes(field: number, value: Uint8Array | string): this {
-    const b = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const b =
+      typeof value === 'string'
+        ? Buffer.from(value, 'utf8')
+        : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     this.tag(field, 2);
     this.varint(b.length);
     this.parts.push(b);
@@ -121,10 +124,13 @@ export function encodeSavedModel(
   producer: number,
 ): Buffer {
   const tensorInfo = (w: ProtoWriter, spec: TensorSpec) => {
-    w.bytes(1, spec.name).int(2, spec.dtype).message(3, (s) => writeShape(s, spec.shape));
+    w.bytes(1, spec.name)
+      .int(2, spec.dtype)
+      .message(3, (s) => writeShape(s, spec.shape));
   };
   const specs = (w: ProtoWriter, field: number, map: Record<string, TensorSpec>) => {
-    for (const [key, spec] of Object.entries(map)) w.message(field, (e) => e.bytes(1, key).message(2, (v) => tensorInfo(v, spec)));
+    for (const [key, spec] of Object.entries(map))
+      w.message(field, (e) => e.bytes(1, key).message(2, (v) => tensorInfo(v, spec)));
   };
   return new ProtoWriter()
     .int(1, 1)
@@ -135,7 +141,8 @@ export function encodeSavedModel(
           graph.message(1, (n) => {
             n.bytes(1, node.name).bytes(2, node.op);
             for (const input of node.inputs) n.bytes(3, input);
-            for (const [key, attr] of Object.entries(node.attrs)) n.message(5, (e) => e.bytes(1, key).message(2, (v) => writeAttr(v, attr)));
+            for (const [key, attr] of Object.entries(node.attrs))
+              n.message(5, (e) => e.bytes(1, key).message(2, (v) => writeAttr(v, attr)));
           });
         }
         graph.message(4, (v) => v.int(1, producer));

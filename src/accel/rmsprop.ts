@@ -49,14 +49,17 @@ export class KerasRMSprop extends tf.Optimizer {
   }
 
   applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
-    const list = Array.isArray(variableGradients) ? variableGradients : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
+    const list = Array.isArray(variableGradients)
+      ? variableGradients
+      : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
     for (const { name, tensor: g } of list) {
       if (g == null) continue;
       this.catchUp(name);
       const value = tf.engine().registeredVariables[name];
       const slot = this.slot(name, value);
       tf.tidy(() => {
-        const fused = value.size >= FUSED_MIN_SIZE && value.dtype === 'float32' ? this.fused(value, g, slot) : undefined;
+        const fused =
+          value.size >= FUSED_MIN_SIZE && value.dtype === 'float32' ? this.fused(value, g, slot) : undefined;
         const [w, next] = fused ?? rmspropStep(tfOps, value, g, slot, this.rho, this.eps, this.step);
         slot.assign(next);
         value.assign(w);
@@ -78,7 +81,16 @@ export class KerasRMSprop extends tf.Optimizer {
     if (!lazy) this.lazy.set(name, (lazy = { last: tf.keep(tf.zeros([value.shape[0]], 'int32')), step: 0 })); // outlives the step's tidy
     lazy.step++;
     // In place: the kernel and its slot keep their tensors (and dataIds); their contents change.
-    const zNext = denseRmsprop(value, slot, lazy.last, lazy.step, x, dz, { rho: this.rho, eps: this.eps, step: this.step }, xNext);
+    const zNext = denseRmsprop(
+      value,
+      slot,
+      lazy.last,
+      lazy.step,
+      x,
+      dz,
+      { rho: this.rho, eps: this.eps, step: this.step },
+      xNext,
+    );
     return { zNext };
   }
 
@@ -101,7 +113,10 @@ export class KerasRMSprop extends tf.Optimizer {
   async getWeights(): Promise<NamedTensor[]> {
     for (const name of this.lazy.keys()) this.catchUp(name);
     const scale = 1 - this.rho;
-    return [await this.saveIterations(), ...[...this.slots].map(([name, s]) => ({ name: `${name}/rms`, tensor: tf.mul(s, scale) }))];
+    return [
+      await this.saveIterations(),
+      ...[...this.slots].map(([name, s]) => ({ name: `${name}/rms`, tensor: tf.mul(s, scale) })),
+    ];
   }
 
   async setWeights(weightValues: NamedTensor[]): Promise<void> {
@@ -109,7 +124,10 @@ export class KerasRMSprop extends tf.Optimizer {
     for (const { name, tensor } of rest) {
       const variable = name.replace(/\/rms$/, '');
       this.slots.get(variable)?.dispose();
-      this.slots.set(variable, tf.tidy(() => tf.div(tensor, 1 - this.rho).variable(false)));
+      this.slots.set(
+        variable,
+        tf.tidy(() => tf.div(tensor, 1 - this.rho).variable(false)),
+      );
     }
   }
 
@@ -126,7 +144,10 @@ export class KerasRMSprop extends tf.Optimizer {
     return { learningRate: this.learningRate, rho: this.rho, epsilon: this.epsilon };
   }
 
-  static fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
+  static fromConfig<T extends tf.serialization.Serializable>(
+    cls: tf.serialization.SerializableConstructor<T>,
+    config: tf.serialization.ConfigDict,
+  ): T {
     return new cls(config.learningRate, config.rho, config.epsilon);
   }
 }

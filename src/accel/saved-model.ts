@@ -19,7 +19,11 @@ export interface Session {
 }
 
 /** Opens `nodes` as a session with one signature; throws when TensorFlow rejects the graph or the backend is not tfjs-node's. */
-export function openSession(nodes: NodeDef[], inputs: Record<string, TensorSpec>, outputs: Record<string, TensorSpec>): Session {
+export function openSession(
+  nodes: NodeDef[],
+  inputs: Record<string, TensorSpec>,
+  outputs: Record<string, TensorSpec>,
+): Session {
   const backend = nodeBackend();
   if (!backend) throw new Error(`TensorFlow sessions need tfjs-node's backend`);
   const bytes = encodeSavedModel(nodes, { name: 'serving_default', inputs, outputs }, GRAPH_PRODUCER);
@@ -31,7 +35,13 @@ export function openSession(nodes: NodeDef[], inputs: Record<string, TensorSpec>
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const infos = Object.values(inputs).map((spec) => ({ name: spec.name, tfDtype: spec.dtype === DT_FLOAT ? 'DT_FLOAT' : 'DT_INT32' }));
+  const infos = Object.values(inputs).map((spec) => ({
+    name: spec.name,
+    tfDtype: spec.dtype === DT_FLOAT ? 'DT_FLOAT' : 'DT_INT32',
+  }));
   const fetches = Object.values(outputs).map((spec) => spec.name);
-  return { run: (tensors) => backend.runSavedModel(id, tensors, infos, fetches), close: () => backend.deleteSavedModel(id) };
+  return {
+    run: (tensors) => backend.runSavedModel(id, tensors, infos, fetches),
+    close: () => backend.deleteSavedModel(id),
+  };
 }

@@ -10,7 +10,13 @@
 // for sigmoid + binary cross-entropy and softmax + categorical cross-entropy, d loss / d logits = (p - y) / n
 // where the loss's clipping of p to [eps, 1 - eps] lets a gradient through, else 0.
 import * as tf from '@tensorflow/tfjs-node';
-import { activationName as activationOf, denseInternals, noiseShape, type CompiledInternals, type DenseInternals } from './tfjs-internals.ts';
+import {
+  activationName as activationOf,
+  denseInternals,
+  noiseShape,
+  type CompiledInternals,
+  type DenseInternals,
+} from './tfjs-internals.ts';
 
 export interface TailStep {
   loss: tf.Scalar;
@@ -35,8 +41,13 @@ const slope: Record<Activation, (h: tf.Tensor) => tf.Tensor | undefined> = {
 type Entry = { dropout: tf.layers.Layer } | { dense: DenseInternals; activation: string };
 
 /** z (the large Dense's output, before its bias) and targets -> loss, metrics and gradients; or undefined. */
-export function tailBackprop(first: DenseInternals, after: tf.layers.Layer[], compiled: CompiledInternals): ((z: tf.Tensor, y: tf.Tensor) => TailStep) | undefined {
-  const plain = (d: DenseInternals) => !d.kernelRegularizer && !d.biasRegularizer && !d.activityRegularizer && !d.kernelConstraint && !d.biasConstraint;
+export function tailBackprop(
+  first: DenseInternals,
+  after: tf.layers.Layer[],
+  compiled: CompiledInternals,
+): ((z: tf.Tensor, y: tf.Tensor) => TailStep) | undefined {
+  const plain = (d: DenseInternals) =>
+    !d.kernelRegularizer && !d.biasRegularizer && !d.activityRegularizer && !d.kernelConstraint && !d.biasConstraint;
   if (!HIDDEN.has(activationOf(first)) || !plain(first) || compiled.lossFunctions.length !== 1) return undefined;
   const entries: Entry[] = [];
   for (const layer of after) {
@@ -80,7 +91,8 @@ export function tailBackprop(first: DenseInternals, after: tf.layers.Layer[], co
 
     // Backward: d loss / d logits, then layer by layer to z.
     const n = p.shape[0]!;
-    const clipped = (q: tf.Tensor) => tf.cast(tf.logicalAnd(tf.greaterEqual(q, eps), tf.lessEqual(q, 1 - eps)), 'float32');
+    const clipped = (q: tf.Tensor) =>
+      tf.cast(tf.logicalAnd(tf.greaterEqual(q, eps), tf.lessEqual(q, 1 - eps)), 'float32');
     let g = binary
       ? tf.div(tf.mul(tf.sub(p, y), clipped(p)), p.size) // mean over samples and outputs
       : tf.div(tf.mul(tf.sub(p, y), clipped(tf.sum(tf.mul(p, y), -1, true))), n); // one-hot: the true class's p

@@ -25,14 +25,25 @@ export interface NodeBackend {
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[]): tf.Tensor;
   executeMultipleOutputs(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[], outputs: number): tf.Tensor[];
   loadSavedModelMetaGraph(path: string, tags: string): number;
-  runSavedModel(id: number, inputs: tf.Tensor[], infos: { name: string; tfDtype: string }[], outputs: string[]): tf.Tensor[];
+  runSavedModel(
+    id: number,
+    inputs: tf.Tensor[],
+    infos: { name: string; tfDtype: string }[],
+    outputs: string[],
+  ): tf.Tensor[];
   deleteSavedModel(id: number): void;
 }
 
 /** The backend as tfjs-node's, or undefined on any other backend. */
-export function nodeBackend(backend: unknown = tf.getBackend() === 'tensorflow' ? tf.backend() : undefined): NodeBackend | undefined {
+export function nodeBackend(
+  backend: unknown = tf.getBackend() === 'tensorflow' ? tf.backend() : undefined,
+): NodeBackend | undefined {
   const b = backend as Partial<NodeBackend> | undefined;
-  const complete = b && typeof b.executeMultipleOutputs === 'function' && typeof b.loadSavedModelMetaGraph === 'function' && typeof b.runSavedModel === 'function';
+  const complete =
+    b &&
+    typeof b.executeMultipleOutputs === 'function' &&
+    typeof b.loadSavedModelMetaGraph === 'function' &&
+    typeof b.runSavedModel === 'function';
   return complete ? (b as NodeBackend) : undefined;
 }
 
@@ -51,10 +62,12 @@ export interface DenseInternals {
 export const denseInternals = (layer: tf.layers.Layer): DenseInternals => layer as unknown as DenseInternals;
 
 /** The name of a Dense layer's activation ('relu', 'sigmoid', ...), as tfjs registers its class. */
-export const activationName = (layer: DenseInternals): string => (layer.activation.constructor as unknown as { className?: string }).className ?? '';
+export const activationName = (layer: DenseInternals): string =>
+  (layer.activation.constructor as unknown as { className?: string }).className ?? '';
 
 /** A Dropout layer's noise shape (undefined or null: a mask of the input's shape). */
-export const noiseShape = (layer: tf.layers.Layer): unknown => (layer as unknown as { noiseShape?: unknown }).noiseShape;
+export const noiseShape = (layer: tf.layers.Layer): unknown =>
+  (layer as unknown as { noiseShape?: unknown }).noiseShape;
 
 type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
 
@@ -73,15 +86,19 @@ export const inboundNodes = (layer: tf.layers.Layer): { inboundLayers: tf.layers
   (layer as unknown as { inboundNodes: { inboundLayers: tf.layers.Layer[] }[] }).inboundNodes;
 
 /** The keys (`<layer>_ib-<node>`) of the layer calls that belong to this model. */
-export const containerNodes = (model: tf.LayersModel): Set<string> => (model as unknown as { containerNodes: Set<string> }).containerNodes;
+export const containerNodes = (model: tf.LayersModel): Set<string> =>
+  (model as unknown as { containerNodes: Set<string> }).containerNodes;
 
 /** tfjs' GlorotUniform class (tfjs exports an instance factory, not the class). */
-export const GlorotUniform = tf.initializers.glorotUniform({}).constructor as new (args: { seed?: number }) => {
+export const GlorotUniform = tf.initializers.glorotUniform({}).constructor as new (args: {
+  seed?: number;
+}) => {
   apply(shape: number[], dtype?: tf.DataType): tf.Tensor;
 };
 
 /** An initializer object as tfjs-layers' configs take it. */
-export const asInitializer = (init: object): ReturnType<typeof tf.initializers.glorotUniform> => init as unknown as ReturnType<typeof tf.initializers.glorotUniform>;
+export const asInitializer = (init: object): ReturnType<typeof tf.initializers.glorotUniform> =>
+  init as unknown as ReturnType<typeof tf.initializers.glorotUniform>;
 
 /** The attributes tf.image.transform hands to its kernel. */
 export interface TransformAttrs {
@@ -91,7 +108,8 @@ export interface TransformAttrs {
   outputShape?: [number, number];
 }
 
-export const transformAttrs = (attrs: tf.NamedAttrMap | undefined): TransformAttrs => attrs as unknown as TransformAttrs;
+export const transformAttrs = (attrs: tf.NamedAttrMap | undefined): TransformAttrs =>
+  attrs as unknown as TransformAttrs;
 
 /** A BatchNormalization layer's variables and hyperparameters. */
 export interface BatchNormInternals {
@@ -104,7 +122,8 @@ export interface BatchNormInternals {
   axis: number;
 }
 
-export const batchNormInternals = (layer: tf.layers.Layer): BatchNormInternals => layer as unknown as BatchNormInternals;
+export const batchNormInternals = (layer: tf.layers.Layer): BatchNormInternals =>
+  layer as unknown as BatchNormInternals;
 
 /** Sets the seed a Dropout layer draws its next masks from (tfjs reads it on every call). */
 export const setDropoutSeed = (layer: tf.layers.Layer, seed: number): void => {

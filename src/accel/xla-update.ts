@@ -30,7 +30,14 @@ export interface Ops<X> {
   sqrt(a: X): X;
 }
 
-export const tfOps: Ops<tf.Tensor> = { add: tf.add, sub: tf.sub, mul: tf.mul, div: tf.div, square: tf.square, sqrt: tf.sqrt };
+export const tfOps: Ops<tf.Tensor> = {
+  add: tf.add,
+  sub: tf.sub,
+  mul: tf.mul,
+  div: tf.div,
+  square: tf.square,
+  sqrt: tf.sqrt,
+};
 
 /**
  * Runs the compiled expression on float32 tensors of one shape (or scalars, which broadcast); the outputs are
@@ -54,7 +61,10 @@ const debug = (message: string, error?: unknown) => {
   if (process.env.XP_DEBUG) console.error(`xp: fused update ${message}`, error ?? '');
 };
 
-function graphOf(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[]): { nodes: NodeDef[]; inputs: string[]; outputs: string[] } {
+function graphOf(
+  arity: number,
+  build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[],
+): { nodes: NodeDef[]; inputs: string[]; outputs: string[] } {
   const nodes: NodeDef[] = [];
   const add = (op: string, inputs: string[], attrs: Record<string, Attr> = { T }): Expr => {
     const name = `n${nodes.length}`;
@@ -95,7 +105,11 @@ function open(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[
   const graph = graphOf(arity, build);
   const spec = (name: string) => [name, { name: `${name}:0`, dtype: DT_FLOAT, shape: [] }];
   try {
-    return openSession(graph.nodes, Object.fromEntries(graph.inputs.map(spec)), Object.fromEntries(graph.outputs.map(spec)));
+    return openSession(
+      graph.nodes,
+      Object.fromEntries(graph.inputs.map(spec)),
+      Object.fromEntries(graph.outputs.map(spec)),
+    );
   } catch (error) {
     debug('unavailable:', error);
     return undefined;
@@ -108,7 +122,11 @@ function open(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[
  * ops, when `enabled` is false (the acceleration policy has no fused updates), when TensorFlow rejects the
  * graph, and after dispose. XP_DEBUG=1 prints why.
  */
-export function compileFused(arity: number, build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[], enabled = accelPolicy().fusedUpdates): FusedFn {
+export function compileFused(
+  arity: number,
+  build: (ops: Ops<Expr>, ...inputs: Expr[]) => Expr[],
+  enabled = accelPolicy().fusedUpdates,
+): FusedFn {
   let state: Session | 'new' | 'off' = enabled ? 'new' : 'off';
   const dispose = () => {
     if (typeof state === 'object') state.close();

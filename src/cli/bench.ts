@@ -15,7 +15,9 @@ export interface BenchRequest {
 
 export function runBench(request: BenchRequest): Promise<number> {
   const entry = path.join(repoRoot, 'bench', 'main.ts');
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), entry, JSON.stringify(request)], { stdio: 'inherit' });
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), entry, JSON.stringify(request)], {
+    stdio: 'inherit',
+  });
   // bin/xp.js runs this process in a group of its own and passes signals to it alone: pass them on.
   const forward = (signal: NodeJS.Signals) => child.kill(signal);
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

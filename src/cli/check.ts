@@ -4,7 +4,10 @@ import { ConfigProblems, formatProblem } from '../config/problems.ts';
 import { useLock, type LockOptions } from '../lock/lock.ts';
 import { preflight, type PreflightOptions } from './preflight.ts';
 
-export async function check(files: string[], opts: PreflightOptions & { quiet?: boolean; lock: LockOptions }): Promise<number> {
+export async function check(
+  files: string[],
+  opts: PreflightOptions & { quiet?: boolean; lock: LockOptions },
+): Promise<number> {
   let failed = 0;
   for (const file of files) {
     // Each file's own lock: remote files it is fetched from or extends are pinned there.
@@ -12,7 +15,8 @@ export async function check(files: string[], opts: PreflightOptions & { quiet?: 
     try {
       const loaded = await preflight(file, opts);
       const trials = loaded.sweep ? `, sweep of ${loaded.trials.length} trials` : '';
-      if (!opts.quiet) console.log(`${file}: ok (${loaded.base.backbone.name} cut at ${loaded.base.backbone.cut_layer}${trials})`);
+      if (!opts.quiet)
+        console.log(`${file}: ok (${loaded.base.backbone.name} cut at ${loaded.base.backbone.cut_layer}${trials})`);
     } catch (error) {
       if (!(error instanceof ConfigProblems)) throw error;
       failed++;

@@ -17,10 +17,22 @@ export interface ConfigOptions {
 
 export async function configCommand(file: string, opts: ConfigOptions): Promise<number> {
   await useLock(file, opts.lock);
-  const loaded = await loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, deep: false });
+  const loaded = await loadExperiment(file, {
+    set: opts.set,
+    sweep: opts.sweep,
+    maxTrials: opts.maxTrials,
+    reload: opts.reload,
+    deep: false,
+  });
   const doc = new YAML.Document(loaded.base);
   if (opts.origins) annotate(doc.contents, [], loaded.origin);
-  const chain = loaded.sources.length > 1 ? `, extending ${loaded.sources.slice(1).map((s) => s.spec).join(', ')}` : '';
+  const chain =
+    loaded.sources.length > 1
+      ? `, extending ${loaded.sources
+          .slice(1)
+          .map((s) => s.spec)
+          .join(', ')}`
+      : '';
   process.stdout.write(`# Resolved experiment from ${file}${chain}\n${doc.toString({ lineWidth: 0 })}`);
   return 0;
 }

@@ -25,44 +25,103 @@ export interface Flag {
 }
 
 export const overrideFlags: Record<string, Flag> = {
-  set: { type: 'string', multiple: true, arg: 'key=value', help: 'override one field (repeatable), e.g. --set head.dropout=0.5; a swept field set here is pinned' },
-  sweep: { type: 'string', multiple: true, arg: 'key=a,b,c', help: 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10' },
-  'max-trials': { type: 'string', arg: 'N', default: String(DEFAULT_MAX_TRIALS), help: 'refuse sweeps of more than N trials' },
+  set: {
+    type: 'string',
+    multiple: true,
+    arg: 'key=value',
+    help: 'override one field (repeatable), e.g. --set head.dropout=0.5; a swept field set here is pinned',
+  },
+  sweep: {
+    type: 'string',
+    multiple: true,
+    arg: 'key=a,b,c',
+    help: 'sweep over a field (repeatable), e.g. --sweep training.epochs=5,10',
+  },
+  'max-trials': {
+    type: 'string',
+    arg: 'N',
+    default: String(DEFAULT_MAX_TRIALS),
+    help: 'refuse sweeps of more than N trials',
+  },
 };
 // xp.lock, with Deno's flags: what `lockOptions` turns into the lock check of the command.
 export const lockFlags: Record<string, Flag> = {
   'lock-write': { type: 'boolean', help: 'accept changed content of pinned URLs: rewrite their entries in xp.lock' },
   frozen: { type: 'boolean', help: 'refuse to add entries to xp.lock (for CI): a URL not pinned yet is an error' },
   'no-lock': { type: 'boolean', help: 'neither check nor write xp.lock' },
-  lock: { type: 'string', arg: 'FILE', help: 'the lock file (default: xp.lock beside the experiment file, in the current folder for a URL)' },
+  lock: {
+    type: 'string',
+    arg: 'FILE',
+    help: 'the lock file (default: xp.lock beside the experiment file, in the current folder for a URL)',
+  },
 };
 // Deno's permission flags, for experiments that came from the web (a local file is trusted as the user's own).
 export const permissionFlags: Record<string, Flag> = {
-  'allow-read': { type: 'string', multiple: true, optionalValue: true, arg: 'PATH,...', help: 'a file from the web may read these paths (every path without =)' },
-  'allow-write': { type: 'string', multiple: true, optionalValue: true, arg: 'PATH,...', help: 'a file from the web may write these paths (every path without =)' },
-  'allow-net': { type: 'string', multiple: true, optionalValue: true, arg: 'HOST[:PORT],...', help: 'a file from the web may contact these hosts (a tracking server, unpinned downloads; every host without =)' },
+  'allow-read': {
+    type: 'string',
+    multiple: true,
+    optionalValue: true,
+    arg: 'PATH,...',
+    help: 'a file from the web may read these paths (every path without =)',
+  },
+  'allow-write': {
+    type: 'string',
+    multiple: true,
+    optionalValue: true,
+    arg: 'PATH,...',
+    help: 'a file from the web may write these paths (every path without =)',
+  },
+  'allow-net': {
+    type: 'string',
+    multiple: true,
+    optionalValue: true,
+    arg: 'HOST[:PORT],...',
+    help: 'a file from the web may contact these hosts (a tracking server, unpinned downloads; every host without =)',
+  },
   'allow-all': { type: 'boolean', short: 'A', help: 'a file from the web may do anything a local one may' },
 };
 export const quiet: Flag = { type: 'boolean', short: 'q', help: 'print problems only' };
-export const reload: Flag = { type: 'boolean', short: 'r', help: 'fetch the remote files again (the experiment, the files it extends, weights) instead of using the cache' };
-export const queueFlag: Flag = { type: 'string', arg: 'URL', help: 'the Redis of the job queue, redis://host:6379[/db] (default XP_QUEUE_URL)' };
+export const reload: Flag = {
+  type: 'boolean',
+  short: 'r',
+  help: 'fetch the remote files again (the experiment, the files it extends, weights) instead of using the cache',
+};
+export const queueFlag: Flag = {
+  type: 'string',
+  arg: 'URL',
+  help: 'the Redis of the job queue, redis://host:6379[/db] (default XP_QUEUE_URL)',
+};
 export const json = (help: string): Flag => ({ type: 'boolean', help });
 
 export function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgsConfig['options']> {
   return Object.fromEntries(
-    Object.entries(flags).map(([name, f]) => [name, { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}), ...(f.default !== undefined ? { default: f.default } : {}) }]),
+    Object.entries(flags).map(([name, f]) => [
+      name,
+      {
+        type: f.type,
+        ...(f.short ? { short: f.short } : {}),
+        ...(f.multiple ? { multiple: true } : {}),
+        ...(f.default !== undefined ? { default: f.default } : {}),
+      },
+    ]),
   ) as NonNullable<ParseArgsConfig['options']>;
 }
 
 export function sandboxOptions(v: Values): SandboxOptions {
   const list = (flag: string) => v[flag] as string[] | undefined;
-  const grants = parseGrants({ read: list('allow-read'), write: list('allow-write'), net: list('allow-net') }, Boolean(v['allow-all']));
+  const grants = parseGrants(
+    { read: list('allow-read'), write: list('allow-write'), net: list('allow-net') },
+    Boolean(v['allow-all']),
+  );
   return { grants, locked: !v['no-lock'], dataDir: (v['data-dir'] as string | undefined) || undefined };
 }
 
 export function lockOptions(v: Values): LockOptions {
   const modes = (['lock-write', 'frozen', 'no-lock'] as const).filter((flag) => v[flag]);
-  if (modes.length > 1) throw new XpError(`${modes.map((flag) => `--${flag}`).join(' and ')} cannot be used together`, { hint: '--lock-write accepts changes, --frozen refuses them, --no-lock skips the lock: pick one.' });
+  if (modes.length > 1)
+    throw new XpError(`${modes.map((flag) => `--${flag}`).join(' and ')} cannot be used together`, {
+      hint: '--lock-write accepts changes, --frozen refuses them, --no-lock skips the lock: pick one.',
+    });
   if (v['no-lock'] && v.lock) throw new XpError('--no-lock and --lock cannot be used together');
   const mode = v['lock-write'] ? 'write' : v.frozen ? 'frozen' : v['no-lock'] ? 'off' : 'default';
   return { mode, file: (v.lock as string | undefined) || undefined };
@@ -70,6 +129,7 @@ export function lockOptions(v: Values): LockOptions {
 
 export function positiveInt(flag: string, text: string): number {
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new XpError(`${flag} must be a positive integer (got ${JSON.stringify(text)})`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new XpError(`${flag} must be a positive integer (got ${JSON.stringify(text)})`);
   return n;
 }

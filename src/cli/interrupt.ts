@@ -14,11 +14,19 @@ export function interruptible(progress: Progress, opts: { finishEpoch?: boolean 
   let count = 0;
   const onSignal = () => {
     count++;
-    if (count <= gentle) progress.line('\nStopping: finishing the current epoch, then giving the job back (again to stop at the end of the step)');
-    else if (count === gentle + 1) progress.line('\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)');
+    if (count <= gentle)
+      progress.line(
+        '\nStopping: finishing the current epoch, then giving the job back (again to stop at the end of the step)',
+      );
+    else if (count === gentle + 1)
+      progress.line(
+        '\nInterrupted: finishing the current step, saving what exists and closing the runs (again to stop waiting for MLflow)',
+      );
     else if (count === gentle + 2) {
       const ended = hurryTracking();
-      progress.line(`\nInterrupted again: ${ended ? `${ended} run(s) journaled as KILLED; ` : ''}not waiting for MLflow (\`xp sync\` sends the rest); once more to quit now`);
+      progress.line(
+        `\nInterrupted again: ${ended ? `${ended} run(s) journaled as KILLED; ` : ''}not waiting for MLflow (\`xp sync\` sends the rest); once more to quit now`,
+      );
     } else process.exit(130);
   };
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;

@@ -3,7 +3,21 @@
 import { parseArgs } from 'node:util';
 import { XpError } from '../errors.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
-import { json, lockFlags, lockOptions, overrideFlags, parseOptions, permissionFlags, positiveInt, queueFlag, quiet, reload, sandboxOptions, type Flag, type Values } from './flags.ts';
+import {
+  json,
+  lockFlags,
+  lockOptions,
+  overrideFlags,
+  parseOptions,
+  permissionFlags,
+  positiveInt,
+  queueFlag,
+  quiet,
+  reload,
+  sandboxOptions,
+  type Flag,
+  type Values,
+} from './flags.ts';
 
 interface Command {
   summary: string;
@@ -18,9 +32,18 @@ const commands: Record<string, Command> = {
     usage: 'xp check <experiment.yaml|URL...> [--set key=value] [--sweep key=a,b]',
     flags: { ...overrideFlags, ...lockFlags, ...permissionFlags, quiet, reload },
     async run(args, v) {
-      if (!args.length) throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
+      if (!args.length)
+        throw new XpError('xp check needs at least one experiment file', { hint: 'xp check experiments/*.yaml' });
       const { check } = await import('./check.ts');
-      return check(args, { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), quiet: Boolean(v.quiet), reload: Boolean(v.reload), lock: lockOptions(v), sandbox: sandboxOptions(v) });
+      return check(args, {
+        set: v.set as string[],
+        sweep: v.sweep as string[],
+        maxTrials: positiveInt('--max-trials', v['max-trials'] as string),
+        quiet: Boolean(v.quiet),
+        reload: Boolean(v.reload),
+        lock: lockOptions(v),
+        sandbox: sandboxOptions(v),
+      });
     },
   },
   config: {
@@ -28,20 +51,35 @@ const commands: Record<string, Command> = {
     usage: 'xp config <experiment.yaml|URL> [--origins] [--set key=value] [--sweep key=a,b]',
     flags: {
       ...overrideFlags,
-      origins: { type: 'boolean', help: 'say where each value came from: file:line (and the files extending it), the flag, or default' },
+      origins: {
+        type: 'boolean',
+        help: 'say where each value came from: file:line (and the files extending it), the flag, or default',
+      },
       reload,
       ...lockFlags,
     },
     async run(args, v) {
-      if (args.length !== 1) throw new XpError('xp config needs exactly one experiment file', { hint: 'xp config experiments/quickstart.yaml --origins' });
+      if (args.length !== 1)
+        throw new XpError('xp config needs exactly one experiment file', {
+          hint: 'xp config experiments/quickstart.yaml --origins',
+        });
       const { configCommand } = await import('./config.ts');
-      return configCommand(args[0], { set: v.set as string[], sweep: v.sweep as string[], maxTrials: positiveInt('--max-trials', v['max-trials'] as string), reload: Boolean(v.reload), origins: Boolean(v.origins), lock: lockOptions(v) });
+      return configCommand(args[0], {
+        set: v.set as string[],
+        sweep: v.sweep as string[],
+        maxTrials: positiveInt('--max-trials', v['max-trials'] as string),
+        reload: Boolean(v.reload),
+        origins: Boolean(v.origins),
+        lock: lockOptions(v),
+      });
     },
   },
   fmt: {
     summary: 'format experiment files: keys in schema order, comments kept (like deno fmt)',
     usage: 'xp fmt [files or folders...] [--check]',
-    flags: { check: { type: 'boolean', help: 'change nothing; list the files that are not formatted and exit 1 if any' } },
+    flags: {
+      check: { type: 'boolean', help: 'change nothing; list the files that are not formatted and exit 1 if any' },
+    },
     async run(args, v) {
       const { fmtCommand } = await import('./fmt.ts');
       return fmtCommand(args, { check: Boolean(v.check) });
@@ -59,23 +97,46 @@ const commands: Record<string, Command> = {
       'dry-run': { type: 'boolean', help: 'list the trials that would run, and stop' },
       parallel: { type: 'string', arg: 'N', default: '1', help: 'run N sweep trials at once in child processes' },
       rerun: { type: 'boolean', help: 'run sweep trials again even when MLflow has them FINISHED' },
-      resume: { type: 'boolean', help: 'continue the latest KILLED or FAILED run of this config (each trial of a sweep) from its backup, in its folder and MLflow run; start fresh when there is none' },
+      resume: {
+        type: 'boolean',
+        help: 'continue the latest KILLED or FAILED run of this config (each trial of a sweep) from its backup, in its folder and MLflow run; start fresh when there is none',
+      },
       'no-backup': { type: 'boolean', help: 'do not back up the state at each epoch end (the run cannot be resumed)' },
-      'no-share': { type: 'boolean', help: 'train each trial on its own, even when trials could share one backbone pass' },
-      'data-dir': { type: 'string', arg: 'DIR', help: 'where datasets given by url are looked up and downloaded (default XP_DATA_DIR or ~/.cache/xp/datasets)' },
+      'no-share': {
+        type: 'boolean',
+        help: 'train each trial on its own, even when trials could share one backbone pass',
+      },
+      'data-dir': {
+        type: 'string',
+        arg: 'DIR',
+        help: 'where datasets given by url are looked up and downloaded (default XP_DATA_DIR or ~/.cache/xp/datasets)',
+      },
       quiet: { ...quiet, help: 'no progress bars: one line per epoch' },
       json: json('print one JSON object per epoch and a JSON summary, for scripts'),
-      verbose: { type: 'boolean', help: 'also say which speed-ups training uses (XP_ACCEL) and why any is unavailable' },
-      'keep-ui': { type: 'boolean', help: 'leave the embedded MLflow server up after the run, so the printed links keep working (xp ui --stop ends it)' },
-      queue: { ...queueFlag, help: 'put the trials on this job queue for `xp worker`s instead of training here, redis://host:6379[/db] (default XP_QUEUE_URL)' },
+      verbose: {
+        type: 'boolean',
+        help: 'also say which speed-ups training uses (XP_ACCEL) and why any is unavailable',
+      },
+      'keep-ui': {
+        type: 'boolean',
+        help: 'leave the embedded MLflow server up after the run, so the printed links keep working (xp ui --stop ends it)',
+      },
+      queue: {
+        ...queueFlag,
+        help: 'put the trials on this job queue for `xp worker`s instead of training here, redis://host:6379[/db] (default XP_QUEUE_URL)',
+      },
       wait: { type: 'boolean', help: 'with --queue: follow the jobs to the summary (default in a terminal)' },
       'no-wait': { type: 'boolean', help: 'with --queue: print the sweep id and return once the jobs are queued' },
-      split: { type: 'boolean', help: 'with --queue: one job per trial instead of one per shared backbone pass (more workers than groups)' },
+      split: {
+        type: 'boolean',
+        help: 'with --queue: one job per trial instead of one per shared backbone pass (more workers than groups)',
+      },
       only: { type: 'string', internal: true, help: "--parallel's child processes: the trial indexes to run" },
       'parent-run-id': { type: 'string', internal: true, help: "--parallel's child processes: the sweep's parent run" },
     },
     async run(args, v) {
-      if (args.length !== 1) throw new XpError('xp run needs exactly one experiment file', { hint: 'xp run experiments/quickstart.yaml' });
+      if (args.length !== 1)
+        throw new XpError('xp run needs exactly one experiment file', { hint: 'xp run experiments/quickstart.yaml' });
       const { runCommand } = await import('./run.ts');
       return runCommand(args[0], {
         set: v.set as string[],
@@ -91,7 +152,11 @@ const commands: Record<string, Command> = {
         dataDir: v['data-dir'] as string | undefined,
         sandbox: sandboxOptions(v),
         output: v.json ? 'json' : v.quiet ? 'quiet' : 'bar',
-        only: v.only ? String(v.only).split(',').map((x) => positiveInt('--only', x)) : undefined,
+        only: v.only
+          ? String(v.only)
+              .split(',')
+              .map((x) => positiveInt('--only', x))
+          : undefined,
         parentRunId: (v['parent-run-id'] as string) || undefined,
         verbose: Boolean(v.verbose),
         keepUi: Boolean(v['keep-ui']),
@@ -108,14 +173,31 @@ const commands: Record<string, Command> = {
     usage: 'xp worker --queue redis://host:6379[/db] [--concurrency N] [--name NAME]',
     flags: {
       queue: queueFlag,
-      concurrency: { type: 'string', arg: 'N', default: '1', help: 'train N jobs at once, in child processes sharing the cores' },
+      concurrency: {
+        type: 'string',
+        arg: 'N',
+        default: '1',
+        help: 'train N jobs at once, in child processes sharing the cores',
+      },
       name: { type: 'string', arg: 'NAME', help: 'how the queue and MLflow name this worker (default <host>-<pid>)' },
-      'train-job': { type: 'boolean', internal: true, help: "a worker's training process: trains the one job its worker sends" },
+      'train-job': {
+        type: 'boolean',
+        internal: true,
+        help: "a worker's training process: trains the one job its worker sends",
+      },
     },
     async run(args, v) {
-      if (args.length) throw new XpError(`xp worker takes no arguments (got ${args.join(' ')})`, { hint: 'xp worker --queue redis://127.0.0.1:6379' });
+      if (args.length)
+        throw new XpError(`xp worker takes no arguments (got ${args.join(' ')})`, {
+          hint: 'xp worker --queue redis://127.0.0.1:6379',
+        });
       const { workerCommand } = await import('./worker.ts');
-      return workerCommand({ queue: v.queue as string | undefined, name: v.name as string | undefined, concurrency: positiveInt('--concurrency', v.concurrency as string), trainJob: Boolean(v['train-job']) });
+      return workerCommand({
+        queue: v.queue as string | undefined,
+        name: v.name as string | undefined,
+        concurrency: positiveInt('--concurrency', v.concurrency as string),
+        trainJob: Boolean(v['train-job']),
+      });
     },
   },
   queue: {
@@ -131,14 +213,27 @@ const commands: Record<string, Command> = {
     summary: 'serve the one MLflow that workers on several machines log to (PostgreSQL store, proxied artifacts)',
     usage: 'xp server --backend postgresql://user@host:5432/db --artifacts DIR [--host ADDR] [--port N]',
     flags: {
-      backend: { type: 'string', arg: 'URL', help: 'the database MLflow stores runs in, e.g. postgresql://mlflow@db:5432/mlflow' },
-      artifacts: { type: 'string', arg: 'DIR', help: "where the server keeps the runs' files (workers upload through it)" },
+      backend: {
+        type: 'string',
+        arg: 'URL',
+        help: 'the database MLflow stores runs in, e.g. postgresql://mlflow@db:5432/mlflow',
+      },
+      artifacts: {
+        type: 'string',
+        arg: 'DIR',
+        help: "where the server keeps the runs' files (workers upload through it)",
+      },
       host: { type: 'string', arg: 'ADDR', default: '0.0.0.0', help: 'address to listen on' },
       port: { type: 'string', arg: 'N', default: '5000', help: 'port to listen on' },
     },
     async run(_args, v) {
       const { serverCommand } = await import('./server.ts');
-      return serverCommand({ backend: v.backend as string | undefined, artifacts: v.artifacts as string | undefined, host: v.host as string, port: positiveInt('--port', v.port as string) });
+      return serverCommand({
+        backend: v.backend as string | undefined,
+        artifacts: v.artifacts as string | undefined,
+        host: v.host as string,
+        port: positiveInt('--port', v.port as string),
+      });
     },
   },
   predict: {
@@ -146,7 +241,10 @@ const commands: Record<string, Command> = {
     usage: 'xp predict <run-dir> <images...>',
     flags: { json: json('one JSON object per image') },
     async run(args, v) {
-      if (args.length < 2) throw new XpError('xp predict needs a run directory and at least one image', { hint: 'xp predict runs/quickstart/<run-id> cat.jpg' });
+      if (args.length < 2)
+        throw new XpError('xp predict needs a run directory and at least one image', {
+          hint: 'xp predict runs/quickstart/<run-id> cat.jpg',
+        });
       const { predictCommand } = await import('./predict.ts');
       return predictCommand(args[0], args.slice(1), { json: Boolean(v.json) });
     },
@@ -183,13 +281,19 @@ const commands: Record<string, Command> = {
     },
     async run(args, v) {
       const { uiCommand } = await import('./runs.ts');
-      return uiCommand({ port: v.port ? positiveInt('--port', v.port as string) : undefined, runDir: args[0], stop: Boolean(v.stop) });
+      return uiCommand({
+        port: v.port ? positiveInt('--port', v.port as string) : undefined,
+        runDir: args[0],
+        stop: Boolean(v.stop),
+      });
     },
   },
   sync: {
     summary: 'send tracking records that could not reach MLflow during a run',
     usage: 'xp sync [run-dir...] [--to URI]',
-    flags: { to: { type: 'string', arg: 'URI', help: 'send to this MLflow server instead of the one each run was logging to' } },
+    flags: {
+      to: { type: 'string', arg: 'URI', help: 'send to this MLflow server instead of the one each run was logging to' },
+    },
     async run(args, v) {
       const { syncCommand } = await import('./runs.ts');
       return syncCommand(args, { to: v.to as string | undefined });
@@ -200,15 +304,33 @@ const commands: Record<string, Command> = {
     usage: 'xp bench [--quick] [--full] [--no-keras] [--no-sweep | --only-sweep] [--set key=value]',
     flags: {
       quick: { type: 'boolean', help: '1 epoch of 20 steps instead of 2 of 100' },
-      full: { type: 'boolean', help: 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)' },
+      full: {
+        type: 'boolean',
+        help: 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)',
+      },
       'no-keras': { type: 'boolean', help: 'skip the Keras baseline' },
-      'no-sweep': { type: 'boolean', help: 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)' },
+      'no-sweep': {
+        type: 'boolean',
+        help: 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)',
+      },
       'only-sweep': { type: 'boolean', help: 'time the example sweep and nothing else' },
-      set: { type: 'string', multiple: true, arg: 'key=value', help: "change the sweep's base configuration, e.g. --set head.pooling=avg (Keras runs are skipped)" },
+      set: {
+        type: 'string',
+        multiple: true,
+        arg: 'key=value',
+        help: "change the sweep's base configuration, e.g. --set head.pooling=avg (Keras runs are skipped)",
+      },
     },
     async run(_args, v) {
       const { runBench } = await import('./bench.ts');
-      return runBench({ quick: Boolean(v.quick), full: Boolean(v.full), keras: !v['no-keras'], sweep: !v['no-sweep'] || Boolean(v['only-sweep']), onlySweep: Boolean(v['only-sweep']), set: (v.set as string[] | undefined) ?? [] });
+      return runBench({
+        quick: Boolean(v.quick),
+        full: Boolean(v.full),
+        keras: !v['no-keras'],
+        sweep: !v['no-sweep'] || Boolean(v['only-sweep']),
+        onlySweep: Boolean(v['only-sweep']),
+        set: (v.set as string[] | undefined) ?? [],
+      });
     },
   },
 };
@@ -228,13 +350,18 @@ function usage(): string {
 }
 
 function commandHelp(c: Command): string {
-  const shown = Object.entries({ ...c.flags, help: { type: 'boolean', short: 'h', help: 'show this help' } as Flag }).filter(([, f]) => !f.internal);
+  const shown = Object.entries({
+    ...c.flags,
+    help: { type: 'boolean', short: 'h', help: 'show this help' } as Flag,
+  }).filter(([, f]) => !f.internal);
   const entries = shown.map(([name, f]) => {
     const label = `${f.short ? `-${f.short}, ` : ''}--${name}${f.arg ? (f.optionalValue ? `[=${f.arg}]` : ` ${f.arg}`) : ''}`;
     return [label, f.default !== undefined && f.default !== false ? `${f.help} (default ${f.default})` : f.help];
   });
   const width = Math.max(...entries.map(([k]) => k.length));
-  return [`${c.usage}`, '', c.summary, '', 'Options:', ...entries.map(([k, d]) => `  ${k.padEnd(width)}  ${d}`)].join('\n');
+  return [`${c.usage}`, '', c.summary, '', 'Options:', ...entries.map(([k, d]) => `  ${k.padEnd(width)}  ${d}`)].join(
+    '\n',
+  );
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -256,7 +383,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     // `--allow-read` alone grants everything: given an empty value, since parseArgs has no optional values.
-    const alone = new Set(Object.entries(command.flags).filter(([, f]) => f.optionalValue).map(([n]) => `--${n}`));
+    const alone = new Set(
+      Object.entries(command.flags)
+        .filter(([, f]) => f.optionalValue)
+        .map(([n]) => `--${n}`),
+    );
     const { values, positionals } = parseArgs({
       args: rest.map((arg) => (alone.has(arg) ? `${arg}=` : arg)),
       options: parseOptions({ ...command.flags, help: { type: 'boolean', short: 'h', help: '' } }),

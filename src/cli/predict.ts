@@ -26,7 +26,9 @@ async function openRun(runDir: string): Promise<SavedRun> {
       for (let start = 0; start < n; start += 32) {
         const m = Math.min(32, n - start);
         const p = tf.tidy(() => {
-          const x = tf.tensor4d(images.subarray(start * h * w * 3, (start + m) * h * w * 3), [m, h, w, 3], 'int32').toFloat();
+          const x = tf
+            .tensor4d(images.subarray(start * h * w * 3, (start + m) * h * w * 3), [m, h, w, 3], 'int32')
+            .toFloat();
           return model.predict(preprocess(x, info.preprocessing)) as import('@tensorflow/tfjs-node').Tensor;
         });
         const values = (await p.array()) as number[][];
@@ -43,11 +45,14 @@ export async function predictCommand(runDir: string, files: string[], opts: { js
   const { loadImages } = await import('../data/load.ts');
   const missing = files.filter((f) => !fs.existsSync(f));
   if (missing.length) throw new DataError(`no such file: ${missing.join(', ')}`);
-  const loaded = await loadImages(files.map((f) => ({ path: path.resolve(f), label: 0 })), {
-    imageSize: run.imageSize,
-    interpolation: run.interpolation,
-    onWarning: (m) => console.error(`warning: ${m}`),
-  }).catch((error) => {
+  const loaded = await loadImages(
+    files.map((f) => ({ path: path.resolve(f), label: 0 })),
+    {
+      imageSize: run.imageSize,
+      interpolation: run.interpolation,
+      onWarning: (m) => console.error(`warning: ${m}`),
+    },
+  ).catch((error) => {
     throw new DataError(`cannot read the images: ${error.message}`);
   });
   const readable = files.filter((f) => !loaded.skipped.some((s) => s.path === path.resolve(f)));
@@ -56,7 +61,15 @@ export async function predictCommand(runDir: string, files: string[], opts: { js
   readable.forEach((file, i) => {
     const p = probabilities[i];
     const k = p.indexOf(Math.max(...p));
-    if (opts.json) console.log(JSON.stringify({ file, class: run.classNames[k], probability: p[k], probabilities: Object.fromEntries(run.classNames.map((c, j) => [c, p[j]])) }));
+    if (opts.json)
+      console.log(
+        JSON.stringify({
+          file,
+          class: run.classNames[k],
+          probability: p[k],
+          probabilities: Object.fromEntries(run.classNames.map((c, j) => [c, p[j]])),
+        }),
+      );
     else console.log(`${file.padEnd(width)}  ${run.classNames[k]}  ${p[k].toFixed(4)}`);
   });
   return loaded.skipped.length ? 1 : 0;
@@ -72,9 +85,16 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
   if (links) console.error(`warning: ${links}`);
   const known = new Map(run.classNames.map((c, i) => [c, i]));
   const unknown = scanned.classNames.filter((c) => !known.has(c));
-  if (unknown.length) throw new DataError(`${dir} has classes the model does not know: ${unknown.join(', ')} (it knows ${run.classNames.join(', ')})`);
+  if (unknown.length)
+    throw new DataError(
+      `${dir} has classes the model does not know: ${unknown.join(', ')} (it knows ${run.classNames.join(', ')})`,
+    );
   const files = scanned.files.map((f) => ({ path: f.path, label: known.get(scanned.classNames[f.label])! }));
-  const loaded = await loadImages(files, { imageSize: run.imageSize, interpolation: run.interpolation, onWarning: (m) => console.error(`warning: ${m}`) });
+  const loaded = await loadImages(files, {
+    imageSize: run.imageSize,
+    interpolation: run.interpolation,
+    onWarning: (m) => console.error(`warning: ${m}`),
+  });
   const probabilities = await run.predict(loaded.images, loaded.count);
   const k = run.classNames.length;
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
@@ -82,13 +102,17 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
   const correct = matrix.reduce((a, row, i) => a + row[i], 0);
   const accuracy = correct / loaded.count;
   if (opts.json) {
-    console.log(JSON.stringify({ images: loaded.count, accuracy, class_names: run.classNames, confusion_matrix: matrix }));
+    console.log(
+      JSON.stringify({ images: loaded.count, accuracy, class_names: run.classNames, confusion_matrix: matrix }),
+    );
     return 0;
   }
   console.log(`${loaded.count} images, accuracy ${accuracy.toFixed(4)} (${correct}/${loaded.count})`);
   console.log('confusion matrix (rows: true class, columns: predicted):');
   const w = Math.max(8, ...run.classNames.map((c) => c.length)) + 2;
   console.log(`${''.padEnd(w)}${run.classNames.map((c) => c.padStart(w)).join('')}`);
-  matrix.forEach((row, i) => console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`));
+  matrix.forEach((row, i) =>
+    console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`),
+  );
   return 0;
 }

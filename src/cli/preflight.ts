@@ -8,7 +8,15 @@ import { sandboxCheck, type SandboxOptions } from './sandbox.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
 import { localWeights } from '../model/remote-weights.ts';
-import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, setInputSize, spatialSizes, type LayerJson } from '../model/topology.ts';
+import {
+  allLayerNames,
+  cutAt,
+  findLayerPath,
+  fixMobileNetPads,
+  setInputSize,
+  spatialSizes,
+  type LayerJson,
+} from '../model/topology.ts';
 
 export interface PreflightOptions {
   set?: string[];
@@ -22,18 +30,33 @@ export interface PreflightOptions {
 
 export function preflight(file: string, opts: PreflightOptions = {}): Promise<LoadedExperiment> {
   const permit = opts.sandbox && sandboxCheck(opts.sandbox);
-  return loadExperiment(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, permit, layers: modelLayerFacts(opts), data: dataFacts });
+  return loadExperiment(file, {
+    set: opts.set,
+    sweep: opts.sweep,
+    maxTrials: opts.maxTrials,
+    reload: opts.reload,
+    permit,
+    layers: modelLayerFacts(opts),
+    data: dataFacts,
+  });
 }
 
 /** The data package's own folder scan and class comparison, as training runs them before decoding. */
 const dataFacts: DataFacts = {
   async classFolders(train, validation) {
     const { scanClasses, checkSameClasses } = await import('../data/scan.ts');
-    const scanned = await Promise.all([scanClasses(train), scanClasses(validation)].map((p) => p.catch((error: Error) => error)));
-    const problems = (['train', 'validation'] as const).flatMap((field, i) => (scanned[i] instanceof Error ? [{ field, message: sentence(scanned[i]) }] : []));
+    const scanned = await Promise.all(
+      [scanClasses(train), scanClasses(validation)].map((p) => p.catch((error: Error) => error)),
+    );
+    const problems = (['train', 'validation'] as const).flatMap((field, i) =>
+      scanned[i] instanceof Error ? [{ field, message: sentence(scanned[i]) }] : [],
+    );
     if (problems.length) return problems;
     try {
-      checkSameClasses(scanned[0] as Exclude<(typeof scanned)[0], Error>, scanned[1] as Exclude<(typeof scanned)[1], Error>);
+      checkSameClasses(
+        scanned[0] as Exclude<(typeof scanned)[0], Error>,
+        scanned[1] as Exclude<(typeof scanned)[1], Error>,
+      );
     } catch (error) {
       return [{ field: 'validation', message: sentence(error as Error) }];
     }
@@ -48,7 +71,11 @@ export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
   const topologies = new Map<string, Promise<LayerJson>>();
   const topologyOf = (b: BackboneRef) => {
     const key = `${b.name}|${b.weights}|${b.cut_layer}`;
-    if (!topologies.has(key)) topologies.set(key, localWeights(b.weights, opts).then((weights) => readTopology({ ...b, weights })));
+    if (!topologies.has(key))
+      topologies.set(
+        key,
+        localWeights(b.weights, opts).then((weights) => readTopology({ ...b, weights })),
+      );
     return topologies.get(key)!;
   };
   return {
@@ -76,6 +103,7 @@ export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
 // a bad file fails here, before any image is decoded, with the ModelError that loading it would give.
 async function readTopology(b: BackboneRef): Promise<LayerJson> {
   if (/\.json$/i.test(b.weights)) return (await inspectTfjsModel(b.weights)).topology;
-  if (/\.h5$/i.test(b.weights)) await inspectBackboneWeights({ name: b.name, weights: b.weights, cut_layer: b.cut_layer ?? KERAS_TOP[b.name] });
+  if (/\.h5$/i.test(b.weights))
+    await inspectBackboneWeights({ name: b.name, weights: b.weights, cut_layer: b.cut_layer ?? KERAS_TOP[b.name] });
   return kerasArchitecture(b.name);
 }

@@ -14,18 +14,37 @@ import { groupTrials } from '../train/sharing.ts';
 import { interruptible } from './interrupt.ts';
 import { printLinks, summarize, type RunOptions } from './run.ts';
 
-export async function runQueued(file: string, loaded: LoadedExperiment, opts: RunOptions & { queue: string; lockFile?: string }, progress: Progress): Promise<number> {
+export async function runQueued(
+  file: string,
+  loaded: LoadedExperiment,
+  opts: RunOptions & { queue: string; lockFile?: string },
+  progress: Progress,
+): Promise<number> {
   const stop = interruptible(progress);
   const log = (line: string) => progress.line(line);
   const tracking = opts.track ? await openTracking(loaded.base, log) : undefined;
   try {
-    if (opts.parallel > 1 || opts.resume) log('--parallel and --resume are for training here: with --queue, each worker trains one job at a time and resumes what it can by itself');
+    if (opts.parallel > 1 || opts.resume)
+      log(
+        '--parallel and --resume are for training here: with --queue, each worker trains one job at a time and resumes what it can by itself',
+      );
     if (tracking?.embedded) {
-      log(`warning: workers on other machines cannot log to this machine's embedded MLflow; serve one with \`xp server --backend postgresql://...\` and set MLFLOW_TRACKING_URI to it${opts.wait ? '' : ' (and this one stops with this command)'}`);
+      log(
+        `warning: workers on other machines cannot log to this machine's embedded MLflow; serve one with \`xp server --backend postgresql://...\` and set MLFLOW_TRACKING_URI to it${opts.wait ? '' : ' (and this one stops with this command)'}`,
+      );
     }
-    const sweep = tracking && loaded.sweep
-      ? await openSweep({ uri: tracking.uri, experimentName: tracking.experimentName, loaded, trials: loaded.trials, rerun: opts.rerun, sourceFile: file, log })
-      : undefined;
+    const sweep =
+      tracking && loaded.sweep
+        ? await openSweep({
+            uri: tracking.uri,
+            experimentName: tracking.experimentName,
+            loaded,
+            trials: loaded.trials,
+            rerun: opts.rerun,
+            sourceFile: file,
+            log,
+          })
+        : undefined;
     const toRun = sweep?.trials ?? loaded.trials;
     if (!toRun.length) {
       progress.line('Every trial of this sweep has FINISHED already: nothing to queue.');
@@ -37,7 +56,13 @@ export async function runQueued(file: string, loaded: LoadedExperiment, opts: Ru
       experimentName: process.env.MLFLOW_EXPERIMENT_NAME || tracking.experimentName,
       parentRunId: sweep?.parentRunId,
       embeddedOn: tracking.embedded ? os.hostname() : undefined,
-      sweep: sweep?.parentRunId ? { metric: loaded.sweep!.metric, goal: loaded.sweep!.goal, trialHashes: loaded.trials.map((t) => t.configHash) } : undefined,
+      sweep: sweep?.parentRunId
+        ? {
+            metric: loaded.sweep!.metric,
+            goal: loaded.sweep!.goal,
+            trialHashes: loaded.trials.map((t) => t.configHash),
+          }
+        : undefined,
     };
     const jobs = jobsOf(opts.split ? groups.flat().map((t) => [t]) : groups, {
       sweepId: sweepHash(loaded),
@@ -48,14 +73,30 @@ export async function runQueued(file: string, loaded: LoadedExperiment, opts: Ru
       tracking: jobTracking,
       backup: opts.backup,
     });
-    const { outcomes, ended } = await submitJobs({ url: opts.queue, jobs, wait: opts.wait ?? false, progress, shouldStop: stop.requested });
+    const { outcomes, ended } = await submitJobs({
+      url: opts.queue,
+      jobs,
+      wait: opts.wait ?? false,
+      progress,
+      shouldStop: stop.requested,
+    });
     if (!ended) return stop.requested() ? 130 : 0;
     // Trials a worker found FINISHED already (an earlier attempt did them) compete for best too.
     if (sweep && jobTracking) {
-      const rows = await sweepRuns(jobTracking).then((r) => r.rows, () => []);
-      for (const [hash, row] of finishedByHash(rows, loaded.trials.map((t) => t.configHash))) sweep.finished.set(hash, row);
+      const rows = await sweepRuns(jobTracking).then(
+        (r) => r.rows,
+        () => [],
+      );
+      for (const [hash, row] of finishedByHash(
+        rows,
+        loaded.trials.map((t) => t.configHash),
+      ))
+        sweep.finished.set(hash, row);
     }
-    const end = sweep && tracking ? await closeSweep({ uri: tracking.uri, loaded, session: sweep, results: outcomes, killed: false, log }) : undefined;
+    const end =
+      sweep && tracking
+        ? await closeSweep({ uri: tracking.uri, loaded, session: sweep, results: outcomes, killed: false, log })
+        : undefined;
     summarize(outcomes, progress, opts.output);
     if (opts.output !== 'json') printLinks(end, loaded, tracking, progress, false);
     return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;

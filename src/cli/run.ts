@@ -55,21 +55,40 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   // Before anything is fetched: the experiment file itself may come from a URL.
   const lockFile = await useLock(file, opts.lock);
   let access: { decisions: Decision[]; trusted: boolean } | undefined;
-  const sandbox = opts.sandbox && { ...opts.sandbox, decided: (decisions: Decision[], trusted: boolean) => void (access = { decisions, trusted }) };
-  const loaded = await preflight(file, { set: opts.set, sweep: opts.sweep, maxTrials: opts.maxTrials, reload: opts.reload, sandbox });
+  const sandbox = opts.sandbox && {
+    ...opts.sandbox,
+    decided: (decisions: Decision[], trusted: boolean) => void (access = { decisions, trusted }),
+  };
+  const loaded = await preflight(file, {
+    set: opts.set,
+    sweep: opts.sweep,
+    maxTrials: opts.maxTrials,
+    reload: opts.reload,
+    sandbox,
+  });
   const progress = createProgress(opts.output);
   const trials = loaded.trials.filter((t) => !opts.only || opts.only.includes(t.index));
   const tracked = opts.track && loaded.base.tracking.enabled;
   if (opts.dryRun) {
     const code = await dryRun(file, loaded, trials, { ...opts, track: tracked }, progress);
     if (access) {
-      progress.line(access.trusted ? 'What the run reads, writes and contacts (a local file: every permission):' : `What the run reads, writes and contacts (${untrustedOrigin(loaded.sources)} runs in the sandbox):`);
+      progress.line(
+        access.trusted
+          ? 'What the run reads, writes and contacts (a local file: every permission):'
+          : `What the run reads, writes and contacts (${untrustedOrigin(loaded.sources)} runs in the sandbox):`,
+      );
       for (const line of describeAccesses(access.decisions)) progress.line(line);
     }
     return code;
   }
   const queue = opts.only ? undefined : queueUrl(opts.queue);
-  if (queue) return (await import('./run-queued.ts')).runQueued(file, loaded, { ...opts, track: tracked, queue, lockFile }, progress);
+  if (queue)
+    return (await import('./run-queued.ts')).runQueued(
+      file,
+      loaded,
+      { ...opts, track: tracked, queue, lockFile },
+      progress,
+    );
 
   // The acceleration policy is settled before any image is decoded: a bad XP_ACCEL fails here.
   const { accelPolicy, describePolicy } = await import('../accel/index.ts');
@@ -80,21 +99,53 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   const tracking = tracked ? await openTracking(loaded.base, log) : undefined;
   try {
     // A child of --parallel trains what its parent gives it; the parent owns the sweep's session.
-    const sweep = tracking && loaded.sweep && !opts.only
-      ? await openSweep({ uri: tracking.uri, experimentName: tracking.experimentName, loaded, trials, rerun: opts.rerun, sourceFile: file, log })
-      : undefined;
+    const sweep =
+      tracking && loaded.sweep && !opts.only
+        ? await openSweep({
+            uri: tracking.uri,
+            experimentName: tracking.experimentName,
+            loaded,
+            trials,
+            rerun: opts.rerun,
+            sourceFile: file,
+            log,
+          })
+        : undefined;
     const toRun = sweep?.trials ?? trials;
     if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
     if (!opts.resume && !opts.only) sayResumable(toRun, file, log);
     // A child of --parallel finds the same runs to resume as its parent, which has said which.
-    const planned = opts.resume ? planResume(groupTrials(toRun, opts.share), opts.only ? () => {} : log) : { groups: groupTrials(toRun, opts.share), resume: undefined };
+    const planned = opts.resume
+      ? planResume(groupTrials(toRun, opts.share), opts.only ? () => {} : log)
+      : { groups: groupTrials(toRun, opts.share), resume: undefined };
     const { groups } = planned;
-    const ctx = { loaded, file, progress, shouldStop: stop.requested, dataDir: opts.dataDir, tracking, parentRunId: sweep?.parentRunId ?? opts.parentRunId, backup: opts.backup, resume: planned.resume };
-    const outcomes = opts.parallel > 1 && groups.length > 1
-      ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts, lockFile) })
-      : await runInProcess(groups, ctx);
+    const ctx = {
+      loaded,
+      file,
+      progress,
+      shouldStop: stop.requested,
+      dataDir: opts.dataDir,
+      tracking,
+      parentRunId: sweep?.parentRunId ?? opts.parentRunId,
+      backup: opts.backup,
+      resume: planned.resume,
+    };
+    const outcomes =
+      opts.parallel > 1 && groups.length > 1
+        ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts, lockFile) })
+        : await runInProcess(groups, ctx);
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
-    const end = sweep && tracking ? await closeSweep({ uri: tracking.uri, loaded, session: sweep, results: outcomes, killed: stop.requested(), log }) : undefined;
+    const end =
+      sweep && tracking
+        ? await closeSweep({
+            uri: tracking.uri,
+            loaded,
+            session: sweep,
+            results: outcomes,
+            killed: stop.requested(),
+            log,
+          })
+        : undefined;
     summarize(outcomes, progress, opts.output);
     const kept = Boolean(opts.keepUi && tracking?.stopsWithCommand);
     if (kept) tracking!.keep();
@@ -108,15 +159,28 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
 }
 
 /** The trials and their groups; with tracking, the ones MLflow has FINISHED are marked (read without a server). */
-async function dryRun(file: string, loaded: LoadedExperiment, trials: ResolvedTrial[], opts: RunOptions, progress: Progress): Promise<number> {
+async function dryRun(
+  file: string,
+  loaded: LoadedExperiment,
+  trials: ResolvedTrial[],
+  opts: RunOptions,
+  progress: Progress,
+): Promise<number> {
   const groups = groupTrials(trials, opts.share);
-  progress.line(`${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`);
-  if (loaded.pinned.length) progress.line(`  pinned by ${loaded.pinned.join(', ')}: the file sweeps ${loaded.pinned.length === 1 ? 'that field' : 'those fields'}, this run does not`);
+  progress.line(
+    `${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`,
+  );
+  if (loaded.pinned.length)
+    progress.line(
+      `  pinned by ${loaded.pinned.join(', ')}: the file sweeps ${loaded.pinned.length === 1 ? 'that field' : 'those fields'}, this run does not`,
+    );
   let finished = new Set<string>();
   if (loaded.sweep && opts.track && !opts.rerun) {
     finished = await finishedTrials(loaded, mlflowStoreDir()).then(
       (found) => new Set(found.keys()),
-      (error: Error) => (progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`), new Set<string>()),
+      (error: Error) => (
+        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`), new Set<string>()
+      ),
     );
   }
   for (const [g, group] of groups.entries()) {
@@ -127,7 +191,8 @@ async function dryRun(file: string, loaded: LoadedExperiment, trials: ResolvedTr
       progress.line(`  [group ${g + 1}] trial ${t.index}: ${t.name}  (config ${t.configHash}${prefix})${skip}`);
     });
   }
-  if (finished.size) progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
+  if (finished.size)
+    progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
   if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
   return 0;
 }
@@ -142,21 +207,38 @@ function childArgs(opts: RunOptions, lockFile: string | undefined): string[] {
   if (!opts.backup) args.push('--no-backup');
   if (opts.dataDir) args.push('--data-dir', opts.dataDir);
   if (opts.lock.mode === 'off') args.push('--no-lock');
-  else args.push(`--lock=${lockFile}`, ...(opts.lock.mode === 'write' ? ['--lock-write'] : opts.lock.mode === 'frozen' ? ['--frozen'] : []));
+  else
+    args.push(
+      `--lock=${lockFile}`,
+      ...(opts.lock.mode === 'write' ? ['--lock-write'] : opts.lock.mode === 'frozen' ? ['--frozen'] : []),
+    );
   // This process checked every trial's accesses (flags and answers) before starting any child.
   args.push('--allow-all');
   return args;
 }
 
 /** The sweep's best trial and compare URL; how to open the links once the embedded server has stopped. */
-export function printLinks(end: SweepEnd | undefined, loaded: LoadedExperiment, tracking: TrackingSession | undefined, progress: Progress, kept: boolean): void {
+export function printLinks(
+  end: SweepEnd | undefined,
+  loaded: LoadedExperiment,
+  tracking: TrackingSession | undefined,
+  progress: Progress,
+  kept: boolean,
+): void {
   if (end?.best) progress.line(`Best trial: ${end.best.name} (${loaded.sweep!.metric} ${end.best.value.toFixed(4)})`);
   if (end?.compareUrl) progress.line(`Compare the trials in MLflow: ${end.compareUrl}`);
   const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
-  if (kept) progress.line(`The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`);
+  if (kept)
+    progress.line(
+      `The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
+    );
   else if (tracking?.stopsWithCommand) {
-    progress.line(`The embedded MLflow server stops with this command; these links open again with: ${store}xp ui --port ${new URL(tracking.uri).port}`);
-    progress.line(`(\`xp ui <output folder>\` prints the link of one run on any port; \`xp run --keep-ui\` leaves the server up)`);
+    progress.line(
+      `The embedded MLflow server stops with this command; these links open again with: ${store}xp ui --port ${new URL(tracking.uri).port}`,
+    );
+    progress.line(
+      `(\`xp ui <output folder>\` prints the link of one run on any port; \`xp run --keep-ui\` leaves the server up)`,
+    );
   }
 }
 
@@ -167,12 +249,14 @@ export function summarize(outcomes: Outcome[], progress: Progress, mode: OutputM
   }
   progress.line('');
   for (const o of outcomes) {
-    const imagesPerSecond = o.history.length ? o.history.reduce((a, h) => a + h.images_per_second, 0) / o.history.length : 0;
+    const imagesPerSecond = o.history.length
+      ? o.history.reduce((a, h) => a + h.images_per_second, 0) / o.history.length
+      : 0;
     progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${o.status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
     for (const line of summaryLines(o)) progress.line(line);
-    if (o.history.length) progress.line(`  time: ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);
+    if (o.history.length)
+      progress.line(`  time: ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);
     if (o.runDir) progress.line(`  output: ${path.relative(process.cwd(), o.runDir) || o.runDir}`);
     if (o.url) progress.line(`  MLflow: ${o.url}`);
   }
 }
-

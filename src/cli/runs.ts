@@ -9,13 +9,23 @@ import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
 const storeDir = mlflowStoreDir;
 
-export async function runsCommand(experimentName: string | undefined, opts: { best: boolean; json: boolean; all: boolean }): Promise<number> {
+export async function runsCommand(
+  experimentName: string | undefined,
+  opts: { best: boolean; json: boolean; all: boolean },
+): Promise<number> {
   const { formatRunsTable, bestRun } = await import('../tracking/compare.ts');
   const { storedRuns } = await import('../tracking/store.ts');
   // No server is started: a running one answers, else the embedded store's file is read directly.
-  const { rows, from, offline } = await storedRuns({ uri: process.env.MLFLOW_TRACKING_URI || undefined, storeDir: storeDir(), experimentName, includeSweeps: opts.all });
+  const { rows, from, offline } = await storedRuns({
+    uri: process.env.MLFLOW_TRACKING_URI || undefined,
+    storeDir: storeDir(),
+    experimentName,
+    includeSweeps: opts.all,
+  });
   if (experimentName && !rows.length) {
-    throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${from}`, { hint: 'xp runs (without a name) lists every experiment' });
+    throw new XpError(`no runs of experiment "${experimentName}" in MLflow at ${from}`, {
+      hint: 'xp runs (without a name) lists every experiment',
+    });
   }
   const links = offline ? ' (links are paths in the MLflow UI: `xp ui` serves them)' : '';
   if (opts.best) {
@@ -37,7 +47,13 @@ export async function runsCommand(experimentName: string | undefined, opts: { be
 export async function uiCommand(opts: { port?: number; runDir?: string; stop?: boolean }): Promise<number> {
   if (opts.stop) {
     const ended = await stopKeptServer(storeDir());
-    console.log(!ended ? 'No MLflow server runs on this store.' : ended.stopped ? `Stopped the MLflow server at ${ended.url}.` : `The MLflow server at ${ended.url} is no longer kept; it stops when the xp commands using it end.`);
+    console.log(
+      !ended
+        ? 'No MLflow server runs on this store.'
+        : ended.stopped
+          ? `Stopped the MLflow server at ${ended.url}.`
+          : `The MLflow server at ${ended.url} is no longer kept; it stops when the xp commands using it end.`,
+    );
     return 0;
   }
   const run = opts.runDir ? await loggedRun(opts.runDir) : undefined;
@@ -65,7 +81,10 @@ export async function uiCommand(opts: { port?: number; runDir?: string; stop?: b
 async function loggedRun(runDir: string) {
   const { openJournal } = await import('../tracking/journal.ts');
   const run = fs.existsSync(runDir) ? openJournal(runDir).runRef() : undefined;
-  if (!run) throw new XpError(`${runDir} is not a run folder that reached MLflow`, { hint: 'pass runs/<experiment>/<run-id> of a tracked run; `xp sync <run-dir>` sends a run that could not reach MLflow' });
+  if (!run)
+    throw new XpError(`${runDir} is not a run folder that reached MLflow`, {
+      hint: 'pass runs/<experiment>/<run-id> of a tracked run; `xp sync <run-dir>` sends a run that could not reach MLflow',
+    });
   return run;
 }
 
@@ -82,7 +101,9 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
     return 0;
   }
   if (opts.to !== undefined && !/^https?:\/\//i.test(opts.to)) {
-    throw new XpError(`--to must be an http(s) URL of an MLflow server; got "${opts.to}".`, { hint: 'e.g. xp sync runs/quickstart/<run-id> --to http://127.0.0.1:5000' });
+    throw new XpError(`--to must be an http(s) URL of an MLflow server; got "${opts.to}".`, {
+      hint: 'e.g. xp sync runs/quickstart/<run-id> --to http://127.0.0.1:5000',
+    });
   }
   const servers = new Map<string, Promise<TrackingServer>>();
   const serverOf = (key: string, start: () => Promise<TrackingServer>) => {
@@ -94,12 +115,17 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
     for (const dir of dirs) {
       try {
         const recorded = recordedTarget(dir);
-        const server = opts.to ? { url: opts.to.replace(/\/+$/, '') }
-          : recorded.store ? await serverOf(recorded.store, () => startServer({ storeDir: recorded.store! }))
-          : recorded.uri ? { url: recorded.uri }
-          : await serverOf('', () => resolveTrackingUri({ storeDir: storeDir() }));
+        const server = opts.to
+          ? { url: opts.to.replace(/\/+$/, '') }
+          : recorded.store
+            ? await serverOf(recorded.store, () => startServer({ storeDir: recorded.store! }))
+            : recorded.uri
+              ? { url: recorded.uri }
+              : await serverOf('', () => resolveTrackingUri({ storeDir: storeDir() }));
         const r = await syncRunDir(dir, { uri: server.url, log: (line) => console.log(`${dir}: ${line}`) });
-        console.log(`${dir}: sent ${r.sent} record(s) to ${server.url}${r.pending ? `, ${r.pending} still pending` : ''}`);
+        console.log(
+          `${dir}: sent ${r.sent} record(s) to ${server.url}${r.pending ? `, ${r.pending} still pending` : ''}`,
+        );
         if (r.pending) failed++;
       } catch (error) {
         failed++;
@@ -107,7 +133,11 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
       }
     }
   } finally {
-    for (const server of servers.values()) await server.then((s) => s.stop(), () => {});
+    for (const server of servers.values())
+      await server.then(
+        (s) => s.stop(),
+        () => {},
+      );
   }
   return failed ? 1 : 0;
 }
@@ -120,7 +150,8 @@ function pendingRunDirs(journalFile: string): string[] {
   for (const experiment of fs.readdirSync(root)) {
     const dir = path.join(root, experiment);
     if (experiment === 'mlflow' || !fs.statSync(dir).isDirectory()) continue;
-    for (const run of fs.readdirSync(dir)) if (fs.existsSync(path.join(dir, run, journalFile))) out.push(path.join(dir, run));
+    for (const run of fs.readdirSync(dir))
+      if (fs.existsSync(path.join(dir, run, journalFile))) out.push(path.join(dir, run));
   }
   return out;
 }

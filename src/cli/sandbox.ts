@@ -27,15 +27,21 @@ export function untrustedOrigin(sources: readonly ExperimentSource[]): string | 
 
 export function sandboxCheck(opts: SandboxOptions) {
   return async (sources: readonly ExperimentSource[], trials: readonly ResolvedTrial[]): Promise<void> => {
-
-    const accesses = accessesOf(trials.map((t) => t.experiment), {
-      cacheDir: cacheDir(),
-      dataDir: opts.dataDir ?? dataDir(),
-      runsDir: runsRoot(),
-      locked: opts.locked,
-    });
+    const accesses = accessesOf(
+      trials.map((t) => t.experiment),
+      {
+        cacheDir: cacheDir(),
+        dataDir: opts.dataDir ?? dataDir(),
+        runsDir: runsRoot(),
+        locked: opts.locked,
+      },
+    );
     const origin = untrustedOrigin(sources);
-    if (!origin) return opts.decided?.(accesses.map((a) => ({ ...a, by: a.allowed ?? 'a local file' })), true);
+    if (!origin)
+      return opts.decided?.(
+        accesses.map((a) => ({ ...a, by: a.allowed ?? 'a local file' })),
+        true,
+      );
     const decisions = await checkAccesses(accesses, opts.grants, origin, process.stdin.isTTY ? terminalAsk : undefined);
     opts.decided?.(decisions, false);
   };

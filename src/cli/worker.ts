@@ -22,7 +22,10 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
     return trainJobProcess();
   }
   const url = queueUrl(opts.queue);
-  if (!url) throw new XpError('xp worker needs the queue: --queue redis://host:6379 (or XP_QUEUE_URL)', { hint: 'xp worker --queue redis://127.0.0.1:6379' });
+  if (!url)
+    throw new XpError('xp worker needs the queue: --queue redis://host:6379 (or XP_QUEUE_URL)', {
+      hint: 'xp worker --queue redis://127.0.0.1:6379',
+    });
   connectionOf(url);
   const name = opts.name ?? `${os.hostname()}-${process.pid}`;
   if (opts.concurrency > 1) return inChildren(url, name, opts.concurrency);
@@ -50,7 +53,12 @@ async function inChildren(url: string, name: string, n: number): Promise<number>
     execa(process.execPath, [bin, 'worker', '--queue', url, '--name', `${name}-${i + 1}`], {
       stdio: 'inherit',
       reject: false,
-      env: { TF_NUM_INTRAOP_THREADS: threads, TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: threads, XP_PARENT_PID: String(process.pid) },
+      env: {
+        TF_NUM_INTRAOP_THREADS: threads,
+        TF_NUM_INTEROP_THREADS: '1',
+        OMP_NUM_THREADS: threads,
+        XP_PARENT_PID: String(process.pid),
+      },
     }),
   );
   const forward = (signal: NodeJS.Signals) => children.forEach((child) => child.kill(signal));

@@ -55,7 +55,12 @@ export async function compose(spec: string, opts: ComposeOptions = {}): Promise<
   const top = await readFile(isUrl(spec) ? spec : path.resolve(spec), spec, [], opts).catch((error: unknown) => {
     // A URL that cannot be fetched is a problem of that file, as a missing file is.
     if (!(error instanceof XpError) || error instanceof ConfigProblems) throw error;
-    throw new ConfigProblems([{ file: spec, message: `${error.message.replace(`cannot fetch ${spec}: `, 'cannot fetch: ')}${error.hint ? `; ${error.hint}` : ''}` }]);
+    throw new ConfigProblems([
+      {
+        file: spec,
+        message: `${error.message.replace(`cannot fetch ${spec}: `, 'cannot fetch: ')}${error.hint ? `; ${error.hint}` : ''}`,
+      },
+    ]);
   });
   const merged = await withBases(top, [], opts);
   const value: Record<string, unknown> = {};
@@ -91,16 +96,25 @@ async function withBases(file: ComposedFile, chain: ComposedFile[], opts: Compos
   const lineage = [...chain, file];
   for (const [i, written] of specs.entries()) {
     const at = Array.isArray(file.source.value.extends) ? ['extends', i] : ['extends'];
-    const problem = (message: string) => new ConfigProblems([{ file: file.name, ...file.source.position(at), ...(file.via.length ? { via: file.via } : {}), message }]);
+    const problem = (message: string) =>
+      new ConfigProblems([
+        { file: file.name, ...file.source.position(at), ...(file.via.length ? { via: file.via } : {}), message },
+      ]);
     const spec = resolveSpec(written, file);
     if (spec instanceof Error) throw problem(`extends: ${spec.message}`);
     const names = [...lineage.map((f) => f.name), nameOf(spec)];
-    if (lineage.some((f) => f.spec === spec)) throw problem(`extends: a cycle: ${names.join(' -> ')}; remove one of these extends`);
-    if (lineage.length > MAX_EXTENDS_DEPTH) throw problem(`extends: more than ${MAX_EXTENDS_DEPTH} levels of extends (${names.join(' -> ')}); merge some of these files`);
+    if (lineage.some((f) => f.spec === spec))
+      throw problem(`extends: a cycle: ${names.join(' -> ')}; remove one of these extends`);
+    if (lineage.length > MAX_EXTENDS_DEPTH)
+      throw problem(
+        `extends: more than ${MAX_EXTENDS_DEPTH} levels of extends (${names.join(' -> ')}); merge some of these files`,
+      );
     const via = [...lineage].reverse().map((f) => f.name);
     const base = await readFile(spec, nameOf(spec), via, opts).catch((error: unknown) => {
-      if (error instanceof ConfigProblems && error.problems.every((p) => p.file === nameOf(spec) && !p.line)) throw problem(`extends: ${error.problems.map((p) => `${p.message}`).join('; ')}: ${nameOf(spec)}`);
-      if (error instanceof XpError && !(error instanceof ConfigProblems)) throw problem(`extends: ${error.message}${error.hint ? `; ${error.hint}` : ''}`);
+      if (error instanceof ConfigProblems && error.problems.every((p) => p.file === nameOf(spec) && !p.line))
+        throw problem(`extends: ${error.problems.map((p) => `${p.message}`).join('; ')}: ${nameOf(spec)}`);
+      if (error instanceof XpError && !(error instanceof ConfigProblems))
+        throw problem(`extends: ${error.message}${error.hint ? `; ${error.hint}` : ''}`);
       throw error;
     });
     out.push(...(await withBases(base, lineage, opts)));
@@ -115,7 +129,14 @@ function extendsList(file: ComposedFile): string[] {
   const bad = list.findIndex((s) => typeof s !== 'string' || s.trim() === '');
   if (bad >= 0 || list.length === 0) {
     const at = Array.isArray(written) && bad >= 0 ? ['extends', bad] : ['extends'];
-    throw new ConfigProblems([{ file: file.name, ...file.source.position(at), ...(file.via.length ? { via: file.via } : {}), message: 'extends must be the path or URL of an experiment file, or a list of them' }]);
+    throw new ConfigProblems([
+      {
+        file: file.name,
+        ...file.source.position(at),
+        ...(file.via.length ? { via: file.via } : {}),
+        message: 'extends must be the path or URL of an experiment file, or a list of them',
+      },
+    ]);
   }
   return list as string[];
 }
@@ -125,7 +146,9 @@ function extendsList(file: ComposedFile): string[] {
 function resolveSpec(written: string, from: ComposedFile): string | Error {
   if (from.remote) {
     const url = new URL(written, from.spec);
-    return url.protocol === 'https:' || url.protocol === 'http:' ? url.href : new Error(`${written}: a remote file can only extend URLs (got ${url.protocol}//)`);
+    return url.protocol === 'https:' || url.protocol === 'http:'
+      ? url.href
+      : new Error(`${written}: a remote file can only extend URLs (got ${url.protocol}//)`);
   }
   if (written.startsWith('file:')) {
     try {
@@ -157,7 +180,8 @@ async function readFile(spec: string, name: string, via: string[], opts: Compose
   try {
     source = parseText(text, name);
   } catch (error) {
-    if (error instanceof ConfigProblems && via.length) throw new ConfigProblems(error.problems.map((p) => ({ ...p, via })));
+    if (error instanceof ConfigProblems && via.length)
+      throw new ConfigProblems(error.problems.map((p) => ({ ...p, via })));
     throw error;
   }
   const { extends: _extends, ...value } = source.value;
@@ -171,16 +195,19 @@ function nameOf(spec: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : spec;
 }
 
-const isMapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isMapping = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 // Under `sweep`, each parameter (and each setting) is replaced whole: merging two distributions would make a third.
-const replacedWhole = (p: string[]): boolean => p[0] === 'sweep' && (p.length === 2 ? p[1] !== 'parameters' : p.length === 3);
+const replacedWhole = (p: string[]): boolean =>
+  p[0] === 'sweep' && (p.length === 2 ? p[1] !== 'parameters' : p.length === 3);
 
 function mergeInto(target: Record<string, unknown>, source: Record<string, unknown>, at: string[]): void {
   for (const [key, value] of Object.entries(source)) {
     const here = [...at, key];
     if (value === null) delete target[key];
-    else if (isMapping(value) && isMapping(target[key]) && !replacedWhole(here)) mergeInto(target[key] as Record<string, unknown>, value, here);
+    else if (isMapping(value) && isMapping(target[key]) && !replacedWhole(here))
+      mergeInto(target[key] as Record<string, unknown>, value, here);
     else target[key] = isMapping(value) ? withoutNulls(value) : structuredClone(value);
   }
 }
@@ -188,7 +215,8 @@ function mergeInto(target: Record<string, unknown>, source: Record<string, unkno
 // A mapping that replaces a value is taken as written, except that its nulls still mean "absent".
 function withoutNulls(value: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) if (v !== null) out[k] = isMapping(v) ? withoutNulls(v) : structuredClone(v);
+  for (const [k, v] of Object.entries(value))
+    if (v !== null) out[k] = isMapping(v) ? withoutNulls(v) : structuredClone(v);
   return out;
 }
 

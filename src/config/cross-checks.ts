@@ -27,7 +27,11 @@ export interface LayerFacts {
   /** How to tell the user a layer is not there (e.g. listing the block outputs); a plain sentence otherwise. */
   unknownLayer?(field: string, given: string, names: string[], what: string): string;
   /** The first layer of the backbone cut at `cut` whose output would be empty for images of `size`, if any. */
-  emptyOutput?(backbone: BackboneRef, cut: string, size: [number, number]): Promise<{ layer: string; size: [number, number] } | undefined>;
+  emptyOutput?(
+    backbone: BackboneRef,
+    cut: string,
+    size: [number, number],
+  ): Promise<{ layer: string; size: [number, number] } | undefined>;
 }
 
 export interface DataFacts {
@@ -52,7 +56,10 @@ export async function crossChecks(e: Experiment, facts: Facts = {}): Promise<Fie
 function weightsChecks(e: Experiment): { ref: BackboneRef; problem?: FieldProblem } {
   const w = e.backbone.weights;
   const ref = { name: e.backbone.name, weights: w, cut_layer: e.backbone.cut_layer };
-  const problem = (message: string) => ({ ref, problem: { path: ['backbone', 'weights'], message: `backbone.weights: ${message}` } });
+  const problem = (message: string) => ({
+    ref,
+    problem: { path: ['backbone', 'weights'], message: `backbone.weights: ${message}` },
+  });
   if (w === 'nsfwjs' || w === 'imagenet') return { ref };
   const kind = /\.h5$/i.test(w) ? 'a Keras .h5 weights file' : /\.json$/i.test(w) ? 'a tfjs model.json' : undefined;
   if (!kind) return problem(`must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json (got "${w}")`);
@@ -71,18 +78,32 @@ function weightsChecks(e: Experiment): { ref: BackboneRef; problem?: FieldProble
 }
 
 async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): Promise<FieldProblem[]> {
-  const what = ref.weights === 'nsfwjs' || ref.weights === 'imagenet' ? ref.name : isUrl(ref.weights) ? ref.weights : path.relative(process.cwd(), ref.weights) || ref.weights;
+  const what =
+    ref.weights === 'nsfwjs' || ref.weights === 'imagenet'
+      ? ref.name
+      : isUrl(ref.weights)
+        ? ref.weights
+        : path.relative(process.cwd(), ref.weights) || ref.weights;
   const names = await facts.layerNames(ref).catch((error: Error) => error);
   if (names instanceof Error) {
     const hint = (names as { hint?: unknown }).hint;
-    return [{ path: ['backbone', 'weights'], message: `backbone.weights: ${names.message}${typeof hint === 'string' ? ` ${hint}` : ''}` }];
+    return [
+      {
+        path: ['backbone', 'weights'],
+        message: `backbone.weights: ${names.message}${typeof hint === 'string' ? ` ${hint}` : ''}`,
+      },
+    ];
   }
   const unknown = (field: string, given: string, list: string[]) => {
-    const sentence = facts.unknownLayer?.(`backbone.${field}`, given, list, what) ?? `backbone.${field} "${given}" is not a layer of ${what}.`;
+    const sentence =
+      facts.unknownLayer?.(`backbone.${field}`, given, list, what) ??
+      `backbone.${field} "${given}" is not a layer of ${what}.`;
     // The suggestion goes right after the statement, before any list of valid layers.
     const suggestion = didYouMean(given, list);
     const statement = `is not a layer of ${what}.`;
-    return suggestion && sentence.includes(statement) ? sentence.replace(statement, `is not a layer of ${what}${suggestion}`) : sentence.replace(/\.$/, '') + suggestion;
+    return suggestion && sentence.includes(statement)
+      ? sentence.replace(statement, `is not a layer of ${what}${suggestion}`)
+      : sentence.replace(/\.$/, '') + suggestion;
   };
   const { cut_layer: cut, trainable_from: from } = e.backbone;
   if (!names.includes(cut)) return [{ path: ['backbone', 'cut_layer'], message: unknown('cut_layer', cut, names) }];
@@ -95,9 +116,15 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
   }
   if (from === undefined) return [];
   const kept = await facts.layerNames(ref, cut);
-  if (!names.includes(from)) return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
+  if (!names.includes(from))
+    return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
   if (!kept.includes(from)) {
-    return [{ path: ['backbone', 'trainable_from'], message: `backbone.trainable_from "${from}" is not part of the backbone cut at ${cut} (it comes after the cut); choose a layer before ${cut}, or ${cut} itself` }];
+    return [
+      {
+        path: ['backbone', 'trainable_from'],
+        message: `backbone.trainable_from "${from}" is not part of the backbone cut at ${cut} (it comes after the cut); choose a layer before ${cut}, or ${cut} itself`,
+      },
+    ];
   }
   return [];
 }
@@ -109,7 +136,8 @@ async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProble
     const dir = e.data[field];
     const hint = 'give a folder with one subfolder per class, or set data.url';
     try {
-      if (!fs.statSync(dir).isDirectory()) problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
+      if (!fs.statSync(dir).isDirectory())
+        problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
       else fs.accessSync(dir, fs.constants.R_OK | fs.constants.X_OK);
     } catch (error: any) {
       const reason = error.code === 'ENOENT' ? 'no such directory' : `cannot read (${error.code ?? error.message})`;

@@ -42,7 +42,13 @@ function tidy(node: Node): void {
     }
     node.commentBefore = lines.join('\n');
   }
-  if (node.comment) node.comment = node.comment.split('\n').filter((l, i, all) => !(l === '' && all[i - 1] === '')).join('\n').replace(/^\n+|\n+$/g, '') || undefined;
+  if (node.comment)
+    node.comment =
+      node.comment
+        .split('\n')
+        .filter((l, i, all) => !(l === '' && all[i - 1] === ''))
+        .join('\n')
+        .replace(/^\n+|\n+$/g, '') || undefined;
 }
 
 /**
@@ -113,7 +119,8 @@ function commentLines(segments: string[]): Line[] {
   for (const segment of segments) {
     const trimmed = segment.trimStart();
     if (!trimmed) lines.push({ indent: 0, text: '', blank: true });
-    else if (trimmed.startsWith('#')) lines.push({ indent: segment.length - trimmed.length, text: trimmed.slice(1).trimEnd() });
+    else if (trimmed.startsWith('#'))
+      lines.push({ indent: segment.length - trimmed.length, text: trimmed.slice(1).trimEnd() });
   }
   return lines;
 }

@@ -21,7 +21,8 @@ export function findExperimentFiles(dir: string): string[] {
     const folder = pending.pop()!;
     for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
       const file = path.join(folder, entry.name);
-      if (entry.isDirectory() && !SKIPPED_FOLDERS.includes(entry.name) && !entry.name.startsWith('.')) pending.push(file);
+      if (entry.isDirectory() && !SKIPPED_FOLDERS.includes(entry.name) && !entry.name.startsWith('.'))
+        pending.push(file);
       else if (entry.isFile() && /\.ya?ml$/.test(entry.name) && looksLikeExperiment(file)) found.push(file);
     }
   }
@@ -54,7 +55,10 @@ export function formatFile(file: string, options: { check: boolean }): boolean {
   try {
     writeFileAtomic(file, formatted);
   } catch (error) {
-    throw new XpError(`${file}: cannot write the formatted file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error });
+    throw new XpError(
+      `${file}: cannot write the formatted file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      { cause: error },
+    );
   }
   return true;
 }

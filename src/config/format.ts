@@ -53,7 +53,9 @@ export function formatText(text: string): string {
   try {
     formatted = render(doc);
   } catch (error) {
-    throw new Error(`xp fmt cannot reorder this file without changing its meaning (${(error as Error).message.split('\n')[0]}); it is left as it is`);
+    throw new Error(
+      `xp fmt cannot reorder this file without changing its meaning (${(error as Error).message.split('\n')[0]}); it is left as it is`,
+    );
   }
   // Safety nets: the same data and the same comments, or the file is left alone.
   const again = YAML.parseDocument(formatted, { uniqueKeys: false });
@@ -83,7 +85,8 @@ function keepAsWritten(doc: Document): void {
   YAML.visit(doc, {
     Scalar(_key, node) {
       const source = (node as YAML.Scalar.Parsed).source;
-      if (node.type === 'PLAIN' && source && (typeof node.value === 'number' || typeof node.value === 'boolean')) node.value = new Verbatim(source);
+      if (node.type === 'PLAIN' && source && (typeof node.value === 'number' || typeof node.value === 'boolean'))
+        node.value = new Verbatim(source);
     },
   });
 }
@@ -142,7 +145,8 @@ function order(node: unknown, s: SchemaNode | undefined): void {
 function childSchema(object: SchemaNode | undefined, key: string | undefined): SchemaNode | undefined {
   if (!object || key === undefined) return undefined;
   if (object.properties && Object.hasOwn(object.properties, key)) return object.properties[key];
-  for (const [pattern, sub] of Object.entries(object.patternProperties ?? {})) if (new RegExp(pattern, 'u').test(key)) return sub;
+  for (const [pattern, sub] of Object.entries(object.patternProperties ?? {}))
+    if (new RegExp(pattern, 'u').test(key)) return sub;
   return typeof object.additionalProperties === 'object' ? object.additionalProperties : undefined;
 }
 
@@ -150,7 +154,11 @@ function childSchema(object: SchemaNode | undefined, key: string | undefined): S
 function variant(s: SchemaNode | undefined, what: 'properties' | 'items'): SchemaNode | undefined {
   for (let depth = 0; s && depth < 8; depth++) {
     const variants = s.oneOf ?? s.anyOf;
-    if (s.$ref) s = s.$ref.split('/').slice(1).reduce((at: any, k) => at?.[k], schema) as SchemaNode | undefined;
+    if (s.$ref)
+      s = s.$ref
+        .split('/')
+        .slice(1)
+        .reduce((at: any, k) => at?.[k], schema) as SchemaNode | undefined;
     else if (variants) s = variants.find((v) => v[what]) ?? variants.find((v) => v.$ref);
     else return s;
   }
@@ -196,5 +204,8 @@ function collections(doc: Document): { node: Extract<Node, { items: unknown[] }>
 
 /** Every comment of a YAML text, sorted: formatting may move comments, never add or drop one. */
 function commentsOf(text: string): string[] {
-  return [...new YAML.Lexer().lex(text)].filter((token) => token.startsWith('#')).map((token) => token.trimEnd()).sort();
+  return [...new YAML.Lexer().lex(text)]
+    .filter((token) => token.startsWith('#'))
+    .map((token) => token.trimEnd())
+    .sort();
 }

@@ -5,7 +5,15 @@ import crypto from 'node:crypto';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, formatPlace, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
-import { countTrials, DEFAULT_MAX_TRIALS, expandSweep, normalizeSweep, setPath, SweepSpecError, type Assignment } from './sweep.ts';
+import {
+  countTrials,
+  DEFAULT_MAX_TRIALS,
+  expandSweep,
+  normalizeSweep,
+  setPath,
+  SweepSpecError,
+  type Assignment,
+} from './sweep.ts';
 import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts';
 import { compose, type FieldPath } from './compose.ts';
 import { applyOverrides, flagText, overrideAt, parseOverrides, type Override } from './overrides.ts';
@@ -74,15 +82,23 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   // `sweepKey`: the problem is about that sweep parameter, which --sweep may have given.
   const sweepFromFlagsOnly = !('sweep' in source.value);
   const at = (p: FieldProblem, prefix = '', sweepKey?: (string | number)[]) => {
-    if (sweepKey?.[0] === 'sweep' && sweepFromFlagsOnly) return void problems.push({ file: '--sweep', message: prefix + p.message });
+    if (sweepKey?.[0] === 'sweep' && sweepFromFlagsOnly)
+      return void problems.push({ file: '--sweep', message: prefix + p.message });
     const o = sweepKey ? overrideAt(overrides, sweepKey) : overrideAt(overrides, p.path, '--set');
-    problems.push(o ? { file: flagText(o.flag, o.arg), message: prefix + p.message } : { ...source.position(p.path, p.atKey), message: prefix + p.message });
+    problems.push(
+      o
+        ? { file: flagText(o.flag, o.arg), message: prefix + p.message }
+        : { ...source.position(p.path, p.atKey), message: prefix + p.message },
+    );
   };
 
   const raw = source.value as Record<string, any>;
   const pinned = applyOverrides(raw, overrides);
   // Paths are resolved against the file that wrote them (or the current folder for flags), once.
-  const writtenIn = (p: FieldPath) => (overrideAt(overrides, p[0] === 'sweep' ? sweptKey(p) : p, p[0] === 'sweep' ? '--sweep' : '--set') ? undefined : source.writer(p));
+  const writtenIn = (p: FieldPath) =>
+    overrideAt(overrides, p[0] === 'sweep' ? sweptKey(p) : p, p[0] === 'sweep' ? '--sweep' : '--set')
+      ? undefined
+      : source.writer(p);
   for (const p of resolvePaths(raw, writtenIn)) at(p, '', p.path[0] === 'sweep' ? sweptKey(p.path) : undefined);
   if (problems.length) throw new ConfigProblems(problems);
   const sweepRaw = raw.sweep as Record<string, unknown> | undefined;
@@ -92,17 +108,28 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   const base = structuredClone(raw);
   const baseProblems = validate(base);
   let sweep: SweepConfig | undefined;
-  let assignments: { index: number; name: string; values: Assignment }[] = [{ index: 1, name: String(raw.name ?? ''), values: {} }];
+  let assignments: { index: number; name: string; values: Assignment }[] = [
+    { index: 1, name: String(raw.name ?? ''), values: {} },
+  ];
   if (sweepRaw) {
     const sweepProblems = validate({ ...minimalExperiment(), sweep: sweepRaw });
     for (const p of sweepProblems) at(p, '', sweepFlagPath(p.path));
     sweep = normalizeSweep(sweepRaw, base.training?.seed ?? 42);
     for (const key of Object.keys(sweep.parameters)) {
       if (key.startsWith('sweep.') || !isKnownField(key.split('.'))) {
-        at({ path: sweepKeyPath(sweepRaw, key), atKey: true, message: `sweep parameter ${key} is not a known field${didYouMean(key, knownFields())}` }, '', key.split('.'));
+        at(
+          {
+            path: sweepKeyPath(sweepRaw, key),
+            atKey: true,
+            message: `sweep parameter ${key} is not a known field${didYouMean(key, knownFields())}`,
+          },
+          '',
+          key.split('.'),
+        );
       }
     }
-    if (!sweepProblems.length) assignments = expandWithinLimit(sweep, sweepRaw, opts.maxTrials ?? DEFAULT_MAX_TRIALS, at) ?? assignments;
+    if (!sweepProblems.length)
+      assignments = expandWithinLimit(sweep, sweepRaw, opts.maxTrials ?? DEFAULT_MAX_TRIALS, at) ?? assignments;
   }
   const swept = new Set(sweep ? Object.keys(sweep.parameters) : []);
   for (const p of baseProblems) {
@@ -125,7 +152,12 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     }
     if (!trialProblems.length) {
       if (sweep) experiment.sweep = sweep;
-      trials.push({ ...a, name: sweep ? a.name : experiment.name, experiment: deepFreeze(experiment as Experiment), configHash: configHash(experiment as Experiment) });
+      trials.push({
+        ...a,
+        name: sweep ? a.name : experiment.name,
+        experiment: deepFreeze(experiment as Experiment),
+        configHash: configHash(experiment as Experiment),
+      });
     }
   }
   if (problems.length) throw new ConfigProblems(problems);
@@ -134,13 +166,22 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   await opts.permit?.(sources, trials);
   if (opts.deep !== false) {
     for (const t of dedupeForChecks(trials)) {
-      for (const p of await crossChecks(t.experiment, { layers: opts.layers, data: opts.data })) at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
+      for (const p of await crossChecks(t.experiment, { layers: opts.layers, data: opts.data }))
+        at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
     }
     if (problems.length) throw new ConfigProblems(problems);
   }
   validate(base); // fill defaults in the base too
   if (sweep) base.sweep = sweep;
-  return { file, sources, origin: originOf(source, overrides, sweepRaw), base: deepFreeze(base as Experiment), pinned, sweep, trials };
+  return {
+    file,
+    sources,
+    origin: originOf(source, overrides, sweepRaw),
+    base: deepFreeze(base as Experiment),
+    pinned,
+    sweep,
+    trials,
+  };
 }
 
 // `sweep.<key>` or `sweep.parameters.<key>...`: the field path <key> that --sweep gives.
@@ -151,12 +192,21 @@ function sweptKey(p: FieldPath): string[] {
 
 function dedupeSources(files: { spec: string; remote: boolean; sha256: string }[]): ExperimentSource[] {
   const seen = new Set<string>();
-  return files.flatMap((f) => (seen.has(f.spec) ? [] : (seen.add(f.spec), [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }])));
+  return files.flatMap((f) =>
+    seen.has(f.spec)
+      ? []
+      : (seen.add(f.spec),
+        [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }]),
+  );
 }
 
 // A value of the resolved experiment came from a flag, a file (the last one merged that wrote it), or the schema's
 // defaults. The sweep is normalized (its parameters under sweep.parameters): they are looked up where written.
-function originOf(source: Awaited<ReturnType<typeof compose>>, overrides: Override[], sweepRaw: Record<string, unknown> | undefined) {
+function originOf(
+  source: Awaited<ReturnType<typeof compose>>,
+  overrides: Override[],
+  sweepRaw: Record<string, unknown> | undefined,
+) {
   return (p: FieldPath): string => {
     let at = p;
     if (p[0] === 'sweep') {
@@ -191,7 +241,11 @@ function expandWithinLimit(
     return expandSweep(sweep);
   } catch (error) {
     if (!(error instanceof SweepSpecError)) throw error;
-    at({ path: sweepKeyPath(sweepRaw, error.key), message: `sweep parameter ${error.key}: ${error.message}` }, '', error.key.split('.'));
+    at(
+      { path: sweepKeyPath(sweepRaw, error.key), message: `sweep parameter ${error.key}: ${error.message}` },
+      '',
+      error.key.split('.'),
+    );
     return undefined;
   }
 }
@@ -228,7 +282,10 @@ export function configHash(e: Experiment): string {
 function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v && typeof v === 'object') {
-    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as any)[k])}`).join(',')}}`;
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as any)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }

@@ -2,7 +2,19 @@
 // alias expansion bounded, and each parser error reported once per position. Keeps node positions so that
 // every later problem can say `file:line:col`.
 import fs from 'node:fs';
-import YAML, { isAlias, isCollection, isMap, isPair, isScalar, isSeq, LineCounter, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
+import YAML, {
+  isAlias,
+  isCollection,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type Document,
+  type Node,
+  type Pair,
+  type YAMLMap,
+} from 'yaml';
 import { ConfigProblems, type Problem } from './problems.ts';
 
 /** Experiment files are a few kilobytes; anything this large is a mistake or an attack. */
@@ -28,7 +40,12 @@ export function parseFile(file: string): Source {
 /** Parses the text of an experiment file; `file` (a path or a URL) is what problems name. */
 export function parseText(text: string, file: string): Source {
   if (Buffer.byteLength(text) > MAX_FILE_BYTES) {
-    throw new ConfigProblems([{ file, message: `the file is ${Buffer.byteLength(text)} bytes, above the ${MAX_FILE_BYTES} bytes (1 MiB) allowed for an experiment file; is it the right file?` }]);
+    throw new ConfigProblems([
+      {
+        file,
+        message: `the file is ${Buffer.byteLength(text)} bytes, above the ${MAX_FILE_BYTES} bytes (1 MiB) allowed for an experiment file; is it the right file?`,
+      },
+    ]);
   }
   const lineCounter = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
@@ -37,20 +54,34 @@ export function parseText(text: string, file: string): Source {
     // A stack overflow inside the parser surfaces at many positions: it is one problem.
     const overflow = doc.errors.find((e) => /call stack/i.test(e.message));
     const errors = overflow ? [overflow] : doc.errors;
-    throw new ConfigProblems(onePerPosition(errors.map((e) => at(e.pos[0], `YAML syntax error: ${syntaxMessage(e.message)}`))));
+    throw new ConfigProblems(
+      onePerPosition(errors.map((e) => at(e.pos[0], `YAML syntax error: ${syntaxMessage(e.message)}`))),
+    );
   }
   const structural = walk(doc).map((p) => at(p.offset, p.message));
   if (structural.length) throw new ConfigProblems(structural);
   if (!isMap(doc.contents)) {
     const kind = doc.contents === null ? 'an empty document' : isSeq(doc.contents) ? 'a list' : 'a single value';
-    throw new ConfigProblems([{ file, line: 1, col: 1, message: `an experiment must be a mapping of fields (name, data, backbone, ...), got ${kind}` }]);
+    throw new ConfigProblems([
+      {
+        file,
+        line: 1,
+        col: 1,
+        message: `an experiment must be a mapping of fields (name, data, backbone, ...), got ${kind}`,
+      },
+    ]);
   }
   let value: Record<string, unknown>;
   try {
     value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as Record<string, unknown>;
   } catch (error) {
     const alias = firstAlias(doc);
-    throw new ConfigProblems([at(alias ?? 0, `YAML aliases expand to too many values (${(error as Error).message.split('\n')[0]}); write the values out instead of nesting aliases`)]);
+    throw new ConfigProblems([
+      at(
+        alias ?? 0,
+        `YAML aliases expand to too many values (${(error as Error).message.split('\n')[0]}); write the values out instead of nesting aliases`,
+      ),
+    ]);
   }
   return { value, position: positions(doc, lineCounter) };
 }
@@ -73,11 +104,19 @@ export function readText(file: string): string {
   try {
     stat = fs.statSync(file);
   } catch (error: any) {
-    throw new ConfigProblems([{ file, message: error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})` }]);
+    throw new ConfigProblems([
+      { file, message: error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})` },
+    ]);
   }
-  if (!stat.isFile()) throw new ConfigProblems([{ file, message: 'not a regular file; give the path of an experiment .yaml file' }]);
+  if (!stat.isFile())
+    throw new ConfigProblems([{ file, message: 'not a regular file; give the path of an experiment .yaml file' }]);
   if (stat.size > MAX_FILE_BYTES) {
-    throw new ConfigProblems([{ file, message: `the file is ${stat.size} bytes, above the ${MAX_FILE_BYTES} bytes (1 MiB) allowed for an experiment file; is it the right file?` }]);
+    throw new ConfigProblems([
+      {
+        file,
+        message: `the file is ${stat.size} bytes, above the ${MAX_FILE_BYTES} bytes (1 MiB) allowed for an experiment file; is it the right file?`,
+      },
+    ]);
   }
   try {
     return fs.readFileSync(file, 'utf8');
@@ -97,8 +136,11 @@ function onePerPosition(problems: Problem[]): Problem[] {
 
 function syntaxMessage(message: string): string {
   const first = message.split('\n')[0];
-  if (/multiple documents/.test(first)) return 'a --- document marker inside the text; an experiment is one YAML document';
-  return /call stack/i.test(first) ? `nested too deeply to parse (more than ${MAX_DEPTH} levels are never needed)` : first;
+  if (/multiple documents/.test(first))
+    return 'a --- document marker inside the text; an experiment is one YAML document';
+  return /call stack/i.test(first)
+    ? `nested too deeply to parse (more than ${MAX_DEPTH} levels are never needed)`
+    : first;
 }
 
 interface Found {
@@ -117,7 +159,8 @@ function walk(doc: Document): Found[] {
     if (!isCollection(node)) continue;
     const offset = (node as Node).range?.[0] ?? 0;
     if (depth > MAX_DEPTH) {
-      if (!tooDeep) found.push({ offset, message: `nested more than ${MAX_DEPTH} levels deep; an experiment needs a few` });
+      if (!tooDeep)
+        found.push({ offset, message: `nested more than ${MAX_DEPTH} levels deep; an experiment needs a few` });
       tooDeep = true;
       continue;
     }
@@ -127,10 +170,22 @@ function walk(doc: Document): Found[] {
         if (!isPair(pair)) continue;
         const keyNode = pair.key as Node | null;
         const keyOffset = keyNode?.range?.[0] ?? offset;
-        const key = isScalar(keyNode) ? String(keyNode.value) : isAlias(keyNode) ? `*${keyNode.source}` : String(keyNode);
-        if (RESERVED_KEYS.includes(key)) found.push({ offset: keyOffset, message: `${key} cannot be a key (reserved by JavaScript); rename or remove it` });
+        const key = isScalar(keyNode)
+          ? String(keyNode.value)
+          : isAlias(keyNode)
+            ? `*${keyNode.source}`
+            : String(keyNode);
+        if (RESERVED_KEYS.includes(key))
+          found.push({
+            offset: keyOffset,
+            message: `${key} cannot be a key (reserved by JavaScript); rename or remove it`,
+          });
         const first = keys.get(key);
-        if (first !== undefined) found.push({ offset: keyOffset, message: `YAML syntax error: Map keys must be unique (${key} appears twice)` });
+        if (first !== undefined)
+          found.push({
+            offset: keyOffset,
+            message: `YAML syntax error: Map keys must be unique (${key} appears twice)`,
+          });
         else keys.set(key, keyOffset);
         stack.push({ node: pair.key, depth: depth + 1 }, { node: pair.value, depth: depth + 1 });
       }
@@ -159,7 +214,8 @@ function positions(doc: Document, lineCounter: LineCounter): Source['position'] 
     let keys = index.get(map);
     if (!keys) {
       keys = new Map();
-      for (const pair of map.items) if (!keys.has((pair.key as any)?.value)) keys.set((pair.key as any)?.value, pair as Pair);
+      for (const pair of map.items)
+        if (!keys.has((pair.key as any)?.value)) keys.set((pair.key as any)?.value, pair as Pair);
       index.set(map, keys);
     }
     return keys.get(key);

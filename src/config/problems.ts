@@ -29,9 +29,14 @@ export class ConfigProblems extends ConfigError {
   constructor(problems: Problem[]) {
     const shown =
       problems.length > MAX_PROBLEMS
-        ? [...problems.slice(0, MAX_PROBLEMS), { file: problems[MAX_PROBLEMS].file, message: `... and ${problems.length - MAX_PROBLEMS} more problems` }]
+        ? [
+            ...problems.slice(0, MAX_PROBLEMS),
+            { file: problems[MAX_PROBLEMS].file, message: `... and ${problems.length - MAX_PROBLEMS} more problems` },
+          ]
         : problems;
-    super(shown.map(formatProblem).join('\n'), { hint: 'fix the fields above; `xp check <file>` re-checks without training' });
+    super(shown.map(formatProblem).join('\n'), {
+      hint: 'fix the fields above; `xp check <file>` re-checks without training',
+    });
     this.name = 'ConfigProblems';
     this.problems = shown;
   }
@@ -59,7 +64,9 @@ export function didYouMean(given: string, candidates: readonly string[]): string
     const d = distance(given.toLowerCase(), c.toLowerCase());
     if (d < bestDistance) [best, bestDistance] = [c, d];
   }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? `; did you mean ${best}?` : '';
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3))
+    ? `; did you mean ${best}?`
+    : '';
 }
 
 export function show(value: unknown): string {

@@ -34,7 +34,8 @@ export function resolvePaths(raw: Record<string, any>, writtenIn: WrittenIn): Fi
   if (!sweep || typeof sweep !== 'object') return problems;
   for (const field of FIELDS) {
     if (!applies(field)) continue;
-    const [holder, key, at] = field in sweep ? [sweep, field, ['sweep', field]] : [sweep.parameters, field, ['sweep', 'parameters', field]];
+    const [holder, key, at] =
+      field in sweep ? [sweep, field, ['sweep', field]] : [sweep.parameters, field, ['sweep', 'parameters', field]];
     const spec = holder && typeof holder === 'object' ? holder[key] : undefined;
     const values: unknown = Array.isArray(spec) ? spec : spec && typeof spec === 'object' ? spec.values : undefined;
     if (!Array.isArray(values)) continue;
@@ -48,12 +49,20 @@ export function resolvePaths(raw: Record<string, any>, writtenIn: WrittenIn): Fi
   return problems;
 }
 
-function resolveOne(field: PathField, value: string, where: { spec: string; remote: boolean } | undefined): string | Error {
+function resolveOne(
+  field: PathField,
+  value: string,
+  where: { spec: string; remote: boolean } | undefined,
+): string | Error {
   if (field === 'backbone.weights' && (value === 'nsfwjs' || value === 'imagenet')) return value;
   if (where?.remote && value.startsWith('file:')) return localFile(field, value);
   if (field !== 'backbone.weights') {
-    if (where?.remote) return new Error(`${field}: ${where.spec} is a remote file, and a folder cannot be fetched; give data.url, a zip of the class folders (data.train and data.validation are then folders inside it), or a file:// URL of a local folder (the run then needs --allow-read for it)`);
-    if (isUrl(value)) return new Error(`${field} is a folder of class folders, not a URL; give data.url for a zip to download`);
+    if (where?.remote)
+      return new Error(
+        `${field}: ${where.spec} is a remote file, and a folder cannot be fetched; give data.url, a zip of the class folders (data.train and data.validation are then folders inside it), or a file:// URL of a local folder (the run then needs --allow-read for it)`,
+      );
+    if (isUrl(value))
+      return new Error(`${field} is a folder of class folders, not a URL; give data.url for a zip to download`);
     return path.resolve(where ? path.dirname(where.spec) : process.cwd(), value);
   }
   let resolved: string;
@@ -64,7 +73,9 @@ function resolveOne(field: PathField, value: string, where: { spec: string; remo
   const refused = refusedUrl(resolved);
   if (refused) return new Error(`backbone.weights: ${refused}`);
   if (/\.json$/i.test(new URL(resolved).pathname)) {
-    return new Error(`backbone.weights: a tfjs model.json cannot be used from a URL (${resolved}); download the model's folder and give the path of its model.json, or give a Keras .h5 URL`);
+    return new Error(
+      `backbone.weights: a tfjs model.json cannot be used from a URL (${resolved}); download the model's folder and give the path of its model.json, or give a Keras .h5 URL`,
+    );
   }
   return resolved;
 }
@@ -73,6 +84,8 @@ function localFile(field: PathField, value: string): string | Error {
   try {
     return fileURLToPath(value);
   } catch (error) {
-    return new Error(`${field}: ${value} is not a usable file URL (${(error as Error).message}); write an absolute path after file://`);
+    return new Error(
+      `${field}: ${value} is not a usable file URL (${(error as Error).message}); write an absolute path after file://`,
+    );
   }
 }

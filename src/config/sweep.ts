@@ -34,7 +34,10 @@ export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number
 /** How many trials a sweep has, computed without expanding it (a grid's size is the product of its lists'). */
 export function countTrials(sweep: SweepConfig): number {
   if (sweep.method === 'random') return sweep.trials ?? DEFAULT_RANDOM_TRIALS;
-  return Object.entries(sweep.parameters).reduce((n, [key, spec]) => n * (Array.isArray(spec) ? spec.length : gridSizeOf(spec, key)), 1);
+  return Object.entries(sweep.parameters).reduce(
+    (n, [key, spec]) => n * (Array.isArray(spec) ? spec.length : gridSizeOf(spec, key)),
+    1,
+  );
 }
 
 const DEFAULT_RANDOM_TRIALS = 10;
@@ -62,10 +65,19 @@ function gridValuesOf(spec: SweepDistribution, key: string): unknown[] {
 
 function gridSizeOf(spec: SweepDistribution, key: string): number {
   if (spec.distribution === 'choice' && spec.values) return spec.values.length;
-  if (spec.distribution === 'int' && spec.min !== undefined && spec.max !== undefined && spec.max >= spec.min && spec.max - spec.min <= 100) {
+  if (
+    spec.distribution === 'int' &&
+    spec.min !== undefined &&
+    spec.max !== undefined &&
+    spec.max >= spec.min &&
+    spec.max - spec.min <= 100
+  ) {
     return spec.max - spec.min + 1;
   }
-  throw new SweepSpecError(key, `a ${spec.distribution} distribution needs method: random (grid takes lists, choice or small int ranges)`);
+  throw new SweepSpecError(
+    key,
+    `a ${spec.distribution} distribution needs method: random (grid takes lists, choice or small int ranges)`,
+  );
 }
 
 function randomAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
@@ -81,7 +93,8 @@ function draw(spec: unknown[] | SweepDistribution, rng: Rng, key: string): unkno
     if (!values) throw new SweepSpecError(key, 'choice needs values');
     return values[rng.int(0, values.length - 1)];
   }
-  if (min === undefined || max === undefined || !(max >= min)) throw new SweepSpecError(key, `${distribution} needs min <= max`);
+  if (min === undefined || max === undefined || !(max >= min))
+    throw new SweepSpecError(key, `${distribution} needs min <= max`);
   if (distribution === 'uniform') return round(rng.uniform(min, max));
   if (distribution === 'int') return rng.int(min, max);
   if (min <= 0) throw new SweepSpecError(key, 'log_uniform needs min > 0');
@@ -92,7 +105,10 @@ function draw(spec: unknown[] | SweepDistribution, rng: Rng, key: string): unkno
 const round = (x: number) => Number(x.toPrecision(6));
 
 export class SweepSpecError extends Error {
-  constructor(readonly key: string, message: string) {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -110,7 +126,8 @@ const format = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
 
 export function setPath(target: Record<string, any>, path: string[], value: unknown): void {
   // Keys are checked when read; this guard keeps a missed one from reaching an object's prototype.
-  if (path.some((k) => k === '__proto__' || k === 'constructor' || k === 'prototype')) throw new Error(`reserved key in ${path.join('.')}`);
+  if (path.some((k) => k === '__proto__' || k === 'constructor' || k === 'prototype'))
+    throw new Error(`reserved key in ${path.join('.')}`);
   let node = target;
   for (const k of path.slice(0, -1)) {
     if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};

@@ -10,7 +10,8 @@ export const schema = require('../../schema/experiment.schema.json');
 let compiled: ValidateFunction | undefined;
 
 function validator(): ValidateFunction {
-  if (!compiled) compiled = new Ajv2020({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true }).compile(schema);
+  if (!compiled)
+    compiled = new Ajv2020({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true }).compile(schema);
   return compiled;
 }
 
@@ -34,7 +35,11 @@ function explain(errors: ErrorObject[], data: unknown): FieldProblem[] {
   const problems: FieldProblem[] = [];
   const seen = new Set<string>();
   for (const e of errors) {
-    if (e.keyword !== 'oneOf' && [...oneOfPaths].some((p) => e.instancePath.startsWith(p) && e.schemaPath.includes('/oneOf/'))) continue;
+    if (
+      e.keyword !== 'oneOf' &&
+      [...oneOfPaths].some((p) => e.instancePath.startsWith(p) && e.schemaPath.includes('/oneOf/'))
+    )
+      continue;
     if (e.keyword === 'if' || e.keyword === 'propertyNames') continue;
     const problem = toProblem(e, data);
     const key = `${problem.path.join('.')}|${problem.message}`;
@@ -65,7 +70,10 @@ function toProblem(e: ErrorObject, data: unknown): FieldProblem {
       return { path, message: `${name} must be ${article(p.type)}${got}` };
     case 'enum': {
       const allowed = (p.allowedValues as unknown[]).map(String);
-      return { path, message: `${name} must be one of ${allowed.join(', ')}${got}${typeof value === 'string' ? didYouMean(value, allowed) : ''}` };
+      return {
+        path,
+        message: `${name} must be one of ${allowed.join(', ')}${got}${typeof value === 'string' ? didYouMean(value, allowed) : ''}`,
+      };
     }
     case 'minimum':
     case 'maximum':
@@ -74,7 +82,10 @@ function toProblem(e: ErrorObject, data: unknown): FieldProblem {
       return { path, message: `${name} must be ${p.comparison} ${p.limit}${got}` };
     case 'minItems':
     case 'maxItems':
-      return { path, message: `${name} must have ${e.keyword === 'minItems' ? 'at least' : 'at most'} ${p.limit} items${got}` };
+      return {
+        path,
+        message: `${name} must have ${e.keyword === 'minItems' ? 'at least' : 'at most'} ${p.limit} items${got}`,
+      };
     case 'minLength':
       return { path, message: `${name} must not be empty` };
     case 'pattern':
@@ -87,8 +98,18 @@ function toProblem(e: ErrorObject, data: unknown): FieldProblem {
 }
 
 function article(type: string): string {
-  const words: Record<string, string> = { integer: 'an integer', object: 'a mapping', array: 'a list', string: 'a string', number: 'a number', boolean: 'true or false' };
-  return type.split(',').map((t) => words[t] ?? t).join(' or ');
+  const words: Record<string, string> = {
+    integer: 'an integer',
+    object: 'a mapping',
+    array: 'a list',
+    string: 'a string',
+    number: 'a number',
+    boolean: 'true or false',
+  };
+  return type
+    .split(',')
+    .map((t) => words[t] ?? t)
+    .join(' or ');
 }
 
 function patternAdvice(path: string[]): string {
@@ -125,7 +146,10 @@ export function propertiesAt(path: (string | number)[]): Record<string, unknown>
 }
 
 function resolveRef(ref: string): unknown {
-  return ref.split('/').slice(1).reduce((s: any, k) => s?.[k], schema);
+  return ref
+    .split('/')
+    .slice(1)
+    .reduce((s: any, k) => s?.[k], schema);
 }
 
 /** Whether a dotted path names a field the schema knows (for --set and sweep keys). */
@@ -139,7 +163,8 @@ export function isKnownField(path: string[]): boolean {
 }
 
 // `properties.__proto__` would find Object.prototype: look up the schema's own keys only.
-const own = (o: Record<string, unknown> | undefined, k: string | number): any => (o && Object.hasOwn(o, k) ? o[k] : undefined);
+const own = (o: Record<string, unknown> | undefined, k: string | number): any =>
+  o && Object.hasOwn(o, k) ? o[k] : undefined;
 
 export function knownFields(prefix: string[] = []): string[] {
   const props = propertiesAt(prefix);

@@ -73,7 +73,8 @@ export function zoomBounds(zoom: AugmentationConfig['zoom_range']): [number, num
 
 export function isIdentityConfig(cfg: AugmentationConfig): boolean {
   const [zoomLow, zoomHigh] = zoomBounds(cfg.zoom_range);
-  const brightnessIdle = cfg.brightness_range === undefined || (cfg.brightness_range[0] === 1 && cfg.brightness_range[1] === 1);
+  const brightnessIdle =
+    cfg.brightness_range === undefined || (cfg.brightness_range[0] === 1 && cfg.brightness_range[1] === 1);
   return (
     !cfg.rotation_range &&
     !cfg.width_shift_range &&
@@ -182,7 +183,10 @@ export function applyTransforms(
     }
     if (params.some((p) => p.brightness !== undefined)) {
       // Keras uses PIL's ImageEnhance.Brightness: a plain multiply, clipped to the uint8 range.
-      const factors = tf.tensor4d(params.map((p) => p.brightness ?? 1), [count, 1, 1, 1]);
+      const factors = tf.tensor4d(
+        params.map((p) => p.brightness ?? 1),
+        [count, 1, 1, 1],
+      );
       images = tf.clipByValue(tf.mul<tf.Tensor4D>(images, factors), 0, 255);
     }
     // tidy would hand back the caller's own tensor when nothing happened; always return a new one.

@@ -9,11 +9,7 @@ export interface IndexStream {
   batchesPerPass: number;
 }
 
-export function createIndexStream(
-  n: number,
-  batchSize: number,
-  opts: { shuffle: boolean; rng: Rng },
-): IndexStream {
+export function createIndexStream(n: number, batchSize: number, opts: { shuffle: boolean; rng: Rng }): IndexStream {
   if (!Number.isInteger(n) || n <= 0) throw new RangeError(`createIndexStream: n must be a positive integer, got ${n}`);
   if (!Number.isInteger(batchSize) || batchSize <= 0) {
     throw new RangeError(`createIndexStream: batchSize must be a positive integer, got ${batchSize}`);

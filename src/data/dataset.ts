@@ -40,13 +40,19 @@ export function defaultDataDir(): string {
 
 export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Promise<ResolvedDataset> {
   if (!data.url) {
-    return { trainDir: path.resolve(opts.baseDir, data.train), validationDir: path.resolve(opts.baseDir, data.validation) };
+    return {
+      trainDir: path.resolve(opts.baseDir, data.train),
+      validationDir: path.resolve(opts.baseDir, data.validation),
+    };
   }
   const url = data.url;
   const wanted = data.sha256?.toLowerCase();
   const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
   const progress = opts.progress ?? process.stderr;
-  const resolved = { trainDir: path.resolve(dataDir, data.train), validationDir: path.resolve(dataDir, data.validation) };
+  const resolved = {
+    trainDir: path.resolve(dataDir, data.train),
+    validationDir: path.resolve(dataDir, data.validation),
+  };
 
   const present = (await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir));
   const stale = await staleFolders(dataDir, [resolved.trainDir, resolved.validationDir], url, wanted);
@@ -54,7 +60,8 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
     await pinCached(dataDir, [resolved.trainDir, resolved.validationDir], url);
     return resolved;
   }
-  for (const line of stale) progress.write(`${line}, not from ${url}${wanted ? ` (sha256 ${wanted})` : ''}: fetching it again\n`);
+  for (const line of stale)
+    progress.write(`${line}, not from ${url}${wanted ? ` (sha256 ${wanted})` : ''}: fetching it again\n`);
 
   await mkdir(dataDir, { recursive: true });
   await removeLeftovers(dataDir);
@@ -65,12 +72,18 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
 }
 
 /** The unpacked folders holding `dirs` whose record names another url or sha256, one line each. */
-async function staleFolders(dataDir: string, dirs: string[], url: string, sha256: string | undefined): Promise<string[]> {
+async function staleFolders(
+  dataDir: string,
+  dirs: string[],
+  url: string,
+  sha256: string | undefined,
+): Promise<string[]> {
   const stale: string[] = [];
   for (const top of new Set(dirs.map((dir) => topFolder(dataDir, dir)))) {
     // Folders put in the data directory by hand (no record) are used as they are.
     const recorded = top && (await readSource(dataDir, top));
-    if (recorded && !matches(recorded, url, sha256)) stale.push(`${path.join(dataDir, top)} was unpacked from ${recorded.url} (sha256 ${recorded.sha256})`);
+    if (recorded && !matches(recorded, url, sha256))
+      stale.push(`${path.join(dataDir, top)} was unpacked from ${recorded.url} (sha256 ${recorded.sha256})`);
   }
   return stale;
 }
@@ -81,7 +94,8 @@ async function pinCached(dataDir: string, dirs: string[], url: string): Promise<
     const recorded = top && (await readSource(dataDir, top));
     if (!recorded) continue; // put there by hand: there is no archive to pin
     await pin(url, recorded.sha256).catch((error: unknown) => {
-      if (error instanceof LockError) error.hint = `${error.hint} ${path.join(dataDir, top!)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
+      if (error instanceof LockError)
+        error.hint = `${error.hint} ${path.join(dataDir, top!)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
       throw error;
     });
   }
@@ -89,13 +103,19 @@ async function pinCached(dataDir: string, dirs: string[], url: string): Promise<
 
 /** After a download: the train and validation folders exist, or an error says why not. */
 async function checkFolders(resolved: ResolvedDataset, kept: string[], url: string, dataDir: string): Promise<void> {
-  for (const [field, dir] of [['train', resolved.trainDir], ['validation', resolved.validationDir]] as const) {
+  for (const [field, dir] of [
+    ['train', resolved.trainDir],
+    ['validation', resolved.validationDir],
+  ] as const) {
     if (await isDirectory(dir)) continue;
     const blocker = kept.find((existing) => dir === existing || dir.startsWith(existing + path.sep));
     throw blocker
-      ? new DataError(`${dir} (data.${field}) is missing and ${blocker} already existed, so it was not replaced by the download`, {
-          hint: `Remove ${blocker} and run again to download it afresh.`,
-        })
+      ? new DataError(
+          `${dir} (data.${field}) is missing and ${blocker} already existed, so it was not replaced by the download`,
+          {
+            hint: `Remove ${blocker} and run again to download it afresh.`,
+          },
+        )
       : new DataError(`The archive from ${url} has no folder ${path.relative(dataDir, dir)} (data.${field})`, {
           hint: `Set data.${field} to a path inside the archive, relative to ${dataDir}.`,
         });
@@ -116,7 +136,8 @@ function topFolder(dataDir: string, dir: string): string | undefined {
 const matches = (recorded: Source, url: string, sha256: string | undefined): boolean =>
   recorded.url === url && (sha256 === undefined || recorded.sha256 === sha256);
 
-const sourceFile = (dataDir: string, top: string): string => path.join(dataDir, '.xp-sources', `${encodeURIComponent(top)}.json`);
+const sourceFile = (dataDir: string, top: string): string =>
+  path.join(dataDir, '.xp-sources', `${encodeURIComponent(top)}.json`);
 
 async function readSource(dataDir: string, top: string): Promise<Source | undefined> {
   const text = await readFile(sourceFile(dataDir, top), 'utf8').catch(() => undefined);
@@ -155,7 +176,12 @@ function isAlive(pid: number): boolean {
 }
 
 /** Returns the existing paths that were left in place instead of being replaced. */
-async function downloadAndExtract(url: string, sha256: string | undefined, dataDir: string, progress: NodeJS.WritableStream): Promise<string[]> {
+async function downloadAndExtract(
+  url: string,
+  sha256: string | undefined,
+  dataDir: string,
+  progress: NodeJS.WritableStream,
+): Promise<string[]> {
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
   const zipPath = path.join(dataDir, `.download-${tag}.zip`);
   const extractDir = path.join(dataDir, `.extract-${tag}`);

@@ -58,7 +58,10 @@ async function readLocal(url: string): Promise<Fetched> {
 /** Runs `work` with an AbortSignal fired by Ctrl-C or SIGTERM, whose reason is a DataError naming `url`. */
 export async function whileInterruptible<T>(url: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
-  const onSignal = (): void => controller.abort(new DataError(`Download of ${url} interrupted`, { hint: 'Run again to download it; nothing was kept.' }));
+  const onSignal = (): void =>
+    controller.abort(
+      new DataError(`Download of ${url} interrupted`, { hint: 'Run again to download it; nothing was kept.' }),
+    );
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
@@ -78,14 +81,24 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
   interrupt.addEventListener('abort', onInterrupt);
   const hint = `Check that the server of data.url answers (open ${url} in a browser), or download the archive yourself and give it as file:///path/to/archive.zip.`;
   let timer = setTimeout(
-    () => abortWith(new DataError(`Download of ${url} failed: no answer within ${connect} s`, { hint: `${hint} XP_DOWNLOAD_CONNECT_TIMEOUT sets the seconds to wait.` })),
+    () =>
+      abortWith(
+        new DataError(`Download of ${url} failed: no answer within ${connect} s`, {
+          hint: `${hint} XP_DOWNLOAD_CONNECT_TIMEOUT sets the seconds to wait.`,
+        }),
+      ),
     connect * 1000,
   );
   let received = 0;
   const stalled = (): void => {
     clearTimeout(timer);
     timer = setTimeout(
-      () => abortWith(new DataError(`Download of ${url} stalled: no data for ${idle} s after ${mb(received)} MB`, { hint: `${hint} XP_DOWNLOAD_TIMEOUT sets the seconds to wait.` })),
+      () =>
+        abortWith(
+          new DataError(`Download of ${url} stalled: no data for ${idle} s after ${mb(received)} MB`, {
+            hint: `${hint} XP_DOWNLOAD_TIMEOUT sets the seconds to wait.`,
+          }),
+        ),
       idle * 1000,
     );
   };
@@ -95,7 +108,10 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
     if (error instanceof DataError) return error;
     const cause = (error as { cause?: { message?: string } }).cause?.message;
     const after = received ? ` after ${mb(received)} MB` : '';
-    return new DataError(`Download of ${url} failed${after}: ${(error as Error).message}${cause ? ` (${cause})` : ''}`, { cause: error, hint });
+    return new DataError(
+      `Download of ${url} failed${after}: ${(error as Error).message}${cause ? ` (${cause})` : ''}`,
+      { cause: error, hint },
+    );
   };
 
   try {
@@ -107,11 +123,17 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
     }
     if (!response.ok || !response.body) {
       await response.body?.cancel();
-      throw new DataError(`Could not download ${url}: HTTP ${response.status} ${response.statusText}`, { hint: 'Check data.url.' });
+      throw new DataError(`Could not download ${url}: HTTP ${response.status} ${response.statusText}`, {
+        hint: 'Check data.url.',
+      });
     }
     stalled();
     const total = Number(response.headers.get('content-length')) || 0;
-    if (total > opts.maxBytes) throw new DataError(`Refusing to download ${url}: ${mb(total)} MB is above the limit of ${mb(opts.maxBytes)} MB`, { hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.' });
+    if (total > opts.maxBytes)
+      throw new DataError(
+        `Refusing to download ${url}: ${mb(total)} MB is above the limit of ${mb(opts.maxBytes)} MB`,
+        { hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.' },
+      );
     const hash = createHash('sha256');
     const show = progressPrinter(url, total, opts.progress);
     const meter = new Transform({
@@ -119,13 +141,20 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
         stalled();
         hash.update(chunk);
         received += chunk.length;
-        if (received > opts.maxBytes) return callback(new DataError(`Refusing to download ${url}: more than ${mb(opts.maxBytes)} MB`, { hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.' }));
+        if (received > opts.maxBytes)
+          return callback(
+            new DataError(`Refusing to download ${url}: more than ${mb(opts.maxBytes)} MB`, {
+              hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.',
+            }),
+          );
         show(received, false);
         callback(null, chunk);
       },
     });
     try {
-      await pipeline(Readable.fromWeb(response.body as WebReadableStream), meter, createWriteStream(opts.into), { signal: controller.signal });
+      await pipeline(Readable.fromWeb(response.body as WebReadableStream), meter, createWriteStream(opts.into), {
+        signal: controller.signal,
+      });
     } catch (error) {
       throw failure(error);
     }
@@ -137,14 +166,20 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
   }
 }
 
-function progressPrinter(url: string, total: number, progress: NodeJS.WritableStream): (received: number, done: boolean) => void {
+function progressPrinter(
+  url: string,
+  total: number,
+  progress: NodeJS.WritableStream,
+): (received: number, done: boolean) => void {
   const interactive = 'isTTY' in progress && Boolean(progress.isTTY);
   let lastShown = 0;
   if (!interactive) progress.write(`Downloading ${url}${total ? ` (${mb(total)} MB)` : ''}\n`);
   return (received, done) => {
     if (!done && Date.now() - lastShown < 250) return;
     lastShown = Date.now();
-    const size = total ? `${mb(received)}/${mb(total)} MB (${Math.floor((100 * received) / total)}%)` : `${mb(received)} MB`;
+    const size = total
+      ? `${mb(received)}/${mb(total)} MB (${Math.floor((100 * received) / total)}%)`
+      : `${mb(received)} MB`;
     if (interactive) progress.write(`\rDownloading ${url}: ${size}${done ? '\n' : ''}`);
     else if (done) progress.write(`Downloaded ${url}: ${size}\n`);
   };

@@ -78,9 +78,12 @@ export async function loadImages(files: readonly ImageFile[], opts: LoadOptions)
   }
 
   if (count === 0 && files.length > 0) {
-    throw new DataError(`None of the ${files.length} images could be read (first: ${skipped[0].path}: ${skipped[0].reason})`, {
-      hint: 'Check that the files are JPEG, PNG, BMP, GIF or WebP images and not empty or truncated.',
-    });
+    throw new DataError(
+      `None of the ${files.length} images could be read (first: ${skipped[0].path}: ${skipped[0].reason})`,
+      {
+        hint: 'Check that the files are JPEG, PNG, BMP, GIF or WebP images and not empty or truncated.',
+      },
+    );
   }
   return {
     images: count === files.length ? images : images.subarray(0, count * imageBytes),
@@ -92,5 +95,10 @@ export async function loadImages(files: readonly ImageFile[], opts: LoadOptions)
 
 function firstLine(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  return message.split('\n').find((line) => line.trim() !== '')?.trim() ?? 'unknown decode error';
+  return (
+    message
+      .split('\n')
+      .find((line) => line.trim() !== '')
+      ?.trim() ?? 'unknown decode error'
+  );
 }

@@ -54,7 +54,12 @@ export async function scanClasses(
 
   const links: LinkCounts = { skipped: 0, dangling: 0, loops: 0 };
   const rootReal = await realpath(root);
-  const top = await listFolder(root, rootReal, '', { followLinks: opts.followLinks ?? false, links, walked: new Set([rootReal]), rootReal });
+  const top = await listFolder(root, rootReal, '', {
+    followLinks: opts.followLinks ?? false,
+    links,
+    walked: new Set([rootReal]),
+    rootReal,
+  });
   const classNames = top.folders.map((f) => f.name).sort(byCodePoint);
   if (classNames.length === 0) {
     throw new DataError(`No class subfolders in ${root}`, {
@@ -88,7 +93,10 @@ export async function scanClasses(
 /** One warning line for the links a scan did not use, or undefined when there were none. */
 export function linkWarning(dir: string, links: LinkCounts, followLinks: boolean): string | undefined {
   const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
-  if (!followLinks) return links.skipped ? `${plural(links.skipped, 'symbolic link')} in ${dir} skipped (data.follow_links is false)` : undefined;
+  if (!followLinks)
+    return links.skipped
+      ? `${plural(links.skipped, 'symbolic link')} in ${dir} skipped (data.follow_links is false)`
+      : undefined;
   const parts = [
     links.dangling ? `${plural(links.dangling, 'dangling symbolic link')}` : '',
     links.loops ? `${plural(links.loops, 'symbolic link')} back to a folder already walked` : '',
@@ -108,7 +116,8 @@ interface Walk {
 async function walkImages(dir: string, real: string, relative: string, walk: Walk): Promise<string[]> {
   const { files, folders } = await listFolder(dir, real, relative, walk);
   const images = files.filter(isImage);
-  for (const folder of folders) images.push(...(await walkImages(path.join(dir, folder.name), folder.real, folder.relative, walk)));
+  for (const folder of folders)
+    images.push(...(await walkImages(path.join(dir, folder.name), folder.real, folder.relative, walk)));
   return images;
 }
 
@@ -150,7 +159,10 @@ async function listFolder(dir: string, real: string, relative: string, walk: Wal
 }
 
 /** Validation must have the same classes as train, in the same order, or labels would not line up. */
-export function checkSameClasses(train: Pick<ScannedClasses, 'classNames'> | string[], validation: Pick<ScannedClasses, 'classNames'> | string[]): void {
+export function checkSameClasses(
+  train: Pick<ScannedClasses, 'classNames'> | string[],
+  validation: Pick<ScannedClasses, 'classNames'> | string[],
+): void {
   const trainNames = Array.isArray(train) ? train : train.classNames;
   const validationNames = Array.isArray(validation) ? validation : validation.classNames;
   const missing = trainNames.filter((name) => !validationNames.includes(name));

@@ -64,7 +64,9 @@ export async function extractZip(
 ): Promise<void> {
   const limits = opts.limits ?? zipLimits();
   const corrupt = (why: string) =>
-    new DataError(`Could not unpack ${source}: ${why}`, { hint: 'data.url must point to a .zip archive; download it again or check the file.' });
+    new DataError(`Could not unpack ${source}: ${why}`, {
+      hint: 'data.url must point to a .zip archive; download it again or check the file.',
+    });
   const archive = await open(zipFile, 'r');
   try {
     await extractAll(archive, dest, source, limits, corrupt, opts.signal);
@@ -89,14 +91,19 @@ async function extractAll(
     signal?.throwIfAborted();
     const target = insideTarget(root, entry.name);
     if (!target) {
-      throw new DataError(`Refusing to unpack ${source}: entry ${JSON.stringify(entry.name)} would be written outside the data folder`, {
-        hint: 'The archive is malformed or hostile; check data.url.',
-      });
+      throw new DataError(
+        `Refusing to unpack ${source}: entry ${JSON.stringify(entry.name)} would be written outside the data folder`,
+        {
+          hint: 'The archive is malformed or hostile; check data.url.',
+        },
+      );
     }
     if (entry.isSymlink) continue; // a link could point anywhere; data sets hold files
     if (entry.flags & 1) throw corrupt(`entry ${entry.name} is encrypted`);
     if (!entry.isDirectory && entry.method !== 0 && entry.method !== 8) {
-      throw corrupt(`entry ${entry.name} uses compression method ${entry.method} (only stored and deflated are supported)`);
+      throw corrupt(
+        `entry ${entry.name} uses compression method ${entry.method} (only stored and deflated are supported)`,
+      );
     }
     try {
       await mkdir(entry.isDirectory ? target : path.dirname(target), { recursive: true });
@@ -115,34 +122,49 @@ function checkLimits(entries: Entry[], archiveBytes: number, source: string, lim
   let total = 0;
   for (const entry of entries) {
     if (entry.isDirectory || entry.isSymlink) continue;
-    if (entry.size > limits.entryBytes) throw refuse(`entry ${entry.name} is ${gib(entry.size)} uncompressed, above the limit of ${gib(limits.entryBytes)} per entry`);
+    if (entry.size > limits.entryBytes)
+      throw refuse(
+        `entry ${entry.name} is ${gib(entry.size)} uncompressed, above the limit of ${gib(limits.entryBytes)} per entry`,
+      );
     if (entry.size > MiB && entry.size > limits.ratio * Math.max(1, entry.compressedSize)) {
-      throw refuse(`entry ${entry.name} expands ${ratio(entry.size, entry.compressedSize)}:1 (${gib(entry.size)}), above the limit of ${limits.ratio}:1`);
+      throw refuse(
+        `entry ${entry.name} expands ${ratio(entry.size, entry.compressedSize)}:1 (${gib(entry.size)}), above the limit of ${limits.ratio}:1`,
+      );
     }
     total += entry.size;
     if (total > limits.totalBytes) throw refuse(`its entries add up to more than ${gib(limits.totalBytes)}`);
   }
   // Many small entries that each pass the ratio check can still add up to a bomb.
   if (total > 64 * MiB && total > limits.ratio * archiveBytes) {
-    throw refuse(`its entries expand ${ratio(total, archiveBytes)}:1 overall (${gib(total)}), above the limit of ${limits.ratio}:1`);
+    throw refuse(
+      `its entries expand ${ratio(total, archiveBytes)}:1 overall (${gib(total)}), above the limit of ${limits.ratio}:1`,
+    );
   }
 }
 
-async function extractEntry(archive: FileHandle, entry: Entry, target: string, corrupt: (why: string) => DataError): Promise<void> {
+async function extractEntry(
+  archive: FileHandle,
+  entry: Entry,
+  target: string,
+  corrupt: (why: string) => DataError,
+): Promise<void> {
   const header = Buffer.alloc(30);
   await archive.read(header, 0, 30, entry.localHeaderOffset);
   if (header.readUInt32LE(0) !== 0x04034b50) throw corrupt(`entry ${entry.name} has no local header`);
   const dataStart = entry.localHeaderOffset + 30 + header.readUInt16LE(26) + header.readUInt16LE(28);
   const pastDeclared = () => corrupt(`entry ${entry.name} inflates past its declared ${entry.size} bytes`);
   const check = (written: number, crc: number): void => {
-    if (written !== entry.size) throw corrupt(`entry ${entry.name} holds ${written} bytes, not the declared ${entry.size}`);
+    if (written !== entry.size)
+      throw corrupt(`entry ${entry.name} holds ${written} bytes, not the declared ${entry.size}`);
     if (crc !== entry.crc) throw corrupt(`entry ${entry.name} fails its CRC check`);
   };
   const failed = (error: unknown): DataError => {
     if (error instanceof DataError) return error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ERR_BUFFER_TOO_LARGE') return pastDeclared();
-    return corrupt(code === 'EEXIST' ? `entry ${entry.name} appears twice` : `entry ${entry.name}: ${(error as Error).message}`);
+    return corrupt(
+      code === 'EEXIST' ? `entry ${entry.name} appears twice` : `entry ${entry.name}: ${(error as Error).message}`,
+    );
   };
 
   // Small entries (most images) in one read: a stream per file costs more than the file.
@@ -152,7 +174,8 @@ async function extractEntry(archive: FileHandle, entry: Entry, target: string, c
     if (bytesRead !== compressed.length) throw corrupt(`entry ${entry.name} is truncated`);
     try {
       // maxOutputLength stops inflating at the declared size, as the guard below does for streams.
-      const data = entry.method === 8 ? inflateRawSync(compressed, { maxOutputLength: Math.max(1, entry.size) }) : compressed;
+      const data =
+        entry.method === 8 ? inflateRawSync(compressed, { maxOutputLength: Math.max(1, entry.size) }) : compressed;
       check(data.length, crc32(data));
       await writeFile(target, data, { flag: 'wx' });
     } catch (error) {
@@ -172,7 +195,11 @@ async function extractEntry(archive: FileHandle, entry: Entry, target: string, c
       callback(null, chunk);
     },
   });
-  const input = archive.createReadStream({ start: dataStart, end: dataStart + entry.compressedSize - 1, autoClose: false });
+  const input = archive.createReadStream({
+    start: dataStart,
+    end: dataStart + entry.compressedSize - 1,
+    autoClose: false,
+  });
   const output = createWriteStream(target, { flags: 'wx' });
   try {
     await (entry.method === 8 ? pipeline(input, createInflateRaw(), guard, output) : pipeline(input, guard, output));
@@ -227,7 +254,10 @@ async function readCentralDirectory(
     cdSize = Number(record.readBigUInt64LE(40));
     cdOffset = Number(record.readBigUInt64LE(48));
   }
-  if (count > limits.entries) throw new DataError(`Refusing to unpack an archive of ${count} entries (limit ${limits.entries})`, { hint: LIMITS_HINT });
+  if (count > limits.entries)
+    throw new DataError(`Refusing to unpack an archive of ${count} entries (limit ${limits.entries})`, {
+      hint: LIMITS_HINT,
+    });
 
   const cd = await read(cdOffset, cdSize);
   const entries: Entry[] = [];
@@ -276,4 +306,5 @@ async function readCentralDirectory(
   return { entries, archiveBytes: size };
 }
 
-const gib = (bytes: number): string => (bytes >= 1024 * MiB ? `${(bytes / (1024 * MiB)).toFixed(1)} GiB` : `${(bytes / MiB).toFixed(1)} MiB`);
+const gib = (bytes: number): string =>
+  bytes >= 1024 * MiB ? `${(bytes / (1024 * MiB)).toFixed(1)} GiB` : `${(bytes / MiB).toFixed(1)} MiB`;

@@ -44,13 +44,17 @@ export function parseLock(text: string, file: string): LockData {
   if (!isObject(parsed)) throw damaged('not a JSON object');
   if (parsed.version !== LOCK_VERSION) {
     throw typeof parsed.version === 'string' && parsed.version > LOCK_VERSION
-      ? new LockError(`The lock file ${file} has version ${parsed.version}, written by a newer xp (this one reads version ${LOCK_VERSION})`, { hint: 'Update xp, or run with --no-lock.' })
+      ? new LockError(
+          `The lock file ${file} has version ${parsed.version}, written by a newer xp (this one reads version ${LOCK_VERSION})`,
+          { hint: 'Update xp, or run with --no-lock.' },
+        )
       : damaged(`"version" is ${JSON.stringify(parsed.version)}, expected "${LOCK_VERSION}"`);
   }
   const remote = parsed.remote ?? {};
   if (!isObject(remote)) throw damaged('"remote" is not an object of URL -> sha256');
   for (const [url, sha256] of Object.entries(remote)) {
-    if (typeof sha256 !== 'string' || !SHA256.test(sha256)) throw damaged(`the entry of ${url} is ${JSON.stringify(sha256)}, not a sha256 (64 lowercase hex digits)`);
+    if (typeof sha256 !== 'string' || !SHA256.test(sha256))
+      throw damaged(`the entry of ${url} is ${JSON.stringify(sha256)}, not a sha256 (64 lowercase hex digits)`);
   }
   return { ...parsed, version: LOCK_VERSION, remote: remote as Record<string, string> };
 }
@@ -68,14 +72,21 @@ export async function writeLock(file: string, lock: LockData): Promise<void> {
     await rename(temp, file);
   } catch (error) {
     await rm(temp, { force: true });
-    throw new LockError(`Cannot write the lock file ${file}: ${(error as Error).message}`, { cause: error, hint: 'Check that its folder is writable, or pass --lock=<file> or --no-lock.' });
+    throw new LockError(`Cannot write the lock file ${file}: ${(error as Error).message}`, {
+      cause: error,
+      hint: 'Check that its folder is writable, or pass --lock=<file> or --no-lock.',
+    });
   }
 }
 
 function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
   if (!isObject(value)) return value;
-  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, sortKeys(value[key])]));
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((key) => [key, sortKeys(value[key])]),
+  );
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -34,7 +34,8 @@ export async function useLock(experiment: string, opts: LockOptions): Promise<st
 export function pinnedBy(entries: Record<string, string>, where: string): Pin {
   return async (url, sha256) => {
     const expected = entries[url];
-    if (expected !== undefined && expected !== sha256.toLowerCase()) throw mismatch(url, expected, sha256.toLowerCase(), where);
+    if (expected !== undefined && expected !== sha256.toLowerCase())
+      throw mismatch(url, expected, sha256.toLowerCase(), where);
   };
 }
 
@@ -64,9 +65,12 @@ async function record(file: string, url: string, digest: string, mode: LockMode)
 }
 
 function mismatch(url: string, expected: string, actual: string, file: string): LockError {
-  return new LockError(`${url} does not match its entry in the lock file ${file}:\n  expected sha256 ${expected}\n  actual sha256   ${actual}`, {
-    hint: 'The content at that URL changed since it was pinned. If you trust the new content, rerun with --lock-write to accept the new content.',
-  });
+  return new LockError(
+    `${url} does not match its entry in the lock file ${file}:\n  expected sha256 ${expected}\n  actual sha256   ${actual}`,
+    {
+      hint: 'The content at that URL changed since it was pinned. If you trust the new content, rerun with --lock-write to accept the new content.',
+    },
+  );
 }
 
 function frozen(url: string, actual: string, file: string): LockError {

@@ -44,9 +44,12 @@ async function acquire(lockFile: string, timeoutMs: number, staleMs: number): Pr
       continue;
     }
     if (Date.now() - started > timeoutMs) {
-      throw new LockError(`${lockFile} has been held by another xp process (pid ${holder?.pid ?? '?'}) for more than ${Math.round(timeoutMs / 1000)} s`, {
-        hint: `If no xp process is running, remove ${lockFile}.`,
-      });
+      throw new LockError(
+        `${lockFile} has been held by another xp process (pid ${holder?.pid ?? '?'}) for more than ${Math.round(timeoutMs / 1000)} s`,
+        {
+          hint: `If no xp process is running, remove ${lockFile}.`,
+        },
+      );
     }
     await sleep(Math.min(50, 2 + attempt) * (0.5 + Math.random()));
   }
@@ -58,7 +61,10 @@ async function create(lockFile: string, me: Holder): Promise<boolean> {
     handle = await open(lockFile, 'wx');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw new LockError(`Cannot create ${lockFile}: ${(error as Error).message}`, { cause: error, hint: 'Check that the folder is writable, or pass --lock=<file> or --no-lock.' });
+    throw new LockError(`Cannot create ${lockFile}: ${(error as Error).message}`, {
+      cause: error,
+      hint: 'Check that the folder is writable, or pass --lock=<file> or --no-lock.',
+    });
   }
   try {
     await handle.writeFile(JSON.stringify(me));
@@ -93,7 +99,9 @@ async function release(lockFile: string, nonce: string): Promise<void> {
 async function readHolder(lockFile: string): Promise<Holder | undefined> {
   try {
     const parsed = JSON.parse(await readFile(lockFile, 'utf8')) as Partial<Holder>;
-    return typeof parsed.pid === 'number' && typeof parsed.nonce === 'string' ? { pid: parsed.pid, host: String(parsed.host), nonce: parsed.nonce } : undefined;
+    return typeof parsed.pid === 'number' && typeof parsed.nonce === 'string'
+      ? { pid: parsed.pid, host: String(parsed.host), nonce: parsed.nonce }
+      : undefined;
   } catch {
     return undefined;
   }

@@ -40,7 +40,12 @@ function zeroInitializers(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(zeroInitializers);
   if (value && typeof value === 'object') {
     return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, k.endsWith('_initializer') && v && typeof v === 'object' ? { class_name: 'Zeros', config: {} } : zeroInitializers(v)]),
+      Object.entries(value).map(([k, v]) => [
+        k,
+        k.endsWith('_initializer') && v && typeof v === 'object'
+          ? { class_name: 'Zeros', config: {} }
+          : zeroInitializers(v),
+      ]),
     );
   }
   return value;
@@ -56,7 +61,12 @@ function unwrap(model: tf.LayersModel, inputShape: number[]): tf.LayersModel {
   return tf.model({ inputs: input, outputs: model.apply(input) as tf.SymbolicTensor, name: model.name });
 }
 
-async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [number, number], what: string): Promise<tf.LayersModel> {
+async function buildCut(
+  topology: LayerJson,
+  cutLayer: string,
+  inputSize: [number, number],
+  what: string,
+): Promise<tf.LayersModel> {
   const names = allLayerNames(topology);
   if (!names.includes(cutLayer)) throw unknownLayerError('backbone.cut_layer', cutLayer, names, what);
   const cut = fixMobileNetPads(setInputSize(cutAt(topology, findLayerPath(topology, cutLayer)!), inputSize));
@@ -67,7 +77,12 @@ async function buildCut(topology: LayerJson, cutLayer: string, inputSize: [numbe
     });
   let model: tf.LayersModel;
   try {
-    model = unwrap(await tf.models.modelFromJSON({ modelTopology: zeroInitializers(cut) } as Parameters<typeof tf.models.modelFromJSON>[0]), [...inputSize, 3]);
+    model = unwrap(
+      await tf.models.modelFromJSON({ modelTopology: zeroInitializers(cut) } as Parameters<
+        typeof tf.models.modelFromJSON
+      >[0]),
+      [...inputSize, 3],
+    );
   } catch (error) {
     throw fail((error as Error).message, error);
   }
@@ -85,7 +100,8 @@ async function readTfjsModel(file: string): Promise<{ topology: LayerJson; weigh
   const model = await inspectTfjsModel(file);
   const weights: tf.NamedTensorMap = {};
   try {
-    for (const group of model.groups) Object.assign(weights, tf.io.decodeWeights(await readWeightGroup(model, group), group.weights));
+    for (const group of model.groups)
+      Object.assign(weights, tf.io.decodeWeights(await readWeightGroup(model, group), group.weights));
   } catch (error) {
     tf.dispose(weights);
     throw error;
@@ -124,7 +140,14 @@ function patchBatchNorm(layer: tf.layers.Layer): void {
   const bn = batchNormInternals(layer);
   const call = layer.call.bind(layer);
   const normalize = (x: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor) =>
-    tf.batchNorm(x, mean, variance, bn.beta?.read() ?? tf.zerosLike(mean), bn.gamma?.read() ?? tf.onesLike(mean), bn.epsilon);
+    tf.batchNorm(
+      x,
+      mean,
+      variance,
+      bn.beta?.read() ?? tf.zerosLike(mean),
+      bn.gamma?.read() ?? tf.onesLike(mean),
+      bn.epsilon,
+    );
   layer.call = (inputs, kwargs) => {
     const training = layer.trainable && kwargs?.training === true;
     if (bn.gamma && bn.beta) return call(inputs, training ? kwargs : { ...kwargs, training: false });
@@ -133,7 +156,8 @@ function patchBatchNorm(layer: tf.layers.Layer): void {
       if (!training) return normalize(x, bn.movingMean.read(), bn.movingVariance.read());
       const axes = [...Array(x.rank).keys()].filter((a) => a !== (bn.axis < 0 ? x.rank + bn.axis : bn.axis));
       const { mean, variance } = tf.moments(x, axes);
-      const update = (v: tf.LayerVariable, value: tf.Tensor) => v.write(tf.sub(v.read(), tf.mul(tf.sub(v.read(), value), 1 - bn.momentum)));
+      const update = (v: tf.LayerVariable, value: tf.Tensor) =>
+        v.write(tf.sub(v.read(), tf.mul(tf.sub(v.read(), value), 1 - bn.momentum)));
       update(bn.movingMean, mean);
       update(bn.movingVariance, variance);
       return normalize(x, mean, variance);
@@ -149,10 +173,20 @@ function resolvePreprocessing(mode: Preprocessing, source: WeightsSource): Resol
 }
 
 // Puts the weights of `source` into the built model.
-async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: WeightsSource, inputSize: [number, number], opts: LoadBackboneOptions, tfjsWeights?: tf.NamedTensorMap): Promise<void> {
+async function loadWeights(
+  model: tf.LayersModel,
+  cfg: BackboneConfig,
+  source: WeightsSource,
+  inputSize: [number, number],
+  opts: LoadBackboneOptions,
+  tfjsWeights?: tf.NamedTensorMap,
+): Promise<void> {
   if (source.kind === 'tfjs') return assignNamedWeights(model, tfjsWeights!, source.file);
   if (source.kind === 'nsfwjs') {
-    const weights: tf.NamedTensorMap = Object.assign({}, ...nsfwjsWeightShards(cfg.name).map((g) => tf.io.decodeWeights(g.buffers, g.weights)));
+    const weights: tf.NamedTensorMap = Object.assign(
+      {},
+      ...nsfwjsWeightShards(cfg.name).map((g) => tf.io.decodeWeights(g.buffers, g.weights)),
+    );
     try {
       return assignNamedWeights(model, weights, `the nsfwjs ${cfg.name} weights`);
     } finally {
@@ -164,7 +198,11 @@ async function loadWeights(model: tf.LayersModel, cfg: BackboneConfig, source: W
 }
 
 /** Loads the backbone for `inputSize` [h, w], cut at cfg.cut_layer, frozen per cfg. */
-export async function loadBackbone(cfg: BackboneConfig, inputSize: [number, number], opts: LoadBackboneOptions = {}): Promise<Backbone> {
+export async function loadBackbone(
+  cfg: BackboneConfig,
+  inputSize: [number, number],
+  opts: LoadBackboneOptions = {},
+): Promise<Backbone> {
   const source = weightsSource(await localWeights(cfg.weights));
   const tfjs = source.kind === 'tfjs' ? await readTfjsModel(source.file) : undefined;
   try {

@@ -43,8 +43,10 @@ function matchLayers(modelNames: string[], fileNames: string[]): Map<string, str
   return match;
 }
 
-const sameShape = (a: readonly (number | null)[], b: readonly (number | null)[]) => a.length === b.length && a.every((v, i) => v === b[i]);
-const shapesText = (list: LayerShapes extends ReadonlyMap<string, infer L> ? L : never) => list.map((w) => `[${w.shape}]`).join(' ');
+const sameShape = (a: readonly (number | null)[], b: readonly (number | null)[]) =>
+  a.length === b.length && a.every((v, i) => v === b[i]);
+const shapesText = (list: LayerShapes extends ReadonlyMap<string, infer L> ? L : never) =>
+  list.map((w) => `[${w.shape}]`).join(' ');
 
 /** Model layer -> file layer for every layer of `model`; a ModelError naming `source` when the file lacks one or its shapes differ. */
 export function pairH5Layers(model: LayerShapes, file: LayerShapes, source: string): Map<string, string> {
@@ -60,9 +62,12 @@ export function pairH5Layers(model: LayerShapes, file: LayerShapes, source: stri
     const fileLayer = match.get(layer)!;
     const found = file.get(fileLayer)!;
     if (found.length !== expected.length || found.some((w, i) => !sameShape(w.shape, expected[i].shape))) {
-      throw new ModelError(`Layer ${layer} expects weights of shapes ${shapesText(expected)}, ${source} has ${shapesText(found)} for layer ${fileLayer}.`, {
-        hint: 'The weights were saved for a different architecture or width (alpha).',
-      });
+      throw new ModelError(
+        `Layer ${layer} expects weights of shapes ${shapesText(expected)}, ${source} has ${shapesText(found)} for layer ${fileLayer}.`,
+        {
+          hint: 'The weights were saved for a different architecture or width (alpha).',
+        },
+      );
     }
   }
   return match;

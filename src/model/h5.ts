@@ -111,10 +111,12 @@ function reason(error: unknown): string {
   const text = String((error as Error)?.message ?? error);
   const causes = [...text.matchAll(/^\s*#\d+: .* in \w+\(\): (.*)$/gm)].map((m) => m[1].trim());
   const truncated = /truncated file: eof = (\d+),.*stored_eof = (\d+)/.exec(text);
-  if (truncated) return `it is truncated (${Number(truncated[1]).toLocaleString('en-US')} of ${Number(truncated[2]).toLocaleString('en-US')} bytes)`;
+  if (truncated)
+    return `it is truncated (${Number(truncated[1]).toLocaleString('en-US')} of ${Number(truncated[2]).toLocaleString('en-US')} bytes)`;
   if (causes.length > 0) return causes.at(-1)!;
   // A structure corrupt enough to send the reader out of its memory aborts h5wasm's WebAssembly module.
-  if (error instanceof WebAssembly.RuntimeError) return `its structure is corrupt (${text.replace(/^Aborted\((.*)\)$/, '$1')})`;
+  if (error instanceof WebAssembly.RuntimeError)
+    return `its structure is corrupt (${text.replace(/^Aborted\((.*)\)$/, '$1')})`;
   return text.trim().split('\n')[0];
 }
 
@@ -147,12 +149,17 @@ async function readH5<T>(file: string, read: ReadDataset<T>): Promise<Map<string
   const stat = await fs.stat(file).catch(() => undefined);
   if (!stat) {
     throw new ModelError(`no such file ${file}`, {
-      hint: 'backbone.weights should name a Keras .h5 weights file (relative paths are resolved from the experiment file\'s folder), or be nsfwjs or imagenet.',
+      hint: "backbone.weights should name a Keras .h5 weights file (relative paths are resolved from the experiment file's folder), or be nsfwjs or imagenet.",
     });
   }
-  if (!stat.isFile()) throw new ModelError(`${file} is not a regular file.`, { hint: 'Give a Keras weights file saved with model.save_weights(...h5).' });
+  if (!stat.isFile())
+    throw new ModelError(`${file} is not a regular file.`, {
+      hint: 'Give a Keras weights file saved with model.save_weights(...h5).',
+    });
   if (!(await isHdf5(file))) {
-    throw new ModelError(`${file} is not an HDF5 file.`, { hint: 'Give a Keras weights file saved with model.save_weights(...h5).' });
+    throw new ModelError(`${file} is not an HDF5 file.`, {
+      hint: 'Give a Keras weights file saved with model.save_weights(...h5).',
+    });
   }
   await hdf5Ready();
   return quietly(() => readOpened(file, read));
@@ -171,9 +178,12 @@ function readOpened<T>(file: string, read: ReadDataset<T>): Map<string, T[]> {
     if (nested?.attrs['layer_names']) return readLegacy(nested, read);
     const layers = f.get('layers') as Group | null;
     if (layers) return readKeras3(layers, read);
-    throw new ModelError(`${file} is an HDF5 file but not a Keras weights file (no layer_names attribute, no layers group).`, {
-      hint: 'Save the weights from Keras with model.save_weights(path) or model.save(path) in .h5 format.',
-    });
+    throw new ModelError(
+      `${file} is an HDF5 file but not a Keras weights file (no layer_names attribute, no layers group).`,
+      {
+        hint: 'Save the weights from Keras with model.save_weights(path) or model.save(path) in .h5 format.',
+      },
+    );
   } catch (error) {
     if (error instanceof ModelError) throw error;
     throw unreadable(file, error);
@@ -206,7 +216,10 @@ export async function writeKerasH5(file: string, weights: H5Weights): Promise<vo
     f.create_attribute('keras_version', '2.2.4');
     for (const [layer, list] of weights) {
       const group = f.create_group(layer);
-      group.create_attribute('weight_names', list.map((w) => `${layer}/${w.name}:0`));
+      group.create_attribute(
+        'weight_names',
+        list.map((w) => `${layer}/${w.name}:0`),
+      );
       const inner = group.create_group(layer);
       for (const w of list) inner.create_dataset({ name: `${w.name}:0`, data: w.values, shape: w.shape, dtype: '<f' });
     }

@@ -25,9 +25,16 @@ export function lossFor(numClasses: number): Loss {
  * with Keras' default layer names (flatten, dense, dropout, dense_1, ...).
  * Keras reference: Flatten -> Dense(1024, relu) -> Dropout(0.2) -> Dense(1, sigmoid).
  */
-export function buildHead(featureShape: number[], cfg: HeadConfig, numClasses: number, opts: { seed?: number } = {}): tf.LayersModel {
+export function buildHead(
+  featureShape: number[],
+  cfg: HeadConfig,
+  numClasses: number,
+  opts: { seed?: number } = {},
+): tf.LayersModel {
   if (numClasses < 2) {
-    throw new ModelError(`The head needs at least 2 classes, got ${numClasses}.`, { hint: 'Put the images of each class in its own folder under data.train.' });
+    throw new ModelError(`The head needs at least 2 classes, got ${numClasses}.`, {
+      hint: 'Put the images of each class in its own folder under data.train.',
+    });
   }
   const counters = new Map<string, number>();
   const kerasName = (base: string) => {
@@ -37,16 +44,30 @@ export function buildHead(featureShape: number[], cfg: HeadConfig, numClasses: n
   };
   // Seeded Glorot initialisation (Keras' default): a trial starts from the same weights however it is run.
   let layerIndex = 0;
-  const kernelInitializer = () => (opts.seed === undefined ? undefined : glorotUniform(opts.seed * 7919 + layerIndex++));
+  const kernelInitializer = () =>
+    opts.seed === undefined ? undefined : glorotUniform(opts.seed * 7919 + layerIndex++);
   const input = tf.input({ shape: featureShape, name: 'features' });
   let x = POOLING_LAYERS[cfg.pooling](kerasName(POOLING_NAMES[cfg.pooling])).apply(input) as tf.SymbolicTensor;
   for (const units of cfg.units) {
-    x = tf.layers.dense({ units, activation: cfg.activation as any, name: kerasName('dense'), kernelInitializer: kernelInitializer() }).apply(x) as tf.SymbolicTensor;
-    if (cfg.dropout > 0) x = tf.layers.dropout({ rate: cfg.dropout, name: kerasName('dropout') }).apply(x) as tf.SymbolicTensor;
+    x = tf.layers
+      .dense({
+        units,
+        activation: cfg.activation as any,
+        name: kerasName('dense'),
+        kernelInitializer: kernelInitializer(),
+      })
+      .apply(x) as tf.SymbolicTensor;
+    if (cfg.dropout > 0)
+      x = tf.layers.dropout({ rate: cfg.dropout, name: kerasName('dropout') }).apply(x) as tf.SymbolicTensor;
   }
   const task = taskFor(numClasses);
   const output = tf.layers
-    .dense({ units: task.units, activation: task.activation, name: kerasName('dense'), kernelInitializer: kernelInitializer() })
+    .dense({
+      units: task.units,
+      activation: task.activation,
+      name: kerasName('dense'),
+      kernelInitializer: kernelInitializer(),
+    })
     .apply(x) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: output, name: 'head' });
 }

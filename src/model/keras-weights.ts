@@ -92,13 +92,20 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
   try {
     response = await fetch(url, { signal: answer.signal });
   } catch (error) {
-    const reason = answer.signal.aborted ? 'no answer within 30 s' : ((error as Error & { cause?: Error }).cause?.message ?? (error as Error).message);
-    throw new ModelError(`Could not download the Keras weights from ${url}: ${reason}.`, { cause: error, hint: manual });
+    const reason = answer.signal.aborted
+      ? 'no answer within 30 s'
+      : ((error as Error & { cause?: Error }).cause?.message ?? (error as Error).message);
+    throw new ModelError(`Could not download the Keras weights from ${url}: ${reason}.`, {
+      cause: error,
+      hint: manual,
+    });
   } finally {
     clearTimeout(timer);
   }
   if (!response.ok || !response.body) {
-    throw new ModelError(`Could not download the Keras weights from ${url}: HTTP ${response.status}.`, { hint: manual });
+    throw new ModelError(`Could not download the Keras weights from ${url}: HTTP ${response.status}.`, {
+      hint: manual,
+    });
   }
   try {
     await pipeline(Readable.fromWeb(response.body as any), createWriteStream(temp));
@@ -114,7 +121,10 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
   } catch (error) {
     await fs.rm(temp, { force: true });
     if (error instanceof XpError) throw error;
-    throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, { cause: error, hint: manual });
+    throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, {
+      cause: error,
+      hint: manual,
+    });
   }
 }
 
@@ -141,7 +151,8 @@ async function pinCopy(url: string, file: string): Promise<string> {
   try {
     await pin(url, await digestOf(file, 'sha256'));
   } catch (error) {
-    if (error instanceof LockError) error.hint = `${error.hint} ${file} holds that content: remove it to download and verify the file again.`;
+    if (error instanceof LockError)
+      error.hint = `${error.hint} ${file} holds that content: remove it to download and verify the file again.`;
     throw error;
   }
   return file;

@@ -18,16 +18,23 @@ export function kerasArchitecture(name: BackboneName): LayerJson {
   return cutAt(full, findLayerPath(full, KERAS_TOP[name])!);
 }
 
-export type WeightsSource = { kind: 'nsfwjs' } | { kind: 'imagenet' } | { kind: 'h5'; file: string } | { kind: 'tfjs'; file: string };
+export type WeightsSource =
+  | { kind: 'nsfwjs' }
+  | { kind: 'imagenet' }
+  | { kind: 'h5'; file: string }
+  | { kind: 'tfjs'; file: string };
 
 /** What `backbone.weights` names; file paths resolved from baseDir (default: the working directory). */
 export function weightsSource(weights: string, baseDir = process.cwd()): WeightsSource {
   if (weights === 'nsfwjs' || weights === 'imagenet') return { kind: weights };
   if (/\.h5$/i.test(weights)) return { kind: 'h5', file: path.resolve(baseDir, weights) };
   if (/\.json$/i.test(weights)) return { kind: 'tfjs', file: path.resolve(baseDir, weights) };
-  throw new ModelError(`backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json; got "${weights}".`, {
-    hint: 'Use `weights: imagenet` for the Keras ImageNet weights.',
-  });
+  throw new ModelError(
+    `backbone.weights must be nsfwjs, imagenet, a Keras .h5 file or a tfjs model.json; got "${weights}".`,
+    {
+      hint: 'Use `weights: imagenet` for the Keras ImageNet weights.',
+    },
+  );
 }
 
 // Weight shapes of the architecture's layers that the backbone cut at `cutLayer` keeps (all of them
@@ -62,18 +69,27 @@ export interface InspectedWeights {
  * against the architecture, a model.json's manifest and weight files) and returns its layer names;
  * a ModelError naming the file when it is unusable.
  */
-export async function inspectBackboneWeights(cfg: Pick<BackboneConfig, 'name' | 'weights' | 'cut_layer'>, opts: { baseDir?: string } = {}): Promise<InspectedWeights> {
+export async function inspectBackboneWeights(
+  cfg: Pick<BackboneConfig, 'name' | 'weights' | 'cut_layer'>,
+  opts: { baseDir?: string } = {},
+): Promise<InspectedWeights> {
   const source = weightsSource(cfg.weights, opts.baseDir);
   if (source.kind === 'tfjs') {
     const model = await inspectTfjsModel(source.file);
-    return { layerNames: allLayerNames(model.topology), what: path.relative(process.cwd(), source.file) || source.file };
+    return {
+      layerNames: allLayerNames(model.topology),
+      what: path.relative(process.cwd(), source.file) || source.file,
+    };
   }
   if (source.kind === 'h5') await inspectH5(source.file, cfg);
   return { layerNames: allLayerNames(kerasArchitecture(cfg.name)), what: cfg.name };
 }
 
 /** Names of the layers a backbone can be cut at, once its weights file is checked (see inspectBackboneWeights). */
-export async function backboneLayerNames(cfg: Pick<BackboneConfig, 'name' | 'weights' | 'cut_layer'>, opts: { baseDir?: string } = {}): Promise<string[]> {
+export async function backboneLayerNames(
+  cfg: Pick<BackboneConfig, 'name' | 'weights' | 'cut_layer'>,
+  opts: { baseDir?: string } = {},
+): Promise<string[]> {
   return (await inspectBackboneWeights(cfg, opts)).layerNames;
 }
 
@@ -88,8 +104,16 @@ export function unknownLayerError(field: string, given: string, names: string[],
     others.length === 0
       ? ''
       : `${blocks.length > 0 ? ` and ${others.length} other layers` : ''}: ${others.slice(0, shown).join(', ')}${others.length > shown ? ', ...' : ''}`;
-  const similar = names.filter((n) => n.toLowerCase().includes(given.toLowerCase()) || given.toLowerCase().includes(n.toLowerCase())).slice(0, 5);
-  return new ModelError(`${field} "${given}" is not a layer of ${what}. Valid layers: ${blocks.join(', ')}${otherText}.`, {
-    hint: similar.length > 0 ? `Did you mean ${similar.join(' or ')}?` : 'Run `xp check` to validate the experiment before training.',
-  });
+  const similar = names
+    .filter((n) => n.toLowerCase().includes(given.toLowerCase()) || given.toLowerCase().includes(n.toLowerCase()))
+    .slice(0, 5);
+  return new ModelError(
+    `${field} "${given}" is not a layer of ${what}. Valid layers: ${blocks.join(', ')}${otherText}.`,
+    {
+      hint:
+        similar.length > 0
+          ? `Did you mean ${similar.join(' or ')}?`
+          : 'Run `xp check` to validate the experiment before training.',
+    },
+  );
 }

@@ -37,7 +37,10 @@ export function nsfwjsModelJson(name: BackboneName): TfjsModelJson {
 }
 
 /** The weight shards of a bundled nsfwjs model as buffers, per manifest group (uint8-quantized; tf.io.decodeWeights dequantizes). */
-export function nsfwjsWeightShards(name: BackboneName, json = nsfwjsModelJson(name)): { buffers: ArrayBuffer[]; weights: WeightsManifestEntry[] }[] {
+export function nsfwjsWeightShards(
+  name: BackboneName,
+  json = nsfwjsModelJson(name),
+): { buffers: ArrayBuffer[]; weights: WeightsManifestEntry[] }[] {
   const dir = bundleDir(name);
   return json.weightsManifest.map((group) => ({
     weights: group.weights,

@@ -9,19 +9,28 @@ import { ModelError } from '../errors.ts';
 
 export function buildOptimizer(cfg: OptimizerConfig, policy: AccelPolicy = accelPolicy()): tf.Optimizer {
   const lr = cfg.learning_rate;
-  if (!(lr > 0)) throw new ModelError(`optimizer.learning_rate must be a positive number, got ${lr}.`, { hint: 'The Keras reference uses 1e-4 with RMSprop.' });
+  if (!(lr > 0))
+    throw new ModelError(`optimizer.learning_rate must be a positive number, got ${lr}.`, {
+      hint: 'The Keras reference uses 1e-4 with RMSprop.',
+    });
   const epsilon = cfg.epsilon ?? 1e-7;
   switch (cfg.name) {
     case 'rmsprop':
-      return (cfg.momentum ?? 0) > 0 ? tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum, epsilon) : new KerasRMSprop(lr, cfg.rho ?? 0.9, epsilon, policy.fusedUpdates);
+      return (cfg.momentum ?? 0) > 0
+        ? tf.train.rmsprop(lr, cfg.rho ?? 0.9, cfg.momentum, epsilon)
+        : new KerasRMSprop(lr, cfg.rho ?? 0.9, epsilon, policy.fusedUpdates);
     case 'adam':
       return new KerasAdam(lr, cfg.beta_1 ?? 0.9, cfg.beta_2 ?? 0.999, epsilon, policy.fusedUpdates);
     case 'sgd':
       // Same trajectory as Keras' v = m*v - lr*g for a constant learning rate.
-      return (cfg.momentum ?? 0) > 0 || cfg.nesterov ? tf.train.momentum(lr, cfg.momentum ?? 0, cfg.nesterov ?? false) : tf.train.sgd(lr);
+      return (cfg.momentum ?? 0) > 0 || cfg.nesterov
+        ? tf.train.momentum(lr, cfg.momentum ?? 0, cfg.nesterov ?? false)
+        : tf.train.sgd(lr);
     case 'adagrad':
       return tf.train.adagrad(lr, 0.1); // Keras' initial_accumulator_value
     default:
-      throw new ModelError(`Unknown optimizer "${(cfg as OptimizerConfig).name}".`, { hint: 'Use rmsprop, adam, sgd or adagrad.' });
+      throw new ModelError(`Unknown optimizer "${(cfg as OptimizerConfig).name}".`, {
+        hint: 'Use rmsprop, adam, sgd or adagrad.',
+      });
   }
 }

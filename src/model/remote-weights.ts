@@ -11,10 +11,14 @@ export const MAX_WEIGHTS_BYTES = 4 * 1024 ** 3;
 export async function localWeights(weights: string, opts: { reload?: boolean } = {}): Promise<string> {
   if (!isUrl(weights)) return weights;
   try {
-    const onDownload = (url: string) => process.stderr.write(`Downloading the backbone weights ${url} into the cache\n`);
+    const onDownload = (url: string) =>
+      process.stderr.write(`Downloading the backbone weights ${url} into the cache\n`);
     return (await remoteFile(weights, { maxBytes: MAX_WEIGHTS_BYTES, reload: opts.reload, onDownload })).file;
   } catch (error) {
     if (!(error instanceof XpError)) throw error;
-    throw new ModelError(`${error.message}.`, { cause: error, hint: error.hint ?? 'Check the URL, or download the .h5 file and give its path.' });
+    throw new ModelError(`${error.message}.`, {
+      cause: error,
+      hint: error.hint ?? 'Check the URL, or download the .h5 file and give its path.',
+    });
   }
 }

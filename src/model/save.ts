@@ -14,7 +14,11 @@ export async function saveModel(model: tf.LayersModel, dir: string): Promise<voi
     return;
   }
   fs.mkdirSync(dir, { recursive: true });
-  const specs = model.weights.map((w) => ({ name: w.originalName, shape: w.shape as number[], dtype: 'float32' as const }));
+  const specs = model.weights.map((w) => ({
+    name: w.originalName,
+    shape: w.shape as number[],
+    dtype: 'float32' as const,
+  }));
   const modelJSON = {
     modelTopology: model.toJSON(null, false),
     weightsManifest: [{ paths: ['weights.bin'], weights: specs }],

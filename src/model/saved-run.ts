@@ -47,7 +47,8 @@ export async function writeSavedModel(runDir: string, model: tf.LayersModel, inf
   }
 }
 
-const DAMAGED = 'The run folder is damaged: train the run again, or copy its model/ folder whole from where it is intact.';
+const DAMAGED =
+  'The run folder is damaged: train the run again, or copy its model/ folder whole from where it is intact.';
 
 function damaged(runDir: string, file: string, what: string, cause?: unknown): ModelError {
   return new ModelError(`${runDir}: ${path.join(MODEL, file)} ${what}`, { cause, hint: DAMAGED });
@@ -78,20 +79,32 @@ export function readSavedModelInfo(runDir: string): SavedModelInfo {
   }
   const info = raw as Partial<Record<keyof SavedModelInfo, unknown>>;
   const wrong = (field: string, expected: string) => damaged(runDir, INFO, `has no valid ${field} (${expected}).`);
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw damaged(runDir, INFO, 'is not a JSON object.');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw damaged(runDir, INFO, 'is not a JSON object.');
   const names = info.class_names;
-  if (!Array.isArray(names) || names.length < 2 || !names.every((n) => typeof n === 'string' && n !== '') || new Set(names).size !== names.length) {
+  if (
+    !Array.isArray(names) ||
+    names.length < 2 ||
+    !names.every((n) => typeof n === 'string' && n !== '') ||
+    new Set(names).size !== names.length
+  ) {
     throw wrong('class_names', 'a list of at least two distinct class names');
   }
   const size = info.image_size;
-  if (!Array.isArray(size) || size.length !== 2 || !size.every(isSize)) throw wrong('image_size', '[height, width] in pixels');
+  if (!Array.isArray(size) || size.length !== 2 || !size.every(isSize))
+    throw wrong('image_size', '[height, width] in pixels');
   const preprocessing = info.preprocessing;
-  if (typeof preprocessing !== 'string' || preprocessing === 'auto' || !(PREPROCESSINGS as readonly string[]).includes(preprocessing)) {
+  if (
+    typeof preprocessing !== 'string' ||
+    preprocessing === 'auto' ||
+    !(PREPROCESSINGS as readonly string[]).includes(preprocessing)
+  ) {
     throw wrong('preprocessing', PREPROCESSINGS.filter((p) => p !== 'auto').join(', '));
   }
   // Runs saved before xp.json carried interpolation resized with nearest.
   const interpolation = info.interpolation ?? 'nearest';
-  if (typeof interpolation !== 'string' || !(INTERPOLATIONS as readonly string[]).includes(interpolation)) throw wrong('interpolation', INTERPOLATIONS.join(', '));
+  if (typeof interpolation !== 'string' || !(INTERPOLATIONS as readonly string[]).includes(interpolation))
+    throw wrong('interpolation', INTERPOLATIONS.join(', '));
   return {
     class_names: names as string[],
     image_size: size as [number, number],
@@ -114,7 +127,11 @@ export async function readSavedModel(runDir: string): Promise<SavedModel> {
   let model: tf.LayersModel;
   try {
     model = await tf.loadLayersModel(
-      tf.io.fromMemory({ modelTopology: saved.json.modelTopology, weightSpecs: saved.groups.flatMap((g) => g.weights), weightData }),
+      tf.io.fromMemory({
+        modelTopology: saved.json.modelTopology,
+        weightSpecs: saved.groups.flatMap((g) => g.weights),
+        weightData,
+      }),
     );
   } catch (error) {
     throw damaged(runDir, TOPOLOGY, `does not load as a tfjs model (${(error as Error).message}).`, error);

@@ -17,14 +17,23 @@ function outputShape(layer: tf.layers.Layer): string {
   }
 }
 
-const countOf = (weights: tf.LayerVariable[]) => weights.reduce((sum, w) => sum + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+const countOf = (weights: tf.LayerVariable[]) =>
+  weights.reduce((sum, w) => sum + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
 
 /** Layer name (type), output shape and parameter count per layer, then total/trainable/non-trainable. */
 export function layerSummary(model: tf.LayersModel): string {
-  const rows = model.layers.map((layer) => [`${layer.name} (${layer.getClassName()})`, outputShape(layer), format(layer.countParams())]);
+  const rows = model.layers.map((layer) => [
+    `${layer.name} (${layer.getClassName()})`,
+    outputShape(layer),
+    format(layer.countParams()),
+  ]);
   const header = ['Layer (type)', 'Output Shape', 'Param #'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)) + 2);
-  const line = (cells: string[]) => cells.map((c, i) => (i === 2 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === 2 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('')
+      .trimEnd();
   const ruleWidth = widths.reduce((a, b) => a + b, 0);
   const trainable = countOf(model.trainableWeights);
   const nonTrainable = countOf(model.nonTrainableWeights);

@@ -27,7 +27,8 @@ export function predictedClasses(task: Task, probabilities: Float32Array | numbe
     if (task.kind === 'binary') out[r] = probabilities[r] > 0.5 ? 1 : 0;
     else {
       let best = 0;
-      for (let c = 1; c < task.units; c++) if (probabilities[r * task.units + c] > probabilities[r * task.units + best]) best = c;
+      for (let c = 1; c < task.units; c++)
+        if (probabilities[r * task.units + c] > probabilities[r * task.units + best]) best = c;
       out[r] = best;
     }
   }

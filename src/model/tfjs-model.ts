@@ -35,7 +35,11 @@ const BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, complex64
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isDim = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
-function bad(file: string, what: string, hint = 'Export the model again (tfjs `model.save` or tensorflowjs_converter).'): ModelError {
+function bad(
+  file: string,
+  what: string,
+  hint = 'Export the model again (tfjs `model.save` or tensorflowjs_converter).',
+): ModelError {
   return new ModelError(`${file}: ${what}`, { hint });
 }
 
@@ -43,7 +47,8 @@ function bad(file: string, what: string, hint = 'Export the model again (tfjs `m
 function entryBytes(file: string, entry: unknown): number {
   if (!isObject(entry) || typeof entry.name !== 'string') throw bad(file, 'a weights manifest entry has no name.');
   const { name, shape, dtype, quantization } = entry;
-  if (!Array.isArray(shape) || !shape.every(isDim)) throw bad(file, `weight ${name} has an invalid shape ${JSON.stringify(shape)}.`);
+  if (!Array.isArray(shape) || !shape.every(isDim))
+    throw bad(file, `weight ${name} has an invalid shape ${JSON.stringify(shape)}.`);
   const stored = isObject(quantization) ? quantization.dtype : dtype;
   const size = typeof stored === 'string' ? BYTES[stored] : undefined;
   if (size === undefined) throw bad(file, `weight ${name} has the unsupported dtype ${JSON.stringify(stored)}.`);
@@ -57,18 +62,26 @@ export async function readModelJson(file: string): Promise<{ json: TfjsModelJson
     text = await fs.readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new ModelError(`Cannot read the tfjs model ${file}: ${code === 'ENOENT' ? 'no such file' : code ?? (error as Error).message}.`, {
-      cause: error,
-      hint: 'backbone.weights should point to the model.json of a tfjs LayersModel, next to its weight files.',
-    });
+    throw new ModelError(
+      `Cannot read the tfjs model ${file}: ${code === 'ENOENT' ? 'no such file' : (code ?? (error as Error).message)}.`,
+      {
+        cause: error,
+        hint: 'backbone.weights should point to the model.json of a tfjs LayersModel, next to its weight files.',
+      },
+    );
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw bad(file, `not valid JSON (${(error as Error).message}).`, 'The file is truncated or not a tfjs model.json: export or download it again.');
+    throw bad(
+      file,
+      `not valid JSON (${(error as Error).message}).`,
+      'The file is truncated or not a tfjs model.json: export or download it again.',
+    );
   }
-  if (!isObject(json) || !isObject(json.modelTopology)) throw bad(file, 'no modelTopology: this is not the model.json of a tfjs LayersModel.');
+  if (!isObject(json) || !isObject(json.modelTopology))
+    throw bad(file, 'no modelTopology: this is not the model.json of a tfjs LayersModel.');
   let topology: LayerJson;
   try {
     topology = modelConfigOf(json.modelTopology);
@@ -77,7 +90,10 @@ export async function readModelJson(file: string): Promise<{ json: TfjsModelJson
     throw bad(file, `its modelTopology is not a Keras model (${(error as Error).message}).`);
   }
   const manifest = json.weightsManifest ?? [];
-  if (!Array.isArray(manifest) || !manifest.every((g) => isObject(g) && Array.isArray(g.paths) && Array.isArray(g.weights))) {
+  if (
+    !Array.isArray(manifest) ||
+    !manifest.every((g) => isObject(g) && Array.isArray(g.paths) && Array.isArray(g.weights))
+  ) {
     throw bad(file, 'weightsManifest must be a list of {paths, weights} groups.');
   }
   return { json: json as unknown as TfjsModelJson, topology };
@@ -91,9 +107,12 @@ const inside = (dir: string, target: string) => {
 /** Where a listed weight path is, once it is known to be a regular file inside the model's folder. */
 async function locate(file: string, listed: unknown): Promise<{ real: string; bytes: number }> {
   const refuse = (why: string) =>
-    new ModelError(`${file} lists the weight file ${JSON.stringify(listed)}, which ${why}; xp reads no file outside the model's folder.`, {
-      hint: 'Weight paths in a model.json are file names relative to its folder, as tfjs writes them.',
-    });
+    new ModelError(
+      `${file} lists the weight file ${JSON.stringify(listed)}, which ${why}; xp reads no file outside the model's folder.`,
+      {
+        hint: 'Weight paths in a model.json are file names relative to its folder, as tfjs writes them.',
+      },
+    );
   if (typeof listed !== 'string' || listed === '' || listed.includes('\0')) throw refuse('is not a file name');
   if (path.isAbsolute(listed) || /^[a-z][a-z0-9+.-]*:/i.test(listed)) throw refuse('is not relative to the model');
   const dir = path.dirname(file);
@@ -104,10 +123,13 @@ async function locate(file: string, listed: unknown): Promise<{ real: string; by
     real = await fs.realpath(resolved);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new ModelError(`${file} lists the weight file ${JSON.stringify(listed)}, which ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}.`, {
-      cause: error,
-      hint: 'Copy the model folder whole: model.json and every weight file next to it.',
-    });
+    throw new ModelError(
+      `${file} lists the weight file ${JSON.stringify(listed)}, which ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}.`,
+      {
+        cause: error,
+        hint: 'Copy the model folder whole: model.json and every weight file next to it.',
+      },
+    );
   }
   if (!inside(await fs.realpath(dir), real)) throw refuse(`is a link to ${real}, outside its folder`);
   const stat = await fs.stat(real);
@@ -123,13 +145,25 @@ export async function locateWeights(file: string, json: TfjsModelJson): Promise<
     const files = [];
     for (const listed of group.paths) files.push({ listed, ...(await locate(file, listed)) });
     const found = files.reduce((sum, f) => sum + f.bytes, 0);
-    if (files.length === 0 && bytes > 0) throw bad(file, `a weightsManifest group lists weights (${group.weights[0].name}, ...) but no file holding them.`);
+    if (files.length === 0 && bytes > 0)
+      throw bad(
+        file,
+        `a weightsManifest group lists weights (${group.weights[0].name}, ...) but no file holding them.`,
+      );
     if (found !== bytes) {
       const names = files.map((f) => f.listed).join(', ');
       throw new ModelError(
         `${file}: the weight file${files.length > 1 ? 's' : ''} ${names} ha${files.length > 1 ? 've' : 's'} ${found.toLocaleString('en-US')} bytes, ` +
-          `the manifest's weights (${group.weights.map((w) => w.name).slice(0, 3).join(', ')}${group.weights.length > 3 ? ', ...' : ''}) need ${bytes.toLocaleString('en-US')}.`,
-        { hint: found < bytes ? 'A weight file is truncated: copy or download the model again.' : 'The weight files do not belong to this model.json: copy or export the model again.' },
+          `the manifest's weights (${group.weights
+            .map((w) => w.name)
+            .slice(0, 3)
+            .join(', ')}${group.weights.length > 3 ? ', ...' : ''}) need ${bytes.toLocaleString('en-US')}.`,
+        {
+          hint:
+            found < bytes
+              ? 'A weight file is truncated: copy or download the model again.'
+              : 'The weight files do not belong to this model.json: copy or export the model again.',
+        },
       );
     }
     groups.push({ files, weights: group.weights, bytes });
@@ -151,11 +185,13 @@ export async function readWeightGroup(model: TfjsModel, group: WeightGroup): Pro
       // Opened again as it was checked: no link followed, no wait on a pipe swapped in since, a regular file.
       const handle = await fs.open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
-        if (!(await handle.stat()).isFile()) throw new ModelError(`${model.file}: the weight file ${listed} is no longer a regular file.`);
+        if (!(await handle.stat()).isFile())
+          throw new ModelError(`${model.file}: the weight file ${listed} is no longer a regular file.`);
         const view = new Uint8Array(buffer);
         for (let at = 0; at < bytes; ) {
           const { bytesRead } = await handle.read(view, at, bytes - at, at);
-          if (bytesRead === 0) throw new ModelError(`${model.file}: the weight file ${listed} became shorter while it was read.`);
+          if (bytesRead === 0)
+            throw new ModelError(`${model.file}: the weight file ${listed} became shorter while it was read.`);
           at += bytesRead;
         }
       } finally {

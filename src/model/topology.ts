@@ -36,7 +36,10 @@ export function modelConfigOf(topology: any): LayerJson {
   let t = topology;
   if (t?.modelTopology) t = t.modelTopology;
   if (t?.model_config) t = t.model_config;
-  if (!t || !isContainer(t)) throw new Error(`Expected a Keras model topology (Model, Functional or Sequential), got ${t?.class_name ?? typeof t}`);
+  if (!t || !isContainer(t))
+    throw new Error(
+      `Expected a Keras model topology (Model, Functional or Sequential), got ${t?.class_name ?? typeof t}`,
+    );
   return t;
 }
 
@@ -82,7 +85,7 @@ function ancestors(layers: LayerJson[], name: string): Set<string> {
     if (keep.has(current)) continue;
     keep.add(current);
     for (const node of byName.get(current)?.inbound_nodes ?? []) {
-      for (const inbound of node) stack.push(Array.isArray(inbound) ? inbound[0] : inbound.name ?? inbound[0]);
+      for (const inbound of node) stack.push(Array.isArray(inbound) ? inbound[0] : (inbound.name ?? inbound[0]));
     }
   }
   return keep;
@@ -105,7 +108,10 @@ export function cutAt(container: LayerJson, path: number[]): LayerJson {
   const replaced = layers.map((l, i) => (i === index ? target : l));
   if (!isFunctional(container)) return withChildLayers(container, replaced.slice(0, index + 1));
   const keep = ancestors(replaced, targetName);
-  const cut = withChildLayers(container, replaced.filter((l) => keep.has(layerName(l))));
+  const cut = withChildLayers(
+    container,
+    replaced.filter((l) => keep.has(layerName(l))),
+  );
   const config = cut.config as Record<string, any>;
   config.input_layers = (config.input_layers ?? []).filter((i: any[]) => keep.has(i[0]));
   config.output_layers = [[targetName, 0, 0]];
@@ -194,7 +200,8 @@ export function spatialSizes(container: LayerJson): Map<string, [number, number]
  * (a pad changes the sizes downstream).
  */
 export function fixMobileNetPads(container: LayerJson): LayerJson {
-  const isPad = (l: LayerJson) => l.class_name === 'ZeroPadding2D' && /^(Conv1|block_\d+|expanded_conv)_pad$/.test(layerName(l));
+  const isPad = (l: LayerJson) =>
+    l.class_name === 'ZeroPadding2D' && /^(Conv1|block_\d+|expanded_conv)_pad$/.test(layerName(l));
   let current = withChildLayers(
     container,
     childLayers(container).map((l) => (isContainer(l) ? fixMobileNetPads(l) : l)),

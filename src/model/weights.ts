@@ -15,7 +15,8 @@ export function weightedLayers(model: tf.LayersModel): tf.layers.Layer[] {
   return flatLayers(model).filter((layer) => layer.weights.length > 0);
 }
 
-const sameShape = (a: readonly number[], b: readonly (number | null)[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+const sameShape = (a: readonly number[], b: readonly (number | null)[]) =>
+  a.length === b.length && a.every((v, i) => v === b[i]);
 
 /** Sets weights from tensors keyed by Keras weight name (`conv2d_1/kernel`, as in a tfjs weights manifest). */
 export function assignNamedWeights(model: tf.LayersModel, named: tf.NamedTensorMap, source: string): void {
@@ -38,9 +39,12 @@ export function assignNamedWeights(model: tf.LayersModel, named: tf.NamedTensorM
     }
   }
   if (missing.length > 0) {
-    throw new ModelError(`${source} has no values for ${missing.length} weights of the model: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}.`, {
-      hint: 'The weights were saved for a different architecture.',
-    });
+    throw new ModelError(
+      `${source} has no values for ${missing.length} weights of the model: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}.`,
+      {
+        hint: 'The weights were saved for a different architecture.',
+      },
+    );
   }
   for (const [variable, value] of pairs) variable.write(value);
 }

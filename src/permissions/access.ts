@@ -31,7 +31,8 @@ export interface AccessContext {
 export function accessesOf(experiments: readonly Experiment[], ctx: AccessContext): Access[] {
   const found = new Map<string, Access>();
   const add = (a: Access) => void (found.has(`${a.kind} ${a.target}`) || found.set(`${a.kind} ${a.target}`, a));
-  const inCache = (file: string) => [ctx.cacheDir, ctx.dataDir].some((dir) => !path.relative(dir, file).startsWith('..'));
+  const inCache = (file: string) =>
+    [ctx.cacheDir, ctx.dataDir].some((dir) => !path.relative(dir, file).startsWith('..'));
   const read = (file: string, field: string): void => {
     if (isUrl(file)) return download(file, field);
     add({ kind: 'read', target: file, field, allowed: inCache(file) ? "xp's cache" : undefined });
@@ -44,14 +45,21 @@ export function accessesOf(experiments: readonly Experiment[], ctx: AccessContex
   for (const e of experiments) {
     if (e.data.url) {
       download(e.data.url, 'data.url');
-      for (const field of ['train', 'validation'] as const) read(path.resolve(ctx.dataDir, e.data[field]), `data.${field}`);
+      for (const field of ['train', 'validation'] as const)
+        read(path.resolve(ctx.dataDir, e.data[field]), `data.${field}`);
     } else {
       for (const field of ['train', 'validation'] as const) read(e.data[field], `data.${field}`);
     }
-    if (e.backbone.weights !== 'nsfwjs' && e.backbone.weights !== 'imagenet') read(e.backbone.weights, 'backbone.weights');
+    if (e.backbone.weights !== 'nsfwjs' && e.backbone.weights !== 'imagenet')
+      read(e.backbone.weights, 'backbone.weights');
     if (e.tracking.enabled && e.tracking.uri) {
       const uri = e.tracking.uri;
-      if (uri.startsWith('file:') || !isUrl(uri)) add({ kind: 'write', target: isUrl(uri) ? decodeURIComponent(new URL(uri).pathname) : path.resolve(uri), field: 'tracking.uri' });
+      if (uri.startsWith('file:') || !isUrl(uri))
+        add({
+          kind: 'write',
+          target: isUrl(uri) ? decodeURIComponent(new URL(uri).pathname) : path.resolve(uri),
+          field: 'tracking.uri',
+        });
       else add({ kind: 'net', target: new URL(uri).host, field: 'tracking.uri' });
     }
   }

@@ -14,7 +14,12 @@ export interface Decision extends Access {
 }
 
 /** Decides every access of a file from `origin`; throws (exit code 2) when one is refused. */
-export async function checkAccesses(accesses: readonly Access[], grants: Grants, origin: string, ask?: Ask): Promise<Decision[]> {
+export async function checkAccesses(
+  accesses: readonly Access[],
+  grants: Grants,
+  origin: string,
+  ask?: Ask,
+): Promise<Decision[]> {
   const decisions: Decision[] = [];
   let allowAll = false;
   for (const a of accesses) {
@@ -24,16 +29,22 @@ export async function checkAccesses(accesses: readonly Access[], grants: Grants,
     else {
       const answer = (await ask?.(`${origin} wants to ${verb(a)} (${a.field}). Allow? [y/N/A] `))?.trim();
       if (answer === 'A') allowAll = true;
-      decisions.push({ ...a, by: answer === 'y' || answer === 'Y' ? 'answered y' : answer === 'A' ? 'answered A' : undefined });
+      decisions.push({
+        ...a,
+        by: answer === 'y' || answer === 'Y' ? 'answered y' : answer === 'A' ? 'answered A' : undefined,
+      });
     }
   }
   const refused = decisions.filter((d) => !d.by);
   if (refused.length) {
     const flags = [...new Set(refused.map(flagFor))];
-    throw new XpError(`${origin} ${refused.length === 1 ? 'needs a permission' : 'needs permissions'} it was not granted: ${refused.map((d) => `${verb(d)} (${d.field})`).join('; ')}`, {
-      exitCode: 2,
-      hint: `files from the web run in a sandbox, as Deno runs scripts; allow ${refused.length === 1 ? 'it' : 'them'} with ${flags.join(' ')} (or -A for everything), or run a copy you trust from a local path`,
-    });
+    throw new XpError(
+      `${origin} ${refused.length === 1 ? 'needs a permission' : 'needs permissions'} it was not granted: ${refused.map((d) => `${verb(d)} (${d.field})`).join('; ')}`,
+      {
+        exitCode: 2,
+        hint: `files from the web run in a sandbox, as Deno runs scripts; allow ${refused.length === 1 ? 'it' : 'them'} with ${flags.join(' ')} (or -A for everything), or run a copy you trust from a local path`,
+      },
+    );
   }
   return decisions;
 }
@@ -43,5 +54,7 @@ const flagFor = (a: Access): string => `${flagOf(a.kind)}=${a.target}`;
 
 /** One line per access for --dry-run: what it is, why, and what allows it. */
 export function describeAccesses(decisions: readonly Decision[]): string[] {
-  return decisions.map((d) => `  ${d.kind.padEnd(5)} ${d.target}  (${d.field}; ${d.by ? `allowed: ${d.by}` : `needs ${flagFor(d)}`})`);
+  return decisions.map(
+    (d) => `  ${d.kind.padEnd(5)} ${d.target}  (${d.field}; ${d.by ? `allowed: ${d.by}` : `needs ${flagFor(d)}`})`,
+  );
 }

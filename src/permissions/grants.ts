@@ -23,7 +23,10 @@ export function parseGrants(values: Partial<Record<AccessKind, string[]>>, all =
     const given = values[kind];
     if (!given?.length) return [];
     if (given.some((v) => v === '')) return 'all';
-    const items = given.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+    const items = given
+      .flatMap((v) => v.split(','))
+      .map((v) => v.trim())
+      .filter(Boolean);
     return kind === 'net' ? items.map((h) => h.toLowerCase()) : items.map((p) => path.resolve(cwd, p));
   };
   return { read: one('read'), write: one('write'), net: one('net') };

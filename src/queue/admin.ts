@@ -23,7 +23,14 @@ type BullQueue = InstanceType<typeof import('bullmq').Queue>;
 async function withQueue<T>(url: string, fn: (queue: BullQueue) => Promise<T>): Promise<T> {
   const { Queue } = await import('bullmq');
   // An admin command fails fast on a dead Redis instead of waiting for it.
-  const queue = new Queue(QUEUE_NAME, { connection: { ...connectionOf(url), maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: () => null } as never });
+  const queue = new Queue(QUEUE_NAME, {
+    connection: {
+      ...connectionOf(url),
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    } as never,
+  });
   queue.on('error', () => {});
   await queue.waitUntilReady();
   try {
@@ -52,7 +59,9 @@ export async function queueStatus(url: string, sweep?: string): Promise<JobRow[]
         endedAt: job.finishedOn,
       });
     }
-    return rows.sort((a, b) => a.sweep.localeCompare(b.sweep) || a.id.localeCompare(b.id, undefined, { numeric: true }));
+    return rows.sort(
+      (a, b) => a.sweep.localeCompare(b.sweep) || a.id.localeCompare(b.id, undefined, { numeric: true }),
+    );
   });
 }
 

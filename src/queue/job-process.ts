@@ -12,7 +12,10 @@ import type { JobEvent } from './worker.ts';
 
 /** The trainer ended without an answer: killed, or crashed. `how` says how it ended. */
 export class TrainerDied extends Error {
-  constructor(readonly how: string, worker: string) {
+  constructor(
+    readonly how: string,
+    worker: string,
+  ) {
     super(`the training process (${worker} on ${os.hostname()}) ${how}`);
   }
 }
@@ -52,7 +55,12 @@ function startTrainer(): Trainer {
 
 export async function trainInProcess(
   request: Omit<JobRequest, 'type'>,
-  ctx: { stopLevel: () => number; cancelled: () => boolean; report: (event: JobEvent) => void; log: (line: string) => void },
+  ctx: {
+    stopLevel: () => number;
+    cancelled: () => boolean;
+    report: (event: JobEvent) => void;
+    log: (line: string) => void;
+  },
 ): Promise<Outcome[]> {
   const warm = Boolean(trainer);
   const current = (trainer ??= startTrainer());
@@ -81,7 +89,10 @@ export async function trainInProcess(
       throw new Error(reply.message);
     }
     const { code, signal } = await current.exited;
-    throw new TrainerDied(`ended ${signal ? `by ${signal}${signal === 'SIGKILL' ? ' (out of memory? the kernel log says)' : ''}` : `with exit code ${code}`} before its job did`, request.worker);
+    throw new TrainerDied(
+      `ended ${signal ? `by ${signal}${signal === 'SIGKILL' ? ' (out of memory? the kernel log says)' : ''}` : `with exit code ${code}`} before its job did`,
+      request.worker,
+    );
   } finally {
     clearInterval(relay);
     current.onMessage = undefined;

@@ -55,9 +55,13 @@ export const JOB_ATTEMPTS = 2;
 export const JOB_BACKOFF_MS = 10_000;
 
 /** Same sweep and same trials: same id. BullMQ refuses ':' in ids. */
-export const jobIdOf = (sweepId: string, trials: Pick<JobTrial, 'index'>[]) => `${sweepId}-${trials.map((t) => t.index).join('.')}`;
+export const jobIdOf = (sweepId: string, trials: Pick<JobTrial, 'index'>[]) =>
+  `${sweepId}-${trials.map((t) => t.index).join('.')}`;
 
-export function jobsOf(groups: ResolvedTrial[][], common: Omit<TrialJob, 'trials' | 'submittedFrom' | 'submission'>): TrialJob[] {
+export function jobsOf(
+  groups: ResolvedTrial[][],
+  common: Omit<TrialJob, 'trials' | 'submittedFrom' | 'submission'>,
+): TrialJob[] {
   const submission = crypto.randomUUID();
   return groups.map((group) => ({
     ...common,
@@ -104,7 +108,10 @@ export async function enqueue(queue: Queue, jobs: TrialJob[]): Promise<{ added: 
 /** Every job of a sweep still known to the queue (by sweep id or its first characters, or the experiment's name). */
 export async function sweepJobs(queue: Queue, sweep?: string) {
   const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed']);
-  return jobs.filter((job) => job && (!sweep || (job.data as TrialJob).sweepId.startsWith(sweep) || (job.data as TrialJob).sweepName === sweep));
+  return jobs.filter(
+    (job) =>
+      job && (!sweep || (job.data as TrialJob).sweepId.startsWith(sweep) || (job.data as TrialJob).sweepName === sweep),
+  );
 }
 
 /** Set by `xp queue cancel`: workers stop the sweep's running jobs at the end of a step. */

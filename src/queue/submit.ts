@@ -27,7 +27,9 @@ export async function submitJobs(options: SubmitOptions): Promise<{ outcomes: Ou
   try {
     const { added, kept } = await enqueue(queue, jobs);
     const trials = jobs.reduce((n, j) => n + j.trials.length, 0);
-    progress.line(`Queue ${shownUrl(options.url)}: sweep ${jobs[0]?.sweepId ?? '-'}, ${trials} trial(s) in ${jobs.length} job(s): ${added.length} submitted${kept.length ? `, ${kept.length} already waiting or running` : ''}`);
+    progress.line(
+      `Queue ${shownUrl(options.url)}: sweep ${jobs[0]?.sweepId ?? '-'}, ${trials} trial(s) in ${jobs.length} job(s): ${added.length} submitted${kept.length ? `, ${kept.length} already waiting or running` : ''}`,
+    );
     if (!options.wait) {
       const closer = jobs[0]?.tracking?.sweep ? '; the worker that ends the last one closes the sweep in MLflow' : '';
       progress.line(`Not waiting: \`xp queue status ${jobs[0]?.sweepId ?? ''}\` shows how the jobs go${closer}.`);
@@ -48,7 +50,11 @@ export async function submitJobs(options: SubmitOptions): Promise<{ outcomes: Ou
 type BullQueue = InstanceType<typeof import('bullmq').Queue>;
 type BullEvents = InstanceType<typeof import('bullmq').QueueEvents>;
 
-async function follow(queue: BullQueue, events: BullEvents, options: SubmitOptions): Promise<{ outcomes: Outcome[]; ended: boolean }> {
+async function follow(
+  queue: BullQueue,
+  events: BullEvents,
+  options: SubmitOptions,
+): Promise<{ outcomes: Outcome[]; ended: boolean }> {
   const { progress } = options;
   const byId = new Map(options.jobs.map((job) => [jobIdOf(job.sweepId, job.trials), job]));
   events.on('progress', ({ jobId, data }) => {
@@ -69,7 +75,8 @@ async function follow(queue: BullQueue, events: BullEvents, options: SubmitOptio
         continue;
       }
       const state = await job.getState();
-      if (state !== last.get(id) && state === 'delayed') progress.line(`job ${id}: failed (${job.failedReason}); trying again`);
+      if (state !== last.get(id) && state === 'delayed')
+        progress.line(`job ${id}: failed (${job.failedReason}); trying again`);
       last.set(id, state);
       if (state === 'completed') {
         const outcomes = (job.returnvalue ?? []) as JobOutcome[];
@@ -77,7 +84,17 @@ async function follow(queue: BullQueue, events: BullEvents, options: SubmitOptio
         ended.set(id, outcomes);
       } else if (state === 'failed') {
         progress.line(`job ${id} FAILED after ${job.attemptsMade} attempt(s): ${job.failedReason}`);
-        ended.set(id, data.trials.map((t) => ({ name: t.name, status: 'FAILED', error: job.failedReason, history: [], runDir: '', wallSeconds: 0 })));
+        ended.set(
+          id,
+          data.trials.map((t) => ({
+            name: t.name,
+            status: 'FAILED',
+            error: job.failedReason,
+            history: [],
+            runDir: '',
+            wallSeconds: 0,
+          })),
+        );
       }
     }
     if (ended.size < byId.size) await sleep(1000);
@@ -91,16 +108,22 @@ async function follow(queue: BullQueue, events: BullEvents, options: SubmitOptio
  */
 async function inMlflow(data: TrialJob): Promise<'finished' | 'running' | 'missing'> {
   if (!data.tracking) return 'missing';
-  const status = await sweepRuns(data.tracking).then(({ rows }) => statusByHash(rows), () => new Map<string, string>());
+  const status = await sweepRuns(data.tracking).then(
+    ({ rows }) => statusByHash(rows),
+    () => new Map<string, string>(),
+  );
   const states = data.trials.map((t) => status.get(t.configHash));
   if (states.every((s) => s === 'FINISHED')) return 'finished';
   return states.every((s) => s === 'FINISHED' || s === 'RUNNING') ? 'running' : 'missing';
 }
 
 function describe(event: JobEvent): string {
-  if (event.event === 'start') return `[${event.trial}] started on ${event.worker}${event.attempt > 1 ? ` (attempt ${event.attempt})` : ''}`;
+  if (event.event === 'start')
+    return `[${event.trial}] started on ${event.worker}${event.attempt > 1 ? ` (attempt ${event.attempt})` : ''}`;
   const { logs } = event;
-  const shown = ['loss', 'accuracy', 'val_loss', 'val_accuracy'].filter((k) => typeof logs[k] === 'number').map((k) => `${k} ${logs[k]!.toFixed(4)}`);
+  const shown = ['loss', 'accuracy', 'val_loss', 'val_accuracy']
+    .filter((k) => typeof logs[k] === 'number')
+    .map((k) => `${k} ${logs[k]!.toFixed(4)}`);
   return `[${event.trial}] epoch ${event.epoch}/${event.epochs}: ${shown.join(' - ')}`;
 }
 

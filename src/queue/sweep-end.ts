@@ -10,7 +10,9 @@ export async function closeIfLast(queue: Queue, data: TrialJob, log: (line: stri
   const tracking = data.tracking;
   if (!tracking?.parentRunId || !tracking.sweep) return;
   const jobs = await sweepJobs(queue, data.sweepId);
-  const states = await Promise.all(jobs.filter((job) => (job.data as TrialJob).sweepId === data.sweepId).map((job) => job.getState()));
+  const states = await Promise.all(
+    jobs.filter((job) => (job.data as TrialJob).sweepId === data.sweepId).map((job) => job.getState()),
+  );
   if (states.some((state) => LIVE.has(state))) return;
   const killed = (await (await queue.client).get(cancelKey(data.sweepId))) !== null;
   const end = await closeSweepFromRuns({
@@ -21,6 +23,8 @@ export async function closeIfLast(queue: Queue, data: TrialJob, log: (line: stri
     killed,
     log,
   });
-  const best = end.best ? `best trial ${end.best.name} (${tracking.sweep.metric} ${end.best.value.toFixed(4)})` : 'no trial FINISHED';
+  const best = end.best
+    ? `best trial ${end.best.name} (${tracking.sweep.metric} ${end.best.value.toFixed(4)})`
+    : 'no trial FINISHED';
   log(`sweep ${data.sweepId} ended${killed ? ' (cancelled)' : ''}: ${best}; its parent run is closed`);
 }

@@ -28,7 +28,10 @@ export interface JobRequest {
 
 /** 1: finish the epoch; 2: stop at the end of the step; 3: stop waiting for MLflow (the worker's signals, counted). */
 export type ToTrainer = JobRequest | { type: 'stop'; level: number } | { type: 'cancel' };
-export type FromTrainer = { type: 'event'; event: JobEvent } | { type: 'done'; outcomes: Outcome[] } | { type: 'failed'; message: string };
+export type FromTrainer =
+  | { type: 'event'; event: JobEvent }
+  | { type: 'done'; outcomes: Outcome[] }
+  | { type: 'failed'; message: string };
 
 /** The trainer's whole life: jobs one after another, until the worker closes the channel (or dies). */
 export async function trainJobProcess(): Promise<number> {
@@ -56,26 +59,52 @@ export async function trainJobProcess(): Promise<number> {
     cancelled = false;
     let reply: FromTrainer;
     try {
-      const outcomes = await trainJob(request, (at) => cancelled || level >= (at === 'epoch' ? 1 : 2), (event) => void send({ type: 'event', event }));
+      const outcomes = await trainJob(
+        request,
+        (at) => cancelled || level >= (at === 'epoch' ? 1 : 2),
+        (event) => void send({ type: 'event', event }),
+      );
       reply = { type: 'done', outcomes };
     } catch (error) {
-      reply = { type: 'failed', message: `${(error as Error).message}${error instanceof XpError && error.hint ? ` (${error.hint})` : ''}` };
+      reply = {
+        type: 'failed',
+        message: `${(error as Error).message}${error instanceof XpError && error.hint ? ` (${error.hint})` : ''}`,
+      };
     }
     await send(reply);
   }
 }
 
-async function trainJob(request: JobRequest, shouldStop: (at: 'step' | 'epoch') => boolean, report: (event: JobEvent) => void): Promise<Outcome[]> {
+async function trainJob(
+  request: JobRequest,
+  shouldStop: (at: 'step' | 'epoch') => boolean,
+  report: (event: JobEvent) => void,
+): Promise<Outcome[]> {
   const { data, worker, attempt } = request;
   const progress = createProgress('quiet');
   // Downloads by URL are checked against the submitter's xp.lock, as they would have been there.
   usePin(pinnedBy(data.pins ?? {}, `xp.lock of ${data.submittedFrom} (the submitter)`));
-  const tags = { 'xp.worker': worker, 'xp.attempt': String(attempt), 'xp.queue_job': request.jobId, 'xp.submission': data.submission };
-  const tracking = data.tracking ? await openTracking(trackingBase(data), (line) => progress.line(line), tags) : undefined;
+  const tags = {
+    'xp.worker': worker,
+    'xp.attempt': String(attempt),
+    'xp.queue_job': request.jobId,
+    'xp.submission': data.submission,
+  };
+  const tracking = data.tracking
+    ? await openTracking(trackingBase(data), (line) => progress.line(line), tags)
+    : undefined;
   try {
     const trials: ResolvedTrial[] = data.trials.map((t) => ({ ...t, values: {} }));
     const outcomes = await runInProcess(request.groups, {
-      loaded: { file: data.file, sources: data.sources ?? [], pinned: [], origin: () => 'the job', base: data.trials[0].experiment, trials, sweep: undefined },
+      loaded: {
+        file: data.file,
+        sources: data.sources ?? [],
+        pinned: [],
+        origin: () => 'the job',
+        base: data.trials[0].experiment,
+        trials,
+        sweep: undefined,
+      },
       file: data.file,
       progress,
       shouldStop,
@@ -85,7 +114,8 @@ async function trainJob(request: JobRequest, shouldStop: (at: 'step' | 'epoch') 
       resume: request.resume,
       observe: (t) => ({
         onRunStart: () => report({ event: 'start', trial: t.name, worker, attempt }),
-        onEpochEnd: (epoch, logs) => report({ event: 'epoch', trial: t.name, epoch, epochs: t.experiment.training.epochs, logs: { ...logs } }),
+        onEpochEnd: (epoch, logs) =>
+          report({ event: 'epoch', trial: t.name, epoch, epochs: t.experiment.training.epochs, logs: { ...logs } }),
       }),
     });
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
@@ -98,7 +128,11 @@ async function trainJob(request: JobRequest, shouldStop: (at: 'step' | 'epoch') 
 /** The experiment as openTracking reads it: the job's server and experiment name. */
 function trackingBase(data: TrialJob): Experiment {
   const base = data.trials[0].experiment;
-  return { ...base, tracking: { ...base.tracking, uri: data.tracking!.uri, experiment_name: data.tracking!.experimentName } };
+  return {
+    ...base,
+    tracking: { ...base.tracking, uri: data.tracking!.uri, experiment_name: data.tracking!.experimentName },
+  };
 }
 
-const send = (message: FromTrainer) => new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));
+const send = (message: FromTrainer) =>
+  new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));

@@ -78,7 +78,9 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const closing = new Set<Promise<void>>();
   const ended = (job: Job<TrialJob>) => {
     const close = closeIfLast(queue, job.data, (line) => progress.line(line))
-      .catch((error: Error) => progress.line(`sweep ${job.data.sweepId}: its parent run is not closed (${error.message})`))
+      .catch((error: Error) =>
+        progress.line(`sweep ${job.data.sweepId}: its parent run is not closed (${error.message})`),
+      )
       .finally(() => closing.delete(close));
     closing.add(close);
   };
@@ -106,7 +108,12 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
 type Redis = Awaited<import('bullmq').Worker['client']>;
 
-async function processJob(job: Job<TrialJob>, token: string, options: WorkerOptions, client: () => Promise<Redis>): Promise<JobOutcome[]> {
+async function processJob(
+  job: Job<TrialJob>,
+  token: string,
+  options: WorkerOptions,
+  client: () => Promise<Redis>,
+): Promise<JobOutcome[]> {
   const { UnrecoverableError, WaitingError } = await import('bullmq');
   const { progress, name } = options;
   const data = job.data;
@@ -118,21 +125,36 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
 
   let cancelled = false;
   const redis = await client();
-  const watch = setInterval(() => void redis.get(cancelKey(data.sweepId)).then((v) => (cancelled ||= v !== null), () => {}), 2000);
+  const watch = setInterval(
+    () =>
+      void redis.get(cancelKey(data.sweepId)).then(
+        (v) => (cancelled ||= v !== null),
+        () => {},
+      ),
+    2000,
+  );
   const log = (line: string) => progress.line(line);
   try {
     const trials: ResolvedTrial[] = data.trials.map((t) => ({ ...t, values: {} }));
     // Resumes where an earlier attempt's backup is in this worker's run folders (a shared folder); fresh otherwise.
     const planned = planResume([trials], () => {});
     for (const [index, run] of planned.resume) log(`Resuming trial ${index} after epoch ${run.epoch}: ${run.runDir}`);
-    const groups = await settleEarlierAttempts(data, planned.groups, [...planned.resume.values()].map((r) => r.runDir), { name, attempt, log });
+    const groups = await settleEarlierAttempts(
+      data,
+      planned.groups,
+      [...planned.resume.values()].map((r) => r.runDir),
+      { name, attempt, log },
+    );
     const outcomes = groups.length
-      ? await trainInProcess({ data, groups, resume: planned.resume, worker: name, attempt, jobId }, {
-          stopLevel: options.stopLevel,
-          cancelled: () => cancelled,
-          report: (event) => void job.updateProgress(event).catch(() => {}),
-          log,
-        }).catch(async (error: Error) => {
+      ? await trainInProcess(
+          { data, groups, resume: planned.resume, worker: name, attempt, jobId },
+          {
+            stopLevel: options.stopLevel,
+            cancelled: () => cancelled,
+            report: (event) => void job.updateProgress(event).catch(() => {}),
+            log,
+          },
+        ).catch(async (error: Error) => {
           if (error instanceof TrainerDied) await closeDeadAttempt(data, { jobId, attempt, how: error.how, log });
           throw error;
         })
@@ -145,7 +167,10 @@ async function processJob(job: Job<TrialJob>, token: string, options: WorkerOpti
     }
     if (cancelled) throw new UnrecoverableError('cancelled by `xp queue cancel`');
     const failed = outcomes.filter((o) => o.status === 'FAILED');
-    if (failed.length) throw new Error(`${failed.length} trial(s) FAILED: ${failed.map((o) => `${o.name}: ${o.error ?? 'failed'}`).join('; ')}`);
+    if (failed.length)
+      throw new Error(
+        `${failed.length} trial(s) FAILED: ${failed.map((o) => `${o.name}: ${o.error ?? 'failed'}`).join('; ')}`,
+      );
     return outcomes.map((o) => ({ ...o, worker: name }));
   } finally {
     clearInterval(watch);
@@ -161,8 +186,11 @@ function refusal(data: TrialJob, worker: string): string | undefined {
     return `the job logs to ${uri}, ${data.tracking?.embeddedOn ? `the embedded MLflow (SQLite store) of ${from}` : `a loopback address of ${from}`}, which worker ${worker} on ${host} cannot reach: serve one MLflow to every machine (\`xp server --backend postgresql://...\`) and submit with MLFLOW_TRACKING_URI set to it`;
   }
   for (const t of data.trials) {
-    const missing = localPaths(t.experiment).map((p) => path.resolve(p)).find((p) => !fs.existsSync(p));
-    if (missing) return `${t.name}: ${missing} does not exist on worker ${worker} (${host}); local paths must be the same on every worker (a shared folder), or give data.url`;
+    const missing = localPaths(t.experiment)
+      .map((p) => path.resolve(p))
+      .find((p) => !fs.existsSync(p));
+    if (missing)
+      return `${t.name}: ${missing} does not exist on worker ${worker} (${host}); local paths must be the same on every worker (a shared folder), or give data.url`;
   }
   return undefined;
 }

@@ -64,7 +64,10 @@ async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
     await fs.rename(temp, file);
     // Written whole, then renamed: a concurrent reader sees the old entry or the new one.
     const entry = `${index}.${randomBytes(4).toString('hex')}`;
-    await fs.writeFile(entry, `${JSON.stringify({ url, sha256, name: urlFileName(url), fetched: new Date().toISOString() }, null, 2)}\n`);
+    await fs.writeFile(
+      entry,
+      `${JSON.stringify({ url, sha256, name: urlFileName(url), fetched: new Date().toISOString() }, null, 2)}\n`,
+    );
     await fs.rename(entry, index);
     return { url, file, sha256, fetched: true };
   } finally {

@@ -26,14 +26,28 @@ export function downloadTimeouts(env: NodeJS.ProcessEnv = process.env): Timeouts
 }
 
 /** Downloads `url` into the file `into`; returns the bytes' sha256 and size. */
-export async function fetchToFile(url: string, into: string, maxBytes: number, timeouts = downloadTimeouts()): Promise<{ sha256: string; size: number }> {
+export async function fetchToFile(
+  url: string,
+  into: string,
+  maxBytes: number,
+  timeouts = downloadTimeouts(),
+): Promise<{ sha256: string; size: number }> {
   const controller = new AbortController();
   const fail = (message: string, hint?: string): XpError => new XpError(`cannot fetch ${url}: ${message}`, { hint });
-  let timer = setTimeout(() => controller.abort(fail(`no answer within ${timeouts.connect} s`, 'XP_DOWNLOAD_CONNECT_TIMEOUT sets the seconds to wait.')), timeouts.connect * 1000);
+  let timer = setTimeout(
+    () =>
+      controller.abort(
+        fail(`no answer within ${timeouts.connect} s`, 'XP_DOWNLOAD_CONNECT_TIMEOUT sets the seconds to wait.'),
+      ),
+    timeouts.connect * 1000,
+  );
   let received = 0;
   const stalled = (): void => {
     clearTimeout(timer);
-    timer = setTimeout(() => controller.abort(fail(`no data for ${timeouts.idle} s`, 'XP_DOWNLOAD_TIMEOUT sets the seconds to wait.')), timeouts.idle * 1000);
+    timer = setTimeout(
+      () => controller.abort(fail(`no data for ${timeouts.idle} s`, 'XP_DOWNLOAD_TIMEOUT sets the seconds to wait.')),
+      timeouts.idle * 1000,
+    );
   };
   const failure = (error: unknown): XpError => {
     const reason = controller.signal.reason;
@@ -42,7 +56,8 @@ export async function fetchToFile(url: string, into: string, maxBytes: number, t
     const cause = (error as { cause?: { message?: string } }).cause?.message;
     return fail(`${(error as Error).message}${cause ? ` (${cause})` : ''}`);
   };
-  const tooLarge = (size: string) => fail(`${size} bytes is above the ${maxBytes} bytes allowed`, 'Is it the right URL?');
+  const tooLarge = (size: string) =>
+    fail(`${size} bytes is above the ${maxBytes} bytes allowed`, 'Is it the right URL?');
   try {
     let response: Response;
     try {
@@ -71,7 +86,9 @@ export async function fetchToFile(url: string, into: string, maxBytes: number, t
       },
     });
     try {
-      await pipeline(Readable.fromWeb(response.body as WebReadableStream), meter, createWriteStream(into), { signal: controller.signal });
+      await pipeline(Readable.fromWeb(response.body as WebReadableStream), meter, createWriteStream(into), {
+        signal: controller.signal,
+      });
     } catch (error) {
       throw failure(error);
     }

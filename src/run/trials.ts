@@ -12,7 +12,10 @@ import type { Progress } from '../train/progress.ts';
 import type { TrialOutcome } from '../train/run.ts';
 import { findResumable, type ResumableRun } from '../train/run-folder.ts';
 
-export type Outcome = Pick<TrialOutcome, 'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds' | 'result' | 'earlyStopping'> & {
+export type Outcome = Pick<
+  TrialOutcome,
+  'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds' | 'result' | 'earlyStopping'
+> & {
   mlflowRunId?: string;
   experimentId?: string;
   url?: string;
@@ -40,7 +43,10 @@ export function sayResumable(trials: ResolvedTrial[], file: string, log: (line: 
     const run = findResumable(runsRoot(), t.experiment.name, t.configHash);
     return run ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [];
   });
-  if (found.length) log(`Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${found.join('; ')}`);
+  if (found.length)
+    log(
+      `Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${found.join('; ')}`,
+    );
 }
 
 /**
@@ -48,7 +54,10 @@ export function sayResumable(trials: ResolvedTrial[], file: string, log: (line: 
  * Keras' BackupAndRestore). Trials of a group train on one trajectory, so a group is split by the epoch its
  * trials resume at: trials at the same epoch (or all fresh) still share their backbone pass.
  */
-export function planResume(groups: ResolvedTrial[][], log: (line: string) => void): { groups: ResolvedTrial[][]; resume: Map<number, ResumableRun> } {
+export function planResume(
+  groups: ResolvedTrial[][],
+  log: (line: string) => void,
+): { groups: ResolvedTrial[][]; resume: Map<number, ResumableRun> } {
   const resume = new Map<number, ResumableRun>();
   const split: ResolvedTrial[][] = [];
   for (const group of groups) {
@@ -58,7 +67,10 @@ export function planResume(groups: ResolvedTrial[][], log: (line: string) => voi
       if (found) {
         resume.set(t.index, found);
         log(`Resuming ${t.name} after epoch ${found.epoch} of ${t.experiment.training.epochs}: ${shown(found.runDir)}`);
-      } else log(`Nothing to resume for ${t.name} (no KILLED or FAILED run of config ${t.configHash} with a backup in ${shown(path.join(runsRoot(), t.experiment.name))}): training from the start`);
+      } else
+        log(
+          `Nothing to resume for ${t.name} (no KILLED or FAILED run of config ${t.configHash} with a backup in ${shown(path.join(runsRoot(), t.experiment.name))}): training from the start`,
+        );
       const epoch = found?.epoch ?? 0;
       byEpoch.set(epoch, [...(byEpoch.get(epoch) ?? []), t]);
     }
@@ -82,9 +94,15 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       configHash: t.configHash,
       parentRunId,
       resume: ctx.resume?.get(t.index),
-      callbacks: [...(tracking ? [tracking.callbacks(file, parentRunId)] : []), ...(ctx.observe ? [ctx.observe(t)] : [])],
+      callbacks: [
+        ...(tracking ? [tracking.callbacks(file, parentRunId)] : []),
+        ...(ctx.observe ? [ctx.observe(t)] : []),
+      ],
     }));
-    if (group.length > 1) progress.line(`Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`);
+    if (group.length > 1)
+      progress.line(
+        `Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`,
+      );
     try {
       const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
       const r = await runGroup(specs, {
@@ -108,7 +126,12 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       // Bytes that disagree with xp.lock stop the sweep before any further training.
       if (error instanceof LockError) {
         if (error.hint) progress.line(`  ${error.hint}`);
-        outcomes.push(...groups.slice(g).flat().map((t) => failed(t, error.message)));
+        outcomes.push(
+          ...groups
+            .slice(g)
+            .flat()
+            .map((t) => failed(t, error.message)),
+        );
         break;
       }
       // Trials of the group done before the failure stay FINISHED.
@@ -123,7 +146,10 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
  * --parallel N: groups spread over N child processes (`xp run --only ...`), TensorFlow's thread pools divided
  * between them. Children log to the same MLflow server under the same parent run and report back in JSON.
  */
-export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContext & { parallel: number; args: string[] }): Promise<Outcome[]> {
+export async function runInChildren(
+  groups: ResolvedTrial[][],
+  ctx: TrialsContext & { parallel: number; args: string[] },
+): Promise<Outcome[]> {
   const { execa } = await import('execa');
   const n = Math.min(ctx.parallel, groups.length);
   const buckets: ResolvedTrial[][][] = Array.from({ length: n }, () => []);
@@ -140,18 +166,30 @@ export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContex
   const outcomes: Outcome[] = [];
   await Promise.all(
     buckets.map(async (bucket, worker) => {
-      const only = bucket.flat().map((t) => t.index).join(',');
+      const only = bucket
+        .flat()
+        .map((t) => t.index)
+        .join(',');
       const args = [bin, 'run', ctx.file, '--json', '--only', only, ...ctx.args];
       if (ctx.parentRunId) args.push('--parent-run-id', ctx.parentRunId);
       const child = execa(process.execPath, args, {
         reject: false,
         stderr: 'inherit',
         // XP_PARENT_PID: a worker ends with this process, however it ends (bin/xp.js watches it).
-        env: { XP_PARENT_PID: String(process.pid), TF_NUM_INTRAOP_THREADS: threads, TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: threads, ...(ctx.tracking ? { MLFLOW_TRACKING_URI: ctx.tracking.uri } : {}) },
+        env: {
+          XP_PARENT_PID: String(process.pid),
+          TF_NUM_INTRAOP_THREADS: threads,
+          TF_NUM_INTEROP_THREADS: '1',
+          OMP_NUM_THREADS: threads,
+          ...(ctx.tracking ? { MLFLOW_TRACKING_URI: ctx.tracking.uri } : {}),
+        },
       });
       for await (const line of child.iterable()) {
         const event = parseEvent(String(line));
-        if (event?.event === 'epoch') ctx.progress.line(`[${event.trial ?? `worker ${worker + 1}`}] epoch ${event.epoch}: loss ${num(event.loss)} - accuracy ${num(event.accuracy)} - val_loss ${num(event.val_loss)} - val_accuracy ${num(event.val_accuracy)}`);
+        if (event?.event === 'epoch')
+          ctx.progress.line(
+            `[${event.trial ?? `worker ${worker + 1}`}] epoch ${event.epoch}: loss ${num(event.loss)} - accuracy ${num(event.accuracy)} - val_loss ${num(event.val_loss)} - val_accuracy ${num(event.val_accuracy)}`,
+          );
         else if (event?.event === 'summary') outcomes.push(...(event.runs as Outcome[]));
         else if (event?.event === 'log') ctx.progress.line(`[worker ${worker + 1}] ${event.message}`);
       }
@@ -165,9 +203,18 @@ export async function runInChildren(groups: ResolvedTrial[][], ctx: TrialsContex
 }
 
 /** A path as the user gave the working directory: relative below it, absolute elsewhere. */
-const shown = (p: string) => (path.relative(process.cwd(), p).startsWith('..') ? p : path.relative(process.cwd(), p) || '.');
-const failed = (t: ResolvedTrial, error: string): Outcome => ({ name: t.name, status: 'FAILED', error, history: [], runDir: '', wallSeconds: 0 });
-const cost = (g: ResolvedTrial[]) => Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
+const shown = (p: string) =>
+  path.relative(process.cwd(), p).startsWith('..') ? p : path.relative(process.cwd(), p) || '.';
+const failed = (t: ResolvedTrial, error: string): Outcome => ({
+  name: t.name,
+  status: 'FAILED',
+  error,
+  history: [],
+  runDir: '',
+  wallSeconds: 0,
+});
+const cost = (g: ResolvedTrial[]) =>
+  Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
 const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');
 
 function parseEvent(line: string): Record<string, any> | undefined {

@@ -1,6 +1,20 @@
 // A small typed client of the MLflow REST API (tracking + artifacts proxy), retrying like the Python client.
 import fs from 'node:fs';
-import { chunkBatch, MlflowError, toKeyValues, type Batch, type ClientOptions, type DatasetInput, type Experiment, type FileInfo, type Metric, type Run, type RunInfo, type RunStatus, type SearchRunsOptions } from './mlflow-types.ts';
+import {
+  chunkBatch,
+  MlflowError,
+  toKeyValues,
+  type Batch,
+  type ClientOptions,
+  type DatasetInput,
+  type Experiment,
+  type FileInfo,
+  type Metric,
+  type Run,
+  type RunInfo,
+  type RunStatus,
+  type SearchRunsOptions,
+} from './mlflow-types.ts';
 
 export * from './mlflow-types.ts';
 import { errorOf, isStaleSocket, reason, RETRY_STATUSES, sleep } from './http.ts';
@@ -28,14 +42,25 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
   const backoffJitter = options.backoffJitter ?? 1;
   const timeoutMs = options.timeoutMs ?? 120_000;
   const warn = options.warn ?? ((message: string) => process.emitWarning(message, 'MlflowWarning'));
-  const auth = options.token ? `Bearer ${options.token}`
+  const auth = options.token
+    ? `Bearer ${options.token}`
     : options.username && options.password !== undefined
       ? `Basic ${Buffer.from(`${options.username}:${options.password}`).toString('base64')}`
       : undefined;
 
-  async function send(method: string, path: string, init: { body?: BodyInit; json?: unknown; query?: Record<string, string | number | undefined>; timeoutMs?: number } = {}): Promise<Response> {
+  async function send(
+    method: string,
+    path: string,
+    init: {
+      body?: BodyInit;
+      json?: unknown;
+      query?: Record<string, string | number | undefined>;
+      timeoutMs?: number;
+    } = {},
+  ): Promise<Response> {
     const url = new URL(`${base}${path}`);
-    for (const [key, value] of Object.entries(init.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
+    for (const [key, value] of Object.entries(init.query ?? {}))
+      if (value !== undefined) url.searchParams.set(key, String(value));
     const headers: Record<string, string> = {};
     if (auth) headers.authorization = auth;
     let body = init.body;
@@ -84,16 +109,18 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
 
   async function call<T>(method: 'GET' | 'POST', endpoint: string, payload?: Record<string, unknown>): Promise<T> {
     const path = `/api/2.0/mlflow/${endpoint}`;
-    const response = method === 'GET'
-      ? await send('GET', path, { query: payload as Record<string, string | number | undefined> })
-      : await send('POST', path, { json: payload ?? {} });
+    const response =
+      method === 'GET'
+        ? await send('GET', path, { query: payload as Record<string, string | number | undefined> })
+        : await send('POST', path, { json: payload ?? {} });
     const text = await response.text();
     return (text ? JSON.parse(text) : {}) as T;
   }
 
   async function getExperimentByName(name: string): Promise<Experiment | undefined> {
     try {
-      return (await call<{ experiment: Experiment }>('GET', 'experiments/get-by-name', { experiment_name: name })).experiment;
+      return (await call<{ experiment: Experiment }>('GET', 'experiments/get-by-name', { experiment_name: name }))
+        .experiment;
     } catch (error) {
       if (error instanceof MlflowError && error.errorCode === 'RESOURCE_DOES_NOT_EXIST') return undefined;
       throw error;
@@ -101,7 +128,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
   }
 
   async function createExperiment(name: string, tags: Record<string, string> = {}): Promise<string> {
-    const answer = await call<{ experiment_id: string }>('POST', 'experiments/create', { name, tags: toKeyValues(tags) });
+    const answer = await call<{ experiment_id: string }>('POST', 'experiments/create', {
+      name,
+      tags: toKeyValues(tags),
+    });
     return answer.experiment_id;
   }
 
@@ -117,7 +147,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
       }
       experiment = await getExperimentByName(name);
     }
-    if (!experiment) throw new MlflowError(`MLflow created experiment "${name}" but cannot find it.`, { errorCode: 'RESOURCE_DOES_NOT_EXIST' });
+    if (!experiment)
+      throw new MlflowError(`MLflow created experiment "${name}" but cannot find it.`, {
+        errorCode: 'RESOURCE_DOES_NOT_EXIST',
+      });
     if (experiment.lifecycle_stage === 'deleted') {
       throw new MlflowError(`Experiment "${name}" is deleted in MLflow: runs cannot be logged to it.`, {
         errorCode: 'INVALID_STATE',
@@ -132,7 +165,9 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     let pageToken: string | undefined;
     do {
       const page = await call<{ experiments?: Experiment[]; next_page_token?: string }>('POST', 'experiments/search', {
-        max_results: 1000, view_type: 'ACTIVE_ONLY', page_token: pageToken,
+        max_results: 1000,
+        view_type: 'ACTIVE_ONLY',
+        page_token: pageToken,
       });
       experiments.push(...(page.experiments ?? []));
       pageToken = page.next_page_token;
@@ -140,7 +175,12 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     return experiments;
   }
 
-  async function createRun(run: { experimentId: string; runName?: string; startTime?: number; tags?: Record<string, string> }): Promise<Run> {
+  async function createRun(run: {
+    experimentId: string;
+    runName?: string;
+    startTime?: number;
+    tags?: Record<string, string>;
+  }): Promise<Run> {
     const answer = await call<{ run: Run }>('POST', 'runs/create', {
       experiment_id: run.experimentId,
       run_name: run.runName,
@@ -150,9 +190,15 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     return answer.run;
   }
 
-  async function updateRun(runId: string, update: { status?: RunStatus; endTime?: number; runName?: string }): Promise<RunInfo> {
+  async function updateRun(
+    runId: string,
+    update: { status?: RunStatus; endTime?: number; runName?: string },
+  ): Promise<RunInfo> {
     const answer = await call<{ run_info: RunInfo }>('POST', 'runs/update', {
-      run_id: runId, status: update.status, end_time: update.endTime, run_name: update.runName,
+      run_id: runId,
+      status: update.status,
+      end_time: update.endTime,
+      run_name: update.runName,
     });
     return answer.run_info;
   }
@@ -189,7 +235,11 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     const finite = (batch.metrics ?? []).filter((metric) => Number.isFinite(metric.value));
     const dropped = (batch.metrics ?? []).length - finite.length;
     if (dropped > 0) {
-      const keys = [...new Set((batch.metrics ?? []).filter((metric) => !Number.isFinite(metric.value)).map((metric) => metric.key))];
+      const keys = [
+        ...new Set(
+          (batch.metrics ?? []).filter((metric) => !Number.isFinite(metric.value)).map((metric) => metric.key),
+        ),
+      ];
       warn(`MLflow cannot chart NaN or Inf: ${dropped} metric value(s) not logged (${keys.join(', ')}).`);
     }
     const chunks = chunkBatch({ metrics: finite, params: batch.params ?? [], tags: batch.tags ?? [] });
@@ -206,7 +256,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     let pageToken: string | undefined;
     do {
       const page = await call<{ metrics?: Metric[]; next_page_token?: string }>('GET', 'metrics/get-history', {
-        run_id: runId, metric_key: metricKey, max_results: 25_000, page_token: pageToken,
+        run_id: runId,
+        metric_key: metricKey,
+        max_results: 25_000,
+        page_token: pageToken,
       });
       metrics.push(...(page.metrics ?? []));
       pageToken = page.next_page_token;
@@ -214,10 +267,15 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     return metrics;
   }
 
-  const artifactsPath = (artifactUri: string, relative = '') => `/api/2.0/mlflow-artifacts/artifacts/${encodePath(joinPath(proxiedPath(artifactUri), relative))}`;
+  const artifactsPath = (artifactUri: string, relative = '') =>
+    `/api/2.0/mlflow-artifacts/artifacts/${encodePath(joinPath(proxiedPath(artifactUri), relative))}`;
 
   /** Upload a local file (streamed) or bytes to `<artifact_uri>/<relativePath>`. */
-  async function uploadArtifact(artifactUri: string, relativePath: string, content: string | Uint8Array | { file: string }): Promise<void> {
+  async function uploadArtifact(
+    artifactUri: string,
+    relativePath: string,
+    content: string | Uint8Array | { file: string },
+  ): Promise<void> {
     let body: BodyInit;
     let size: number;
     if (typeof content === 'object' && 'file' in content) {
@@ -228,7 +286,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
       size = typeof content === 'string' ? Buffer.byteLength(content) : content.byteLength;
     }
     // The timeout bounds a stalled request, not a large upload: allow 1 s per MB on top.
-    const response = await send('PUT', artifactsPath(artifactUri, relativePath), { body, timeoutMs: Math.ceil(timeoutMs + size / 1000) });
+    const response = await send('PUT', artifactsPath(artifactUri, relativePath), {
+      body,
+      timeoutMs: Math.ceil(timeoutMs + size / 1000),
+    });
     await response.body?.cancel();
   }
 
@@ -270,13 +331,20 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
 function proxiedPath(artifactUri: string): string {
   const match = /^mlflow-artifacts:(?:\/\/[^/]*)?\/?(.*)$/.exec(artifactUri);
   if (!match) {
-    throw new MlflowError(`The run stores artifacts at ${artifactUri}, which xp cannot reach: it uploads through the tracking server only.`, {
-      errorCode: 'UNSUPPORTED_ARTIFACT_URI',
-      hint: 'serve artifacts with `mlflow server --serve-artifacts` and log to an experiment created since (its artifact location starts with mlflow-artifacts:/)',
-    });
+    throw new MlflowError(
+      `The run stores artifacts at ${artifactUri}, which xp cannot reach: it uploads through the tracking server only.`,
+      {
+        errorCode: 'UNSUPPORTED_ARTIFACT_URI',
+        hint: 'serve artifacts with `mlflow server --serve-artifacts` and log to an experiment created since (its artifact location starts with mlflow-artifacts:/)',
+      },
+    );
   }
   return match[1].replace(/\/+$/, '');
 }
 
-const joinPath = (...parts: string[]) => parts.filter(Boolean).join('/').replace(/\/{2,}/g, '/');
+const joinPath = (...parts: string[]) =>
+  parts
+    .filter(Boolean)
+    .join('/')
+    .replace(/\/{2,}/g, '/');
 const encodePath = (value: string) => value.split('/').map(encodeURIComponent).join('/');

@@ -1,7 +1,15 @@
 // Runs side by side: what differs between them and how they scored.
 import { goalSign, metricGoal, type Goal } from '../config/metrics.ts';
 import { loggedHeadlineValue } from '../events.ts';
-import { createClient, credentialsFromEnv, fromKeyValues, runUrl, type MlflowClient, type Run, type RunStatus } from './client.ts';
+import {
+  createClient,
+  credentialsFromEnv,
+  fromKeyValues,
+  runUrl,
+  type MlflowClient,
+  type Run,
+  type RunStatus,
+} from './client.ts';
 
 export interface RunRow {
   runId: string;
@@ -24,7 +32,13 @@ export interface RunRow {
 export const TABLE_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const;
 
 /** Runs of one experiment (or of all), newest first; sweep parents are left out unless asked for. */
-export async function listRuns(options: { uri: string; experimentName?: string; includeSweeps?: boolean; env?: NodeJS.ProcessEnv; client?: MlflowClient }): Promise<RunRow[]> {
+export async function listRuns(options: {
+  uri: string;
+  experimentName?: string;
+  includeSweeps?: boolean;
+  env?: NodeJS.ProcessEnv;
+  client?: MlflowClient;
+}): Promise<RunRow[]> {
   const client = options.client ?? createClient(options.uri, credentialsFromEnv(options.env ?? process.env));
   const experiments = options.experimentName
     ? [await client.getExperimentByName(options.experimentName)].filter((experiment) => experiment !== undefined)
@@ -63,7 +77,10 @@ export function toRow(run: Run, experimentName: string, uri: string): RunRow {
 export const RANK_METRIC = 'val_accuracy';
 
 /** Best run by a metric (default val_accuracy, direction from metricGoal); runs without the metric do not compete. */
-export function bestRun(rows: RunRow[], options: { metric?: string; goal?: Goal } = {}): { runId: string; runDir?: string; url: string; value: number } | undefined {
+export function bestRun(
+  rows: RunRow[],
+  options: { metric?: string; goal?: Goal } = {},
+): { runId: string; runDir?: string; url: string; value: number } | undefined {
   const metric = options.metric ?? RANK_METRIC;
   const [best] = rankRuns(rows, metric, options.goal);
   const value = best ? loggedHeadlineValue(best.metrics, metric) : undefined;
@@ -86,15 +103,24 @@ export function formatRunsTable(rows: RunRow[]): string {
   const keys = [...new Set(rows.flatMap((row) => Object.keys(row.params)))].sort();
   const differing = keys.filter((key) => new Set(rows.map((row) => row.params[key] ?? '')).size > 1);
   const header = ['name', 'status', ...differing, ...TABLE_METRICS];
-  const body = sorted.map((row) => [
-    row.runName,
-    row.status,
-    ...differing.map((key) => row.params[key] ?? '-'),
-    ...TABLE_METRICS.map((metric) => { const v = loggedHeadlineValue(row.metrics, metric); return v === undefined ? '-' : formatNumber(v); }),
-  ].map((cell) => clip(cell, 32)));
+  const body = sorted.map((row) =>
+    [
+      row.runName,
+      row.status,
+      ...differing.map((key) => row.params[key] ?? '-'),
+      ...TABLE_METRICS.map((metric) => {
+        const v = loggedHeadlineValue(row.metrics, metric);
+        return v === undefined ? '-' : formatNumber(v);
+      }),
+    ].map((cell) => clip(cell, 32)),
+  );
   const numeric = header.map((_, column) => column >= header.length - TABLE_METRICS.length);
   const widths = header.map((title, column) => Math.max(title.length, ...body.map((cells) => cells[column].length)));
-  const line = (cells: string[]) => cells.map((cell, column) => (numeric[column] ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => (numeric[column] ? cell.padStart(widths[column]) : cell.padEnd(widths[column])))
+      .join('  ')
+      .trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...body.map(line)].join('\n');
 }
 

@@ -14,7 +14,12 @@ export interface DeliveryResult {
 }
 
 /** Send pending records in order; stops at the first failure, leaving the rest pending. */
-export async function deliver(journal: Journal, client: MlflowClient, runDir: string, log: (line: string) => void = () => {}): Promise<DeliveryResult> {
+export async function deliver(
+  journal: Journal,
+  client: MlflowClient,
+  runDir: string,
+  log: (line: string) => void = () => {},
+): Promise<DeliveryResult> {
   let sent = 0;
   for (const record of journal.pending()) {
     const uncertain = journal.cursor().inflight === record.seq;
@@ -30,21 +35,39 @@ export async function deliver(journal: Journal, client: MlflowClient, runDir: st
   return { sent, pending: journal.pending().length };
 }
 
-async function send(record: JournalRecord, uncertain: boolean, journal: Journal, client: MlflowClient, runDir: string, log: (line: string) => void) {
+async function send(
+  record: JournalRecord,
+  uncertain: boolean,
+  journal: Journal,
+  client: MlflowClient,
+  runDir: string,
+  log: (line: string) => void,
+) {
   if (record.kind === 'run') {
     if (journal.runRef()) return; // created before the cursor could say so
     const experiment = await client.getOrCreateExperiment(record.experimentName);
     // A create whose answer was lost may have made the run: find it by its key rather than make a twin.
     const [found] = uncertain
-      ? await client.searchRuns({ experimentIds: [experiment.experiment_id], filter: `tags."xp.run_key" = '${record.runKey}'`, maxResults: 1 })
+      ? await client.searchRuns({
+          experimentIds: [experiment.experiment_id],
+          filter: `tags."xp.run_key" = '${record.runKey}'`,
+          maxResults: 1,
+        })
       : [];
-    const run = found ?? (await client.createRun({
-      experimentId: experiment.experiment_id,
-      runName: record.runName,
-      startTime: record.startTime,
-      tags: { ...record.tags, 'xp.run_key': record.runKey },
-    }));
-    journal.append({ kind: 'run_id', runId: run.info.run_id, experimentId: run.info.experiment_id, artifactUri: run.info.artifact_uri });
+    const run =
+      found ??
+      (await client.createRun({
+        experimentId: experiment.experiment_id,
+        runName: record.runName,
+        startTime: record.startTime,
+        tags: { ...record.tags, 'xp.run_key': record.runKey },
+      }));
+    journal.append({
+      kind: 'run_id',
+      runId: run.info.run_id,
+      experimentId: run.info.experiment_id,
+      artifactUri: run.info.artifact_uri,
+    });
     return;
   }
   if (record.kind === 'run_id') return;
@@ -62,10 +85,20 @@ async function send(record: JournalRecord, uncertain: boolean, journal: Journal,
       return;
     case 'metrics': {
       // Metrics append: after an uncertain attempt send only the points MLflow does not have.
-      let metrics = Object.entries(record.metrics).map(([key, value]) => ({ key, value, step: record.step, timestamp: record.timestamp }));
+      let metrics = Object.entries(record.metrics).map(([key, value]) => ({
+        key,
+        value,
+        step: record.step,
+        timestamp: record.timestamp,
+      }));
       if (uncertain) {
-        const present = await Promise.all(metrics.map(async (metric) => (await client.getMetricHistory(run.runId, metric.key))
-          .some((point) => point.step === metric.step && point.timestamp === metric.timestamp)));
+        const present = await Promise.all(
+          metrics.map(async (metric) =>
+            (await client.getMetricHistory(run.runId, metric.key)).some(
+              (point) => point.step === metric.step && point.timestamp === metric.timestamp,
+            ),
+          ),
+        );
         metrics = metrics.filter((_, index) => !present[index]);
       }
       if (metrics.length > 0) await client.logBatch(run.runId, { metrics });
@@ -90,7 +123,8 @@ async function send(record: JournalRecord, uncertain: boolean, journal: Journal,
       return;
     }
     case 'end':
-      if (record.error) await client.logBatch(run.runId, { tags: [{ key: 'xp.error', value: record.error.slice(0, 5000) }] });
+      if (record.error)
+        await client.logBatch(run.runId, { tags: [{ key: 'xp.error', value: record.error.slice(0, 5000) }] });
       await client.updateRun(run.runId, { status: record.status, endTime: record.endTime });
       return;
   }
@@ -128,7 +162,10 @@ function ranges(numbers: number[]): string {
  * `xp sync`: send what a run's journal still holds to the MLflow server at `uri` (the same run continues). A run
  * whose process is gone without journaling its end (killed) is closed as KILLED, at the journal's last write.
  */
-export async function syncRunDir(runDir: string, options: { uri: string; log?: (line: string) => void }): Promise<{ sent: number; pending: number; closed?: boolean }> {
+export async function syncRunDir(
+  runDir: string,
+  options: { uri: string; log?: (line: string) => void },
+): Promise<{ sent: number; pending: number; closed?: boolean }> {
   const journal = openJournal(runDir);
   if (journal.records().length === 0) {
     throw new MlflowError(`${path.join(runDir, JOURNAL_FILE)} does not exist or is empty: nothing to sync.`, {
@@ -142,9 +179,14 @@ export async function syncRunDir(runDir: string, options: { uri: string; log?: (
   const result = await deliver(journal, client, runDir, log);
   if (result.error) {
     const { errorCode, hint } = result.error as Partial<MlflowError>;
-    throw new MlflowError(`Sent ${result.sent} record(s) of ${runDir}; ${result.pending} still pending: ${result.error.message}`, {
-      errorCode: errorCode ?? 'UNREACHABLE', cause: result.error, hint,
-    });
+    throw new MlflowError(
+      `Sent ${result.sent} record(s) of ${runDir}; ${result.pending} still pending: ${result.error.message}`,
+      {
+        errorCode: errorCode ?? 'UNREACHABLE',
+        cause: result.error,
+        hint,
+      },
+    );
   }
   return { sent: result.sent, pending: result.pending, ...(closed ? { closed } : {}) };
 }
@@ -159,8 +201,14 @@ function closeAbandoned(journal: Journal, log: (line: string) => void): boolean 
     return false;
   }
   const endTime = Math.round(fs.statSync(journal.file).mtimeMs);
-  journal.append({ kind: 'end', status: 'KILLED', endTime, error: 'the process ended without closing the run (closed by xp sync)' });
-  log(`the run's process${run.pid ? ` (${run.pid})` : ''} ended without closing it: closing it as KILLED at ${new Date(endTime).toISOString()}.`);
+  journal.append({
+    kind: 'end',
+    status: 'KILLED',
+    endTime,
+    error: 'the process ended without closing the run (closed by xp sync)',
+  });
+  log(
+    `the run's process${run.pid ? ` (${run.pid})` : ''} ended without closing it: closing it as KILLED at ${new Date(endTime).toISOString()}.`,
+  );
   return true;
 }
-

@@ -15,10 +15,17 @@ export async function errorOf(response: Response, method: string, url: URL): Pro
   } catch {
     // not JSON: keep the text
   }
-  const hint = response.status === 401 ? 'set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)'
-    : response.status === 403 && /host/i.test(message) ? 'MLflow 3 accepts only allowed Host headers: call it by 127.0.0.1/localhost or start it with --allowed-hosts'
-    : undefined;
-  return new MlflowError(`MLflow ${method} ${url.pathname} failed with ${errorCode}: ${message}`, { errorCode, status: response.status, hint });
+  const hint =
+    response.status === 401
+      ? 'set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)'
+      : response.status === 403 && /host/i.test(message)
+        ? 'MLflow 3 accepts only allowed Host headers: call it by 127.0.0.1/localhost or start it with --allowed-hosts'
+        : undefined;
+  return new MlflowError(`MLflow ${method} ${url.pathname} failed with ${errorCode}: ${message}`, {
+    errorCode,
+    status: response.status,
+    hint,
+  });
 }
 
 export function reason(error: unknown): string {
@@ -31,15 +38,16 @@ export function reason(error: unknown): string {
   return String(error);
 }
 
-export const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve) => {
-  const timer = setTimeout(done, ms);
-  function done() {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', done);
-    resolve();
-  }
-  signal?.addEventListener('abort', done, { once: true });
-});
+export const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
 
 export function isStaleSocket(error: unknown): boolean {
   const cause = (error as { cause?: { code?: string } })?.cause;

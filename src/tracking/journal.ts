@@ -9,12 +9,19 @@ export const CURSOR_FILE = 'mlflow-journal.cursor.json';
 
 export type RecordBody =
   | {
-    kind: 'run'; experimentName: string; runName: string; startTime: number; runKey: string; tags: Record<string, string>;
-    /** The server the run logs to, and the store when it is the embedded one (its address changes at each start). */
-    uri?: string; store?: string;
-    /** The process writing the journal: `xp sync` closes a run whose process is gone without an end record. */
-    pid?: number; host?: string;
-  }
+      kind: 'run';
+      experimentName: string;
+      runName: string;
+      startTime: number;
+      runKey: string;
+      tags: Record<string, string>;
+      /** The server the run logs to, and the store when it is the embedded one (its address changes at each start). */
+      uri?: string;
+      store?: string;
+      /** The process writing the journal: `xp sync` closes a run whose process is gone without an end record. */
+      pid?: number;
+      host?: string;
+    }
   | { kind: 'params'; params: Record<string, string> }
   | { kind: 'tags'; tags: Record<string, string> }
   | { kind: 'inputs'; datasets: DatasetInput[] }
@@ -77,7 +84,8 @@ export function openJournal(runDir: string) {
   const runRef = (): RunRef | undefined => {
     for (let index = records.length - 1; index >= 0; index--) {
       const record = records[index];
-      if (record.kind === 'run_id') return { runId: record.runId, experimentId: record.experimentId, artifactUri: record.artifactUri };
+      if (record.kind === 'run_id')
+        return { runId: record.runId, experimentId: record.experimentId, artifactUri: record.artifactUri };
     }
     return undefined;
   };
@@ -91,9 +99,14 @@ export function openJournal(runDir: string) {
     runRef,
     runRecord: () => records.find((record): record is Extract<JournalRecord, { kind: 'run' }> => record.kind === 'run'),
     /** The run's last start: its creation, or its last resumption. */
-    lastStart: () => last((record): record is Extract<JournalRecord, { kind: 'run' | 'resume' }> => record.kind === 'run' || record.kind === 'resume'),
+    lastStart: () =>
+      last(
+        (record): record is Extract<JournalRecord, { kind: 'run' | 'resume' }> =>
+          record.kind === 'run' || record.kind === 'resume',
+      ),
     /** The run's last start has its end journaled. */
-    ended: () => last((record) => record.kind === 'run' || record.kind === 'resume' || record.kind === 'end')?.kind === 'end',
+    ended: () =>
+      last((record) => record.kind === 'run' || record.kind === 'resume' || record.kind === 'end')?.kind === 'end',
     pending: () => records.filter((record) => record.seq > cursor.delivered && record.kind !== 'run_id'),
   };
   return journal;

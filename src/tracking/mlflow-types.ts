@@ -112,14 +112,18 @@ export function chunkBatch(batch: Required<Batch>): Required<Batch>[] {
   while (params.length > 0 || tags.length > 0 || metrics.length > 0) {
     const chunk: Required<Batch> = { params: params.splice(0, BATCH_LIMITS.params), tags: [], metrics: [] };
     chunk.tags = tags.splice(0, Math.min(BATCH_LIMITS.tags, BATCH_LIMITS.total - chunk.params.length));
-    chunk.metrics = metrics.splice(0, Math.min(BATCH_LIMITS.metrics, BATCH_LIMITS.total - chunk.params.length - chunk.tags.length));
+    chunk.metrics = metrics.splice(
+      0,
+      Math.min(BATCH_LIMITS.metrics, BATCH_LIMITS.total - chunk.params.length - chunk.tags.length),
+    );
     chunks.push(chunk);
   }
   return chunks;
 }
 
 /** The run's page in the MLflow UI. */
-export const runUrl = (uri: string, experimentId: string, runId: string) => `${uri.replace(/\/+$/, '')}/#/experiments/${experimentId}/runs/${runId}`;
+export const runUrl = (uri: string, experimentId: string, runId: string) =>
+  `${uri.replace(/\/+$/, '')}/#/experiments/${experimentId}/runs/${runId}`;
 
 export function toKeyValues(record: Record<string, string>): KeyValue[] {
   return Object.entries(record).map(([key, value]) => ({ key, value }));
@@ -128,4 +132,3 @@ export function toKeyValues(record: Record<string, string>): KeyValue[] {
 export function fromKeyValues(list: KeyValue[] | undefined): Record<string, string> {
   return Object.fromEntries((list ?? []).map(({ key, value }) => [key, value]));
 }
-

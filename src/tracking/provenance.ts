@@ -43,7 +43,8 @@ export function userName(env: NodeJS.ProcessEnv): string {
 let version: string | undefined;
 export function xpVersion(): string {
   try {
-    version ??= (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+    version ??= (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string })
+      .version;
   } catch {
     version = 'unknown';
   }
@@ -66,8 +67,11 @@ export function gitCommit(start: string): string | undefined {
 function headCommit(dotGit: string): string | undefined {
   const read = (file: string) => fs.readFileSync(file, 'utf8').trim();
   let gitDir = dotGit;
-  if (fs.statSync(dotGit).isFile()) gitDir = path.resolve(path.dirname(dotGit), read(dotGit).replace(/^gitdir:\s*/, '')); // worktree
-  const commonDir = fs.existsSync(path.join(gitDir, 'commondir')) ? path.resolve(gitDir, read(path.join(gitDir, 'commondir'))) : gitDir;
+  if (fs.statSync(dotGit).isFile())
+    gitDir = path.resolve(path.dirname(dotGit), read(dotGit).replace(/^gitdir:\s*/, '')); // worktree
+  const commonDir = fs.existsSync(path.join(gitDir, 'commondir'))
+    ? path.resolve(gitDir, read(path.join(gitDir, 'commondir')))
+    : gitDir;
   const head = read(path.join(gitDir, 'HEAD'));
   if (/^[0-9a-f]{40}$/.test(head)) return head;
   const ref = /^ref:\s*(.+)$/.exec(head)?.[1];
@@ -76,5 +80,8 @@ function headCommit(dotGit: string): string | undefined {
     if (fs.existsSync(path.join(dir, ref))) return read(path.join(dir, ref));
   }
   const packed = fs.existsSync(path.join(commonDir, 'packed-refs')) ? read(path.join(commonDir, 'packed-refs')) : '';
-  return packed.split('\n').map((line) => line.split(' ')).find(([, name]) => name === ref)?.[0];
+  return packed
+    .split('\n')
+    .map((line) => line.split(' '))
+    .find(([, name]) => name === ref)?.[0];
 }

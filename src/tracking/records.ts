@@ -6,7 +6,10 @@ import type { RunEndInfo, RunStartInfo } from '../events.ts';
 import type { DatasetInput } from './client.ts';
 
 /** The resolved experiment as dotted params (sweep, tracking and description left out) plus the run's facts. */
-export function runParams(info: Pick<RunStartInfo, 'experiment' | 'facts'>, log: (line: string) => void = () => {}): Record<string, string> {
+export function runParams(
+  info: Pick<RunStartInfo, 'experiment' | 'facts'>,
+  log: (line: string) => void = () => {},
+): Record<string, string> {
   const { sweep: _sweep, tracking: _tracking, description: _description, ...experiment } = info.experiment;
   const params = { ...flattenParams(experiment), ...flattenParams(info.facts) };
   for (const [key, value] of Object.entries(params)) {
@@ -23,7 +26,8 @@ export function flattenParams(value: unknown, prefix = ''): Record<string, strin
   const params: Record<string, string> = {};
   if (value === undefined || value === null) return params;
   if (typeof value === 'object' && !Array.isArray(value)) {
-    for (const [key, child] of Object.entries(value)) Object.assign(params, flattenParams(child, prefix ? `${prefix}.${key}` : key));
+    for (const [key, child] of Object.entries(value))
+      Object.assign(params, flattenParams(child, prefix ? `${prefix}.${key}` : key));
     return params;
   }
   params[prefix] = Array.isArray(value) ? JSON.stringify(value) : String(value);
@@ -44,7 +48,10 @@ export function datasetInput(dataset: RunStartInfo['datasets'][number]): Dataset
 
 // The run's result as MLflow metrics (final_val_accuracy, final_val_loss, precision_<class>, recall_<class>,
 // f1_<class>; class names kept to the characters MLflow accepts in a key) and early stopping as tags.
-export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>): { metrics: Record<string, number>; tags: Record<string, string> } {
+export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>): {
+  metrics: Record<string, number>;
+  tags: Record<string, string>;
+} {
   const metrics: Record<string, number> = {};
   const tags: Record<string, string> = {};
   const r = info.result;
@@ -89,7 +96,12 @@ export function artifactFiles(runDir: string, artifacts: string[], log: (line: s
  * <artifactStore>/<exp>/<run>/artifacts): the server lists and serves them like uploads. Returns the files linked;
  * the others (no run yet, another file system) are uploaded as usual.
  */
-export function linkArtifacts(runDir: string, files: string[], artifactStore: string, run: { artifactUri: string } | undefined): Set<string> {
+export function linkArtifacts(
+  runDir: string,
+  files: string[],
+  artifactStore: string,
+  run: { artifactUri: string } | undefined,
+): Set<string> {
   const linked = new Set<string>();
   const proxied = run && /^mlflow-artifacts:(?:\/\/[^/]*)?\/?(.+)$/.exec(run.artifactUri)?.[1];
   if (!proxied) return linked;

@@ -7,7 +7,6 @@ import { freePort, portIsFree } from '../util/ports.ts';
 import { TrackingError } from '../errors.ts';
 import { mlflowBin as projectMlflowBin, repoRoot } from '../paths.ts';
 
-
 export interface ServerOptions {
   /** Folder of the store: mlflow.db, artifacts/, server.log, server.json. */
   storeDir: string;
@@ -62,9 +61,12 @@ export async function startServer(options: ServerOptions): Promise<TrackingServe
       }
     }
     if (Date.now() > deadline) {
-      throw new TrackingError(`Another process (pid ${readPid(lockFile) ?? '?'}) has been starting the MLflow server of ${storeDir} for too long.`, {
-        hint: `if no xp process is running, remove ${lockFile}`,
-      });
+      throw new TrackingError(
+        `Another process (pid ${readPid(lockFile) ?? '?'}) has been starting the MLflow server of ${storeDir} for too long.`,
+        {
+          hint: `if no xp process is running, remove ${lockFile}`,
+        },
+      );
     }
     await sleep(250);
   }
@@ -101,7 +103,10 @@ function share(storeDir: string, record: ServerFile, reused: boolean, exited?: P
     stopped ??= (async () => {
       process.removeListener('exit', onExit);
       if (!leave()) return;
-      const graceful = await Promise.race([(exited ?? untilDead(record.pid)).then(() => true), sleep(10_000).then(() => false)]);
+      const graceful = await Promise.race([
+        (exited ?? untilDead(record.pid)).then(() => true),
+        sleep(10_000).then(() => false),
+      ]);
       if (!graceful) killGroup(record.pid, 'SIGKILL');
       await exited;
       // Let no orphaned worker keep the port: the whole group must be gone.
@@ -120,8 +125,10 @@ export async function stopKeptServer(storeDir: string): Promise<{ url: string; s
   const record = await runningServer(path.join(path.resolve(storeDir), 'server.json'));
   if (!record) return undefined;
   const users = path.join(path.resolve(storeDir), 'server.users');
-  for (const name of fs.readdirSync(users)) if (name.endsWith('-kept')) fs.rmSync(path.join(users, name), { force: true });
-  if (fs.readdirSync(users).some((name) => processAlive(Number.parseInt(name, 10)))) return { url: record.url, stopped: false };
+  for (const name of fs.readdirSync(users))
+    if (name.endsWith('-kept')) fs.rmSync(path.join(users, name), { force: true });
+  if (fs.readdirSync(users).some((name) => processAlive(Number.parseInt(name, 10))))
+    return { url: record.url, stopped: false };
   killGroup(record.pid, 'SIGTERM');
   const graceful = await Promise.race([untilDead(record.pid).then(() => true), sleep(10_000).then(() => false)]);
   if (!graceful) killGroup(record.pid, 'SIGKILL');
@@ -129,7 +136,10 @@ export async function stopKeptServer(storeDir: string): Promise<{ url: string; s
   return { url: record.url, stopped: true };
 }
 
-async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ record: ServerFile; startSeconds: number; exited: Promise<void> }> {
+async function spawnServer(
+  storeDir: string,
+  options: ServerOptions,
+): Promise<{ record: ServerFile; startSeconds: number; exited: Promise<void> }> {
   const serverFile = path.join(storeDir, 'server.json');
   const logFile = path.join(storeDir, 'server.log');
   const mlflowBin = options.mlflowBin ?? projectMlflowBin();
@@ -147,16 +157,22 @@ async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ 
   const url = `http://127.0.0.1:${port}`;
   const args = [
     'server',
-    '--backend-store-uri', `sqlite:///${path.join(storeDir, 'mlflow.db')}`,
-    '--artifacts-destination', path.join(storeDir, 'artifacts'),
+    '--backend-store-uri',
+    `sqlite:///${path.join(storeDir, 'mlflow.db')}`,
+    '--artifacts-destination',
+    path.join(storeDir, 'artifacts'),
     '--serve-artifacts',
     // MLflow 3 rejects Host headers outside localhost/private addresses: bind and call by 127.0.0.1.
-    '--host', '127.0.0.1',
-    '--port', String(port),
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(port),
     // One worker: a local single-user store; the default 4 take ~30 s to boot on 2 cores instead of ~7 s.
-    '--workers', '1',
+    '--workers',
+    '1',
     // uvicorn drops idle keep-alive connections after 5 s; epochs are longer, so Node's pooled socket would be stale.
-    '--uvicorn-opts', '--timeout-keep-alive 600',
+    '--uvicorn-opts',
+    '--timeout-keep-alive 600',
   ];
 
   // execa hands a descriptor number straight to spawn (no piping through this process); its types list only 3-9.
@@ -177,7 +193,11 @@ async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ 
   fs.closeSync(logFd);
   let exit: string | undefined;
   const exited = child.then((result) => {
-    exit = result.signal ? `signal ${result.signal}` : result.exitCode !== undefined ? `exit code ${result.exitCode}` : result.shortMessage;
+    exit = result.signal
+      ? `signal ${result.signal}`
+      : result.exitCode !== undefined
+        ? `exit code ${result.exitCode}`
+        : result.shortMessage;
   });
   child.unref();
   const pid = child.pid;
@@ -194,7 +214,10 @@ async function spawnServer(storeDir: string, options: ServerOptions): Promise<{ 
     while (!(await isHealthy(url))) {
       if (exit !== undefined || Date.now() > deadline) {
         killGroup(pid, 'SIGKILL');
-        const why = exit !== undefined ? `exited (${exit})` : `did not answer ${url}/health within ${Math.round(timeoutMs / 1000)} s`;
+        const why =
+          exit !== undefined
+            ? `exited (${exit})`
+            : `did not answer ${url}/health within ${Math.round(timeoutMs / 1000)} s`;
         throw new TrackingError(`The MLflow server ${why}. Last lines of ${logFile}:\n${tail(logFile, 15)}`, {
           hint: `read ${logFile} for the cause`,
         });
@@ -219,7 +242,8 @@ function takeLock(lockFile: string): boolean {
   }
   const holder = readPid(lockFile);
   // A lock being written has no pid yet: wait for it rather than take it.
-  if (holder !== undefined && !processAlive(holder) && readPid(lockFile) === holder) fs.rmSync(lockFile, { force: true });
+  if (holder !== undefined && !processAlive(holder) && readPid(lockFile) === holder)
+    fs.rmSync(lockFile, { force: true });
   return false;
 }
 

@@ -15,12 +15,17 @@ export type TrackingSession = Awaited<ReturnType<typeof openTracking>>;
 export async function openTracking(base: Experiment, log: (line: string) => void, tags?: Record<string, string>) {
   const storeDir = mlflowStoreDir();
   const server = await resolveTrackingUri({ experimentUri: base.tracking.uri, storeDir }).catch((error) => {
-    throw new XpError(`cannot reach or start MLflow: ${error.message}`, { cause: error, hint: 'run with --no-track to train without tracking, or set MLFLOW_TRACKING_URI to a running server' });
+    throw new XpError(`cannot reach or start MLflow: ${error.message}`, {
+      cause: error,
+      hint: 'run with --no-track to train without tracking, or set MLFLOW_TRACKING_URI to a running server',
+    });
   });
   const uri = server.url;
   const embedded = server.source === 'embedded';
   const experimentName = base.tracking.experiment_name ?? base.name;
-  log(`MLflow: ${uri} (${embedded ? `embedded, store ${path.relative(process.cwd(), storeDir) || '.'}` : server.source})`);
+  log(
+    `MLflow: ${uri} (${embedded ? `embedded, store ${path.relative(process.cwd(), storeDir) || '.'}` : server.source})`,
+  );
   const trackers = new Map<string, MlflowTracker>();
   return {
     uri,
@@ -40,7 +45,16 @@ export async function openTracking(base: Experiment, log: (line: string) => void
         onRunStart(info) {
           // The embedded store is on this machine: artifacts are hard-linked into it rather than copied.
           const artifactStore = embedded ? path.join(storeDir, 'artifacts') : undefined;
-          created = createMlflowTracker({ uri, experimentName, runDir: info.runDir, sourceFile: file, parentRunId, artifactStore, log, tags });
+          created = createMlflowTracker({
+            uri,
+            experimentName,
+            runDir: info.runDir,
+            sourceFile: file,
+            parentRunId,
+            artifactStore,
+            log,
+            tags,
+          });
           trackers.set(info.runDir, created);
           return created.onRunStart?.(info);
         },
@@ -52,7 +66,8 @@ export async function openTracking(base: Experiment, log: (line: string) => void
     async reportPending(runDirs: string[]) {
       for (const runDir of runDirs) {
         const pending = await trackers.get(runDir)?.pending();
-        if (pending) log(`${pending} tracking record(s) of ${runDir} not yet in MLflow; \`xp sync ${runDir}\` sends them`);
+        if (pending)
+          log(`${pending} tracking record(s) of ${runDir} not yet in MLflow; \`xp sync ${runDir}\` sends them`);
       }
     },
     /** Leaves the embedded server this command started up after it ends (--keep-ui). */
@@ -64,5 +79,10 @@ export async function openTracking(base: Experiment, log: (line: string) => void
 /** One attempt with a short timeout: a dead server costs seconds, not minutes of retries. */
 export function quickClient(uri: string, env: NodeJS.ProcessEnv = process.env): MlflowClient {
   const credentials = credentialsFromEnv(env);
-  return createClient(uri, { ...credentials, maxRetries: 0, timeoutMs: Math.min(credentials.timeoutMs ?? 10_000, 10_000), warn: () => {} });
+  return createClient(uri, {
+    ...credentials,
+    maxRetries: 0,
+    timeoutMs: Math.min(credentials.timeoutMs ?? 10_000, 10_000),
+    warn: () => {},
+  });
 }

@@ -23,25 +23,40 @@ const BACKENDS = ['postgresql', 'postgresql+psycopg2', 'mysql', 'mysql+pymysql',
 export async function serveShared(options: SharedServerOptions): Promise<number> {
   const scheme = /^([a-z0-9+]+):\/\//i.exec(options.backend)?.[1]?.toLowerCase();
   if (!scheme || !BACKENDS.includes(scheme)) {
-    throw new TrackingError(`--backend must be a database URL MLflow can store runs in; got "${withoutPassword(options.backend)}"`, {
-      hint: 'e.g. postgresql://mlflow:secret@db-host:5432/mlflow (the database must exist: createdb mlflow)',
-    });
+    throw new TrackingError(
+      `--backend must be a database URL MLflow can store runs in; got "${withoutPassword(options.backend)}"`,
+      {
+        hint: 'e.g. postgresql://mlflow:secret@db-host:5432/mlflow (the database must exist: createdb mlflow)',
+      },
+    );
   }
   const bin = mlflowBin();
-  if (!fs.existsSync(bin)) throw new TrackingError(`MLflow is not installed: ${bin} does not exist.`, { hint: 'run `npm run setup`' });
+  if (!fs.existsSync(bin))
+    throw new TrackingError(`MLflow is not installed: ${bin} does not exist.`, { hint: 'run `npm run setup`' });
   const artifacts = path.resolve(options.artifacts);
   fs.mkdirSync(artifacts, { recursive: true });
   const args = [
     'server',
-    '--backend-store-uri', options.backend,
-    '--artifacts-destination', artifacts,
+    '--backend-store-uri',
+    options.backend,
+    '--artifacts-destination',
+    artifacts,
     '--serve-artifacts',
-    '--host', options.host,
-    '--port', String(options.port),
+    '--host',
+    options.host,
+    '--port',
+    String(options.port),
     // uvicorn drops idle keep-alive connections sooner than a worker's epochs end: keep them open as the embedded server does.
-    '--uvicorn-opts', '--timeout-keep-alive 600',
+    '--uvicorn-opts',
+    '--timeout-keep-alive 600',
   ];
-  const child = execa(bin, args, { stdin: 'ignore', stdout: 'inherit', stderr: 'inherit', reject: false, env: { MLFLOW_SERVER_ENABLE_JOB_EXECUTION: 'false' } });
+  const child = execa(bin, args, {
+    stdin: 'ignore',
+    stdout: 'inherit',
+    stderr: 'inherit',
+    reject: false,
+    env: { MLFLOW_SERVER_ENABLE_JOB_EXECUTION: 'false' },
+  });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
   const local = `http://${options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host}:${options.port}`;
@@ -51,12 +66,16 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
     while (!done && !(await isHealthy(local))) await new Promise((resolve) => setTimeout(resolve, 500));
     if (done) return;
     options.log(`MLflow for the queue: ${local} (backend ${withoutPassword(options.backend)}, artifacts ${artifacts})`);
-    options.log(`Workers and submitters on other machines: MLFLOW_TRACKING_URI=http://<this machine's address>:${options.port}`);
+    options.log(
+      `Workers and submitters on other machines: MLFLOW_TRACKING_URI=http://<this machine's address>:${options.port}`,
+    );
   })();
   const result = await child;
   if (result.exitCode !== 0 && !result.isTerminated) {
     throw new TrackingError(`mlflow server exited with code ${result.exitCode}`, {
-      hint: scheme.startsWith('postgresql') ? 'is the database there (createdb) and reachable, and is psycopg2 in .venv (`npm run setup`)?' : 'see its output above',
+      hint: scheme.startsWith('postgresql')
+        ? 'is the database there (createdb) and reachable, and is psycopg2 in .venv (`npm run setup`)?'
+        : 'see its output above',
     });
   }
   return 0;

@@ -20,12 +20,31 @@ export interface StoredRuns {
 }
 
 /** Runs of the experiment (or of all) from the tracking URI, else the running embedded server, else its SQLite file. */
-export async function storedRuns(options: { uri?: string; storeDir: string; experimentName?: string; includeSweeps?: boolean }): Promise<StoredRuns> {
+export async function storedRuns(options: {
+  uri?: string;
+  storeDir: string;
+  experimentName?: string;
+  includeSweeps?: boolean;
+}): Promise<StoredRuns> {
   const uri = options.uri ?? (await runningServerUrl(options.storeDir));
-  if (uri) return { rows: await listRuns({ uri, experimentName: options.experimentName, includeSweeps: options.includeSweeps, client: quickClient(uri) }), from: uri, offline: false };
+  if (uri)
+    return {
+      rows: await listRuns({
+        uri,
+        experimentName: options.experimentName,
+        includeSweeps: options.includeSweeps,
+        client: quickClient(uri),
+      }),
+      from: uri,
+      offline: false,
+    };
   const db = path.join(options.storeDir, 'mlflow.db');
   const rows = fs.existsSync(db) ? await readSqliteStore(db, options.experimentName) : [];
-  return { rows: options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep'), from: db, offline: true };
+  return {
+    rows: options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep'),
+    from: db,
+    offline: true,
+  };
 }
 
 // MLflow's SQL schema (runs, experiments, params, tags, latest_metrics), read-only, answered as runs/search would.
@@ -49,13 +68,20 @@ json.dump({'experiments': exps, 'runs': list(runs.values())}, sys.stdout)
 async function readSqliteStore(db: string, experimentName?: string): Promise<RunRow[]> {
   const python = path.join(path.dirname(mlflowBin()), 'python');
   try {
-    const { stdout } = await promisify(execFile)(python, ['-c', READER, db, ...(experimentName ? [experimentName] : [])], { maxBuffer: 1 << 30 });
+    const { stdout } = await promisify(execFile)(
+      python,
+      ['-c', READER, db, ...(experimentName ? [experimentName] : [])],
+      { maxBuffer: 1 << 30 },
+    );
     const answer = JSON.parse(stdout) as { experiments: Record<string, string>; runs: Run[] };
     return answer.runs.map((run) => toRow(run, answer.experiments[run.info.experiment_id] ?? '', ''));
   } catch (error) {
-    throw new TrackingError(`cannot read the MLflow store ${db}: ${(error as Error).message.split('\n').slice(-2).join(' ')}`, {
-      cause: error,
-      hint: `run \`xp ui\` to read it through the MLflow server, or \`npm run setup\` in ${repoRoot} if xp's environment is missing`,
-    });
+    throw new TrackingError(
+      `cannot read the MLflow store ${db}: ${(error as Error).message.split('\n').slice(-2).join(' ')}`,
+      {
+        cause: error,
+        hint: `run \`xp ui\` to read it through the MLflow server, or \`npm run setup\` in ${repoRoot} if xp's environment is missing`,
+      },
+    );
   }
 }

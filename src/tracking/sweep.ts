@@ -40,7 +40,12 @@ type Log = (line: string) => void;
 
 /** sha256 of what defines the sweep: the resolved base experiment and the sweep's definition. */
 export function sweepHash(loaded: Pick<LoadedExperiment, 'base' | 'sweep'>): string {
-  return crypto.createHash('sha256').update(configHash(loaded.base)).update(JSON.stringify(loaded.sweep ?? {})).digest('hex').slice(0, 16);
+  return crypto
+    .createHash('sha256')
+    .update(configHash(loaded.base))
+    .update(JSON.stringify(loaded.sweep ?? {}))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /**
@@ -53,7 +58,11 @@ export function compareUrl(uri: string, experimentIds: string[], runIds: string[
 }
 
 /** The best candidate under the sweep's goal; candidates without a value do not compete; a tie goes to the earlier one. */
-export function chooseBest<T extends { value?: number }>(candidates: T[], metric: string, goal = metricGoal(metric)): (T & { value: number }) | undefined {
+export function chooseBest<T extends { value?: number }>(
+  candidates: T[],
+  metric: string,
+  goal = metricGoal(metric),
+): (T & { value: number }) | undefined {
   let best: (T & { value: number }) | undefined;
   for (const candidate of candidates) {
     if (candidate.value === undefined || !Number.isFinite(candidate.value)) continue;
@@ -93,14 +102,22 @@ export async function openSweep(options: {
   try {
     rows = await listRuns({ uri: options.uri, experimentName, includeSweeps: true, client });
   } catch (error) {
-    log(`MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial; they are journaled as single runs for \`xp sync\`.`);
+    log(
+      `MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial; they are journaled as single runs for \`xp sync\`.`,
+    );
     return { trials: options.trials, finished: new Map() };
   }
-  const finished = finishedByHash(rows, loaded.trials.map((t) => t.configHash));
+  const finished = finishedByHash(
+    rows,
+    loaded.trials.map((t) => t.configHash),
+  );
   let trials = options.trials;
   if (!options.rerun) {
     const skipped = trials.filter((t) => finished.has(t.configHash));
-    if (skipped.length) log(`Skipping ${skipped.length} trial(s) already FINISHED in MLflow (--rerun runs them again): ${skipped.map((t) => t.name).join('; ')}`);
+    if (skipped.length)
+      log(
+        `Skipping ${skipped.length} trial(s) already FINISHED in MLflow (--rerun runs them again): ${skipped.map((t) => t.name).join('; ')}`,
+      );
     trials = trials.filter((t) => !finished.has(t.configHash));
   }
   // A trial trained again competes with its new run only.
@@ -109,17 +126,36 @@ export async function openSweep(options: {
   if (!trials.length) {
     // Nothing left to train, but a parent left open (its closer could not reach MLflow) is closed now.
     if (existing?.status === 'RUNNING') {
-      const end = await endSweep({ uri: options.uri, parentRunId: existing.runId, metric: loaded.sweep!.metric, goal: loaded.sweep!.goal, candidates: [...finished.values()].map(candidateOf(loaded.sweep!.metric, (row) => loaded.trials.findIndex((t) => t.configHash === row.tags['xp.config_hash']))), killed: false, log, env });
-      log(`Sweep parent run closed${end.best ? `: best trial ${end.best.name}` : ''}: ${runUrl(client.baseUrl, existing.experimentId, existing.runId)}`);
+      const end = await endSweep({
+        uri: options.uri,
+        parentRunId: existing.runId,
+        metric: loaded.sweep!.metric,
+        goal: loaded.sweep!.goal,
+        candidates: [...finished.values()].map(
+          candidateOf(loaded.sweep!.metric, (row) =>
+            loaded.trials.findIndex((t) => t.configHash === row.tags['xp.config_hash']),
+          ),
+        ),
+        killed: false,
+        log,
+        env,
+      });
+      log(
+        `Sweep parent run closed${end.best ? `: best trial ${end.best.name}` : ''}: ${runUrl(client.baseUrl, existing.experimentId, existing.runId)}`,
+      );
     }
     return { trials, finished };
   }
   try {
-    const parent = existing ? await reopenParent(client, existing) : await createParent(client, { ...options, experimentName, hash, env });
+    const parent = existing
+      ? await reopenParent(client, existing)
+      : await createParent(client, { ...options, experimentName, hash, env });
     log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
     return { trials, finished, parentRunId: parent.runId, parentUrl: parent.url };
   } catch (error) {
-    log(`MLflow: sweep parent run not created (${(error as Error).message}); the trials are journaled as single runs for \`xp sync\`.`);
+    log(
+      `MLflow: sweep parent run not created (${(error as Error).message}); the trials are journaled as single runs for \`xp sync\`.`,
+    );
     return { trials, finished };
   }
 }
@@ -129,7 +165,16 @@ async function reopenParent(client: MlflowClient, row: RunRow) {
   return { runId: row.runId, url: runUrl(client.baseUrl, row.experimentId, row.runId) };
 }
 
-async function createParent(client: MlflowClient, options: { loaded: LoadedExperiment; experimentName: string; hash: string; sourceFile: string; env: NodeJS.ProcessEnv }) {
+async function createParent(
+  client: MlflowClient,
+  options: {
+    loaded: LoadedExperiment;
+    experimentName: string;
+    hash: string;
+    sourceFile: string;
+    env: NodeJS.ProcessEnv;
+  },
+) {
   const { loaded, sourceFile, env } = options;
   const experiment = await client.getOrCreateExperiment(options.experimentName);
   const runName = `sweep ${Object.keys(loaded.sweep!.parameters).join(' x ')}`;
@@ -149,12 +194,24 @@ async function createParent(client: MlflowClient, options: { loaded: LoadedExper
       'xp.sweep_metric': loaded.sweep!.metric,
     },
   });
-  const params = Object.entries({ 'sweep.method': loaded.sweep!.method, 'sweep.metric': loaded.sweep!.metric, 'sweep.goal': loaded.sweep!.goal, trials: loaded.trials.length, ...prefixed(loaded.sweep!.parameters) });
-  await client.logBatch(run.info.run_id, { params: params.map(([key, value]) => ({ key, value: (typeof value === 'string' ? value : JSON.stringify(value)).slice(0, 6000) })) });
+  const params = Object.entries({
+    'sweep.method': loaded.sweep!.method,
+    'sweep.metric': loaded.sweep!.metric,
+    'sweep.goal': loaded.sweep!.goal,
+    trials: loaded.trials.length,
+    ...prefixed(loaded.sweep!.parameters),
+  });
+  await client.logBatch(run.info.run_id, {
+    params: params.map(([key, value]) => ({
+      key,
+      value: (typeof value === 'string' ? value : JSON.stringify(value)).slice(0, 6000),
+    })),
+  });
   return { runId: run.info.run_id, url: runUrl(client.baseUrl, run.info.experiment_id, run.info.run_id) };
 }
 
-const prefixed = (parameters: Record<string, unknown>) => Object.fromEntries(Object.entries(parameters).map(([key, value]) => [`parameters.${key}`, value]));
+const prefixed = (parameters: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(parameters).map(([key, value]) => [`parameters.${key}`, value]));
 
 /** After training: the best FINISHED trial of the whole sweep, the compare URL, and the parent closed. */
 export async function closeSweep(options: {
@@ -172,8 +229,18 @@ export async function closeSweep(options: {
   const order = new Map(loaded.trials.map((t, i) => [t.name, i]));
   const rank = (name: string) => order.get(name) ?? order.size;
   const candidates = [
-    ...options.results.filter((r) => r.status === 'FINISHED').map((r) => ({ name: r.name, runId: r.mlflowRunId, experimentId: r.experimentId, value: headlineValue(r, metric), rank: rank(r.name) })),
-    ...[...session.finished.values()].filter((row) => !ranThisTime.has(row.runId)).map(candidateOf(metric, (row) => rank(row.runName))),
+    ...options.results
+      .filter((r) => r.status === 'FINISHED')
+      .map((r) => ({
+        name: r.name,
+        runId: r.mlflowRunId,
+        experimentId: r.experimentId,
+        value: headlineValue(r, metric),
+        rank: rank(r.name),
+      })),
+    ...[...session.finished.values()]
+      .filter((row) => !ranThisTime.has(row.runId))
+      .map(candidateOf(metric, (row) => rank(row.runName))),
   ];
   return endSweep({ ...options, parentRunId: session.parentRunId, metric, goal: loaded.sweep!.goal, candidates });
 }
@@ -194,19 +261,36 @@ export async function closeSweepFromRuns(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepEnd> {
   const client = quickClient(options.uri, options.env);
-  const rows = await listRuns({ uri: options.uri, experimentName: options.experimentName, includeSweeps: true, client });
-  const candidates = [...finishedByHash(rows, options.trialHashes).values()].map(candidateOf(options.metric, (row) => options.trialHashes.indexOf(row.tags['xp.config_hash'])));
+  const rows = await listRuns({
+    uri: options.uri,
+    experimentName: options.experimentName,
+    includeSweeps: true,
+    client,
+  });
+  const candidates = [...finishedByHash(rows, options.trialHashes).values()].map(
+    candidateOf(options.metric, (row) => options.trialHashes.indexOf(row.tags['xp.config_hash'])),
+  );
   return endSweep({ ...options, candidates });
 }
 
 /** A FINISHED run as a candidate for best; `rank` is its trial's place in the sweep, which breaks ties. */
-const candidateOf = (metric: string, rank: (row: RunRow) => number) => (row: RunRow) => ({ name: row.runName, runId: row.runId as string | undefined, experimentId: row.experimentId as string | undefined, value: loggedHeadlineValue(row.metrics, metric), rank: rank(row) });
+const candidateOf = (metric: string, rank: (row: RunRow) => number) => (row: RunRow) => ({
+  name: row.runName,
+  runId: row.runId as string | undefined,
+  experimentId: row.experimentId as string | undefined,
+  value: loggedHeadlineValue(row.metrics, metric),
+  rank: rank(row),
+});
 
 type Candidate = { name: string; runId?: string; experimentId?: string; value?: number; rank: number };
 
 /** Whoever closes a sweep (the command that trained it, the worker of its last job) picks the same best: a tie goes to the first trial. */
 export function bestTrial<T extends { value?: number; rank: number }>(candidates: T[], metric: string, goal?: Goal) {
-  return chooseBest([...candidates].sort((a, b) => a.rank - b.rank), metric, goal ?? metricGoal(metric));
+  return chooseBest(
+    [...candidates].sort((a, b) => a.rank - b.rank),
+    metric,
+    goal ?? metricGoal(metric),
+  );
 }
 
 /** The best candidate and the compare URL of all, on the parent, which ends FINISHED (FAILED without a best, KILLED when stopped). */
@@ -223,24 +307,49 @@ async function endSweep(options: {
   const { metric, candidates } = options;
   const best = bestTrial(candidates, metric, options.goal);
   const tracked = candidates.filter((c) => c.runId && c.experimentId);
-  const url = tracked.length ? compareUrl(options.uri, tracked.map((c) => c.experimentId!), tracked.map((c) => c.runId!)) : undefined;
+  const url = tracked.length
+    ? compareUrl(
+        options.uri,
+        tracked.map((c) => c.experimentId!),
+        tracked.map((c) => c.runId!),
+      )
+    : undefined;
   if (options.parentRunId) {
     const client = quickClient(options.uri, options.env);
-    const tags = [...(best?.runId ? [{ key: 'xp.best_run_id', value: best.runId }] : []), ...(url && url.length <= 5000 ? [{ key: 'xp.compare_url', value: url }] : [])];
+    const tags = [
+      ...(best?.runId ? [{ key: 'xp.best_run_id', value: best.runId }] : []),
+      ...(url && url.length <= 5000 ? [{ key: 'xp.compare_url', value: url }] : []),
+    ];
     const metrics = best ? [{ key: `best_${metric}`, value: best.value, timestamp: Date.now(), step: 0 }] : [];
     try {
       await client.logBatch(options.parentRunId, { tags, metrics });
-      await client.updateRun(options.parentRunId, { status: options.killed ? 'KILLED' : best ? 'FINISHED' : 'FAILED', endTime: Date.now() });
+      await client.updateRun(options.parentRunId, {
+        status: options.killed ? 'KILLED' : best ? 'FINISHED' : 'FAILED',
+        endTime: Date.now(),
+      });
     } catch (error) {
-      options.log(`MLflow: could not close the sweep's parent run (${(error as Error).message}); the next run of this sweep closes it.`);
+      options.log(
+        `MLflow: could not close the sweep's parent run (${(error as Error).message}); the next run of this sweep closes it.`,
+      );
     }
   }
   return { best: best && { name: best.name, runId: best.runId, value: best.value }, compareUrl: url };
 }
 
 /** For --dry-run: the trials MLflow has FINISHED (they would be skipped), read without starting a server. */
-export async function finishedTrials(loaded: LoadedExperiment, storeDir: string, env: NodeJS.ProcessEnv = process.env): Promise<Map<string, RunRow>> {
+export async function finishedTrials(
+  loaded: LoadedExperiment,
+  storeDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Map<string, RunRow>> {
   const experimentName = env.MLFLOW_EXPERIMENT_NAME || loaded.base.tracking.experiment_name || loaded.base.name;
-  const { rows } = await storedRuns({ uri: loaded.base.tracking.uri ?? (env.MLFLOW_TRACKING_URI || undefined), storeDir, experimentName });
-  return finishedByHash(rows, loaded.trials.map((t) => t.configHash));
+  const { rows } = await storedRuns({
+    uri: loaded.base.tracking.uri ?? (env.MLFLOW_TRACKING_URI || undefined),
+    storeDir,
+    experimentName,
+  });
+  return finishedByHash(
+    rows,
+    loaded.trials.map((t) => t.configHash),
+  );
 }

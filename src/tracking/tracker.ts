@@ -11,7 +11,6 @@ import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
 import { embeddedStore } from './server.ts';
 
-
 export interface TrackerOptions {
   uri: string;
   experimentName: string;
@@ -57,7 +56,15 @@ function endBudgetMs(env: NodeJS.ProcessEnv): number {
 }
 // --- end of timing ---
 
-const EPOCH_METRICS = ['loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
+const EPOCH_METRICS = [
+  'loss',
+  'accuracy',
+  'val_loss',
+  'val_accuracy',
+  'learning_rate',
+  'epoch_seconds',
+  'images_per_second',
+] as const;
 
 export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   const env = options.env ?? process.env;
@@ -68,7 +75,13 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   const giveUp = new AbortController();
   const signal = AbortSignal.any([giveUp.signal, hurry.signal]);
   // During training one attempt per delivery: a down server costs an epoch nothing, the next callback retries.
-  const quick = createClient(uri, { ...credentials, maxRetries: 0, timeoutMs: Math.min(credentials.timeoutMs ?? 120_000, 15_000), warn: log, signal });
+  const quick = createClient(uri, {
+    ...credentials,
+    maxRetries: 0,
+    timeoutMs: Math.min(credentials.timeoutMs ?? 120_000, 15_000),
+    warn: log,
+    signal,
+  });
   const runDir = path.resolve(options.runDir);
   let journal: Journal | undefined;
   let chain: Promise<unknown> = Promise.resolve();
@@ -84,7 +97,10 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (result.error) {
         const reason = result.error.message;
         // After a second Ctrl-C the end's message says what is kept and how to send it.
-        if (!outage && !final && !hurry.signal.aborted) log(`MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`);
+        if (!outage && !final && !hurry.signal.aborted)
+          log(
+            `MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`,
+          );
         if (final) log(`MLflow: cannot deliver to ${uri} (${reason}).`);
         outage = true;
       } else if (outage) {
@@ -134,13 +150,15 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   };
   // --- end of timing ---
 
-  const guard = <A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) => async (...args: A) => {
-    try {
-      await body(...args);
-    } catch (error) {
-      log(`MLflow: ${name} not recorded: ${(error as Error).message}`);
-    }
-  };
+  const guard =
+    <A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) =>
+    async (...args: A) => {
+      try {
+        await body(...args);
+      } catch (error) {
+        log(`MLflow: ${name} not recorded: ${(error as Error).message}`);
+      }
+    };
 
   const runRef = () => journal?.runRef();
   /** Epoch metrics the journal holds already, as `key@step`: a resumed run logs each epoch's value once. */
@@ -156,22 +174,33 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (Number.isFinite(value)) metrics[key] = value;
       else skipped.push(`${key}=${value}`);
     }
-    if (skipped.length > 0) log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
+    if (skipped.length > 0)
+      log(`MLflow: epoch ${epoch}: ${skipped.join(', ')} not logged (MLflow cannot chart NaN or Inf).`);
     return metrics;
   };
 
   /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
   const resume = (j: Journal, info: RunStartInfo) => {
-    for (const r of j.records()) if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
+    for (const r of j.records())
+      if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
     // The process that resumes it tags it as its own (a queue worker's name and attempt).
     const tags = { ...options.tags, 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
-    j.append({ kind: 'resume', epoch: info.resumedAt!, startTime: Date.now(), tags, pid: process.pid, host: os.hostname() });
+    j.append({
+      kind: 'resume',
+      epoch: info.resumedAt!,
+      startTime: Date.now(),
+      tags,
+      pid: process.pid,
+      host: os.hostname(),
+    });
     log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
     // Its MLflow run lives where it was logging: another server has no such run, and `xp sync` sends there later.
     const was = j.runRecord()!;
     const store = embeddedStore(uri);
     if (was.uri !== undefined && (was.store ?? was.uri) !== (store ?? uri)) {
-      log(`MLflow: this run was logging to ${was.store ? `the embedded store ${was.store}` : was.uri}, not ${store ? `the embedded store ${store}` : uri}; its records wait in ${j.file} for \`xp sync ${runDir}\`.`);
+      log(
+        `MLflow: this run was logging to ${was.store ? `the embedded store ${was.store}` : was.uri}, not ${store ? `the embedded store ${store}` : uri}; its records wait in ${j.file} for \`xp sync ${runDir}\`.`,
+      );
     }
     flushSoon();
   };
@@ -215,7 +244,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       // A run resumed with tracking that was not tracked before: its MLflow run starts with the epochs done.
       for (const [i, logs] of (info.resumedHistory ?? []).entries()) {
         const metrics = epochMetrics(i + 1, logs);
-        if (Object.keys(metrics).length) journal.append({ kind: 'metrics', step: i + 1, timestamp: Date.now(), metrics });
+        if (Object.keys(metrics).length)
+          journal.append({ kind: 'metrics', step: i + 1, timestamp: Date.now(), metrics });
       }
       flushSoon();
     }),
@@ -234,20 +264,34 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (!journal) return;
       // The run's result (saved model, whole validation set) and what early stopping did.
       const result = resultRecords(info);
-      if (Object.keys(result.metrics).length) journal.append({ kind: 'metrics', step: info.result?.epoch ?? 0, timestamp: Date.now(), metrics: result.metrics });
+      if (Object.keys(result.metrics).length)
+        journal.append({
+          kind: 'metrics',
+          step: info.result?.epoch ?? 0,
+          timestamp: Date.now(),
+          metrics: result.metrics,
+        });
       if (Object.keys(result.tags).length) journal.append({ kind: 'tags', tags: result.tags });
       const files = artifactFiles(runDir, info.artifacts, log);
-      const linked = options.artifactStore ? linkArtifacts(runDir, files, options.artifactStore, await chain.then(runRef)) : new Set<string>();
+      const linked = options.artifactStore
+        ? linkArtifacts(runDir, files, options.artifactStore, await chain.then(runRef))
+        : new Set<string>();
       for (const relative of files) if (!linked.has(relative)) journal.append({ kind: 'artifact', path: relative });
       // A second Ctrl-C journaled the end already (KILLED): the files written since still go with it.
-      if (!journal.ended()) journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
+      if (!journal.ended())
+        journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
       const count = journal.pending().length;
-      if (outage && count > 0) log(`MLflow: sending ${count} pending record(s) to ${uri} (giving up after ${endBudgetMs(env) / 1000} s without progress)...`);
+      if (outage && count > 0)
+        log(
+          `MLflow: sending ${count} pending record(s) to ${uri} (giving up after ${endBudgetMs(env) / 1000} s without progress)...`,
+        );
       if (!hurry.signal.aborted) await flushAtEnd();
       const left = journal.pending();
       if (left.length > 0) {
-        log(`MLflow: NOT delivered yet: ${describePending(left)} (${left.length} record(s)). They are kept in ${journal.file}; `
-          + `send them with \`xp sync ${runDir}\` once ${uri} is reachable.`);
+        log(
+          `MLflow: NOT delivered yet: ${describePending(left)} (${left.length} record(s)). They are kept in ${journal.file}; ` +
+            `send them with \`xp sync ${runDir}\` once ${uri} is reachable.`,
+        );
       }
     }),
 

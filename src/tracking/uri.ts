@@ -17,11 +17,15 @@ export interface ResolveOptions {
 }
 
 /** Where to log: `tracking.uri`, else MLFLOW_TRACKING_URI, else the embedded server (started if needed). */
-export async function resolveTrackingUri(options: ResolveOptions): Promise<TrackingServer & { source: TrackingSource }> {
+export async function resolveTrackingUri(
+  options: ResolveOptions,
+): Promise<TrackingServer & { source: TrackingSource }> {
   const env = options.env ?? process.env;
-  const given = options.experimentUri ? { uri: options.experimentUri, source: 'experiment' as const }
-    : env.MLFLOW_TRACKING_URI ? { uri: env.MLFLOW_TRACKING_URI, source: 'env' as const }
-    : undefined;
+  const given = options.experimentUri
+    ? { uri: options.experimentUri, source: 'experiment' as const }
+    : env.MLFLOW_TRACKING_URI
+      ? { uri: env.MLFLOW_TRACKING_URI, source: 'env' as const }
+      : undefined;
   if (given) return { url: httpUri(given.uri, given.source), reused: true, source: given.source, stop: noop };
   const server = await startServer({ storeDir: options.storeDir, mlflowBin: options.mlflowBin });
   return { ...server, source: 'embedded' };

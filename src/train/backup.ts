@@ -46,7 +46,12 @@ interface StateFile {
   history: EpochLogs[];
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
-  tensors: { weights: TensorEntry[]; optimizer: TensorEntry[]; checkpoint?: TensorEntry[]; earlyStopping?: TensorEntry[] };
+  tensors: {
+    weights: TensorEntry[];
+    optimizer: TensorEntry[];
+    checkpoint?: TensorEntry[];
+    earlyStopping?: TensorEntry[];
+  };
 }
 
 export interface BackupInput {
@@ -75,7 +80,12 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   const optimizer = b.model.optimizer ? await b.model.optimizer.getWeights() : [];
   const weights = b.model.getWeights();
   const snapshots = (s: tf.Tensor[] | 'weights' | undefined) => (Array.isArray(s) ? s : []);
-  const all = [...weights, ...optimizer.map((o) => o.tensor), ...snapshots(b.checkpointWeights), ...snapshots(b.earlyStoppingWeights)];
+  const all = [
+    ...weights,
+    ...optimizer.map((o) => o.tensor),
+    ...snapshots(b.checkpointWeights),
+    ...snapshots(b.earlyStoppingWeights),
+  ];
   const bytes = all.reduce((n, t) => n + t.size * 4, 0);
   let buffer = buffers.get(runDir);
   if (buffer?.length !== bytes) buffers.set(runDir, (buffer = Buffer.allocUnsafeSlow(bytes)));
@@ -89,7 +99,8 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   };
   const weightEntries = weights.map((w) => add(w));
   // A snapshot equal to the weights is written once: its entries point at the weights' bytes.
-  const snapshotEntries = (s: tf.Tensor[] | 'weights' | undefined) => (s === 'weights' ? weightEntries : s?.map((w) => add(w)));
+  const snapshotEntries = (s: tf.Tensor[] | 'weights' | undefined) =>
+    s === 'weights' ? weightEntries : s?.map((w) => add(w));
   const state: StateFile = {
     format: FORMAT,
     epoch: b.epoch,
@@ -104,7 +115,8 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
         if (name === 'iter' || name.endsWith('iterations')) return add(tensor, { suffix: 'iterations' });
         const slash = name.lastIndexOf('/');
         const variable = indexOf.get(name.slice(0, slash));
-        if (variable === undefined) throw new Error(`backup: optimizer weight ${name} belongs to no weight of the model`);
+        if (variable === undefined)
+          throw new Error(`backup: optimizer weight ${name} belongs to no weight of the model`);
         return add(tensor, { variable, suffix: name.slice(slash + 1) });
       }),
       checkpoint: snapshotEntries(b.checkpointWeights),
@@ -151,7 +163,10 @@ export function readBackup(runDir: string): Backup | undefined {
   const dir = backupDir(runDir);
   if (!dir) return undefined;
   const damaged = (reason: string, cause?: unknown) =>
-    new XpError(`${dir} holds a damaged backup (${reason})`, { cause, hint: `remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start` });
+    new XpError(`${dir} holds a damaged backup (${reason})`, {
+      cause,
+      hint: `remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start`,
+    });
   let state: StateFile;
   let bytes: Buffer;
   try {
@@ -160,12 +175,19 @@ export function readBackup(runDir: string): Backup | undefined {
   } catch (error) {
     throw damaged((error as Error).message, error);
   }
-  if (state.format !== FORMAT) throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, { hint: 'resume it with the xp that wrote it, or run again from the start' });
+  if (state.format !== FORMAT)
+    throw new XpError(`${dir} holds a backup of format ${state.format}; this xp reads format ${FORMAT}`, {
+      hint: 'resume it with the xp that wrote it, or run again from the start',
+    });
   const { weights, optimizer, checkpoint, earlyStopping } = state.tensors ?? {};
   if (!Array.isArray(weights) || !Array.isArray(optimizer)) throw damaged(`${BACKUP_STATE} lists no tensors`);
   const size = (e: TensorEntry) => e.shape.reduce((a, b) => a * b, 1) * 4;
-  const described = Math.max(0, ...[...weights, ...optimizer, ...(checkpoint ?? []), ...(earlyStopping ?? [])].map((e) => e.offset + size(e)));
-  if (bytes.length !== described) throw damaged(`tensors.bin has ${bytes.length} bytes where ${BACKUP_STATE} describes ${described}`);
+  const described = Math.max(
+    0,
+    ...[...weights, ...optimizer, ...(checkpoint ?? []), ...(earlyStopping ?? [])].map((e) => e.offset + size(e)),
+  );
+  if (bytes.length !== described)
+    throw damaged(`tensors.bin has ${bytes.length} bytes where ${BACKUP_STATE} describes ${described}`);
   const tensor = (e: TensorEntry) => {
     const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + size(e));
     return tf.tensor(e.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), e.shape, e.dtype);
@@ -176,7 +198,11 @@ export function readBackup(runDir: string): Backup | undefined {
     checkpoint: state.checkpoint,
     earlyStopping: state.earlyStopping,
     weights: state.tensors.weights.map(tensor),
-    optimizer: state.tensors.optimizer.map((e) => ({ variable: e.variable ?? -1, suffix: e.suffix ?? '', tensor: tensor(e) })),
+    optimizer: state.tensors.optimizer.map((e) => ({
+      variable: e.variable ?? -1,
+      suffix: e.suffix ?? '',
+      tensor: tensor(e),
+    })),
     checkpointWeights: state.tensors.checkpoint?.map(tensor),
     earlyStoppingWeights: state.tensors.earlyStopping?.map(tensor),
   };
@@ -186,27 +212,37 @@ export function readBackup(runDir: string): Backup | undefined {
 export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<void> {
   const misfit = model.weights.findIndex((w, i) => b.weights[i]?.shape.join('x') !== w.shape.join('x'));
   if (misfit >= 0 || b.weights.length !== model.weights.length) {
-    const which = misfit >= 0 ? `${model.weights[misfit].name} is ${model.weights[misfit].shape.join('x')}, the backup's ${b.weights[misfit]?.shape.join('x') ?? 'missing'}` : `${model.weights.length} weights, the backup's ${b.weights.length}`;
-    throw new XpError(`the backup does not fit the model (${which})`, { hint: 'the data or the code changed since the run was interrupted: run without --resume to train from the start' });
+    const which =
+      misfit >= 0
+        ? `${model.weights[misfit].name} is ${model.weights[misfit].shape.join('x')}, the backup's ${b.weights[misfit]?.shape.join('x') ?? 'missing'}`
+        : `${model.weights.length} weights, the backup's ${b.weights.length}`;
+    throw new XpError(`the backup does not fit the model (${which})`, {
+      hint: 'the data or the code changed since the run was interrupted: run without --resume to train from the start',
+    });
   }
   model.setWeights(b.weights);
   if (model.optimizer && b.optimizer.length) {
     await model.optimizer.setWeights(
-      b.optimizer.map(({ variable, suffix, tensor }) => ({ name: suffix === 'iterations' ? 'iter' : `${model.weights[variable].name}/${suffix}`, tensor })),
+      b.optimizer.map(({ variable, suffix, tensor }) => ({
+        name: suffix === 'iterations' ? 'iter' : `${model.weights[variable].name}/${suffix}`,
+        tensor,
+      })),
     );
   }
 }
 
 export async function removeBackup(runDir: string): Promise<void> {
   await backupWritten(runDir).catch(() => {}); // removed either way
-  for (const d of [BACKUP_DIR, `${BACKUP_DIR}.old`, `${BACKUP_DIR}.next`]) fs.rmSync(path.join(runDir, d), { recursive: true, force: true });
+  for (const d of [BACKUP_DIR, `${BACKUP_DIR}.old`, `${BACKUP_DIR}.next`])
+    fs.rmSync(path.join(runDir, d), { recursive: true, force: true });
 }
 
 /** Backs up a trial that goes on training: its state after its last epoch, with the weights of the model that trains for it. */
 export async function backupTrial(t: Trial, runDir: string): Promise<void> {
   const epoch = t.history.length;
   // A snapshot taken at this epoch's end holds the weights the model has now (no step ran since).
-  const snapshot = (weights: tf.Tensor[] | undefined, bestEpoch: number | undefined) => (weights && bestEpoch === epoch ? 'weights' : weights);
+  const snapshot = (weights: tf.Tensor[] | undefined, bestEpoch: number | undefined) =>
+    weights && bestEpoch === epoch ? 'weights' : weights;
   await writeBackup(runDir, {
     epoch,
     history: t.history,
@@ -220,7 +256,13 @@ export async function backupTrial(t: Trial, runDir: string): Promise<void> {
 
 /** What decides a trial's backed-up tensors besides the trained model: equal for two trials, equal tensors. */
 export const backupKey = (t: Trial): string =>
-  JSON.stringify([t.history.length, t.checkpoint.state(), t.earlyStopping?.state() ?? null, !!t.checkpoint.bestWeights, !!t.earlyStopping?.bestWeights]);
+  JSON.stringify([
+    t.history.length,
+    t.checkpoint.state(),
+    t.earlyStopping?.state() ?? null,
+    !!t.checkpoint.bestWeights,
+    !!t.earlyStopping?.bestWeights,
+  ]);
 
 /**
  * A prefix trial follows its trainer's trajectory: until it ends, its backed-up tensors are the trainer's, byte for
@@ -238,12 +280,17 @@ export function linkBackup(t: Trial, fromRunDir: string, toRunDir: string): void
       const state = JSON.parse(await fs.promises.readFile(path.join(from, BACKUP_STATE), 'utf8')) as StateFile;
       await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify({ ...state, history })}\n`);
       const tensors = path.join(from, 'tensors.bin');
-      await fs.promises.link(tensors, path.join(next, 'tensors.bin')).catch(() => fs.promises.copyFile(tensors, path.join(next, 'tensors.bin')));
+      await fs.promises
+        .link(tensors, path.join(next, 'tensors.bin'))
+        .catch(() => fs.promises.copyFile(tensors, path.join(next, 'tensors.bin')));
     });
   })();
   linked.catch(() => {});
   writing.set(toRunDir, linked);
-  writing.set(fromRunDir, Promise.all([written, linked.catch(() => {})]).then(() => {}));
+  writing.set(
+    fromRunDir,
+    Promise.all([written, linked.catch(() => {})]).then(() => {}),
+  );
 }
 
 /** Puts a trial back where its backup left it; the model that trains for it takes the backed-up weights and slots. */

@@ -31,7 +31,10 @@ export async function prepareData(
     scanClasses(trainDir, { maxPerClass: data.max_per_class, followLinks }),
     scanClasses(validationDir, { followLinks }), // always the whole validation set: a quick run still reports comparable accuracy
   ]);
-  for (const [scan, dir] of [[trainScan, trainDir], [validationScan, validationDir]] as const) {
+  for (const [scan, dir] of [
+    [trainScan, trainDir],
+    [validationScan, validationDir],
+  ] as const) {
     const warning = linkWarning(dir, scan.links, followLinks);
     if (warning) opts.onWarning?.(warning);
   }
@@ -43,16 +46,28 @@ export async function prepareData(
     });
   }
   if (data.class_mode === 'binary' && classNames.length !== 2) {
-    throw new DataError(`data.class_mode is binary but ${trainDir} has ${classNames.length} classes (${classNames.join(', ')})`, {
-      hint: 'use class_mode: categorical (or auto) for more than two classes',
-    });
+    throw new DataError(
+      `data.class_mode is binary but ${trainDir} has ${classNames.length} classes (${classNames.join(', ')})`,
+      {
+        hint: 'use class_mode: categorical (or auto) for more than two classes',
+      },
+    );
   }
   const started = Date.now();
-  opts.log?.(`Decoding ${trainScan.files.length} training and ${validationScan.files.length} validation images at ${data.image_size.join('x')}`);
-  const load = (files: ImageFile[]) => loadImages(files, { imageSize: data.image_size, interpolation: data.interpolation, onWarning: opts.onWarning });
+  opts.log?.(
+    `Decoding ${trainScan.files.length} training and ${validationScan.files.length} validation images at ${data.image_size.join('x')}`,
+  );
+  const load = (files: ImageFile[]) =>
+    loadImages(files, { imageSize: data.image_size, interpolation: data.interpolation, onWarning: opts.onWarning });
   const [train, validation] = [await load(trainScan.files), await load(validationScan.files)];
-  for (const [split, dir] of [[train, trainDir], [validation, validationDir]] as const) {
-    if (split.count === 0) throw new DataError(`no readable image in ${dir}`, { hint: 'check the folder holds jpg, png, bmp, gif or webp files' });
+  for (const [split, dir] of [
+    [train, trainDir],
+    [validation, validationDir],
+  ] as const) {
+    if (split.count === 0)
+      throw new DataError(`no readable image in ${dir}`, {
+        hint: 'check the folder holds jpg, png, bmp, gif or webp files',
+      });
   }
   return {
     classNames,

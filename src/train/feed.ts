@@ -70,7 +70,13 @@ export function createTrainingFeed(
       });
       return features(k === 1 ? augmented[0] : tf.concat(augmented));
     });
-    const inputs = k === 1 ? [all] : tf.split(all, labels.map((y) => y.length));
+    const inputs =
+      k === 1
+        ? [all]
+        : tf.split(
+            all,
+            labels.map((y) => y.length),
+          );
     if (k > 1) all.dispose();
     return inputs.map((input, i) => ({ input, target: labelTensor(labels[i], data.numClasses), n: labels[i].length }));
   };
@@ -100,7 +106,8 @@ export function createTrainingFeed(
       for (let i = 0; i < batches; i++) {
         const idx = stream.next();
         // The augmenter draws one transform per image, in order (augment.ts).
-        if (!augmenter.identity) for (let j = 0; j < idx.length; j++) randomTransform(shared.augmentation, size, opts.augmentRng);
+        if (!augmenter.identity)
+          for (let j = 0; j < idx.length; j++) randomTransform(shared.augmentation, size, opts.augmentRng);
       }
     },
   };
@@ -109,6 +116,8 @@ export function createTrainingFeed(
 /** Targets as the task's loss takes them: 0/1 column (binary) or one-hot rows (categorical). */
 export function labelTensor(y: Int32Array, numClasses: number): tf.Tensor {
   return tf.tidy(() =>
-    taskFor(numClasses).kind === 'binary' ? tf.tensor2d(Float32Array.from(y), [y.length, 1]) : tf.oneHot(tf.tensor1d(y, 'int32'), numClasses).toFloat(),
+    taskFor(numClasses).kind === 'binary'
+      ? tf.tensor2d(Float32Array.from(y), [y.length, 1])
+      : tf.oneHot(tf.tensor1d(y, 'int32'), numClasses).toFloat(),
   );
 }

@@ -16,7 +16,15 @@ import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
 import { backupKey, backupTrial, backupWritten, linkBackup, resumeTrial, type Backup } from './backup.ts';
 import type { Progress } from './progress.ts';
-import { atLastEpoch, copyTrainerWeights, createTrials, describeEarlyStopping, observeEpoch, restoreSavedWeights, type Trial } from './trial-state.ts';
+import {
+  atLastEpoch,
+  copyTrainerWeights,
+  createTrials,
+  describeEarlyStopping,
+  observeEpoch,
+  restoreSavedWeights,
+  type Trial,
+} from './trial-state.ts';
 import { createValidationSet, type ValidationSet } from './validation.ts';
 
 export interface Member {
@@ -80,7 +88,12 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const active = trials.filter((t) => !t.stoppedEarly && epoch <= t.epochs);
       if (!active.length) break;
       const trainers = [...new Set(active.map((t) => t.trainer))];
-      const label = members.length > 1 ? (trainers.length < active.length ? `${trainers.length} heads for ${active.length} trials` : `${active.length} heads`) : undefined;
+      const label =
+        members.length > 1
+          ? trainers.length < active.length
+            ? `${trainers.length} heads for ${active.length} trials`
+            : `${active.length} heads`
+          : undefined;
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, feed.steps, label);
       const started = Date.now();
       const sums = await trainEpoch(trainers, feed, step, opts);
@@ -122,13 +135,20 @@ async function backupEpoch(trials: Trial[]): Promise<void> {
   for (const t of trials) if (t.trainer === t) await backupTrial(t, t.member.backupDir!);
   for (const t of trials) {
     if (t.trainer === t) continue;
-    if (trials.includes(t.trainer) && backupKey(t) === backupKey(t.trainer)) linkBackup(t, t.trainer.member.backupDir!, t.member.backupDir!);
+    if (trials.includes(t.trainer) && backupKey(t) === backupKey(t.trainer))
+      linkBackup(t, t.trainer.member.backupDir!, t.member.backupDir!);
     else await backupTrial(t, t.member.backupDir!);
   }
 }
 
 /** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
-function epochLogs(t: Trial, sum: { loss: number; accuracy: number; n: number }, val: { loss: number; accuracy: number }, started: number, trainSeconds: number): EpochLogs {
+function epochLogs(
+  t: Trial,
+  sum: { loss: number; accuracy: number; n: number },
+  val: { loss: number; accuracy: number },
+  started: number,
+  trainSeconds: number,
+): EpochLogs {
   return {
     loss: sum.loss / sum.n,
     accuracy: sum.accuracy / sum.n,
@@ -142,9 +162,15 @@ function epochLogs(t: Trial, sum: { loss: number; accuracy: number; n: number },
 }
 
 /** A resumed group's trials where their backups left them, and the batches of the epochs done drawn; returns those epochs. */
-async function resumeGroup(trials: Trial[], feed: TrainingFeed, validation: ValidationSet, step: { global: number }): Promise<number> {
+async function resumeGroup(
+  trials: Trial[],
+  feed: TrainingFeed,
+  validation: ValidationSet,
+  step: { global: number },
+): Promise<number> {
   const epochs = new Set(trials.map((t) => t.member.resume?.epoch));
-  if (epochs.size !== 1) throw new Error(`a resumed group needs every trial's backup at the same epoch (got ${[...epochs].join(', ')})`);
+  if (epochs.size !== 1)
+    throw new Error(`a resumed group needs every trial's backup at the same epoch (got ${[...epochs].join(', ')})`);
   const [done] = epochs;
   if (!done) return 0;
   for (const t of trials) await resumeTrial(t, t.member.resume!);
@@ -189,7 +215,8 @@ async function endTrial(t: Trial, validation: ValidationSet, progress: Progress)
   const savedEpoch = restoreSavedWeights(t);
   const earlyStopping = t.earlyStopping?.report();
   if (earlyStopping && t.history.length) {
-    for (const line of describeEarlyStopping(earlyStopping, t.history.length)) progress.line(t.member.label ? `  ${t.member.label}: ${line}` : line);
+    for (const line of describeEarlyStopping(earlyStopping, t.history.length))
+      progress.line(t.member.label ? `  ${t.member.label}: ${line}` : line);
   }
   await t.member.onDone({
     history: t.history,

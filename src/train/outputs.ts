@@ -7,15 +7,34 @@ import type { Experiment } from '../config/types.ts';
 import type { EpochLogs, RunResult } from '../events.ts';
 import { experimentHeader } from './run-folder.ts';
 
-export const HISTORY_COLUMNS = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const;
+export const HISTORY_COLUMNS = [
+  'epoch',
+  'loss',
+  'accuracy',
+  'val_loss',
+  'val_accuracy',
+  'learning_rate',
+  'epoch_seconds',
+  'images_per_second',
+] as const;
 
-export function writeExperiment(runDir: string, experiment: Experiment, meta: { sourceFile?: string; configHash: string }): void {
-  fs.writeFileSync(path.join(runDir, 'experiment.yaml'), `${experimentHeader(meta.configHash, meta.sourceFile)}\n${YAML.stringify(experiment)}`);
+export function writeExperiment(
+  runDir: string,
+  experiment: Experiment,
+  meta: { sourceFile?: string; configHash: string },
+): void {
+  fs.writeFileSync(
+    path.join(runDir, 'experiment.yaml'),
+    `${experimentHeader(meta.configHash, meta.sourceFile)}\n${YAML.stringify(experiment)}`,
+  );
 }
 
 export function writeHistory(runDir: string, history: EpochLogs[]): void {
   const rows = history.map((h, i) => ({ epoch: i + 1, ...h }));
-  const csv = [HISTORY_COLUMNS.join(','), ...rows.map((r) => HISTORY_COLUMNS.map((c) => (r as Record<string, unknown>)[c] ?? '').join(','))].join('\n');
+  const csv = [
+    HISTORY_COLUMNS.join(','),
+    ...rows.map((r) => HISTORY_COLUMNS.map((c) => (r as Record<string, unknown>)[c] ?? '').join(',')),
+  ].join('\n');
   fs.writeFileSync(path.join(runDir, 'history.csv'), `${csv}\n`);
   fs.writeFileSync(path.join(runDir, 'history.json'), `${JSON.stringify(rows, null, 2)}\n`);
 }
@@ -23,9 +42,20 @@ export function writeHistory(runDir: string, history: EpochLogs[]): void {
 /** The saved model's confusion matrix on the whole validation set, with its per-class scores: JSON and an image. */
 export async function writeConfusion(runDir: string, result: RunResult): Promise<void> {
   const { class_names, confusion, val_accuracy, per_class, epoch, images } = result;
-  const body = { class_names, matrix: confusion, accuracy: val_accuracy, rows: 'true class', columns: 'predicted class', per_class, epoch, images };
+  const body = {
+    class_names,
+    matrix: confusion,
+    accuracy: val_accuracy,
+    rows: 'true class',
+    columns: 'predicted class',
+    per_class,
+    epoch,
+    images,
+  };
   fs.writeFileSync(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
-  await sharp(Buffer.from(confusionSvg(result))).png().toFile(path.join(runDir, 'confusion_matrix.png'));
+  await sharp(Buffer.from(confusionSvg(result)))
+    .png()
+    .toFile(path.join(runDir, 'confusion_matrix.png'));
 }
 
 /** Counts in cells shaded by the share of their true class, as scikit-learn's ConfusionMatrixDisplay. */
@@ -43,12 +73,20 @@ function confusionSvg({ class_names: names, confusion, val_accuracy, epoch, imag
       const shade = Math.round(255 - share * 200);
       const x = left + j * cell;
       const y = top + i * cell;
-      return `<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="rgb(${shade},${shade + Math.round(share * 30)},255)" stroke="white"/>`
-        + `<text x="${x + cell / 2}" y="${y + cell / 2 + 5}" font-size="${cell > 60 ? 15 : 11}" text-anchor="middle" fill="${share > 0.6 ? 'white' : 'black'}">${count}</text>`;
+      return (
+        `<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="rgb(${shade},${shade + Math.round(share * 30)},255)" stroke="white"/>` +
+        `<text x="${x + cell / 2}" y="${y + cell / 2 + 5}" font-size="${cell > 60 ? 15 : 11}" text-anchor="middle" fill="${share > 0.6 ? 'white' : 'black'}">${count}</text>`
+      );
     });
   });
-  const rowLabels = names.map((n, i) => `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escape(n)}</text>`);
-  const colLabels = names.map((n, j) => `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escape(n)}</text>`);
+  const rowLabels = names.map(
+    (n, i) =>
+      `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escape(n)}</text>`,
+  );
+  const colLabels = names.map(
+    (n, j) =>
+      `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escape(n)}</text>`,
+  );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
 <text x="${width / 2}" y="22" font-size="15" text-anchor="middle">Confusion matrix (weights of epoch ${epoch})</text>
@@ -63,8 +101,22 @@ export async function writeCurves(runDir: string, history: EpochLogs[], title: s
   const width = 960;
   const height = 400;
   const panels = [
-    plot('Training and validation accuracy', history.map((h) => h.accuracy), history.map((h) => h.val_accuracy ?? NaN), 0, 480, height),
-    plot('Training and validation loss', history.map((h) => h.loss), history.map((h) => h.val_loss ?? NaN), 480, 480, height),
+    plot(
+      'Training and validation accuracy',
+      history.map((h) => h.accuracy),
+      history.map((h) => h.val_accuracy ?? NaN),
+      0,
+      480,
+      height,
+    ),
+    plot(
+      'Training and validation loss',
+      history.map((h) => h.loss),
+      history.map((h) => h.val_loss ?? NaN),
+      480,
+      480,
+      height,
+    ),
   ];
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + 30}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
@@ -90,11 +142,16 @@ function plot(title: string, train: number[], validation: number[], x0: number, 
   const sy = (v: number) => bottom - ((bottom - top) * (v - lo)) / (hi - lo);
   const line = (ys: number[], color: string) => {
     const pts = ys.map((v, i) => (Number.isFinite(v) ? `${sx(i).toFixed(1)},${sy(v).toFixed(1)}` : '')).filter(Boolean);
-    const dots = pts.map((p) => `<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="2.5" fill="${color}"/>`).join('');
+    const dots = pts
+      .map((p) => `<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="2.5" fill="${color}"/>`)
+      .join('');
     return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>${dots}`;
   };
   const ticks = Array.from({ length: 5 }, (_, i) => lo + ((hi - lo) * i) / 4)
-    .map((v) => `<line x1="${left}" x2="${right}" y1="${sy(v)}" y2="${sy(v)}" stroke="#e5e5e5"/><text x="${left - 6}" y="${sy(v) + 4}" font-size="11" text-anchor="end">${v.toFixed(3)}</text>`)
+    .map(
+      (v) =>
+        `<line x1="${left}" x2="${right}" y1="${sy(v)}" y2="${sy(v)}" stroke="#e5e5e5"/><text x="${left - 6}" y="${sy(v) + 4}" font-size="11" text-anchor="end">${v.toFixed(3)}</text>`,
+    )
     .join('');
   const xticks = Array.from({ length: n }, (_, i) => i)
     .filter((i) => n <= 20 || i % Math.ceil(n / 10) === 0)

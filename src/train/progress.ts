@@ -36,21 +36,34 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
       lastDraw = now;
       const elapsed = (now - started) / 1000;
       const eta = (elapsed / step) * (steps - step);
-      stream.write(`\r${counter(step, steps)} ${bar(step, steps)} - ETA: ${duration(eta)}${formatMetrics(metrics)}\x1b[K`);
+      stream.write(
+        `\r${counter(step, steps)} ${bar(step, steps)} - ETA: ${duration(eta)}${formatMetrics(metrics)}\x1b[K`,
+      );
     },
     epochEnd(epoch, logs, label, validated) {
       if (mode === 'json') {
         const images = validated ? { val_images: validated.images, validation_images: validated.of } : {};
-        stream.write(`${JSON.stringify({ event: 'epoch', ...(label ? { trial: label } : {}), epoch, ...logs, ...images })}\n`);
+        stream.write(
+          `${JSON.stringify({ event: 'epoch', ...(label ? { trial: label } : {}), epoch, ...logs, ...images })}\n`,
+        );
         return;
       }
       const { loss, accuracy, val_loss, val_accuracy } = logs;
       const perStep = steps ? (logs.epoch_seconds / steps) * 1000 : 0;
-      const metrics = formatMetrics({ loss, accuracy, ...(val_loss !== undefined ? { val_loss, val_accuracy: val_accuracy! } : {}) });
+      const metrics = formatMetrics({
+        loss,
+        accuracy,
+        ...(val_loss !== undefined ? { val_loss, val_accuracy: val_accuracy! } : {}),
+      });
       // In a shared group, one line per trial, named; the bar belongs to the group.
       const head = label ? `  ${label}: ` : mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';
-      const part = validated && val_loss !== undefined && validated.images < validated.of ? ` (val on ${validated.images} of ${validated.of} images)` : '';
-      stream.write(`${tty ? '\r' : ''}${head}${Math.round(logs.epoch_seconds)}s ${Math.round(perStep)}ms/step${metrics}${part}${tty ? '\x1b[K' : ''}\n`);
+      const part =
+        validated && val_loss !== undefined && validated.images < validated.of
+          ? ` (val on ${validated.images} of ${validated.of} images)`
+          : '';
+      stream.write(
+        `${tty ? '\r' : ''}${head}${Math.round(logs.epoch_seconds)}s ${Math.round(perStep)}ms/step${metrics}${part}${tty ? '\x1b[K' : ''}\n`,
+      );
     },
     line(text) {
       if (mode === 'json') stream.write(`${JSON.stringify({ event: 'log', message: text })}\n`);
@@ -81,5 +94,7 @@ export function duration(seconds: number): string {
   if (seconds < 60) return `${Math.round(seconds)}s`;
   const m = Math.floor(seconds / 60);
   const s = Math.round(seconds % 60);
-  return m < 60 ? `${m}:${String(s).padStart(2, '0')}` : `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${String(s).padStart(2, '0')}`;
+  return m < 60
+    ? `${m}:${String(s).padStart(2, '0')}`
+    : `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${String(s).padStart(2, '0')}`;
 }

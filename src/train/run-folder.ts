@@ -12,11 +12,15 @@ export const BACKUP_STATE = 'state.json';
 
 /** The folder of the run's whole backup: the last one, or the one before while the last replaces it. */
 export function backupDir(runDir: string): string | undefined {
-  return [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(path.join(d, BACKUP_STATE)));
+  return [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) =>
+    fs.existsSync(path.join(d, BACKUP_STATE)),
+  );
 }
 
 /** What a run folder's backup says without reading its tensors: its epoch, the process that wrote it and when. */
-export function backupInfo(runDir: string): { epoch: number; pid?: number; host?: string; writtenAt: number } | undefined {
+export function backupInfo(
+  runDir: string,
+): { epoch: number; pid?: number; host?: string; writtenAt: number } | undefined {
   const dir = backupDir(runDir);
   if (!dir) return undefined;
   try {
@@ -65,7 +69,8 @@ export function findResumable(runsRoot: string, experimentName: string, configHa
     const backup = backupInfo(runDir);
     if (!backup || readConfigHash(runDir) !== configHash) continue;
     if (backup.pid !== undefined && backup.pid !== process.pid && processAlive(backup.pid, backup.host)) continue; // still training
-    if (!latest || backup.writtenAt > latest.writtenAt) latest = { runId, runDir, epoch: backup.epoch, writtenAt: backup.writtenAt };
+    if (!latest || backup.writtenAt > latest.writtenAt)
+      latest = { runId, runDir, epoch: backup.epoch, writtenAt: backup.writtenAt };
   }
   return latest && { runId: latest.runId, runDir: latest.runDir, epoch: latest.epoch };
 }

@@ -10,7 +10,15 @@ import { buildHead, composeModel, lossFor } from '../model/head.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
-import type { Callbacks, EarlyStoppingReport, EpochLogs, RunEndInfo, RunResult, RunStartInfo, StopCheck } from '../events.ts';
+import type {
+  Callbacks,
+  EarlyStoppingReport,
+  EpochLogs,
+  RunEndInfo,
+  RunResult,
+  RunStartInfo,
+  StopCheck,
+} from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
@@ -58,9 +66,21 @@ export interface GroupOptions {
   backup?: boolean;
 }
 
-export const ARTIFACTS = ['experiment.yaml', 'history.csv', 'history.json', 'curves.png', 'summary.txt', 'confusion_matrix.json', 'confusion_matrix.png', 'model'];
+export const ARTIFACTS = [
+  'experiment.yaml',
+  'history.csv',
+  'history.json',
+  'curves.png',
+  'summary.txt',
+  'confusion_matrix.json',
+  'confusion_matrix.png',
+  'model',
+];
 
-export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
+export async function runGroup(
+  trials: TrialSpec[],
+  opts: GroupOptions,
+): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
   const started = Date.now();
   const first = trials[0].experiment;
   const { progress } = opts;
@@ -73,14 +93,18 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
       log: (l) => progress.line(l),
     }));
   const skipped = data.train.skipped.length + data.validation.skipped.length;
-  progress.line(`Found ${data.train.count} training and ${data.validation.count} validation images of ${data.numClasses} classes (${data.classNames.join(', ')})${skipped ? `, ${skipped} unreadable skipped` : ''}`);
+  progress.line(
+    `Found ${data.train.count} training and ${data.validation.count} validation images of ${data.numClasses} classes (${data.classNames.join(', ')})${skipped ? `, ${skipped} unreadable skipped` : ''}`,
+  );
 
   // Weights paths are absolute (or URLs) already: config resolved them against the file that wrote them.
   const backbone = await loadBackbone(first.backbone, first.data.image_size);
   const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
   // A frozen backbone runs as one compiled TensorFlow graph (BN folded into fused convolutions).
   const forward = frozen ? await compileForInference(backbone.model) : undefined;
-  progress.line(`Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`);
+  progress.line(
+    `Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`,
+  );
 
   // A trial trained as the first epochs of a longer one (sharing.ts) is given that one's model when it can: its
   // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
@@ -89,15 +113,24 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   const models = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
   for (const i of new Set(owner)) {
     const t = trials[i];
-    const head = buildHead(backbone.featureShape, t.experiment.head, data.numClasses, { seed: t.experiment.training.seed });
+    const head = buildHead(backbone.featureShape, t.experiment.head, data.numClasses, {
+      seed: t.experiment.training.seed,
+    });
     const model = frozen ? head : composeModel(backbone.model, head);
-    model.compile({ optimizer: buildOptimizer(t.experiment.optimizer), loss: lossFor(data.numClasses), metrics: ['accuracy'] });
+    model.compile({
+      optimizer: buildOptimizer(t.experiment.optimizer),
+      loss: lossFor(data.numClasses),
+      metrics: ['accuracy'],
+    });
     models.set(i, { head, model, full: frozen ? composeModel(backbone.model, head) : model });
   }
   const members = trials.map((t, i) => {
     const { runId, runDir } = t.resume ?? newRunDir(opts.runsRoot, t.experiment.name);
     const backup = t.resume && readBackup(runDir);
-    if (t.resume && !backup) throw new XpError(`${runDir} has no backup to resume from`, { hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start' });
+    if (t.resume && !backup)
+      throw new XpError(`${runDir} has no backup to resume from`, {
+        hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start',
+      });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
     const { head, model, full } = models.get(owner[i])!;
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
@@ -119,10 +152,25 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
         parentRunId: m.spec.parentRunId,
         resumedAt: m.backup?.epoch,
         resumedHistory: m.backup?.history,
-        facts: { ...counts, train_images: data.train.count, validation_images: data.validation.count, class_names: data.classNames },
+        facts: {
+          ...counts,
+          train_images: data.train.count,
+          validation_images: data.validation.count,
+          class_names: data.classNames,
+        },
         datasets: [
-          { name: `${path.basename(path.dirname(data.train.dir))}/${path.basename(data.train.dir)}`, digest: data.train.digest, source: data.train.dir, context: 'train' },
-          { name: `${path.basename(path.dirname(data.validation.dir))}/${path.basename(data.validation.dir)}`, digest: data.validation.digest, source: data.validation.dir, context: 'eval' },
+          {
+            name: `${path.basename(path.dirname(data.train.dir))}/${path.basename(data.train.dir)}`,
+            digest: data.train.digest,
+            source: data.train.dir,
+            context: 'train',
+          },
+          {
+            name: `${path.basename(path.dirname(data.validation.dir))}/${path.basename(data.validation.dir)}`,
+            digest: data.validation.digest,
+            source: data.validation.dir,
+            context: 'eval',
+          },
         ],
       });
     }
@@ -135,14 +183,28 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
     const history = r?.history ?? [];
     // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
-    const status: RunEndInfo['status'] = failure ? 'FAILED' : opts.shouldStop('epoch') && !ranItsEpochs ? 'KILLED' : 'FINISHED';
+    const status: RunEndInfo['status'] = failure
+      ? 'FAILED'
+      : opts.shouldStop('epoch') && !ranItsEpochs
+        ? 'KILLED'
+        : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
     if (status === 'FINISHED') await removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
     const wallSeconds = (Date.now() - started) / 1000;
     const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
     const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
     for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
-    outcomes[i] = { name: m.spec.name, runId: m.runId, runDir: m.runDir, status, error: failure?.message, history, ...ran, wallSeconds, tensorsPerEpoch: r?.tensorsPerEpoch ?? [] };
+    outcomes[i] = {
+      name: m.spec.name,
+      runId: m.runId,
+      runDir: m.runDir,
+      status,
+      error: failure?.message,
+      history,
+      ...ran,
+      wallSeconds,
+      tensorsPerEpoch: r?.tensorsPerEpoch ?? [],
+    };
   };
   let failure: Error | undefined;
   try {
@@ -165,7 +227,8 @@ export async function runGroup(trials: TrialSpec[], opts: GroupOptions): Promise
   } finally {
     forward?.dispose();
   }
-  for (const i of members.keys()) if (!outcomes[i]) await endRun(i, undefined, failure ?? new Error('training ended without this trial'));
+  for (const i of members.keys())
+    if (!outcomes[i]) await endRun(i, undefined, failure ?? new Error('training ended without this trial'));
 
   for (const m of models.values()) m.model.optimizer?.dispose();
   // Container.dispose() follows layer reference counts that composing models shifts; freeing the weights
@@ -190,13 +253,22 @@ async function writeOutputs(
   if (history.length) await writeCurves(m.runDir, history, title);
   if (r?.result) await writeConfusion(m.runDir, r.result);
   if (status !== 'FAILED' && history.length) {
-    await writeSavedModel(m.runDir, m.full, { class_names: data.classNames, image_size: m.spec.experiment.data.image_size, preprocessing, interpolation: m.spec.experiment.data.interpolation });
+    await writeSavedModel(m.runDir, m.full, {
+      class_names: data.classNames,
+      image_size: m.spec.experiment.data.image_size,
+      preprocessing,
+      interpolation: m.spec.experiment.data.interpolation,
+    });
   }
   return ARTIFACTS.filter((a) => fs.existsSync(path.join(m.runDir, a)));
 }
 
 function paramCounts(full: tf.LayersModel, head: tf.LayersModel, frozen: boolean) {
-  const count = (ws: tf.LayerVariable[]) => ws.reduce((a, w) => a + w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
+  const count = (ws: tf.LayerVariable[]) =>
+    ws.reduce((a, w) => a + w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
   const total = count(full.weights);
-  return { total_params: total, trainable_params: frozen ? count(head.trainableWeights) : count(full.trainableWeights) };
+  return {
+    total_params: total,
+    trainable_params: frozen ? count(head.trainableWeights) : count(full.trainableWeights),
+  };
 }

@@ -35,23 +35,34 @@ export interface ValidationSet {
   dispose(): void;
 }
 
-export function createValidationSet(data: PreparedData, shared: Experiment, features: Features, opts: { frozen: boolean; rng: Rng }): ValidationSet {
+export function createValidationSet(
+  data: PreparedData,
+  shared: Experiment,
+  features: Features,
+  opts: { frozen: boolean; rng: Rng },
+): ValidationSet {
   const size = shared.data.image_size;
   const batchSize = shared.data.batch_size;
   const count = data.validation.count;
   const stream = createIndexStream(count, batchSize, { shuffle: true, rng: opts.rng });
   const steps = shared.training.validation_steps ?? stream.batchesPerPass;
-  const cached = opts.frozen ? cacheFeatures(data.validation, size, Math.max(batchSize, FEATURE_IMAGES), features) : undefined;
+  const cached = opts.frozen
+    ? cacheFeatures(data.validation, size, Math.max(batchSize, FEATURE_IMAGES), features)
+    : undefined;
   // Cached features are evaluated in large chunks: every predict call reads the head's whole kernel, so small
   // chunks cost as much again as the arithmetic. Per-sample sums: same result.
   const chunkSize = cached ? 250 : batchSize;
   const input = (idx: Int32Array): tf.Tensor =>
     cached
       ? tf.gather(cached, tf.tensor1d(idx, 'int32'))
-      : features(imageTensor(gatherBatch(data.validation.images, data.validation.labels, idx, size).x, idx.length, size));
+      : features(
+          imageTensor(gatherBatch(data.validation.images, data.validation.labels, idx, size).x, idx.length, size),
+        );
   const everything = Int32Array.from({ length: count }, (_, i) => i);
   // Cached features go through in one call, as they are (a gather would copy them).
-  const whole: Part[] = cached ? [[everything, () => cached]] : chunks(everything, chunkSize).map((idx) => [idx, () => input(idx)]);
+  const whole: Part[] = cached
+    ? [[everything, () => cached]]
+    : chunks(everything, chunkSize).map((idx) => [idx, () => input(idx)]);
 
   return {
     count,
@@ -122,7 +133,15 @@ function score(model: tf.LayersModel, parts: Part[], data: PreparedData, epoch: 
     n += idx.length;
   }
   const correct = confusion.reduce((a, row, i) => a + row[i], 0);
-  return { epoch, images: n, val_accuracy: correct / n, val_loss: loss / n, per_class: classScores(confusion, data.classNames), confusion, class_names: data.classNames };
+  return {
+    epoch,
+    images: n,
+    val_accuracy: correct / n,
+    val_loss: loss / n,
+    per_class: classScores(confusion, data.classNames),
+    confusion,
+    class_names: data.classNames,
+  };
 }
 
 /** Precision, recall and F1 of each class from a confusion matrix (rows true, columns predicted); 0 where undefined, as scikit-learn. */
@@ -187,7 +206,9 @@ function isPermutation(idx: Int32Array, n: number): boolean {
 }
 
 function chunks(idx: Int32Array, size: number): Int32Array[] {
-  return Array.from({ length: Math.ceil(idx.length / size) }, (_, i) => idx.subarray(i * size, Math.min((i + 1) * size, idx.length)));
+  return Array.from({ length: Math.ceil(idx.length / size) }, (_, i) =>
+    idx.subarray(i * size, Math.min((i + 1) * size, idx.length)),
+  );
 }
 
 function concat(parts: Int32Array[]): Int32Array {

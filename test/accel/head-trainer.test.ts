@@ -15,8 +15,14 @@ const root = path.resolve(import.meta.dirname, '../..');
 // features (a 1024 x 256 kernel, large enough for the native one-pass update and the XLA-fused optimizers).
 function training(name: AccelName, optimizer: 'rmsprop' | 'adam') {
   const policy = policyNamed(name);
-  const model = buildHead([4, 4, 64], { pooling: 'flatten', units: [256], activation: 'relu', dropout: 0.3 }, 2, { seed: 5 });
-  model.compile({ optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }, policy), loss: lossFor(2), metrics: ['accuracy'] });
+  const model = buildHead([4, 4, 64], { pooling: 'flatten', units: [256], activation: 'relu', dropout: 0.3 }, 2, {
+    seed: 5,
+  });
+  model.compile({
+    optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }, policy),
+    loss: lossFor(2),
+    metrics: ['accuracy'],
+  });
   const trainer = headTrainer(model, policy);
   return { model, trainer };
 }
@@ -24,7 +30,10 @@ function training(name: AccelName, optimizer: 'rmsprop' | 'adam') {
 async function losses(name: AccelName, optimizer: 'rmsprop' | 'adam') {
   const { model, trainer } = training(name, optimizer);
   const x = tf.relu(tf.randomNormal([20, 4, 4, 64], 0, 1, 'float32', 9)); // half zeros, as features after a ReLU
-  const y = tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]);
+  const y = tf.tensor2d(
+    Array.from({ length: 20 }, (_, i) => i % 2),
+    [20, 1],
+  );
   const out: number[][] = [];
   for (let i = 0; i < 6; i++) {
     for (const l of model.layers) if (l.getClassName() === 'Dropout') setDropoutSeed(l, 100 + i);
@@ -37,26 +46,32 @@ async function losses(name: AccelName, optimizer: 'rmsprop' | 'adam') {
   return { kind: trainer.kind, out, predictions };
 }
 
-it.each(['rmsprop', 'adam'] as const)('the plain policy (trainOnBatch, tfjs ops) trains a head to the losses of the native and XLA ones, to 4 decimals: %s', async (optimizer) => {
-  const plain = await losses('plain', optimizer);
-  expect(plain.kind).toBe('trainOnBatch');
-  for (const name of ['native', 'xla'] as const) {
-    const fast = await losses(name, optimizer);
-    expect(fast.kind).toBe(name === 'native' && optimizer === 'rmsprop' ? 'dense-head' : 'trainOnBatch');
-    fast.out.forEach((values, i) => {
-      expect(values).toHaveLength(2);
-      expect(values[0]).toBeCloseTo(plain.out[i][0], 4);
-      expect(values[1]).toBeCloseTo(plain.out[i][1], 4);
-    });
-    fast.predictions.forEach((p, i) => expect(p).toBeCloseTo(plain.predictions[i], 4));
-  }
-});
+it.each(['rmsprop', 'adam'] as const)(
+  'the plain policy (trainOnBatch, tfjs ops) trains a head to the losses of the native and XLA ones, to 4 decimals: %s',
+  async (optimizer) => {
+    const plain = await losses('plain', optimizer);
+    expect(plain.kind).toBe('trainOnBatch');
+    for (const name of ['native', 'xla'] as const) {
+      const fast = await losses(name, optimizer);
+      expect(fast.kind).toBe(name === 'native' && optimizer === 'rmsprop' ? 'dense-head' : 'trainOnBatch');
+      fast.out.forEach((values, i) => {
+        expect(values).toHaveLength(2);
+        expect(values[0]).toBeCloseTo(plain.out[i][0], 4);
+        expect(values[1]).toBeCloseTo(plain.out[i][1], 4);
+      });
+      fast.predictions.forEach((p, i) => expect(p).toBeCloseTo(plain.predictions[i], 4));
+    }
+  },
+);
 
 it('a snapshot keeps the weights it copied while the native step goes on updating the kernel in place', async () => {
   const { model, trainer } = training('native', 'rmsprop');
   expect(trainer.kind).toBe('dense-head');
   const x = tf.randomNormal([20, 4, 4, 64], 0, 1, 'float32', 3);
-  const y = tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]);
+  const y = tf.tensor2d(
+    Array.from({ length: 20 }, (_, i) => i % 2),
+    [20, 1],
+  );
   await trainer.step(x, y);
   const saved = trainer.snapshot();
   const copied = saved.map((t) => Array.from(t.dataSync()));
@@ -88,9 +103,18 @@ const maps = (await import('node:fs')).readFileSync('/proc/self/maps', 'utf8');
 console.log(JSON.stringify({ policy: describePolicy(), kind: step.kind, mode: forward.mode, losses, init, native: maps.includes('xp_ops.node') }));
 })();`;
   const tsx = path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
-  const stdout = execFileSync(process.execPath, [tsx, '--eval', code], { cwd: root, encoding: 'utf8', env: { ...process.env, XP_ACCEL: 'plain', TF_CPP_MIN_LOG_LEVEL: '2' } });
+  const stdout = execFileSync(process.execPath, [tsx, '--eval', code], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, XP_ACCEL: 'plain', TF_CPP_MIN_LOG_LEVEL: '2' },
+  });
   const r = JSON.parse(stdout.trim().split('\n').at(-1)!);
-  expect(r).toMatchObject({ policy: 'acceleration: plain (plain tfjs: trainOnBatch, model.predict, tfjs optimizer ops)', kind: 'trainOnBatch', mode: 'layers', native: false });
+  expect(r).toMatchObject({
+    policy: 'acceleration: plain (plain tfjs: trainOnBatch, model.predict, tfjs optimizer ops)',
+    kind: 'trainOnBatch',
+    mode: 'layers',
+    native: false,
+  });
   expect(r.losses.every((l: number) => Number.isFinite(l))).toBe(true);
   expect(r.losses[2]).toBeLessThan(r.losses[0]);
   // This process runs the native policy: the same seeded initial weights either way.

@@ -13,12 +13,19 @@ const shared = path.resolve(root, '../shared/datasets/cats_and_dogs_filtered');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-cli-'));
 let server: TrackingServer;
 
-const env = () => ({ XP_RUNS_DIR: path.join(tmp, 'runs'), MLFLOW_TRACKING_URI: server.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' });
-const xp = (args: string[], opts: { env?: Record<string, string> } = {}) => execa(process.execPath, [bin, ...args], { reject: false, env: { ...env(), ...opts.env }, cwd: root });
+const env = () => ({
+  XP_RUNS_DIR: path.join(tmp, 'runs'),
+  MLFLOW_TRACKING_URI: server.url,
+  MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1',
+});
+const xp = (args: string[], opts: { env?: Record<string, string> } = {}) =>
+  execa(process.execPath, [bin, ...args], { reject: false, env: { ...env(), ...opts.env }, cwd: root });
 
 function experiment(name: string, extra = ''): string {
   const file = path.join(tmp, `${name}.yaml`);
-  fs.writeFileSync(file, `name: ${name}
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 description: a small experiment for the CLI tests
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 12}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
@@ -26,7 +33,8 @@ head: {pooling: avg, units: [8], dropout: 0.2}
 augmentation: {rotation_range: 10, horizontal_flip: true}
 optimizer: {name: adam, learning_rate: 0.001}
 training: {epochs: 2, steps_per_epoch: 2, validation_steps: 2}
-${extra}`);
+${extra}`,
+  );
   return file;
 }
 
@@ -48,7 +56,10 @@ describe('xp check', () => {
 
   it('exits 2 with file:line:col and no stack trace on a malformed file', async () => {
     const file = path.join(tmp, 'bad.yaml');
-    fs.writeFileSync(file, 'name: bad\ndata: {train: x, validation: y}\nbackbone: {name: inception_v3, cut_layer: mixed7}\nhead:\n  dropout: 1.5\n');
+    fs.writeFileSync(
+      file,
+      'name: bad\ndata: {train: x, validation: y}\nbackbone: {name: inception_v3, cut_layer: mixed7}\nhead:\n  dropout: 1.5\n',
+    );
     const r = await xp(['check', file]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain(`${file}:5:12: head.dropout must be < 1 (got 1.5)`);
@@ -57,7 +68,8 @@ describe('xp check', () => {
 
   it('--help describes every command, and an unknown command is an error', async () => {
     const help = await xp(['--help']);
-    for (const c of ['check', 'run', 'predict', 'evaluate', 'runs', 'ui', 'sync', 'bench']) expect(help.stdout).toContain(`  ${c}`);
+    for (const c of ['check', 'run', 'predict', 'evaluate', 'runs', 'ui', 'sync', 'bench'])
+      expect(help.stdout).toContain(`  ${c}`);
     const runHelp = await xp(['run', '--help']);
     expect(runHelp.stdout).toContain('--dry-run');
     const bad = await xp(['chek']);
@@ -83,10 +95,20 @@ describe('xp check', () => {
 
 describe('--set pins swept fields', () => {
   it('xp run --dry-run of the example sweep with both swept fields set is one trial, and says the flags pinned them', async () => {
-    const r = await xp(['run', 'experiments/dropout-epochs-sweep.yaml', '--set', 'head.dropout=0.1', '--set', 'training.epochs=2', '--dry-run']);
+    const r = await xp([
+      'run',
+      'experiments/dropout-epochs-sweep.yaml',
+      '--set',
+      'head.dropout=0.1',
+      '--set',
+      'training.epochs=2',
+      '--dry-run',
+    ]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toContain('experiments/dropout-epochs-sweep.yaml: 1 trial in 1 group');
-    expect(r.stdout).toContain('pinned by --set head.dropout=0.1, --set training.epochs=2: the file sweeps those fields, this run does not');
+    expect(r.stdout).toContain(
+      'pinned by --set head.dropout=0.1, --set training.epochs=2: the file sweeps those fields, this run does not',
+    );
     expect(r.stdout).toMatch(/trial 1: dropout-epochs-sweep /);
   });
 });
@@ -111,9 +133,20 @@ describe('xp run with MLflow', () => {
     expect(tags['mlflow.note.content']).toBe('a small experiment for the CLI tests');
     expect(tags['xp.config_hash']).toMatch(/^[0-9a-f]{16}$/);
     const artifacts = (await client.listArtifacts(run.info.artifact_uri)).map((f) => f.path);
-    expect(artifacts).toEqual(expect.arrayContaining(['experiment.yaml', 'history.csv', 'curves.png', 'model', 'confusion_matrix.json', 'summary.txt']));
+    expect(artifacts).toEqual(
+      expect.arrayContaining([
+        'experiment.yaml',
+        'history.csv',
+        'curves.png',
+        'model',
+        'confusion_matrix.json',
+        'summary.txt',
+      ]),
+    );
     const csv = (await client.downloadArtifact(run.info.artifact_uri, 'history.csv')).toString();
-    expect(csv.split('\n')[0]).toBe('epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds,images_per_second');
+    expect(csv.split('\n')[0]).toBe(
+      'epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds,images_per_second',
+    );
 
     const runDir = tags['xp.run_dir'];
     const cat = path.join(shared, 'validation/cats/cat.2000.jpg');
@@ -129,7 +162,10 @@ describe('xp run with MLflow', () => {
     expect(e.confusion_matrix.flat().reduce((a: number, b: number) => a + b, 0)).toBe(1000);
     // A linked image is not followed, as in training, and the count says so.
     const linked = path.join(tmp, 'linked');
-    for (const [cls, name] of [['cats', 'cat.2000.jpg'], ['dogs', 'dog.2000.jpg']]) {
+    for (const [cls, name] of [
+      ['cats', 'cat.2000.jpg'],
+      ['dogs', 'dog.2000.jpg'],
+    ]) {
       fs.mkdirSync(path.join(linked, cls), { recursive: true });
       fs.copyFileSync(path.join(shared, 'validation', cls, name), path.join(linked, cls, name));
     }
@@ -158,7 +194,12 @@ describe('xp run with MLflow', () => {
     const parents = runs.filter((r) => tag(r, 'xp.kind') === 'sweep');
     expect(parents).toHaveLength(1);
     const children = runs.filter((r) => tag(r, 'mlflow.parentRunId') === parents[0].info.run_id);
-    expect(children.map((r) => r.info.run_name).sort()).toEqual(['dropout=0.1 epochs=1', 'dropout=0.1 epochs=2', 'dropout=0.3 epochs=1', 'dropout=0.3 epochs=2']);
+    expect(children.map((r) => r.info.run_name).sort()).toEqual([
+      'dropout=0.1 epochs=1',
+      'dropout=0.1 epochs=2',
+      'dropout=0.3 epochs=1',
+      'dropout=0.3 epochs=2',
+    ]);
     expect(children.every((r) => r.info.status === 'FINISHED')).toBe(true);
     expect(tag(parents[0], 'xp.best_run_id')).toBeDefined();
     // the 1-epoch trial, trained as the first epoch of the 2-epoch one, has that epoch's metrics in its own run
@@ -183,7 +224,9 @@ describe('xp run with MLflow', () => {
     const exp = await client.getExperimentByName('cli-parallel');
     const runs = await client.searchRuns({ experimentIds: [exp!.experiment_id] });
     const parent = runs.find((x) => x.data.tags?.some((t) => t.key === 'xp.kind'));
-    const children = runs.filter((x) => x.data.tags?.some((t) => t.key === 'mlflow.parentRunId' && t.value === parent?.info.run_id));
+    const children = runs.filter((x) =>
+      x.data.tags?.some((t) => t.key === 'mlflow.parentRunId' && t.value === parent?.info.run_id),
+    );
     expect(children.map((c) => c.info.run_name).sort()).toEqual(['seed=1', 'seed=2']);
     expect(children.every((c) => c.info.status === 'FINISHED')).toBe(true);
     expect(parent?.info.status).toBe('FINISHED');
@@ -192,7 +235,9 @@ describe('xp run with MLflow', () => {
   it('with MLflow unreachable, training goes on and `xp sync` delivers the journal afterwards, exactly once', async () => {
     const file = experiment('cli-offline');
     const dead = 'http://127.0.0.1:9'; // discard port: nothing listens
-    const r = await xp(['run', file, '--quiet'], { env: { MLFLOW_TRACKING_URI: dead, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '0' } });
+    const r = await xp(['run', file, '--quiet'], {
+      env: { MLFLOW_TRACKING_URI: dead, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '0' },
+    });
     expect(r.exitCode, r.stderr + r.stdout).toBe(0);
     expect(r.stdout + r.stderr).toMatch(/xp sync/);
     const runDir = path.join(tmp, 'runs', 'cli-offline', fs.readdirSync(path.join(tmp, 'runs', 'cli-offline'))[0]);
@@ -211,7 +256,11 @@ describe('xp run with MLflow', () => {
 
   it('xp ui serves the MLflow UI on the local store until Ctrl-C', async () => {
     const runs = path.join(tmp, 'ui-runs');
-    const child = execa(process.execPath, [bin, 'ui'], { reject: false, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' }, cwd: root });
+    const child = execa(process.execPath, [bin, 'ui'], {
+      reject: false,
+      env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' },
+      cwd: root,
+    });
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
       child.stdout!.on('data', (d) => {
@@ -232,7 +281,11 @@ describe('xp run with MLflow', () => {
 
   it('Ctrl-C ends the run KILLED after saving what exists', async () => {
     const file = experiment('cli-killed', '');
-    const child = execa(process.execPath, [bin, 'run', file, '--quiet', '--set', 'training.epochs=200'], { reject: false, env: env(), cwd: root });
+    const child = execa(process.execPath, [bin, 'run', file, '--quiet', '--set', 'training.epochs=200'], {
+      reject: false,
+      env: env(),
+      cwd: root,
+    });
     let out = '';
     let sent = false;
     child.stdout!.on('data', (d) => {

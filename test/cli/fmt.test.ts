@@ -10,8 +10,10 @@ const bin = path.join(root, 'bin', 'xp.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-fmt-'));
 const xp = (args: string[], cwd = tmp) => execa(process.execPath, [bin, 'fmt', ...args], { reject: false, cwd });
 
-const UNFORMATTED = 'training: {epochs: 2}\nbackbone: {cut_layer: block_2_add, name: mobilenet_v2}\nname: small # the run name\n';
-const FORMATTED = 'name: small # the run name\nbackbone: {name: mobilenet_v2, cut_layer: block_2_add}\ntraining: {epochs: 2}\n';
+const UNFORMATTED =
+  'training: {epochs: 2}\nbackbone: {cut_layer: block_2_add, name: mobilenet_v2}\nname: small # the run name\n';
+const FORMATTED =
+  'name: small # the run name\nbackbone: {name: mobilenet_v2, cut_layer: block_2_add}\ntraining: {epochs: 2}\n';
 
 function write(file: string, text: string): string {
   const full = path.join(tmp, file);
@@ -53,7 +55,8 @@ describe('xp fmt', () => {
     expect(fs.statSync(path.join(tmp, 'a.yaml')).mode & 0o777).toBe(0o640);
     expect(fs.lstatSync(path.join(tmp, 'link.yaml')).isSymbolicLink()).toBe(true);
     expect(read('ci.yml')).toBe('on: push\njobs: {test: {runs-on: ubuntu-latest}}\n');
-    for (const skipped of ['node_modules/x', 'runs', '.git', '.venv/lib']) expect(read(`${skipped}/c.yaml`)).toBe(UNFORMATTED);
+    for (const skipped of ['node_modules/x', 'runs', '.git', '.venv/lib'])
+      expect(read(`${skipped}/c.yaml`)).toBe(UNFORMATTED);
     expect(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     const again = await xp(['--check']);
     expect(again.exitCode, again.stdout).toBe(0);

@@ -18,16 +18,20 @@ afterAll(async () => {
 }, 60_000);
 
 const env = { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' };
-const xp = (args: string[]) => execa(process.execPath, [bin, ...args], { reject: false, cwd: tmp, env, extendEnv: true });
+const xp = (args: string[]) =>
+  execa(process.execPath, [bin, ...args], { reject: false, cwd: tmp, env, extendEnv: true });
 
 test('the embedded server stays up after `xp run --keep-ui`, its run page opens, and `xp ui --stop` ends it', async () => {
   const file = path.join(tmp, 'keep.yaml');
-  fs.writeFileSync(file, `name: keep-ui
+  fs.writeFileSync(
+    file,
+    `name: keep-ui
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [64, 64], batch_size: 4, max_per_class: 4}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [4]}
 training: {epochs: 1, steps_per_epoch: 1, validation_steps: 1}
-`);
+`,
+  );
   const r = await xp(['run', file, '--keep-ui', '--quiet', '--no-backup']);
   expect(r.exitCode, r.stderr).toBe(0);
   const url = /stays up at (http:\/\/127\.0\.0\.1:\d+)/.exec(r.stdout)?.[1];

@@ -31,12 +31,15 @@ afterEach(() => vi.restoreAllMocks());
 
 function experiment(name: string, backbone: string, extra = ''): string {
   const file = path.join(tmp, `${name}.yaml`);
-  fs.writeFileSync(file, `name: ${name}
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 4, max_per_class: 2}
 backbone: ${backbone}
 head: {pooling: avg, units: [4]}
 training: {epochs: 1, steps_per_epoch: 1, validation_steps: 1}
-${extra}`);
+${extra}`,
+  );
   return file;
 }
 
@@ -52,18 +55,79 @@ async function xp(args: string[]): Promise<{ code: number; lines: string[] }> {
 
 const inception = (more = '') => `{name: inception_v3, cut_layer: mixed7${more}}`;
 const table: { name: string; file: () => string; args?: string[]; expected: RegExp }[] = [
-  { name: 'cut layer with a typo', file: () => experiment('typo', '{name: inception_v3, cut_layer: mixd7}'), expected: /:3:43: backbone\.cut_layer "mixd7" is not a layer of inception_v3; did you mean mixed7\?/ },
-  { name: 'trainable_from after the cut, by --set', file: () => experiment('after-cut', inception()), args: ['--set', 'backbone.trainable_from=mixed9'], expected: /^--set backbone\.trainable_from=mixed9: backbone\.trainable_from "mixed9" is not part of the backbone cut at mixed7/ },
-  { name: 'trainable_from not a layer', file: () => experiment('not-a-layer', inception(', trainable_from: mixed_6')), expected: /:3:67: backbone\.trainable_from "mixed_6" is not a layer of inception_v3; did you mean mixed6\?/ },
-  { name: 'missing .h5 weights', file: () => experiment('missing-h5', inception(', weights: missing.h5')), expected: /backbone\.weights: no such file .*missing\.h5/ },
-  { name: 'an .h5 that is not HDF5', file: () => experiment('not-hdf5', inception(', weights: not-hdf5.h5')), expected: /backbone\.weights: .*not-hdf5\.h5 is not an HDF5 file/ },
-  { name: 'a model.json that is not a model', file: () => experiment('not-a-model', '{name: mobilenet_v2, weights: not-a-model.json, cut_layer: out_relu}'), expected: /backbone\.weights: .*not-a-model\.json: its modelTopology is not a Keras model/ },
-  { name: 'a missing data folder', file: () => experiment('no-data', inception()).replace(/$/, ''), args: ['--set', 'data.validation=/nonexistent/validation'], expected: /^--set data\.validation=\/nonexistent\/validation: data\.validation: no such directory/ },
-  { name: 'validation folders lacking a class of train', file: () => experiment('mismatch', inception()), args: ['--set', `data.train=${path.join(tmp, 'mismatch/train')}`, '--set', `data.validation=${path.join(tmp, 'mismatch/validation')}`], expected: /^--set data\.validation=.*: data\.validation: Validation data lacks class "dogs" found in train/ },
-  { name: 'images too small for the cut backbone', file: () => experiment('too-small', inception()), args: ['--set', 'data.image_size=[32,32]'], expected: /^--set data\.image_size=\[32,32\]: data\.image_size \[32, 32\] is too small for inception_v3 cut at mixed7: layer \w+ would output 0x0/ },
-  { name: 'a sweep trial with trainable_from after the cut', file: () => experiment('sweep-trial', inception(), 'sweep:\n  backbone.trainable_from: [mixed5, mixed9]\n'), expected: /trial 2 \(trainable_from=mixed9\): backbone\.trainable_from "mixed9" is not part of the backbone cut/ },
-  { name: 'a bad --set value', file: () => experiment('bad-set', inception()), args: ['--set', 'head.dropout=1.5'], expected: /^--set head\.dropout=1\.5: head\.dropout must be < 1 \(got 1\.5\)$/ },
-  { name: 'a sweep above the trial limit', file: () => experiment('huge', inception()), args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'], expected: /^--sweep: the sweep has 3 trials, above the limit of 2/ },
+  {
+    name: 'cut layer with a typo',
+    file: () => experiment('typo', '{name: inception_v3, cut_layer: mixd7}'),
+    expected: /:3:43: backbone\.cut_layer "mixd7" is not a layer of inception_v3; did you mean mixed7\?/,
+  },
+  {
+    name: 'trainable_from after the cut, by --set',
+    file: () => experiment('after-cut', inception()),
+    args: ['--set', 'backbone.trainable_from=mixed9'],
+    expected:
+      /^--set backbone\.trainable_from=mixed9: backbone\.trainable_from "mixed9" is not part of the backbone cut at mixed7/,
+  },
+  {
+    name: 'trainable_from not a layer',
+    file: () => experiment('not-a-layer', inception(', trainable_from: mixed_6')),
+    expected: /:3:67: backbone\.trainable_from "mixed_6" is not a layer of inception_v3; did you mean mixed6\?/,
+  },
+  {
+    name: 'missing .h5 weights',
+    file: () => experiment('missing-h5', inception(', weights: missing.h5')),
+    expected: /backbone\.weights: no such file .*missing\.h5/,
+  },
+  {
+    name: 'an .h5 that is not HDF5',
+    file: () => experiment('not-hdf5', inception(', weights: not-hdf5.h5')),
+    expected: /backbone\.weights: .*not-hdf5\.h5 is not an HDF5 file/,
+  },
+  {
+    name: 'a model.json that is not a model',
+    file: () => experiment('not-a-model', '{name: mobilenet_v2, weights: not-a-model.json, cut_layer: out_relu}'),
+    expected: /backbone\.weights: .*not-a-model\.json: its modelTopology is not a Keras model/,
+  },
+  {
+    name: 'a missing data folder',
+    file: () => experiment('no-data', inception()).replace(/$/, ''),
+    args: ['--set', 'data.validation=/nonexistent/validation'],
+    expected: /^--set data\.validation=\/nonexistent\/validation: data\.validation: no such directory/,
+  },
+  {
+    name: 'validation folders lacking a class of train',
+    file: () => experiment('mismatch', inception()),
+    args: [
+      '--set',
+      `data.train=${path.join(tmp, 'mismatch/train')}`,
+      '--set',
+      `data.validation=${path.join(tmp, 'mismatch/validation')}`,
+    ],
+    expected: /^--set data\.validation=.*: data\.validation: Validation data lacks class "dogs" found in train/,
+  },
+  {
+    name: 'images too small for the cut backbone',
+    file: () => experiment('too-small', inception()),
+    args: ['--set', 'data.image_size=[32,32]'],
+    expected:
+      /^--set data\.image_size=\[32,32\]: data\.image_size \[32, 32\] is too small for inception_v3 cut at mixed7: layer \w+ would output 0x0/,
+  },
+  {
+    name: 'a sweep trial with trainable_from after the cut',
+    file: () => experiment('sweep-trial', inception(), 'sweep:\n  backbone.trainable_from: [mixed5, mixed9]\n'),
+    expected: /trial 2 \(trainable_from=mixed9\): backbone\.trainable_from "mixed9" is not part of the backbone cut/,
+  },
+  {
+    name: 'a bad --set value',
+    file: () => experiment('bad-set', inception()),
+    args: ['--set', 'head.dropout=1.5'],
+    expected: /^--set head\.dropout=1\.5: head\.dropout must be < 1 \(got 1\.5\)$/,
+  },
+  {
+    name: 'a sweep above the trial limit',
+    file: () => experiment('huge', inception()),
+    args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'],
+    expected: /^--sweep: the sweep has 3 trials, above the limit of 2/,
+  },
 ];
 
 describe('xp check and xp run find the same config errors before training', () => {

@@ -18,7 +18,9 @@ const EPOCH_METRICS = ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const;
 
 // The native dense-head step (Flatten -> Dense, RMSprop) with early stopping's best weights to carry across.
 const file = path.join(tmp, 'resume-cli.yaml');
-fs.writeFileSync(file, `name: resume-cli
+fs.writeFileSync(
+  file,
+  `name: resume-cli
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 augmentation: {rotation_range: 20, zoom_range: 0.1, horizontal_flip: true}
@@ -26,7 +28,8 @@ head: {pooling: flatten, units: [32], dropout: 0.2}
 optimizer: {name: rmsprop, learning_rate: 0.0001}
 training: {epochs: 4, steps_per_epoch: 4, validation_steps: 2, seed: 11,
            early_stopping: {monitor: val_accuracy, patience: 10, restore_best_weights: true}}
-`);
+`,
+);
 
 const xp = (args: string[], experiment = file) =>
   execa(process.execPath, [bin, 'run', experiment, '--json', ...args], {
@@ -35,7 +38,11 @@ const xp = (args: string[], experiment = file) =>
     env: { XP_RUNS_DIR: path.join(tmp, 'runs'), MLFLOW_TRACKING_URI: server.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' },
   });
 
-const events = (stdout: string) => stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>);
+const events = (stdout: string) =>
+  stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, any>);
 const summaries = (stdout: string): (Outcome & { mlflowRunId: string })[] => {
   const s = events(stdout).find((e) => e.event === 'summary');
   expect(s, stdout).toBeDefined();
@@ -81,7 +88,11 @@ describe('xp run --resume', () => {
 
     const again = await xp(['--resume']);
     expect(again.exitCode, again.stderr).toBe(0);
-    expect(events(again.stdout).some((e) => e.event === 'log' && new RegExp(`^Resuming .* after epoch ${done} of 4`).test(e.message))).toBe(true);
+    expect(
+      events(again.stdout).some(
+        (e) => e.event === 'log' && new RegExp(`^Resuming .* after epoch ${done} of 4`).test(e.message),
+      ),
+    ).toBe(true);
     const resumed = summary(again.stdout);
     expect(resumed.status).toBe('FINISHED');
     expect(resumed.runDir).toBe(killed.runDir);
@@ -97,7 +108,10 @@ describe('xp run --resume', () => {
     expect(runs).toHaveLength(2); // the uninterrupted one and the resumed one: no second MLflow run
     for (const key of EPOCH_METRICS) {
       const points = (await client.getMetricHistory(resumed.mlflowRunId, key)).sort((a, b) => a.step - b.step);
-      expect(points.map((p) => p.step), key).toEqual([1, 2, 3, 4]);
+      expect(
+        points.map((p) => p.step),
+        key,
+      ).toEqual([1, 2, 3, 4]);
       points.forEach((p, i) => {
         expect(resumed.history[i][key], `epoch ${i + 1} ${key}`).toBeCloseTo(uninterrupted.history[i][key]!, 4);
         expect(p.value, `MLflow epoch ${i + 1} ${key}`).toBeCloseTo(uninterrupted.history[i][key]!, 4);
@@ -120,24 +134,38 @@ describe('xp run --resume', () => {
     // Nothing left to resume: a fresh run, said so (as BackupAndRestore without a backup).
     const fresh = await xp(['--resume', '--set', 'training.epochs=1']);
     expect(fresh.exitCode, fresh.stderr).toBe(0);
-    expect(events(fresh.stdout).some((e) => e.event === 'log' && /^Nothing to resume for .*training from the start$/.test(e.message))).toBe(true);
+    expect(
+      events(fresh.stdout).some(
+        (e) => e.event === 'log' && /^Nothing to resume for .*training from the start$/.test(e.message),
+      ),
+    ).toBe(true);
     expect(summary(fresh.stdout).runDir).not.toBe(killed.runDir);
   }, 600_000);
 
   it('resumes every interrupted trial of a sweep in its own folder and MLflow run, under the same parent', async () => {
     const sweep = path.join(tmp, 'resume-sweep.yaml');
-    fs.writeFileSync(sweep, `${fs.readFileSync(file, 'utf8').replace('name: resume-cli', 'name: resume-sweep')}sweep: {parameters: {head.dropout: [0.1, 0.3]}}\n`);
+    fs.writeFileSync(
+      sweep,
+      `${fs.readFileSync(file, 'utf8').replace('name: resume-cli', 'name: resume-sweep')}sweep: {parameters: {head.dropout: [0.1, 0.3]}}\n`,
+    );
     const interrupted = await interruptedAfterEpoch2(sweep);
     expect(interrupted.exitCode, interrupted.stderr).toBe(130);
     const killed = summaries(interrupted.stdout);
     const done = killed[0].history.length; // 2, or 3 when the signal lands after epoch 3 began (a loaded machine)
     expect(done === 2 || done === 3, `epochs done before the interruption: ${done}`).toBe(true);
-    expect(killed.map((o) => [o.status, o.history.length])).toEqual([['KILLED', done], ['KILLED', done]]);
+    expect(killed.map((o) => [o.status, o.history.length])).toEqual([
+      ['KILLED', done],
+      ['KILLED', done],
+    ]);
 
     const again = await xp(['--resume'], sweep);
     expect(again.exitCode, again.stderr).toBe(0);
     const resumed = summaries(again.stdout);
-    expect(events(again.stdout).filter((e) => e.event === 'log' && new RegExp(`^Resuming .* after epoch ${done} of 4`).test(e.message))).toHaveLength(2);
+    expect(
+      events(again.stdout).filter(
+        (e) => e.event === 'log' && new RegExp(`^Resuming .* after epoch ${done} of 4`).test(e.message),
+      ),
+    ).toHaveLength(2);
     for (const k of killed) {
       const r = resumed.find((o) => o.name === k.name)!;
       expect([r.status, r.runDir, r.mlflowRunId, r.history.length]).toEqual(['FINISHED', k.runDir, k.mlflowRunId, 4]);
@@ -146,6 +174,9 @@ describe('xp run --resume', () => {
     const experimentId = (await client.getExperimentByName('resume-sweep'))!.experiment_id;
     const runs = await client.searchRuns({ experimentIds: [experimentId] });
     expect(runs.map((r) => r.info.status)).toEqual(['FINISHED', 'FINISHED', 'FINISHED']); // the parent and its two trials
-    for (const k of killed) expect((await client.getMetricHistory(k.mlflowRunId, 'val_loss')).map((p) => p.step).sort()).toEqual([1, 2, 3, 4]);
+    for (const k of killed)
+      expect((await client.getMetricHistory(k.mlflowRunId, 'val_loss')).map((p) => p.step).sort()).toEqual([
+        1, 2, 3, 4,
+      ]);
   }, 600_000);
 });

@@ -14,7 +14,10 @@ import { startFileServer, type FileServer } from '../remote/helpers.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
-const shared = [path.resolve(root, '../shared/datasets/cats_and_dogs_filtered'), path.resolve(root, '../../shared/datasets/cats_and_dogs_filtered')].find((d) => fs.existsSync(d))!;
+const shared = [
+  path.resolve(root, '../shared/datasets/cats_and_dogs_filtered'),
+  path.resolve(root, '../../shared/datasets/cats_and_dogs_filtered'),
+].find((d) => fs.existsSync(d))!;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-sandbox-'));
 let web: FileServer;
 // A tracking server that counts what reaches it: nothing may, until --allow-net grants its host.
@@ -36,7 +39,11 @@ afterAll(async () => {
 });
 
 const xp = (args: string[]) =>
-  execa(process.execPath, [bin, ...args], { reject: false, cwd: tmp, env: { XP_CACHE_DIR: path.join(tmp, 'cache'), XP_RUNS_DIR: path.join(tmp, 'runs') } });
+  execa(process.execPath, [bin, ...args], {
+    reject: false,
+    cwd: tmp,
+    env: { XP_CACHE_DIR: path.join(tmp, 'cache'), XP_RUNS_DIR: path.join(tmp, 'runs') },
+  });
 
 const folder = (split: string) => pathToFileURL(path.join(shared, split)).href;
 const experiment = (extra: { data?: string; weights?: string; tracking?: string } = {}) => `name: sandboxed
@@ -50,11 +57,20 @@ describe('a file from the web', () => {
   test('reading a local folder is refused before it is read (exit 2, the flag named), and --allow-read lets it through', async () => {
     // A folder that does not exist: were it read before the check, the error would say so instead.
     const missing = path.join(tmp, 'photos');
-    const url = web.put('/folders.yaml', experiment({ data: `train: ${pathToFileURL(path.join(missing, 'train')).href}, validation: ${folder('validation')}` }));
+    const url = web.put(
+      '/folders.yaml',
+      experiment({
+        data: `train: ${pathToFileURL(path.join(missing, 'train')).href}, validation: ${folder('validation')}`,
+      }),
+    );
     const refused = await xp(['check', url, '--no-lock']);
     expect(refused.exitCode).toBe(2);
-    expect(refused.stderr).toContain(`${url} needs permissions it was not granted: read ${path.join(missing, 'train')} (data.train); read ${path.join(shared, 'validation')} (data.validation)`);
-    expect(refused.stderr).toContain(`--allow-read=${path.join(missing, 'train')} --allow-read=${path.join(shared, 'validation')}`);
+    expect(refused.stderr).toContain(
+      `${url} needs permissions it was not granted: read ${path.join(missing, 'train')} (data.train); read ${path.join(shared, 'validation')} (data.validation)`,
+    );
+    expect(refused.stderr).toContain(
+      `--allow-read=${path.join(missing, 'train')} --allow-read=${path.join(shared, 'validation')}`,
+    );
     expect(refused.stderr).not.toMatch(/does not exist|at .*\.ts:\d+/);
 
     const shown = web.put('/shared.yaml', experiment());
@@ -78,7 +94,7 @@ describe('a file from the web', () => {
     expect(opened.stderr).not.toContain('not granted');
   });
 
-  test('another tracking server is the user\'s choice: refused with nothing sent; --allow-net=host:port lets the run plan it', async () => {
+  test("another tracking server is the user's choice: refused with nothing sent; --allow-net=host:port lets the run plan it", async () => {
     const url = web.put('/tracking.yaml', experiment({ tracking: `http://${trackingHost}` }));
     const refused = await xp(['run', url, '--no-lock', `--allow-read=${shared}`]);
     expect(refused.exitCode).toBe(2);
@@ -87,13 +103,24 @@ describe('a file from the web', () => {
     expect(trackingHits).toBe(0);
     expect(fs.existsSync(path.join(tmp, 'runs', 'sandboxed'))).toBe(false);
 
-    const planned = await xp(['run', url, '--no-lock', `--allow-read=${shared}`, `--allow-net=${trackingHost}`, '--dry-run']);
+    const planned = await xp([
+      'run',
+      url,
+      '--no-lock',
+      `--allow-read=${shared}`,
+      `--allow-net=${trackingHost}`,
+      '--dry-run',
+    ]);
     expect(planned.exitCode, planned.stderr).toBe(0);
     expect(planned.stdout).toContain(`(${url} runs in the sandbox)`);
-    expect(planned.stdout).toMatch(new RegExp(`net +${trackingHost.replace(/\./g, '\\.')} +\\(tracking\\.uri; allowed: --allow-net\\)`));
+    expect(planned.stdout).toMatch(
+      new RegExp(`net +${trackingHost.replace(/\./g, '\\.')} +\\(tracking\\.uri; allowed: --allow-net\\)`),
+    );
     expect(planned.stdout).toMatch(/read +.*validation +\(data\.validation; allowed: --allow-read\)/);
     // --allow-net=127.0.0.1 (any port) covers it too.
-    expect((await xp(['run', url, '--no-lock', `--allow-read=${shared}`, '--allow-net=127.0.0.1', '--dry-run'])).exitCode).toBe(0);
+    expect(
+      (await xp(['run', url, '--no-lock', `--allow-read=${shared}`, '--allow-net=127.0.0.1', '--dry-run'])).exitCode,
+    ).toBe(0);
   });
 
   test('a local file extending a remote base is sandboxed too, named with the base it extends', async () => {
@@ -107,9 +134,12 @@ describe('a file from the web', () => {
   });
 });
 
-test('a local file is the user\'s own: it reads any folder without a flag, and --dry-run says so', async () => {
+test("a local file is the user's own: it reads any folder without a flag, and --dry-run says so", async () => {
   const local = path.join(tmp, 'local.yaml');
-  fs.writeFileSync(local, experiment({ data: `train: ${path.join(shared, 'train')}, validation: ${path.join(shared, 'validation')}` }));
+  fs.writeFileSync(
+    local,
+    experiment({ data: `train: ${path.join(shared, 'train')}, validation: ${path.join(shared, 'validation')}` }),
+  );
   const r = await xp(['run', local, '--dry-run']);
   expect(r.exitCode, r.stderr).toBe(0);
   expect(r.stdout).toContain('(a local file: every permission)');

@@ -5,7 +5,10 @@ import { preflight as loadExperiment } from '../../src/cli/preflight.ts';
 import { ConfigProblems, formatProblem } from '../../src/config/problems.ts';
 
 const dir = path.resolve(import.meta.dirname, '../fixtures/malformed');
-const files = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
+const files = fs
+  .readdirSync(dir)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
 
 describe('malformed experiment files', () => {
   it('has a corpus of at least 20 files', () => {
@@ -15,14 +18,20 @@ describe('malformed experiment files', () => {
   for (const name of files) {
     it(`rejects ${name} with the expected position and message`, async () => {
       const file = path.join(dir, name);
-      const expected = fs.readFileSync(file, 'utf8').split('\n')[0].replace(/^# expect: /, '');
+      const expected = fs
+        .readFileSync(file, 'utf8')
+        .split('\n')[0]
+        .replace(/^# expect: /, '');
       const error = await loadExperiment(file).then(
         () => undefined,
         (e) => e,
       );
       expect(error).toBeInstanceOf(ConfigProblems);
       const lines = (error as ConfigProblems).problems.map(formatProblem);
-      expect(lines.some((l) => l.startsWith(`${file}:${expected}`)), `got:\n${lines.join('\n')}`).toBe(true);
+      expect(
+        lines.some((l) => l.startsWith(`${file}:${expected}`)),
+        `got:\n${lines.join('\n')}`,
+      ).toBe(true);
     });
   }
 });

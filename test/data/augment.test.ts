@@ -54,13 +54,43 @@ const matmul = (a: M3, b: M3): M3 => a.map((row) => b[0].map((_, j) => row.reduc
 function kerasMatrix(p: TransformParams, h: number, w: number): M3 {
   const t = (p.theta * Math.PI) / 180;
   const s = (p.shear * Math.PI) / 180;
-  let m: M3 = [[Math.cos(t), -Math.sin(t), 0], [Math.sin(t), Math.cos(t), 0], [0, 0, 1]];
-  m = matmul(m, [[1, 0, p.tx], [0, 1, p.ty], [0, 0, 1]]);
-  m = matmul(m, [[1, -Math.sin(s), 0], [0, Math.cos(s), 0], [0, 0, 1]]);
-  m = matmul(m, [[p.zx, 0, 0], [0, p.zy, 0], [0, 0, 1]]);
+  let m: M3 = [
+    [Math.cos(t), -Math.sin(t), 0],
+    [Math.sin(t), Math.cos(t), 0],
+    [0, 0, 1],
+  ];
+  m = matmul(m, [
+    [1, 0, p.tx],
+    [0, 1, p.ty],
+    [0, 0, 1],
+  ]);
+  m = matmul(m, [
+    [1, -Math.sin(s), 0],
+    [0, Math.cos(s), 0],
+    [0, 0, 1],
+  ]);
+  m = matmul(m, [
+    [p.zx, 0, 0],
+    [0, p.zy, 0],
+    [0, 0, 1],
+  ]);
   const ox = h / 2 - 0.5;
   const oy = w / 2 - 0.5;
-  return matmul(matmul([[1, 0, ox], [0, 1, oy], [0, 0, 1]], m), [[1, 0, -ox], [0, 1, -oy], [0, 0, 1]]);
+  return matmul(
+    matmul(
+      [
+        [1, 0, ox],
+        [0, 1, oy],
+        [0, 0, 1],
+      ],
+      m,
+    ),
+    [
+      [1, 0, -ox],
+      [0, 1, -oy],
+      [0, 0, 1],
+    ],
+  );
 }
 function scipyAffine(image: number[][], m: M3, mode: 'nearest' | 'reflect'): number[][] {
   const h = image.length;
@@ -85,7 +115,8 @@ function scipyAffine(image: number[][], m: M3, mode: 'nearest' | 'reflect'): num
       const fr = ir - r0;
       const fc = ic - c0;
       return (
-        (1 - fr) * ((1 - fc) * at(r0, c0) + fc * at(r0, c0 + 1)) + fr * ((1 - fc) * at(r0 + 1, c0) + fc * at(r0 + 1, c0 + 1))
+        (1 - fr) * ((1 - fc) * at(r0, c0) + fc * at(r0, c0 + 1)) +
+        fr * ((1 - fc) * at(r0 + 1, c0) + fc * at(r0 + 1, c0 + 1))
       );
     }),
   );
@@ -111,7 +142,9 @@ describe('applyTransforms (exact parameters)', () => {
   it('mirrors columns on a horizontal flip and rows on a vertical flip', () => {
     expect(brightPixels(warp(pixels(8, 8, [[1, 2]]), { flip_horizontal: true }))).toEqual([[1, 5]]);
     expect(brightPixels(warp(pixels(8, 8, [[1, 2]]), { flip_vertical: true }))).toEqual([[6, 2]]);
-    expect(brightPixels(warp(pixels(8, 8, [[1, 2]]), { flip_horizontal: true, flip_vertical: true }))).toEqual([[6, 5]]);
+    expect(brightPixels(warp(pixels(8, 8, [[1, 2]]), { flip_horizontal: true, flip_vertical: true }))).toEqual([
+      [6, 5],
+    ]);
   });
 
   it('shifts rows by tx (height) and columns by ty (width); content moves against the sign as in Keras', () => {
@@ -122,7 +155,11 @@ describe('applyTransforms (exact parameters)', () => {
   });
 
   it('zooms 2x about the centre with zx = zy = 0.5', () => {
-    const block = pixels(9, 9, [3, 4, 5].flatMap((r) => [3, 4, 5].map((c) => [r, c] as [number, number])));
+    const block = pixels(
+      9,
+      9,
+      [3, 4, 5].flatMap((r) => [3, 4, 5].map((c) => [r, c] as [number, number])),
+    );
     const out = warp(block, { zx: 0.5, zy: 0.5 });
     const expected = [2, 3, 4, 5, 6].flatMap((r) => [2, 3, 4, 5, 6].map((c) => [r, c]));
     expect(brightPixels(out, 254)).toEqual(expected);
@@ -134,16 +171,29 @@ describe('applyTransforms (exact parameters)', () => {
   it('shears a horizontal line into a slope of sin(shear) rows per column', () => {
     // Keras shear (row, col): in_row = (r - 4) - sin(s) (c - 4) + 4, so row 4 of the input shows at
     // r = 4 + sin(30°) (c - 4): (2, 0), (3, 2), (4, 4), (5, 6), (6, 8).
-    const line = pixels(9, 9, Array.from({ length: 9 }, (_, c) => [4, c] as [number, number]));
+    const line = pixels(
+      9,
+      9,
+      Array.from({ length: 9 }, (_, c) => [4, c] as [number, number]),
+    );
     const out = warp(line, { shear: 30 });
-    for (const [r, c] of [[2, 0], [3, 2], [4, 4], [5, 6], [6, 8]]) expect(out[r][c]).toBeCloseTo(255, 2);
+    for (const [r, c] of [
+      [2, 0],
+      [3, 2],
+      [4, 4],
+      [5, 6],
+      [6, 8],
+    ])
+      expect(out[r][c]).toBeCloseTo(255, 2);
     expect(out[4][0]).toBeCloseTo(0, 3);
     expect(out[2][8]).toBeCloseTo(0, 3);
   });
 
   it('matches the Keras/scipy reference on a gradient for combined parameters, fill modes and flips', () => {
     const [h, w] = [7, 10]; // non-square to catch row/column mix-ups
-    const gradient = Array.from({ length: h }, (_, r) => Array.from({ length: w }, (_, c) => 20 * r + 3 * c + ((r * c) % 5)));
+    const gradient = Array.from({ length: h }, (_, r) =>
+      Array.from({ length: w }, (_, c) => 20 * r + 3 * c + ((r * c) % 5)),
+    );
     const cases: [Partial<TransformParams>, 'nearest' | 'reflect'][] = [
       [{ theta: 17, tx: 1.3, ty: -2.2, shear: 11, zx: 0.9, zy: 1.15 }, 'nearest'],
       [{ theta: -33, tx: -0.7, ty: 1.6, shear: -8, zx: 1.2, zy: 0.8, flip_horizontal: true }, 'nearest'],
@@ -177,7 +227,12 @@ describe('applyTransforms (exact parameters)', () => {
 });
 
 describe('createAugmenter', () => {
-  const batch = () => tf.tensor4d(Array.from({ length: 2 * 6 * 6 * 3 }, (_, i) => i % 256), [2, 6, 6, 3], 'int32');
+  const batch = () =>
+    tf.tensor4d(
+      Array.from({ length: 2 * 6 * 6 * 3 }, (_, i) => i % 256),
+      [2, 6, 6, 3],
+      'int32',
+    );
 
   it('draws the same parameters for the same seed, within the configured ranges', () => {
     const draw = (seed: number) => {
@@ -204,7 +259,9 @@ describe('createAugmenter', () => {
 
   it('treats an integer shift range >= 1 as whole pixels, like Keras', () => {
     const rng = createRng(3);
-    const shifts = Array.from({ length: 200 }, () => randomTransform({ ...NO_AUGMENTATION, height_shift_range: 2 }, [9, 9], rng));
+    const shifts = Array.from({ length: 200 }, () =>
+      randomTransform({ ...NO_AUGMENTATION, height_shift_range: 2 }, [9, 9], rng),
+    );
     expect(new Set(shifts.map((p) => p.tx))).toEqual(new Set([-1, 0, 1]));
     expect(shifts.every((p) => p.ty === 0)).toBe(true);
   });

@@ -12,7 +12,9 @@ beforeAll(async () => {
     await mkdir(path.join(dir, cls));
     for (let i = 0; i < 6; i++) {
       const background = { r: 40 * i, g: 100 * label, b: 30 };
-      await sharp({ create: { width: 40 + i, height: 30, channels: 3, background } }).jpeg().toFile(path.join(dir, cls, `${i}.jpg`));
+      await sharp({ create: { width: 40 + i, height: 30, channels: 3, background } })
+        .jpeg()
+        .toFile(path.join(dir, cls, `${i}.jpg`));
     }
   }
 });

@@ -65,8 +65,15 @@ describe('resolveDataset', () => {
     const progress = new PassThrough();
     let log = '';
     progress.on('data', (chunk) => (log += chunk));
-    const first = await resolveDataset(config({ sha256: zipSha.toUpperCase() }), { dataDir, baseDir: '/unused', progress });
-    expect(first).toEqual({ trainDir: path.join(dataDir, 'pets/train'), validationDir: path.join(dataDir, 'pets/validation') });
+    const first = await resolveDataset(config({ sha256: zipSha.toUpperCase() }), {
+      dataDir,
+      baseDir: '/unused',
+      progress,
+    });
+    expect(first).toEqual({
+      trainDir: path.join(dataDir, 'pets/train'),
+      validationDir: path.join(dataDir, 'pets/validation'),
+    });
     expect((await stat(path.join(first.trainDir, 'dogs', '1.jpg'))).size).toBe('train-dogs'.length);
     expect(requests).toBe(1);
     expect(log).toContain('pets.zip');
@@ -90,9 +97,11 @@ describe('resolveDataset', () => {
   });
 
   it('fails on a sha256 mismatch and leaves nothing behind', async () => {
-    const error = await resolveDataset(config({ sha256: '0'.repeat(64) }), { dataDir, baseDir: '/', progress: quiet() }).catch(
-      (e: unknown) => e,
-    );
+    const error = await resolveDataset(config({ sha256: '0'.repeat(64) }), {
+      dataDir,
+      baseDir: '/',
+      progress: quiet(),
+    }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DataError);
     expect((error as Error).message).toMatch(/Checksum mismatch.*expected sha256 0{64}, got [0-9a-f]{64}/);
     expect(await readdir(dataDir)).toEqual([]);
@@ -106,9 +115,9 @@ describe('resolveDataset', () => {
   });
 
   it('names a train folder the archive does not contain', async () => {
-    await expect(resolveDataset(config({ train: 'pets/training' }), { dataDir, baseDir: '/', progress: quiet() })).rejects.toThrow(
-      /has no folder pets\/training \(data.train\)/,
-    );
+    await expect(
+      resolveDataset(config({ train: 'pets/training' }), { dataDir, baseDir: '/', progress: quiet() }),
+    ).rejects.toThrow(/has no folder pets\/training \(data.train\)/);
   });
 
   it('resolves paths against the experiment folder when there is no url', async () => {

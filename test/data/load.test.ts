@@ -11,7 +11,14 @@ const file = (name: string): string => path.join(dir, name);
 
 // Solid-colour images of odd sizes; nearest resizing keeps their colour exactly.
 const solid = (width: number, height: number, [r, g, b, alpha]: number[]) =>
-  sharp({ create: { width, height, channels: alpha === undefined ? 3 : 4, background: { r, g, b, alpha: (alpha ?? 255) / 255 } } });
+  sharp({
+    create: {
+      width,
+      height,
+      channels: alpha === undefined ? 3 : 4,
+      background: { r, g, b, alpha: (alpha ?? 255) / 255 },
+    },
+  });
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'xp-load-'));
@@ -67,9 +74,13 @@ describe('loadImages', () => {
   it('maps the interpolation names to resampling kernels that give different results', async () => {
     const gradient = Buffer.alloc(16 * 16 * 3);
     for (let i = 0; i < 16 * 16; i++) gradient.fill((i % 16) * 16, i * 3, i * 3 + 3);
-    await sharp(gradient, { raw: { width: 16, height: 16, channels: 3 } }).png().toFile(file('gradient.png'));
+    await sharp(gradient, { raw: { width: 16, height: 16, channels: 3 } })
+      .png()
+      .toFile(file('gradient.png'));
     const load = (interpolation: 'nearest' | 'bilinear' | 'bicubic') =>
-      loadImages([{ path: file('gradient.png'), label: 0 }], { imageSize: [5, 5], interpolation }).then((r) => Buffer.from(r.images));
+      loadImages([{ path: file('gradient.png'), label: 0 }], { imageSize: [5, 5], interpolation }).then((r) =>
+        Buffer.from(r.images),
+      );
     const [nearest, bilinear, bicubic] = await Promise.all([load('nearest'), load('bilinear'), load('bicubic')]);
     // Nearest only picks existing values (multiples of 16); the others blend.
     expect([...nearest].every((v) => v % 16 === 0)).toBe(true);
@@ -78,7 +89,9 @@ describe('loadImages', () => {
   });
 
   it('throws when no image at all can be read', async () => {
-    const error = await loadImages([{ path: file('empty.png'), label: 0 }], { imageSize: [4, 4] }).catch((e: unknown) => e);
+    const error = await loadImages([{ path: file('empty.png'), label: 0 }], { imageSize: [4, 4] }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(DataError);
     expect((error as Error).message).toMatch(/None of the 1 images/);
   });

@@ -22,7 +22,15 @@ const touch = async (...files: string[]): Promise<void> => {
 
 describe('scanClasses', () => {
   it('sorts classes and files like Keras and keeps only image extensions, case-insensitively', async () => {
-    await touch('dogs/b.JPG', 'dogs/a.png', 'dogs/notes.txt', 'cats/c10.jpeg', 'cats/c2.webp', 'cats/c1.Bmp', 'Zebra/z.gif');
+    await touch(
+      'dogs/b.JPG',
+      'dogs/a.png',
+      'dogs/notes.txt',
+      'cats/c10.jpeg',
+      'cats/c2.webp',
+      'cats/c1.Bmp',
+      'Zebra/z.gif',
+    );
     const { classNames, files } = await scanClasses(root);
     expect(classNames).toEqual(['Zebra', 'cats', 'dogs']); // code-point order, as Python's sorted()
     expect(files.map((f) => [path.relative(root, f.path), f.label])).toEqual([
@@ -45,7 +53,10 @@ describe('scanClasses', () => {
   it('includes images in nested folders, after the class folder own files', async () => {
     await touch('a/z.jpg', 'a/sub/a.jpg');
     const { files } = await scanClasses(root);
-    expect(files.map((f) => path.relative(root, f.path))).toEqual([path.join('a', 'z.jpg'), path.join('a', 'sub', 'a.jpg')]);
+    expect(files.map((f) => path.relative(root, f.path))).toEqual([
+      path.join('a', 'z.jpg'),
+      path.join('a', 'sub', 'a.jpg'),
+    ]);
   });
 
   it('names a missing directory and says what to do', async () => {

@@ -26,7 +26,10 @@ function write(text: string): string {
 
 /** The problem lines of a load that must fail with ConfigProblems (anything else fails the test). */
 async function problems(file: string, opts: Parameters<typeof loadExperiment>[1] = {}): Promise<string[]> {
-  const error = await loadExperiment(file, opts).then(() => undefined, (e: unknown) => e);
+  const error = await loadExperiment(file, opts).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error, String((error as Error)?.stack ?? 'loaded without problems')).toBeInstanceOf(ConfigProblems);
   return (error as ConfigProblems).problems.map(formatProblem);
 }
@@ -34,7 +37,15 @@ async function problems(file: string, opts: Parameters<typeof loadExperiment>[1]
 describe('hostile YAML', () => {
   it('an alias bomb (billion laughs) is one file:line:col problem', async () => {
     const levels = ['a: &a [x, x, x, x, x, x, x, x, x]'];
-    for (const [prev, name] of [['a', 'b'], ['b', 'c'], ['c', 'd'], ['d', 'e'], ['e', 'f'], ['f', 'g']]) levels.push(`${name}: &${name} [${Array(9).fill(`*${prev}`).join(', ')}]`);
+    for (const [prev, name] of [
+      ['a', 'b'],
+      ['b', 'c'],
+      ['c', 'd'],
+      ['d', 'e'],
+      ['e', 'f'],
+      ['f', 'g'],
+    ])
+      levels.push(`${name}: &${name} [${Array(9).fill(`*${prev}`).join(', ')}]`);
     const file = write(`${levels.join('\n')}\n${valid}`);
     const lines = await problems(file);
     expect(lines).toHaveLength(1);
@@ -47,7 +58,9 @@ describe('hostile YAML', () => {
     const started = performance.now();
     const lines = await problems(file);
     const seconds = (performance.now() - started) / 1000;
-    expect(lines[0]).toMatch(new RegExp(`^${file}:\\d+:3: YAML syntax error: Map keys must be unique \\(k7 appears twice\\)`));
+    expect(lines[0]).toMatch(
+      new RegExp(`^${file}:\\d+:3: YAML syntax error: Map keys must be unique \\(k7 appears twice\\)`),
+    );
     // Quadratic checking takes minutes on this many keys.
     expect(seconds).toBeLessThan(20);
   }, 60_000);
@@ -55,7 +68,11 @@ describe('hostile YAML', () => {
   it('a file above 1 MiB is refused with its name and the limit, before it is parsed', async () => {
     const file = write(`${valid}# ${'x'.repeat(1024 * 1024)}\n`);
     const lines = await problems(file);
-    expect(lines).toEqual([expect.stringMatching(new RegExp(`^${file}: the file is \\d+ bytes, above the 1048576 bytes \\(1 MiB\\) allowed`))]);
+    expect(lines).toEqual([
+      expect.stringMatching(
+        new RegExp(`^${file}: the file is \\d+ bytes, above the 1048576 bytes \\(1 MiB\\) allowed`),
+      ),
+    ]);
   });
 
   it('a path that is not a regular file is refused', async () => {
@@ -70,7 +87,9 @@ describe('hostile YAML', () => {
     ]) {
       const file = write(text);
       const lines = await problems(file);
-      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${file}:${at}: (__proto__|constructor|prototype) cannot be a key`)));
+      expect(lines).toContainEqual(
+        expect.stringMatching(new RegExp(`^${file}:${at}: (__proto__|constructor|prototype) cannot be a key`)),
+      );
     }
   });
 
@@ -106,7 +125,11 @@ describe('hostile --set and --sweep', () => {
     ['--set', 'head.__proto__=1', /^--set head\.__proto__=1: __proto__ cannot be a key/],
     ['--set', 'constructor.x=1', /^--set constructor\.x=1: constructor cannot be a key/],
     ['--sweep', 'head.__proto__=1,2', /^--sweep head\.__proto__=1,2: __proto__ cannot be a key/],
-    ['--set', 'head={__proto__: {dropout: 0.9}}', /^--set "head=\{__proto__: \{dropout: 0\.9\}\}": the value is not valid YAML: __proto__ cannot be a key/],
+    [
+      '--set',
+      'head={__proto__: {dropout: 0.9}}',
+      /^--set "head=\{__proto__: \{dropout: 0\.9\}\}": the value is not valid YAML: __proto__ cannot be a key/,
+    ],
   ];
   for (const [flag, arg, expected] of cases) {
     it(`${flag} ${JSON.stringify(arg)} is one problem naming the flag`, async () => {
@@ -117,7 +140,9 @@ describe('hostile --set and --sweep', () => {
   }
 
   it('a --set value the schema refuses is reported under the flag, not at the line of the file', async () => {
-    expect(await problems(file, { set: ['head.dropout=1.5'] })).toEqual(['--set head.dropout=1.5: head.dropout must be < 1 (got 1.5)']);
+    expect(await problems(file, { set: ['head.dropout=1.5'] })).toEqual([
+      '--set head.dropout=1.5: head.dropout must be < 1 (got 1.5)',
+    ]);
   });
 });
 
@@ -127,8 +152,14 @@ describe('huge sweeps', () => {
 
   it('10^8 grid points are refused at once with the count and how to raise the limit', async () => {
     const started = performance.now();
-    const lines = await problems(file, { sweep: ['training.epochs', 'training.seed', 'training.steps_per_epoch', 'training.validation_steps'].map((k) => `${k}=${values(100)}`) });
-    expect(lines).toEqual(['--sweep: the sweep has 100,000,000 trials, above the limit of 10,000; sweep fewer values, or raise the limit with --max-trials 100000000']);
+    const lines = await problems(file, {
+      sweep: ['training.epochs', 'training.seed', 'training.steps_per_epoch', 'training.validation_steps'].map(
+        (k) => `${k}=${values(100)}`,
+      ),
+    });
+    expect(lines).toEqual([
+      '--sweep: the sweep has 100,000,000 trials, above the limit of 10,000; sweep fewer values, or raise the limit with --max-trials 100000000',
+    ]);
     expect(performance.now() - started).toBeLessThan(2000);
   });
 
@@ -136,18 +167,26 @@ describe('huge sweeps', () => {
     const grid = write(`${valid}sweep:\n  training.epochs: [${values(1000)}]\n  training.seed: [${values(1000)}]\n`);
     const started = performance.now();
     const lines = await problems(grid);
-    expect(lines).toEqual([`${grid}:6:1: the sweep has 1,000,000 trials, above the limit of 10,000; sweep fewer values, or raise the limit with --max-trials 1000000`]);
+    expect(lines).toEqual([
+      `${grid}:6:1: the sweep has 1,000,000 trials, above the limit of 10,000; sweep fewer values, or raise the limit with --max-trials 1000000`,
+    ]);
     expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it('maxTrials moves the limit both ways', async () => {
     const sweep = ['training.epochs=1,2,3', 'training.seed=1,2,3,4'];
     expect((await loadExperiment(file, { sweep, maxTrials: 12 })).trials).toHaveLength(12);
-    expect(await problems(file, { sweep, maxTrials: 11 })).toEqual([expect.stringContaining('the sweep has 12 trials, above the limit of 11')]);
+    expect(await problems(file, { sweep, maxTrials: 11 })).toEqual([
+      expect.stringContaining('the sweep has 12 trials, above the limit of 11'),
+    ]);
   });
 
   it('random sweeps count their trials too', async () => {
-    const random = write(`${valid}sweep:\n  method: random\n  trials: 50\n  head.dropout: {distribution: uniform, min: 0.1, max: 0.5}\n`);
-    expect(await problems(random, { maxTrials: 49 })).toEqual([expect.stringContaining('the sweep has 50 trials, above the limit of 49')]);
+    const random = write(
+      `${valid}sweep:\n  method: random\n  trials: 50\n  head.dropout: {distribution: uniform, min: 0.1, max: 0.5}\n`,
+    );
+    expect(await problems(random, { maxTrials: 49 })).toEqual([
+      expect.stringContaining('the sweep has 50 trials, above the limit of 49'),
+    ]);
   });
 });

@@ -53,7 +53,12 @@ describe('symbolic links in image folders', () => {
     await symlink(path.join(tmp, 'outside/d'), path.join(tmp, 'train/cats/l2'));
     await symlink(path.join(tmp, 'outside'), path.join(tmp, 'outside/d/back'));
     const scan = await scanClasses(path.join(tmp, 'train'), { followLinks: true });
-    expect(relativeFiles(scan.files, path.join(tmp, 'train'))).toEqual(['cats/1.jpg', 'cats/a/2.jpg', 'cats/l1/4.jpg', 'dogs/3.jpg']);
+    expect(relativeFiles(scan.files, path.join(tmp, 'train'))).toEqual([
+      'cats/1.jpg',
+      'cats/a/2.jpg',
+      'cats/l1/4.jpg',
+      'dogs/3.jpg',
+    ]);
     expect(scan.links).toEqual({ skipped: 0, dangling: 0, loops: 4 });
   });
 
@@ -76,7 +81,12 @@ describe('symbolic links in image folders', () => {
     expect(relativeFiles(plain.files, path.join(tmp, 'train'))).toEqual(['cats/1.jpg', 'dogs/2.jpg']);
     expect(plain.links.skipped).toBe(2);
     const followed = await scanClasses(path.join(tmp, 'train'), { followLinks: true });
-    expect(relativeFiles(followed.files, path.join(tmp, 'train'))).toEqual(['cats/1.jpg', 'cats/linked.jpg', 'dogs/2.jpg', 'dogs/more/3.jpg']);
+    expect(relativeFiles(followed.files, path.join(tmp, 'train'))).toEqual([
+      'cats/1.jpg',
+      'cats/linked.jpg',
+      'dogs/2.jpg',
+      'dogs/more/3.jpg',
+    ]);
   });
 
   it('a linked class folder is skipped by default, and the error says how to use it', async () => {
@@ -97,15 +107,31 @@ describe('symbolic links in image folders', () => {
   });
 
   it('preparing data warns once per split with the count of skipped links; follow_links uses them', async () => {
-    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } }).png().toBuffer();
-    for (const file of ['train/cats/1.png', 'train/dogs/2.png', 'validation/cats/3.png', 'validation/dogs/4.png', 'extra/5.png']) {
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer();
+    for (const file of [
+      'train/cats/1.png',
+      'train/dogs/2.png',
+      'validation/cats/3.png',
+      'validation/dogs/4.png',
+      'extra/5.png',
+    ]) {
       await mkdir(path.dirname(path.join(tmp, file)), { recursive: true });
       await writeFile(path.join(tmp, file), png);
     }
     await symlink('..', path.join(tmp, 'train/cats/up'));
     await symlink(path.join(tmp, 'extra/5.png'), path.join(tmp, 'train/dogs/5.png'));
     await symlink(path.join(tmp, 'nowhere.png'), path.join(tmp, 'train/dogs/6.png'));
-    const data = (follow_links?: boolean): DataConfig => ({ train: 'train', validation: 'validation', image_size: [8, 8], batch_size: 2, class_mode: 'binary', interpolation: 'nearest', follow_links });
+    const data = (follow_links?: boolean): DataConfig => ({
+      train: 'train',
+      validation: 'validation',
+      image_size: [8, 8],
+      batch_size: 2,
+      class_mode: 'binary',
+      interpolation: 'nearest',
+      follow_links,
+    });
 
     const warnings: string[] = [];
     const plain = await prepareData(data(), { baseDir: tmp, onWarning: (m) => warnings.push(m) });
@@ -115,7 +141,9 @@ describe('symbolic links in image folders', () => {
     warnings.length = 0;
     const followed = await prepareData(data(true), { baseDir: tmp, onWarning: (m) => warnings.push(m) });
     expect(followed.train.count).toBe(3);
-    expect(warnings).toEqual([`1 dangling symbolic link and 1 symbolic link back to a folder already walked in ${path.join(tmp, 'train')} skipped`]);
+    expect(warnings).toEqual([
+      `1 dangling symbolic link and 1 symbolic link back to a folder already walked in ${path.join(tmp, 'train')} skipped`,
+    ]);
   });
 });
 
@@ -173,7 +201,14 @@ function makeZip(entries: ZipEntry[]): Buffer {
 }
 
 const pets = (version: string): Buffer =>
-  makeZip(['train', 'validation'].flatMap((split) => ['cats', 'dogs'].map((cls) => ({ name: `pets/${split}/${cls}/1.jpg`, data: Buffer.from(`${version} ${split} ${cls}`) }))));
+  makeZip(
+    ['train', 'validation'].flatMap((split) =>
+      ['cats', 'dogs'].map((cls) => ({
+        name: `pets/${split}/${cls}/1.jpg`,
+        data: Buffer.from(`${version} ${split} ${cls}`),
+      })),
+    ),
+  );
 
 let server: Server;
 let baseUrl: string;
@@ -208,8 +243,10 @@ const petsConfig = (overrides: Partial<DataConfig>): DataConfig => ({
   interpolation: 'nearest',
   ...overrides,
 });
-const resolveIn = (dataDir: string, overrides: Partial<DataConfig>) => resolveDataset(petsConfig(overrides), { dataDir, baseDir: '/unused', progress: quiet() });
-const leftovers = async (dir: string) => (await readdir(dir)).filter((name) => /^\.(download|extract|replaced)-/.test(name));
+const resolveIn = (dataDir: string, overrides: Partial<DataConfig>) =>
+  resolveDataset(petsConfig(overrides), { dataDir, baseDir: '/unused', progress: quiet() });
+const leftovers = async (dir: string) =>
+  (await readdir(dir)).filter((name) => /^\.(download|extract|replaced)-/.test(name));
 const withEnv = async <T>(vars: Record<string, string>, work: () => Promise<T>): Promise<T> => {
   const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
   Object.assign(process.env, vars);
@@ -236,7 +273,9 @@ describe('zip archives', () => {
   it('a zip bomb (an entry expanding 1000:1) is refused before anything is written, naming the URL and the entry', async () => {
     const { dest, error } = await unpack(makeZip([{ name: 'bomb.bin', data: Buffer.alloc(20 * 1024 * 1024) }]));
     expect(error).toBeInstanceOf(DataError);
-    expect(error!.message).toMatch(/^Refusing to unpack http:\/\/example.test\/archive.zip: entry bomb.bin expands \d+:1 \(20.0 MiB\), above the limit of 100:1/);
+    expect(error!.message).toMatch(
+      /^Refusing to unpack http:\/\/example.test\/archive.zip: entry bomb.bin expands \d+:1 \(20.0 MiB\), above the limit of 100:1/,
+    );
     expect(error!.hint).toContain('XP_UNZIP_MAX_RATIO');
     expect(await readdir(dest)).toEqual([]);
   });
@@ -247,32 +286,50 @@ describe('zip archives', () => {
     const one = await unpack(makeZip([{ name: 'a.bin', data: random() }]), big);
     expect(one.error?.message).toMatch(/entry a.bin is 0.6 MiB uncompressed, above the limit of 0.5 MiB per entry/);
     await rm(path.join(tmp, 'out'), { recursive: true });
-    const total = await unpack(makeZip([{ name: 'a.bin', data: random() }, { name: 'b.bin', data: random() }]), { ...zipLimits(), totalBytes: 1024 * 1024 });
+    const total = await unpack(
+      makeZip([
+        { name: 'a.bin', data: random() },
+        { name: 'b.bin', data: random() },
+      ]),
+      { ...zipLimits(), totalBytes: 1024 * 1024 },
+    );
     expect(total.error?.message).toMatch(/entries add up to more than 1.0 MiB/);
   });
 
   it('many small entries that expand 1000:1 together are refused as a whole', async () => {
     const zeros = Buffer.alloc(1024 * 1024);
-    const { dest, error } = await unpack(makeZip(Array.from({ length: 80 }, (_, i) => ({ name: `z/${i}.bin`, data: zeros }))));
+    const { dest, error } = await unpack(
+      makeZip(Array.from({ length: 80 }, (_, i) => ({ name: `z/${i}.bin`, data: zeros }))),
+    );
     expect(error?.message).toMatch(/its entries expand \d+:1 overall \(80.0 MiB\), above the limit of 100:1/);
     expect(await readdir(dest)).toEqual([]);
   });
 
   it('an archive with a file and a folder of the same name is a DataError, not a stack trace', async () => {
-    const { error } = await unpack(makeZip([{ name: 'a', data: Buffer.from('x') }, { name: 'a/b.jpg', data: Buffer.from('y') }]));
+    const { error } = await unpack(
+      makeZip([
+        { name: 'a', data: Buffer.from('x') },
+        { name: 'a/b.jpg', data: Buffer.from('y') },
+      ]),
+    );
     expect(error).toBeInstanceOf(DataError);
     expect(error!.message).toMatch(/^Could not unpack http:\/\/example.test\/archive.zip: entry a\/b.jpg: /);
   });
 
   it('limits can be raised from the environment', () => {
-    expect(zipLimits({ XP_UNZIP_MAX_ENTRY_MB: '2', XP_UNZIP_MAX_TOTAL_MB: '3', XP_UNZIP_MAX_RATIO: '7' })).toMatchObject({ entryBytes: 2 * 1024 * 1024, totalBytes: 3 * 1024 * 1024, ratio: 7 });
+    expect(
+      zipLimits({ XP_UNZIP_MAX_ENTRY_MB: '2', XP_UNZIP_MAX_TOTAL_MB: '3', XP_UNZIP_MAX_RATIO: '7' }),
+    ).toMatchObject({ entryBytes: 2 * 1024 * 1024, totalBytes: 3 * 1024 * 1024, ratio: 7 });
   });
 
   it('an entry inflating past its declared size is cut off there (streamed, never held in memory)', async () => {
     const { error } = await unpack(makeZip([{ name: 'liar.bin', data: Buffer.alloc(512 * 1024), declaredSize: 100 }]));
     expect(error?.message).toMatch(/entry liar.bin inflates past its declared 100 bytes/);
     await rm(path.join(tmp, 'out'), { recursive: true });
-    const streamed = await unpack(makeZip([{ name: 'big-liar.bin', data: Buffer.alloc(9 * 1024 * 1024), declaredSize: 5 * 1024 * 1024 }]), { ...zipLimits(), ratio: 1e6 });
+    const streamed = await unpack(
+      makeZip([{ name: 'big-liar.bin', data: Buffer.alloc(9 * 1024 * 1024), declaredSize: 5 * 1024 * 1024 }]),
+      { ...zipLimits(), ratio: 1e6 },
+    );
     expect(streamed.error?.message).toMatch(/entry big-liar.bin inflates past its declared 5242880 bytes/);
   });
 
@@ -307,9 +364,14 @@ describe('zip archives', () => {
   });
 
   it('resolving a data set with a zip bomb fails with a DataError and leaves no temp files', async () => {
-    const url = serve('/bomb.zip', makeZip([{ name: 'pets/train/cats/bomb.jpg', data: Buffer.alloc(20 * 1024 * 1024) }]));
+    const url = serve(
+      '/bomb.zip',
+      makeZip([{ name: 'pets/train/cats/bomb.jpg', data: Buffer.alloc(20 * 1024 * 1024) }]),
+    );
     const dataDir = path.join(tmp, 'data');
-    await expect(resolveIn(dataDir, { url })).rejects.toThrow(`Refusing to unpack ${url}: entry pets/train/cats/bomb.jpg expands`);
+    await expect(resolveIn(dataDir, { url })).rejects.toThrow(
+      `Refusing to unpack ${url}: entry pets/train/cats/bomb.jpg expands`,
+    );
     expect(await readdir(dataDir)).toEqual([]);
   });
 });
@@ -319,7 +381,9 @@ describe('downloads from servers that never answer or stall', () => {
     routes.set('/silent.zip', () => {}); // accepts the connection, never answers
     const dataDir = path.join(tmp, 'data');
     const started = Date.now();
-    const error = await withEnv({ XP_DOWNLOAD_CONNECT_TIMEOUT: '1' }, () => resolveIn(dataDir, { url: `${baseUrl}/silent.zip` }).catch((e: unknown) => e));
+    const error = await withEnv({ XP_DOWNLOAD_CONNECT_TIMEOUT: '1' }, () =>
+      resolveIn(dataDir, { url: `${baseUrl}/silent.zip` }).catch((e: unknown) => e),
+    );
     expect(Date.now() - started).toBeLessThan(5000);
     expect(error).toBeInstanceOf(DataError);
     expect((error as DataError).message).toBe(`Download of ${baseUrl}/silent.zip failed: no answer within 1 s`);
@@ -335,7 +399,9 @@ describe('downloads from servers that never answer or stall', () => {
     });
     const dataDir = path.join(tmp, 'data');
     const started = Date.now();
-    const error = await withEnv({ XP_DOWNLOAD_TIMEOUT: '1' }, () => resolveIn(dataDir, { url: `${baseUrl}/stall.zip` }).catch((e: unknown) => e));
+    const error = await withEnv({ XP_DOWNLOAD_TIMEOUT: '1' }, () =>
+      resolveIn(dataDir, { url: `${baseUrl}/stall.zip` }).catch((e: unknown) => e),
+    );
     expect(Date.now() - started).toBeLessThan(5000);
     expect(error).toBeInstanceOf(DataError);
     expect((error as DataError).message).toBe(`Download of ${baseUrl}/stall.zip stalled: no data for 1 s after 0.0 MB`);
@@ -355,18 +421,33 @@ describe('downloads from servers that never answer or stall', () => {
       file,
       `name: ctrl-c\ndata: {url: "${baseUrl}/slow.zip", train: pets/train, validation: pets/validation, image_size: [32, 32]}\nbackbone: {name: mobilenet_v2, cut_layer: block_2_add}\ntraining: {epochs: 1}\n`,
     );
-    const child = spawn(process.execPath, [path.join(repo, 'bin/xp.js'), 'run', file, '--no-track', '--data-dir', dataDir], { cwd: repo, env: { ...process.env, XP_RUNS_DIR: path.join(tmp, 'runs') } });
+    const child = spawn(
+      process.execPath,
+      [path.join(repo, 'bin/xp.js'), 'run', file, '--no-track', '--data-dir', dataDir],
+      { cwd: repo, env: { ...process.env, XP_RUNS_DIR: path.join(tmp, 'runs') } },
+    );
     let output = '';
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    for (let i = 0; i < 600 && !(output.includes('Downloading') && (await readdir(dataDir).catch(() => [])).some((n) => n.startsWith('.download-'))); i++) {
+    for (
+      let i = 0;
+      i < 600 &&
+      !(
+        output.includes('Downloading') &&
+        (await readdir(dataDir).catch(() => [])).some((n) => n.startsWith('.download-'))
+      );
+      i++
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     expect(output).toContain('Downloading');
     const interrupted = Date.now();
     child.kill('SIGINT');
-    const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000))]);
+    const code = await Promise.race([
+      exited,
+      new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000)),
+    ]);
     if (code === 'hung') child.kill('SIGKILL');
     expect(code).not.toBe('hung');
     expect(code).not.toBe(0);
@@ -388,7 +469,9 @@ describe('the data set cache', () => {
     const url = serve('/v2.zip', pets('v2'));
     const second = await resolveDataset(petsConfig({ url }), { dataDir, baseDir: '/unused', progress });
     expect(await readFile(path.join(second.trainDir, 'cats/1.jpg'), 'utf8')).toBe('v2 train cats');
-    expect(said).toContain(`${path.join(dataDir, 'pets')} was unpacked from ${baseUrl}/v1.zip (sha256 ${sha(pets('v1'))}), not from ${url}: fetching it again`);
+    expect(said).toContain(
+      `${path.join(dataDir, 'pets')} was unpacked from ${baseUrl}/v1.zip (sha256 ${sha(pets('v1'))}), not from ${url}: fetching it again`,
+    );
     expect(await leftovers(dataDir)).toEqual([]);
   });
 
@@ -412,14 +495,19 @@ describe('the data set cache', () => {
     const dataDir = path.join(tmp, 'data');
     const dead = spawn(process.execPath, ['-e', '']);
     await new Promise((resolve) => dead.on('exit', resolve));
-    await touch(`data/.download-${dead.pid}-0badf00d.zip`, `data/.extract-${dead.pid}-0badf00d/pets/x.jpg`, `data/.download-${process.pid}-0123abcd.zip`);
+    await touch(
+      `data/.download-${dead.pid}-0badf00d.zip`,
+      `data/.extract-${dead.pid}-0badf00d/pets/x.jpg`,
+      `data/.download-${process.pid}-0123abcd.zip`,
+    );
     await resolveIn(dataDir, { url: serve('/v1.zip', pets('v1')) });
     expect(await leftovers(dataDir)).toEqual([`.download-${process.pid}-0123abcd.zip`]);
   });
 
   it('folders put in the data directory by hand are used as they are, without a download', async () => {
     const dataDir = path.join(tmp, 'data');
-    for (const dir of ['pets/train/cats', 'pets/validation/cats']) await mkdir(path.join(dataDir, dir), { recursive: true });
+    for (const dir of ['pets/train/cats', 'pets/validation/cats'])
+      await mkdir(path.join(dataDir, dir), { recursive: true });
     requests.length = 0;
     await resolveIn(dataDir, { url: `${baseUrl}/never.zip` });
     expect(requests).toEqual([]);
@@ -435,11 +523,15 @@ describe('file:// URLs', () => {
     const { trainDir } = await resolveIn(dataDir, { url, sha256: sha(pets('local')) });
     expect(await readFile(path.join(trainDir, 'dogs/1.jpg'), 'utf8')).toBe('local train dogs');
     expect(existsSync(zip)).toBe(true);
-    await expect(resolveIn(path.join(tmp, 'other'), { url, sha256: 'b'.repeat(64) })).rejects.toThrow(/Checksum mismatch/);
+    await expect(resolveIn(path.join(tmp, 'other'), { url, sha256: 'b'.repeat(64) })).rejects.toThrow(
+      /Checksum mismatch/,
+    );
   });
 
   it('a missing file or a relative file URL is a DataError saying what to write', async () => {
-    const missing = await resolveIn(path.join(tmp, 'data'), { url: pathToFileURL(path.join(tmp, 'nope.zip')).href }).catch((e: unknown) => e);
+    const missing = await resolveIn(path.join(tmp, 'data'), {
+      url: pathToFileURL(path.join(tmp, 'nope.zip')).href,
+    }).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(DataError);
     expect((missing as DataError).message).toContain(`${path.join(tmp, 'nope.zip')} does not exist`);
     const relative = await resolveIn(path.join(tmp, 'data'), { url: 'file://pets.zip' }).catch((e: unknown) => e);

@@ -18,28 +18,47 @@ afterAll(removeTempDirs, 30_000);
 
 test('a backup cut short is named with a way out, not a stack trace, and its folder is left as it was', async () => {
   const file = path.join(tmp, 'cut.yaml');
-  fs.writeFileSync(file, `name: cut
+  fs.writeFileSync(
+    file,
+    `name: cut
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 12}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [8]}
 optimizer: {name: adam, learning_rate: 0.001}
 training: {epochs: 3, steps_per_epoch: 2, validation_steps: 2}
-`);
+`,
+  );
   const [trial] = (await loadExperiment(file)).trials;
   const runDir = path.join(runs, 'cut', '20260101-000000-dead');
   fs.mkdirSync(path.join(runDir, 'backup'), { recursive: true });
   fs.writeFileSync(path.join(runDir, 'experiment.yaml'), `${experimentHeader(trial.configHash, file)}\nname: cut\n`);
-  const weights = [{ shape: [24, 8], dtype: 'float32', offset: 0 }, { shape: [8], dtype: 'float32', offset: 768 }];
-  fs.writeFileSync(path.join(runDir, 'backup', 'state.json'), JSON.stringify({ format: 1, epoch: 1, history: [], checkpoint: {}, tensors: { weights, optimizer: [] } }));
+  const weights = [
+    { shape: [24, 8], dtype: 'float32', offset: 0 },
+    { shape: [8], dtype: 'float32', offset: 768 },
+  ];
+  fs.writeFileSync(
+    path.join(runDir, 'backup', 'state.json'),
+    JSON.stringify({ format: 1, epoch: 1, history: [], checkpoint: {}, tensors: { weights, optimizer: [] } }),
+  );
   fs.writeFileSync(path.join(runDir, 'backup', 'tensors.bin'), Buffer.alloc(500)); // the write stopped part-way
   const before = fs.readdirSync(runDir).sort();
 
-  const r = await execa(process.execPath, [bin, 'run', file, '--resume', '--no-track', '--quiet'], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs } });
+  const r = await execa(process.execPath, [bin, 'run', file, '--resume', '--no-track', '--quiet'], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: runs },
+  });
   expect(r.exitCode).toBe(1);
   expect(r.stdout).toContain(`Resuming cut after epoch 1 of 3`);
-  expect(r.stderr).toContain(`${path.join(runDir, 'backup')} holds a damaged backup (tensors.bin has 500 bytes where state.json describes 800)`);
-  expect(r.stderr).toContain('remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start');
+  expect(r.stderr).toContain(
+    `${path.join(runDir, 'backup')} holds a damaged backup (tensors.bin has 500 bytes where state.json describes 800)`,
+  );
+  expect(r.stderr).toContain(
+    'remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start',
+  );
   expect(r.stderr).not.toMatch(/\n\s+at /);
   expect(fs.readdirSync(runDir).sort()).toEqual(before);
-  expect(fs.readFileSync(path.join(runDir, 'experiment.yaml'), 'utf8')).toBe(`${experimentHeader(trial.configHash, file)}\nname: cut\n`);
+  expect(fs.readFileSync(path.join(runDir, 'experiment.yaml'), 'utf8')).toBe(
+    `${experimentHeader(trial.configHash, file)}\nname: cut\n`,
+  );
 }, 120_000);

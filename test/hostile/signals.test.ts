@@ -21,18 +21,25 @@ afterAll(async () => {
 
 function experiment(name: string, epochs: number, steps = 2): string {
   const file = path.join(tmp, `${name}.yaml`);
-  fs.writeFileSync(file, `name: ${name}
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [64, 64], batch_size: 4, max_per_class: 4}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [4], dropout: 0.2}
 optimizer: {name: adam, learning_rate: 0.001}
 training: {epochs: ${epochs}, steps_per_epoch: ${steps}, validation_steps: 1}
-`);
+`,
+  );
   return file;
 }
 
 const xp = (args: string[], env: Record<string, string> = {}) =>
-  execa(process.execPath, [bin, ...args], { reject: false, cwd: root, env: { XP_RUNS_DIR: path.join(tmp, 'runs'), ...env } });
+  execa(process.execPath, [bin, ...args], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: path.join(tmp, 'runs'), ...env },
+  });
 
 /** Resolves once the process's stdout contains `text`. */
 function until(child: ResultPromise, text: string | RegExp): Promise<void> {
@@ -95,7 +102,10 @@ test('a double Ctrl-C journals the run KILLED, writes its history and exits; `xp
   const sockets: net.Socket[] = [];
   const silent = net.createServer((socket) => sockets.push(socket));
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-  leftovers.push(() => { for (const socket of sockets) socket.destroy(); silent.close(); });
+  leftovers.push(() => {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  });
   const uri = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
 
   const run = xp(['run', experiment('double-ctrl-c', 1000), '-q'], { MLFLOW_TRACKING_URI: uri });
@@ -113,7 +123,9 @@ test('a double Ctrl-C journals the run KILLED, writes its history and exits; `xp
   const dir = path.join(tmp, 'runs', 'double-ctrl-c');
   const [runDir] = fs.readdirSync(dir).map((name) => path.join(dir, name));
   expect(fs.existsSync(path.join(runDir, 'history.csv'))).toBe(true);
-  const end = openJournal(runDir).records().find((record) => record.kind === 'end');
+  const end = openJournal(runDir)
+    .records()
+    .find((record) => record.kind === 'end');
   expect(end, JSON.stringify(end) + result.stdout.slice(-800)).toMatchObject({ kind: 'end', status: 'KILLED' });
 
   const server = await startServer({ storeDir: path.join(tmp, 'mlflow'), timeoutMs: 120_000 });

@@ -24,7 +24,12 @@ const dataset = path.join(shared, 'datasets/cats_and_dogs_filtered');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-hostile-weights-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const xp = (args: string[]) => execa(process.execPath, [path.join(root, 'bin', 'xp.js'), ...args], { reject: false, cwd: tmp, env: { XP_RUNS_DIR: path.join(tmp, 'runs') } });
+const xp = (args: string[]) =>
+  execa(process.execPath, [path.join(root, 'bin', 'xp.js'), ...args], {
+    reject: false,
+    cwd: tmp,
+    env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
+  });
 
 /** What a user must see: one `xp <command>: ...` error (and its hint), no stack trace, no HDF5 diagnostics. */
 function expectOneCleanError(r: { exitCode?: number; stderr: string }, pattern: RegExp) {
@@ -32,7 +37,10 @@ function expectOneCleanError(r: { exitCode?: number; stderr: string }, pattern: 
   expect(r.stderr).toMatch(pattern);
   expect(r.stderr).not.toMatch(/\n\s+at |HDF5-DIAG|name not defined|Aborted\(/);
   // TensorFlow's own start-up lines are another matter (issue #11); the error and its hint are two lines.
-  const lines = r.stderr.trim().split('\n').filter((l) => !/^(WARNING: All log messages before absl|[IW]\d{4} )/.test(l));
+  const lines = r.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => !/^(WARNING: All log messages before absl|[IW]\d{4} )/.test(l));
   expect(lines.length, r.stderr).toBeLessThanOrEqual(2);
 }
 
@@ -48,8 +56,18 @@ function modelCopy(edit: (json: any, dir: string) => void = () => {}): string {
   return path.join(dir, 'model.json');
 }
 
-const tfjsBackbone = (file: string): BackboneConfig => ({ name: 'mobilenet_v2', weights: file, cut_layer: 'out_relu', trainable: false, preprocessing: 'auto' });
-const refusal = (file: string) => loadBackbone(tfjsBackbone(file), [96, 96]).then(() => undefined, (error) => error);
+const tfjsBackbone = (file: string): BackboneConfig => ({
+  name: 'mobilenet_v2',
+  weights: file,
+  cut_layer: 'out_relu',
+  trainable: false,
+  preprocessing: 'auto',
+});
+const refusal = (file: string) =>
+  loadBackbone(tfjsBackbone(file), [96, 96]).then(
+    () => undefined,
+    (error) => error,
+  );
 
 describe('a model.json reads no file outside its folder', () => {
   it('refuses a weight path that climbs out of the folder, though the file there has the right bytes', async () => {
@@ -104,11 +122,31 @@ describe('a model.json reads no file outside its folder', () => {
 
 describe('a model.json manifest that is not what tfjs writes is refused before any file is read', () => {
   const cases: [string, (json: any) => void, RegExp][] = [
-    ['a URL as weight path', (json) => (json.weightsManifest[0].paths = ['http://127.0.0.1:1/weights.bin']), /"http:\/\/127\.0\.0\.1:1\/weights\.bin", which is not relative to the model/],
-    ['a number as weight path', (json) => (json.weightsManifest[0].paths = [42]), /the weight file 42, which is not a file name/],
-    ['a string weight', (json) => (json.weightsManifest[0].weights[0].dtype = 'string'), /has the unsupported dtype "string"/],
-    ['weights without a file', (json) => (json.weightsManifest[0].paths = []), /lists weights \(.*\) but no file holding them/],
-    ['a negative dimension', (json) => (json.weightsManifest[0].weights[0].shape = [-1, 3]), /has an invalid shape \[-1,3\]/],
+    [
+      'a URL as weight path',
+      (json) => (json.weightsManifest[0].paths = ['http://127.0.0.1:1/weights.bin']),
+      /"http:\/\/127\.0\.0\.1:1\/weights\.bin", which is not relative to the model/,
+    ],
+    [
+      'a number as weight path',
+      (json) => (json.weightsManifest[0].paths = [42]),
+      /the weight file 42, which is not a file name/,
+    ],
+    [
+      'a string weight',
+      (json) => (json.weightsManifest[0].weights[0].dtype = 'string'),
+      /has the unsupported dtype "string"/,
+    ],
+    [
+      'weights without a file',
+      (json) => (json.weightsManifest[0].paths = []),
+      /lists weights \(.*\) but no file holding them/,
+    ],
+    [
+      'a negative dimension',
+      (json) => (json.weightsManifest[0].weights[0].shape = [-1, 3]),
+      /has an invalid shape \[-1,3\]/,
+    ],
   ];
   for (const [what, edit, message] of cases) {
     it(what, async () => {
@@ -144,7 +182,9 @@ describe('a damaged model.json or shard is one clear ModelError', () => {
     });
     const error = await refusal(file);
     expect(error).toBeInstanceOf(ModelError);
-    expect(error.message).toMatch(/Conv1\/kernel from .*model\.json has shape \[\d+,3,3,3\], the model expects \[3,3,3,\d+\]/);
+    expect(error.message).toMatch(
+      /Conv1\/kernel from .*model\.json has shape \[\d+,3,3,3\], the model expects \[3,3,3,\d+\]/,
+    );
   });
 
   it('a model.json that is not JSON, or not a Keras model', async () => {
@@ -154,20 +194,30 @@ describe('a damaged model.json or shard is one clear ModelError', () => {
     expect(error).toBeInstanceOf(ModelError);
     expect(error.message).toMatch(/model\.json: not valid JSON/);
     const notKeras = modelCopy((json) => (json.modelTopology = { hello: 'world' }));
-    await expect(refusal(notKeras)).resolves.toMatchObject({ name: 'ModelError', message: expect.stringMatching(/is not a Keras model/) });
+    await expect(refusal(notKeras)).resolves.toMatchObject({
+      name: 'ModelError',
+      message: expect.stringMatching(/is not a Keras model/),
+    });
   });
 });
 
 describe('Keras .h5 weights', () => {
   let good: string;
   beforeAll(async () => {
-    const source = await loadBackbone({ name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu', trainable: false, preprocessing: 'auto' }, [96, 96]);
+    const source = await loadBackbone(
+      { name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu', trainable: false, preprocessing: 'auto' },
+      [96, 96],
+    );
     good = path.join(tmp, 'mobilenet_v2.h5');
     await writeKerasH5(good, layerWeights(source.model));
     for (const w of source.model.weights) w.dispose();
   });
 
-  const h5Backbone = (file: string, name: BackboneConfig['name'] = 'mobilenet_v2', cut_layer = 'block_2_add'): BackboneConfig => ({
+  const h5Backbone = (
+    file: string,
+    name: BackboneConfig['name'] = 'mobilenet_v2',
+    cut_layer = 'block_2_add',
+  ): BackboneConfig => ({
     name,
     weights: file,
     cut_layer,
@@ -186,7 +236,9 @@ describe('Keras .h5 weights', () => {
     for (const read of [() => readKerasH5(file), () => loadBackbone(h5Backbone(file), [96, 96])]) {
       const error = await read().catch((e) => e);
       expect(error).toBeInstanceOf(ModelError);
-      expect(error.message).toBe(`${file} is not a readable Keras weights file: it is truncated (3,000,000 of ${fs.statSync(good).size.toLocaleString('en-US')} bytes).`);
+      expect(error.message).toBe(
+        `${file} is not a readable Keras weights file: it is truncated (3,000,000 of ${fs.statSync(good).size.toLocaleString('en-US')} bytes).`,
+      );
       expect(error.hint).toMatch(/truncated or corrupt: download \(or export\) it again/);
     }
   });
@@ -197,7 +249,9 @@ describe('Keras .h5 weights', () => {
     expect(layerNames.at(-1)).toBe('out_relu');
     await expect(inspectBackboneWeights(h5Backbone(truncated()))).rejects.toThrow(/it is truncated/);
     // The MobileNetV2 file for InceptionV3.
-    await expect(inspectBackboneWeights(h5Backbone(good, 'inception_v3', 'mixed7'))).rejects.toThrow(/has no weights for \d+ layers of the model: conv2d_1, /);
+    await expect(inspectBackboneWeights(h5Backbone(good, 'inception_v3', 'mixed7'))).rejects.toThrow(
+      /has no weights for \d+ layers of the model: conv2d_1, /,
+    );
   });
 
   it('a file of another width (alpha) is found by its shapes', async () => {
@@ -205,7 +259,9 @@ describe('Keras .h5 weights', () => {
     const weights = await readKerasH5(good);
     weights.set('Conv1', [{ name: 'kernel', shape: [3, 3, 3, 16], values: new Float32Array(3 * 3 * 3 * 16) }]);
     await writeKerasH5(narrow, weights);
-    await expect(inspectBackboneWeights(h5Backbone(narrow))).rejects.toThrow(/Layer Conv1 expects weights of shapes \[3,3,3,32\], .*narrow\.h5 has \[3,3,3,16\]/);
+    await expect(inspectBackboneWeights(h5Backbone(narrow))).rejects.toThrow(
+      /Layer Conv1 expects weights of shapes \[3,3,3,32\], .*narrow\.h5 has \[3,3,3,16\]/,
+    );
   });
 
   it('an HDF5 file that is not Keras weights', async () => {
@@ -214,7 +270,9 @@ describe('Keras .h5 weights', () => {
     const f = new h5wasm.File(file, 'w');
     f.create_dataset({ name: 'temperature', data: new Float32Array([1, 2, 3]) });
     f.close();
-    await expect(inspectBackboneWeights(h5Backbone(file))).rejects.toThrow(/is an HDF5 file but not a Keras weights file/);
+    await expect(inspectBackboneWeights(h5Backbone(file))).rejects.toThrow(
+      /is an HDF5 file but not a Keras weights file/,
+    );
   });
 
   describe('in xp check and before xp run decodes any image', () => {
@@ -237,7 +295,10 @@ tracking: {enabled: false}
       expect((await xp(['check', experiment('good-h5', good)])).exitCode).toBe(0);
       const r = await xp(['check', experiment('truncated-h5', truncated())]);
       expect(r.exitCode).toBe(2);
-      expectOneCleanError(r, /truncated-h5\.yaml:3:\d+: backbone\.weights: .*truncated\.h5 is not a readable Keras weights file: it is truncated/);
+      expectOneCleanError(
+        r,
+        /truncated-h5\.yaml:3:\d+: backbone\.weights: .*truncated\.h5 is not a readable Keras weights file: it is truncated/,
+      );
     });
 
     it('xp check reports a file whose HDF5 structure is corrupt, without HDF5 or WebAssembly noise', async () => {
@@ -247,7 +308,10 @@ tracking: {enabled: false}
       fs.writeFileSync(file, bytes);
       const r = await xp(['check', experiment('corrupt-h5', file)]);
       expect(r.exitCode).toBe(2);
-      expectOneCleanError(r, /backbone\.weights: .*corrupt\.h5 is not a readable Keras weights file: .*\. The file is truncated or corrupt/);
+      expectOneCleanError(
+        r,
+        /backbone\.weights: .*corrupt\.h5 is not a readable Keras weights file: .*\. The file is truncated or corrupt/,
+      );
     });
 
     it('xp check reports a MobileNetV2 file given for inception_v3', async () => {
@@ -275,9 +339,16 @@ describe('a damaged run folder under xp predict and xp evaluate', () => {
   const image = path.join(dataset, 'validation/cats/cat.2000.jpg');
   let good: string;
   beforeAll(async () => {
-    const model = tf.sequential({ layers: [tf.layers.flatten({ inputShape: [8, 8, 3] }), tf.layers.dense({ units: 1, activation: 'sigmoid' })] });
+    const model = tf.sequential({
+      layers: [tf.layers.flatten({ inputShape: [8, 8, 3] }), tf.layers.dense({ units: 1, activation: 'sigmoid' })],
+    });
     good = path.join(tmp, 'runs', 'good');
-    await writeSavedModel(good, model, { class_names: ['cats', 'dogs'], image_size: [8, 8], preprocessing: 'rescale', interpolation: 'bilinear' });
+    await writeSavedModel(good, model, {
+      class_names: ['cats', 'dogs'],
+      image_size: [8, 8],
+      preprocessing: 'rescale',
+      interpolation: 'bilinear',
+    });
     model.dispose();
   });
 
@@ -295,19 +366,58 @@ describe('a damaged run folder under xp predict and xp evaluate', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/cat\.2000\.jpg {2}(cats|dogs) {2}0\.\d{4}/);
     const saved = await readSavedModel(good);
-    expect(saved.info).toEqual({ class_names: ['cats', 'dogs'], image_size: [8, 8], preprocessing: 'rescale', interpolation: 'bilinear' });
+    expect(saved.info).toEqual({
+      class_names: ['cats', 'dogs'],
+      image_size: [8, 8],
+      preprocessing: 'rescale',
+      interpolation: 'bilinear',
+    });
     saved.model.dispose();
     expect(fs.readdirSync(good)).toEqual(['model']); // no model.partial left behind
   });
 
   const cases: [string, (modelDir: string) => void, RegExp][] = [
-    ['a corrupt xp.json', (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["cats", "dogs"'), /damaged-\d+: model\/xp\.json is not valid JSON/],
+    [
+      'a corrupt xp.json',
+      (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["cats", "dogs"'),
+      /damaged-\d+: model\/xp\.json is not valid JSON/,
+    ],
     ['a missing xp.json', (d) => fs.rmSync(path.join(d, 'xp.json')), /damaged-\d+: model\/xp\.json is missing/],
-    ['an xp.json without its image size', (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["cats", "dogs"], "preprocessing": "rescale"}'), /model\/xp\.json has no valid image_size/],
-    ['a truncated weights.bin', (d) => fs.truncateSync(path.join(d, 'weights.bin'), 100), /damaged-\d+\/model\/model\.json: the weight file weights\.bin has 100 bytes, the manifest's weights .* need 772/],
-    ['a model.json whose weights path leaves the run folder', (d) => fs.writeFileSync(path.join(d, 'model.json'), fs.readFileSync(path.join(d, 'model.json'), 'utf8').replace('"weights.bin"', '"../../../../../../../../etc/passwd"')), /model\/model\.json lists the weight file ".*etc\/passwd", which is outside its folder/],
-    ['a model.json that is not JSON', (d) => fs.writeFileSync(path.join(d, 'model.json'), 'not json'), /damaged-\d+\/model\/model\.json: not valid JSON/],
-    ['an xp.json of another model', (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["a", "b", "c"], "image_size": [8, 8], "preprocessing": "rescale"}'), /model\/model\.json does not match model\/xp\.json: the model has 1 output unit, the 3 classes of xp\.json need 3/],
+    [
+      'an xp.json without its image size',
+      (d) => fs.writeFileSync(path.join(d, 'xp.json'), '{"class_names": ["cats", "dogs"], "preprocessing": "rescale"}'),
+      /model\/xp\.json has no valid image_size/,
+    ],
+    [
+      'a truncated weights.bin',
+      (d) => fs.truncateSync(path.join(d, 'weights.bin'), 100),
+      /damaged-\d+\/model\/model\.json: the weight file weights\.bin has 100 bytes, the manifest's weights .* need 772/,
+    ],
+    [
+      'a model.json whose weights path leaves the run folder',
+      (d) =>
+        fs.writeFileSync(
+          path.join(d, 'model.json'),
+          fs
+            .readFileSync(path.join(d, 'model.json'), 'utf8')
+            .replace('"weights.bin"', '"../../../../../../../../etc/passwd"'),
+        ),
+      /model\/model\.json lists the weight file ".*etc\/passwd", which is outside its folder/,
+    ],
+    [
+      'a model.json that is not JSON',
+      (d) => fs.writeFileSync(path.join(d, 'model.json'), 'not json'),
+      /damaged-\d+\/model\/model\.json: not valid JSON/,
+    ],
+    [
+      'an xp.json of another model',
+      (d) =>
+        fs.writeFileSync(
+          path.join(d, 'xp.json'),
+          '{"class_names": ["a", "b", "c"], "image_size": [8, 8], "preprocessing": "rescale"}',
+        ),
+      /model\/model\.json does not match model\/xp\.json: the model has 1 output unit, the 3 classes of xp\.json need 3/,
+    ],
   ];
   for (const [what, damage, message] of cases) {
     it(`${what} is one clear error naming the run folder and the file`, async () => {
@@ -318,6 +428,9 @@ describe('a damaged run folder under xp predict and xp evaluate', () => {
 
   it('xp evaluate says the same', async () => {
     const dir = damagedRun((d) => fs.truncateSync(path.join(d, 'weights.bin'), 10));
-    expectOneCleanError(await xp(['evaluate', dir, path.join(dataset, 'validation')]), /model\.json: the weight file weights\.bin has 10 bytes/);
+    expectOneCleanError(
+      await xp(['evaluate', dir, path.join(dataset, 'validation')]),
+      /model\.json: the weight file weights\.bin has 10 bytes/,
+    );
   });
 });

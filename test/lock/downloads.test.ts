@@ -52,7 +52,11 @@ afterEach(async () => {
 const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 const lockWith = (mode: LockMode) => useLock(path.join(tmp, 'exp.yaml'), { mode });
 const entries = async () => JSON.parse(await readFile(lockFile, 'utf8')).remote as Record<string, string>;
-const failure = (p: Promise<unknown>) => p.then(() => undefined, (error: unknown) => error as LockError);
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (error: unknown) => error as LockError,
+  );
 
 describe('dataset archives (data.url)', () => {
   // Built once per version: a zip records its entries' times, so a rebuild a second later has other bytes.
@@ -60,12 +64,27 @@ describe('dataset archives (data.url)', () => {
   const pets = (version: string): Buffer => {
     if (built.has(version)) return built.get(version)!;
     const zip = new AdmZip();
-    for (const split of ['train', 'validation']) for (const cls of ['cats', 'dogs']) zip.addFile(`pets/${split}/${cls}/1.jpg`, Buffer.from(`${version} ${split} ${cls}`));
+    for (const split of ['train', 'validation'])
+      for (const cls of ['cats', 'dogs'])
+        zip.addFile(`pets/${split}/${cls}/1.jpg`, Buffer.from(`${version} ${split} ${cls}`));
     built.set(version, zip.toBuffer());
     return built.get(version)!;
   };
-  const config = (url: string): DataConfig => ({ url, train: 'pets/train', validation: 'pets/validation', image_size: [32, 32], batch_size: 2, class_mode: 'binary', interpolation: 'nearest' });
-  const resolve = (url: string) => resolveDataset(config(url), { dataDir: path.join(tmp, 'data'), baseDir: '/unused', progress: new PassThrough().resume() });
+  const config = (url: string): DataConfig => ({
+    url,
+    train: 'pets/train',
+    validation: 'pets/validation',
+    image_size: [32, 32],
+    batch_size: 2,
+    class_mode: 'binary',
+    interpolation: 'nearest',
+  });
+  const resolve = (url: string) =>
+    resolveDataset(config(url), {
+      dataDir: path.join(tmp, 'data'),
+      baseDir: '/unused',
+      progress: new PassThrough().resume(),
+    });
   const trainFile = () => readFile(path.join(tmp, 'data', 'pets/train/cats/1.jpg'), 'utf8');
 
   it('a download is pinned; the same bytes verify; changed bytes stop before unpacking; --lock-write accepts them', async () => {
@@ -77,7 +96,11 @@ describe('dataset archives (data.url)', () => {
     expect(await entries()).toEqual({ [url]: sha(v1) });
 
     // Another data directory downloads it again: the same bytes pass.
-    await resolveDataset(config(url), { dataDir: path.join(tmp, 'data2'), baseDir: '/unused', progress: new PassThrough().resume() });
+    await resolveDataset(config(url), {
+      dataDir: path.join(tmp, 'data2'),
+      baseDir: '/unused',
+      progress: new PassThrough().resume(),
+    });
 
     // The server now serves other bytes, and the cached folder is from another url: fetched, refused.
     const v2 = pets('v2');
@@ -89,7 +112,9 @@ describe('dataset archives (data.url)', () => {
     expect(error!.message).toContain(`expected sha256 ${sha(v1)}`);
     expect(error!.message).toContain(`actual sha256   ${sha(v2)}`);
     expect(existsSync(path.join(tmp, 'data', 'pets'))).toBe(false); // not unpacked
-    expect((await readdir(path.join(tmp, 'data'))).filter((n) => n.startsWith('.download-') || n.startsWith('.extract-'))).toEqual([]);
+    expect(
+      (await readdir(path.join(tmp, 'data'))).filter((n) => n.startsWith('.download-') || n.startsWith('.extract-')),
+    ).toEqual([]);
 
     await lockWith('write');
     await resolve(url);
@@ -114,7 +139,9 @@ describe('dataset archives (data.url)', () => {
     expect(error).toBeInstanceOf(LockError);
     expect(error!.message).toContain(`expected sha256 ${sha(pets('other'))}`);
     expect(error!.message).toContain(`actual sha256   ${sha(pets('v1'))}`);
-    expect(error!.hint).toContain(`${path.join(tmp, 'data', 'pets')} holds that content, unpacked earlier: remove it to download and verify the archive again.`);
+    expect(error!.hint).toContain(
+      `${path.join(tmp, 'data', 'pets')} holds that content, unpacked earlier: remove it to download and verify the archive again.`,
+    );
     expect(requests).toEqual([]);
 
     await lockWith('frozen');
@@ -138,7 +165,13 @@ describe('Keras weights', () => {
   const md5 = createHash('md5').update(weights).digest('hex');
   const spec: KerasWeightsFile = { file: 'w_notop.h5', urlPath: 'models/w_notop.h5' };
   const fetchWeights = (extra: { md5?: string } = {}) =>
-    kerasWeightsPath(spec, { cacheDir: path.join(tmp, 'cache'), kerasDir: path.join(tmp, 'keras'), weightsBaseUrl: `${baseUrl}/`, md5, ...extra });
+    kerasWeightsPath(spec, {
+      cacheDir: path.join(tmp, 'cache'),
+      kerasDir: path.join(tmp, 'keras'),
+      weightsBaseUrl: `${baseUrl}/`,
+      md5,
+      ...extra,
+    });
 
   it('a download is pinned by sha256 besides the md5 check; other bytes are refused and not kept', async () => {
     served.set('/models/w_notop.h5', weights);

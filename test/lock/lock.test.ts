@@ -29,12 +29,18 @@ afterEach(async () => {
 });
 
 const entries = async () => JSON.parse(await readFile(file, 'utf8')).remote as Record<string, string>;
-const failure = (p: Promise<unknown>) => p.then(() => undefined, (error: unknown) => error as LockError);
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (error: unknown) => error as LockError,
+  );
 
 describe('xp.lock', () => {
   it('the first use writes the entry, a later use with the same bytes verifies it without rewriting the file', async () => {
     await lockPin(file, 'default')('https://example.test/pets.zip', sha('v1'));
-    expect(await readFile(file, 'utf8')).toBe(`{\n  "remote": {\n    "https://example.test/pets.zip": "${sha('v1')}"\n  },\n  "version": "1"\n}\n`);
+    expect(await readFile(file, 'utf8')).toBe(
+      `{\n  "remote": {\n    "https://example.test/pets.zip": "${sha('v1')}"\n  },\n  "version": "1"\n}\n`,
+    );
     const written = (await import('node:fs')).statSync(file).mtimeMs;
     await new Promise((resolve) => setTimeout(resolve, 20));
     await lockPin(file, 'default')('https://example.test/pets.zip', sha('v1').toUpperCase());
@@ -46,7 +52,9 @@ describe('xp.lock', () => {
     const before = await readFile(file, 'utf8');
     const error = await failure(lockPin(file, 'default')('https://example.test/pets.zip', sha('v2')));
     expect(error).toBeInstanceOf(LockError);
-    expect(error!.message).toBe(`https://example.test/pets.zip does not match its entry in the lock file ${file}:\n  expected sha256 ${sha('v1')}\n  actual sha256   ${sha('v2')}`);
+    expect(error!.message).toBe(
+      `https://example.test/pets.zip does not match its entry in the lock file ${file}:\n  expected sha256 ${sha('v1')}\n  actual sha256   ${sha('v2')}`,
+    );
     expect(error!.hint).toContain('rerun with --lock-write to accept the new content');
     expect(await readFile(file, 'utf8')).toBe(before);
   });
@@ -56,7 +64,10 @@ describe('xp.lock', () => {
     await pinDefault('https://example.test/a.zip', sha('a'));
     await pinDefault('https://example.test/b.zip', sha('b1'));
     await lockPin(file, 'write')('https://example.test/b.zip', sha('b2'));
-    expect(await entries()).toEqual({ 'https://example.test/a.zip': sha('a'), 'https://example.test/b.zip': sha('b2') });
+    expect(await entries()).toEqual({
+      'https://example.test/a.zip': sha('a'),
+      'https://example.test/b.zip': sha('b2'),
+    });
     await lockPin(file, 'default')('https://example.test/b.zip', sha('b2'));
   });
 
@@ -69,11 +80,15 @@ describe('xp.lock', () => {
     expect(error).toBeInstanceOf(LockError);
     expect(error!.message).toContain('https://example.test/new.zip');
     expect(error!.message).toContain('--frozen forbids new entries');
-    expect((await failure(frozen('https://example.test/a.zip', sha('changed'))))!.message).toContain(`expected sha256 ${sha('a')}`);
+    expect((await failure(frozen('https://example.test/a.zip', sha('changed'))))!.message).toContain(
+      `expected sha256 ${sha('a')}`,
+    );
     expect(await readFile(file, 'utf8')).toBe(before);
     // Without a lock file at all, --frozen creates none.
     const elsewhere = path.join(tmp, 'none', 'xp.lock');
-    expect(await failure(lockPin(elsewhere, 'frozen')('https://example.test/a.zip', sha('a')))).toBeInstanceOf(LockError);
+    expect(await failure(lockPin(elsewhere, 'frozen')('https://example.test/a.zip', sha('a')))).toBeInstanceOf(
+      LockError,
+    );
     expect(existsSync(elsewhere)).toBe(false);
   });
 
@@ -94,7 +109,12 @@ describe('xp.lock', () => {
   });
 
   it('a damaged lock file is an error naming the file and how to fix it, and is left as it was', async () => {
-    for (const damaged of ['{"version": "1", "remote": {', '[]', '{"version": "1", "remote": {"https://a.test/x": "md5:abc"}}', '{"remote": {}}']) {
+    for (const damaged of [
+      '{"version": "1", "remote": {',
+      '[]',
+      '{"version": "1", "remote": {"https://a.test/x": "md5:abc"}}',
+      '{"remote": {}}',
+    ]) {
       await writeFile(file, damaged);
       for (const mode of ['default', 'write', 'frozen'] as const) {
         const error = await failure(lockPin(file, mode)('https://a.test/x', sha('x')));
@@ -105,13 +125,19 @@ describe('xp.lock', () => {
       expect(await readFile(file, 'utf8')).toBe(damaged);
     }
     await writeFile(file, '{"version": "2", "remote": {}}');
-    expect((await failure(lockPin(file, 'default')('https://a.test/x', sha('x'))))!.message).toContain('written by a newer xp');
+    expect((await failure(lockPin(file, 'default')('https://a.test/x', sha('x'))))!.message).toContain(
+      'written by a newer xp',
+    );
   });
 
   it('other sections of the file are kept when an entry is added', async () => {
     await writeFile(file, '{"version": "1", "remote": {}, "extends": {"b": 1, "a": 2}}');
     await lockPin(file, 'default')('https://a.test/x', sha('x'));
-    expect(JSON.parse(await readFile(file, 'utf8'))).toEqual({ version: '1', remote: { 'https://a.test/x': sha('x') }, extends: { a: 2, b: 1 } });
+    expect(JSON.parse(await readFile(file, 'utf8'))).toEqual({
+      version: '1',
+      remote: { 'https://a.test/x': sha('x') },
+      extends: { a: 2, b: 1 },
+    });
   });
 
   it('lives beside a local experiment file and in the current folder for one given by URL; useLock installs it behind pin', async () => {
@@ -141,12 +167,17 @@ const urls = [...Array.from({ length: 30 }, (_, i) => 'https://w' + worker + '.t
 await Promise.all(urls.map((url) => pin(url, sha(url))));
 `,
     );
-    const workers = Array.from({ length: 6 }, (_, w) => execa(process.execPath, ['--import', 'tsx', script, file, String(w)], { cwd: root, reject: false }));
+    const workers = Array.from({ length: 6 }, (_, w) =>
+      execa(process.execPath, ['--import', 'tsx', script, file, String(w)], { cwd: root, reject: false }),
+    );
     const results = await Promise.all(workers);
     for (const r of results) expect(r.stderr).toBe('');
     expect(results.map((r) => r.exitCode)).toEqual([0, 0, 0, 0, 0, 0]);
     const lock = parseLock(await readFile(file, 'utf8'), file);
-    const expected = [...Array.from({ length: 6 }, (_, w) => Array.from({ length: 30 }, (_, i) => `https://w${w}.test/${i}`)).flat(), ...Array.from({ length: 10 }, (_, i) => `https://shared.test/${i}`)];
+    const expected = [
+      ...Array.from({ length: 6 }, (_, w) => Array.from({ length: 30 }, (_, i) => `https://w${w}.test/${i}`)).flat(),
+      ...Array.from({ length: 10 }, (_, i) => `https://shared.test/${i}`),
+    ];
     expect(Object.keys(lock.remote).sort()).toEqual(expected.sort());
     for (const url of expected) expect(lock.remote[url]).toBe(sha(url));
     expect((await readdir(tmp)).sort()).toEqual(['pin-many.mts', 'xp.lock']); // no temp or .lck files left

@@ -15,14 +15,19 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
 // The shared data set beside the clone (or beside the folder of its git worktrees).
-const shared = ['../shared', '../../shared'].map((up) => path.resolve(root, up, 'datasets/cats_and_dogs_filtered')).find((dir) => fs.existsSync(dir))!;
+const shared = ['../shared', '../../shared']
+  .map((up) => path.resolve(root, up, 'datasets/cats_and_dogs_filtered'))
+  .find((dir) => fs.existsSync(dir))!;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-lock-run-'));
 const runs = path.join(tmp, 'runs');
 
 /** A small cats-and-dogs archive: `perClass` training and 6 validation images per class. */
 function petsZip(perClass: number): Buffer {
   const zip = new AdmZip();
-  for (const [split, n] of [['train', perClass], ['validation', 6]] as const) {
+  for (const [split, n] of [
+    ['train', perClass],
+    ['validation', 6],
+  ] as const) {
     for (const cls of ['cats', 'dogs']) {
       for (let i = 0; i < n; i++) {
         const name = `${cls.slice(0, -1)}.${split === 'train' ? i : 2000 + i}.jpg`;
@@ -51,19 +56,27 @@ const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 const experiment = (dir: string, extra = ''): string => {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'pets.yaml');
-  fs.writeFileSync(file, `name: pets-lock
+  fs.writeFileSync(
+    file,
+    `name: pets-lock
 data: {url: "${url}", train: pets/train, validation: pets/validation, image_size: [96, 96], batch_size: 4}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [4]}
 training: {epochs: 1, steps_per_epoch: 2}
-${extra}`);
+${extra}`,
+  );
   return file;
 };
 // Each run gets its own data directory, as on another machine: the archive is downloaded (and checked) every time.
 let machines = 0;
 const xp = (args: string[]) =>
-  execa(process.execPath, [bin, 'run', ...args, '--no-track', '--quiet', '--no-backup', '--data-dir', path.join(tmp, `data-${++machines}`)], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs } });
-const runFolders = () => (fs.existsSync(path.join(runs, 'pets-lock')) ? fs.readdirSync(path.join(runs, 'pets-lock')).length : 0);
+  execa(
+    process.execPath,
+    [bin, 'run', ...args, '--no-track', '--quiet', '--no-backup', '--data-dir', path.join(tmp, `data-${++machines}`)],
+    { reject: false, cwd: root, env: { XP_RUNS_DIR: runs } },
+  );
+const runFolders = () =>
+  fs.existsSync(path.join(runs, 'pets-lock')) ? fs.readdirSync(path.join(runs, 'pets-lock')).length : 0;
 
 test('xp run writes xp.lock beside the experiment, verifies it, stops before training on a changed archive, and --lock-write accepts it', async () => {
   const file = experiment(path.join(tmp, 'project'));
@@ -105,7 +118,10 @@ test('--parallel children check the lock the parent was given: --frozen refuses 
   const frozen = await xp([file, '--parallel', '2', `--lock=${lockFile}`, '--frozen']);
   expect(frozen.exitCode).not.toBe(0);
   // Each worker refuses it before training (a sweep reports failed trials and goes on to its summary).
-  for (const worker of [1, 2]) expect(frozen.stdout).toContain(`[worker ${worker}] trial(s) ${worker} FAILED: ${url} (sha256 ${sha(archive)}) is not in the lock file ${lockFile}, and --frozen forbids new entries`);
+  for (const worker of [1, 2])
+    expect(frozen.stdout).toContain(
+      `[worker ${worker}] trial(s) ${worker} FAILED: ${url} (sha256 ${sha(archive)}) is not in the lock file ${lockFile}, and --frozen forbids new entries`,
+    );
   expect(frozen.stdout).not.toContain('epoch 1:');
   expect(fs.existsSync(lockFile)).toBe(false);
 
@@ -136,10 +152,15 @@ test('xp check reports a damaged xp.lock beside the experiment (left as it was),
 }, 60_000);
 
 test('in a sweep run in one process, a refused download fails every trial not yet trained, and trains none', async () => {
-  const file = experiment(path.join(tmp, 'sequential'), 'sweep: {backbone.cut_layer: [block_1_project_BN, block_2_add]}\n');
+  const file = experiment(
+    path.join(tmp, 'sequential'),
+    'sweep: {backbone.cut_layer: [block_1_project_BN, block_2_add]}\n',
+  );
   const r = await xp([file, '--frozen']);
   expect(r.exitCode).toBe(1);
-  expect(r.stdout).toContain(`trial(s) 1 FAILED: ${url} (sha256 ${sha(archive)}) is not in the lock file ${path.join(tmp, 'sequential', 'xp.lock')}, and --frozen forbids new entries`);
+  expect(r.stdout).toContain(
+    `trial(s) 1 FAILED: ${url} (sha256 ${sha(archive)}) is not in the lock file ${path.join(tmp, 'sequential', 'xp.lock')}, and --frozen forbids new entries`,
+  );
   expect(r.stdout).not.toContain('trial(s) 2 FAILED'); // not attempted
   expect(r.stdout.match(/^Run FAILED: /gm)).toHaveLength(2);
   expect(r.stdout).not.toMatch(/epoch 1/);

@@ -2,9 +2,21 @@ import * as tf from '@tensorflow/tfjs-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BackboneConfig } from '../../src/config/types.ts';
 import { ModelError } from '../../src/errors.ts';
-import { applyTrainable, backboneLayerNames, loadBackbone, preprocess, type Backbone } from '../../src/model/backbone.ts';
+import {
+  applyTrainable,
+  backboneLayerNames,
+  loadBackbone,
+  preprocess,
+  type Backbone,
+} from '../../src/model/backbone.ts';
 
-const inception: BackboneConfig = { name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7', trainable: false, preprocessing: 'auto' };
+const inception: BackboneConfig = {
+  name: 'inception_v3',
+  weights: 'nsfwjs',
+  cut_layer: 'mixed7',
+  trainable: false,
+  preprocessing: 'auto',
+};
 
 describe('InceptionV3 from the nsfwjs bundle, 150x150 cut at mixed7 (the Keras reference)', () => {
   let backbone: Backbone;
@@ -58,7 +70,9 @@ describe('InceptionV3 from the nsfwjs bundle, 150x150 cut at mixed7 (the Keras r
     const frozenBn = backbone.model.getLayer('batch_normalization_1');
     const before = [bn, frozenBn].map((l) => l.getWeights()[1].dataSync().slice()); // moving_mean
     const x = tf.randomUniform([2, 150, 150, 3], 0, 1, 'float32', 2);
-    const grads = tf.variableGrads(() => tf.mean(backbone.model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar);
+    const grads = tf.variableGrads(
+      () => tf.mean(backbone.model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
+    );
     expect(Object.keys(grads.grads).length).toBeGreaterThan(0);
     const after = [bn, frozenBn].map((l) => l.getWeights()[1].dataSync());
     expect(after[0]).not.toEqual(before[0]); // moving average updated
@@ -68,7 +82,9 @@ describe('InceptionV3 from the nsfwjs bundle, 150x150 cut at mixed7 (the Keras r
   });
 
   it('rejects an unknown trainable_from with the valid names', () => {
-    expect(() => applyTrainable(backbone.model, { trainable: true, trainable_from: 'mixed9' })).toThrow(/mixed9.*mixed0, mixed1/);
+    expect(() => applyTrainable(backbone.model, { trainable: true, trainable_from: 'mixed9' })).toThrow(
+      /mixed9.*mixed0, mixed1/,
+    );
   });
 });
 
@@ -103,7 +119,13 @@ describe('cut layers', () => {
 
 describe('MobileNetV2 from the nsfwjs bundle', () => {
   it('rebuilds the correct_pad paddings for the input size, as Keras does', async () => {
-    const cfg: BackboneConfig = { name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu', trainable: true, preprocessing: 'auto' };
+    const cfg: BackboneConfig = {
+      name: 'mobilenet_v2',
+      weights: 'nsfwjs',
+      cut_layer: 'out_relu',
+      trainable: true,
+      preprocessing: 'auto',
+    };
     const even = await loadBackbone(cfg, [150, 150]);
     // Keras: 150 -> 75 -> 38 -> 19 -> 10 -> 5
     expect(even.featureShape).toEqual([5, 5, 1280]);
@@ -111,7 +133,10 @@ describe('MobileNetV2 from the nsfwjs bundle', () => {
     expect(even.model.trainableWeights.length).toBeGreaterThan(0);
     const odd = await loadBackbone(cfg, [151, 97]);
     const pad = odd.model.getLayer('Conv1_pad').getConfig() as { padding: number[][] };
-    expect(pad.padding).toEqual([[1, 1], [1, 1]]);
+    expect(pad.padding).toEqual([
+      [1, 1],
+      [1, 1],
+    ]);
     expect(odd.featureShape).toEqual([5, 4, 1280]);
     even.model.dispose();
     odd.model.dispose();

@@ -25,13 +25,25 @@ function relativeError(model: tf.LayersModel, fn: (x: tf.Tensor4D) => tf.Tensor4
   });
 }
 
-const frozen = (cfg: Omit<BackboneConfig, 'trainable' | 'preprocessing'>): BackboneConfig => ({ ...cfg, trainable: false, preprocessing: 'auto' });
+const frozen = (cfg: Omit<BackboneConfig, 'trainable' | 'preprocessing'>): BackboneConfig => ({
+  ...cfg,
+  trainable: false,
+  preprocessing: 'auto',
+});
 
 const cases = [
   // conv(no bias) -> BN(scale=False) -> relu; pools; concatenations
-  { label: 'InceptionV3 to mixed7', cfg: frozen({ name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7' }), convs: 70 },
+  {
+    label: 'InceptionV3 to mixed7',
+    cfg: frozen({ name: 'inception_v3', weights: 'nsfwjs', cut_layer: 'mixed7' }),
+    convs: 70,
+  },
   // conv and depthwise -> BN(scale) -> ReLU6; linear projections; residual adds; paddings
-  { label: 'MobileNetV2 to out_relu', cfg: frozen({ name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu' }), convs: 52 },
+  {
+    label: 'MobileNetV2 to out_relu',
+    cfg: frozen({ name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'out_relu' }),
+    convs: 52,
+  },
 ];
 
 for (const { label, cfg, convs } of cases) {
@@ -86,16 +98,27 @@ describe('layer kinds off the folding path', () => {
   it('compiles a conv read twice (BN left standalone), pads, pools, adds, concatenations and activations', async () => {
     const L = tf.layers;
     const input = tf.input({ shape: [12, 12, 3] });
-    const padded = L.zeroPadding2d({ padding: [[0, 1], [1, 0]] }).apply(input) as tf.SymbolicTensor;
-    const conv = L.conv2d({ filters: 4, kernelSize: 3, padding: 'same', useBias: true }).apply(padded) as tf.SymbolicTensor;
+    const padded = L.zeroPadding2d({
+      padding: [
+        [0, 1],
+        [1, 0],
+      ],
+    }).apply(input) as tf.SymbolicTensor;
+    const conv = L.conv2d({ filters: 4, kernelSize: 3, padding: 'same', useBias: true }).apply(
+      padded,
+    ) as tf.SymbolicTensor;
     const bn = L.batchNormalization({ epsilon: 1e-3 }).apply(conv) as tf.SymbolicTensor; // conv has two readers: no folding
     const sum = L.add().apply([bn, conv]) as tf.SymbolicTensor;
     const relu6 = L.reLU({ maxValue: 6 }).apply(sum) as tf.SymbolicTensor;
     const max = L.maxPooling2d({ poolSize: 2, padding: 'same' }).apply(relu6) as tf.SymbolicTensor;
     const avg = L.averagePooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(relu6) as tf.SymbolicTensor;
     const joined = L.concatenate().apply([max, avg]) as tf.SymbolicTensor;
-    const dw = L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, activation: 'relu' }).apply(joined) as tf.SymbolicTensor;
-    const out = L.activation({ activation: 'sigmoid' }).apply(L.dropout({ rate: 0.5 }).apply(dw) as tf.SymbolicTensor) as tf.SymbolicTensor;
+    const dw = L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, activation: 'relu' }).apply(
+      joined,
+    ) as tf.SymbolicTensor;
+    const out = L.activation({ activation: 'sigmoid' }).apply(
+      L.dropout({ rate: 0.5 }).apply(dw) as tf.SymbolicTensor,
+    ) as tf.SymbolicTensor;
     const model = tf.model({ inputs: input, outputs: out });
     // non-trivial BN statistics
     const w = model.layers[3].getWeights();
@@ -112,7 +135,12 @@ describe('layer kinds off the folding path', () => {
 });
 
 describe('a Teachable Machine model (MobileNetV2 alpha 0.35 nested in Sequentials)', () => {
-  const cfg = (cut_layer: string) => frozen({ name: 'mobilenet_v2', weights: path.join(shared, 'models/teachable-machine-mobilenet-v2/model.json'), cut_layer });
+  const cfg = (cut_layer: string) =>
+    frozen({
+      name: 'mobilenet_v2',
+      weights: path.join(shared, 'models/teachable-machine-mobilenet-v2/model.json'),
+      cut_layer,
+    });
 
   it('compiles when cut inside the nested functional model', async () => {
     const { model } = await loadBackbone(cfg('block_16_project_BN'), [96, 96]);

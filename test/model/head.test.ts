@@ -29,7 +29,13 @@ describe('buildHead', () => {
 
   it('pools globally, stacks dense layers, skips dropout 0, and ends in softmax for 3+ classes', () => {
     const avg = buildHead([5, 5, 1280], { pooling: 'avg', units: [64, 32], activation: 'tanh', dropout: 0 }, 4);
-    expect(avg.layers.map((l) => l.name)).toEqual(['features', 'global_average_pooling2d', 'dense', 'dense_1', 'dense_2']);
+    expect(avg.layers.map((l) => l.name)).toEqual([
+      'features',
+      'global_average_pooling2d',
+      'dense',
+      'dense_1',
+      'dense_2',
+    ]);
     expect(avg.outputs[0].shape).toEqual([null, 4]);
     expect((avg.getLayer('dense_2').getConfig() as { activation: string }).activation).toBe('softmax');
     const max = buildHead([5, 5, 8], { pooling: 'max', units: [], activation: 'relu', dropout: 0.5 }, 2);
@@ -81,13 +87,27 @@ describe('composeModel', () => {
 describe('training the composed model', () => {
   it('fits the head through a frozen backbone whose BatchNormalization has no gamma (InceptionV3 style)', async () => {
     const input = tf.input({ shape: [8, 8, 3] });
-    const conv = tf.layers.conv2d({ filters: 4, kernelSize: 3, useBias: false, name: 'conv2d_1' }).apply(input) as tf.SymbolicTensor;
-    const bn = tf.layers.batchNormalization({ scale: false, name: 'batch_normalization_1' }).apply(conv) as tf.SymbolicTensor;
-    const backbone = tf.model({ inputs: input, outputs: tf.layers.activation({ activation: 'relu' }).apply(bn) as tf.SymbolicTensor });
+    const conv = tf.layers
+      .conv2d({ filters: 4, kernelSize: 3, useBias: false, name: 'conv2d_1' })
+      .apply(input) as tf.SymbolicTensor;
+    const bn = tf.layers
+      .batchNormalization({ scale: false, name: 'batch_normalization_1' })
+      .apply(conv) as tf.SymbolicTensor;
+    const backbone = tf.model({
+      inputs: input,
+      outputs: tf.layers.activation({ activation: 'relu' }).apply(bn) as tf.SymbolicTensor,
+    });
     applyTrainable(backbone, { trainable: false });
     const frozen = backbone.getWeights().map((w) => w.dataSync().slice());
-    const model = composeModel(backbone, buildHead([6, 6, 4], { pooling: 'flatten', units: [4], activation: 'relu', dropout: 0.2 }, 2));
-    model.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+    const model = composeModel(
+      backbone,
+      buildHead([6, 6, 4], { pooling: 'flatten', units: [4], activation: 'relu', dropout: 0.2 }, 2),
+    );
+    model.compile({
+      optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }),
+      loss: lossFor(2),
+      metrics: ['accuracy'],
+    });
     const x = tf.randomUniform([8, 8, 8, 3], -1, 1, 'float32', 1);
     const y = tf.tensor2d([0, 1, 0, 1, 0, 1, 0, 1], [8, 1]);
     const history = await model.fit(x, y, { epochs: 2, batchSize: 4, verbose: 0 });
@@ -102,16 +122,36 @@ describe('buildOptimizer', () => {
   const config = (o: tf.Optimizer) => o.getConfig() as Record<string, unknown>;
 
   it('uses Keras defaults', () => {
-    expect(config(buildOptimizer({ name: 'rmsprop', learning_rate: 1e-4 }))).toMatchObject({ learningRate: 1e-4, rho: 0.9, epsilon: 1e-7 });
-    expect(config(buildOptimizer({ name: 'adam', learning_rate: 1e-3 }))).toMatchObject({ learningRate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 });
+    expect(config(buildOptimizer({ name: 'rmsprop', learning_rate: 1e-4 }))).toMatchObject({
+      learningRate: 1e-4,
+      rho: 0.9,
+      epsilon: 1e-7,
+    });
+    expect(config(buildOptimizer({ name: 'adam', learning_rate: 1e-3 }))).toMatchObject({
+      learningRate: 1e-3,
+      beta1: 0.9,
+      beta2: 0.999,
+      epsilon: 1e-7,
+    });
     expect(buildOptimizer({ name: 'sgd', learning_rate: 0.01 }).getClassName()).toBe('SGD');
-    expect(config(buildOptimizer({ name: 'sgd', learning_rate: 0.01, momentum: 0.9, nesterov: true }))).toMatchObject({ momentum: 0.9, useNesterov: true });
-    expect(config(buildOptimizer({ name: 'adagrad', learning_rate: 0.01 }))).toMatchObject({ learningRate: 0.01, initialAccumulatorValue: 0.1 });
+    expect(config(buildOptimizer({ name: 'sgd', learning_rate: 0.01, momentum: 0.9, nesterov: true }))).toMatchObject({
+      momentum: 0.9,
+      useNesterov: true,
+    });
+    expect(config(buildOptimizer({ name: 'adagrad', learning_rate: 0.01 }))).toMatchObject({
+      learningRate: 0.01,
+      initialAccumulatorValue: 0.1,
+    });
   });
 
   it('passes rho, betas and epsilon through', () => {
-    expect(config(buildOptimizer({ name: 'rmsprop', learning_rate: 0.1, rho: 0.8, momentum: 0.5, epsilon: 1e-5 }))).toMatchObject({ decay: 0.8, momentum: 0.5, epsilon: 1e-5 });
-    expect(config(buildOptimizer({ name: 'adam', learning_rate: 0.1, beta_1: 0.5, beta_2: 0.9 }))).toMatchObject({ beta1: 0.5, beta2: 0.9 });
+    expect(
+      config(buildOptimizer({ name: 'rmsprop', learning_rate: 0.1, rho: 0.8, momentum: 0.5, epsilon: 1e-5 })),
+    ).toMatchObject({ decay: 0.8, momentum: 0.5, epsilon: 1e-5 });
+    expect(config(buildOptimizer({ name: 'adam', learning_rate: 0.1, beta_1: 0.5, beta_2: 0.9 }))).toMatchObject({
+      beta1: 0.5,
+      beta2: 0.9,
+    });
   });
 
   it('takes a Keras SGD-with-momentum step', () => {

@@ -17,7 +17,13 @@ import { kerasWeightsFile } from '../../src/model/keras-weights.ts';
 import { assignH5Weights, layerWeights } from '../../src/model/weights.ts';
 
 const FILE = 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5';
-const imagenet: BackboneConfig = { name: 'mobilenet_v2', weights: 'imagenet', cut_layer: 'out_relu', trainable: false, preprocessing: 'auto' };
+const imagenet: BackboneConfig = {
+  name: 'mobilenet_v2',
+  weights: 'imagenet',
+  cut_layer: 'out_relu',
+  trainable: false,
+  preprocessing: 'auto',
+};
 
 let tmp: string;
 let source: Backbone;
@@ -32,7 +38,9 @@ beforeAll(async () => {
   await fs.mkdir(path.join(tmp, 'www', 'mobilenet_v2'), { recursive: true });
   const file = path.join(tmp, 'www', 'mobilenet_v2', FILE);
   await writeKerasH5(file, layerWeights(source.model));
-  md5 = createHash('md5').update(await fs.readFile(file)).digest('hex');
+  md5 = createHash('md5')
+    .update(await fs.readFile(file))
+    .digest('hex');
   server = http.createServer(async (req, res) => {
     requests.push(req.url ?? '');
     const body = await fs.readFile(path.join(tmp, 'www', decodeURIComponent(req.url ?? ''))).catch(() => undefined);
@@ -80,7 +88,12 @@ describe('imagenet weights', () => {
     const { cacheDir, kerasDir } = await dirs('keras-dir');
     await fs.copyFile(path.join(tmp, 'www', 'mobilenet_v2', FILE), path.join(kerasDir, FILE));
     const before = requests.length;
-    const loaded = await loadBackbone({ ...imagenet, cut_layer: 'block_6_expand_relu' }, [160, 224], { cacheDir, kerasDir, weightsBaseUrl: baseUrl, md5 });
+    const loaded = await loadBackbone({ ...imagenet, cut_layer: 'block_6_expand_relu' }, [160, 224], {
+      cacheDir,
+      kerasDir,
+      weightsBaseUrl: baseUrl,
+      md5,
+    });
     expect(requests.length).toBe(before);
     expect(loaded.featureShape).toEqual([20, 28, 192]);
     loaded.model.dispose();
@@ -123,7 +136,12 @@ describe('imagenet weights', () => {
 
   it('rejects a download with the wrong checksum and keeps nothing', async () => {
     const { cacheDir, kerasDir } = await dirs('bad-md5');
-    const error = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: baseUrl, md5: '0'.repeat(32) }).catch((e) => e);
+    const error = await loadBackbone(imagenet, [224, 224], {
+      cacheDir,
+      kerasDir,
+      weightsBaseUrl: baseUrl,
+      md5: '0'.repeat(32),
+    }).catch((e) => e);
     expect(error).toBeInstanceOf(ModelError);
     expect(error.message).toMatch(/corrupt \(md5 [0-9a-f]{32}, expected 0{32}\)/);
     expect(await fs.readdir(cacheDir)).toEqual([]);
@@ -131,7 +149,12 @@ describe('imagenet weights', () => {
 
   it('explains a failed download and where to put the file by hand', async () => {
     const { cacheDir, kerasDir } = await dirs('missing');
-    const error = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: `${baseUrl}nowhere/`, md5 }).catch((e) => e);
+    const error = await loadBackbone(imagenet, [224, 224], {
+      cacheDir,
+      kerasDir,
+      weightsBaseUrl: `${baseUrl}nowhere/`,
+      md5,
+    }).catch((e) => e);
     expect(error).toBeInstanceOf(ModelError);
     expect(error.message).toMatch(/HTTP 404/);
     expect(error.hint).toContain(path.join(cacheDir, FILE));
@@ -143,13 +166,20 @@ describe('imagenet weights', () => {
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((resolve) => closed.close(resolve));
-    const error = await loadBackbone(imagenet, [224, 224], { cacheDir, kerasDir, weightsBaseUrl: `http://127.0.0.1:${port}/`, md5 }).catch((e) => e);
+    const error = await loadBackbone(imagenet, [224, 224], {
+      cacheDir,
+      kerasDir,
+      weightsBaseUrl: `http://127.0.0.1:${port}/`,
+      md5,
+    }).catch((e) => e);
     expect(error).toBeInstanceOf(ModelError);
     expect(error.message).toMatch(/Could not download .*ECONNREFUSED/);
   });
 
   it('picks the file Keras would: per-size MobileNetV2 weights for square trained sizes, else 224', () => {
-    expect(kerasWeightsFile('mobilenet_v2', [160, 160]).file).toBe('mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5');
+    expect(kerasWeightsFile('mobilenet_v2', [160, 160]).file).toBe(
+      'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5',
+    );
     expect(kerasWeightsFile('mobilenet_v2', [150, 150]).file).toBe(FILE);
     expect(kerasWeightsFile('inception_v3', [150, 150])).toEqual({
       file: 'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5',
@@ -161,20 +191,28 @@ describe('imagenet weights', () => {
 
 describe('a .h5 path as weights', () => {
   it('applies the file to the named architecture', async () => {
-    const loaded = await loadBackbone({ ...imagenet, weights: path.join(tmp, 'www', 'mobilenet_v2', FILE) }, [224, 224]);
+    const loaded = await loadBackbone(
+      { ...imagenet, weights: path.join(tmp, 'www', 'mobilenet_v2', FILE) },
+      [224, 224],
+    );
     expect(maxDifference(loaded.model, source.model, 224)).toBe(0);
     loaded.model.dispose();
   });
 
   it('reports a file of another architecture', async () => {
     const file = path.join(tmp, 'www', 'mobilenet_v2', FILE);
-    const error = await loadBackbone({ name: 'inception_v3', weights: file, cut_layer: 'mixed0', trainable: false, preprocessing: 'auto' }, [150, 150]).catch((e) => e);
+    const error = await loadBackbone(
+      { name: 'inception_v3', weights: file, cut_layer: 'mixed0', trainable: false, preprocessing: 'auto' },
+      [150, 150],
+    ).catch((e) => e);
     expect(error).toBeInstanceOf(ModelError);
     expect(error.message).toMatch(/has no weights for \d+ layers of the model: conv2d_1, /);
   });
 
   it('reports a missing file', async () => {
-    await expect(loadBackbone({ ...imagenet, weights: path.join(tmp, 'nope.h5') }, [224, 224])).rejects.toThrow(/no such file/);
+    await expect(loadBackbone({ ...imagenet, weights: path.join(tmp, 'nope.h5') }, [224, 224])).rejects.toThrow(
+      /no such file/,
+    );
   });
 });
 
@@ -186,7 +224,11 @@ describe('h5 layer matching', () => {
         tf.layers.conv2d({ name: 'conv2d_2', filters: 2, kernelSize: 1 }),
       ],
     });
-  const weight = (name: string, shape: number[], value: number) => ({ name, shape, values: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(value) });
+  const weight = (name: string, shape: number[], value: number) => ({
+    name,
+    shape,
+    values: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(value),
+  });
 
   it('pairs Keras 3 names (conv2d, conv2d_1) with Keras 2 names (conv2d_1, conv2d_2) in creation order', () => {
     const model = tiny();

@@ -29,39 +29,47 @@ it.each([
   [257, 1024, 20, '', false],
   [130, 70, 6, '2', true],
   [257, 1024, 20, '', true],
-])('XpDenseRmsprop (%i x %i, batch %i, threads "%s", sparse %s) equals the gradient matmul and the RMSprop update, in place', (n, m, b, threads, sparse) => {
-  if (threads) process.env.TF_NUM_INTRAOP_THREADS = threads;
-  tf.tidy(() => {
-    const h = { rho: 0.9, eps: 1e-6, step: 3e-4 };
-    const w0 = tf.randomNormal([n, m], 0, 1, 'float32', 1);
-    const s0 = tf.randomUniform([n, m], 0, 2, 'float32', 2);
-    const x = features([b, n], 3, sparse);
-    const dz = tf.randomNormal([b, m], 0, 1, 'float32', 4);
-    const next = features([b + 1, n], 5, sparse);
-    const g = tf.matMul(x, dz, true, false);
-    const s1 = tf.add(tf.mul(s0, h.rho), tf.square(g));
-    const w1 = tf.sub(w0, tf.mul(tf.div(g, tf.sqrt(tf.add(s1, h.eps))), h.step));
-    const w = tf.mul(w0, 1); // the op writes these two
-    const s = tf.mul(s0, 1);
-    const last = tf.zeros([n], 'int32');
-    const zNext = denseRmsprop(w, s, last, 1, x, dz, h, next)!;
-    rmspropCatchUp(s, last, 1, h.rho);
-    expect(tf.max(tf.div(tf.abs(tf.sub(s, s1)), s1)).dataSync()[0]).toBeLessThan(1e-5);
-    expect(tf.max(tf.abs(tf.sub(w, w1))).dataSync()[0]).toBeLessThan(1e-6 * h.step * 1e3);
-    expect(tf.max(tf.abs(tf.sub(w, w0))).dataSync()[0]).toBeGreaterThan(h.step / 2); // it did move
-    const z = tf.matMul(next, w);
-    expect(zNext.shape).toEqual([b + 1, m]);
-    expect(tf.max(tf.abs(tf.sub(zNext, z))).dataSync()[0] / tf.max(tf.abs(z)).dataSync()[0]).toBeLessThan(1e-5);
-    expect(denseRmsprop(w, s, last, 2, x, dz, h)).toBeUndefined();
-    if (sparse) {
-      // Rows without input: exactly w' = w, and s' = rho*s once caught up.
-      const rows = tf.tensor1d(Array.from({ length: Math.floor((n - 4) / 7) + 1 }, (_, i) => 3 + 7 * i), 'int32');
-      expect(tf.max(tf.abs(tf.sub(tf.gather(w, rows), tf.gather(w0, rows)))).dataSync()[0]).toBe(0);
-      rmspropCatchUp(s, last, 2, h.rho);
-      expect(tf.max(tf.abs(tf.sub(tf.gather(s, rows), tf.mul(tf.mul(tf.gather(s0, rows), h.rho), h.rho)))).dataSync()[0]).toBe(0);
-    }
-  });
-});
+])(
+  'XpDenseRmsprop (%i x %i, batch %i, threads "%s", sparse %s) equals the gradient matmul and the RMSprop update, in place',
+  (n, m, b, threads, sparse) => {
+    if (threads) process.env.TF_NUM_INTRAOP_THREADS = threads;
+    tf.tidy(() => {
+      const h = { rho: 0.9, eps: 1e-6, step: 3e-4 };
+      const w0 = tf.randomNormal([n, m], 0, 1, 'float32', 1);
+      const s0 = tf.randomUniform([n, m], 0, 2, 'float32', 2);
+      const x = features([b, n], 3, sparse);
+      const dz = tf.randomNormal([b, m], 0, 1, 'float32', 4);
+      const next = features([b + 1, n], 5, sparse);
+      const g = tf.matMul(x, dz, true, false);
+      const s1 = tf.add(tf.mul(s0, h.rho), tf.square(g));
+      const w1 = tf.sub(w0, tf.mul(tf.div(g, tf.sqrt(tf.add(s1, h.eps))), h.step));
+      const w = tf.mul(w0, 1); // the op writes these two
+      const s = tf.mul(s0, 1);
+      const last = tf.zeros([n], 'int32');
+      const zNext = denseRmsprop(w, s, last, 1, x, dz, h, next)!;
+      rmspropCatchUp(s, last, 1, h.rho);
+      expect(tf.max(tf.div(tf.abs(tf.sub(s, s1)), s1)).dataSync()[0]).toBeLessThan(1e-5);
+      expect(tf.max(tf.abs(tf.sub(w, w1))).dataSync()[0]).toBeLessThan(1e-6 * h.step * 1e3);
+      expect(tf.max(tf.abs(tf.sub(w, w0))).dataSync()[0]).toBeGreaterThan(h.step / 2); // it did move
+      const z = tf.matMul(next, w);
+      expect(zNext.shape).toEqual([b + 1, m]);
+      expect(tf.max(tf.abs(tf.sub(zNext, z))).dataSync()[0] / tf.max(tf.abs(z)).dataSync()[0]).toBeLessThan(1e-5);
+      expect(denseRmsprop(w, s, last, 2, x, dz, h)).toBeUndefined();
+      if (sparse) {
+        // Rows without input: exactly w' = w, and s' = rho*s once caught up.
+        const rows = tf.tensor1d(
+          Array.from({ length: Math.floor((n - 4) / 7) + 1 }, (_, i) => 3 + 7 * i),
+          'int32',
+        );
+        expect(tf.max(tf.abs(tf.sub(tf.gather(w, rows), tf.gather(w0, rows)))).dataSync()[0]).toBe(0);
+        rmspropCatchUp(s, last, 2, h.rho);
+        expect(
+          tf.max(tf.abs(tf.sub(tf.gather(s, rows), tf.mul(tf.mul(tf.gather(s0, rows), h.rho), h.rho)))).dataSync()[0],
+        ).toBe(0);
+      }
+    });
+  },
+);
 
 it('rows skipped for steps take their pending decays when next visited: three steps equal three dense updates', () => {
   tf.tidy(() => {
@@ -73,7 +81,12 @@ it('rows skipped for steps take their pending decays when next visited: three st
     const s = tf.mul(sRef, 1);
     const last = tf.zeros([n], 'int32');
     // Step 1 and 2 feed rows 0-31 only, step 3 all rows: rows 32-95 catch up two decays at step 3.
-    const xs = [1, 2, 3].map((k) => tf.mul(features([b, n], 10 + k, true), tf.tensor1d(Array.from({ length: n }, (_, i) => (k < 3 && i >= 32 ? 0 : 1)))));
+    const xs = [1, 2, 3].map((k) =>
+      tf.mul(
+        features([b, n], 10 + k, true),
+        tf.tensor1d(Array.from({ length: n }, (_, i) => (k < 3 && i >= 32 ? 0 : 1))),
+      ),
+    );
     for (const [k, x] of xs.entries()) {
       const dz = tf.randomNormal([b, m], 0, 1, 'float32', 20 + k);
       const g = tf.matMul(x, dz, true, false);
@@ -91,7 +104,13 @@ it('rows skipped for steps take their pending decays when next visited: three st
 it('XpDenseRmsprop rejects mismatched shapes with a TensorFlow error', () => {
   tf.tidy(() => {
     const w = tf.zeros([4, 3]);
-    expect(() => denseRmsprop(w, tf.zeros([4, 3]), tf.zeros([4], 'int32'), 1, tf.zeros([2, 5]), tf.zeros([2, 3]), { rho: 0.9, eps: 1e-6, step: 1e-3 })).toThrow(/shapes must be/);
+    expect(() =>
+      denseRmsprop(w, tf.zeros([4, 3]), tf.zeros([4], 'int32'), 1, tf.zeros([2, 5]), tf.zeros([2, 3]), {
+        rho: 0.9,
+        eps: 1e-6,
+        step: 1e-3,
+      }),
+    ).toThrow(/shapes must be/);
   });
 });
 
@@ -106,7 +125,9 @@ it.each([
     const z = sparseMatMul(x, w);
     const reference = tf.matMul(x, w);
     expect(z.shape).toEqual([r, m]);
-    expect(tf.max(tf.abs(tf.sub(z, reference))).dataSync()[0] / tf.max(tf.abs(reference)).dataSync()[0]).toBeLessThan(1e-5);
+    expect(tf.max(tf.abs(tf.sub(z, reference))).dataSync()[0] / tf.max(tf.abs(reference)).dataSync()[0]).toBeLessThan(
+      1e-5,
+    );
   });
 });
 

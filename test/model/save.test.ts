@@ -9,7 +9,9 @@ import { readSavedModel, writeSavedModel } from '../../src/model/saved-run.ts';
 
 it('saveModel writes what model.save writes (a kernel larger than one slice included), and it loads back', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-save-'));
-  const model = buildHead([4, 4, 512], { pooling: 'flatten', units: [600], activation: 'relu', dropout: 0.2 }, 3, { seed: 4 }); // 8192 x 600 kernel
+  const model = buildHead([4, 4, 512], { pooling: 'flatten', units: [600], activation: 'relu', dropout: 0.2 }, 3, {
+    seed: 4,
+  }); // 8192 x 600 kernel
   await model.save(`file://${path.join(dir, 'tfjs')}`);
   await saveModel(model, path.join(dir, 'ours'));
   const read = (name: string, file: string) => fs.readFileSync(path.join(dir, name, file));
@@ -26,18 +28,31 @@ it('writeSavedModel replaces an earlier model whole, and readSavedModel gives ba
   fs.mkdirSync(path.join(runDir, 'model'));
   fs.writeFileSync(path.join(runDir, 'model', 'stale.bin'), 'from an earlier save');
   const model = tf.sequential({
-    layers: [tf.layers.conv2d({ inputShape: [4, 5, 3], filters: 2, kernelSize: 3 }), tf.layers.flatten(), tf.layers.dense({ units: 3, activation: 'softmax' })],
+    layers: [
+      tf.layers.conv2d({ inputShape: [4, 5, 3], filters: 2, kernelSize: 3 }),
+      tf.layers.flatten(),
+      tf.layers.dense({ units: 3, activation: 'softmax' }),
+    ],
   });
-  const info = { class_names: ['a', 'b', 'c'], image_size: [4, 5] as [number, number], preprocessing: 'inception' as const, interpolation: 'bicubic' as const };
+  const info = {
+    class_names: ['a', 'b', 'c'],
+    image_size: [4, 5] as [number, number],
+    preprocessing: 'inception' as const,
+    interpolation: 'bicubic' as const,
+  };
   await writeSavedModel(runDir, model, info);
   expect(fs.readdirSync(runDir)).toEqual(['model']);
   expect(fs.readdirSync(path.join(runDir, 'model')).sort()).toEqual(['model.json', 'weights.bin', 'xp.json']);
   const saved = await readSavedModel(runDir);
   expect(saved.info).toEqual(info);
   const x = tf.randomNormal([2, 4, 5, 3], 0, 1, 'float32', 3);
-  expect(tf.max(tf.abs(tf.sub(saved.model.predict(x) as tf.Tensor, model.predict(x) as tf.Tensor))).dataSync()[0]).toBe(0);
+  expect(tf.max(tf.abs(tf.sub(saved.model.predict(x) as tf.Tensor, model.predict(x) as tf.Tensor))).dataSync()[0]).toBe(
+    0,
+  );
   // xp.json and the model must agree on what goes in.
   fs.writeFileSync(path.join(runDir, 'model', 'xp.json'), JSON.stringify({ ...info, image_size: [5, 4] }));
-  await expect(readSavedModel(runDir)).rejects.toThrow(/model\/model\.json does not match model\/xp\.json: the model takes input \[4,5,3\], xp\.json says images of 5x4/);
+  await expect(readSavedModel(runDir)).rejects.toThrow(
+    /model\/model\.json does not match model\/xp\.json: the model takes input \[4,5,3\], xp\.json says images of 5x4/,
+  );
   fs.rmSync(runDir, { recursive: true, force: true });
 });

@@ -9,7 +9,13 @@ import { loadBackbone } from '../../src/model/backbone.ts';
 
 const shared = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..', '../shared');
 const modelJson = path.join(shared, 'models/teachable-machine-mobilenet-v2/model.json');
-const cfg: BackboneConfig = { name: 'mobilenet_v2', weights: modelJson, cut_layer: 'out_relu', trainable: false, preprocessing: 'auto' };
+const cfg: BackboneConfig = {
+  name: 'mobilenet_v2',
+  weights: modelJson,
+  cut_layer: 'out_relu',
+  trainable: false,
+  preprocessing: 'auto',
+};
 
 describe('a Teachable Machine model.json', () => {
   let original: tf.LayersModel;
@@ -56,10 +62,14 @@ describe('a Teachable Machine model.json', () => {
   it('lists the nested layer names when the cut layer is unknown', async () => {
     const error = await loadBackbone({ ...cfg, cut_layer: 'mixed7' }, [224, 224]).catch((e) => e);
     expect(error).toBeInstanceOf(ModelError);
-    expect(error.message).toMatch(/not a layer of .*model\.json\. Valid layers: block_2_add, .*out_relu and \d+ other layers: /);
+    expect(error.message).toMatch(
+      /not a layer of .*model\.json\. Valid layers: block_2_add, .*out_relu and \d+ other layers: /,
+    );
   });
 
   it('reports a missing model file', async () => {
-    await expect(loadBackbone({ ...cfg, weights: path.join(shared, 'nope/model.json') }, [224, 224])).rejects.toThrow(/Cannot read the tfjs model/);
+    await expect(loadBackbone({ ...cfg, weights: path.join(shared, 'nope/model.json') }, [224, 224])).rejects.toThrow(
+      /Cannot read the tfjs model/,
+    );
   });
 });

@@ -13,10 +13,14 @@ const setup = (seed: number) => {
   return { init, c, loss };
 };
 
-const relativeDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / tf.max(tf.abs(b)).dataSync()[0]);
+const relativeDiff = (a: tf.Tensor, b: tf.Tensor) =>
+  tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / tf.max(tf.abs(b)).dataSync()[0]);
 
 describe('compileFused', () => {
-  const expr = <X>(o: Ops<X>, a: X, b: X): X[] => [o.sub(a, o.div(o.mul(b, 0.5), o.sqrt(o.add(o.square(b), 1)))), o.add(a, 2)];
+  const expr = <X>(o: Ops<X>, a: X, b: X): X[] => [
+    o.sub(a, o.div(o.mul(b, 0.5), o.sqrt(o.add(o.square(b), 1)))),
+    o.add(a, 2),
+  ];
 
   it('computes the same values as the tfjs ops, for any shape, and stops after dispose', () => {
     const fused = compileFused(2, (o, a, b) => expr(o, a, b), true);
@@ -65,7 +69,7 @@ it('KerasRMSprop on a 1M-weight variable (the fused path) follows tf.train.rmspr
 });
 
 describe('KerasAdam', () => {
-  it("adds epsilon to sqrt(v) as Keras 3 does, not to the bias-corrected one as tf.train.adam", () => {
+  it('adds epsilon to sqrt(v) as Keras 3 does, not to the bias-corrected one as tf.train.adam', () => {
     // One step from w=0 with g=1, lr=1, eps=0.1: alpha = sqrt(0.001)/0.1, m=0.1, v=0.001.
     const w = tf.variable(tf.scalar(0));
     const opt = new KerasAdam(1, 0.9, 0.999, 0.1);

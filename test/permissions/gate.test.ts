@@ -23,7 +23,11 @@ const experiment = (over: { data?: object; backbone?: object; tracking?: object 
 
 describe('Deno permission flags', () => {
   it('reads --allow-x alone as everything, =list as those paths (and below) or hosts (any port unless one is given)', () => {
-    const g = parseGrants({ read: ['data,/srv/weights'], net: ['Example.com', 'mlflow.lan:5000'], write: [''] }, false, '/home/u');
+    const g = parseGrants(
+      { read: ['data,/srv/weights'], net: ['Example.com', 'mlflow.lan:5000'], write: [''] },
+      false,
+      '/home/u',
+    );
     expect(g.read).toEqual(['/home/u/data', '/srv/weights']);
     expect(g.write).toBe('all');
     expect(granted(g, 'read', '/home/u/data/train/cats')).toBe(true);
@@ -46,14 +50,23 @@ describe('what an experiment needs', () => {
       ['write', '/work/runs', 'run folders', true],
     ]);
     // Without xp.lock the download is not pinned: it needs a grant like any other contact.
-    expect(accessesOf([experiment({ data: { url: 'https://data.example/pets.zip' } })], { ...ctx, locked: false })[0].allowed).toBeUndefined();
+    expect(
+      accessesOf([experiment({ data: { url: 'https://data.example/pets.zip' } })], { ...ctx, locked: false })[0]
+        .allowed,
+    ).toBeUndefined();
   });
 
   it('folders and weights outside the cache, a tracking server, and a path climbing out of the data directory need grants', () => {
     const a = accessesOf(
       [
-        experiment({ data: { train: '/home/u/photos/train', validation: '/home/u/photos/val' }, backbone: { weights: '/home/u/secret.h5' }, tracking: { uri: 'http://mlflow.other:5000' } }),
-        experiment({ data: { url: 'https://data.example/pets.zip', train: '../../../.ssh', validation: 'pets/validation' } }),
+        experiment({
+          data: { train: '/home/u/photos/train', validation: '/home/u/photos/val' },
+          backbone: { weights: '/home/u/secret.h5' },
+          tracking: { uri: 'http://mlflow.other:5000' },
+        }),
+        experiment({
+          data: { url: 'https://data.example/pets.zip', train: '../../../.ssh', validation: 'pets/validation' },
+        }),
       ],
       ctx,
     );
@@ -68,7 +81,15 @@ describe('what an experiment needs', () => {
 });
 
 describe('the gate', () => {
-  const needs = accessesOf([experiment({ data: { train: '/home/u/photos/train', validation: '/home/u/photos/val' }, tracking: { uri: 'http://mlflow.other:5000' } })], ctx);
+  const needs = accessesOf(
+    [
+      experiment({
+        data: { train: '/home/u/photos/train', validation: '/home/u/photos/val' },
+        tracking: { uri: 'http://mlflow.other:5000' },
+      }),
+    ],
+    ctx,
+  );
   const origin = 'https://example.com/exp.yaml';
 
   it('refuses without a terminal, naming each access and the flags that allow them (exit code 2)', async () => {
@@ -78,7 +99,9 @@ describe('the gate', () => {
     expect((error as XpError).message).toBe(
       'https://example.com/exp.yaml needs permissions it was not granted: read /home/u/photos/train (data.train); read /home/u/photos/val (data.validation); contact mlflow.other:5000 (tracking.uri)',
     );
-    expect((error as XpError).hint).toContain('--allow-read=/home/u/photos/train --allow-read=/home/u/photos/val --allow-net=mlflow.other:5000');
+    expect((error as XpError).hint).toContain(
+      '--allow-read=/home/u/photos/train --allow-read=/home/u/photos/val --allow-net=mlflow.other:5000',
+    );
   });
 
   it('allows what the flags grant, and asks in a terminal once per access: y allows one, A all the rest, N refuses', async () => {
@@ -88,7 +111,10 @@ describe('the gate', () => {
     const asked: string[] = [];
     const answers = ['y', 'A'];
     const decisions = await checkAccesses(needs, NO_GRANTS, origin, async (q) => (asked.push(q), answers.shift()));
-    expect(asked).toEqual(['https://example.com/exp.yaml wants to read /home/u/photos/train (data.train). Allow? [y/N/A] ', 'https://example.com/exp.yaml wants to read /home/u/photos/val (data.validation). Allow? [y/N/A] ']);
+    expect(asked).toEqual([
+      'https://example.com/exp.yaml wants to read /home/u/photos/train (data.train). Allow? [y/N/A] ',
+      'https://example.com/exp.yaml wants to read /home/u/photos/val (data.validation). Allow? [y/N/A] ',
+    ]);
     expect(decisions.map((d) => d.by)).toEqual(['answered y', 'answered A', 'answered A', 'the runs folder']);
     await expect(checkAccesses(needs, NO_GRANTS, origin, async () => 'N')).rejects.toThrow(/not granted/);
     expect(describeAccesses(decisions)[0]).toBe('  read  /home/u/photos/train  (data.train; allowed: answered y)');

@@ -40,7 +40,11 @@ export function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 120_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -56,8 +60,16 @@ export async function startRedis() {
   const dir = tempDir('redis');
   let proc: ResultPromise | undefined;
   const start = async () => {
-    proc = execa('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { reject: false, stdout: 'ignore', stderr: 'ignore' });
-    await until('redis-server', async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG', 20_000);
+    proc = execa(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      { reject: false, stdout: 'ignore', stderr: 'ignore' },
+    );
+    await until(
+      'redis-server',
+      async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG',
+      20_000,
+    );
   };
   await start();
   return {
@@ -81,12 +93,20 @@ export async function createDatabase(name: string) {
 /** `xp server` on the database, as a user starts it; resolves once MLflow answers. */
 export async function startXpServer(backend: string, artifacts: string) {
   const port = await freePort();
-  const proc = execa(process.execPath, [bin, 'server', '--backend', backend, '--artifacts', artifacts, '--host', '127.0.0.1', '--port', String(port)], { reject: false, cwd: root, all: true });
+  const proc = execa(
+    process.execPath,
+    [bin, 'server', '--backend', backend, '--artifacts', artifacts, '--host', '127.0.0.1', '--port', String(port)],
+    { reject: false, cwd: root, all: true },
+  );
   const url = `http://127.0.0.1:${port}`;
-  await until('xp server', async () => {
-    if (proc.exitCode !== null) throw new Error(`xp server exited: ${(await proc).all}`);
-    return isHealthy(url);
-  }, 120_000);
+  await until(
+    'xp server',
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`xp server exited: ${(await proc).all}`);
+      return isHealthy(url);
+    },
+    120_000,
+  );
   return {
     url,
     async stop() {
@@ -109,7 +129,12 @@ export interface TestWorker {
  * `xp worker` in a folder of its own (its runs and caches), one TensorFlow thread: one of several machines. Its lock
  * is short, so that a killed worker's job moves on quickly, yet longer than a loaded CI machine holds the event loop.
  */
-export function startWorker(name: string, queue: string, env: Record<string, string> = {}, args: string[] = []): TestWorker {
+export function startWorker(
+  name: string,
+  queue: string,
+  env: Record<string, string> = {},
+  args: string[] = [],
+): TestWorker {
   const dir = tempDir(`worker-${name}`);
   let out = '';
   const proc = execa(process.execPath, [bin, 'worker', '--queue', queue, '--name', name, ...args], {
@@ -117,7 +142,13 @@ export function startWorker(name: string, queue: string, env: Record<string, str
     // A stopped worker finishes its epoch first: no SIGKILL 5 s after a SIGTERM (execa's default).
     forceKillAfterDelay: false,
     cwd: dir,
-    env: { XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache'), TF_NUM_INTRAOP_THREADS: '1', XP_QUEUE_LOCK_SECONDS: '15', ...env },
+    env: {
+      XP_RUNS_DIR: path.join(dir, 'runs'),
+      XP_CACHE_DIR: path.join(dir, 'cache'),
+      TF_NUM_INTRAOP_THREADS: '1',
+      XP_QUEUE_LOCK_SECONDS: '15',
+      ...env,
+    },
   });
   proc.stdout?.on('data', (chunk) => (out += chunk));
   proc.stderr?.on('data', (chunk) => (out += chunk));
@@ -136,18 +167,31 @@ export async function stopWorkers(workers: TestWorker[]): Promise<void> {
 }
 
 /** A sweep file on the shared data set, small enough to train in seconds. */
-export function sweepFile(dir: string, name: string, body: string, data = `{train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 12}`): string {
+export function sweepFile(
+  dir: string,
+  name: string,
+  body: string,
+  data = `{train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 12}`,
+): string {
   const file = path.join(dir, `${name}.yaml`);
-  fs.writeFileSync(file, `name: ${name}
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 data: ${data}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [8]}
 optimizer: {name: adam, learning_rate: 0.001}
 ${body}
-`);
+`,
+  );
   return file;
 }
 
 export function xp(args: string[], env: Record<string, string>, cwd = root) {
-  return execa(process.execPath, [bin, ...args], { reject: false, cwd, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1', ...env }, all: true });
+  return execa(process.execPath, [bin, ...args], {
+    reject: false,
+    cwd,
+    env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1', ...env },
+    all: true,
+  });
 }

@@ -8,7 +8,20 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { queueStatus } from '../../src/queue/admin.ts';
 import { createClient, type Run } from '../../src/tracking/client.ts';
 import { fromKeyValues } from '../../src/tracking/client.ts';
-import { createDatabase, shared, startRedis, startWorker, startXpServer, removeTempDirs, stopWorkers, sweepFile, tempDir, until, xp, type TestWorker } from './helpers.ts';
+import {
+  createDatabase,
+  shared,
+  startRedis,
+  startWorker,
+  startXpServer,
+  removeTempDirs,
+  stopWorkers,
+  sweepFile,
+  tempDir,
+  until,
+  xp,
+  type TestWorker,
+} from './helpers.ts';
 
 const tmp = tempDir('test');
 let redis: Awaited<ReturnType<typeof startRedis>>;
@@ -41,13 +54,20 @@ async function trialRuns(experimentName: string) {
   return runs.map(tagged).filter((run) => run.tags['xp.kind'] !== 'sweep');
 }
 
-const tagged = (run: Run) => ({ runId: run.info.run_id, status: run.info.status, name: run.info.run_name, tags: fromKeyValues(run.data.tags) });
+const tagged = (run: Run) => ({
+  runId: run.info.run_id,
+  status: run.info.status,
+  name: run.info.run_name,
+  tags: fromKeyValues(run.data.tags),
+});
 
 /** The sweep's parent run of an experiment. */
 async function sweepParent(experimentName: string) {
   const client = createClient(server.url);
   const experiment = await client.getExperimentByName(experimentName);
-  const runs = (await client.searchRuns({ experimentIds: [experiment!.experiment_id] })).map(tagged).filter((run) => run.tags['xp.kind'] === 'sweep');
+  const runs = (await client.searchRuns({ experimentIds: [experiment!.experiment_id] }))
+    .map(tagged)
+    .filter((run) => run.tags['xp.kind'] === 'sweep');
   expect(runs).toHaveLength(1);
   return runs[0];
 }
@@ -55,7 +75,8 @@ async function sweepParent(experimentName: string) {
 /** FINISHED runs per config hash. */
 function finishedPerHash(runs: Awaited<ReturnType<typeof trialRuns>>): Map<string, number> {
   const count = new Map<string, number>();
-  for (const run of runs.filter((r) => r.status === 'FINISHED')) count.set(run.tags['xp.config_hash'], (count.get(run.tags['xp.config_hash']) ?? 0) + 1);
+  for (const run of runs.filter((r) => r.status === 'FINISHED'))
+    count.set(run.tags['xp.config_hash'], (count.get(run.tags['xp.config_hash']) ?? 0) + 1);
   return count;
 }
 
@@ -63,10 +84,14 @@ test('a sweep of 6 trials on two workers ends with each trial FINISHED exactly o
   const pair = [startWorker('m1', redis.url), startWorker('m2', redis.url)];
   workers.push(...pair);
   await Promise.all(pair.map(ready));
-  const file = sweepFile(tmp, 'queue-six', `training: {epochs: 2, steps_per_epoch: 2, validation_steps: 2}
+  const file = sweepFile(
+    tmp,
+    'queue-six',
+    `training: {epochs: 2, steps_per_epoch: 2, validation_steps: 2}
 sweep:
   head.dropout: [0.1, 0.3, 0.5]
-  training.epochs: [1, 2]`);
+  training.epochs: [1, 2]`,
+  );
   const r = await xp(['run', file, '--queue', redis.url, '--split', '--wait', '--quiet'], env());
   expect(r.exitCode, r.all).toBe(0);
   expect(r.all).toMatch(/6 trial\(s\) in 6 job\(s\): 6 submitted/);
@@ -89,7 +114,9 @@ sweep:
     const mine = jobs.filter((j) => j.worker === w).sort((a, b) => a.startedAt! - b.startedAt!);
     return mine.slice(1).map((j, i) => j.startedAt! - mine[i].endedAt!);
   });
-  console.log(`queue overhead: queued -> started ${pickup.join(', ')} ms (the first jobs wait for a free worker); end -> next start on a worker ${gaps.join(', ')} ms`);
+  console.log(
+    `queue overhead: queued -> started ${pickup.join(', ')} ms (the first jobs wait for a free worker); end -> next start on a worker ${gaps.join(', ')} ms`,
+  );
   expect(Math.min(...gaps)).toBeLessThan(5000);
 
   const again = await xp(['run', file, '--queue', redis.url, '--split', '--wait', '--quiet'], env());
@@ -103,16 +130,27 @@ test('a worker killed with SIGKILL mid-trial: its job goes to another worker, th
   const doomed = startWorker('k1', redis.url);
   workers.push(doomed);
   await ready(doomed);
-  const file = sweepFile(tmp, 'queue-kill', `training: {epochs: 6, steps_per_epoch: 8, validation_steps: 2}
+  const file = sweepFile(
+    tmp,
+    'queue-kill',
+    `training: {epochs: 6, steps_per_epoch: 8, validation_steps: 2}
 sweep:
-  head.dropout: [0.1, 0.3]`);
+  head.dropout: [0.1, 0.3]`,
+  );
   const submitted = await xp(['run', file, '--queue', redis.url, '--split', '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
   expect(submitted.all).toMatch(/xp queue status [0-9a-f]{16}/);
 
   await until('k1 in its second epoch', () => doomed.output().includes('Epoch 2/6'), 180_000);
   // Its run is in MLflow (tracking goes on beside training, so under load it may arrive later).
-  await until("k1's run in MLflow", async () => (await trialRuns('queue-kill').catch(() => [])).some((run) => run.status === 'RUNNING' && run.tags['xp.worker'] === 'k1'), 60_000);
+  await until(
+    "k1's run in MLflow",
+    async () =>
+      (await trialRuns('queue-kill').catch(() => [])).some(
+        (run) => run.status === 'RUNNING' && run.tags['xp.worker'] === 'k1',
+      ),
+    60_000,
+  );
   const pid = await doomed.trainerPid();
   // The whole machine goes: the training process and the command that started it, with no chance to clean up.
   process.kill(pid, 'SIGKILL');
@@ -133,8 +171,12 @@ sweep:
   const dead = runs.filter((run) => run.status === 'FAILED');
   expect(dead).toHaveLength(1);
   expect(dead[0].tags['xp.worker']).toBe('k1');
-  expect(dead[0].tags['xp.attempt_end']).toMatch(/attempt 1 on k1 ended without closing its run; attempt 2 on k2 follows/);
-  const redone = runs.find((run) => run.status === 'FINISHED' && run.tags['xp.config_hash'] === dead[0].tags['xp.config_hash']);
+  expect(dead[0].tags['xp.attempt_end']).toMatch(
+    /attempt 1 on k1 ended without closing its run; attempt 2 on k2 follows/,
+  );
+  const redone = runs.find(
+    (run) => run.status === 'FINISHED' && run.tags['xp.config_hash'] === dead[0].tags['xp.config_hash'],
+  );
   expect(redone?.tags['xp.worker']).toBe('k2');
   expect(redone?.tags['xp.attempt']).toBe('2');
   await stopWorkers([rescuer]);
@@ -146,12 +188,21 @@ test('a trial whose data is missing on the worker fails at once naming the path 
   for (const dir of copies) {
     for (const cls of ['cats', 'dogs']) {
       fs.mkdirSync(path.join(dir, cls), { recursive: true });
-      for (const image of fs.readdirSync(path.join(shared, 'train', cls)).sort().slice(0, 12)) fs.copyFileSync(path.join(shared, 'train', cls, image), path.join(dir, cls, image));
+      for (const image of fs
+        .readdirSync(path.join(shared, 'train', cls))
+        .sort()
+        .slice(0, 12))
+        fs.copyFileSync(path.join(shared, 'train', cls, image), path.join(dir, cls, image));
     }
   }
-  const file = sweepFile(tmp, 'queue-fail', `training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}
+  const file = sweepFile(
+    tmp,
+    'queue-fail',
+    `training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}
 sweep:
-  data.train: [${copies.join(', ')}]`, `{train: ${copies[0]}, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8}`);
+  data.train: [${copies.join(', ')}]`,
+    `{train: ${copies[0]}, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8}`,
+  );
   const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
   const sweepId = /xp queue status ([0-9a-f]{16})/.exec(submitted.all)![1];
@@ -160,24 +211,38 @@ sweep:
 
   const worker = startWorker('f1', redis.url);
   workers.push(worker);
-  const ended = await until('both jobs ended', async () => {
-    const jobs = await queueStatus(redis.url, sweepId);
-    return jobs.every((j) => j.state === 'completed' || j.state === 'failed') ? jobs : undefined;
-  }, 300_000);
+  const ended = await until(
+    'both jobs ended',
+    async () => {
+      const jobs = await queueStatus(redis.url, sweepId);
+      return jobs.every((j) => j.state === 'completed' || j.state === 'failed') ? jobs : undefined;
+    },
+    300_000,
+  );
   expect(ended.map((j) => j.state).sort()).toEqual(['completed', 'failed']);
   const failed = ended.find((j) => j.state === 'failed')!;
-  expect(failed.error).toContain(`${copies[1]} does not exist on worker f1 (${os.hostname()}); local paths must be the same on every worker`);
+  expect(failed.error).toContain(
+    `${copies[1]} does not exist on worker f1 (${os.hostname()}); local paths must be the same on every worker`,
+  );
   expect(failed.attempts).toBe(1); // no retry can help: failed at once
   // Nobody waits for this sweep: the worker that ended its last job closed the parent, the one FINISHED trial best.
-  const parent = await until('the parent closed by the worker', async () => {
-    const run = await sweepParent('queue-fail');
-    return run.status !== 'RUNNING' ? run : undefined;
-  }, 30_000);
+  const parent = await until(
+    'the parent closed by the worker',
+    async () => {
+      const run = await sweepParent('queue-fail');
+      return run.status !== 'RUNNING' ? run : undefined;
+    },
+    30_000,
+  );
   const [done] = (await trialRuns('queue-fail')).filter((run) => run.status === 'FINISHED');
   expect(parent.status).toBe('FINISHED');
   expect(parent.tags['xp.best_run_id']).toBe(done.runId);
   // The worker prints its line once the parent is closed: a moment after the parent shows FINISHED.
-  await until('the worker says the sweep ended', () => worker.output().includes(`sweep ${sweepId} ended: best trial ${done.name} (val_accuracy `), 30_000);
+  await until(
+    'the worker says the sweep ended',
+    () => worker.output().includes(`sweep ${sweepId} ended: best trial ${done.name} (val_accuracy `),
+    30_000,
+  );
 
   const status = await xp(['queue', 'status', sweepId, '--queue', redis.url], {});
   expect(status.all).toMatch(/2 job\(s\): 0 waiting, 0 running, 1 done, 1 failed/);

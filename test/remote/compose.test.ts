@@ -17,7 +17,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-compose-'));
 const cache = path.join(tmp, 'cache');
 let web: FileServer;
 
-const xp = (args: string[]) => execa(process.execPath, [bin, ...args], { reject: false, cwd: tmp, env: { XP_CACHE_DIR: cache } });
+const xp = (args: string[]) =>
+  execa(process.execPath, [bin, ...args], { reject: false, cwd: tmp, env: { XP_CACHE_DIR: cache } });
 const write = (name: string, text: string): string => {
   const file = path.join(tmp, name);
   fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -59,12 +60,15 @@ afterAll(async () => {
 describe('composing files', () => {
   test('a remote base extended by a local file: deep merge, later wins, lists replaced, sweep merged by key', async () => {
     const baseUrl = web.put('/local-ext/base.yaml', BASE);
-    const file = write('local-ext.yaml', `extends: ${baseUrl}
+    const file = write(
+      'local-ext.yaml',
+      `extends: ${baseUrl}
 name: mine
 head: {units: [16]}
 sweep:
   head.dropout: [0.3]
-`);
+`,
+    );
     const loaded = await loadExperiment(file, { deep: false });
     expect(loaded.base.name).toBe('mine');
     expect(loaded.base.head).toMatchObject({ pooling: 'avg', units: [16], dropout: 0.2 });
@@ -79,7 +83,10 @@ sweep:
 
   test('a remote base extended by a remote file, named relative to it', async () => {
     const baseUrl = web.put('/chain/bases/base.yaml', BASE);
-    const expUrl = web.put('/chain/exp/exp.yaml', 'extends: ../bases/base.yaml\nname: remote-exp\nhead: {dropout: 0.4}\n');
+    const expUrl = web.put(
+      '/chain/exp/exp.yaml',
+      'extends: ../bases/base.yaml\nname: remote-exp\nhead: {dropout: 0.4}\n',
+    );
     const loaded = await loadExperiment(expUrl, { deep: false });
     expect(loaded.base.name).toBe('remote-exp');
     expect(loaded.base.head.dropout).toBe(0.4);
@@ -101,7 +108,10 @@ sweep:
 
   test('a field set to null is removed, and the schema default applies again', async () => {
     const base = write('null/base.yaml', BASE);
-    const file = write('null/exp.yaml', `extends: ${path.basename(base)}\ndata: {max_per_class: null}\nhead: {units: null}\nsweep: {head.dropout: null}\n`);
+    const file = write(
+      'null/exp.yaml',
+      `extends: ${path.basename(base)}\ndata: {max_per_class: null}\nhead: {units: null}\nsweep: {head.dropout: null}\n`,
+    );
     const loaded = await loadExperiment(file, { deep: false });
     expect(loaded.base.data).not.toHaveProperty('max_per_class');
     expect(loaded.base.data.image_size).toEqual([96, 96]);
@@ -116,7 +126,9 @@ sweep:
     const problems = await problemsOf(path.join(tmp, 'cycle/a.yaml'));
     expect(problems).toHaveLength(1);
     const [a, b, c] = ['a', 'b', 'c'].map((n) => path.join(tmp, `cycle/${n}.yaml`));
-    expect(problems[0]).toBe(`${c}:1:10 (extended by ${b}, extended by ${a}): extends: a cycle: ${a} -> ${b} -> ${c} -> ${a}; remove one of these extends`);
+    expect(problems[0]).toBe(
+      `${c}:1:10 (extended by ${b}, extended by ${a}): extends: a cycle: ${a} -> ${b} -> ${c} -> ${a}; remove one of these extends`,
+    );
   });
 
   test('more than 8 levels of extends is an error naming the chain', async () => {
@@ -124,23 +136,35 @@ sweep:
     write('deep/f10.yaml', BASE);
     const problems = await problemsOf(path.join(tmp, 'deep/f0.yaml'));
     expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatch(/^\S+\/deep\/f8\.yaml:1:10 \(extended by \S+\/f7\.yaml, .*\/f0\.yaml\): extends: more than 8 levels of extends \(\S+\/f0\.yaml -> .* -> \S+\/f9\.yaml\); merge some of these files$/);
+    expect(problems[0]).toMatch(
+      /^\S+\/deep\/f8\.yaml:1:10 \(extended by \S+\/f7\.yaml, .*\/f0\.yaml\): extends: more than 8 levels of extends \(\S+\/f0\.yaml -> .* -> \S+\/f9\.yaml\); merge some of these files$/,
+    );
   });
 
   test('a base that does not exist or does not parse is reported at the extends entry, or inside it with the chain', async () => {
     const missing = write('bad/missing.yaml', 'name: x\nextends:\n  - nowhere.yaml\n');
-    expect(await problemsOf(missing)).toEqual([`${missing}:3:5: extends: no such file: ${path.join(tmp, 'bad/nowhere.yaml')}`]);
+    expect(await problemsOf(missing)).toEqual([
+      `${missing}:3:5: extends: no such file: ${path.join(tmp, 'bad/nowhere.yaml')}`,
+    ]);
     write('bad/broken.yaml', 'head: {units: [1, 2}\n');
     const broken = write('bad/uses-broken.yaml', 'extends: broken.yaml\n');
-    expect((await problemsOf(broken))[0]).toMatch(/^\S+\/bad\/broken\.yaml:1:\d+ \(extended by \S+\/uses-broken\.yaml\): YAML syntax error/);
+    expect((await problemsOf(broken))[0]).toMatch(
+      /^\S+\/bad\/broken\.yaml:1:\d+ \(extended by \S+\/uses-broken\.yaml\): YAML syntax error/,
+    );
   });
 });
 
 test('extends must be paths or URLs, and is written in files, not flags', async () => {
   const file = write('kinds/exp.yaml', 'name: x\nextends: [base.yaml, 3]\n');
-  expect(await problemsOf(file)).toEqual([`${file}:2:22: extends must be the path or URL of an experiment file, or a list of them`]);
-  const flagged = await loadExperiment(file, { set: ['extends=base.yaml'] }).catch((error: ConfigProblems) => error.problems.map(formatProblem));
-  expect(flagged).toEqual([expect.stringMatching(/^--set extends=base\.yaml: extends is written in the experiment file/)]);
+  expect(await problemsOf(file)).toEqual([
+    `${file}:2:22: extends must be the path or URL of an experiment file, or a list of them`,
+  ]);
+  const flagged = await loadExperiment(file, { set: ['extends=base.yaml'] }).catch((error: ConfigProblems) =>
+    error.problems.map(formatProblem),
+  );
+  expect(flagged).toEqual([
+    expect.stringMatching(/^--set extends=base\.yaml: extends is written in the experiment file/),
+  ]);
 });
 
 describe('positions through the chain', () => {
@@ -151,7 +175,9 @@ describe('positions through the chain', () => {
     // The same through a remote chain: positions in the remote file, named by its URL.
     const baseUrl = web.put('/pos/base.yaml', fs.readFileSync(base, 'utf8'));
     const expUrl = web.put('/pos/exp.yaml', 'extends: base.yaml\nname: pos\n');
-    expect(await problemsOf(expUrl)).toEqual([`${baseUrl}:7:12 (extended by ${expUrl}): head.dropout must be < 1 (got 1.5)`]);
+    expect(await problemsOf(expUrl)).toEqual([
+      `${baseUrl}:7:12 (extended by ${expUrl}): head.dropout must be < 1 (got 1.5)`,
+    ]);
     // A value the extending file writes is its own.
     const own = write('pos/own.yaml', `extends: base.yaml\nhead:\n  dropout: 2\n`);
     expect(await problemsOf(own)).toEqual([`${own}:3:12: head.dropout must be < 1 (got 2)`]);
@@ -159,8 +185,11 @@ describe('positions through the chain', () => {
 });
 
 describe('paths resolve against the file that wrote them', () => {
-  test('in a local base, against the base file\'s folder, not the extending file\'s', async () => {
-    write('paths/lib/base.yaml', `${BASE.replace('url: https://example.org/pets.zip, train: pets/train, validation: pets/validation', 'train: images/train, validation: images/validation').replace('nsfwjs', 'w/model.h5')}`);
+  test("in a local base, against the base file's folder, not the extending file's", async () => {
+    write(
+      'paths/lib/base.yaml',
+      `${BASE.replace('url: https://example.org/pets.zip, train: pets/train, validation: pets/validation', 'train: images/train, validation: images/validation').replace('nsfwjs', 'w/model.h5')}`,
+    );
     const file = write('paths/exp.yaml', 'extends: lib/base.yaml\n');
     const loaded = await loadExperiment(file, { deep: false });
     expect(loaded.base.data.train).toBe(path.join(tmp, 'paths/lib/images/train'));
@@ -174,7 +203,10 @@ describe('paths resolve against the file that wrote them', () => {
     write('swept/lib/base.yaml', `${BASE.replace(/sweep:[\s\S]*$/, 'sweep:\n  backbone.weights: [a.h5, nsfwjs]\n')}`);
     const file = write('swept/exp.yaml', 'extends: lib/base.yaml\n');
     const loaded = await loadExperiment(file, { deep: false });
-    expect(loaded.trials.map((t) => t.experiment.backbone.weights)).toEqual([path.join(tmp, 'swept/lib/a.h5'), 'nsfwjs']);
+    expect(loaded.trials.map((t) => t.experiment.backbone.weights)).toEqual([
+      path.join(tmp, 'swept/lib/a.h5'),
+      'nsfwjs',
+    ]);
     const flagged = await loadExperiment(file, { deep: false, sweep: ['backbone.weights=b.h5,imagenet'] });
     expect(flagged.trials.map((t) => t.experiment.backbone.weights)).toEqual([path.resolve('b.h5'), 'imagenet']);
   });
@@ -183,7 +215,11 @@ describe('paths resolve against the file that wrote them', () => {
     const expUrl = web.put('/rel/exp.yaml', `${BASE.replace('url: https://example.org/pets.zip, ', '')}`);
     const problems = await problemsOf(expUrl);
     expect(problems).toEqual([
-      expect.stringMatching(new RegExp(`^${expUrl}:2:15: data.train: ${expUrl} is a remote file, and a folder cannot be fetched; give data.url`)),
+      expect.stringMatching(
+        new RegExp(
+          `^${expUrl}:2:15: data.train: ${expUrl} is a remote file, and a folder cannot be fetched; give data.url`,
+        ),
+      ),
       expect.stringMatching(new RegExp(`^${expUrl}:2:\\d+: data.validation: .*give data.url`)),
     ]);
     const withUrl = web.put('/rel/with-url.yaml', `${BASE.replace('nsfwjs', 'weights/backbone.h5')}`);
@@ -194,12 +230,21 @@ describe('paths resolve against the file that wrote them', () => {
     // sandbox asks for it: test/cli/sandbox.test.ts); a remote file never extends a local one.
     const absolute = web.put('/rel/absolute.yaml', `${BASE.replace('nsfwjs', '/home/me/w.h5')}`);
     expect((await loadExperiment(absolute, { deep: false })).base.backbone.weights).toBe(`${web.url}/home/me/w.h5`);
-    const local = web.put('/rel/local.yaml', `extends: file:///etc/hosts\n${BASE.replace('nsfwjs', 'file:///home/me/w.h5')}`);
-    expect(await problemsOf(local)).toEqual([`${local}:1:10: extends: file:///etc/hosts: a remote file can only extend URLs (got file://)`]);
+    const local = web.put(
+      '/rel/local.yaml',
+      `extends: file:///etc/hosts\n${BASE.replace('nsfwjs', 'file:///home/me/w.h5')}`,
+    );
+    expect(await problemsOf(local)).toEqual([
+      `${local}:1:10: extends: file:///etc/hosts: a remote file can only extend URLs (got file://)`,
+    ]);
     const localWeights = web.put('/rel/local-weights.yaml', BASE.replace('nsfwjs', 'file:///home/me/w.h5'));
     expect((await loadExperiment(localWeights, { deep: false })).base.backbone.weights).toBe('/home/me/w.h5');
     const json = web.put('/rel/json.yaml', `${BASE.replace('nsfwjs', 'tm/model.json')}`);
-    expect(await problemsOf(json)).toEqual([expect.stringMatching(/json\.yaml:3:\d+: backbone\.weights: a tfjs model\.json cannot be used from a URL .*give a Keras \.h5 URL/)]);
+    expect(await problemsOf(json)).toEqual([
+      expect.stringMatching(
+        /json\.yaml:3:\d+: backbone\.weights: a tfjs model\.json cannot be used from a URL .*give a Keras \.h5 URL/,
+      ),
+    ]);
   });
 });
 
@@ -207,9 +252,13 @@ describe('fetching', () => {
   test('http:// is refused for hosts other than loopback, saying what to do', async () => {
     const r = await xp(['check', 'http://example.com/exp.yaml']);
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/plain http:\/\/ is refused for example\.com \(only 127\.0\.0\.1, ::1 and localhost .*\); use https:\/\/example\.com\/exp\.yaml/);
+    expect(r.stderr).toMatch(
+      /plain http:\/\/ is refused for example\.com \(only 127\.0\.0\.1, ::1 and localhost .*\); use https:\/\/example\.com\/exp\.yaml/,
+    );
     const file = write('http/exp.yaml', 'name: x\nextends: http://example.com/base.yaml\n');
-    expect(await problemsOf(file)).toEqual([expect.stringMatching(/exp\.yaml:2:10: extends: plain http:\/\/ is refused for example\.com/)]);
+    expect(await problemsOf(file)).toEqual([
+      expect.stringMatching(/exp\.yaml:2:10: extends: plain http:\/\/ is refused for example\.com/),
+    ]);
   });
 
   test('a remote file is cached: read again from the cache, fetched again with --reload', async () => {
@@ -241,7 +290,12 @@ describe('fetching', () => {
     expect(web.hits('/reload/exp.yaml')).toBe(4);
     // Content-addressed: each version's bytes under their sha256.
     const dirs = fs.readdirSync(path.join(cache, 'remote')).filter((d) => /^[0-9a-f]{64}$/.test(d));
-    expect(dirs).toEqual(expect.arrayContaining([sha(BASE.replace('name: base', 'name: first')), sha(BASE.replace('name: base', 'name: second'))]));
+    expect(dirs).toEqual(
+      expect.arrayContaining([
+        sha(BASE.replace('name: base', 'name: first')),
+        sha(BASE.replace('name: base', 'name: second')),
+      ]),
+    );
   });
 
   test('a file that is not there: the URL and the HTTP status', async () => {
@@ -262,7 +316,9 @@ describe('fetching', () => {
 
   test('a redirect to a plain http:// URL of another host is refused, as that URL would be', async () => {
     const r = await xp(['check', `${web.url}/redirect.yaml`]);
-    expect(r.stderr).toBe(`${web.url}/redirect.yaml: cannot fetch: it redirects to http://example.com/exp.yaml, and plain http:// is refused for example.com (only 127.0.0.1, ::1 and localhost may be fetched over http, as Deno does); use https://example.com/exp.yaml`);
+    expect(r.stderr).toBe(
+      `${web.url}/redirect.yaml: cannot fetch: it redirects to http://example.com/exp.yaml, and plain http:// is refused for example.com (only 127.0.0.1, ::1 and localhost may be fetched over http, as Deno does); use https://example.com/exp.yaml`,
+    );
     expect(r.exitCode).toBe(2);
   });
 });
@@ -280,7 +336,9 @@ test('xp config --origins: each value with the file:line that wrote it, the flag
   expect(line(/^  pooling:/)).toBe(`  pooling: avg # ${baseUrl}:5:12 (extended by ${file})`);
   expect(line(/^  dropout:/)).toBe('  dropout: 0.3 # --set head.dropout=0.3');
   expect(line(/^  activation:/)).toBe('  activation: relu # default');
-  expect(line(/^    optimizer\.learning_rate:/)).toBe(`    optimizer.learning_rate: [ 0.01, 0.001 ] # ${baseUrl}:10:28 (extended by ${file})`);
+  expect(line(/^    optimizer\.learning_rate:/)).toBe(
+    `    optimizer.learning_rate: [ 0.01, 0.001 ] # ${baseUrl}:10:28 (extended by ${file})`,
+  );
   // Without --origins: plain YAML that loads back to the same experiment.
   const plain = await xp(['config', file]);
   expect(plain.stdout).not.toMatch(/ # /);

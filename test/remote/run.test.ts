@@ -17,7 +17,10 @@ import { startFileServer, type FileServer } from './helpers.ts';
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
 // The shared data set sits beside the repository (a worktree's checkout may sit one level deeper).
-const shared = [path.resolve(root, '../shared/datasets/cats_and_dogs_filtered'), path.resolve(root, '../../shared/datasets/cats_and_dogs_filtered')].find((d) => fs.existsSync(d))!;
+const shared = [
+  path.resolve(root, '../shared/datasets/cats_and_dogs_filtered'),
+  path.resolve(root, '../../shared/datasets/cats_and_dogs_filtered'),
+].find((d) => fs.existsSync(d))!;
 const tmp = tempDir('remote-run');
 let web: FileServer;
 let mlflow: Awaited<ReturnType<typeof startTestServer>>;
@@ -38,7 +41,8 @@ function petsZip(): Buffer {
   for (const split of ['train', 'validation']) {
     for (const cls of ['cats', 'dogs']) {
       const dir = path.join(shared, split, cls);
-      for (const name of fs.readdirSync(dir).sort().slice(0, 12)) zip.addFile(`pets/${split}/${cls}/${name}`, fs.readFileSync(path.join(dir, name)));
+      for (const name of fs.readdirSync(dir).sort().slice(0, 12))
+        zip.addFile(`pets/${split}/${cls}/${name}`, fs.readFileSync(path.join(dir, name)));
     }
   }
   return zip.toBuffer();
@@ -52,7 +56,10 @@ let expUrl: string;
 beforeAll(async () => {
   [web, mlflow] = await Promise.all([startFileServer(), startTestServer(path.join(tmp, 'mlflow'))]);
   // MobileNetV2's nsfwjs weights up to block_2_add, as a Keras .h5 file on the web.
-  const source = await loadBackbone({ name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'block_2_add', trainable: false, preprocessing: 'auto' }, [96, 96]);
+  const source = await loadBackbone(
+    { name: 'mobilenet_v2', weights: 'nsfwjs', cut_layer: 'block_2_add', trainable: false, preprocessing: 'auto' },
+    [96, 96],
+  );
   const h5 = path.join(tmp, 'backbone.h5');
   await writeKerasH5(h5, layerWeights(source.model));
   source.model.dispose();
@@ -109,7 +116,9 @@ test('a remote experiment extending a remote base, its weights relative to it, i
   // Every remote byte the run used is pinned in ./xp.lock (the experiment came by URL): the files, weights and data.
   const pinned = JSON.parse(fs.readFileSync(path.join(tmp, 'xp.lock'), 'utf8')).remote as Record<string, string>;
   expect(pinned).toMatchObject({ [expUrl]: sha(exp), [baseUrl]: sha(base) });
-  expect(Object.keys(pinned).sort()).toEqual([baseUrl, expUrl, `${web.url}/data/pets.zip`, `${web.url}/models/backbone.h5`].sort());
+  expect(Object.keys(pinned).sort()).toEqual(
+    [baseUrl, expUrl, `${web.url}/data/pets.zip`, `${web.url}/models/backbone.h5`].sort(),
+  );
 }, 180_000);
 
 test('a local sweep extending the remote experiment runs; every run of it records the chain: the local file, then the remote files as merged', async () => {
@@ -130,7 +139,12 @@ test('a local sweep extending the remote experiment runs; every run of it record
       ]),
     });
   }
-  expect(runs.map((run) => params(run)['head.units']).filter(Boolean).sort()).toEqual(['[2]', '[4]']);
+  expect(
+    runs
+      .map((run) => params(run)['head.units'])
+      .filter(Boolean)
+      .sort(),
+  ).toEqual(['[2]', '[4]']);
   // Nothing was fetched again: the experiment files and weights came from the cache.
   expect([web.hits('/exp/exp.yaml'), web.hits('/lib/base.yaml'), web.hits('/models/backbone.h5')]).toEqual([1, 1, 1]);
 }, 180_000);

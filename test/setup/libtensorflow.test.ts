@@ -63,7 +63,9 @@ describe('libtensorflow from the official tarball', () => {
 
   it('rejects an archive without headers and leaves nothing half-written', async () => {
     const cache = path.join(tmp, 'cache-broken');
-    await expect(libtf.fromTarball(`${base}/libtensorflow-broken.tar.gz`, cache)).rejects.toThrow(/not a libtensorflow archive/);
+    await expect(libtf.fromTarball(`${base}/libtensorflow-broken.tar.gz`, cache)).rejects.toThrow(
+      /not a libtensorflow archive/,
+    );
     expect(fs.readdirSync(path.join(cache, 'libtensorflow'))).toEqual([]);
     expect(fs.readdirSync(path.join(cache, 'downloads'))).toEqual([]);
   });
@@ -80,8 +82,13 @@ describe('libtensorflow from a TensorFlow wheel', () => {
     const cache = path.join(tmp, 'wheel-cache');
     const wheels = path.join(cache, 'wheels');
     fs.mkdirSync(wheels, { recursive: true });
-    const wheel = path.join(wheels, `${libtf.WHEEL.name.replace(/-/g, '_')}-${libtf.WHEEL.version}-cp311-cp311-manylinux_2_27_x86_64.whl`);
-    execFileSync('python3', ['-c', `
+    const wheel = path.join(
+      wheels,
+      `${libtf.WHEEL.name.replace(/-/g, '_')}-${libtf.WHEEL.version}-cp311-cp311-manylinux_2_27_x86_64.whl`,
+    );
+    execFileSync('python3', [
+      '-c',
+      `
 import zipfile, sys
 with zipfile.ZipFile(sys.argv[1], 'w') as z:
     z.writestr('tensorflow/libtensorflow_cc.so.2', 'cc')
@@ -92,12 +99,19 @@ with zipfile.ZipFile(sys.argv[1], 'w') as z:
     z.writestr('tensorflow/include/xla/tsl/c/tsl_status.h', '/* status */')
     z.writestr('tensorflow/include/Eigen/Core', '/* not needed */')
     z.writestr('tensorflow/python/ops/big.py', '# not needed')
-`, wheel]);
+`,
+      wheel,
+    ]);
     const source = await libtf.fromWheel(cache);
     expect(fs.readlinkSync(path.join(source.lib, 'libtensorflow.so'))).toBe('libtensorflow_cc.so.2');
     expect(fs.readFileSync(path.join(source.lib, 'libtensorflow.so'), 'utf8')).toBe('cc');
     expect(fs.readFileSync(path.join(source.lib, 'libtensorflow_framework.so'), 'utf8')).toBe('framework');
-    for (const h of ['tensorflow/c/c_api.h', 'tensorflow/core/platform/ctstring.h', 'tsl/platform/ctstring.h', 'xla/tsl/c/tsl_status.h']) {
+    for (const h of [
+      'tensorflow/c/c_api.h',
+      'tensorflow/core/platform/ctstring.h',
+      'tsl/platform/ctstring.h',
+      'xla/tsl/c/tsl_status.h',
+    ]) {
       expect(fs.existsSync(path.join(source.include, h)), h).toBe(true);
     }
     expect(fs.existsSync(path.join(source.include, 'Eigen'))).toBe(false);

@@ -35,7 +35,9 @@ export async function startTestServer(storeDir = tempDir('mlflow')): Promise<Tra
   return { ...server, storeDir };
 }
 
-export function experiment(overrides: { dropout?: number; learning_rate?: number; description?: string } = {}): Experiment {
+export function experiment(
+  overrides: { dropout?: number; learning_rate?: number; description?: string } = {},
+): Experiment {
   return {
     name: 'cats-vs-dogs',
     description: overrides.description ?? 'InceptionV3 cut at mixed7, small head',
@@ -47,7 +49,13 @@ export function experiment(overrides: { dropout?: number; learning_rate?: number
       class_mode: 'binary',
       interpolation: 'bilinear',
     },
-    backbone: { name: 'inception_v3', weights: 'imagenet', cut_layer: 'mixed7', trainable: false, preprocessing: 'auto' },
+    backbone: {
+      name: 'inception_v3',
+      weights: 'imagenet',
+      cut_layer: 'mixed7',
+      trainable: false,
+      preprocessing: 'auto',
+    },
     head: { pooling: 'flatten', units: [1024], activation: 'relu', dropout: overrides.dropout ?? 0.2 },
     augmentation: { ...NOTEBOOK_AUGMENTATION },
     optimizer: { name: 'rmsprop', learning_rate: overrides.learning_rate ?? 1e-4 },
@@ -57,7 +65,10 @@ export function experiment(overrides: { dropout?: number; learning_rate?: number
   };
 }
 
-export function startInfo(runDir: string, options: { runName?: string; configHash?: string; dropout?: number; parentRunId?: string } = {}): RunStartInfo {
+export function startInfo(
+  runDir: string,
+  options: { runName?: string; configHash?: string; dropout?: number; parentRunId?: string } = {},
+): RunStartInfo {
   return {
     runId: path.basename(runDir),
     runDir,
@@ -67,7 +78,13 @@ export function startInfo(runDir: string, options: { runName?: string; configHas
     configHash: options.configHash ?? 'abcdef0123456789',
     parentRunId: options.parentRunId,
     accel: 'native',
-    facts: { total_params: 47_512_353, trainable_params: 38_537_217, train_images: 2000, validation_images: 1000, class_names: ['cats', 'dogs'] },
+    facts: {
+      total_params: 47_512_353,
+      trainable_params: 38_537_217,
+      train_images: 2000,
+      validation_images: 1000,
+      class_names: ['cats', 'dogs'],
+    },
     datasets: [
       { name: 'train', digest: 'a'.repeat(64), source: '/data/train', context: 'train' },
       { name: 'validation', digest: 'b'.repeat(64), source: '/data/validation', context: 'eval' },

@@ -7,7 +7,16 @@ import { CURSOR_FILE, openJournal, type JournalRecord } from '../../src/tracking
 import { syncRunDir } from '../../src/tracking/delivery.ts';
 import { startServer, type TrackingServer } from '../../src/tracking/server.ts';
 import { createMlflowTracker } from '../../src/tracking/tracker.ts';
-import { epochLogs, quietLog, runDirWithFiles, removeTempDirs, SERVER_TIMEOUT, startInfo, startTestServer, tempDir } from './helpers.ts';
+import {
+  epochLogs,
+  quietLog,
+  runDirWithFiles,
+  removeTempDirs,
+  SERVER_TIMEOUT,
+  startInfo,
+  startTestServer,
+  tempDir,
+} from './helpers.ts';
 
 const METRICS = ['loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'];
 
@@ -23,14 +32,20 @@ afterAll(async () => {
 }, 30_000);
 
 async function restart(port?: number) {
-  server = { ...(await startServer({ storeDir: server.storeDir, port, timeoutMs: SERVER_TIMEOUT })), storeDir: server.storeDir };
+  server = {
+    ...(await startServer({ storeDir: server.storeDir, port, timeoutMs: SERVER_TIMEOUT })),
+    storeDir: server.storeDir,
+  };
 }
 
 async function expectEveryMetricOnce(runId: string, steps: number[]) {
   const client = createClient(server.url);
   for (const key of METRICS) {
     const history = await client.getMetricHistory(runId, key);
-    expect(history.map((point) => Number(point.step)).sort((a, b) => a - b), key).toEqual(steps);
+    expect(
+      history.map((point) => Number(point.step)).sort((a, b) => a - b),
+      key,
+    ).toEqual(steps);
   }
 }
 
@@ -54,7 +69,12 @@ test('with the server down mid-run, training goes on and the journal replays in 
   await tracker.onEpochEnd!(5, epochLogs(5));
   expect(await tracker.pending()).toBe(0);
   expect(lines.at(-1)).toMatch(/reachable again, delivered 3 pending record/);
-  await tracker.onRunEnd!({ status: 'FINISHED', history: [], artifacts: ['experiment.yaml', 'model'], wallSeconds: 10 });
+  await tracker.onRunEnd!({
+    status: 'FINISHED',
+    history: [],
+    artifacts: ['experiment.yaml', 'model'],
+    wallSeconds: 10,
+  });
   expect(await tracker.pending()).toBe(0);
 
   const client = createClient(server.url);
@@ -75,7 +95,9 @@ test('a run logged while MLflow was unreachable throughout is sent whole by `syn
   await tracker.onRunEnd!({ status: 'KILLED', history: [], artifacts: ['experiment.yaml', 'model'], wallSeconds: 10 });
   expect(tracker.mlflowRunId()).toBeUndefined();
   expect(await tracker.pending()).toBe(10);
-  expect(lines.at(-1)).toMatch(/NOT delivered yet: the run itself, params, dataset inputs, metrics of epochs 1-3, 3 artifact file\(s\), the final run status \(10 record\(s\)\).*xp sync/);
+  expect(lines.at(-1)).toMatch(
+    /NOT delivered yet: the run itself, params, dataset inputs, metrics of epochs 1-3, 3 artifact file\(s\), the final run status \(10 record\(s\)\).*xp sync/,
+  );
 
   expect(await syncRunDir(runDir, { uri: server.url })).toEqual({ sent: 10, pending: 0 });
   expect(await syncRunDir(runDir, { uri: server.url })).toEqual({ sent: 0, pending: 0 });
@@ -97,7 +119,9 @@ test('a record that may have reached MLflow before a crash is checked, not sent 
   const runId = tracker.mlflowRunId()!;
 
   // As if the process died after MLflow stored epoch 3 but before the cursor said so.
-  const epoch3 = openJournal(runDir).records().find((record) => record.kind === 'metrics' && record.step === 3)!;
+  const epoch3 = openJournal(runDir)
+    .records()
+    .find((record) => record.kind === 'metrics' && record.step === 3)!;
   fs.writeFileSync(path.join(runDir, CURSOR_FILE), JSON.stringify({ delivered: epoch3.seq - 1, inflight: epoch3.seq }));
   expect(await syncRunDir(runDir, { uri: server.url })).toEqual({ sent: 1, pending: 0 });
   await expectEveryMetricOnce(runId, [1, 2, 3]);
@@ -106,19 +130,32 @@ test('a record that may have reached MLflow before a crash is checked, not sent 
 test('a run created just before a crash is found again by its key, not created twice', async () => {
   const runDir = tempDir('crash-create');
   const journal = openJournal(runDir);
-  const runRecord = journal.append({ kind: 'run', experimentName: 'crash-create', runName: 'lost answer', startTime: Date.now(), runKey: 'key-1', tags: { 'mlflow.runName': 'lost answer' } });
+  const runRecord = journal.append({
+    kind: 'run',
+    experimentName: 'crash-create',
+    runName: 'lost answer',
+    startTime: Date.now(),
+    runKey: 'key-1',
+    tags: { 'mlflow.runName': 'lost answer' },
+  });
   journal.append({ kind: 'metrics', step: 1, timestamp: Date.now(), metrics: { loss: 0.5 } });
   journal.saveCursor({ delivered: 0, inflight: runRecord.seq });
   // MLflow got runs/create; its answer never arrived.
   const client = createClient(server.url);
   const experiment = await client.getOrCreateExperiment('crash-create');
-  const created = await client.createRun({ experimentId: experiment.experiment_id, runName: 'lost answer', tags: { 'xp.run_key': 'key-1' } });
+  const created = await client.createRun({
+    experimentId: experiment.experiment_id,
+    runName: 'lost answer',
+    tags: { 'xp.run_key': 'key-1' },
+  });
 
   expect(await syncRunDir(runDir, { uri: server.url })).toEqual({ sent: 2, pending: 0 });
   const runs = await client.searchRuns({ experimentIds: [experiment.experiment_id] });
   expect(runs.map((run) => run.info.run_id)).toEqual([created.info.run_id]);
   expect(fromKeyValues(runs[0].data.tags)['xp.run_key']).toBe('key-1');
-  const recorded = openJournal(runDir).records().filter((record): record is Extract<JournalRecord, { kind: 'run_id' }> => record.kind === 'run_id');
+  const recorded = openJournal(runDir)
+    .records()
+    .filter((record): record is Extract<JournalRecord, { kind: 'run_id' }> => record.kind === 'run_id');
   expect(recorded.map((record) => record.runId)).toEqual([created.info.run_id]);
   expect((await client.getMetricHistory(created.info.run_id, 'loss')).map((point) => point.value)).toEqual([0.5]);
 });

@@ -15,17 +15,25 @@ const runs = path.join(tmp, 'runs');
 let server: Awaited<ReturnType<typeof startTestServer>> | undefined;
 
 // The embedded store of XP_RUNS_DIR, no tracking URI: what a user gets by default.
-const xp = (args: string[]) => execa(process.execPath, [bin, ...args], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '', MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' } });
+const xp = (args: string[]) =>
+  execa(process.execPath, [bin, ...args], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '', MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' },
+  });
 
 function experimentFile(name: string, extra: string): string {
   const file = path.join(tmp, `${name}.yaml`);
-  fs.writeFileSync(file, `name: ${name}
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 12}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [8], dropout: 0.2}
 optimizer: {name: adam, learning_rate: 0.001}
 training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}
-${extra}`);
+${extra}`,
+  );
   return file;
 }
 
@@ -61,7 +69,9 @@ test('an interrupted sweep resumes under its one parent run, and the best is cho
   for (const run of trials) {
     const weights = fs.readdirSync(path.join(tags(run)['xp.run_dir'], 'model')).find((name) => name.endsWith('.bin'))!;
     const inRunDir = fs.statSync(path.join(tags(run)['xp.run_dir'], 'model', weights));
-    const inStore = fs.statSync(path.join(runs, 'mlflow', 'artifacts', experiment!.experiment_id, run.info.run_id, 'artifacts', 'model', weights));
+    const inStore = fs.statSync(
+      path.join(runs, 'mlflow', 'artifacts', experiment!.experiment_id, run.info.run_id, 'artifacts', 'model', weights),
+    );
     expect(inStore.ino).toBe(inRunDir.ino);
   }
 
@@ -82,7 +92,9 @@ test('an interrupted sweep resumes under its one parent run, and the best is cho
   const parents = all.filter((run) => tags(run)['xp.kind'] === 'sweep');
   expect(parents.map((run) => run.info.run_id)).toEqual([parent.info.run_id]);
   expect(parents[0].info.status).toBe('FINISHED');
-  const finished = all.filter((run) => tags(run)['mlflow.parentRunId'] === parent.info.run_id && run.info.status === 'FINISHED');
+  const finished = all.filter(
+    (run) => tags(run)['mlflow.parentRunId'] === parent.info.run_id && run.info.status === 'FINISHED',
+  );
   expect(finished.map((run) => run.info.run_name).sort()).toEqual(['dropout=0.1', 'dropout=0.3']);
   // The best is the highest result of both: final_val_accuracy, the saved model on the whole validation set
   // (a tie may go either way).
@@ -115,7 +127,11 @@ test('with no server running, `xp runs` and `--dry-run` read the store in second
   const again = single.stdout.match(/these links open again with: XP_RUNS_DIR=\S+ xp ui --port (\d+)/)!;
   expect(again[1]).toBe(link[2]);
   const runDir = path.resolve(root, single.stdout.match(/output: (\S+)/)![1]);
-  const ui = execa(process.execPath, [bin, 'ui', runDir, '--port', again[1]], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' } });
+  const ui = execa(process.execPath, [bin, 'ui', runDir, '--port', again[1]], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' },
+  });
   try {
     const printed = await new Promise<string>((resolve, reject) => {
       ui.stdout!.on('data', (d) => String(d).includes('MLflow UI:') && resolve(String(d)));

@@ -12,7 +12,17 @@ import { closeSweep, openSweep, sweepHash } from '../../src/tracking/sweep.ts';
 import { createMlflowTracker } from '../../src/tracking/tracker.ts';
 import { gitCommit } from '../../src/tracking/provenance.ts';
 import type { LoadedExperiment } from '../../src/config/load.ts';
-import { epochLogs, experiment, quietLog, runDirWithFiles, removeTempDirs, SERVER_TIMEOUT, startInfo, startTestServer, tempDir } from './helpers.ts';
+import {
+  epochLogs,
+  experiment,
+  quietLog,
+  runDirWithFiles,
+  removeTempDirs,
+  SERVER_TIMEOUT,
+  startInfo,
+  startTestServer,
+  tempDir,
+} from './helpers.ts';
 
 let server: TrackingServer & { storeDir: string };
 let client: MlflowClient;
@@ -28,18 +38,43 @@ afterAll(async () => {
 }, 30_000);
 
 /** Drive a whole synthetic run through the callbacks. */
-async function fakeRun(options: { experimentName: string; runName?: string; dropout?: number; configHash?: string; parentRunId?: string; epochs?: number; status?: 'FINISHED' | 'FAILED' | 'KILLED'; error?: string; valAccuracyBoost?: number }) {
+async function fakeRun(options: {
+  experimentName: string;
+  runName?: string;
+  dropout?: number;
+  configHash?: string;
+  parentRunId?: string;
+  epochs?: number;
+  status?: 'FINISHED' | 'FAILED' | 'KILLED';
+  error?: string;
+  valAccuracyBoost?: number;
+}) {
   const { runDir } = runDirWithFiles();
   const { log, lines } = quietLog();
-  const tracker = createMlflowTracker({ uri: server.url, experimentName: options.experimentName, runDir, parentRunId: options.parentRunId, log });
+  const tracker = createMlflowTracker({
+    uri: server.url,
+    experimentName: options.experimentName,
+    runDir,
+    parentRunId: options.parentRunId,
+    log,
+  });
   await tracker.onRunStart!(startInfo(runDir, options));
   const history = [];
   for (let epoch = 1; epoch <= (options.epochs ?? 2); epoch++) {
-    const logs = { ...epochLogs(epoch), val_accuracy: epochLogs(epoch).val_accuracy! + (options.valAccuracyBoost ?? 0) };
+    const logs = {
+      ...epochLogs(epoch),
+      val_accuracy: epochLogs(epoch).val_accuracy! + (options.valAccuracyBoost ?? 0),
+    };
     history.push(logs);
     await tracker.onEpochEnd!(epoch, logs);
   }
-  await tracker.onRunEnd!({ status: options.status ?? 'FINISHED', error: options.error, history, artifacts: ['experiment.yaml'], wallSeconds: 1 });
+  await tracker.onRunEnd!({
+    status: options.status ?? 'FINISHED',
+    error: options.error,
+    history,
+    artifacts: ['experiment.yaml'],
+    wallSeconds: 1,
+  });
   return { tracker, runDir, lines, runId: tracker.mlflowRunId()! };
 }
 
@@ -65,7 +100,15 @@ describe('tracker', () => {
     expect(run.info.status).toBe('FINISHED');
     expect(Number(run.info.end_time)).toBeGreaterThanOrEqual(Number(run.info.start_time));
 
-    for (const key of ['loss', 'accuracy', 'val_loss', 'val_accuracy', 'learning_rate', 'epoch_seconds', 'images_per_second'] as const) {
+    for (const key of [
+      'loss',
+      'accuracy',
+      'val_loss',
+      'val_accuracy',
+      'learning_rate',
+      'epoch_seconds',
+      'images_per_second',
+    ] as const) {
       const history = await client.getMetricHistory(runId, key);
       expect(history.map((point) => Number(point.step)).sort()).toEqual([1, 2, 3, 4]);
       for (const point of history) expect(point.value).toBeCloseTo(epochLogs(Number(point.step))[key]!, 10);
@@ -103,23 +146,45 @@ describe('tracker', () => {
     expect(tags['mlflow.parentRunId']).toBeUndefined();
 
     const inputs = run.inputs?.dataset_inputs ?? [];
-    expect(inputs.map((input) => [input.dataset.name, fromKeyValues(input.tags)['mlflow.data.context'], input.dataset.digest.length]).sort())
-      .toEqual([['train', 'train', 36], ['validation', 'eval', 36]]);
+    expect(
+      inputs
+        .map((input) => [
+          input.dataset.name,
+          fromKeyValues(input.tags)['mlflow.data.context'],
+          input.dataset.digest.length,
+        ])
+        .sort(),
+    ).toEqual([
+      ['train', 'train', 36],
+      ['validation', 'eval', 36],
+    ]);
 
     const root = await client.listArtifacts(run.info.artifact_uri);
-    expect(root.map((file) => `${file.path}${file.is_dir ? '/' : ''}`).sort()).toEqual(['experiment.yaml', 'history.csv', 'model/']);
+    expect(root.map((file) => `${file.path}${file.is_dir ? '/' : ''}`).sort()).toEqual([
+      'experiment.yaml',
+      'history.csv',
+      'model/',
+    ]);
     const model = await client.listArtifacts(run.info.artifact_uri, 'model');
     expect(model.map((file) => file.path).sort()).toEqual(['model/model.json', 'model/weights.bin']);
     expect(await client.downloadArtifact(run.info.artifact_uri, 'model/weights.bin')).toEqual(weights);
-    expect((await client.downloadArtifact(run.info.artifact_uri, 'history.csv')).toString()).toBe('epoch,loss\n1,0.5\n');
+    expect((await client.downloadArtifact(run.info.artifact_uri, 'history.csv')).toString()).toBe(
+      'epoch,loss\n1,0.5\n',
+    );
     expect(lines.join('\n')).toMatch(/curves\.png not found/);
 
     // The journal holds every record once, in order, with the MLflow run id; the cursor says all is delivered.
-    const records = fs.readFileSync(path.join(runDir, JOURNAL_FILE), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const records = fs
+      .readFileSync(path.join(runDir, JOURNAL_FILE), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(records.map((record) => record.seq)).toEqual(records.map((_, index) => index + 1));
     expect(records.find((record) => record.kind === 'run_id')?.runId).toBe(runId);
     expect(records.filter((record) => record.kind === 'metrics').map((record) => record.step)).toEqual([1, 2, 3, 4]);
-    expect(JSON.parse(fs.readFileSync(path.join(runDir, CURSOR_FILE), 'utf8'))).toEqual({ delivered: Math.max(...records.filter((record) => record.kind !== 'run_id').map((record) => record.seq)) });
+    expect(JSON.parse(fs.readFileSync(path.join(runDir, CURSOR_FILE), 'utf8'))).toEqual({
+      delivered: Math.max(...records.filter((record) => record.kind !== 'run_id').map((record) => record.seq)),
+    });
   });
 
   test('NaN and Inf metric values are not sent, the others are', async () => {
@@ -133,7 +198,9 @@ describe('tracker', () => {
     const runId = tracker.mlflowRunId()!;
     expect((await client.getMetricHistory(runId, 'loss')).map((point) => Number(point.step))).toEqual([1]);
     expect((await client.getMetricHistory(runId, 'val_loss')).map((point) => Number(point.step))).toEqual([1]);
-    expect((await client.getMetricHistory(runId, 'accuracy')).map((point) => Number(point.step)).sort()).toEqual([1, 2]);
+    expect((await client.getMetricHistory(runId, 'accuracy')).map((point) => Number(point.step)).sort()).toEqual([
+      1, 2,
+    ]);
     expect(lines.join('\n')).toMatch(/loss=NaN, val_loss=Infinity not logged/);
   });
 
@@ -150,18 +217,42 @@ describe('tracker', () => {
     const base = experiment();
     const loaded: LoadedExperiment = {
       file: 'sweep.yaml',
-      sources: [], pinned: [], origin: () => 'default',
+      sources: [],
+      pinned: [],
+      origin: () => 'default',
       base,
       sweep: base.sweep,
-      trials: [0.2, 0.5].map((dropout, index) => ({ index: index + 1, name: `dropout=${dropout}`, values: { 'head.dropout': dropout }, experiment: experiment({ dropout }), configHash: `hash-${dropout}` })),
+      trials: [0.2, 0.5].map((dropout, index) => ({
+        index: index + 1,
+        name: `dropout=${dropout}`,
+        values: { 'head.dropout': dropout },
+        experiment: experiment({ dropout }),
+        configHash: `hash-${dropout}`,
+      })),
     };
     const { log, lines } = quietLog();
-    const open = () => openSweep({ uri: server.url, experimentName: 'sweep', loaded, trials: loaded.trials, rerun: false, sourceFile: 'experiments/sweep.yaml', log });
+    const open = () =>
+      openSweep({
+        uri: server.url,
+        experimentName: 'sweep',
+        loaded,
+        trials: loaded.trials,
+        rerun: false,
+        sourceFile: 'experiments/sweep.yaml',
+        log,
+      });
 
     // First attempt: the better trial finishes, then the sweep is interrupted.
     const first = await open();
     expect(first.trials.map((t) => t.name)).toEqual(['dropout=0.2', 'dropout=0.5']);
-    const good = await fakeRun({ experimentName: 'sweep', runName: 'dropout=0.2', dropout: 0.2, configHash: 'hash-0.2', parentRunId: first.parentRunId, valAccuracyBoost: 0.3 });
+    const good = await fakeRun({
+      experimentName: 'sweep',
+      runName: 'dropout=0.2',
+      dropout: 0.2,
+      configHash: 'hash-0.2',
+      parentRunId: first.parentRunId,
+      valAccuracyBoost: 0.3,
+    });
     await closeSweep({ uri: server.url, loaded, session: first, results: [], killed: true, log });
     expect((await client.getRun(first.parentRunId!)).info.status).toBe('KILLED');
 
@@ -170,8 +261,29 @@ describe('tracker', () => {
     expect(second.parentRunId).toBe(first.parentRunId);
     expect(second.trials.map((t) => t.name)).toEqual(['dropout=0.5']);
     expect(lines.join('\n')).toMatch(/Skipping 1 trial\(s\) already FINISHED in MLflow .*dropout=0\.2/);
-    const worse = await fakeRun({ experimentName: 'sweep', runName: 'dropout=0.5', dropout: 0.5, configHash: 'hash-0.5', parentRunId: second.parentRunId });
-    const end = await closeSweep({ uri: server.url, loaded, session: second, results: [{ name: 'dropout=0.5', status: 'FINISHED', history: [1, 2].map(epochLogs), mlflowRunId: worse.runId, experimentId: (await client.getRun(worse.runId)).info.experiment_id }], killed: false, log });
+    const worse = await fakeRun({
+      experimentName: 'sweep',
+      runName: 'dropout=0.5',
+      dropout: 0.5,
+      configHash: 'hash-0.5',
+      parentRunId: second.parentRunId,
+    });
+    const end = await closeSweep({
+      uri: server.url,
+      loaded,
+      session: second,
+      results: [
+        {
+          name: 'dropout=0.5',
+          status: 'FINISHED',
+          history: [1, 2].map(epochLogs),
+          mlflowRunId: worse.runId,
+          experimentId: (await client.getRun(worse.runId)).info.experiment_id,
+        },
+      ],
+      killed: false,
+      log,
+    });
     expect(end.best).toEqual({ name: 'dropout=0.2', runId: good.runId, value: epochLogs(2).val_accuracy! + 0.3 });
 
     const experimentId = (await client.getRun(good.runId)).info.experiment_id;
@@ -181,7 +293,12 @@ describe('tracker', () => {
     const parent = await client.getRun(first.parentRunId!);
     const tags = fromKeyValues(parent.data.tags);
     expect(parent.info.status).toBe('FINISHED');
-    expect(tags).toMatchObject({ 'xp.best_run_id': good.runId, 'xp.sweep_hash': sweepHash(loaded), 'xp.sweep_metric': 'val_accuracy', 'xp.compare_url': end.compareUrl });
+    expect(tags).toMatchObject({
+      'xp.best_run_id': good.runId,
+      'xp.sweep_hash': sweepHash(loaded),
+      'xp.sweep_metric': 'val_accuracy',
+      'xp.compare_url': end.compareUrl,
+    });
     expect(parent.data.metrics?.find((metric) => metric.key === 'best_val_accuracy')?.value).toBeCloseTo(0.85, 10);
     // The compare page of MLflow 3's UI: #/compare-runs?runs=[...]&experiments=[...], both trials.
     const query = new URLSearchParams(end.compareUrl!.split('#/compare-runs?')[1]);
@@ -204,11 +321,36 @@ describe('tracker', () => {
 
   test('a sweep with the tracking server down goes on at once, its trials journaled as single runs', async () => {
     const base = experiment();
-    const loaded: LoadedExperiment = { file: 'x.yaml', sources: [], pinned: [], origin: () => 'default', base, sweep: base.sweep, trials: [{ index: 1, name: 'dropout=0.2', values: {}, experiment: base, configHash: 'h' }] };
+    const loaded: LoadedExperiment = {
+      file: 'x.yaml',
+      sources: [],
+      pinned: [],
+      origin: () => 'default',
+      base,
+      sweep: base.sweep,
+      trials: [{ index: 1, name: 'dropout=0.2', values: {}, experiment: base, configHash: 'h' }],
+    };
     const { log, lines } = quietLog();
     const started = Date.now();
-    const session = await openSweep({ uri: 'http://127.0.0.1:9', experimentName: 'dead', loaded, trials: loaded.trials, rerun: false, sourceFile: 'x.yaml', log, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' } });
-    await closeSweep({ uri: 'http://127.0.0.1:9', loaded, session, results: [], killed: false, log, env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' } });
+    const session = await openSweep({
+      uri: 'http://127.0.0.1:9',
+      experimentName: 'dead',
+      loaded,
+      trials: loaded.trials,
+      rerun: false,
+      sourceFile: 'x.yaml',
+      log,
+      env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' },
+    });
+    await closeSweep({
+      uri: 'http://127.0.0.1:9',
+      loaded,
+      session,
+      results: [],
+      killed: false,
+      log,
+      env: { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '7' },
+    });
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(session.trials).toEqual(loaded.trials);
     expect(session.parentRunId).toBeUndefined();
@@ -218,14 +360,35 @@ describe('tracker', () => {
   test('files of a run on the embedded store are hard-linked into its artifact store, served like uploads', async () => {
     const { runDir, weights } = runDirWithFiles();
     const artifactStore = path.join(server.storeDir, 'artifacts');
-    const tracker = createMlflowTracker({ uri: server.url, experimentName: 'linked', runDir, artifactStore, log: quietLog().log });
+    const tracker = createMlflowTracker({
+      uri: server.url,
+      experimentName: 'linked',
+      runDir,
+      artifactStore,
+      log: quietLog().log,
+    });
     await tracker.onRunStart!(startInfo(runDir));
-    await tracker.onRunEnd!({ status: 'FINISHED', history: [], artifacts: ['experiment.yaml', 'model/'], wallSeconds: 1 });
+    await tracker.onRunEnd!({
+      status: 'FINISHED',
+      history: [],
+      artifacts: ['experiment.yaml', 'model/'],
+      wallSeconds: 1,
+    });
     const run = await client.getRun(tracker.mlflowRunId()!);
-    const stored = path.join(artifactStore, run.info.experiment_id, run.info.run_id, 'artifacts', 'model', 'weights.bin');
+    const stored = path.join(
+      artifactStore,
+      run.info.experiment_id,
+      run.info.run_id,
+      'artifacts',
+      'model',
+      'weights.bin',
+    );
     expect(fs.statSync(stored).ino).toBe(fs.statSync(path.join(runDir, 'model', 'weights.bin')).ino);
     expect(fs.statSync(stored).nlink).toBe(2);
-    expect((await client.listArtifacts(run.info.artifact_uri, 'model')).map((file) => file.path).sort()).toEqual(['model/model.json', 'model/weights.bin']);
+    expect((await client.listArtifacts(run.info.artifact_uri, 'model')).map((file) => file.path).sort()).toEqual([
+      'model/model.json',
+      'model/weights.bin',
+    ]);
     expect(Buffer.compare(await client.downloadArtifact(run.info.artifact_uri, 'model/weights.bin'), weights)).toBe(0);
     expect(await tracker.pending()).toBe(0);
   });
@@ -235,13 +398,20 @@ describe('client', () => {
   test('logBatch splits metrics, params and tags within MLflow limits', async () => {
     const experiment = await client.getOrCreateExperiment('batches');
     const run = await client.createRun({ experimentId: experiment.experiment_id, runName: 'big' });
-    const metrics = Array.from({ length: 2500 }, (_, step) => ({ key: 'm', value: step / 10, timestamp: 1_700_000_000_000 + step, step }));
+    const metrics = Array.from({ length: 2500 }, (_, step) => ({
+      key: 'm',
+      value: step / 10,
+      timestamp: 1_700_000_000_000 + step,
+      step,
+    }));
     const params = Array.from({ length: 150 }, (_, index) => ({ key: `p${index}`, value: String(index) }));
     const tags = Array.from({ length: 120 }, (_, index) => ({ key: `t${index}`, value: String(index) }));
     const result = await client.logBatch(run.info.run_id, { metrics, params, tags });
     expect(result).toEqual({ requests: 3, dropped: 0 });
     const history = await client.getMetricHistory(run.info.run_id, 'm');
-    expect(history.map((point) => Number(point.step)).sort((a, b) => a - b)).toEqual(metrics.map((metric) => metric.step));
+    expect(history.map((point) => Number(point.step)).sort((a, b) => a - b)).toEqual(
+      metrics.map((metric) => metric.step),
+    );
     const stored = await client.getRun(run.info.run_id);
     expect(stored.data.params).toHaveLength(150);
     expect(Object.keys(fromKeyValues(stored.data.tags)).filter((key) => key.startsWith('t'))).toHaveLength(120);
@@ -266,7 +436,9 @@ describe('client', () => {
   });
 
   test('concurrent creates of one experiment agree on its id', async () => {
-    const ids = await Promise.all(Array.from({ length: 4 }, () => createClient(server.url).getOrCreateExperiment('raced')));
+    const ids = await Promise.all(
+      Array.from({ length: 4 }, () => createClient(server.url).getOrCreateExperiment('raced')),
+    );
     expect(new Set(ids.map((experiment) => experiment.experiment_id)).size).toBe(1);
   });
 
@@ -278,15 +450,24 @@ describe('client', () => {
     const run = await client.createRun({ experimentId: experiment.experiment_id });
     await client.logBatch(run.info.run_id, { params: [{ key: 'lr', value: '0.1' }] });
     await client.logBatch(run.info.run_id, { params: [{ key: 'lr', value: '0.1' }] }); // the same value again is fine
-    const changed = await client.logBatch(run.info.run_id, { params: [{ key: 'lr', value: '0.2' }] }).catch((caught: unknown) => caught);
-    expect(changed).toMatchObject({ name: 'TrackingError', errorCode: 'INVALID_PARAMETER_VALUE', message: expect.stringMatching(/Changing param values is not allowed/) });
+    const changed = await client
+      .logBatch(run.info.run_id, { params: [{ key: 'lr', value: '0.2' }] })
+      .catch((caught: unknown) => caught);
+    expect(changed).toMatchObject({
+      name: 'TrackingError',
+      errorCode: 'INVALID_PARAMETER_VALUE',
+      message: expect.stringMatching(/Changing param values is not allowed/),
+    });
   });
 
   test('an unreachable server gives a TrackingError that says so', async () => {
     const down = createClient('http://127.0.0.1:9', { maxRetries: 1, backoffFactor: 0, backoffJitter: 0 });
     const error = await down.getExperimentByName('x').catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(MlflowError);
-    expect(error).toMatchObject({ errorCode: 'UNREACHABLE', message: expect.stringMatching(/Cannot reach MLflow at http:\/\/127\.0\.0\.1:9/) });
+    expect(error).toMatchObject({
+      errorCode: 'UNREACHABLE',
+      message: expect.stringMatching(/Cannot reach MLflow at http:\/\/127\.0\.0\.1:9/),
+    });
   });
 });
 
@@ -296,13 +477,21 @@ describe('server', () => {
     expect(again).toMatchObject({ url: server.url, reused: true });
     await again.stop();
     expect(await isHealthy(server.url)).toBe(true);
-    expect(JSON.parse(fs.readFileSync(path.join(server.storeDir, 'server.json'), 'utf8'))).toMatchObject({ url: server.url, pid: expect.any(Number) });
+    expect(JSON.parse(fs.readFileSync(path.join(server.storeDir, 'server.json'), 'utf8'))).toMatchObject({
+      url: server.url,
+      pid: expect.any(Number),
+    });
   });
 
   test('the tracking URI comes from the experiment, else MLFLOW_TRACKING_URI, else the embedded server', async () => {
     const env = { MLFLOW_TRACKING_URI: 'http://127.0.0.1:5000/' };
-    expect(await resolveTrackingUri({ experimentUri: 'https://mlflow.example.com', storeDir: server.storeDir, env })).toMatchObject({ url: 'https://mlflow.example.com', source: 'experiment' });
-    expect(await resolveTrackingUri({ storeDir: server.storeDir, env })).toMatchObject({ url: 'http://127.0.0.1:5000', source: 'env' });
+    expect(
+      await resolveTrackingUri({ experimentUri: 'https://mlflow.example.com', storeDir: server.storeDir, env }),
+    ).toMatchObject({ url: 'https://mlflow.example.com', source: 'experiment' });
+    expect(await resolveTrackingUri({ storeDir: server.storeDir, env })).toMatchObject({
+      url: 'http://127.0.0.1:5000',
+      source: 'env',
+    });
     const embedded = await resolveTrackingUri({ storeDir: server.storeDir, env: {} });
     expect(embedded).toMatchObject({ url: server.url, source: 'embedded', reused: true });
     // It counts as a user of the server: without this, the server outlived the tests.

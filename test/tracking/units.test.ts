@@ -17,7 +17,9 @@ import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './hel
 afterAll(removeTempDirs);
 
 test('params are the resolved experiment in dotted keys, arrays as JSON, without sweep, tracking and description', () => {
-  expect(flattenParams({ head: { dropout: 0.2, units: [1024, 512] }, zoom_range: [0.8, 1.2], skip: undefined })).toEqual({
+  expect(
+    flattenParams({ head: { dropout: 0.2, units: [1024, 512] }, zoom_range: [0.8, 1.2], skip: undefined }),
+  ).toEqual({
     'head.dropout': '0.2',
     'head.units': '[1024,512]',
     zoom_range: '[0.8,1.2]',
@@ -31,7 +33,8 @@ test('params are the resolved experiment in dotted keys, arrays as JSON, without
 });
 
 test('batches are split within MLflow limits and keep every item once, in order', () => {
-  const items = (prefix: string, count: number) => Array.from({ length: count }, (_, index) => ({ key: `${prefix}${index}`, value: String(index) }));
+  const items = (prefix: string, count: number) =>
+    Array.from({ length: count }, (_, index) => ({ key: `${prefix}${index}`, value: String(index) }));
   const metrics = Array.from({ length: 2345 }, (_, step) => ({ key: 'm', value: step, timestamp: step, step }));
   const chunks = chunkBatch({ metrics, params: items('p', 250), tags: items('t', 130) });
   for (const chunk of chunks) {
@@ -41,19 +44,42 @@ test('batches are split within MLflow limits and keep every item once, in order'
     expect(chunk.metrics.length + chunk.params.length + chunk.tags.length).toBeLessThanOrEqual(BATCH_LIMITS.total);
   }
   expect(chunks.flatMap((chunk) => chunk.metrics)).toEqual(metrics);
-  expect(chunks.flatMap((chunk) => chunk.params).map((param) => param.key)).toEqual(items('p', 250).map((param) => param.key));
+  expect(chunks.flatMap((chunk) => chunk.params).map((param) => param.key)).toEqual(
+    items('p', 250).map((param) => param.key),
+  );
   expect(chunks.flatMap((chunk) => chunk.tags)).toHaveLength(130);
   expect(chunkBatch({ metrics: [], params: [], tags: [] })).toEqual([]);
 });
 
 function row(name: string, params: Record<string, string>, metrics: Record<string, number>, runDir?: string): RunRow {
-  return { runId: `id-${name}`, runName: name, status: 'FINISHED', experimentId: '1', experimentName: 'x', params, metrics, tags: {}, runDir, url: `u/${name}` };
+  return {
+    runId: `id-${name}`,
+    runName: name,
+    status: 'FINISHED',
+    experimentId: '1',
+    experimentName: 'x',
+    params,
+    metrics,
+    tags: {},
+    runDir,
+    url: `u/${name}`,
+  };
 }
 
 test('the runs table shows only the params that differ, best val_accuracy first', () => {
   const rows = [
-    row('low', { 'head.dropout': '0.2', 'backbone.name': 'inception_v3' }, { val_accuracy: 0.7, val_loss: 0.6, accuracy: 0.8, loss: 0.4 }, '/runs/a'),
-    row('high', { 'head.dropout': '0.5', 'backbone.name': 'inception_v3' }, { val_accuracy: 0.9123456, val_loss: 0.3, accuracy: 0.85, loss: 0.35 }, '/runs/b'),
+    row(
+      'low',
+      { 'head.dropout': '0.2', 'backbone.name': 'inception_v3' },
+      { val_accuracy: 0.7, val_loss: 0.6, accuracy: 0.8, loss: 0.4 },
+      '/runs/a',
+    ),
+    row(
+      'high',
+      { 'head.dropout': '0.5', 'backbone.name': 'inception_v3' },
+      { val_accuracy: 0.9123456, val_loss: 0.3, accuracy: 0.85, loss: 0.35 },
+      '/runs/b',
+    ),
     row('failed', { 'head.dropout': '0.3', 'backbone.name': 'inception_v3' }, {}),
   ];
   const lines = formatRunsTable(rows).split('\n');
@@ -82,7 +108,9 @@ test('pending records are summed up in words', () => {
 
 test('a missing or failing MLflow binary gives an error that says what to do', async () => {
   const storeDir = tempDir('store');
-  await expect(startServer({ storeDir, mlflowBin: path.join(storeDir, 'no-mlflow') })).rejects.toThrow(/MLflow is not installed/);
+  await expect(startServer({ storeDir, mlflowBin: path.join(storeDir, 'no-mlflow') })).rejects.toThrow(
+    /MLflow is not installed/,
+  );
   const failing = path.join(storeDir, 'failing-mlflow');
   fs.writeFileSync(failing, '#!/bin/sh\necho "no such option" >&2\nexit 2\n', { mode: 0o755 });
   const error = await startServer({ storeDir, mlflowBin: failing }).catch((caught: unknown) => caught);
@@ -92,22 +120,37 @@ test('a missing or failing MLflow binary gives an error that says what to do', a
 });
 
 test('a tracking URI that is not http(s) is refused with advice', async () => {
-  await expect(resolveTrackingUri({ experimentUri: 'sqlite:///mlflow.db', storeDir: tempDir('store') })).rejects.toThrow(/tracking\.uri must be an http\(s\) URL/);
+  await expect(
+    resolveTrackingUri({ experimentUri: 'sqlite:///mlflow.db', storeDir: tempDir('store') }),
+  ).rejects.toThrow(/tracking\.uri must be an http\(s\) URL/);
 });
 
 test('the best trial and the runs ranking take their direction from metricGoal: losses smallest, accuracies largest', () => {
-  const candidates = [{ name: 'a', value: 0.4 }, { name: 'b', value: 0.2 }, { name: 'c', value: undefined }, { name: 'd', value: Number.NaN }];
+  const candidates = [
+    { name: 'a', value: 0.4 },
+    { name: 'b', value: 0.2 },
+    { name: 'c', value: undefined },
+    { name: 'd', value: Number.NaN },
+  ];
   expect(chooseBest(candidates, 'val_loss')?.name).toBe('b');
   expect(chooseBest(candidates, 'val_accuracy')?.name).toBe('a');
   expect(chooseBest(candidates, 'val_accuracy', 'minimize')?.name).toBe('b');
   expect(chooseBest([{ value: undefined }], 'val_accuracy')).toBeUndefined();
   // Equal results: the first trial of the sweep wins, in whatever order its closer read them.
-  const tied = [{ name: 'third', value: 0.823, rank: 2 }, { name: 'second', value: 0.823, rank: 1 }, { name: 'first', value: 0.8, rank: 0 }];
+  const tied = [
+    { name: 'third', value: 0.823, rank: 2 },
+    { name: 'second', value: 0.823, rank: 1 },
+    { name: 'first', value: 0.8, rank: 0 },
+  ];
   expect(bestTrial(tied, 'val_accuracy')?.name).toBe('second');
   expect(bestTrial([...tied].reverse(), 'val_accuracy')?.name).toBe('second');
   expect(bestTrial(tied, 'val_accuracy', 'minimize')?.name).toBe('first');
   const row = (runId: string, metrics: Record<string, number>) => ({ runId, metrics }) as RunRow;
-  const rows = [row('low', { val_loss: 0.1, val_accuracy: 0.7 }), row('none', {}), row('high', { val_loss: 0.9, val_accuracy: 0.9 })];
+  const rows = [
+    row('low', { val_loss: 0.1, val_accuracy: 0.7 }),
+    row('none', {}),
+    row('high', { val_loss: 0.9, val_accuracy: 0.9 }),
+  ];
   expect(rankRuns(rows, 'val_loss').map((r) => r.runId)).toEqual(['low', 'high', 'none']);
   expect(rankRuns(rows).map((r) => r.runId)).toEqual(['high', 'low', 'none']);
   expect(bestRun(rows, { metric: 'val_loss' })?.runId).toBe('low');
@@ -122,21 +165,38 @@ test("a trial's headline value is read by one function, finite values only", () 
 test("a sweep's hash changes with its base or its definition, not with tracking or description", () => {
   const base = experiment();
   const hash = sweepHash({ base, sweep: base.sweep });
-  expect(sweepHash({ base: { ...base, description: 'other', tracking: { enabled: true, experiment_name: 'x' } }, sweep: base.sweep })).toBe(hash);
+  expect(
+    sweepHash({
+      base: { ...base, description: 'other', tracking: { enabled: true, experiment_name: 'x' } },
+      sweep: base.sweep,
+    }),
+  ).toBe(hash);
   expect(sweepHash({ base: experiment({ learning_rate: 1e-3 }), sweep: base.sweep })).not.toBe(hash);
-  expect(sweepHash({ base, sweep: { ...base.sweep!, parameters: { 'head.dropout': [0.2, 0.5, 0.7] } } })).not.toBe(hash);
+  expect(sweepHash({ base, sweep: { ...base.sweep!, parameters: { 'head.dropout': [0.2, 0.5, 0.7] } } })).not.toBe(
+    hash,
+  );
 });
 
 test("the compare URL is MLflow 3's compare-runs route with JSON lists of runs and experiments", () => {
   const url = compareUrl('http://127.0.0.1:5000/', ['1', '1'], ['a', 'b']);
-  expect(url).toBe('http://127.0.0.1:5000/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D&workflowType=machine_learning');
+  expect(url).toBe(
+    'http://127.0.0.1:5000/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D&workflowType=machine_learning',
+  );
   const query = new URLSearchParams(url.split('?')[1]);
   expect(JSON.parse(query.get('runs')!)).toEqual(['a', 'b']);
 });
 
 test("a run's figure for val_accuracy and val_loss is its result (the saved model on the whole validation set), for other metrics its last epoch's", () => {
   const history = [epochLogs(1), epochLogs(2)];
-  const result = { epoch: 1, images: 1000, val_accuracy: 0.838, val_loss: 0.356, per_class: {}, confusion: [], class_names: [] };
+  const result = {
+    epoch: 1,
+    images: 1000,
+    val_accuracy: 0.838,
+    val_loss: 0.356,
+    per_class: {},
+    confusion: [],
+    class_names: [],
+  };
   expect(headlineValue({ history, result }, 'val_accuracy')).toBe(0.838);
   expect(headlineValue({ history, result }, 'val_loss')).toBe(0.356);
   expect(headlineValue({ history, result }, 'loss')).toBe(epochLogs(2).loss);

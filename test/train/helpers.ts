@@ -18,16 +18,24 @@ export const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-train-'));
 /** head/optimizer/training lines of the experiment, and anything after them (sweep, ...). */
 export function writeExperiment(name: string, body: string): string {
   const file = path.join(tmp, `${name}.yaml`);
-  fs.writeFileSync(file, `name: ${name}
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 augmentation: {rotation_range: 20, zoom_range: 0.1, horizontal_flip: true}
 ${body}
-`);
+`,
+  );
   return file;
 }
 
-export const spec = (t: Pick<ResolvedTrial, 'name' | 'experiment' | 'configHash'>): TrialSpec => ({ name: t.name, experiment: t.experiment, configHash: t.configHash, callbacks: [] });
+export const spec = (t: Pick<ResolvedTrial, 'name' | 'experiment' | 'configHash'>): TrialSpec => ({
+  name: t.name,
+  experiment: t.experiment,
+  configHash: t.configHash,
+  callbacks: [],
+});
 
 /** A quiet console (epoch lines, no bar) that keeps what it prints. */
 export function recordingProgress(): { progress: Progress; text: () => string } {
@@ -54,7 +62,9 @@ export async function scoreSavedModel(runDir: string, data: PreparedData): Promi
   for (let start = 0; start < count; start += 100) {
     const n = Math.min(100, count - start);
     const [l, c] = tf.tidy(() => {
-      const x = tf.tensor4d(images.subarray(start * h * w * 3, (start + n) * h * w * 3), [n, h, w, 3], 'int32').toFloat();
+      const x = tf
+        .tensor4d(images.subarray(start * h * w * 3, (start + n) * h * w * 3), [n, h, w, 3], 'int32')
+        .toFloat();
       const p = model.predict(preprocess(x, meta.preprocessing)) as tf.Tensor;
       return batchLossAndCorrect(p, labels.subarray(start, start + n), data.numClasses);
     });

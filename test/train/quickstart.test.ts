@@ -6,7 +6,9 @@ import { describe, expect, it } from 'vitest';
 
 describe('the quick start', () => {
   it('validates every epoch on the whole validation set (cats_and_dogs_filtered: 1000 images)', () => {
-    const e = YAML.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../experiments/quickstart.yaml'), 'utf8'));
+    const e = YAML.parse(
+      fs.readFileSync(path.resolve(import.meta.dirname, '../../experiments/quickstart.yaml'), 'utf8'),
+    );
     const steps = e.training.validation_steps;
     if (steps !== undefined) expect(steps * e.data.batch_size).toBe(1000);
   });

@@ -40,7 +40,12 @@ async function train(name: string, training: string) {
   trial.callbacks = [
     {
       onRunStart: async (info) => {
-        tracker = createMlflowTracker({ uri: server.url, experimentName: 'result', runDir: info.runDir, log: () => {} });
+        tracker = createMlflowTracker({
+          uri: server.url,
+          experimentName: 'result',
+          runDir: info.runDir,
+          log: () => {},
+        });
         await tracker.onRunStart!(info);
       },
       onEpochEnd: (epoch, logs) => tracker!.onEpochEnd!(epoch, logs),
@@ -59,7 +64,10 @@ async function train(name: string, training: string) {
 
 describe("a run's result", () => {
   it('is the saved model on all validation images, with per-class scores and a confusion image, when epochs validate on part of them', async () => {
-    const { outcome, end, console, metrics, tags } = await train('partial-validation', '{epochs: 2, steps_per_epoch: 3, validation_steps: 2, seed: 7}');
+    const { outcome, end, console, metrics, tags } = await train(
+      'partial-validation',
+      '{epochs: 2, steps_per_epoch: 3, validation_steps: 2, seed: 7}',
+    );
     expect(console).toContain('(val on 16 of 1000 images)'); // 2 steps x 8
     const r = outcome.result!;
     expect(r).toBeDefined();
@@ -84,7 +92,9 @@ describe("a run's result", () => {
     expect(json.matrix).toEqual(r.confusion);
     expect(json.per_class).toEqual(r.per_class);
 
-    expect(summaryLines(outcome)[0]).toBe(`  result: val_accuracy ${r.val_accuracy.toFixed(4)} - val_loss ${r.val_loss.toFixed(4)} on all 1000 validation images, saved weights of epoch 2`);
+    expect(summaryLines(outcome)[0]).toBe(
+      `  result: val_accuracy ${r.val_accuracy.toFixed(4)} - val_loss ${r.val_loss.toFixed(4)} on all 1000 validation images, saved weights of epoch 2`,
+    );
     expect(metrics.final_val_accuracy).toBeCloseTo(r.val_accuracy, 10);
     expect(metrics.final_val_loss).toBeCloseTo(r.val_loss, 10);
     for (const c of ['cats', 'dogs']) {
@@ -98,9 +108,18 @@ describe("a run's result", () => {
   it('after early stopping with restore_best_weights is the best epoch, whose weights were restored, and says so', async () => {
     // Epoch 1 is the best: epoch 2 cannot beat its val_loss by 100.
     const es = '{monitor: val_loss, patience: 1, min_delta: 100, restore_best_weights: true}';
-    const { outcome, console, tags, metrics } = await train('early-restore', `{epochs: 6, steps_per_epoch: 3, validation_steps: 2, seed: 7, early_stopping: ${es}}`);
+    const { outcome, console, tags, metrics } = await train(
+      'early-restore',
+      `{epochs: 6, steps_per_epoch: 3, validation_steps: 2, seed: 7, early_stopping: ${es}}`,
+    );
     expect(outcome.history).toHaveLength(2);
-    expect(outcome.earlyStopping).toMatchObject({ stopped_epoch: 2, best_epoch: 1, restored_epoch: 1, monitor: 'val_loss', patience: 1 });
+    expect(outcome.earlyStopping).toMatchObject({
+      stopped_epoch: 2,
+      best_epoch: 1,
+      restored_epoch: 1,
+      monitor: 'val_loss',
+      patience: 1,
+    });
     expect(outcome.earlyStopping!.best_value).toBe(outcome.history[0].val_loss);
     expect(outcome.result!.epoch).toBe(1);
     expect(console).toContain('Epoch 2: early stopping');
@@ -111,8 +130,15 @@ describe("a run's result", () => {
     expect(metrics.final_val_accuracy).toBeCloseTo(outcome.result!.val_accuracy, 10);
 
     // The best epoch's weights: those of the same run stopped by its epochs after epoch 1.
-    const { outcome: one } = await train('early-restore-1', '{epochs: 1, steps_per_epoch: 3, validation_steps: 2, seed: 7}');
-    expect(one.history[0]).toEqual({ ...outcome.history[0], epoch_seconds: expect.any(Number), images_per_second: expect.any(Number) });
+    const { outcome: one } = await train(
+      'early-restore-1',
+      '{epochs: 1, steps_per_epoch: 3, validation_steps: 2, seed: 7}',
+    );
+    expect(one.history[0]).toEqual({
+      ...outcome.history[0],
+      epoch_seconds: expect.any(Number),
+      images_per_second: expect.any(Number),
+    });
     const [restored, best] = await Promise.all([savedWeights(outcome.runDir), savedWeights(one.runDir)]);
     expect(restored.length).toBe(best.length);
     restored.forEach((w, i) => expect(Array.from(w)).toEqual(Array.from(best[i])));
@@ -122,7 +148,10 @@ describe("a run's result", () => {
 
   it('with patience 0 stops at the first epoch without improvement and keeps its weights without restore_best_weights, as Keras', async () => {
     const es = '{monitor: val_loss, patience: 0, min_delta: 100, restore_best_weights: false}'; // xp's default is true
-    const { outcome, console, tags } = await train('early-patience-0', `{epochs: 4, steps_per_epoch: 3, validation_steps: 2, seed: 7, early_stopping: ${es}}`);
+    const { outcome, console, tags } = await train(
+      'early-patience-0',
+      `{epochs: 4, steps_per_epoch: 3, validation_steps: 2, seed: 7, early_stopping: ${es}}`,
+    );
     expect(outcome.history).toHaveLength(2); // Keras never stops after the first epoch
     expect(outcome.earlyStopping).toMatchObject({ stopped_epoch: 2, best_epoch: 1 });
     expect(outcome.earlyStopping!.restored_epoch).toBeUndefined();
@@ -135,7 +164,10 @@ describe("a run's result", () => {
   it('restores the best weights at the end of training even when early stopping did not stop it (Keras 3 on_train_end)', async () => {
     // mode max on val_loss with min_delta 100: no epoch after the first improves; patience 5 never runs out in 2 epochs.
     const es = '{monitor: val_loss, mode: max, patience: 5, min_delta: 100, restore_best_weights: true}';
-    const { outcome, console } = await train('early-not-stopped', `{epochs: 2, steps_per_epoch: 3, validation_steps: 2, seed: 7, early_stopping: ${es}}`);
+    const { outcome, console } = await train(
+      'early-not-stopped',
+      `{epochs: 2, steps_per_epoch: 3, validation_steps: 2, seed: 7, early_stopping: ${es}}`,
+    );
     expect(outcome.history).toHaveLength(2);
     expect(outcome.earlyStopping).toMatchObject({ best_epoch: 1, restored_epoch: 1 });
     expect(outcome.earlyStopping!.stopped_epoch).toBeUndefined();

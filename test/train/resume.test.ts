@@ -45,7 +45,9 @@ describe('resume', () => {
     const again = spec(trials[0]);
     let resumedAt: number | undefined;
     const epochs: number[] = [];
-    again.callbacks = [{ onRunStart: (info) => void (resumedAt = info.resumedAt), onEpochEnd: (epoch) => void epochs.push(epoch) }];
+    again.callbacks = [
+      { onRunStart: (info) => void (resumedAt = info.resumedAt), onEpochEnd: (epoch) => void epochs.push(epoch) },
+    ];
     again.resume = { runId: killed.runId, runDir: killed.runDir };
     const before = tf.memory().numTensors;
     const [resumed] = (await runGroup([again], opts({ backup: true }))).outcomes;
@@ -59,7 +61,8 @@ describe('resume', () => {
     expect(resumed.history).toHaveLength(4);
     resumed.history.forEach((h, i) => {
       const u = uninterrupted.history[i];
-      for (const k of ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const) expect(h[k], `epoch ${i + 1} ${k}`).toBeCloseTo(u[k]!, 6);
+      for (const k of ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const)
+        expect(h[k], `epoch ${i + 1} ${k}`).toBeCloseTo(u[k]!, 6);
     });
     expect(resumed.earlyStopping).toEqual(uninterrupted.earlyStopping);
     expect(resumed.result!.epoch).toBe(uninterrupted.result!.epoch);
@@ -72,8 +75,10 @@ describe('resume', () => {
     });
   });
 
-  it('a prefix trial shares its trainer\'s backup files until it ends, and both resume as uninterrupted', async () => {
-    const { trials } = await loadExperiment(writeExperiment('resume-prefix', `${BODY}\nsweep: {training.epochs: [3, 4]}`));
+  it("a prefix trial shares its trainer's backup files until it ends, and both resume as uninterrupted", async () => {
+    const { trials } = await loadExperiment(
+      writeExperiment('resume-prefix', `${BODY}\nsweep: {training.epochs: [3, 4]}`),
+    );
     expect(trials.map((t) => t.experiment.training.epochs)).toEqual([3, 4]);
     const whole = (await runGroup(trials.map(spec), opts())).outcomes;
     expect(whole.map((o) => o.history.length)).toEqual([3, 4]);
@@ -82,7 +87,10 @@ describe('resume', () => {
     const specs = trials.map(spec);
     specs[1].callbacks = [{ onEpochEnd: (epoch) => void (stop = epoch === 2) }];
     const killed = (await runGroup(specs, opts({ backup: true, shouldStop: () => stop }))).outcomes;
-    expect(killed.map((o) => [o.status, o.history.length])).toEqual([['KILLED', 2], ['KILLED', 2]]);
+    expect(killed.map((o) => [o.status, o.history.length])).toEqual([
+      ['KILLED', 2],
+      ['KILLED', 2],
+    ]);
     const [prefix, trainer] = killed.map((o) => path.join(o.runDir, 'backup'));
     // One copy of the tensors on disk; each trial's own history in its state file.
     expect(fs.statSync(path.join(prefix, 'tensors.bin')).ino).toBe(fs.statSync(path.join(trainer, 'tensors.bin')).ino);
@@ -99,7 +107,8 @@ describe('resume', () => {
     resumed.forEach((r, t) => {
       expect([r.status, r.runDir, r.history.length]).toEqual(['FINISHED', killed[t].runDir, whole[t].history.length]);
       r.history.forEach((h, i) => {
-        for (const k of ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const) expect(h[k], `trial ${t + 1} epoch ${i + 1} ${k}`).toBeCloseTo(whole[t].history[i][k]!, 6);
+        for (const k of ['loss', 'accuracy', 'val_loss', 'val_accuracy'] as const)
+          expect(h[k], `trial ${t + 1} epoch ${i + 1} ${k}`).toBeCloseTo(whole[t].history[i][k]!, 6);
       });
       expect(r.result!.val_accuracy).toBeCloseTo(whole[t].result!.val_accuracy, 5);
     });

@@ -17,14 +17,22 @@ process.env.XP_RUNS_DIR = runs;
 afterEach(() => fs.rmSync(runs, { recursive: true, force: true }));
 
 /** A run folder as an interrupted run leaves it: experiment.yaml's header and a backup after `epoch` epochs. */
-function runFolder(name: string, runId: string, configHash: string, backup?: { epoch: number; pid?: number; at: number }) {
+function runFolder(
+  name: string,
+  runId: string,
+  configHash: string,
+  backup?: { epoch: number; pid?: number; at: number },
+) {
   const runDir = path.join(runs, name, runId);
   fs.mkdirSync(runDir, { recursive: true });
   fs.writeFileSync(path.join(runDir, 'experiment.yaml'), `${experimentHeader(configHash, 'x.yaml')}\nname: ${name}\n`);
   if (backup) {
     fs.mkdirSync(path.join(runDir, 'backup'));
     const state = path.join(runDir, 'backup', 'state.json');
-    fs.writeFileSync(state, JSON.stringify({ format: 1, epoch: backup.epoch, pid: backup.pid, host: backup.pid ? os.hostname() : undefined }));
+    fs.writeFileSync(
+      state,
+      JSON.stringify({ format: 1, epoch: backup.epoch, pid: backup.pid, host: backup.pid ? os.hostname() : undefined }),
+    );
     fs.utimesSync(state, backup.at, backup.at);
   }
   return runDir;
@@ -43,10 +51,15 @@ describe('resumable runs', () => {
   });
 
   it('a sweep resumes the trials that have a backup and trains the others from the start, in separate groups', async () => {
-    const loaded = await loadExperiment(writeExperiment('resume-sweep', `head: {pooling: avg, units: [8]}
+    const loaded = await loadExperiment(
+      writeExperiment(
+        'resume-sweep',
+        `head: {pooling: avg, units: [8]}
 optimizer: {name: adam, learning_rate: 0.001}
 training: {epochs: 3, steps_per_epoch: 2}
-sweep: {parameters: {head.dropout: [0.1, 0.2, 0.3]}}`));
+sweep: {parameters: {head.dropout: [0.1, 0.2, 0.3]}}`,
+      ),
+    );
     const [one, two, three] = loaded.trials;
     expect(groupTrials(loaded.trials, true)).toHaveLength(1);
     const dir = runFolder('resume-sweep', 'r1', one.configHash, { epoch: 2, at: 1000 });

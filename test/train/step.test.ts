@@ -12,12 +12,34 @@ const NATIVE = policyNamed('native');
 type Shape = { units: number[]; activation: string; dropout: number; classes: number };
 const REFERENCE: Shape = { units: [256, 16], activation: 'relu', dropout: 0.3, classes: 2 };
 const head = (optimizer: 'rmsprop' | 'adam' = 'rmsprop', shape: Shape = REFERENCE) => {
-  const model = buildHead([4, 4, 64], { pooling: 'flatten', units: shape.units, activation: shape.activation as 'relu', dropout: shape.dropout }, shape.classes, { seed: 5 });
-  model.compile({ optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }), loss: lossFor(shape.classes), metrics: ['accuracy'] });
+  const model = buildHead(
+    [4, 4, 64],
+    { pooling: 'flatten', units: shape.units, activation: shape.activation as 'relu', dropout: shape.dropout },
+    shape.classes,
+    { seed: 5 },
+  );
+  model.compile({
+    optimizer: buildOptimizer({ name: optimizer, learning_rate: 1e-3 }),
+    loss: lossFor(shape.classes),
+    metrics: ['accuracy'],
+  });
   return model;
 };
 const targets = (classes: number) =>
-  classes === 2 ? tf.tensor2d(Array.from({ length: 20 }, (_, i) => i % 2), [20, 1]) : tf.oneHot(tf.tensor1d(Array.from({ length: 20 }, (_, i) => i % classes), 'int32'), classes).toFloat();
+  classes === 2
+    ? tf.tensor2d(
+        Array.from({ length: 20 }, (_, i) => i % 2),
+        [20, 1],
+      )
+    : tf
+        .oneHot(
+          tf.tensor1d(
+            Array.from({ length: 20 }, (_, i) => i % classes),
+            'int32',
+          ),
+          classes,
+        )
+        .toFloat();
 
 const setDropoutSeed = (model: tf.LayersModel, seed: number) => {
   for (const l of model.layers) if (l.getClassName() === 'Dropout') seedDropout(l, seed);
@@ -28,18 +50,34 @@ it.each([
   ['3 classes (softmax), tanh, no dropout', { units: [256], activation: 'tanh', dropout: 0, classes: 3 }],
   ['5 classes, sigmoid hidden layers, dropout', { units: [256, 8], activation: 'sigmoid', dropout: 0.5, classes: 5 }],
   ['binary, linear, dropout', { units: [256], activation: 'linear', dropout: 0.2, classes: 2 }],
-])('the one-pass dense-head step follows trainOnBatch: same losses, metrics and weights, no leaks: %s', async (_, shape) => {
-  await followsTrainOnBatch(() => head('rmsprop', shape), targets(shape.classes), 'written-out');
-});
+])(
+  'the one-pass dense-head step follows trainOnBatch: same losses, metrics and weights, no leaks: %s',
+  async (_, shape) => {
+    await followsTrainOnBatch(() => head('rmsprop', shape), targets(shape.classes), 'written-out');
+  },
+);
 
 it('a head with a regularizer after the large Dense takes the gradient tape, and follows trainOnBatch too', async () => {
   const make = () => {
     const input = tf.input({ shape: [4, 4, 64] });
     const flat = tf.layers.flatten().apply(input);
-    const hidden = tf.layers.dense({ units: 256, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }).apply(flat);
-    const out = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelRegularizer: tf.regularizers.l2({ l2: 0.01 }), kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }).apply(hidden);
+    const hidden = tf.layers
+      .dense({ units: 256, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) })
+      .apply(flat);
+    const out = tf.layers
+      .dense({
+        units: 1,
+        activation: 'sigmoid',
+        kernelRegularizer: tf.regularizers.l2({ l2: 0.01 }),
+        kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }),
+      })
+      .apply(hidden);
     const model = tf.model({ inputs: input, outputs: out as tf.SymbolicTensor });
-    model.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+    model.compile({
+      optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }),
+      loss: lossFor(2),
+      metrics: ['accuracy'],
+    });
     return model;
   };
   await followsTrainOnBatch(make, targets(2), 'tape');
@@ -85,7 +123,11 @@ async function followsTrainOnBatch(make: () => tf.LayersModel, y: tf.Tensor, bac
 it('other heads and optimizers keep trainOnBatch', () => {
   expect(trainStep(head('adam'), NATIVE).kind).toBe('trainOnBatch');
   const small = buildHead([2, 2, 8], { pooling: 'avg', units: [8], activation: 'relu', dropout: 0 }, 2);
-  small.compile({ optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }), loss: lossFor(2), metrics: ['accuracy'] });
+  small.compile({
+    optimizer: buildOptimizer({ name: 'rmsprop', learning_rate: 1e-3 }),
+    loss: lossFor(2),
+    metrics: ['accuracy'],
+  });
   expect(trainStep(small, NATIVE).kind).toBe('trainOnBatch');
 });
 
