@@ -79,11 +79,11 @@ describe('xp check', () => {
 
   it('--help lists each flag once, with its argument and default', async () => {
     const runHelp = await xp(['run', '--help']);
-    expect(runHelp.stdout).toMatch(/^  --max-trials N +refuse sweeps of more than N trials \(default 10000\)$/m);
-    expect(runHelp.stdout).toMatch(/^  --parallel N +run N sweep trials at once in child processes \(default 1\)$/m);
+    expect(runHelp.stdout).toMatch(/^ {2}--max-trials N +refuse sweeps of more than N trials \(default 10000\)$/m);
+    expect(runHelp.stdout).toMatch(/^ {2}--parallel N +run N sweep trials at once in child processes \(default 1\)$/m);
     expect(runHelp.stdout).not.toContain('--only');
     const checkHelp = await xp(['check', '--help']);
-    expect(checkHelp.stdout).toMatch(/^  --max-trials N /m);
+    expect(checkHelp.stdout).toMatch(/^ {2}--max-trials N /m);
   });
 
   it('a malformed --set value is one line naming the flag, exit 2, no stack trace', async () => {

@@ -91,6 +91,6 @@ describe('xp fmt', () => {
     expect(r.exitCode, r.stdout).toBe(0);
     expect(r.stderr).toMatch(/^Checked \d+ files$/m);
     const help = await execa(process.execPath, [bin, '--help'], { reject: false });
-    expect(help.stdout).toMatch(/^  fmt +format experiment files/m);
+    expect(help.stdout).toMatch(/^ {2}fmt +format experiment files/m);
   });
 });

@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadExperiment } from '../../src/config/load.ts';
 import { ConfigProblems, formatProblem } from '../../src/config/problems.ts';
-import { startFileServer, type FileServer } from './helpers.ts';
+import { startFileServer, type FileServer } from '../remote/helpers.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
@@ -332,11 +332,11 @@ test('xp config --origins: each value with the file:line that wrote it, the flag
   const line = (re: RegExp) => lines.find((l) => re.test(l));
   expect(lines[0]).toBe(`# Resolved experiment from ${file}, extending ${baseUrl}`);
   expect(line(/^name:/)).toBe(`name: origins # ${file}:2:7`);
-  expect(line(/^  units:/)).toBe(`  units: [ 32 ] # ${file}:3:15`);
-  expect(line(/^  pooling:/)).toBe(`  pooling: avg # ${baseUrl}:5:12 (extended by ${file})`);
-  expect(line(/^  dropout:/)).toBe('  dropout: 0.3 # --set head.dropout=0.3');
-  expect(line(/^  activation:/)).toBe('  activation: relu # default');
-  expect(line(/^    optimizer\.learning_rate:/)).toBe(
+  expect(line(/^ {2}units:/)).toBe(`  units: [ 32 ] # ${file}:3:15`);
+  expect(line(/^ {2}pooling:/)).toBe(`  pooling: avg # ${baseUrl}:5:12 (extended by ${file})`);
+  expect(line(/^ {2}dropout:/)).toBe('  dropout: 0.3 # --set head.dropout=0.3');
+  expect(line(/^ {2}activation:/)).toBe('  activation: relu # default');
+  expect(line(/^ {4}optimizer\.learning_rate:/)).toBe(
     `    optimizer.learning_rate: [ 0.01, 0.001 ] # ${baseUrl}:10:28 (extended by ${file})`,
   );
   // Without --origins: plain YAML that loads back to the same experiment.
