@@ -260,30 +260,40 @@ const commands: Record<string, Command> = {
     },
   },
   runs: {
-    summary: 'compare the runs of an experiment: differing params and final metrics',
-    usage: 'xp runs [experiment-name] [--best] [--json]',
+    summary: 'compare the runs of an experiment: differing params, final metrics, folders',
+    usage: 'xp runs [experiment-name] [--best] [--json] [--wide]',
     flags: {
       best: { type: 'boolean', help: "print the best run's id and directory" },
       json: json('print the rows as JSON'),
       all: { type: 'boolean', help: 'include sweep parents' },
+      wide: { type: 'boolean', help: "whole run ids and names, and each run's link when an MLflow server runs" },
     },
     async run(args, v) {
       const { runsCommand } = await import('./runs.ts');
-      return runsCommand(args[0], { best: Boolean(v.best), json: Boolean(v.json), all: Boolean(v.all) });
+      return runsCommand(args[0], {
+        best: Boolean(v.best),
+        json: Boolean(v.json),
+        all: Boolean(v.all),
+        wide: Boolean(v.wide),
+      });
     },
   },
   ui: {
-    summary: 'start (or reuse) the MLflow UI on the local store and print its URL',
-    usage: 'xp ui [run-dir] [--port N] | xp ui --stop',
+    summary: 'start (or reuse) the MLflow UI on the local store and print the links of a run, sweep or experiment',
+    usage: 'xp ui [run-dir | experiment.yaml | experiment-name | sweep-id] [--port N] | xp ui --stop',
     flags: {
-      port: { type: 'string', arg: 'N', help: 'port to listen on (default: a free one)' },
+      port: { type: 'string', arg: 'N', help: 'port to listen on (default: the one it had last, else a free one)' },
       stop: { type: 'boolean', help: 'end the server `xp run --keep-ui` left up' },
     },
     async run(args, v) {
+      if (args.length > 1)
+        throw new XpError('xp ui takes one run folder, experiment file, experiment name or sweep id', {
+          hint: 'xp ui runs/<experiment>/<run-id>',
+        });
       const { uiCommand } = await import('./runs.ts');
       return uiCommand({
         port: v.port ? positiveInt('--port', v.port as string) : undefined,
-        runDir: args[0],
+        target: args[0],
         stop: Boolean(v.stop),
       });
     },

@@ -233,12 +233,11 @@ export function printLinks(
       `The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
     );
   else if (tracking?.stopsWithCommand) {
+    // The store's server comes back on its port while that is free (tracking/server.ts): the links stay the same.
     progress.line(
-      `The embedded MLflow server stops with this command; these links open again with: ${store}xp ui --port ${new URL(tracking.uri).port}`,
+      `The embedded MLflow server stops with this command: \`${store}xp ui ${loaded.file}\` serves it again (port ${new URL(tracking.uri).port} while free) and prints these links`,
     );
-    progress.line(
-      `(\`xp ui <output folder>\` prints the link of one run on any port; \`xp run --keep-ui\` leaves the server up)`,
-    );
+    progress.line(`(\`xp ui <output folder>\` prints one run's; \`xp run --keep-ui\` leaves the server up)`);
   }
 }
 

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
-import { runUrl } from '../tracking/client.ts';
+import type { UiTarget } from '../tracking/pages.ts';
 import { startServer, stopKeptServer, type TrackingServer } from '../tracking/server.ts';
 import { resolveTrackingUri } from '../tracking/uri.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
@@ -11,10 +11,11 @@ const storeDir = mlflowStoreDir;
 
 export async function runsCommand(
   experimentName: string | undefined,
-  opts: { best: boolean; json: boolean; all: boolean },
+  opts: { best: boolean; json: boolean; all: boolean; wide: boolean },
 ): Promise<number> {
   const { formatRunsTable, bestRun } = await import('../tracking/compare.ts');
   const { storedRuns } = await import('../tracking/store.ts');
+  const { experimentRoute, uiLink } = await import('../tracking/links.ts');
   // No server is started: a running one answers, else the embedded store's file is read directly.
   const { rows, from, offline } = await storedRuns({
     uri: process.env.MLFLOW_TRACKING_URI || undefined,
@@ -27,24 +28,37 @@ export async function runsCommand(
       hint: 'xp runs (without a name) lists every experiment',
     });
   }
-  const links = offline ? ' (links are paths in the MLflow UI: `xp ui` serves them)' : '';
   if (opts.best) {
     const best = bestRun(rows);
     if (!best) throw new XpError('no run has a val_accuracy yet');
     if (opts.json) console.log(JSON.stringify(best));
-    else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url}`);
+    else console.log(`${best.runId}\t${best.runDir ?? '-'}\tval_accuracy ${best.value.toFixed(4)}\t${best.url ?? '-'}`);
     return 0;
   }
   if (opts.json) {
     console.log(JSON.stringify(rows, null, 2));
     return 0;
   }
-  console.log(formatRunsTable(rows));
-  console.log(`\n${rows.length} run(s) in ${offline ? path.relative(process.cwd(), from) || from : from}${links}`);
+  console.log(formatRunsTable(rows, { wide: opts.wide }));
+  console.log(`\n${rows.length} run(s) in ${offline ? path.relative(process.cwd(), from) || from : from}`);
+  if (offline) {
+    if (rows.length)
+      console.log(
+        "No MLflow server runs on this store: `xp ui` starts one and prints its links (`xp ui <folder>`: a run's).",
+      );
+    return 0;
+  }
+  const experiments = new Map(rows.map((row) => [row.experimentId, row.experimentName]));
+  for (const [id, name] of experiments) console.log(`MLflow: experiment ${name}: ${uiLink(from, experimentRoute(id))}`);
+  if (!opts.wide && rows.length) console.log("(--wide: each run's link)");
   return 0;
 }
 
-export async function uiCommand(opts: { port?: number; runDir?: string; stop?: boolean }): Promise<number> {
+/**
+ * The MLflow UI of the local store (started, or the running one) or of MLFLOW_TRACKING_URI, and the links of what
+ * `target` names: a run folder, an experiment file (its sweep), an experiment name or a sweep's id.
+ */
+export async function uiCommand(opts: { port?: number; target?: string; stop?: boolean }): Promise<number> {
   if (opts.stop) {
     const ended = await stopKeptServer(storeDir());
     console.log(
@@ -56,14 +70,32 @@ export async function uiCommand(opts: { port?: number; runDir?: string; stop?: b
     );
     return 0;
   }
-  const run = opts.runDir ? await loggedRun(opts.runDir) : undefined;
-  const page = (uri: string) => (run ? runUrl(uri, run.experimentId, run.runId) : uri.replace(/\/+$/, ''));
-  if (process.env.MLFLOW_TRACKING_URI) {
-    console.log(`MLflow UI: ${page(process.env.MLFLOW_TRACKING_URI)} (MLFLOW_TRACKING_URI)`);
-    return 0;
+  const { target, experimentUri } = await uiTarget(opts.target);
+  const given = experimentUri ?? (process.env.MLFLOW_TRACKING_URI || undefined);
+  const server = given
+    ? { url: given.replace(/\/+$/, ''), reused: true, stop: async () => {} }
+    : await startServer({ storeDir: storeDir(), port: opts.port });
+  try {
+    const { uiPages } = await import('../tracking/pages.ts');
+    const pages = await uiPages(server.url, target);
+    if (!pages.length)
+      throw new XpError(`MLflow at ${server.url} has no run, sweep or experiment "${opts.target}"`, {
+        hint: 'give a run folder (runs/<experiment>/<run-id>), an experiment file or name, or a sweep id; `xp runs` lists them',
+      });
+    const where = given
+      ? experimentUri
+        ? ' (tracking.uri)'
+        : ' (MLFLOW_TRACKING_URI)'
+      : server.reused
+        ? ' (already running)'
+        : '';
+    console.log(`MLflow UI at ${server.url}${where}:`);
+    const width = Math.max(...pages.map((page) => page.label.length));
+    for (const page of pages) console.log(`  ${`${page.label}:`.padEnd(width + 1)} ${page.url}`);
+  } catch (error) {
+    await server.stop();
+    throw error;
   }
-  const server = await startServer({ storeDir: storeDir(), port: opts.port });
-  console.log(`MLflow UI: ${page(server.url)}${server.reused ? ' (already running)' : ''}`);
   if (server.reused) return 0;
   console.log('Press Ctrl-C to stop it.');
   // The server process is unref'd: a timer keeps this process alive until Ctrl-C and the server's shutdown.
@@ -77,10 +109,34 @@ export async function uiCommand(opts: { port?: number; runDir?: string; stop?: b
   return 0;
 }
 
+/** What `xp ui`'s argument names, and the server an experiment file logs to, if it says. */
+async function uiTarget(arg: string | undefined): Promise<{ target: UiTarget; experimentUri?: string }> {
+  if (arg === undefined) return { target: { kind: 'all' } };
+  const stat = fs.statSync(arg, { throwIfNoEntry: false });
+  if (stat?.isDirectory()) {
+    const run = await loggedRun(arg);
+    return { target: { kind: 'run', experimentId: run.experimentId, runId: run.runId } };
+  }
+  if (stat?.isFile() || /^https?:\/\//i.test(arg)) {
+    const { loadExperiment } = await import('../config/load.ts');
+    const { sweepHash } = await import('../tracking/sweep.ts');
+    const loaded = await loadExperiment(arg);
+    const experimentName =
+      process.env.MLFLOW_EXPERIMENT_NAME || loaded.base.tracking.experiment_name || loaded.base.name;
+    return {
+      target: loaded.sweep
+        ? { kind: 'sweep', sweepHash: sweepHash(loaded), experimentName }
+        : { kind: 'name', name: experimentName },
+      experimentUri: loaded.base.tracking.uri,
+    };
+  }
+  return { target: { kind: 'name', name: arg } };
+}
+
 /** The MLflow run a run folder logged to (from its journal). */
 async function loggedRun(runDir: string) {
   const { openJournal } = await import('../tracking/journal.ts');
-  const run = fs.existsSync(runDir) ? openJournal(runDir).runRef() : undefined;
+  const run = openJournal(runDir).runRef();
   if (!run)
     throw new XpError(`${runDir} is not a run folder that reached MLflow`, {
       hint: 'pass runs/<experiment>/<run-id> of a tracked run; `xp sync <run-dir>` sends a run that could not reach MLflow',

@@ -127,6 +127,11 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     }
   }
 
+  async function getExperiment(experimentId: string): Promise<Experiment> {
+    return (await call<{ experiment: Experiment }>('GET', 'experiments/get', { experiment_id: experimentId }))
+      .experiment;
+  }
+
   async function createExperiment(name: string, tags: Record<string, string> = {}): Promise<string> {
     const answer = await call<{ experiment_id: string }>('POST', 'experiments/create', {
       name,
@@ -135,12 +140,17 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     return answer.experiment_id;
   }
 
+  async function setExperimentTag(experimentId: string, key: string, value: string): Promise<void> {
+    await call('POST', 'experiments/set-experiment-tag', { experiment_id: experimentId, key, value });
+  }
+
   /** The experiment of that name, created when missing (a concurrent create wins the race harmlessly). */
   async function getOrCreateExperiment(name: string): Promise<Experiment> {
     let experiment = await getExperimentByName(name);
     if (!experiment) {
       try {
-        // MLflow 3's UI opens an experiment in its GenAI views unless it is marked as model training.
+        // The experiment's kind, as MLflow's experiment-type selector sets it; which side of the UI a page opens on
+        // comes from the link (links.ts).
         await createExperiment(name, { 'mlflow.experimentKind': 'custom_model_development' });
       } catch (error) {
         if (!(error instanceof MlflowError && error.errorCode === 'RESOURCE_ALREADY_EXISTS')) throw error;
@@ -310,8 +320,10 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
   return {
     baseUrl: base,
     getExperimentByName,
+    getExperiment,
     createExperiment,
     getOrCreateExperiment,
+    setExperimentTag,
     searchExperiments,
     createRun,
     updateRun,

@@ -1,15 +1,16 @@
 // Runs side by side: what differs between them and how they scored.
+import path from 'node:path';
 import { goalSign, metricGoal, type Goal } from '../config/metrics.ts';
 import { loggedHeadlineValue } from '../events.ts';
 import {
   createClient,
   credentialsFromEnv,
   fromKeyValues,
-  runUrl,
   type MlflowClient,
   type Run,
   type RunStatus,
 } from './client.ts';
+import { runRoute, uiLink } from './links.ts';
 
 export interface RunRow {
   runId: string;
@@ -26,7 +27,10 @@ export interface RunRow {
   /** Local folder of the run (tag xp.run_dir), when logged by xp. */
   runDir?: string;
   parentRunId?: string;
-  url: string;
+  /** The run's page, relative to the tracking server. */
+  route: string;
+  /** The run's page on the server the row was read from; none when read from the store's file. */
+  url?: string;
 }
 
 export const TABLE_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const;
@@ -54,8 +58,10 @@ export async function listRuns(options: {
   return options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep');
 }
 
-export function toRow(run: Run, experimentName: string, uri: string): RunRow {
+/** A run as a row; `uri`: the server it was read from (none for the store's file). */
+export function toRow(run: Run, experimentName: string, uri: string | undefined): RunRow {
   const tags = fromKeyValues(run.data.tags);
+  const route = runRoute(run.info.experiment_id, run.info.run_id);
   return {
     runId: run.info.run_id,
     runName: run.info.run_name ?? tags['mlflow.runName'] ?? run.info.run_id,
@@ -69,7 +75,8 @@ export function toRow(run: Run, experimentName: string, uri: string): RunRow {
     tags,
     runDir: tags['xp.run_dir'],
     parentRunId: tags['mlflow.parentRunId'],
-    url: runUrl(uri, run.info.experiment_id, run.info.run_id),
+    route,
+    url: uri ? uiLink(uri, route) : undefined,
   };
 }
 
@@ -80,7 +87,7 @@ export const RANK_METRIC = 'val_accuracy';
 export function bestRun(
   rows: RunRow[],
   options: { metric?: string; goal?: Goal } = {},
-): { runId: string; runDir?: string; url: string; value: number } | undefined {
+): { runId: string; runDir?: string; url?: string; value: number } | undefined {
   const metric = options.metric ?? RANK_METRIC;
   const [best] = rankRuns(rows, metric, options.goal);
   const value = best ? loggedHeadlineValue(best.metrics, metric) : undefined;
@@ -96,25 +103,37 @@ export function rankRuns(rows: RunRow[], metric = RANK_METRIC, goal: Goal = metr
   return [...rows].sort((a, b) => score(b) - score(a));
 }
 
-/** Names and params that differ between the runs, then each run's figures (headlineValue: val_* are its result); best first. */
-export function formatRunsTable(rows: RunRow[]): string {
+/** Characters of an MLflow run id `xp runs` shows (as git shows 7 of a commit's): enough to tell runs apart. */
+export const SHORT_RUN_ID = 8;
+
+/**
+ * Names and params that differ between the runs, then each run's figures (headlineValue: val_* are its result) and
+ * its folder (what `xp predict` and `xp evaluate` take); best first. `wide`: whole ids and names, and each run's
+ * link when a server serves them.
+ */
+export function formatRunsTable(rows: RunRow[], options: { wide?: boolean; cwd?: string } = {}): string {
   if (rows.length === 0) return 'No runs.';
+  const { wide = false, cwd = process.cwd() } = options;
   const sorted = rankRuns(rows);
   const keys = [...new Set(rows.flatMap((row) => Object.keys(row.params)))].sort();
   const differing = keys.filter((key) => new Set(rows.map((row) => row.params[key] ?? '')).size > 1);
-  const header = ['name', 'status', ...differing, ...TABLE_METRICS];
-  const body = sorted.map((row) =>
-    [
-      row.runName,
-      row.status,
-      ...differing.map((key) => row.params[key] ?? '-'),
-      ...TABLE_METRICS.map((metric) => {
-        const v = loggedHeadlineValue(row.metrics, metric);
-        return v === undefined ? '-' : formatNumber(v);
-      }),
-    ].map((cell) => clip(cell, 32)),
-  );
-  const numeric = header.map((_, column) => column >= header.length - TABLE_METRICS.length);
+  const links = wide && rows.some((row) => row.url);
+  const header = ['run', 'name', 'status', ...differing, ...TABLE_METRICS, 'folder', ...(links ? ['link'] : [])];
+  const shorten = (cell: string) => (wide ? cell : clip(cell, 32));
+  const body = sorted.map((row) => [
+    wide ? row.runId : row.runId.slice(0, SHORT_RUN_ID),
+    shorten(row.runName),
+    row.status,
+    ...differing.map((key) => shorten(row.params[key] ?? '-')),
+    ...TABLE_METRICS.map((metric) => {
+      const v = loggedHeadlineValue(row.metrics, metric);
+      return v === undefined ? '-' : formatNumber(v);
+    }),
+    row.runDir ? shownPath(row.runDir, cwd) : '-',
+    ...(links ? [row.url ?? '-'] : []),
+  ]);
+  const firstMetric = header.indexOf(TABLE_METRICS[0]);
+  const numeric = header.map((_, column) => column >= firstMetric && column < firstMetric + TABLE_METRICS.length);
   const widths = header.map((title, column) => Math.max(title.length, ...body.map((cells) => cells[column].length)));
   const line = (cells: string[]) =>
     cells
@@ -122,6 +141,12 @@ export function formatRunsTable(rows: RunRow[]): string {
       .join('  ')
       .trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...body.map(line)].join('\n');
+}
+
+/** A path as typed from `cwd`: relative below it, absolute elsewhere. */
+function shownPath(file: string, cwd: string): string {
+  const relative = path.relative(cwd, file);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
 }
 
 const formatNumber = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(4));

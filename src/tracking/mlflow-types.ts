@@ -121,10 +121,6 @@ export function chunkBatch(batch: Required<Batch>): Required<Batch>[] {
   return chunks;
 }
 
-/** The run's page in the MLflow UI. */
-export const runUrl = (uri: string, experimentId: string, runId: string) =>
-  `${uri.replace(/\/+$/, '')}/#/experiments/${experimentId}/runs/${runId}`;
-
 export function toKeyValues(record: Record<string, string>): KeyValue[] {
   return Object.entries(record).map(([key, value]) => ({ key, value }));
 }

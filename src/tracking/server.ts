@@ -148,7 +148,7 @@ async function spawnServer(
       hint: `run \`npm run setup\` in ${repoRoot} to create xp's virtual environment with MLflow, or set tracking.uri / MLFLOW_TRACKING_URI to a running server`,
     });
   }
-  const port = options.port ?? (await freePort());
+  const port = options.port ?? (await lastPort(storeDir)) ?? (await freePort());
   if (!(await portIsFree(port))) {
     throw new TrackingError(`Cannot start MLflow on port ${port}: the port is in use.`, {
       hint: 'choose another port or leave it out to use a free one',
@@ -229,7 +229,22 @@ async function spawnServer(
   }
   const record: ServerFile = { pid, url, storeDir, startedAt: new Date().toISOString() };
   fs.writeFileSync(serverFile, JSON.stringify(record, null, 2) + '\n');
+  fs.writeFileSync(path.join(storeDir, PORT_FILE), `${port}\n`);
   return { record, startSeconds: (performance.now() - started) / 1000, exited };
+}
+
+// The store's server comes back on the port it had (when free): links printed before open again, and the browser
+// keeps what it remembers of the UI's origin (MLflow keeps its choices, such as a closed panel, per origin).
+const PORT_FILE = 'server.port';
+
+async function lastPort(storeDir: string): Promise<number | undefined> {
+  let port: number;
+  try {
+    port = Number(fs.readFileSync(path.join(storeDir, PORT_FILE), 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  return Number.isInteger(port) && port > 0 && port < 65536 && (await portIsFree(port)) ? port : undefined;
 }
 
 /** Create the lock exclusively; a lock whose holder is dead is removed and taken. */

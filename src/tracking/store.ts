@@ -74,7 +74,7 @@ async function readSqliteStore(db: string, experimentName?: string): Promise<Run
       { maxBuffer: 1 << 30 },
     );
     const answer = JSON.parse(stdout) as { experiments: Record<string, string>; runs: Run[] };
-    return answer.runs.map((run) => toRow(run, answer.experiments[run.info.experiment_id] ?? '', ''));
+    return answer.runs.map((run) => toRow(run, answer.experiments[run.info.experiment_id] ?? '', undefined));
   } catch (error) {
     throw new TrackingError(
       `cannot read the MLflow store ${db}: ${(error as Error).message.split('\n').slice(-2).join(' ')}`,

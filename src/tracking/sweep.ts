@@ -1,16 +1,21 @@
 // A sweep's tracking session: one parent run per sweep definition, found again on resume by the sweep's hash;
 // trials FINISHED in MLflow are skipped; the best trial is chosen among every FINISHED trial of the sweep (this
 // command's and the skipped ones); the parent is tagged with the best trial and the MLflow compare URL of all trials.
-// Tracking never holds up training: every request here is one short attempt, and a failure is said and passed over.
+// The compare link is the sweep's view in the MLflow UI (sweep-view.ts), stored on the parent relative to the
+// server. Tracking never holds up training: every request here is one short attempt, and a failure is said and
+// passed over.
 import crypto from 'node:crypto';
 import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
+import type { SweepConfig } from '../config/types.ts';
 import { isBetter, metricGoal, type Goal } from '../config/metrics.ts';
 import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
-import { runUrl, type MlflowClient } from './client.ts';
+import type { MlflowClient } from './client.ts';
 import { listRuns, type RunRow } from './compare.ts';
+import { compareRunsRoute, runUrl, uiLink } from './links.ts';
 import { quickClient } from './session.ts';
 import { storedRuns } from './store.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
+import { sweepView } from './sweep-view.ts';
 
 /** What the sweep needs of a trial trained by this command. */
 export interface TrialResult {
@@ -29,6 +34,8 @@ export interface SweepSession {
   finished: Map<string, RunRow>;
   parentRunId?: string;
   parentUrl?: string;
+  /** The sweep's view in the MLflow UI, relative to the server (tag xp.compare_url). */
+  compareRoute?: string;
 }
 
 export interface SweepEnd {
@@ -46,15 +53,6 @@ export function sweepHash(loaded: Pick<LoadedExperiment, 'base' | 'sweep'>): str
     .update(JSON.stringify(loaded.sweep ?? {}))
     .digest('hex')
     .slice(0, 16);
-}
-
-/**
- * MLflow's compare-runs page for these runs (the route of MLflow 3's UI: JSON lists in the query), opened in the
- * UI's model-training view rather than its GenAI one.
- */
-export function compareUrl(uri: string, experimentIds: string[], runIds: string[]): string {
-  const list = (values: string[]) => encodeURIComponent(JSON.stringify([...new Set(values)]));
-  return `${uri.replace(/\/+$/, '')}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}&workflowType=machine_learning`;
 }
 
 /** The best candidate under the sweep's goal; candidates without a value do not compete; a tie goes to the earlier one. */
@@ -151,7 +149,8 @@ export async function openSweep(options: {
       ? await reopenParent(client, existing)
       : await createParent(client, { ...options, experimentName, hash, env });
     log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
-    return { trials, finished, parentRunId: parent.runId, parentUrl: parent.url };
+    const compareRoute = await publishView(client, parent, loaded.sweep, log);
+    return { trials, finished, parentRunId: parent.runId, parentUrl: parent.url, compareRoute };
   } catch (error) {
     log(
       `MLflow: sweep parent run not created (${(error as Error).message}); the trials are journaled as single runs for \`xp sync\`.`,
@@ -162,7 +161,36 @@ export async function openSweep(options: {
 
 async function reopenParent(client: MlflowClient, row: RunRow) {
   await client.updateRun(row.runId, { status: 'RUNNING' });
-  return { runId: row.runId, url: runUrl(client.baseUrl, row.experimentId, row.runId) };
+  return { runId: row.runId, experimentId: row.experimentId, url: runUrl(client.baseUrl, row.experimentId, row.runId) };
+}
+
+/**
+ * The sweep's view: an experiment tag MLflow's UI reads, and its route on the parent (written again on resume, so a
+ * parent from before keeps a link that works). Its route, or undefined when MLflow did not take it.
+ */
+async function publishView(
+  client: MlflowClient,
+  parent: { runId: string; experimentId: string },
+  sweep: SweepConfig | undefined,
+  log: Log,
+): Promise<string | undefined> {
+  if (!sweep) return undefined;
+  const { metric, goal, parameters } = sweep;
+  const view = sweepView({
+    experimentId: parent.experimentId,
+    parentRunId: parent.runId,
+    metric,
+    goal,
+    parameters: Object.keys(parameters),
+  });
+  try {
+    await client.setExperimentTag(parent.experimentId, view.tag.key, view.tag.value);
+    await client.logBatch(parent.runId, { tags: [{ key: 'xp.compare_url', value: view.route }] });
+    return view.route;
+  } catch (error) {
+    log(`MLflow: the sweep's view in the MLflow UI not recorded (${(error as Error).message}).`);
+    return undefined;
+  }
 }
 
 async function createParent(
@@ -207,13 +235,20 @@ async function createParent(
       value: (typeof value === 'string' ? value : JSON.stringify(value)).slice(0, 6000),
     })),
   });
-  return { runId: run.info.run_id, url: runUrl(client.baseUrl, run.info.experiment_id, run.info.run_id) };
+  return {
+    runId: run.info.run_id,
+    experimentId: run.info.experiment_id,
+    url: runUrl(client.baseUrl, run.info.experiment_id, run.info.run_id),
+  };
 }
 
 const prefixed = (parameters: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(parameters).map(([key, value]) => [`parameters.${key}`, value]));
 
-/** After training: the best FINISHED trial of the whole sweep, the compare URL, and the parent closed. */
+/**
+ * After training: the best FINISHED trial of the whole sweep and the parent closed; the compare URL is the sweep's
+ * view, or MLflow's compare-runs page of the trials when the sweep has no parent run.
+ */
 export async function closeSweep(options: {
   uri: string;
   loaded: LoadedExperiment;
@@ -242,7 +277,23 @@ export async function closeSweep(options: {
       .filter((row) => !ranThisTime.has(row.runId))
       .map(candidateOf(metric, (row) => rank(row.runName))),
   ];
-  return endSweep({ ...options, parentRunId: session.parentRunId, metric, goal: loaded.sweep!.goal, candidates });
+  const end = await endSweep({
+    ...options,
+    parentRunId: session.parentRunId,
+    metric,
+    goal: loaded.sweep!.goal,
+    candidates,
+  });
+  const tracked = candidates.filter((c) => c.runId && c.experimentId);
+  const route =
+    session.compareRoute ??
+    (tracked.length
+      ? compareRunsRoute(
+          tracked.map((c) => c.experimentId!),
+          tracked.map((c) => c.runId!),
+        )
+      : undefined);
+  return { ...end, compareUrl: route && uiLink(options.uri, route) };
 }
 
 /**
@@ -293,7 +344,7 @@ export function bestTrial<T extends { value?: number; rank: number }>(candidates
   );
 }
 
-/** The best candidate and the compare URL of all, on the parent, which ends FINISHED (FAILED without a best, KILLED when stopped). */
+/** The best candidate, on the parent, which ends FINISHED (FAILED without a best, KILLED when stopped). */
 async function endSweep(options: {
   uri: string;
   parentRunId?: string;
@@ -306,20 +357,9 @@ async function endSweep(options: {
 }): Promise<SweepEnd> {
   const { metric, candidates } = options;
   const best = bestTrial(candidates, metric, options.goal);
-  const tracked = candidates.filter((c) => c.runId && c.experimentId);
-  const url = tracked.length
-    ? compareUrl(
-        options.uri,
-        tracked.map((c) => c.experimentId!),
-        tracked.map((c) => c.runId!),
-      )
-    : undefined;
   if (options.parentRunId) {
     const client = quickClient(options.uri, options.env);
-    const tags = [
-      ...(best?.runId ? [{ key: 'xp.best_run_id', value: best.runId }] : []),
-      ...(url && url.length <= 5000 ? [{ key: 'xp.compare_url', value: url }] : []),
-    ];
+    const tags = best?.runId ? [{ key: 'xp.best_run_id', value: best.runId }] : [];
     const metrics = best ? [{ key: `best_${metric}`, value: best.value, timestamp: Date.now(), step: 0 }] : [];
     try {
       await client.logBatch(options.parentRunId, { tags, metrics });
@@ -333,7 +373,7 @@ async function endSweep(options: {
       );
     }
   }
-  return { best: best && { name: best.name, runId: best.runId, value: best.value }, compareUrl: url };
+  return { best: best && { name: best.name, runId: best.runId, value: best.value } };
 }
 
 /** For --dry-run: the trials MLflow has FINISHED (they would be skipped), read without starting a server. */

@@ -265,7 +265,7 @@ describe('xp run with MLflow', () => {
       let out = '';
       child.stdout!.on('data', (d) => {
         out += d;
-        const m = out.match(/MLflow UI: (http:\/\/127\.0\.0\.1:\d+)/);
+        const m = out.match(/MLflow UI at (http:\/\/127\.0\.0\.1:\d+)/);
         if (m) resolve(m[1]);
       });
       child.on('exit', () => reject(new Error(`xp ui exited: ${out}`)));

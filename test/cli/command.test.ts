@@ -86,7 +86,7 @@ test(
 
     const listed = await xp(['runs', 'command-tiny']);
     expect(listed.exitCode, listed.stderr).toBe(0);
-    expect(listed.stdout).toMatch(/^command-tiny +FINISHED /m);
+    expect(listed.stdout).toMatch(/^[0-9a-f]{8} {2}command-tiny +FINISHED /m);
     expect(listed.stdout).toContain(`1 run(s) in ${server.url}`);
   },
   SERVER_TIMEOUT + 240_000,

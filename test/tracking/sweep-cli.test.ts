@@ -53,7 +53,11 @@ test('an interrupted sweep resumes under its one parent run, and the best is cho
   const file = experimentFile('sweep-resume', 'sweep:\n  head.dropout: [0.1, 0.3]\n');
   const first = await xp(['run', file, '--quiet']);
   expect(first.exitCode, first.stderr + first.stdout).toBe(0);
-  expect(first.stdout).toMatch(new RegExp(`Compare the trials in MLflow: ${server!.url}/#/compare-runs\\?runs=%5B`));
+  expect(first.stdout).toMatch(
+    new RegExp(
+      `Compare the trials in MLflow: ${server!.url}/#/experiments/\\d+/runs\\?viewStateShareKey=[0-9a-f]{64}&`,
+    ),
+  );
 
   const client = createClient(server!.url);
   const experiment = await client.getExperimentByName('sweep-resume');
@@ -63,7 +67,8 @@ test('an interrupted sweep resumes under its one parent run, and the best is cho
   const trials = all.filter((run) => tags(run)['mlflow.parentRunId'] === parent.info.run_id);
   expect(trials).toHaveLength(2);
   expect(tags(parent)['xp.sweep_hash']).toMatch(/^[0-9a-f]{16}$/);
-  expect(decodeURIComponent(tags(parent)['xp.compare_url'])).toContain(`"${trials[0].info.run_id}"`);
+  const route = tags(parent)['xp.compare_url'];
+  expect(first.stdout.split('\n')).toContain(`Compare the trials in MLflow: ${server!.url}/${route}`);
 
   // A model is stored once: the store's artifact files are the run folder's files, hard-linked.
   for (const run of trials) {
@@ -103,8 +108,9 @@ test('an interrupted sweep resumes under its one parent run, and the best is cho
   expect(metric(best, 'final_val_accuracy')).toBe(top);
   expect(metric(parents[0], 'best_val_accuracy')).toBe(top);
   expect(second.stdout).toContain(`Best trial: ${best.info.run_name} (val_accuracy ${top.toFixed(4)})`);
-  const compare = new URLSearchParams(tags(parents[0])['xp.compare_url'].split('?')[1]);
-  expect(JSON.parse(compare.get('runs')!).sort()).toEqual(finished.map((run) => run.info.run_id).sort());
+  // The resumed sweep keeps its view: the same link, which selects the trials by their parent.
+  expect(tags(parents[0])['xp.compare_url']).toBe(route);
+  expect(second.stdout.split('\n')).toContain(`Compare the trials in MLflow: ${server!.url}/${route}`);
 });
 
 test('with no server running, `xp runs` and `--dry-run` read the store in seconds; a run prints how to open its links again', async () => {
@@ -120,24 +126,33 @@ test('with no server running, `xp runs` and `--dry-run` read the store in second
   const dry = await xp(['run', experimentFile('sweep-resume', 'sweep:\n  head.dropout: [0.1, 0.3]\n'), '--dry-run']);
   expect(dry.stdout).toContain('2 trial(s) would be skipped.');
 
-  // A command that starts the embedded server stops it at the end: it says how to serve the same links again.
-  const single = await xp(['run', experimentFile('links', ''), '--quiet']);
+  // A command that starts the embedded server stops it at the end: it says how to serve the same links again, and
+  // `xp ui` serves them on the same port.
+  const links = experimentFile('links', '');
+  const single = await xp(['run', links, '--quiet']);
   expect(single.exitCode, single.stderr + single.stdout).toBe(0);
-  const link = single.stdout.match(/MLflow: (http:\/\/127\.0\.0\.1:(\d+))\/#\/experiments\/\d+\/runs\/(\w+)/)!;
-  const again = single.stdout.match(/these links open again with: XP_RUNS_DIR=\S+ xp ui --port (\d+)/)!;
-  expect(again[1]).toBe(link[2]);
+  const link = single.stdout.match(/MLflow: (http:\/\/127\.0\.0\.1:(\d+))\/#\/experiments\/\d+\/runs\/(\w+)\S*/)!;
+  const again = single.stdout.match(
+    /stops with this command: `XP_RUNS_DIR=\S+ xp ui (\S+)` serves it again \(port (\d+) while free\)/,
+  )!;
+  expect(again.slice(1)).toEqual([links, link[2]]);
   const runDir = path.resolve(root, single.stdout.match(/output: (\S+)/)![1]);
-  const ui = execa(process.execPath, [bin, 'ui', runDir, '--port', again[1]], {
+  const ui = execa(process.execPath, [bin, 'ui', runDir], {
     reject: false,
     cwd: root,
     env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: '' },
   });
   try {
     const printed = await new Promise<string>((resolve, reject) => {
-      ui.stdout!.on('data', (d) => String(d).includes('MLflow UI:') && resolve(String(d)));
-      ui.on('exit', () => reject(new Error('xp ui exited')));
+      let out = '';
+      ui.stdout!.on('data', (d) => {
+        out += d;
+        if (out.includes('Press Ctrl-C')) resolve(out);
+      });
+      ui.on('exit', () => reject(new Error(`xp ui exited: ${out}`)));
     });
-    expect(printed).toContain(`MLflow UI: ${link[0].slice('MLflow: '.length)}`);
+    expect(printed).toContain(`MLflow UI at ${link[1]}:`);
+    expect(printed).toMatch(new RegExp(`run \\S+: +${link[0].slice('MLflow: '.length).replace(/[?.]/g, '\\$&')}\n`));
     expect((await createClient(link[1]).getRun(link[3])).info.status).toBe('FINISHED');
   } finally {
     ui.kill('SIGINT');

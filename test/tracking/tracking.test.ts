@@ -96,7 +96,9 @@ describe('tracker', () => {
     expect(await tracker.pending()).toBe(0);
     const runId = tracker.mlflowRunId()!;
     const run = await client.getRun(runId);
-    expect(tracker.runUrl()).toBe(`${server.url}/#/experiments/${run.info.experiment_id}/runs/${runId}`);
+    expect(tracker.runUrl()).toBe(
+      `${server.url}/#/experiments/${run.info.experiment_id}/runs/${runId}?workflowType=machine_learning`,
+    );
     expect(run.info.status).toBe('FINISHED');
     expect(Number(run.info.end_time)).toBeGreaterThanOrEqual(Number(run.info.start_time));
 
@@ -297,23 +299,29 @@ describe('tracker', () => {
       'xp.best_run_id': good.runId,
       'xp.sweep_hash': sweepHash(loaded),
       'xp.sweep_metric': 'val_accuracy',
-      'xp.compare_url': end.compareUrl,
     });
     expect(parent.data.metrics?.find((metric) => metric.key === 'best_val_accuracy')?.value).toBeCloseTo(0.85, 10);
-    // The compare page of MLflow 3's UI: #/compare-runs?runs=[...]&experiments=[...], both trials.
-    const query = new URLSearchParams(end.compareUrl!.split('#/compare-runs?')[1]);
-    expect(end.compareUrl!.startsWith(`${server.url}/#/compare-runs?`)).toBe(true);
-    expect(JSON.parse(query.get('runs')!).sort()).toEqual([good.runId, worse.runId].sort());
-    expect(JSON.parse(query.get('experiments')!)).toEqual([experimentId]);
+    // The compare link is the sweep's view in the experiment's runs page: stored relative to the server, printed on
+    // it; the view's state is the experiment tag the link names, and it selects the parent's trials.
+    const route = tags['xp.compare_url'];
+    expect(route).toMatch(new RegExp(`^#/experiments/${experimentId}/runs\\?viewStateShareKey=[0-9a-f]{64}&`));
+    expect(end.compareUrl).toBe(`${server.url}/${route}`);
+    expect(second.compareRoute).toBe(route);
+    const key = new URLSearchParams(route.split('?')[1]).get('viewStateShareKey');
+    const experimentTags = fromKeyValues((await client.getExperimentByName('sweep'))!.tags);
+    const view = JSON.parse(experimentTags[`mlflow.sharedViewState.${key}`]);
+    expect(view.searchFilter).toBe(`tags.mlflow.parentRunId = '${first.parentRunId}'`);
     const children = runs.filter((run) => fromKeyValues(run.data.tags)['mlflow.parentRunId'] === first.parentRunId);
     expect(children.map((run) => run.info.run_id).sort()).toEqual([good.runId, worse.runId].sort());
 
     // The table compares the trials: dropout differs, the backbone does not; the best is first.
     const rows = await listRuns({ uri: server.url, experimentName: 'sweep' });
     const [header, , top, next] = formatRunsTable(rows).split('\n');
-    expect(header).toMatch(/^name\s+status\s+head\.dropout\s+val_accuracy\s+val_loss\s+accuracy\s+loss$/);
-    expect(top).toMatch(/^dropout=0\.2\s+FINISHED\s+0\.2\s+0\.8500\s/);
-    expect(next).toMatch(/^dropout=0\.5\s+FINISHED\s+0\.5\s+0\.5500\s/);
+    expect(header).toMatch(
+      /^run\s+name\s+status\s+head\.dropout\s+val_accuracy\s+val_loss\s+accuracy\s+loss\s+folder$/,
+    );
+    expect(top).toMatch(new RegExp(`^${good.runId.slice(0, 8)}  dropout=0\\.2\\s+FINISHED\\s+0\\.2\\s+0\\.8500\\s`));
+    expect(next).toMatch(new RegExp(`^${worse.runId.slice(0, 8)}  dropout=0\\.5\\s+FINISHED\\s+0\\.5\\s+0\\.5500\\s`));
     expect(bestRun(rows)).toMatchObject({ runId: good.runId, runDir: good.runDir });
     // A loss ranks smallest first: the direction comes from metricGoal.
     expect(bestRun(rows, { metric: 'val_loss' })?.value).toBe(Math.min(...rows.map((row) => row.metrics.val_loss)));

@@ -1,4 +1,5 @@
-// The parts that need no server: params, batching, the runs table, pending summaries, server start-up errors.
+// The parts that need no server: params, batching, the runs table, UI links, pending summaries, server start-up
+// errors.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, expect, test } from 'vitest';
@@ -9,7 +10,9 @@ import { openJournal } from '../../src/tracking/journal.ts';
 import { describePending } from '../../src/tracking/delivery.ts';
 import { startServer } from '../../src/tracking/server.ts';
 import { resolveTrackingUri } from '../../src/tracking/uri.ts';
-import { bestTrial, chooseBest, compareUrl, sweepHash } from '../../src/tracking/sweep.ts';
+import { bestTrial, chooseBest, sweepHash } from '../../src/tracking/sweep.ts';
+import { compareRunsRoute, runRoute, runUrl, uiLink } from '../../src/tracking/links.ts';
+import { sweepView } from '../../src/tracking/sweep-view.ts';
 import { headlineValue, loggedHeadlineValue } from '../../src/events.ts';
 import { flattenParams, runParams } from '../../src/tracking/records.ts';
 import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './helpers.ts';
@@ -62,11 +65,12 @@ function row(name: string, params: Record<string, string>, metrics: Record<strin
     metrics,
     tags: {},
     runDir,
+    route: `#/r/${name}`,
     url: `u/${name}`,
   };
 }
 
-test('the runs table shows only the params that differ, best val_accuracy first', () => {
+test('the runs table shows only the params that differ, best val_accuracy first, with short run ids and folders', () => {
   const rows = [
     row(
       'low',
@@ -82,12 +86,22 @@ test('the runs table shows only the params that differ, best val_accuracy first'
     ),
     row('failed', { 'head.dropout': '0.3', 'backbone.name': 'inception_v3' }, {}),
   ];
-  const lines = formatRunsTable(rows).split('\n');
-  expect(lines[0]).toMatch(/^name\s+status\s+head\.dropout\s+val_accuracy\s+val_loss\s+accuracy\s+loss$/);
+  const lines = formatRunsTable(rows, { cwd: '/' }).split('\n');
+  expect(lines[0]).toMatch(
+    /^run\s+name\s+status\s+head\.dropout\s+val_accuracy\s+val_loss\s+accuracy\s+loss\s+folder$/,
+  );
   expect(lines[0]).not.toMatch(/backbone/);
-  expect(lines.slice(2).map((line) => line.split(/\s+/)[0])).toEqual(['high', 'low', 'failed']);
-  expect(lines[2]).toMatch(/0\.9123\s+0\.3000\s+0\.8500\s+0\.3500$/);
-  expect(lines[4]).toMatch(/-\s+-\s+-\s+-$/);
+  expect(lines.slice(2).map((line) => line.split(/\s+/)[1])).toEqual(['high', 'low', 'failed']);
+  // The first 8 characters of the run id, and the folder as typed from the current one.
+  expect(lines[2]).toMatch(/^id-high\s+high\s+FINISHED\s+0\.5\s+0\.9123\s+0\.3000\s+0\.8500\s+0\.3500\s+runs\/b$/);
+  expect(lines[4]).toMatch(/-\s+-\s+-\s+-\s+-$/);
+  expect(formatRunsTable(rows, { cwd: '/elsewhere' }).split('\n')[2]).toMatch(/ \/runs\/b$/);
+  // --wide: whole ids and each run's link.
+  const long = { ...rows[1], runId: 'f'.repeat(32), runName: 'n'.repeat(40) };
+  const wide = formatRunsTable([long], { wide: true }).split('\n');
+  expect(wide[0]).toMatch(/ folder\s+link$/);
+  expect(wide[2]).toMatch(new RegExp(`^${'f'.repeat(32)}  ${'n'.repeat(40)} .* u/high$`));
+  expect(formatRunsTable([long]).split('\n')[2]).toMatch(new RegExp(`^ffffffff  ${'n'.repeat(31)}… `));
   expect(bestRun(rows)).toEqual({ runId: 'id-high', runDir: '/runs/b', url: 'u/high', value: 0.9123456 });
   expect(bestRun(rows, { metric: 'val_loss', goal: 'minimize' })?.runId).toBe('id-high');
   expect(bestRun([row('none', {}, {})])).toBeUndefined();
@@ -177,13 +191,45 @@ test("a sweep's hash changes with its base or its definition, not with tracking 
   );
 });
 
-test("the compare URL is MLflow 3's compare-runs route with JSON lists of runs and experiments", () => {
-  const url = compareUrl('http://127.0.0.1:5000/', ['1', '1'], ['a', 'b']);
-  expect(url).toBe(
-    'http://127.0.0.1:5000/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D&workflowType=machine_learning',
+test("every UI link opens the UI's model-training side; routes are relative to the server, links put them on one", () => {
+  expect(runRoute('1', 'abc')).toBe('#/experiments/1/runs/abc?workflowType=machine_learning');
+  expect(runUrl('http://127.0.0.1:5000/', '1', 'abc')).toBe(
+    'http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning',
   );
-  const query = new URLSearchParams(url.split('?')[1]);
-  expect(JSON.parse(query.get('runs')!)).toEqual(['a', 'b']);
+  const compare = compareRunsRoute(['1', '1'], ['a', 'b']);
+  expect(compare).toBe(
+    '#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%221%22%5D&workflowType=machine_learning',
+  );
+  expect(JSON.parse(new URLSearchParams(compare.split('?')[1]).get('runs')!)).toEqual(['a', 'b']);
+  // A link stored absolute by an older xp takes today's server.
+  expect(uiLink('http://127.0.0.1:6000', `http://127.0.0.1:5000/${compare}`)).toBe(`http://127.0.0.1:6000/${compare}`);
+});
+
+test("a sweep's view is MLflow's shared-view state: its trials, the sweep's metric in every chart, named by its sha256", () => {
+  const input = {
+    experimentId: '3',
+    parentRunId: 'p1',
+    metric: 'val_accuracy',
+    goal: 'maximize' as const,
+    parameters: ['head.dropout', 'training.epochs'],
+  };
+  const view = sweepView(input);
+  const key = view.tag.key.slice('mlflow.sharedViewState.'.length);
+  expect(key).toMatch(/^[0-9a-f]{64}$/);
+  expect(view.route).toBe(
+    `#/experiments/3/runs?viewStateShareKey=${key}&compareRunsMode=CHART&workflowType=machine_learning`,
+  );
+  const state = JSON.parse(view.tag.value);
+  expect(state.searchFilter).toBe("tags.mlflow.parentRunId = 'p1'");
+  expect([state.orderByKey, state.orderByAsc]).toEqual(['metrics.`final_val_accuracy`', false]);
+  const charts = Object.fromEntries(state.compareRunCharts.map((c: { type: string }) => [c.type, c]));
+  expect(charts.PARALLEL).toMatchObject({ selectedParams: input.parameters, selectedMetrics: ['final_val_accuracy'] });
+  expect(charts.LINE.metricKey).toBe('val_accuracy');
+  expect(charts.BAR.metricKey).toBe('final_val_accuracy');
+  // The same sweep gives the same view; a loss is sorted smallest first, a metric without a result is its own.
+  expect(sweepView(input)).toEqual(view);
+  const loss = JSON.parse(sweepView({ ...input, metric: 'loss', goal: 'minimize' }).tag.value);
+  expect([loss.orderByKey, loss.orderByAsc]).toEqual(['metrics.`loss`', true]);
 });
 
 test("a run's figure for val_accuracy and val_loss is its result (the saved model on the whole validation set), for other metrics its last epoch's", () => {
