@@ -1,6 +1,7 @@
 // `npm run bench`: images/s of each stage (decode+resize, augmentation, backbone forward) and of whole epochs of
 // the reference configuration, each next to the same figure for the Keras notebook run with tensorflow-cpu on this
-// machine and data, so every result reads as a ratio to Keras. Figures print and go to bench/results/*.json.
+// machine and data, so every result reads as a ratio to Keras. Figures print and go to ./bench-results/*.json of the
+// current folder, as run folders go to ./runs: measurements belong to where they were made, not to the clone.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,9 @@ import { XpError } from '../src/errors.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dataset = path.resolve(repoRoot, process.env.XP_BENCH_DATA ?? '../shared/datasets/cats_and_dogs_filtered');
+
+/** Where the figures are written: ./bench-results of the folder `xp bench` runs in. */
+export const resultsDir = (): string => path.resolve('bench-results');
 
 export interface BenchOptions {
   quick: boolean;
@@ -31,6 +35,7 @@ interface Row {
 }
 
 export async function benchCommand(opts: BenchOptions): Promise<number> {
+  const benchStarted = performance.now();
   const epochs = opts.full ? 20 : opts.quick ? 1 : 2;
   const steps = opts.quick ? 20 : 100;
   const validationSteps = opts.quick ? 10 : 50;
@@ -63,8 +68,11 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
 
   result.load_average_end = os.loadavg();
   result.rows = rows.map((r) => ({ ...r, speedup_vs_keras: speedup(r) }));
+  // `xp bench --help` says how long each mode takes: this figure is where those come from.
+  const minutes = (performance.now() - benchStarted) / 60_000;
+  result.wall_minutes = minutes;
   printTable(rows);
-  const outDir = path.join(repoRoot, 'bench', 'results');
+  const outDir = resultsDir();
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   fs.writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
@@ -74,7 +82,7 @@ export async function benchCommand(opts: BenchOptions): Promise<number> {
       .map((l) => l.toFixed(1))
       .join(' ')} (other work skews every figure)`,
   );
-  log(`written to ${path.relative(process.cwd(), file)}`);
+  log(`written to ${path.relative(process.cwd(), file)}; the bench took ${minutes.toFixed(1)} min`);
   return 0;
 }
 

@@ -310,20 +310,28 @@ const commands: Record<string, Command> = {
     },
   },
   bench: {
-    summary: 'measure images/s of each stage and whole epochs, next to Keras on this machine',
+    // How long each mode takes on the 2-core machine of docs/performance.md, which says where each figure comes from.
+    summary:
+      'measure images/s of each stage, whole epochs and the example sweep, next to Keras on this machine (about 20 min)',
     usage: 'xp bench [--quick] [--full] [--no-keras] [--no-sweep | --only-sweep] [--set key=value]',
     flags: {
-      quick: { type: 'boolean', help: '1 epoch of 20 steps instead of 2 of 100' },
+      quick: {
+        type: 'boolean',
+        help: '1 epoch of 20 steps instead of 2 of 100, sweep epochs of 10 steps instead of 30 (a few minutes)',
+      },
       full: {
         type: 'boolean',
         help: 'the whole reference run: 20 epochs of 100 steps, xp and Keras (about an hour on 2 cores)',
       },
-      'no-keras': { type: 'boolean', help: 'skip the Keras baseline' },
+      'no-keras': { type: 'boolean', help: 'skip the Keras baseline (about 7 min instead of 20)' },
       'no-sweep': {
         type: 'boolean',
-        help: 'skip the example sweep (xp run of the sweep against six separate xp runs and six Keras runs)',
+        help: 'skip the example sweep, the xp run of the sweep against six separate xp runs and six Keras runs (about 10 min; 3 without Keras)',
       },
-      'only-sweep': { type: 'boolean', help: 'time the example sweep and nothing else' },
+      'only-sweep': {
+        type: 'boolean',
+        help: 'time the example sweep and nothing else (about 11 min; 4 without Keras)',
+      },
       set: {
         type: 'string',
         multiple: true,
