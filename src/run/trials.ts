@@ -7,6 +7,7 @@ import type { Callbacks, StopCheck } from '../events.ts';
 import { LockError } from '../errors.ts';
 import { repoRoot, runsRoot } from '../paths.ts';
 import type { TrackingSession } from '../tracking/session.ts';
+import { trialTags } from '../tracking/sweep-view.ts';
 import type { PreparedData } from '../train/data.ts';
 import type { Progress } from '../train/progress.ts';
 import type { TrialOutcome } from '../train/run.ts';
@@ -95,7 +96,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       parentRunId,
       resume: ctx.resume?.get(t.index),
       callbacks: [
-        ...(tracking ? [tracking.callbacks(file, parentRunId)] : []),
+        ...(tracking ? [tracking.callbacks(file, parentRunId, parentRunId ? trialTags(t.index) : undefined)] : []),
         ...(ctx.observe ? [ctx.observe(t)] : []),
       ],
     }));

@@ -39,7 +39,8 @@ export async function openTracking(base: Experiment, log: (line: string) => void
       const t = trackers.get(runDir);
       return { mlflowRunId: t?.mlflowRunId(), experimentId: t?.mlflowExperimentId(), url: t?.runUrl() };
     },
-    callbacks(file: string, parentRunId?: string): Callbacks {
+    /** `runTags`: more tags for this run (a sweep trial's colour in the UI). */
+    callbacks(file: string, parentRunId?: string, runTags?: Record<string, string>): Callbacks {
       let created: MlflowTracker | undefined;
       return {
         onRunStart(info) {
@@ -53,7 +54,7 @@ export async function openTracking(base: Experiment, log: (line: string) => void
             parentRunId,
             artifactStore,
             log,
-            tags,
+            tags: { ...tags, ...runTags },
           });
           trackers.set(info.runDir, created);
           return created.onRunStart?.(info);

@@ -12,6 +12,26 @@ import { sharedViewRoute } from './links.ts';
 
 export const SHARED_VIEW_TAG_PREFIX = 'mlflow.sharedViewState.';
 
+// Tableau 10: ten colours told apart at a glance. MLflow picks a run's colour from a hash of its id, which gives
+// a sweep's trials near twins; the tag its colour picker writes sets one instead.
+const TRIAL_COLORS = [
+  '#4e79a7',
+  '#f28e2b',
+  '#e15759',
+  '#76b7b2',
+  '#59a14f',
+  '#edc948',
+  '#b07aa1',
+  '#ff9da7',
+  '#9c755f',
+  '#bab0ac',
+];
+
+/** The tags of a sweep's trial `index` (1-based): its colour in the MLflow UI's charts and lists. */
+export const trialTags = (index: number): Record<string, string> => ({
+  'mlflow.runColor': TRIAL_COLORS[(index - 1) % TRIAL_COLORS.length],
+});
+
 export interface SweepViewInput {
   experimentId: string;
   parentRunId: string;
@@ -63,6 +83,7 @@ export function sweepViewState({ parentRunId, metric, goal, parameters }: SweepV
         deleted: false,
         isGenerated: false,
         columns: 3,
+        cardHeight: 440,
       },
       // MLflow adds a chart for every other metric to its own section: shown folded.
       {

@@ -12,7 +12,7 @@ import { startServer } from '../../src/tracking/server.ts';
 import { resolveTrackingUri } from '../../src/tracking/uri.ts';
 import { bestTrial, chooseBest, sweepHash } from '../../src/tracking/sweep.ts';
 import { compareRunsRoute, runRoute, runUrl, uiLink } from '../../src/tracking/links.ts';
-import { sweepView } from '../../src/tracking/sweep-view.ts';
+import { sweepView, trialTags } from '../../src/tracking/sweep-view.ts';
 import { headlineValue, loggedHeadlineValue } from '../../src/events.ts';
 import { flattenParams, runParams } from '../../src/tracking/records.ts';
 import { epochLogs, experiment, removeTempDirs, startInfo, tempDir } from './helpers.ts';
@@ -230,6 +230,13 @@ test("a sweep's view is MLflow's shared-view state: its trials, the sweep's metr
   expect(sweepView(input)).toEqual(view);
   const loss = JSON.parse(sweepView({ ...input, metric: 'loss', goal: 'minimize' }).tag.value);
   expect([loss.orderByKey, loss.orderByAsc]).toEqual(['metrics.`loss`', true]);
+});
+
+test("a sweep's first ten trials have ten colours in the UI, by their place in the sweep", () => {
+  const colors = Array.from({ length: 10 }, (_, i) => trialTags(i + 1)['mlflow.runColor']);
+  expect(new Set(colors).size).toBe(10);
+  for (const color of colors) expect(color).toMatch(/^#[0-9a-f]{6}$/);
+  expect(trialTags(11)).toEqual(trialTags(1));
 });
 
 test("a run's figure for val_accuracy and val_loss is its result (the saved model on the whole validation set), for other metrics its last epoch's", () => {

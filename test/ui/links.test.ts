@@ -98,6 +98,8 @@ test('the links a sweep prints open, in a fresh profile, the model-training view
   trials = all.filter((run) => tags(run)['mlflow.parentRunId'] === parent.info.run_id);
   const names = trials.map((run) => run.info.run_name!).sort();
   expect(names).toEqual(['dropout=0.1', 'dropout=0.5']);
+  // Each trial has a colour of its own in the charts, not MLflow's hash-picked near twins.
+  expect(new Set(trials.map((run) => tags(run)['mlflow.runColor'])).size).toBe(2);
   // What the parent stores is relative to the server: it outlives this server's port.
   expect(tags(parent)['xp.compare_url']).toBe(compare!.slice(server!.length + 1));
 
