@@ -11,7 +11,7 @@ import { repoRoot } from '../src/paths.ts';
 import { openInFreshProfile, untilShown, type Viewport } from './ui-browser.ts';
 
 // Sized for the README: GitHub scales pictures down to its column.
-const viewport: Viewport = { width: 1600, height: 1000 };
+const viewport: Viewport = { width: 1920, height: 1080 };
 const xpBin = path.join(repoRoot, 'bin', 'xp.js');
 
 /** The output of `xp <args>`: all of it, or up to `until` for a command that keeps running (then stopped). */
