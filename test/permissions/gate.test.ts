@@ -110,7 +110,10 @@ describe('the gate', () => {
 
     const asked: string[] = [];
     const answers = ['y', 'A'];
-    const decisions = await checkAccesses(needs, NO_GRANTS, origin, async (q) => (asked.push(q), answers.shift()));
+    const decisions = await checkAccesses(needs, NO_GRANTS, origin, async (q) => {
+      asked.push(q);
+      return answers.shift();
+    });
     expect(asked).toEqual([
       'https://example.com/exp.yaml wants to read /home/u/photos/train (data.train). Allow? [y/N/A] ',
       'https://example.com/exp.yaml wants to read /home/u/photos/val (data.validation). Allow? [y/N/A] ',
