@@ -58,15 +58,19 @@ export function distance(a: string, b: string): number {
 }
 
 export function didYouMean(given: string, candidates: readonly string[]): string {
+  const best = closest(given, candidates);
+  return best === undefined ? '' : `; did you mean ${best}?`;
+}
+
+/** The candidate nearest to `given` by edit distance (case ignored), if near enough to be a typo of it. */
+export function closest(given: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const c of candidates) {
     const d = distance(given.toLowerCase(), c.toLowerCase());
     if (d < bestDistance) [best, bestDistance] = [c, d];
   }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3))
-    ? `; did you mean ${best}?`
-    : '';
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? best : undefined;
 }
 
 export function show(value: unknown): string {
