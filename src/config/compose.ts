@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { XpError } from '../errors.ts';
+import { LockError, XpError } from '../errors.ts';
 import { remoteFile } from '../remote/cache.ts';
 import { isUrl } from '../remote/url.ts';
 import { MAX_FILE_BYTES, parseText, readText, type Source } from './parse.ts';
@@ -53,8 +53,9 @@ export interface ComposeOptions {
 
 export async function compose(spec: string, opts: ComposeOptions = {}): Promise<Composed> {
   const top = await readFile(isUrl(spec) ? spec : path.resolve(spec), spec, [], opts).catch((error: unknown) => {
-    // A URL that cannot be fetched is a problem of that file, as a missing file is.
-    if (!(error instanceof XpError) || error instanceof ConfigProblems) throw error;
+    // A URL that cannot be fetched is a problem of that file, as a missing file is; bytes that do not match xp.lock
+    // end the command with the lock's error and exit code.
+    if (!(error instanceof XpError) || error instanceof ConfigProblems || error instanceof LockError) throw error;
     throw new ConfigProblems([
       {
         file: spec,
@@ -113,7 +114,7 @@ async function withBases(file: ComposedFile, chain: ComposedFile[], opts: Compos
     const base = await readFile(spec, nameOf(spec), via, opts).catch((error: unknown) => {
       if (error instanceof ConfigProblems && error.problems.every((p) => p.file === nameOf(spec) && !p.line))
         throw problem(`extends: ${error.problems.map((p) => `${p.message}`).join('; ')}: ${nameOf(spec)}`);
-      if (error instanceof XpError && !(error instanceof ConfigProblems))
+      if (error instanceof XpError && !(error instanceof ConfigProblems) && !(error instanceof LockError))
         throw problem(`extends: ${error.message}${error.hint ? `; ${error.hint}` : ''}`);
       throw error;
     });

@@ -8,6 +8,7 @@ import type { BackboneName, Experiment } from './types.ts';
 import type { FieldProblem } from './validate.ts';
 import { closest, didYouMean } from './problems.ts';
 import { isUrl } from '../remote/url.ts';
+import { LockError } from '../errors.ts';
 
 export interface BackboneRef {
   name: BackboneName;
@@ -98,6 +99,8 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
         ? ref.weights
         : path.relative(process.cwd(), ref.weights) || ref.weights;
   const names = await facts.layerNames(ref).catch((error: Error) => error);
+  // Fetched weights that do not match xp.lock are not a problem of the file: the command stops with the lock's error.
+  if (names instanceof LockError) throw names;
   if (names instanceof Error) {
     const hint = (names as { hint?: unknown }).hint;
     return [
