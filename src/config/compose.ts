@@ -67,7 +67,11 @@ export async function compose(spec: string, opts: ComposeOptions = {}): Promise<
   const value: Record<string, unknown> = {};
   for (const f of merged) mergeInto(value, f.value, []);
   const writtenBy = (p: FieldPath): ComposedFile | undefined => {
-    for (let i = merged.length - 1; i >= 0; i--) if (has(merged[i].value, p)) return merged[i];
+    for (let i = merged.length - 1; i >= 0; i--) {
+      // A null at the path or above it removed what earlier files wrote: the value comes from the defaults.
+      if (p.some((_, k) => valueAt(merged[i].value, p.slice(0, k + 1)) === null)) return undefined;
+      if (has(merged[i].value, p)) return merged[i];
+    }
     return undefined;
   };
   const writer = (p: FieldPath): ComposedFile => {
@@ -219,6 +223,16 @@ function withoutNulls(value: Record<string, unknown>): Record<string, unknown> {
   for (const [k, v] of Object.entries(value))
     if (v !== null) out[k] = isMapping(v) ? withoutNulls(v) : structuredClone(v);
   return out;
+}
+
+// The value at `p`, or undefined where the path does not exist (a null written there is returned as null).
+function valueAt(value: unknown, p: FieldPath): unknown {
+  let node: unknown = value;
+  for (const k of p) {
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, k)) return undefined;
+    node = (node as Record<string | number, unknown>)[k];
+  }
+  return node;
 }
 
 function has(value: unknown, p: FieldPath): boolean {
