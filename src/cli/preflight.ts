@@ -44,7 +44,7 @@ const dataFacts: DataFacts = {
 };
 
 const sentence = (error: Error & { hint?: string }) =>
-  `${error.message}${error.hint ? `. ${error.hint[0].toUpperCase()}${error.hint.slice(1)}` : ''}`;
+  `${error.message.replace(/\.$/, '')}${error.hint ? `. ${error.hint[0].toUpperCase()}${error.hint.slice(1)}` : ''}`;
 
 /** Layer names from src/model, each weights file read at most once per call. */
 export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {

@@ -87,7 +87,7 @@ export async function scanClasses(
       throw new DataError(`Class folder ${classDir} holds no images`, {
         hint: links.skipped
           ? `Symbolic links are not followed (${links.skipped} skipped); set data.follow_links: true to use linked images.`
-          : `Add ${IMAGE_EXTENSIONS.join('/')} files to it, or remove the folder if "${className}" is not a class.`,
+          : `Add jpg, png, gif or webp files to it, or remove the folder if "${className}" is not a class.`,
       });
     }
     if (opts.maxPerClass !== undefined) names = names.slice(0, opts.maxPerClass);

@@ -1,8 +1,11 @@
 // The train and validation folders as training takes them, before any image is decoded: each scanned as Keras'
-// flow_from_directory lists it (scan.ts), the same classes in both, at least two, and as many as class_mode says.
+// flow_from_directory lists it (scan.ts), the same classes in both, at least two, as many as class_mode says, and
+// each class with a file decoding can read (image-format.ts: its first bytes).
 // Training and `xp check` (through the preflight) call this one function, so they refuse the same folders.
+import path from 'node:path';
 import type { DataConfig } from '../config/types.ts';
 import { DataError } from '../errors.ts';
+import { noDecodableImage } from './image-format.ts';
 import { checkSameClasses, linkNote, linkWarning, scanClasses, type ScannedClasses } from './scan.ts';
 
 export type SplitOptions = Pick<DataConfig, 'class_mode' | 'max_per_class' | 'follow_links'>;
@@ -62,12 +65,36 @@ export async function scanSplits(
   } catch (error) {
     problems.push({ field: 'validation', error: asDataError(error) });
   }
+  for (const [field, scan] of [
+    ['train', train],
+    ['validation', validation],
+  ] as const) {
+    const error = await undecodableClass(scan);
+    if (error) problems.push({ field, error });
+  }
   if (problems.length) return { problems };
   const warnings = [
     linkWarning(dirs.train, train.links, followLinks),
     linkWarning(dirs.validation, validation.links, followLinks),
   ].filter((w): w is string => w !== undefined);
   return { splits: { train, validation, classNames, warnings } };
+}
+
+// Decoding skips what it cannot read: a class with nothing it can read would train as if it were not there. The
+// first bytes of a class's files tell, without decoding (one file each, when the first is an image).
+async function undecodableClass(scan: ScannedClasses): Promise<DataError | undefined> {
+  for (const [label, className] of scan.classNames.entries()) {
+    const files = scan.files.filter((f) => f.label === label).map((f) => f.path);
+    const unreadable = await noDecodableImage(files);
+    if (!unreadable) continue;
+    const classDir = path.join(scan.root, className);
+    const which = files.length === 1 ? 'its file is' : `none of its ${files.length} files is`;
+    return new DataError(
+      `Class folder ${classDir} holds no image xp can decode: ${which} a JPEG, PNG, GIF or WebP image (${path.relative(classDir, unreadable.file)}: ${unreadable.why})`,
+      { hint: `Convert them to jpg or png, or remove the folder if "${className}" is not a class.` },
+    );
+  }
+  return undefined;
 }
 
 // A folder that cannot be read (permissions, a file swapped in) is a data problem like any other.

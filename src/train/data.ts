@@ -45,7 +45,7 @@ export async function prepareData(
   ] as const) {
     if (split.count === 0)
       throw new DataError(`no readable image in ${dir}`, {
-        hint: 'check the folder holds jpg, png, bmp, gif or webp files',
+        hint: 'check the folder holds jpg, png, gif or webp files',
       });
   }
   return {

@@ -8,7 +8,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
+import YAML from 'yaml';
 import { main } from '../../src/cli/main.ts';
+import { loadExperiment } from '../../src/config/load.ts';
+import { loadBackbone } from '../../src/model/backbone.ts';
+import { prepareData } from '../../src/train/data.ts';
+import { createRng, type Rng } from '../../src/util/random.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const shared = path.resolve(root, '../shared');
@@ -111,6 +116,20 @@ describe('xp check refuses what xp run refuses', () => {
     expect(await run(file)).toEqual(checked);
   });
 
+  it('a class whose files are named as images but none is one xp can decode (text, BMP)', async () => {
+    const data = dataset();
+    const bmp = Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)]);
+    for (const [i, name] of fs.readdirSync(path.join(data, 'train/dogs')).entries())
+      fs.writeFileSync(path.join(data, 'train/dogs', name), i === 0 ? bmp : 'not an image\n');
+    const file = tiny(data);
+    const checked = await check(file);
+    expect(checked.code, checked.out).toBe(2);
+    expect(checked.out).toMatch(
+      /data\.train: Class folder .*train\/dogs holds no image xp can decode: none of its 3 files is a JPEG, PNG, GIF or WebP image \(dog\.0\.jpg: a BMP image, which xp does not decode\)/,
+    );
+    expect(await run(file)).toEqual(checked);
+  });
+
   it('a model.json whose weight shape is reversed (same byte count), before any image is decoded', async () => {
     const weights = modelCopy((json) => {
       const kernel = json.weightsManifest[0].weights.find((w: { name: string }) => w.name === 'Conv1/kernel');
@@ -200,4 +219,215 @@ head: {pooling: average}
     expect(lines).toHaveLength(3);
     expect(await run(file)).toEqual(checked);
   });
+});
+
+// The property: random variations of a small valid experiment, some with one or two damages, each checked three ways.
+// A damage is made in the case's own folders (data, model) or in its file; `says` names what the case is, for the
+// failure message. Seeded: the same 40 cases every run.
+const CASES = 60;
+const CUTS = [
+  'Conv1_relu',
+  'expanded_conv_project_BN',
+  'block_1_expand_relu',
+  'block_1_project_BN',
+  'block_2_add',
+  'block_3_depthwise_relu',
+  'block_5_add',
+] as const;
+const DAMAGES = [
+  'one class',
+  'three classes, class_mode binary',
+  'validation lacks a class',
+  'misspelt validation class',
+  'linked class folder',
+  'linked images',
+  'empty class folder',
+  'files named .jpg that are not images',
+  'one unreadable image',
+  'images cut short',
+  'missing folder',
+  'misspelt folder',
+  'a file as the train folder',
+  'truncated weights',
+  'reversed weight shape',
+  'renamed weight',
+  'model.json not JSON',
+  'misspelt cut layer',
+  'trainable_from after the cut',
+  'schema error',
+  'tiny images',
+  'bad sweep value',
+  'unknown field',
+] as const;
+type Damage = (typeof DAMAGES)[number];
+
+interface Case {
+  file: string;
+  says: string[];
+}
+
+function makeCase(rng: Rng): Case {
+  const pick = <T>(list: readonly T[]): T => list[rng.int(0, list.length - 1)];
+  const chance = (p: number) => rng.next() < p;
+  const damages = new Set<Damage>();
+  if (!chance(0.3)) for (let k = chance(0.75) ? 1 : 2; k > 0; k--) damages.add(pick(DAMAGES));
+  const has = (d: Damage) => damages.has(d);
+  const says: string[] = [...damages];
+
+  const data = dataset(has('three classes, class_mode binary') ? ['birds', 'cats', 'dogs'] : ['cats', 'dogs']);
+  const elsewhere = fresh('elsewhere');
+  const move = (from: string, link: boolean) => {
+    const to = path.join(elsewhere, from.replaceAll('/', '-'));
+    fs.renameSync(path.join(data, from), to);
+    if (link) fs.symlinkSync(to, path.join(data, from));
+  };
+  const imagesOf = (dir: string) => fs.readdirSync(path.join(data, dir)).map((n) => path.join(data, dir, n));
+  if (has('one class')) for (const split of ['train', 'validation']) move(`${split}/dogs`, false);
+  if (has('validation lacks a class')) fs.rmSync(path.join(data, 'validation/cats'), { recursive: true, force: true });
+  if (has('misspelt validation class') && fs.existsSync(path.join(data, 'validation/dogs')))
+    fs.renameSync(path.join(data, 'validation/dogs'), path.join(data, 'validation/dgos'));
+  if (has('linked class folder') && fs.existsSync(path.join(data, 'train/dogs'))) move('train/dogs', true);
+  if (has('linked images') && fs.existsSync(path.join(data, 'train/cats')))
+    for (const image of imagesOf('train/cats')) {
+      const to = path.join(elsewhere, path.basename(image));
+      fs.renameSync(image, to);
+      fs.symlinkSync(to, image);
+    }
+  if (has('empty class folder') && fs.existsSync(path.join(data, 'validation/dogs')))
+    for (const image of imagesOf('validation/dogs')) fs.rmSync(image);
+  if (has('files named .jpg that are not images') && fs.existsSync(path.join(data, 'train/dogs')))
+    for (const image of imagesOf('train/dogs')) fs.writeFileSync(image, 'not an image\n');
+  if (has('one unreadable image') && fs.existsSync(path.join(data, 'train/cats')))
+    fs.writeFileSync(imagesOf('train/cats')[0], '');
+  // Headers intact: only decoding can tell, and it skips them (a run then has no validation image of that class).
+  if (has('images cut short') && fs.existsSync(path.join(data, 'validation/cats')))
+    for (const image of imagesOf('validation/cats')) fs.truncateSync(image, 200);
+  const followLinks = chance(0.5);
+  if (has('linked class folder') || has('linked images')) says.push(`follow_links: ${followLinks}`);
+
+  // The Teachable Machine model (a nested MobileNetV2) or the bundled nsfwjs weights.
+  const modelDamages: Damage[] = [
+    'truncated weights',
+    'reversed weight shape',
+    'renamed weight',
+    'model.json not JSON',
+  ];
+  const teachableModel = modelDamages.some(has) || chance(0.3);
+  let weights = 'nsfwjs';
+  if (teachableModel) {
+    weights = modelCopy((json) => {
+      const entries = json.weightsManifest[0].weights as { name: string; shape: number[] }[];
+      const kernels = entries.filter((w) => w.name.endsWith('/kernel') && new Set(w.shape).size > 1);
+      // Early layers, so that every cut keeps the one damaged.
+      if (has('reversed weight shape')) pick(kernels.slice(0, 3)).shape.reverse();
+      if (has('renamed weight')) entries[rng.int(0, 5)].name += '_renamed';
+    });
+    if (has('truncated weights')) {
+      const bin = path.join(path.dirname(weights), 'weights.bin');
+      fs.truncateSync(bin, fs.statSync(bin).size - 4 * rng.int(1, 100));
+    }
+    if (has('model.json not JSON')) fs.writeFileSync(weights, '{"modelTopology": ');
+    says.push('teachable model.json');
+  }
+
+  const cut = pick(CUTS);
+  const size = has('tiny images') ? [rng.int(4, 31), rng.int(32, 40)] : [rng.int(32, 96), rng.int(32, 96)];
+  const experiment: Record<string, any> = {
+    name: 'agrees',
+    data: {
+      train: has('missing folder')
+        ? `${data}/nowhere/train`
+        : has('a file as the train folder')
+          ? `${data}/validation/cats/${fs.readdirSync(path.join(data, 'validation/cats'))[0]}`
+          : `${data}/train`,
+      validation: has('misspelt folder') ? `${data}/validaton` : `${data}/validation`,
+      image_size: size,
+      batch_size: rng.int(1, 4),
+      ...(has('three classes, class_mode binary')
+        ? { class_mode: 'binary' }
+        : { class_mode: pick(['auto', 'categorical']) }),
+      interpolation: pick(['nearest', 'bilinear', 'bicubic']),
+      ...(chance(0.3) ? { max_per_class: rng.int(1, 5) } : {}),
+      ...(has('linked class folder') || has('linked images') || chance(0.2) ? { follow_links: followLinks } : {}),
+    },
+    backbone: {
+      name: 'mobilenet_v2',
+      weights,
+      cut_layer: has('misspelt cut layer') ? cut.replace('_', '__') : cut,
+      ...(chance(0.2) ? { trainable: true } : {}),
+      ...(has('trainable_from after the cut')
+        ? { trainable_from: CUTS[CUTS.indexOf(cut) + 1] ?? 'out_relu' }
+        : chance(0.2)
+          ? { trainable_from: CUTS[rng.int(0, CUTS.indexOf(cut))] }
+          : {}),
+    },
+    head: {
+      pooling: has('schema error') ? 'average' : pick(['flatten', 'avg', 'max']),
+      units: chance(0.5) ? [] : [rng.int(2, 8)],
+      activation: pick(['relu', 'tanh', 'elu']),
+      dropout: rng.int(0, 5) / 10,
+    },
+    augmentation: chance(0.5) ? { rotation_range: rng.int(0, 30), horizontal_flip: chance(0.5) } : {},
+    optimizer: { name: pick(['rmsprop', 'adam', 'sgd', 'adagrad']), learning_rate: pick([0.01, 0.001, 0.0001]) },
+    training: {
+      epochs: 1,
+      steps_per_epoch: rng.int(1, 2),
+      ...(chance(0.3) ? { validation_steps: rng.int(1, 3) } : {}),
+      seed: rng.int(1, 1000),
+    },
+    ...(has('bad sweep value') ? { sweep: { 'head.dropout': [0.1, 1.5] } } : {}),
+    ...(has('unknown field') ? { heads: { units: [4] } } : {}),
+  };
+  says.push(`cut at ${experiment.backbone.cut_layer}`, `images ${size.join('x')}`);
+  return { file: experimentFile(YAML.stringify(experiment)), says };
+}
+
+/**
+ * Whether training's own first steps take a file the schema accepts: its data prepared (folders scanned, images
+ * decoded) and its backbone loaded for every trial, without the preflight. False when the schema refuses it.
+ */
+async function trainingTakes(file: string): Promise<boolean> {
+  const loaded = await loadExperiment(file, { deep: false }).catch(() => undefined);
+  if (!loaded) return false;
+  for (const { experiment } of loaded.trials) {
+    try {
+      await prepareData(experiment.data, { baseDir: path.dirname(file) });
+      const backbone = await loadBackbone(experiment.backbone, experiment.data.image_size);
+      backbone.model.dispose();
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+describe('property: xp check, xp run --dry-run and xp run give the same verdict', () => {
+  it(`on ${CASES} seeded variations of a small experiment, damaged or not`, async () => {
+    const rng = createRng(23);
+    const disagreements: string[] = [];
+    const verdicts = { ok: 0, refused: 0 };
+    for (let n = 1; n <= CASES; n++) {
+      const { file, says } = makeCase(rng);
+      const checked = await check(file);
+      const dry = await xp(['run', file, '--dry-run', '--no-track']);
+      const ran = await run(file);
+      verdicts[checked.code === 0 ? 'ok' : 'refused']++;
+      // xp run refuses at the same preflight: its verdict alone cannot show the checks refusing what training takes.
+      const takes = checked.code === 0 ? undefined : await trainingTakes(file);
+      const agree =
+        dry.code === checked.code &&
+        (checked.code === 0 ? ran.code === 0 : ran.code === checked.code && ran.out === checked.out && !takes);
+      if (!agree)
+        disagreements.push(
+          `case ${n} (${says.join(', ')}): check ${checked.code}, dry run ${dry.code}, run ${ran.code}${takes ? ', training takes it' : ''}\n` +
+            `  check: ${checked.out.split('\n').slice(-3).join('\n         ')}\n` +
+            `  run:   ${ran.out.split('\n').slice(-3).join('\n         ')}`,
+        );
+      fs.rmSync(path.join(tmp, 'runs'), { recursive: true, force: true });
+    }
+    expect(disagreements, disagreements.join('\n')).toEqual([]);
+    // The cases are not all of one kind: both verdicts are exercised.
+    expect(verdicts.ok).toBeGreaterThanOrEqual(8);
+    expect(verdicts.refused).toBeGreaterThanOrEqual(8);
+  }, 900_000);
 });
