@@ -8,8 +8,8 @@ import { sandboxCheck, type SandboxOptions } from './sandbox.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
 import { localWeights } from '../model/remote-weights.ts';
-import { allLayerNames, cutAt, cutTopology, findLayerPath, spatialSizes, type LayerJson } from '../model/topology.ts';
-import { expectedWeights, weightsMismatch } from '../model/weight-shapes.ts';
+import { allLayerNames, cutAt, cutTopology, findLayerPath, type LayerJson } from '../model/topology.ts';
+import { expectedWeights, firstEmptyOutput, weightsMismatch } from '../model/weight-shapes.ts';
 
 export interface PreflightOptions {
   set?: string[];
@@ -66,15 +66,11 @@ export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
       return at ? allLayerNames(cutAt(topology, at)) : [];
     },
     unknownLayer: (field, given, names, what) => unknownLayerError(field, given, names, what).message,
-    // The sizes the backbone would build with, as src/model builds it (nested topologies are not sized here).
+    // The sizes the backbone would build with, as src/model builds it, nested models included.
     async emptyOutput(backbone, cut, size) {
       const { topology } = await modelOf(backbone);
-      const sized = findLayerPath(topology, cut)?.length === 1 ? cutTopology(topology, cut, size) : undefined;
-      if (!sized) return undefined;
-      for (const [layer, [h, w]] of spatialSizes(sized)) {
-        if (h <= 0 || w <= 0) return { layer, size: [h, w] };
-      }
-      return undefined;
+      const sized = cutTopology(topology, cut, size);
+      return sized && firstEmptyOutput(sized);
     },
     // A model.json's weights against the layers of the cut backbone, with the check loading makes.
     async weightsMismatch(backbone, cut, size) {

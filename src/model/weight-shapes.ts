@@ -1,6 +1,7 @@
 // The weights a model's layers hold, by Keras name (`Conv1/kernel`), and the one check that a set of weight values
 // fits them: loading runs it against the built model's variables, `xp check` against the shapes worked out here
-// from the topology alone (no TensorFlow), so both refuse a model.json with the same sentence. Shapes flow through
+// from the topology alone (no TensorFlow), so both refuse a model.json with the same sentence. The same walk finds
+// a layer whose output would be empty for the input size (nested models included), as the build would. Shapes flow through
 // the graph channels-last from the input; a layer kind not known here has its weights left to the build and an
 // output of unknown shape, and an unknown dimension (null) is never held against a file.
 import { ModelError } from '../errors.ts';
@@ -16,11 +17,31 @@ export interface ExpectedWeight {
   shape: readonly Dim[];
 }
 
+/** What flows through a topology: the weights its layers create and each layer's output, in graph order. */
+interface Walked {
+  weights: ExpectedWeight[];
+  outputs: { layer: string; shape: Shape }[];
+}
+
 /** The weights the layers of `container` (nested models included) create, in graph order. */
 export function expectedWeights(container: LayerJson): ExpectedWeight[] {
-  const out: ExpectedWeight[] = [];
+  const out: Walked = { weights: [], outputs: [] };
   walk(container, undefined, out);
-  return out;
+  return out.weights;
+}
+
+/**
+ * The first layer (nested models included) whose output would be empty, a spatial size of 0 or less, as the build
+ * would make it for the input size the topology declares; undefined if none, or where sizes are unknown.
+ */
+export function firstEmptyOutput(container: LayerJson): { layer: string; size: [number, number] } | undefined {
+  const out: Walked = { weights: [], outputs: [] };
+  walk(container, undefined, out);
+  for (const { layer, shape } of out.outputs) {
+    if (shape?.length === 3 && shape.slice(0, 2).some((d) => d !== null && d <= 0))
+      return { layer, size: [shape[0] ?? 0, shape[1] ?? 0] };
+  }
+  return undefined;
 }
 
 /**
@@ -54,7 +75,7 @@ const fits = (value: readonly number[], shape: readonly Dim[]) =>
   value.length === shape.length && shape.every((d, i) => d === null || d === value[i]);
 
 // The shape a container outputs for `input` (undefined: the shape its own input layer declares).
-function walk(container: LayerJson, input: Shape, out: ExpectedWeight[]): Shape {
+function walk(container: LayerJson, input: Shape, out: Walked): Shape {
   const layers = childLayers(container);
   if (container.class_name === 'Sequential') {
     let shape = input;
@@ -130,9 +151,15 @@ const SAME_SHAPE = new Set([
   'Minimum',
 ]);
 
-/** Records the weights `layer` creates for these inputs and returns its output shape. */
-function apply(layer: LayerJson, inputs: Shape[], out: ExpectedWeight[]): Shape {
+/** Records the weights `layer` creates for these inputs and its output shape, and returns that shape. */
+function apply(layer: LayerJson, inputs: Shape[], out: Walked): Shape {
   if (isContainer(layer)) return walk(layer, inputs[0], out);
+  const shape = applyLayer(layer, inputs, out.weights);
+  out.outputs.push({ layer: layerName(layer), shape });
+  return shape;
+}
+
+function applyLayer(layer: LayerJson, inputs: Shape[], out: ExpectedWeight[]): Shape {
   const c = layer.config ?? {};
   const x = inputs[0];
   const name = layerName(layer);

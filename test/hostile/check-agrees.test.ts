@@ -146,6 +146,22 @@ describe('xp check refuses what xp run refuses', () => {
     expect(ran.out).not.toContain('Decoding');
   });
 
+  it('images too small for a model nested in its model.json (a dilated convolution), before any image is decoded', async () => {
+    const weights = modelCopy((json) => {
+      const nested = json.modelTopology.config.layers[0].config.layers[0].config.layers;
+      const depthwise = nested.find((l: { name: string }) => l.name === 'expanded_conv_depthwise');
+      Object.assign(depthwise.config, { padding: 'valid', dilation_rate: [20, 20] });
+    });
+    const file = tiny(dataset(), { weights });
+    const checked = await check(file);
+    expect(checked.code, checked.out).toBe(2);
+    expect(checked.out).toMatch(
+      /:2:\d+: data\.image_size \[64, 64\] is too small for .*model\.json cut at block_2_add: layer expanded_conv_depthwise would output -8x-8; raise data\.image_size or cut earlier/,
+    );
+    const ran = await run(file);
+    expect(ran).toEqual(checked);
+  });
+
   it('a model.json lacking a weight of the cut backbone', async () => {
     const weights = modelCopy((json) => {
       // The entry's bytes stay in the file, so the sizes no longer add up: drop them by renaming the weight instead.
