@@ -43,8 +43,11 @@ const dataFacts: DataFacts = {
   },
 };
 
-const sentence = (error: Error & { hint?: string }) =>
-  `${error.message.replace(/\.$/, '')}${error.hint ? `. ${error.hint[0].toUpperCase()}${error.hint.slice(1)}` : ''}`;
+const sentence = (error: Error & { hint?: string }) => {
+  const message = error.message.replace(/\.$/, '');
+  if (!error.hint) return message;
+  return `${message}${/[?!]$/.test(message) ? ' ' : '. '}${error.hint[0].toUpperCase()}${error.hint.slice(1)}`;
+};
 
 /** Layer names from src/model, each weights file read at most once per call. */
 export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {

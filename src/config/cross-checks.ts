@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { BackboneName, Experiment } from './types.ts';
 import type { FieldProblem } from './validate.ts';
-import { closest, didYouMean } from './problems.ts';
+import { didYouMean } from './problems.ts';
+import { closest } from '../util/edit-distance.ts';
 import { isUrl } from '../remote/url.ts';
 import { LockError } from '../errors.ts';
 

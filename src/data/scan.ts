@@ -5,6 +5,7 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { DataError } from '../errors.ts';
+import { closest } from '../util/edit-distance.ts';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'bmp', 'gif', 'webp'] as const;
 
@@ -191,13 +192,16 @@ export function checkSameClasses(train: Classes | string[], validation: Classes 
     ? [validation, () => '']
     : namesAndLinks(validation);
   const missing = trainNames.filter((name) => !validationNames.includes(name));
+  const extra = validationNames.filter((name) => !trainNames.includes(name));
+  // A folder misspelt in one of the two: the other's name it is a near miss of.
+  const misspelt = (names: string[], others: string[], where: string) =>
+    names.length === 1 && closest(names[0], others) ? `; did you mean ${where} "${closest(names[0], others)}"?` : '';
   if (missing.length > 0) {
     throw new DataError(
-      `Validation data lacks class${missing.length > 1 ? 'es' : ''} ${missing.map((n) => `"${n}"`).join(', ')} found in train${validationLinks(missing)}`,
+      `Validation data lacks class${missing.length > 1 ? 'es' : ''} ${missing.map((n) => `"${n}"`).join(', ')} found in train${validationLinks(missing) || misspelt(missing, extra, "validation's")}`,
       { hint: `Add a validation subfolder for each train class (train has: ${trainNames.join(', ')}).` },
     );
   }
-  const extra = validationNames.filter((name) => !trainNames.includes(name));
   if (extra.length > 0) {
     throw new DataError(
       `Validation data has class${extra.length > 1 ? 'es' : ''} ${extra.map((n) => `"${n}"`).join(', ')} not found in train${trainLinks(extra)}`,

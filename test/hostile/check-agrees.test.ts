@@ -235,6 +235,17 @@ head: {pooling: average}
     expect(lines).toHaveLength(3);
     expect(await run(file)).toEqual(checked);
   });
+
+  it('a class folder misspelt in validation gets "did you mean" from train\'s classes', async () => {
+    const data = dataset();
+    fs.renameSync(path.join(data, 'validation/dogs'), path.join(data, 'validation/dgos'));
+    const file = tiny(data);
+    const checked = await check(file);
+    expect(checked.out).toMatch(
+      /:2:\d+: data\.validation: Validation data lacks class "dogs" found in train; did you mean validation's "dgos"\? Add a validation subfolder/,
+    );
+    expect(await run(file)).toEqual(checked);
+  });
 });
 
 // The property: random variations of a small valid experiment, some with one or two damages, each checked three ways.
