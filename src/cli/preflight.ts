@@ -17,6 +17,8 @@ export interface PreflightOptions {
   maxTrials?: number;
   /** Fetch remote files (the experiment, its bases, weights) again instead of using the cache. */
   reload?: boolean;
+  /** Where data sets given by url are unpacked (--data-dir; default XP_DATA_DIR): one there already is checked too. */
+  dataDir?: string;
   /** What a file from the web may do (Deno's flags); checked before anything it names is read or contacted. */
   sandbox?: SandboxOptions;
 }
@@ -30,18 +32,27 @@ export function preflight(file: string, opts: PreflightOptions = {}): Promise<Lo
     reload: opts.reload,
     permit,
     layers: modelLayerFacts(opts),
-    data: dataFacts,
+    data: dataFacts(opts.dataDir ?? opts.sandbox?.dataDir),
   });
 }
 
 /** The data package's own scan of both folders, the one training runs before decoding. */
-const dataFacts: DataFacts = {
-  async classFolders(data) {
-    const { scanSplits } = await import('../data/splits.ts');
-    const scanned = await scanSplits({ train: data.train, validation: data.validation }, data);
-    return (scanned.problems ?? []).map((p) => ({ field: p.field, message: sentence(p.error) }));
-  },
-};
+function dataFacts(dataDir: string | undefined): DataFacts {
+  return {
+    async classFolders(data) {
+      const { scanSplits } = await import('../data/splits.ts');
+      let dirs = { train: data.train, validation: data.validation };
+      if (data.url) {
+        const { unpackedDataset } = await import('../data/dataset.ts');
+        const unpacked = await unpackedDataset(data, { dataDir });
+        if (!unpacked) return [];
+        dirs = { train: unpacked.trainDir, validation: unpacked.validationDir };
+      }
+      const scanned = await scanSplits(dirs, data);
+      return (scanned.problems ?? []).map((p) => ({ field: p.field, message: sentence(p.error) }));
+    },
+  };
+}
 
 const sentence = (error: Error & { hint?: string }) => {
   const message = error.message.replace(/\.$/, '');

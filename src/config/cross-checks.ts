@@ -45,11 +45,9 @@ export interface DataFacts {
   /**
    * Looks into the train and validation folders as training will (class subfolders, images, the same classes in
    * both, as many as class_mode says, links followed or not) and says what is wrong, by the data field to fix,
-   * without decoding any image.
+   * without decoding any image. With data.url, the folders unpacked in the data directory, if they are there.
    */
-  classFolders(
-    data: Pick<Experiment['data'], 'train' | 'validation' | 'class_mode' | 'max_per_class' | 'follow_links'>,
-  ): Promise<{ field: 'train' | 'validation' | 'class_mode'; message: string }[]>;
+  classFolders(data: Experiment['data']): Promise<{ field: 'train' | 'validation' | 'class_mode'; message: string }[]>;
 }
 
 export interface Facts {
@@ -150,7 +148,8 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
 }
 
 async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProblem[]> {
-  if (e.data.url) return []; // looked up in the data directory, downloaded when missing
+  // A data set given by url is downloaded when missing: only one unpacked already can be looked into.
+  if (e.data.url) return facts ? folderProblems(await facts.classFolders(e.data)) : [];
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
     const dir = e.data[field];
@@ -168,12 +167,14 @@ async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProble
     }
   }
   if (problems.length || !facts) return problems;
-  const found = await facts.classFolders(e.data);
-  return found.map((f) => ({
+  return folderProblems(await facts.classFolders(e.data));
+}
+
+const folderProblems = (found: Awaited<ReturnType<DataFacts['classFolders']>>): FieldProblem[] =>
+  found.map((f) => ({
     path: ['data', f.field],
     message: f.message.startsWith(`data.${f.field} `) ? f.message : `data.${f.field}: ${f.message}`,
   }));
-}
 
 /**
  * "; did you mean <path>?" for a path that does not exist, when its first missing part is a near miss of an entry of

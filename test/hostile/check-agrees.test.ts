@@ -4,6 +4,7 @@
 // the same verdict from `xp check`, from `xp run --dry-run` and from `xp run` itself (one step of one epoch on a
 // few images, in this process so that TensorFlow loads once). Data sets are made in a temp folder from the shared
 // cats-and-dogs images, never copied into the repository.
+import AdmZip from 'adm-zip';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -106,6 +107,40 @@ describe('xp check refuses what xp run refuses', () => {
     );
     const ran = await run(file);
     expect(ran).toEqual(checked);
+  });
+
+  it('a data set given by url with one class, once it is unpacked in the data directory (nothing is downloaded by check)', async () => {
+    const zip = new AdmZip();
+    const data = dataset(['cats']);
+    for (const split of ['train', 'validation'])
+      for (const image of fs.readdirSync(path.join(data, split, 'cats')))
+        zip.addFile(`pets/${split}/cats/${image}`, fs.readFileSync(path.join(data, split, 'cats', image)));
+    const archive = path.join(fresh('archive'), 'pets.zip');
+    zip.writeZip(archive);
+    const dataDir = fresh('data-dir');
+    const file = experimentFile(`name: by-url
+data: {url: "file://${archive}", train: pets/train, validation: pets/validation, image_size: [64, 64]}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+training: {epochs: 1, steps_per_epoch: 1}
+`);
+    const previous = process.env.XP_DATA_DIR;
+    process.env.XP_DATA_DIR = dataDir;
+    try {
+      // Not there yet: check cannot look into it, run downloads (unpacks) it and refuses it.
+      expect((await check(file)).code).toBe(0);
+      const first = await run(file);
+      expect(first.code, first.out).toBe(1);
+      expect(first.out).toContain(`${dataDir}/pets/train has one class folder (cats)`);
+      const checked = await check(file);
+      expect(checked.code, checked.out).toBe(2);
+      expect(checked.out).toMatch(
+        /:2:\d+: data\.train: .*pets\/train has one class folder \(cats\); a classifier needs at least two/,
+      );
+      expect(await run(file)).toEqual(checked);
+    } finally {
+      if (previous === undefined) delete process.env.XP_DATA_DIR;
+      else process.env.XP_DATA_DIR = previous;
+    }
   });
 
   it('class_mode binary with three classes', async () => {
