@@ -64,6 +64,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     sweep: opts.sweep,
     maxTrials: opts.maxTrials,
     reload: opts.reload,
+    dataDir: opts.dataDir,
     sandbox,
   });
   const progress = createProgress(opts.output);

@@ -100,7 +100,8 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
       ? undefined
       : source.writer(p);
   for (const p of resolvePaths(raw, writtenIn)) at(p, '', p.path[0] === 'sweep' ? sweptKey(p.path) : undefined);
-  if (problems.length) throw new ConfigProblems(problems);
+  // A path left unresolved is not looked at, but the schema still checks every field.
+  const unresolvedPaths = problems.length > 0;
   const sweepRaw = raw.sweep as Record<string, unknown> | undefined;
   delete raw.sweep;
 
@@ -137,9 +138,11 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     if (p.message.endsWith(' is required') && swept.has(p.message.replace(/ is required$/, ''))) continue;
     at(p);
   }
-  if (problems.length) throw new ConfigProblems(problems);
+  const baseFailed = problems.length > 0;
 
   const trials: ResolvedTrial[] = [];
+  // Trials whose data and backbone sections are valid: their folders and layers can be checked whatever else fails.
+  const crossCheckable: ResolvedTrial[] = [];
   for (const a of assignments) {
     const experiment = structuredClone(raw);
     for (const [key, value] of Object.entries(a.values)) setPath(experiment, key.split('.'), value);
@@ -148,27 +151,35 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
       const key = Object.keys(a.values).find((k) => p.path.join('.').startsWith(k));
       const prefix = `trial ${a.index} (${a.name}): `;
       if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix, key.split('.'));
-      else at(p, sweep ? prefix : '');
+      else if (!baseFailed) at(p, sweep ? prefix : ''); // else reported once, on the base, above
     }
-    if (!trialProblems.length) {
-      if (sweep) experiment.sweep = sweep;
-      trials.push({
-        ...a,
-        name: sweep ? a.name : experiment.name,
-        experiment: deepFreeze(experiment as Experiment),
-        configHash: configHash(experiment as Experiment),
-      });
-    }
+    if (sweep) experiment.sweep = sweep;
+    const trial = {
+      ...a,
+      name: sweep ? a.name : String(experiment.name),
+      experiment: deepFreeze(experiment as Experiment),
+      configHash: configHash(experiment as Experiment),
+    };
+    if (!trialProblems.length) trials.push(trial);
+    if (!trialProblems.some(touchesCrossChecks)) crossCheckable.push(trial);
   }
-  if (problems.length) throw new ConfigProblems(problems);
 
   const sources = dedupeSources([source.top, ...source.merged.slice(0, -1)]);
-  await opts.permit?.(sources, trials);
-  if (opts.deep !== false) {
-    for (const t of dedupeForChecks(trials)) {
+  const crossCheck = async (list: ResolvedTrial[]) => {
+    for (const t of dedupeForChecks(list)) {
       for (const p of await crossChecks(t.experiment, { layers: opts.layers, data: opts.data }))
         at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
     }
+  };
+  if (problems.length) {
+    // One pass: the folders and layers of the valid sections are checked too, except in a file from the web, which
+    // may reach no folder or weights file before the sandbox has allowed it (and it is not asked for a broken file).
+    if (opts.deep !== false && !unresolvedPaths && !sources.some((s) => s.remote)) await crossCheck(crossCheckable);
+    throw new ConfigProblems(problems);
+  }
+  await opts.permit?.(sources, trials);
+  if (opts.deep !== false) {
+    await crossCheck(trials);
     if (problems.length) throw new ConfigProblems(problems);
   }
   validate(base); // fill defaults in the base too
@@ -255,6 +266,13 @@ function sweepFlagPath(p: (string | number)[]): (string | number)[] {
   const rest = p[1] === 'parameters' ? p.slice(2) : p.slice(1);
   return rest.length ? [String(rest[0])] : [];
 }
+
+// A problem in the data or backbone section (or one of them missing) leaves nothing to cross-check them with.
+const touchesCrossChecks = (p: FieldProblem): boolean =>
+  p.path[0] === 'data' ||
+  p.path[0] === 'backbone' ||
+  (p.path.length === 0 && /^(data|backbone)\b/.test(p.message)) ||
+  (p.path.length === 0 && !p.message.endsWith(' is required'));
 
 // Cross checks (cut layers, folders) depend on few fields: check each distinct combination once.
 function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {

@@ -52,6 +52,21 @@ export function parseOverrides(
   };
   for (const arg of set) parse('--set', arg);
   for (const arg of sweep) parse('--sweep', arg);
+  // A field given twice to one flag would keep only the last: refused, as Hydra refuses it, naming both.
+  const first = new Map<string, Override>();
+  for (const o of overrides) {
+    const earlier = first.get(`${o.flag} ${o.key}`);
+    if (!earlier) first.set(`${o.flag} ${o.key}`, o);
+    else
+      problems.push({
+        file: flagText(o.flag, o.arg),
+        message: `${o.key} is also given by ${flagText(earlier.flag, earlier.arg)}; give it once${
+          o.flag === '--sweep'
+            ? `, with every value: --sweep ${o.key}=${[earlier, o].map((x) => x.arg.slice(x.key.length + 1)).join(',')}`
+            : ''
+        }`,
+      });
+  }
   const swept = new Set(overrides.filter((o) => o.flag === '--sweep').map((o) => o.key));
   for (const o of overrides) {
     if (o.flag === '--set' && swept.has(o.key))

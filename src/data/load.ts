@@ -81,7 +81,7 @@ export async function loadImages(files: readonly ImageFile[], opts: LoadOptions)
     throw new DataError(
       `None of the ${files.length} images could be read (first: ${skipped[0].path}: ${skipped[0].reason})`,
       {
-        hint: 'Check that the files are JPEG, PNG, BMP, GIF or WebP images and not empty or truncated.',
+        hint: 'Check that the files are JPEG, PNG, GIF or WebP images and not empty or truncated.',
       },
     );
   }

@@ -11,7 +11,7 @@ import { kerasArchitecture, unknownLayerError, weightsSource, type WeightsSource
 export { backboneLayerNames, inspectBackboneWeights, unknownLayerError } from './layers.ts';
 import { nsfwjsWeightShards } from './nsfwjs.ts';
 import { inspectTfjsModel, readWeightGroup } from './tfjs-model.ts';
-import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, setInputSize, type LayerJson } from './topology.ts';
+import { allLayerNames, cutTopology, type LayerJson } from './topology.ts';
 import { assignH5Weights, assignNamedWeights, flatLayers } from './weights.ts';
 
 export type ResolvedPreprocessing = Exclude<Preprocessing, 'auto'>;
@@ -69,7 +69,7 @@ async function buildCut(
 ): Promise<tf.LayersModel> {
   const names = allLayerNames(topology);
   if (!names.includes(cutLayer)) throw unknownLayerError('backbone.cut_layer', cutLayer, names, what);
-  const cut = fixMobileNetPads(setInputSize(cutAt(topology, findLayerPath(topology, cutLayer)!), inputSize));
+  const cut = cutTopology(topology, cutLayer, inputSize)!;
   const fail = (reason: string, cause?: unknown) =>
     new ModelError(`Cannot build ${what} for input ${inputSize[0]}x${inputSize[1]} up to ${cutLayer}: ${reason}`, {
       cause,

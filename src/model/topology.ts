@@ -15,12 +15,12 @@ export function isContainer(layer: LayerJson): boolean {
   return CONTAINERS.has(layer.class_name);
 }
 
-function layerName(layer: LayerJson): string {
+export function layerName(layer: LayerJson): string {
   return layer.name ?? layer.config?.name;
 }
 
 // Sequential configs come as {name, layers} (Keras >= 2.2.3) or as a bare list (older Keras).
-function childLayers(container: LayerJson): LayerJson[] {
+export function childLayers(container: LayerJson): LayerJson[] {
   const config = container.config as any;
   if (Array.isArray(config)) return config;
   return config.layers ?? [];
@@ -137,13 +137,45 @@ export function setInputSize(container: LayerJson, [h, w]: [number, number]): La
   return withChildLayers(container, layers);
 }
 
-// Spatial size after a conv/pool window, as Keras computes it.
-function windowOut(size: number, kernel: number, stride: number, padding: string, dilation = 1): number {
+// Spatial size after a conv/pool window, as Keras computes it; unknown stays unknown.
+function windowOut(size: number | null, kernel: number, stride: number, padding: string, dilation = 1): number | null {
+  if (size === null) return null;
   if (padding === 'same') return Math.ceil(size / stride);
   return Math.floor((size - ((kernel - 1) * dilation + 1)) / stride) + 1;
 }
 
 const pair = (v: number | number[]): [number, number] => (Array.isArray(v) ? [v[0], v[1] ?? v[0]] : [v, v]);
+
+/**
+ * The spatial [h, w] a layer outputs for an input of [h, w] (channels_last), for the layer kinds of the Keras
+ * applications: padding, convolutions, pooling; other kinds keep the size of their input.
+ */
+export function spatialOut<D extends number | null>(layer: LayerJson, [h, w]: [D, D]): [D, D] {
+  const c = layer.config;
+  switch (layer.class_name) {
+    case 'ZeroPadding2D': {
+      const p = c.padding;
+      const [[t, b], [l, r]] = Array.isArray(p) ? p.map((x: any) => pair(x)) : [pair(p), pair(p)];
+      return [(h === null ? h : h + t + b) as D, (w === null ? w : w + l + r) as D];
+    }
+    case 'Conv2D':
+    case 'DepthwiseConv2D':
+    case 'SeparableConv2D': {
+      const [kh, kw] = pair(c.kernel_size);
+      const [sh, sw] = pair(c.strides ?? 1);
+      const [dh, dw] = pair(c.dilation_rate ?? 1);
+      return [windowOut(h, kh, sh, c.padding, dh) as D, windowOut(w, kw, sw, c.padding, dw) as D];
+    }
+    case 'MaxPooling2D':
+    case 'AveragePooling2D': {
+      const [kh, kw] = pair(c.pool_size);
+      const [sh, sw] = pair(c.strides ?? c.pool_size);
+      return [windowOut(h, kh, sh, c.padding) as D, windowOut(w, kw, sw, c.padding) as D];
+    }
+    default:
+      return [h, w];
+  }
+}
 
 /**
  * Spatial [h, w] of every layer output in a flat functional config (channels_last), for the
@@ -152,45 +184,23 @@ const pair = (v: number | number[]): [number, number] => (Array.isArray(v) ? [v[
 export function spatialSizes(container: LayerJson): Map<string, [number, number]> {
   const sizes = new Map<string, [number, number]>();
   for (const layer of childLayers(container)) {
-    const c = layer.config;
     const name = layerName(layer);
     if (layer.class_name === 'InputLayer') {
-      const s = c.batch_input_shape;
+      const s = layer.config.batch_input_shape;
       sizes.set(name, [s[1], s[2]]);
       continue;
     }
     const first = layer.inbound_nodes?.[0]?.[0];
     const input = first ? sizes.get(Array.isArray(first) ? first[0] : first.name) : undefined;
-    if (!input) continue;
-    const [h, w] = input;
-    switch (layer.class_name) {
-      case 'ZeroPadding2D': {
-        const p = c.padding;
-        const [[t, b], [l, r]] = Array.isArray(p) ? p.map((x: any) => pair(x)) : [pair(p), pair(p)];
-        sizes.set(name, [h + t + b, w + l + r]);
-        break;
-      }
-      case 'Conv2D':
-      case 'DepthwiseConv2D':
-      case 'SeparableConv2D': {
-        const [kh, kw] = pair(c.kernel_size);
-        const [sh, sw] = pair(c.strides ?? 1);
-        const [dh, dw] = pair(c.dilation_rate ?? 1);
-        sizes.set(name, [windowOut(h, kh, sh, c.padding, dh), windowOut(w, kw, sw, c.padding, dw)]);
-        break;
-      }
-      case 'MaxPooling2D':
-      case 'AveragePooling2D': {
-        const [kh, kw] = pair(c.pool_size);
-        const [sh, sw] = pair(c.strides ?? c.pool_size);
-        sizes.set(name, [windowOut(h, kh, sh, c.padding), windowOut(w, kw, sw, c.padding)]);
-        break;
-      }
-      default:
-        sizes.set(name, [h, w]);
-    }
+    if (input) sizes.set(name, spatialOut(layer, input));
   }
   return sizes;
+}
+
+/** The topology the backbone is built from: cut so that `cut` is its output, sized for images of [h, w]. */
+export function cutTopology(topology: LayerJson, cut: string, size: [number, number]): LayerJson | undefined {
+  const at = findLayerPath(topology, cut);
+  return at && fixMobileNetPads(setInputSize(cutAt(topology, at), size));
 }
 
 /**
