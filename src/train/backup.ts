@@ -208,6 +208,24 @@ export function readBackup(runDir: string): Backup | undefined {
   };
 }
 
+/**
+ * The model's weights as the folder's backup holds them after `epoch` epochs; undefined when its backup is of
+ * another epoch, absent or damaged (the caller keeps the weights it has and says so).
+ */
+export function backedUpWeights(runDir: string, epoch: number): tf.Tensor[] | undefined {
+  let b: Backup | undefined;
+  try {
+    b = readBackup(runDir);
+  } catch {
+    return undefined;
+  }
+  if (!b) return undefined;
+  tf.dispose([...b.optimizer.map((o) => o.tensor), ...(b.checkpointWeights ?? []), ...(b.earlyStoppingWeights ?? [])]);
+  if (b.epoch === epoch) return b.weights;
+  tf.dispose(b.weights);
+  return undefined;
+}
+
 /** Sets the model's weights and its optimizer's slots from the backup (slots renamed to this model's variables). */
 export async function restoreModel(model: tf.LayersModel, b: Backup): Promise<void> {
   const misfit = model.weights.findIndex((w, i) => b.weights[i]?.shape.join('x') !== w.shape.join('x'));
