@@ -124,7 +124,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         backup: ctx.backup,
         data: sameData ? data!.prepared : undefined,
       });
-      data = { config: group[0].experiment.data, prepared: r.data };
+      if (r.data) data = { config: group[0].experiment.data, prepared: r.data };
       outcomes.push(...r.outcomes.map(withIds));
     } catch (error) {
       // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.

@@ -116,3 +116,88 @@ describe('Ctrl-C in the middle of epoch 2', () => {
     expect(model.accuracy.toFixed(4)).toBe(printed![1]);
   }, 240_000);
 });
+
+describe('Ctrl-C while images decode', () => {
+  /** The whole data set at full size: decoding it takes many seconds, a stop should not wait for it. */
+  function large(name: string): string {
+    const file = path.join(tmp, `${name}.yaml`);
+    fs.writeFileSync(
+      file,
+      `name: ${name}
+data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [150, 150], batch_size: 20}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [8]}
+optimizer: {name: adam, learning_rate: 0.001}
+training: {epochs: 2, steps_per_epoch: 5}
+`,
+    );
+    return file;
+  }
+
+  for (const signals of [1, 2]) {
+    test(`${signals === 1 ? 'once' : 'twice'}: decoding stops, no backbone is loaded, the run ends KILLED without a run folder`, async () => {
+      const name = `decode-${signals}`;
+      const run = xp(['run', large(name), '--no-track', '-q']);
+      await until(run, 'Decoding ');
+      const sent = Date.now();
+      run.kill('SIGINT');
+      if (signals === 2) {
+        await until(run, 'Interrupted:');
+        run.kill('SIGINT');
+      }
+      const r = await run;
+      const took = Date.now() - sent;
+      expect(r.exitCode, r.stderr).toBe(130);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stdout).not.toContain('Backbone ');
+      expect(r.stdout).toContain(`Run KILLED: ${name} (interrupted before training began)`);
+      expect(fs.existsSync(path.join(runs, name))).toBe(false);
+      expect(took, `${took} ms from Ctrl-C to the end`).toBeLessThan(20_000);
+    }, 240_000);
+  }
+});
+
+describe('Ctrl-C while the backup of epoch 1 is written', () => {
+  for (const signals of [1, 2]) {
+    test(`${signals === 1 ? 'once' : 'twice'}: the backup is whole, the model is epoch 1's, and --resume continues from it`, async () => {
+      const name = `backup-write-${signals}`;
+      // A large dense kernel (24x24x24 features to 1024 units, with RMSprop's slot): a backup of about 110 MB, still
+      // being written when epoch 2 begins.
+      const file = path.join(tmp, `${name}.yaml`);
+      fs.writeFileSync(
+        file,
+        `name: ${name}
+data: {train: ${shared}/train, validation: ${validation}, image_size: [96, 96], batch_size: 4, max_per_class: 8}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: flatten, units: [1024], dropout: 0.2}
+optimizer: {name: rmsprop, learning_rate: 0.0001}
+training: {epochs: 3, steps_per_epoch: 30}
+`,
+      );
+      const run = xp(['run', file, '--no-track', '-q']);
+      await until(run, 'Epoch 2/');
+      run.kill('SIGINT');
+      if (signals === 2) {
+        await until(run, 'Interrupted:');
+        run.kill('SIGINT');
+      }
+      const r = await run;
+      expect(r.exitCode, r.stderr).toBe(130);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stdout).toMatch(/saved weights of epoch 1\n/);
+      const runDir = runDirOf(name);
+      expect(fs.readdirSync(runDir).filter((f) => f.startsWith('backup'))).toEqual(['backup']);
+      const state = JSON.parse(fs.readFileSync(path.join(runDir, 'backup', 'state.json'), 'utf8'));
+      expect(state.epoch).toBe(1);
+      const entries = [...state.tensors.weights, ...state.tensors.optimizer] as { shape: number[]; offset: number }[];
+      const described = Math.max(...entries.map((e) => e.offset + e.shape.reduce((a, b) => a * b, 1) * 4));
+      expect(fs.statSync(path.join(runDir, 'backup', 'tensors.bin')).size).toBe(described);
+      expect(described).toBeGreaterThan(100e6);
+
+      const resumed = await xp(['run', file, '--no-track', '-q', '--resume']);
+      expect(resumed.exitCode, resumed.stderr).toBe(0);
+      expect(resumed.stdout).toContain(`Resuming ${name} after epoch 1 of 3`);
+      expect(resumed.stdout).toMatch(/saved weights of epoch 3\n/);
+    }, 360_000);
+  }
+});
