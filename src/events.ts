@@ -53,6 +53,11 @@ export interface ClassScores {
 export interface RunResult {
   /** The epoch whose weights were saved (1-based). */
   epoch: number;
+  /**
+   * Set when those are the weights of an epoch an interruption cut short (no backup held the last whole epoch's
+   * weights): the model saved had trained this many steps of `epoch`.
+   */
+  interrupted_after_step?: number;
   /** Validation images scored: the whole validation set. */
   images: number;
   val_accuracy: number;
@@ -61,6 +66,11 @@ export interface RunResult {
   /** Rows true class, columns predicted class, in class_names order. */
   confusion: number[][];
   class_names: string[];
+}
+
+/** Which weights a result is of, in words: `epoch 3`, or `epoch 2, interrupted after step 37`. */
+export function savedWeightsLabel(r: Pick<RunResult, 'epoch' | 'interrupted_after_step'>): string {
+  return `epoch ${r.epoch}${r.interrupted_after_step ? `, interrupted after step ${r.interrupted_after_step}` : ''}`;
 }
 
 /** What early stopping did (Keras EarlyStopping): epochs are 1-based. */

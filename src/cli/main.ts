@@ -238,7 +238,7 @@ const commands: Record<string, Command> = {
   },
   predict: {
     summary: 'print the class and probability of each image with a trained run',
-    usage: 'xp predict <run-dir> <images...>',
+    usage: 'xp predict <run-dir> <images or folders...>',
     flags: { json: json('one JSON object per image') },
     async run(args, v) {
       if (args.length < 2)

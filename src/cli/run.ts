@@ -6,7 +6,7 @@ import { describeAccesses, type Decision } from '../permissions/check.ts';
 import { untrustedOrigin, type SandboxOptions } from './sandbox.ts';
 import { preflight } from './preflight.ts';
 import { useLock, type LockOptions } from '../lock/lock.ts';
-import { mlflowStoreDir } from '../paths.ts';
+import { mlflowStoreDir, runsRoot } from '../paths.ts';
 import { planResume, runInChildren, runInProcess, sayResumable, type Outcome } from '../run/trials.ts';
 import { openTracking, type TrackingSession } from '../tracking/session.ts';
 import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../tracking/sweep.ts';
@@ -99,6 +99,8 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   const log = (line: string) => progress.line(line);
   const tracking = tracked ? await openTracking(loaded.base, log) : undefined;
   try {
+    // Runs a killed xp left RUNNING are closed before this one starts (a --parallel child leaves it to its parent).
+    if (tracking && !opts.only) await tracking.closeAbandoned(runsRoot());
     // A child of --parallel trains what its parent gives it; the parent owns the sweep's session.
     const sweep =
       tracking && loaded.sweep && !opts.only

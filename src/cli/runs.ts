@@ -40,6 +40,11 @@ export async function runsCommand(
     return 0;
   }
   console.log(formatRunsTable(rows));
+  const gone = rows.flatMap((row) => (row.gone ? [`${row.runName}: pid ${row.gone.pid}`] : []));
+  if (gone.length)
+    console.log(
+      `\n${gone.length} run(s) still RUNNING in MLflow have lost their process (${gone.join(', ')}); the next \`xp run\` or \`xp sync\` tells MLflow how they ended.`,
+    );
   console.log(`\n${rows.length} run(s) in ${offline ? path.relative(process.cwd(), from) || from : from}${links}`);
   return 0;
 }
@@ -93,9 +98,10 @@ async function loggedRun(runDir: string) {
  * recorded URL) unless `to` names another; journals from before the URL was recorded go to today's server.
  */
 export async function syncCommand(runDirs: string[], opts: { to?: string } = {}): Promise<number> {
-  const { recordedTarget, JOURNAL_FILE } = await import('../tracking/journal.ts');
+  const { recordedTarget, journaledRunDirs } = await import('../tracking/journal.ts');
   const { syncRunDir } = await import('../tracking/delivery.ts');
-  const dirs = runDirs.length ? runDirs : pendingRunDirs(JOURNAL_FILE);
+  // Without arguments, every run folder with a journal: delivered records are skipped by the cursor.
+  const dirs = runDirs.length ? runDirs : journaledRunDirs(runsRoot());
   if (!dirs.length) {
     console.log('Nothing to sync: no run directory has tracking records.');
     return 0;
@@ -140,18 +146,4 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
       );
   }
   return failed ? 1 : 0;
-}
-
-// Without arguments, every run folder with a journal: delivered records are skipped by the cursor.
-function pendingRunDirs(journalFile: string): string[] {
-  const root = runsRoot();
-  if (!fs.existsSync(root)) return [];
-  const out: string[] = [];
-  for (const experiment of fs.readdirSync(root)) {
-    const dir = path.join(root, experiment);
-    if (experiment === 'mlflow' || !fs.statSync(dir).isDirectory()) continue;
-    for (const run of fs.readdirSync(dir))
-      if (fs.existsSync(path.join(dir, run, journalFile))) out.push(path.join(dir, run));
-  }
-  return out;
 }

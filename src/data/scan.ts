@@ -112,6 +112,18 @@ export function linkNote(
   return `: ${links.join(', ')} ${are}, not followed unless data.follow_links is true`;
 }
 
+/**
+ * The images in a folder and in the folders below it (`xp predict <folder>`), as paths relative to it in Keras'
+ * order; hidden entries are left out, links are not followed (counted, as in a class scan).
+ */
+export async function listImages(dir: string): Promise<{ files: string[]; links: LinkCounts }> {
+  const root = path.resolve(dir);
+  const rootReal = await realpath(root);
+  const links: LinkCounts = { skipped: 0, dangling: 0, loops: 0 };
+  const walk: Walk = { followLinks: false, links, walked: new Set([rootReal]), rootReal };
+  return { files: (await walkImages(root, rootReal, '', walk)).sort(byFolderThenName), links };
+}
+
 /** One warning line for the links a scan did not use, or undefined when there were none. */
 export function linkWarning(dir: string, links: LinkCounts, followLinks: boolean): string | undefined {
   const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;

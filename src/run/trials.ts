@@ -10,7 +10,7 @@ import type { TrackingSession } from '../tracking/session.ts';
 import type { PreparedData } from '../train/data.ts';
 import type { Progress } from '../train/progress.ts';
 import type { TrialOutcome } from '../train/run.ts';
-import { findResumable, type ResumableRun } from '../train/run-folder.ts';
+import { damagedBackup, findResumable, type ResumableRun } from '../train/run-folder.ts';
 
 export type Outcome = Pick<
   TrialOutcome,
@@ -39,20 +39,26 @@ export interface TrialsContext {
 
 /** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
 export function sayResumable(trials: ResolvedTrial[], file: string, log: (line: string) => void): void {
-  const found = trials.flatMap((t) => {
-    const run = findResumable(runsRoot(), t.experiment.name, t.configHash);
-    return run ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [];
-  });
-  if (found.length)
+  const found = trials.map((t) => [t, findResumable(runsRoot(), t.experiment.name, t.configHash)] as const);
+  const resumable = found.flatMap(([t, run]) =>
+    run && !('damaged' in run) ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [],
+  );
+  if (resumable.length)
     log(
-      `Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${found.join('; ')}`,
+      `Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${resumable.join('; ')}`,
     );
+  for (const [t, run] of found)
+    if (run && 'damaged' in run)
+      log(
+        `Training ${t.name} from the start; its latest interrupted run cannot be resumed: ${shown(run.backupDir)} holds a damaged backup (${run.damaged})`,
+      );
 }
 
 /**
  * xp run --resume: each trial's latest interrupted run with a backup, or a fresh start where it has none (as
- * Keras' BackupAndRestore). Trials of a group train on one trajectory, so a group is split by the epoch its
- * trials resume at: trials at the same epoch (or all fresh) still share their backbone pass.
+ * Keras' BackupAndRestore). A damaged backup is an error: starting over is the user's call. Trials of a group
+ * train on one trajectory, so a group is split by the epoch its trials resume at: trials at the same epoch (or all
+ * fresh) still share their backbone pass.
  */
 export function planResume(
   groups: ResolvedTrial[][],
@@ -64,6 +70,7 @@ export function planResume(
     const byEpoch = new Map<number, ResolvedTrial[]>();
     for (const t of group) {
       const found = findResumable(runsRoot(), t.experiment.name, t.configHash);
+      if (found && 'damaged' in found) throw damagedBackup(found.backupDir, found.damaged);
       if (found) {
         resume.set(t.index, found);
         log(`Resuming ${t.name} after epoch ${found.epoch} of ${t.experiment.training.epochs}: ${shown(found.runDir)}`);
@@ -117,7 +124,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         backup: ctx.backup,
         data: sameData ? data!.prepared : undefined,
       });
-      data = { config: group[0].experiment.data, prepared: r.data };
+      if (r.data) data = { config: group[0].experiment.data, prepared: r.data };
       outcomes.push(...r.outcomes.map(withIds));
     } catch (error) {
       // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.

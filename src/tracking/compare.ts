@@ -27,6 +27,11 @@ export interface RunRow {
   runDir?: string;
   parentRunId?: string;
   url: string;
+  /**
+   * Set when MLflow says RUNNING but the run's process (pid, on this machine) is gone: how the run ended as its
+   * journal has it (KILLED when the process died without saying). The next `xp run` or `xp sync` tells MLflow.
+   */
+  gone?: { pid: number; status: Exclude<RunStatus, 'RUNNING' | 'SCHEDULED'> };
 }
 
 export const TABLE_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const;
@@ -106,7 +111,7 @@ export function formatRunsTable(rows: RunRow[]): string {
   const body = sorted.map((row) =>
     [
       row.runName,
-      row.status,
+      statusCell(row),
       ...differing.map((key) => row.params[key] ?? '-'),
       ...TABLE_METRICS.map((metric) => {
         const v = loggedHeadlineValue(row.metrics, metric);
@@ -123,6 +128,10 @@ export function formatRunsTable(rows: RunRow[]): string {
       .trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...body.map(line)].join('\n');
 }
+
+/** MLflow's status, or what the run folder knows when MLflow has not heard it: `KILLED, MLflow: RUNNING`. */
+export const statusCell = (row: RunRow): string =>
+  row.gone ? `${row.gone.status}, MLflow: ${row.status}` : row.status;
 
 const formatNumber = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(4));
 const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);

@@ -1,7 +1,9 @@
 // The MLflow journal of a run: every record is appended to <runDir>/mlflow-journal.jsonl before it is sent,
 // and a cursor file says how far delivery got (delivery.ts sends them).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from '../util/process.ts';
 import type { DatasetInput, RunStatus } from './client.ts';
 
 export const JOURNAL_FILE = 'mlflow-journal.jsonl';
@@ -107,6 +109,8 @@ export function openJournal(runDir: string) {
     /** The run's last start has its end journaled. */
     ended: () =>
       last((record) => record.kind === 'run' || record.kind === 'resume' || record.kind === 'end')?.kind === 'end',
+    /** The status of the run's last journaled end. */
+    endStatus: () => last((record): record is Extract<JournalRecord, { kind: 'end' }> => record.kind === 'end')?.status,
     pending: () => records.filter((record) => record.seq > cursor.delivered && record.kind !== 'run_id'),
   };
   return journal;
@@ -129,6 +133,36 @@ export function endOpenRuns(reason: string): number {
   const runs = [...openRuns];
   for (const journal of runs) journal.append({ kind: 'end', status: 'KILLED', endTime: Date.now(), error: reason });
   return runs.length;
+}
+
+/**
+ * The pid of the process that last started the journal's run (its creation or resumption) when that process ran
+ * on this machine and is gone; undefined while it runs, or when the journal cannot tell (no pid, another host).
+ */
+export function goneWriter(journal: Journal): number | undefined {
+  const start = journal.lastStart();
+  if (start?.pid === undefined || (start.host !== undefined && start.host !== os.hostname())) return undefined;
+  return processAlive(start.pid, start.host) ? undefined : start.pid;
+}
+
+/** The run folders under a runs root (runs/<experiment>/<run-id>) that hold a journal. */
+export function journaledRunDirs(runsRoot: string): string[] {
+  const dirs: string[] = [];
+  const list = (dir: string) => {
+    try {
+      return fs.readdirSync(dir, { withFileTypes: true }).filter((entry) => entry.isDirectory());
+    } catch {
+      return [];
+    }
+  };
+  for (const experiment of list(runsRoot)) {
+    if (experiment.name === 'mlflow') continue; // the embedded store
+    for (const run of list(path.join(runsRoot, experiment.name))) {
+      const dir = path.join(runsRoot, experiment.name, run.name);
+      if (fs.existsSync(path.join(dir, JOURNAL_FILE))) dirs.push(dir);
+    }
+  }
+  return dirs;
 }
 
 /** Where a journal's run was logging: its server's URL, and the embedded store when it was the embedded server. */

@@ -65,6 +65,7 @@ export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>
       metrics[`f1_${key}`] = c.f1;
     }
     tags['xp.result_epoch'] = String(r.epoch);
+    if (r.interrupted_after_step) tags['xp.result_interrupted_after_step'] = String(r.interrupted_after_step);
     tags['xp.result_images'] = String(r.images);
   }
   const es = info.earlyStopping;

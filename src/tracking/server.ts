@@ -283,6 +283,17 @@ function readServerFile(file: string): ServerFile | undefined {
   }
 }
 
+/**
+ * Whether the embedded server at `url` (started or reused by this process) still runs: its process is alive,
+ * however slowly it answers. Undefined for a server that is not embedded.
+ */
+export function embeddedServerRuns(url: string): boolean | undefined {
+  const store = embeddedStore(url);
+  if (store === undefined) return undefined;
+  const record = readServerFile(path.join(store, 'server.json'));
+  return record?.url === url.replace(/\/+$/, '') && processAlive(record.pid);
+}
+
 export async function isHealthy(url: string): Promise<boolean> {
   try {
     const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) });

@@ -9,7 +9,7 @@ import { endOpenRuns, openJournal, type Journal } from './journal.ts';
 import { deliver, describePending } from './delivery.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
-import { embeddedStore } from './server.ts';
+import { embeddedServerRuns, embeddedStore, isHealthy } from './server.ts';
 
 export interface TrackerOptions {
   uri: string;
@@ -51,8 +51,29 @@ export function hurryTracking(): number {
 
 /** XP_TRACKING_END_TIMEOUT (seconds, default 15): how long a run's end waits for a server that makes no progress. */
 function endBudgetMs(env: NodeJS.ProcessEnv): number {
-  const seconds = Number(env.XP_TRACKING_END_TIMEOUT);
-  return (env.XP_TRACKING_END_TIMEOUT && Number.isFinite(seconds) && seconds >= 0 ? seconds : 15) * 1000;
+  return secondsFromEnv(env, 'XP_TRACKING_END_TIMEOUT', 15) * 1000;
+}
+
+/**
+ * XP_TRACKING_SLOW_TIMEOUT (seconds, default 120): how long deliveries may time out on a server that is alive before
+ * the console hears of it. A local server starved of CPU (decoding, the backbone pass) answers late, not never.
+ */
+function slowBudgetMs(env: NodeJS.ProcessEnv): number {
+  return secondsFromEnv(env, 'XP_TRACKING_SLOW_TIMEOUT', 120) * 1000;
+}
+
+function secondsFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const seconds = Number(env[name]);
+  return env[name] && Number.isFinite(seconds) && seconds >= 0 ? seconds : fallback;
+}
+
+/**
+ * Evidence that a server whose request timed out is alive, only slow: the embedded server's process runs, or a
+ * server's /health answers. A refused connection, an error answer or silence everywhere is not.
+ */
+async function aliveButSlow(uri: string, error: Error): Promise<boolean> {
+  if ((error.cause as Error | undefined)?.name !== 'TimeoutError') return false;
+  return embeddedServerRuns(uri) ?? (await isHealthy(uri));
 }
 // --- end of timing ---
 
@@ -87,7 +108,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   let chain: Promise<unknown> = Promise.resolve();
   let delivering = false;
   let again = false;
-  let outage = false; // said once per outage, not at every epoch
+  // Deliveries failing since `since`; `said` once the console was told (once per outage, not at every epoch).
+  let outage: { since: number; said: boolean } | undefined;
 
   const flush = (client: MlflowClient, final = false) => {
     const next = chain.then(async () => {
@@ -96,16 +118,24 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       const result = await deliver(journal, client, runDir, log);
       if (result.error) {
         const reason = result.error.message;
-        // After a second Ctrl-C the end's message says what is kept and how to send it.
-        if (!outage && !final && !hurry.signal.aborted)
-          log(
-            `MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`,
-          );
+        outage ??= { since: Date.now(), said: false };
+        const kept = `${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch`;
+        // After a second Ctrl-C the end's message says what is kept and how to send it. A server that is alive
+        // but slow is not reported until it has been so for long.
+        if (!outage.said && !final && !hurry.signal.aborted) {
+          const slowFor = Date.now() - outage.since;
+          if (!(await aliveButSlow(uri, result.error))) log(`MLflow: cannot deliver to ${uri} (${reason}); ${kept}.`);
+          else if (slowFor >= slowBudgetMs(env))
+            log(
+              `MLflow: ${uri} runs but has not answered in time for ${Math.round(slowFor / 1000)} s (${reason}); ${kept}.`,
+            );
+          else return;
+          outage.said = true;
+        }
         if (final) log(`MLflow: cannot deliver to ${uri} (${reason}).`);
-        outage = true;
       } else if (outage) {
-        log(`MLflow: reachable again, delivered ${before} pending record(s).`);
-        outage = false;
+        if (outage.said) log(`MLflow: reachable again, delivered ${before} pending record(s).`);
+        outage = undefined;
       }
     });
     chain = next.catch((error: unknown) => log(`MLflow: delivery failed: ${(error as Error).message}`));
@@ -281,7 +311,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (!journal.ended())
         journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
       const count = journal.pending().length;
-      if (outage && count > 0)
+      if (outage?.said && count > 0)
         log(
           `MLflow: sending ${count} pending record(s) to ${uri} (giving up after ${endBudgetMs(env) / 1000} s without progress)...`,
         );

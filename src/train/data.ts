@@ -24,7 +24,14 @@ export interface PreparedData {
 
 export async function prepareData(
   data: DataConfig,
-  opts: { baseDir: string; dataDir?: string; onWarning?: (message: string) => void; log?: (line: string) => void },
+  opts: {
+    baseDir: string;
+    dataDir?: string;
+    onWarning?: (message: string) => void;
+    log?: (line: string) => void;
+    /** Asked while decoding: true stops it (Interrupted). */
+    shouldStop?: () => boolean;
+  },
 ): Promise<PreparedData> {
   const { trainDir, validationDir } = await resolveDataset(data, { baseDir: opts.baseDir, dataDir: opts.dataDir });
   const scanned = await scanSplits({ train: trainDir, validation: validationDir }, data);
@@ -37,7 +44,12 @@ export async function prepareData(
     `Decoding ${trainScan.files.length} training and ${validationScan.files.length} validation images at ${data.image_size.join('x')}`,
   );
   const load = (files: ImageFile[]) =>
-    loadImages(files, { imageSize: data.image_size, interpolation: data.interpolation, onWarning: opts.onWarning });
+    loadImages(files, {
+      imageSize: data.image_size,
+      interpolation: data.interpolation,
+      onWarning: opts.onWarning,
+      shouldStop: opts.shouldStop,
+    });
   const [train, validation] = [await load(trainScan.files), await load(validationScan.files)];
   for (const [split, dir] of [
     [train, trainDir],

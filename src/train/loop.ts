@@ -14,7 +14,15 @@ import { createRng } from '../util/random.ts';
 import type { EarlyStoppingReport, EpochLogs, RunResult, StopCheck } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
-import { backupKey, backupTrial, backupWritten, linkBackup, resumeTrial, type Backup } from './backup.ts';
+import {
+  backedUpWeights,
+  backupKey,
+  backupTrial,
+  backupWritten,
+  linkBackup,
+  resumeTrial,
+  type Backup,
+} from './backup.ts';
 import type { Progress } from './progress.ts';
 import {
   atLastEpoch,
@@ -82,6 +90,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const ended = new Set<Trial>();
   const end = (t: Trial) => (ended.has(t) ? undefined : (ended.add(t), endTrial(t, validation, progress)));
   const step = { global: 0 };
+  let cut = 0; // steps of the epoch an interruption cut short: the trained weights are that far past the history
   try {
     const epochsDone = await resumeGroup(trials, feed, validation, step);
     for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop('epoch'); epoch++) {
@@ -96,8 +105,11 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           : undefined;
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, feed.steps, label);
       const started = Date.now();
-      const sums = await trainEpoch(trainers, feed, step, opts);
-      if (shouldStop('step')) break;
+      const { sums, steps } = await trainEpoch(trainers, feed, step, opts);
+      if (shouldStop('step')) {
+        cut = steps;
+        break;
+      }
       const trainSeconds = (Date.now() - started) / 1000;
       const epochValidation = validation.nextEpoch();
       const scores = new Map<Trial, { loss: number; accuracy: number }>();
@@ -121,6 +133,8 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     }
     // An interrupted trial's last backup is on disk before its run ends (KILLED: resumable from there).
     for (const t of trials) if (t.member.backupDir && !ended.has(t)) await backupWritten(t.member.backupDir);
+    const unended = trials.filter((t) => !ended.has(t));
+    if (cut) rewindCutEpoch(unended, cut);
     for (const t of trials) copyTrainerWeights(t); // interrupted: prefixes take the weights a lone run would have had
     for (const t of [...trials].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await end(t); // prefixes first
   } finally {
@@ -184,8 +198,10 @@ async function resumeGroup(
 async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global: number }, opts: LoopOptions) {
   const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
   const batches = feed.epoch();
+  let s = 0;
   try {
-    for (let s = 1; s <= feed.steps; s++) {
+    while (s < feed.steps) {
+      s++;
       // A turn of the event loop each step: signals, tracking deliveries and a queue's lock renewals wait for one.
       await setImmediate();
       const { batch, upcoming } = batches.next();
@@ -207,12 +223,29 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
   } finally {
     batches.dispose();
   }
-  return sums;
+  return { sums, steps: s };
+}
+
+/**
+ * An interruption cut the epoch after the trials' last whole one short: their trainers' weights go back to that
+ * epoch's, from the backup taken at its end, so that the model saved is the epoch its result names (as the backup
+ * resumes from it). Without a backup the weights stay, and the result says how far into the cut epoch they are.
+ */
+function rewindCutEpoch(trials: Trial[], steps: number): void {
+  for (const trainer of new Set(trials.map((t) => t.trainer))) {
+    const epoch = trainer.history.length;
+    if (!epoch) continue; // nothing is saved of a run interrupted in its first epoch
+    const weights = trainer.member.backupDir ? backedUpWeights(trainer.member.backupDir, epoch) : undefined;
+    if (weights) {
+      trainer.member.model.setWeights(weights);
+      tf.dispose(weights);
+    } else for (const t of trials) if (t.trainer === trainer) t.cutAfterStep = steps;
+  }
 }
 
 /** A trial's end: its saved weights set, what early stopping did said, the saved model scored, its outputs (onDone). */
 async function endTrial(t: Trial, validation: ValidationSet, progress: Progress): Promise<void> {
-  const savedEpoch = restoreSavedWeights(t);
+  const saved = restoreSavedWeights(t);
   const earlyStopping = t.earlyStopping?.report();
   if (earlyStopping && t.history.length) {
     for (const line of describeEarlyStopping(earlyStopping, t.history.length))
@@ -224,6 +257,6 @@ async function endTrial(t: Trial, validation: ValidationSet, progress: Progress)
     stoppedEarly: t.stoppedEarly,
     earlyStopping,
     tensorsPerEpoch: t.tensorsPerEpoch,
-    result: savedEpoch ? validation.score(t.member.model, savedEpoch) : undefined,
+    result: saved.epoch ? { ...validation.score(t.member.model, saved.epoch), ...saved.cut } : undefined,
   });
 }

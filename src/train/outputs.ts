@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
-import type { EpochLogs, RunResult } from '../events.ts';
+import { savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
 import { experimentHeader } from './run-folder.ts';
 
 export const HISTORY_COLUMNS = [
@@ -41,7 +41,7 @@ export function writeHistory(runDir: string, history: EpochLogs[]): void {
 
 /** The saved model's confusion matrix on the whole validation set, with its per-class scores: JSON and an image. */
 export async function writeConfusion(runDir: string, result: RunResult): Promise<void> {
-  const { class_names, confusion, val_accuracy, per_class, epoch, images } = result;
+  const { class_names, confusion, val_accuracy, per_class, epoch, interrupted_after_step, images } = result;
   const body = {
     class_names,
     matrix: confusion,
@@ -50,6 +50,7 @@ export async function writeConfusion(runDir: string, result: RunResult): Promise
     columns: 'predicted class',
     per_class,
     epoch,
+    interrupted_after_step,
     images,
   };
   fs.writeFileSync(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
@@ -59,7 +60,8 @@ export async function writeConfusion(runDir: string, result: RunResult): Promise
 }
 
 /** Counts in cells shaded by the share of their true class, as scikit-learn's ConfusionMatrixDisplay. */
-function confusionSvg({ class_names: names, confusion, val_accuracy, epoch, images }: RunResult): string {
+function confusionSvg(result: RunResult): string {
+  const { class_names: names, confusion, val_accuracy, images } = result;
   const k = names.length;
   const cell = Math.max(36, Math.min(110, Math.floor(440 / k)));
   const left = 150;
@@ -89,7 +91,7 @@ function confusionSvg({ class_names: names, confusion, val_accuracy, epoch, imag
   );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${width / 2}" y="22" font-size="15" text-anchor="middle">Confusion matrix (weights of epoch ${epoch})</text>
+<text x="${width / 2}" y="22" font-size="15" text-anchor="middle">Confusion matrix (weights of ${savedWeightsLabel(result)})</text>
 <text x="${width / 2}" y="42" font-size="12" text-anchor="middle">${images} validation images, accuracy ${val_accuracy.toFixed(4)}</text>
 ${cells.join('')}${rowLabels.join('')}${colLabels.join('')}
 <text x="${left + (k * cell) / 2}" y="${top + k * cell + 42}" font-size="12" text-anchor="middle">predicted class</text>

@@ -25,7 +25,7 @@ import { trainersOf, usesTrainerModel } from './sharing.ts';
 import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
 import type { Progress } from './progress.ts';
 import { readBackup, removeBackup } from './backup.ts';
-import { XpError } from '../errors.ts';
+import { Interrupted, XpError } from '../errors.ts';
 
 export interface TrialSpec {
   name: string;
@@ -77,21 +77,43 @@ export const ARTIFACTS = [
   'model',
 ];
 
+/**
+ * Trains the group. A stop asked for before training begins (while images decode or the backbone loads) ends
+ * every trial KILLED at once, with no run folder or MLflow run; `data` is then absent if decoding was cut short.
+ */
 export async function runGroup(
   trials: TrialSpec[],
   opts: GroupOptions,
-): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
+): Promise<{ outcomes: TrialOutcome[]; data?: PreparedData }> {
   const started = Date.now();
   const first = trials[0].experiment;
   const { progress } = opts;
-  const data =
-    opts.data ??
-    (await prepareData(first.data, {
-      baseDir: opts.baseDir,
-      dataDir: opts.dataDir,
-      onWarning: (m) => progress.line(`warning: ${m}`),
-      log: (l) => progress.line(l),
+  const notStarted = (): TrialOutcome[] =>
+    trials.map((t) => ({
+      name: t.name,
+      runId: t.resume?.runId ?? '',
+      runDir: t.resume?.runDir ?? '',
+      status: 'KILLED',
+      error: 'interrupted before training began',
+      history: [],
+      wallSeconds: (Date.now() - started) / 1000,
+      tensorsPerEpoch: [],
     }));
+  let data: PreparedData;
+  try {
+    data =
+      opts.data ??
+      (await prepareData(first.data, {
+        baseDir: opts.baseDir,
+        dataDir: opts.dataDir,
+        onWarning: (m) => progress.line(`warning: ${m}`),
+        log: (l) => progress.line(l),
+        shouldStop: () => opts.shouldStop('epoch'),
+      }));
+  } catch (error) {
+    if (error instanceof Interrupted) return { outcomes: notStarted() };
+    throw error;
+  }
   const skipped = data.train.skipped.length + data.validation.skipped.length;
   progress.line(
     `Found ${data.train.count} training and ${data.validation.count} validation images of ${data.numClasses} classes (${data.classNames.join(', ')})${skipped ? `, ${skipped} unreadable skipped` : ''}`,
@@ -101,7 +123,12 @@ export async function runGroup(
   const backbone = await loadBackbone(first.backbone, first.data.image_size);
   const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
   // A frozen backbone runs as one compiled TensorFlow graph (BN folded into fused convolutions).
-  const forward = frozen ? await compileForInference(backbone.model) : undefined;
+  const forward = frozen && !opts.shouldStop('epoch') ? await compileForInference(backbone.model) : undefined;
+  if (opts.shouldStop('epoch')) {
+    forward?.dispose();
+    for (const w of backbone.model.weights) w.dispose();
+    return { outcomes: notStarted(), data };
+  }
   progress.line(
     `Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`,
   );

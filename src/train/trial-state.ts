@@ -25,6 +25,11 @@ export interface Trial {
   step: TrainStep;
   /** A prefix trial with a model of its own has copied the trainer's weights (at its last epoch or an interruption). */
   copiedTrainerWeights: boolean;
+  /**
+   * The steps of the epoch after its last whole one that its model's weights hold: an interruption cut that epoch
+   * short and no backup held the last whole epoch's weights to go back to.
+   */
+  cutAfterStep?: number;
 }
 
 export function createTrials(members: Member[]): Trial[] {
@@ -75,24 +80,28 @@ export function copyTrainerWeights(t: Trial): void {
 
 /**
  * Sets the weights the trial's model is saved with and frees the snapshots: the checkpoint's best epoch
- * (save_best_only), else early stopping's best epoch (restore_best_weights), else the last epoch's. Returns the
- * epoch whose weights the model now holds (0 when none ran).
+ * (save_best_only), else early stopping's best epoch (restore_best_weights), else the last epoch's, or those of
+ * the epoch an interruption cut short when nothing else was kept (`cut`). Returns the epoch whose weights the model
+ * now holds (0 when none ran).
  */
-export function restoreSavedWeights(t: Trial): number {
-  let epoch = t.history.length;
+export function restoreSavedWeights(t: Trial): { epoch: number; cut?: { interrupted_after_step: number } } {
+  let saved: ReturnType<typeof restoreSavedWeights> = { epoch: t.history.length };
   const { checkpoint, earlyStopping } = t;
   if (checkpoint.bestWeights && checkpoint.bestEpoch) {
     t.member.model.setWeights(checkpoint.bestWeights);
-    epoch = checkpoint.bestEpoch;
+    saved = { epoch: checkpoint.bestEpoch };
   } else if (earlyStopping?.bestWeights) {
     t.member.model.setWeights(earlyStopping.bestWeights);
-    epoch = earlyStopping.restoredEpoch = earlyStopping.bestEpoch;
+    earlyStopping.restoredEpoch = earlyStopping.bestEpoch;
+    saved = { epoch: earlyStopping.bestEpoch };
+  } else if (t.cutAfterStep && t.history.length) {
+    saved = { epoch: t.history.length + 1, cut: { interrupted_after_step: t.cutAfterStep } };
   }
   tf.dispose(checkpoint.bestWeights);
   tf.dispose(earlyStopping?.bestWeights);
   checkpoint.bestWeights = undefined;
   if (earlyStopping) earlyStopping.bestWeights = undefined;
-  return epoch;
+  return saved;
 }
 
 /** Keras ModelCheckpoint's choice of the best epoch; with save_best_only, a snapshot of its weights. */
