@@ -58,7 +58,7 @@ async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
   opts.onDownload?.(url);
   const temp = path.join(root, `.${randomBytes(6).toString('hex')}.part`);
   try {
-    const { sha256 } = await fetchToFile(url, temp, opts.maxBytes);
+    const { sha256 } = await fetchToFile(url, temp, { maxBytes: opts.maxBytes });
     const file = path.join(root, sha256, urlFileName(url));
     await fs.mkdir(path.dirname(file), { recursive: true });
     await fs.rename(temp, file);
