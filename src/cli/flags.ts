@@ -9,11 +9,17 @@ import type { SandboxOptions } from './sandbox.ts';
 
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
+/**
+ * The value parseArgs is given for a flag with an optional value given alone (`--allow-read`), since it has no
+ * optional values: NUL, which no command-line argument can hold, so `--allow-read=` stays the empty value it is.
+ */
+export const ALONE = '\0';
+
 /** One command-line flag: how node:util parseArgs reads it and what `--help` says. */
 export interface Flag {
   type: 'string' | 'boolean';
   help: string;
-  /** A string flag that may also stand alone, as Deno's `--allow-read` and `--allow-read=a,b` (alone: ''). */
+  /** A string flag that may also stand alone, as Deno's `--allow-read` and `--allow-read=a,b` (alone: ALONE). */
   optionalValue?: boolean;
   /** Placeholder shown in help for a string flag, e.g. `N` in `--parallel N`. */
   arg?: string;
@@ -108,7 +114,7 @@ export function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgs
 }
 
 export function sandboxOptions(v: Values): SandboxOptions {
-  const list = (flag: string) => v[flag] as string[] | undefined;
+  const list = (flag: string) => (v[flag] as string[] | undefined)?.map((value) => (value === ALONE ? null : value));
   const grants = parseGrants(
     { read: list('allow-read'), write: list('allow-write'), net: list('allow-net') },
     Boolean(v['allow-all']),

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { XpError } from '../errors.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
 import {
+  ALONE,
   json,
   lockFlags,
   lockOptions,
@@ -382,14 +383,14 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    // `--allow-read` alone grants everything: given an empty value, since parseArgs has no optional values.
+    // `--allow-read` alone grants everything: given the value ALONE, since parseArgs has no optional values.
     const alone = new Set(
       Object.entries(command.flags)
         .filter(([, f]) => f.optionalValue)
         .map(([n]) => `--${n}`),
     );
     const { values, positionals } = parseArgs({
-      args: rest.map((arg) => (alone.has(arg) ? `${arg}=` : arg)),
+      args: rest.map((arg) => (alone.has(arg) ? `${arg}=${ALONE}` : arg)),
       options: parseOptions({ ...command.flags, help: { type: 'boolean', short: 'h', help: '' } }),
       allowPositionals: true,
       strict: true,
