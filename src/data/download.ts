@@ -10,6 +10,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
 import { DataError } from '../errors.ts';
 import { downloadTimeouts, type Timeouts } from '../remote/fetch.ts';
+import { fetchWithCredentials } from '../util/credentials.ts';
 
 export interface Fetched {
   /** The archive on disk: `into` for http(s), the file itself for file://. */
@@ -117,7 +118,7 @@ async function download(url: string, opts: FetchOptions, interrupt: AbortSignal)
   try {
     let response: Response;
     try {
-      response = await fetch(url, { signal: controller.signal });
+      response = await fetchWithCredentials(url, { signal: controller.signal });
     } catch (error) {
       throw failure(error);
     }

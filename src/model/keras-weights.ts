@@ -13,6 +13,7 @@ import { LockError, ModelError, XpError } from '../errors.ts';
 import { pin } from '../lock/pin.ts';
 import { readKerasH5Shapes } from './h5.ts';
 import { cacheDir } from '../paths.ts';
+import { fetchWithCredentials, keepCredentials } from '../util/credentials.ts';
 
 export const KERAS_WEIGHTS_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/';
 
@@ -90,7 +91,7 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
   const timer = setTimeout(() => answer.abort(new Error('no answer within 30 s')), 30_000);
   let response: Response;
   try {
-    response = await fetch(url, { signal: answer.signal });
+    response = await fetchWithCredentials(url, { signal: answer.signal });
   } catch (error) {
     const reason = answer.signal.aborted
       ? 'no answer within 30 s'
@@ -133,7 +134,7 @@ export async function kerasWeightsPath(spec: KerasWeightsFile, opts: KerasWeight
   const md5 = opts.md5 ?? spec.md5;
   const kerasDir = opts.kerasDir ?? defaultKerasDir();
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
-  const base = opts.weightsBaseUrl ?? process.env.XP_KERAS_WEIGHTS_URL ?? KERAS_WEIGHTS_URL;
+  const base = opts.weightsBaseUrl ?? keepCredentials(process.env.XP_KERAS_WEIGHTS_URL) ?? KERAS_WEIGHTS_URL;
   const url = new URL(spec.urlPath, base.endsWith('/') ? base : `${base}/`).href;
   const inKeras = path.join(kerasDir, spec.file);
   if ((await exists(inKeras)) && !(await verify(inKeras, md5))) return pinCopy(url, inKeras);
