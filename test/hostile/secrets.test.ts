@@ -4,11 +4,26 @@
 // not on the console, not in any file xp writes (run folders, journals, cache, home), not in anything it sends to
 // MLflow (its whole store is searched), not in `xp config`, `--dry-run`, `xp check` or `xp runs`.
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { execa } from 'execa';
+import AdmZip from 'adm-zip';
+import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createClient } from '../../src/tracking/client.ts';
+import { isHealthy } from '../../src/tracking/server.ts';
+import {
+  createDatabase,
+  freePort,
+  removeTempDirs as removeQueueDirs,
+  startWorker as startQueueWorker,
+  stopWorkers,
+  sweepFile,
+  tempDir as queueDir,
+  type TestWorker,
+  until,
+  xp as queueXp,
+} from '../queue/helpers.ts';
 import {
   type AuthProxy,
   removeTempDirs,
@@ -71,14 +86,14 @@ async function xp(args: string[], env: Record<string, string> = {}) {
   return r;
 }
 
-/** Every file under `dir` that holds a secret, with the byte offset of the first one found. */
-function filesHoldingSecrets(dir: string): string[] {
+/** Every file under `dir` that holds one of the secrets, and which. */
+function filesHoldingSecrets(dir: string, among = secrets): string[] {
   const found: string[] = [];
   for (const entry of fs.readdirSync(dir, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const file = path.join(entry.parentPath, entry.name);
     const bytes = fs.readFileSync(file);
-    for (const secret of secrets) if (bytes.includes(secret)) found.push(`${file} holds ${secret}`);
+    for (const secret of among) if (bytes.includes(secret)) found.push(`${file} holds ${secret}`);
   }
   return found;
 }
@@ -205,4 +220,240 @@ describe('MLflow credentials, as its Python client takes them', () => {
       fs.rmSync(file);
     }
   }, 60_000);
+});
+
+describe('files fetched from URLs with user:password@', () => {
+  test('an experiment, the file it extends and its data archive behind basic auth: fetched, pinned and cached with the password masked; the cached copy of a file that holds it is 0600', async () => {
+    const files = new Map<string, Buffer>();
+    let refused = 0;
+    const expected = `Basic ${Buffer.from(`user:${PASSWORD}`).toString('base64')}`;
+    const web = http.createServer((request, response) => {
+      const body = files.get(request.url ?? '');
+      if (request.headers.authorization !== expected) {
+        refused++;
+        response.writeHead(401, { 'www-authenticate': 'Basic realm="files"' }).end();
+      } else if (body) response.writeHead(200, { 'content-length': body.length }).end(body);
+      else response.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    const port = (web.address() as net.AddressInfo).port;
+    try {
+      const zip = new AdmZip();
+      for (const split of ['train', 'validation'])
+        for (const cls of ['cats', 'dogs'])
+          for (let i = 0; i < 4; i++) {
+            const name = `${cls.slice(0, -1)}.${split === 'train' ? i : 2000 + i}.jpg`;
+            zip.addFile(`pets/${split}/${cls}/${name}`, fs.readFileSync(path.join(shared, split, cls, name)));
+          }
+      files.set('/pets.zip', zip.toBuffer());
+      // The base names the archive with the password written in it: its cached copy holds it.
+      files.set(
+        '/base.yaml',
+        Buffer.from(`data: {url: "http://user:${PASSWORD}@127.0.0.1:${port}/pets.zip", train: pets/train, validation: pets/validation, image_size: [96, 96], batch_size: 4}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [4]}
+training: {epochs: 1, steps_per_epoch: 2}
+`),
+      );
+      files.set('/exp.yaml', Buffer.from('name: secrets-remote\nextends: base.yaml\n'));
+      const dir = path.join(work, 'remote');
+      fs.mkdirSync(dir);
+      const url = `http://user:${PASSWORD}@127.0.0.1:${port}/exp.yaml`;
+      const shownAt = (route: string) => `http://user:***@127.0.0.1:${port}${route}`;
+      const r = await execa(process.execPath, [bin, 'run', url, '--no-track', '--quiet', '--no-backup'], {
+        reject: false,
+        cwd: dir,
+        env: { HOME: home, XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache') },
+      });
+      outputs.push(`${r.stdout}\n${r.stderr}`);
+      expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+      expect(refused).toBe(0);
+      const lock = JSON.parse(fs.readFileSync(path.join(dir, 'xp.lock'), 'utf8')) as { remote: Record<string, string> };
+      expect(Object.keys(lock.remote).sort()).toEqual([
+        shownAt('/base.yaml'),
+        shownAt('/exp.yaml'),
+        shownAt('/pets.zip'),
+      ]);
+      const [runId] = fs.readdirSync(path.join(dir, 'runs', 'secrets-remote'));
+      const yaml = fs.readFileSync(path.join(dir, 'runs', 'secrets-remote', runId, 'experiment.yaml'), 'utf8');
+      expect(yaml).toContain(`url: ${shownAt('/pets.zip')}`);
+      // The one file that holds the password is the cached copy of the file that wrote it, and it is private.
+      const holding = filesHoldingSecrets(dir).map((f) => f.split(' holds ')[0]);
+      expect(holding).toHaveLength(1);
+      expect(path.basename(holding[0])).toBe('base.yaml');
+      expect(fs.statSync(holding[0]).mode & 0o777).toBe(0o600);
+      // Again, --frozen: the lock, keyed by the masked URLs, has every entry the run needs.
+      const again = await execa(
+        process.execPath,
+        [bin, 'run', url, '--no-track', '--quiet', '--no-backup', '--frozen'],
+        {
+          reject: false,
+          cwd: dir,
+          env: { HOME: home, XP_RUNS_DIR: path.join(dir, 'runs'), XP_CACHE_DIR: path.join(dir, 'cache') },
+        },
+      );
+      outputs.push(`${again.stdout}\n${again.stderr}`);
+      expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+      for (const secret of secrets)
+        expect(`${r.stdout}${r.stderr}${again.stdout}${again.stderr}`).not.toContain(secret);
+    } finally {
+      web.closeAllConnections();
+      await new Promise((resolve) => web.close(resolve));
+    }
+  }, 240_000);
+});
+
+describe('a queue and its server with passwords in their URLs', () => {
+  const QUEUE_PASSWORD = 'queue-SECRET-pw';
+  const DB_PASSWORD = 'db-SECRET-pw';
+  const all = [...secrets, QUEUE_PASSWORD, DB_PASSWORD];
+  let redis: ResultPromise | undefined;
+  let xpServer: ResultPromise | undefined;
+  let db: Awaited<ReturnType<typeof createDatabase>> | undefined;
+  const workers: TestWorker[] = [];
+  afterAll(async () => {
+    await stopWorkers(workers);
+    xpServer?.kill('SIGTERM');
+    await xpServer;
+    await db?.drop();
+    redis?.kill('SIGKILL');
+    await redis;
+    removeQueueDirs();
+  }, 60_000);
+
+  /** Every string in Redis: each key and its values, whatever its type. */
+  async function redisContents(port: number): Promise<string> {
+    const script = `local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  local t = redis.call('TYPE', k).ok
+  local values = {}
+  if t == 'hash' then values = redis.call('HGETALL', k)
+  elseif t == 'list' then values = redis.call('LRANGE', k, 0, -1)
+  elseif t == 'zset' then values = redis.call('ZRANGE', k, 0, -1)
+  elseif t == 'set' then values = redis.call('SMEMBERS', k)
+  elseif t == 'string' then values = {redis.call('GET', k)}
+  elseif t == 'stream' then
+    for _, e in ipairs(redis.call('XRANGE', k, '-', '+')) do for _, f in ipairs(e[2]) do table.insert(values, f) end end
+  end
+  table.insert(out, k)
+  for _, v in ipairs(values) do table.insert(out, v) end
+end
+return out`;
+    const r = await execa('redis-cli', [
+      '-p',
+      String(port),
+      '--no-auth-warning',
+      '-a',
+      QUEUE_PASSWORD,
+      'eval',
+      script,
+      '0',
+    ]);
+    return r.stdout;
+  }
+
+  test('xp server --backend postgresql://user:pw@, xp worker and xp run --queue redis://:pw@: the job runs, no password is shown, stored or on a command line', async () => {
+    const dir = queueDir('secrets');
+    const redisPort = await freePort();
+    redis = execa(
+      'redis-server',
+      ['-', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      { reject: false, stdout: 'ignore', stderr: 'ignore', input: `requirepass ${QUEUE_PASSWORD}\n` },
+    );
+    // The password goes in by a config file on stdin: not on redis-server's own command line.
+    await until('redis-server', async () => {
+      const ping = await execa(
+        'redis-cli',
+        ['-p', String(redisPort), '--no-auth-warning', '-a', QUEUE_PASSWORD, 'ping'],
+        {
+          reject: false,
+        },
+      );
+      return ping.stdout === 'PONG';
+    });
+    const queue = `redis://:${QUEUE_PASSWORD}@127.0.0.1:${redisPort}`;
+    const shownQueue = `redis://:***@127.0.0.1:${redisPort}`;
+
+    db = await createDatabase(`xp_hostile_secrets_${process.pid}`);
+    // Trust authentication on the test's PostgreSQL: a password in the URL is sent, and not needed.
+    const backend = db.url.replace('postgresql://postgres@', `postgresql://postgres:${DB_PASSWORD}@`);
+    const serverPort = await freePort();
+    xpServer = execa(
+      process.execPath,
+      [
+        bin,
+        'server',
+        '--backend',
+        backend,
+        '--artifacts',
+        path.join(dir, 'artifacts'),
+        '--host',
+        '127.0.0.1',
+        '--port',
+        String(serverPort),
+      ],
+      { reject: false, all: true, cwd: dir },
+    );
+    let serverOutput = '';
+    xpServer.all?.on('data', (chunk) => (serverOutput += chunk));
+    const mlflow = `http://127.0.0.1:${serverPort}`;
+    await until(
+      'xp server',
+      () => (xpServer?.exitCode !== null ? Promise.reject(new Error(serverOutput)) : isHealthy(mlflow)),
+      120_000,
+    );
+    // No command line on the machine carries a password: `ps` shows them to every user. (xp's own processes, with the
+    // test's arguments, are left out: the user typed those.)
+    const lines = fs
+      .readdirSync('/proc')
+      .filter((pid) => /^\d+$/.test(pid))
+      .map((pid) => {
+        try {
+          return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+        } catch {
+          return '';
+        }
+      })
+      .filter((line) => /mlflow|uvicorn|redis-server/.test(line) && !line.includes(bin));
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.filter((line) => all.some((secret) => line.includes(secret)))).toEqual([]);
+
+    const authProxy = await startBasicAuthProxy(mlflow, 'user', PASSWORD);
+    const tracking = `http://user:${PASSWORD}@127.0.0.1:${authProxy.port}`;
+    try {
+      // A worker has its own credentials for the server, as any MLflow client.
+      const worker = startQueueWorker('s1', queue, { MLFLOW_TRACKING_URI: tracking, HOME: home });
+      workers.push(worker);
+      await until('worker ready', () => worker.output().includes('waiting for jobs'), 120_000);
+      const file = sweepFile(
+        dir,
+        'queue-secrets',
+        'training: {epochs: 1, steps_per_epoch: 2, validation_steps: 2}\nsweep: {head.dropout: [0.1, 0.3]}',
+      );
+      const submitEnv = { MLFLOW_TRACKING_URI: tracking, XP_RUNS_DIR: path.join(dir, 'submitter-runs'), HOME: home };
+      const submitted = await queueXp(['run', file, '--queue', queue, '--wait', '--quiet'], submitEnv, dir);
+      expect(submitted.exitCode, submitted.all).toBe(0);
+      expect(submitted.all).toContain(`Queue ${shownQueue}: sweep `);
+      const status = await queueXp(['queue', 'status', '--queue', queue], submitEnv, dir);
+      expect(status.exitCode, status.all).toBe(0);
+      const client = createClient(mlflow);
+      const experiment = await client.getExperimentByName('queue-secrets');
+      const runs = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
+      expect(runs.map((r) => r.info.status)).toEqual(['FINISHED', 'FINISHED', 'FINISHED']);
+      expect(authProxy.refused).toBe(0);
+
+      const printed = [serverOutput, worker.output(), submitted.all, status.all].join('\n');
+      expect(serverOutput).toContain(`backend postgresql://postgres:***@127.0.0.1:5432/`);
+      const stored = [await redisContents(redisPort), JSON.stringify(runs)].join('\n');
+      expect(stored).toContain(`http://user:***@127.0.0.1:${authProxy.port}`);
+      for (const secret of all) {
+        expect(printed).not.toContain(secret);
+        expect(stored).not.toContain(secret);
+      }
+      const files = [dir, worker.dir].flatMap((d) => filesHoldingSecrets(d, all));
+      expect(files).toEqual([]);
+    } finally {
+      await authProxy.close();
+    }
+  }, 420_000);
 });
