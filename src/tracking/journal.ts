@@ -2,6 +2,7 @@
 // and a cursor file says how far delivery got (delivery.ts sends them).
 import fs from 'node:fs';
 import path from 'node:path';
+import { keepCredentials } from '../util/credentials.ts';
 import type { DatasetInput, RunStatus } from './client.ts';
 
 export const JOURNAL_FILE = 'mlflow-journal.jsonl';
@@ -148,7 +149,10 @@ function readRecords(file: string): JournalRecord[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     try {
-      records.push(JSON.parse(line) as JournalRecord);
+      const record = JSON.parse(line) as JournalRecord;
+      // A journal written before URLs were masked names its server with the password: known, and masked, here.
+      if (record.kind === 'run') record.uri = keepCredentials(record.uri);
+      records.push(record);
     } catch {
       // a line cut short by a crash: it was never sent, since sending follows the append
     }
