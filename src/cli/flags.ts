@@ -113,6 +113,23 @@ export function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgs
   ) as NonNullable<ParseArgsConfig['options']>;
 }
 
+/**
+ * A flag given an empty value (`--lock=`, `--queue=`, `--set ''`) is a slip, never "the default": `--queue=` would
+ * train here instead of queueing, `--lock=` pin into another file than the one named. Exit 2 naming the flag.
+ * (Deno's `--allow-*=` are read by parseGrants, with their own message.)
+ */
+export function refuseEmptyValues(flags: Record<string, Flag>, v: Values): void {
+  for (const [name, flag] of Object.entries(flags)) {
+    const value = v[name];
+    if (flag.type !== 'string' || flag.optionalValue || value === undefined) continue;
+    if (value === '' || (Array.isArray(value) && value.includes('')))
+      throw new XpError(
+        `--${name} is given an empty value: give --${name}${flag.arg ? ` ${flag.arg}` : ' a value'}, or leave the flag out`,
+        { exitCode: 2 },
+      );
+  }
+}
+
 export function sandboxOptions(v: Values): SandboxOptions {
   const list = (flag: string) => (v[flag] as string[] | undefined)?.map((value) => (value === ALONE ? null : value));
   const grants = parseGrants(

@@ -15,6 +15,7 @@ import {
   permissionFlags,
   positiveInt,
   queueFlag,
+  refuseEmptyValues,
   quiet,
   reload,
   sandboxOptions,
@@ -404,6 +405,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(commandHelp(command));
       return 0;
     }
+    refuseEmptyValues(command.flags, values as Values);
     return await command.run(positionals, values as Values);
   } catch (error) {
     return report(error, name, command);

@@ -1,6 +1,7 @@
-// Hostile permission flags: an empty grant (`--allow-read=`, `--allow-net=,`, `--allow-write=a,,b`) is an error
-// naming the flag, as in Deno, never "everything" nor "nothing". Through `xp check` as a user calls it, on a file from
-// the web (a local HTTP server on 127.0.0.1) that reads a local folder and logs to another tracking server.
+// Hostile flag values: an empty grant (`--allow-read=`, `--allow-net=,`, `--allow-write=a,,b`) is an error naming
+// the flag, as in Deno, never "everything" nor "nothing"; so is any other flag given an empty value (`--queue=` would
+// train here instead of queueing). Through `xp check` / `xp run` as a user calls them, on a file from the web (a
+// local HTTP server on 127.0.0.1) that reads a local folder and logs to another tracking server.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,6 +75,31 @@ describe('an empty grant is an error naming the flag (exit 2), for every --allow
     expect(named.stderr).not.toMatch(/--allow-read|empty/);
     expect(named.stderr).toEqual(alone.stderr);
   });
+});
+
+describe('any other flag given an empty value is an error naming it (exit 2), never its default', () => {
+  for (const args of [
+    ['run', 'local.yaml', '--dry-run', '--queue='],
+    ['run', 'local.yaml', '--dry-run', '--lock='],
+    ['run', 'local.yaml', '--dry-run', '--data-dir='],
+    ['check', 'local.yaml', '--set='],
+    ['sync', '--to='],
+  ]) {
+    const flag = args[args.length - 1].slice(0, -1);
+    test(`xp ${args.join(' ')}`, async () => {
+      fs.writeFileSync(
+        path.join(tmp, 'local.yaml'),
+        'name: local\ndata: {url: https://example.com/d.zip, train: d/train, validation: d/validation}\nbackbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}\ntracking: {enabled: false}\n',
+      );
+      const r = await xp(args);
+      expect(r.exitCode, r.stdout + r.stderr).toBe(2);
+      expect(r.stderr.trim().split('\n')).toEqual([
+        expect.stringMatching(
+          new RegExp(`^xp \\w+: ${flag} is given an empty value: give ${flag} \\S+, or leave the flag out$`),
+        ),
+      ]);
+    });
+  }
 });
 
 describe('parseGrants', () => {
