@@ -2,9 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
-import { runUrl } from '../tracking/client.ts';
+import { runUrl, uiUrl } from '../tracking/client.ts';
 import { startServer, stopKeptServer, type TrackingServer } from '../tracking/server.ts';
-import { resolveTrackingUri } from '../tracking/uri.ts';
+import { resolveTrackingUri, trackingUriFromEnv } from '../tracking/uri.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
 const storeDir = mlflowStoreDir;
@@ -17,7 +17,7 @@ export async function runsCommand(
   const { storedRuns } = await import('../tracking/store.ts');
   // No server is started: a running one answers, else the embedded store's file is read directly.
   const { rows, from, offline } = await storedRuns({
-    uri: process.env.MLFLOW_TRACKING_URI || undefined,
+    uri: trackingUriFromEnv(),
     storeDir: storeDir(),
     experimentName,
     includeSweeps: opts.all,
@@ -62,9 +62,10 @@ export async function uiCommand(opts: { port?: number; runDir?: string; stop?: b
     return 0;
   }
   const run = opts.runDir ? await loggedRun(opts.runDir) : undefined;
-  const page = (uri: string) => (run ? runUrl(uri, run.experimentId, run.runId) : uri.replace(/\/+$/, ''));
-  if (process.env.MLFLOW_TRACKING_URI) {
-    console.log(`MLflow UI: ${page(process.env.MLFLOW_TRACKING_URI)} (MLFLOW_TRACKING_URI)`);
+  const page = (uri: string) => (run ? runUrl(uri, run.experimentId, run.runId) : uiUrl(uri));
+  const fromEnv = trackingUriFromEnv();
+  if (fromEnv) {
+    console.log(`MLflow UI: ${page(fromEnv)} (MLFLOW_TRACKING_URI)`);
     return 0;
   }
   const server = await startServer({ storeDir: storeDir(), port: opts.port });

@@ -1,6 +1,7 @@
 // Reads an experiment file as YAML, defensively: a size limit, duplicate and reserved keys found in one pass,
 // alias expansion bounded, and each parser error reported once per position. Keeps node positions so that
-// every later problem can say `file:line:col`.
+// every later problem can say `file:line:col`. A password written in a URL value (`tracking.uri`, `data.url`,
+// `extends`) leaves here masked: xp keeps it for the requests to that server only (util/credentials.ts).
 import fs from 'node:fs';
 import YAML, {
   isAlias,
@@ -15,6 +16,7 @@ import YAML, {
   type Pair,
   type YAMLMap,
 } from 'yaml';
+import { keepCredentials } from '../util/credentials.ts';
 import { ConfigProblems, type Problem } from './problems.ts';
 
 /** Experiment files are a few kilobytes; anything this large is a mistake or an attack. */
@@ -83,7 +85,7 @@ export function parseText(text: string, file: string): Source {
       ),
     ]);
   }
-  return { value, position: positions(doc, lineCounter) };
+  return { value: withoutPasswords(value), position: positions(doc, lineCounter) };
 }
 
 /** Parses one command-line value (`--set key=VALUE`) with the same limits; throws a plain Error with the reason. */
@@ -93,10 +95,20 @@ export function parseValue(text: string): unknown {
   const problem = walk(doc)[0];
   if (problem) throw new Error(problem.message);
   try {
-    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    return withoutPasswords(doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }));
   } catch (error) {
     throw new Error(`YAML aliases: ${(error as Error).message.split('\n')[0]}`);
   }
+}
+
+/** The parsed data with every URL password kept for this process and masked in the data. */
+function withoutPasswords<T>(value: T): T {
+  if (typeof value === 'string') return keepCredentials(value) as T;
+  if (Array.isArray(value)) return value.map(withoutPasswords) as T;
+  if (typeof value === 'object' && value !== null) {
+    for (const [key, child] of Object.entries(value)) (value as Record<string, unknown>)[key] = withoutPasswords(child);
+  }
+  return value;
 }
 
 export function readText(file: string): string {

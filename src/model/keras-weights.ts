@@ -14,6 +14,7 @@ import { DownloadError, fetchToFile } from '../remote/fetch.ts';
 import { readKerasH5Shapes } from './h5.ts';
 import { MAX_WEIGHTS_BYTES } from './remote-weights.ts';
 import { cacheDir } from '../paths.ts';
+import { keepCredentials } from '../util/credentials.ts';
 
 export const KERAS_WEIGHTS_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/';
 
@@ -117,7 +118,7 @@ export async function kerasWeightsPath(spec: KerasWeightsFile, opts: KerasWeight
   const md5 = opts.md5 ?? spec.md5;
   const kerasDir = opts.kerasDir ?? defaultKerasDir();
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
-  const base = opts.weightsBaseUrl ?? process.env.XP_KERAS_WEIGHTS_URL ?? KERAS_WEIGHTS_URL;
+  const base = opts.weightsBaseUrl ?? keepCredentials(process.env.XP_KERAS_WEIGHTS_URL) ?? KERAS_WEIGHTS_URL;
   const url = new URL(spec.urlPath, base.endsWith('/') ? base : `${base}/`).href;
   const inKeras = path.join(kerasDir, spec.file);
   if ((await exists(inKeras)) && !(await verify(inKeras, md5))) return pinCopy(url, inKeras);

@@ -3,7 +3,8 @@
 // reaches Redis once first (openQueueOnce): a Redis that never answered, or lacks the URL's database, is an error
 // within seconds; only a Redis that answered once is waited for (reconnected to) when it goes away.
 import { XpError } from '../errors.ts';
-import { withoutPassword } from '../util/url.ts';
+import { keepCredentials, withCredentials } from '../util/credentials.ts';
+import { redactUrl } from '../util/url.ts';
 
 /** The BullMQ queue every sweep's jobs go to; a job's data names its sweep. */
 export const QUEUE_NAME = 'xp-trials';
@@ -19,16 +20,19 @@ export interface QueueConnection {
   maxRetriesPerRequest: null;
 }
 
-/** The queue's URL from the flag or XP_QUEUE_URL; undefined when neither is given. */
+/** The queue's URL (as shown: its password masked) from the flag or XP_QUEUE_URL; undefined when neither is given. */
 export function queueUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  return flag || env.XP_QUEUE_URL || undefined;
+  return keepCredentials(flag || env.XP_QUEUE_URL) || undefined;
 }
 
-/** redis://[user:password@]host[:port][/db] (rediss:// for TLS) as ioredis options; anything else is refused. */
+/**
+ * redis://[user:password@]host[:port][/db] (rediss:// for TLS) as ioredis options; anything else is refused. A
+ * masked password is the one given with the URL (util/credentials.ts).
+ */
 export function connectionOf(url: string, from = '--queue'): QueueConnection {
   let parsed: URL;
   try {
-    parsed = new URL(url);
+    parsed = new URL(withCredentials(url));
   } catch {
     throw badUrl(url, from);
   }
@@ -47,7 +51,7 @@ export function connectionOf(url: string, from = '--queue'): QueueConnection {
 }
 
 /** The URL without its password, to print. */
-export const shownUrl = withoutPassword;
+export const shownUrl = redactUrl;
 
 /**
  * XP_QUEUE_LOCK_SECONDS (default 30, BullMQ's own): how long a job stays with a worker after its last sign of life.

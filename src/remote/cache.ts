@@ -13,6 +13,7 @@ import { pin } from '../lock/pin.ts';
 import { remoteCacheDir } from '../paths.ts';
 import { fetchToFile } from './fetch.ts';
 import { refusedUrl, urlFileName } from './url.ts';
+import { authorizationFor } from '../util/credentials.ts';
 
 export interface RemoteFile {
   url: string;
@@ -59,6 +60,8 @@ async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
   const temp = path.join(root, `.${randomBytes(6).toString('hex')}.part`);
   try {
     const { sha256 } = await fetchToFile(url, temp, { maxBytes: opts.maxBytes });
+    // What a password was needed for is private: its copy is the user's alone.
+    if (authorizationFor(url)) await fs.chmod(temp, 0o600);
     const file = path.join(root, sha256, urlFileName(url));
     await fs.mkdir(path.dirname(file), { recursive: true });
     await fs.rename(temp, file);

@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { XpError } from '../errors.ts';
 import { refusedUrl } from './url.ts';
+import { fetchWithCredentials } from '../util/credentials.ts';
 
 export interface DownloadLimits {
   /** Seconds to wait for the server's first answer. */
@@ -227,7 +228,7 @@ async function fetchFollowing(url: string, signal: AbortSignal): Promise<Respons
   const checked = !refusedUrl(url);
   let at = url;
   for (let hop = 0; ; hop++) {
-    const response = await fetch(at, { signal, redirect: 'manual' });
+    const response = await fetchWithCredentials(at, { signal, redirect: 'manual' });
     const location = response.headers.get('location');
     if (response.status < 300 || response.status >= 400 || !location) return response;
     await response.body?.cancel();

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { keepCredentials } from '../util/credentials.ts';
 import { processAlive } from '../util/process.ts';
 import type { DatasetInput, RunStatus } from './client.ts';
 
@@ -182,7 +183,10 @@ function readRecords(file: string): JournalRecord[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     try {
-      records.push(JSON.parse(line) as JournalRecord);
+      const record = JSON.parse(line) as JournalRecord;
+      // A journal written before URLs were masked names its server with the password: known, and masked, here.
+      if (record.kind === 'run') record.uri = keepCredentials(record.uri);
+      records.push(record);
     } catch {
       // a line cut short by a crash: it was never sent, since sending follows the append
     }

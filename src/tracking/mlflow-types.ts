@@ -1,5 +1,6 @@
 // The MLflow REST API's records as xp uses them, its error, and its request limits: plain data, no I/O.
 import { TrackingError } from '../errors.ts';
+import { withoutUserinfo } from '../util/url.ts';
 
 export interface Credentials {
   username?: string;
@@ -121,9 +122,12 @@ export function chunkBatch(batch: Required<Batch>): Required<Batch>[] {
   return chunks;
 }
 
-/** The run's page in the MLflow UI. */
+/** The run's page in the MLflow UI; a link carries no user info (the browser asks for the password itself). */
 export const runUrl = (uri: string, experimentId: string, runId: string) =>
-  `${uri.replace(/\/+$/, '')}/#/experiments/${experimentId}/runs/${runId}`;
+  `${uiUrl(uri)}/#/experiments/${experimentId}/runs/${runId}`;
+
+/** The MLflow UI at `uri`, as a link: without user info or a trailing slash. */
+export const uiUrl = (uri: string) => withoutUserinfo(uri).replace(/\/+$/, '');
 
 export function toKeyValues(record: Record<string, string>): KeyValue[] {
   return Object.entries(record).map(([key, value]) => ({ key, value }));

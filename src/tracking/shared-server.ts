@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TrackingError } from '../errors.ts';
 import { mlflowBin } from '../paths.ts';
-import { withoutPassword } from '../util/url.ts';
+import { withCredentials } from '../util/credentials.ts';
+import { redactUrl } from '../util/url.ts';
 import { isHealthy } from './server.ts';
 
 export interface SharedServerOptions {
@@ -24,7 +25,7 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
   const scheme = /^([a-z0-9+]+):\/\//i.exec(options.backend)?.[1]?.toLowerCase();
   if (!scheme || !BACKENDS.includes(scheme)) {
     throw new TrackingError(
-      `--backend must be a database URL MLflow can store runs in; got "${withoutPassword(options.backend)}"`,
+      `--backend must be a database URL MLflow can store runs in; got "${redactUrl(options.backend)}"`,
       {
         hint: 'e.g. postgresql://mlflow:secret@db-host:5432/mlflow (the database must exist: createdb mlflow)',
       },
@@ -37,8 +38,6 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
   fs.mkdirSync(artifacts, { recursive: true });
   const args = [
     'server',
-    '--backend-store-uri',
-    options.backend,
     '--artifacts-destination',
     artifacts,
     '--serve-artifacts',
@@ -55,7 +54,8 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
     stdout: 'inherit',
     stderr: 'inherit',
     reject: false,
-    env: { MLFLOW_SERVER_ENABLE_JOB_EXECUTION: 'false' },
+    // The database URL (with its password) goes by the environment: a command line is visible to every user (ps).
+    env: { MLFLOW_SERVER_ENABLE_JOB_EXECUTION: 'false', MLFLOW_BACKEND_STORE_URI: withCredentials(options.backend) },
   });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
@@ -65,7 +65,7 @@ export async function serveShared(options: SharedServerOptions): Promise<number>
   void (async () => {
     while (!done && !(await isHealthy(local))) await new Promise((resolve) => setTimeout(resolve, 500));
     if (done) return;
-    options.log(`MLflow for the queue: ${local} (backend ${withoutPassword(options.backend)}, artifacts ${artifacts})`);
+    options.log(`MLflow for the queue: ${local} (backend ${redactUrl(options.backend)}, artifacts ${artifacts})`);
     options.log(
       `Workers and submitters on other machines: MLFLOW_TRACKING_URI=http://<this machine's address>:${options.port}`,
     );

@@ -6,10 +6,11 @@ import crypto from 'node:crypto';
 import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
 import { isBetter, metricGoal, type Goal } from '../config/metrics.ts';
 import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
-import { runUrl, type MlflowClient } from './client.ts';
+import { runUrl, uiUrl, type MlflowClient } from './client.ts';
 import { listRuns, type RunRow } from './compare.ts';
 import { quickClient } from './session.ts';
 import { storedRuns } from './store.ts';
+import { trackingUriFromEnv } from './uri.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 
 /** What the sweep needs of a trial trained by this command. */
@@ -54,7 +55,7 @@ export function sweepHash(loaded: Pick<LoadedExperiment, 'base' | 'sweep'>): str
  */
 export function compareUrl(uri: string, experimentIds: string[], runIds: string[]): string {
   const list = (values: string[]) => encodeURIComponent(JSON.stringify([...new Set(values)]));
-  return `${uri.replace(/\/+$/, '')}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}&workflowType=machine_learning`;
+  return `${uiUrl(uri)}/#/compare-runs?runs=${list(runIds)}&experiments=${list(experimentIds)}&workflowType=machine_learning`;
 }
 
 /** The best candidate under the sweep's goal; candidates without a value do not compete; a tie goes to the earlier one. */
@@ -344,7 +345,7 @@ export async function finishedTrials(
 ): Promise<Map<string, RunRow>> {
   const experimentName = env.MLFLOW_EXPERIMENT_NAME || loaded.base.tracking.experiment_name || loaded.base.name;
   const { rows } = await storedRuns({
-    uri: loaded.base.tracking.uri ?? (env.MLFLOW_TRACKING_URI || undefined),
+    uri: loaded.base.tracking.uri ?? trackingUriFromEnv(env),
     storeDir,
     experimentName,
   });

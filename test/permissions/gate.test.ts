@@ -24,7 +24,7 @@ const experiment = (over: { data?: object; backbone?: object; tracking?: object 
 describe('Deno permission flags', () => {
   it('reads --allow-x alone as everything, =list as those paths (and below) or hosts (any port unless one is given)', () => {
     const g = parseGrants(
-      { read: ['data,/srv/weights'], net: ['Example.com', 'mlflow.lan:5000'], write: [''] },
+      { read: ['data,/srv/weights'], net: ['Example.com', 'mlflow.lan:5000'], write: [null] },
       false,
       '/home/u',
     );
