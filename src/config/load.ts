@@ -9,6 +9,7 @@ import {
   countTrials,
   DEFAULT_MAX_TRIALS,
   expandSweep,
+  isSearch,
   normalizeSweep,
   setPath,
   SweepSpecError,
@@ -128,6 +129,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
         );
       }
     }
+    if (!sweepProblems.length) for (const p of searchProblems(sweep, sweepRaw, base)) at(p, '', ['sweep']);
     if (!sweepProblems.length)
       assignments = expandWithinLimit(sweep, sweepRaw, opts.maxTrials ?? DEFAULT_MAX_TRIALS, at) ?? assignments;
   }
@@ -248,6 +250,40 @@ function expandWithinLimit(
     );
     return undefined;
   }
+}
+
+// What the schema cannot say of early_terminate: it needs a search, and epochs left to stop trials in.
+function searchProblems(
+  sweep: SweepConfig,
+  sweepRaw: Record<string, unknown>,
+  base: Record<string, any>,
+): FieldProblem[] {
+  const stop = sweep.early_terminate;
+  if (!stop) return [];
+  const at = (path: string[], message: string) => ({ path, atKey: true, message });
+  if (!isSearch(sweep))
+    return [
+      at(
+        ['sweep', 'early_terminate'],
+        `early_terminate needs method: tpe (got method: ${sweep.method}, whose trials each train to their last epoch)`,
+      ),
+    ];
+  if ('training.epochs' in sweep.parameters)
+    return [
+      at(
+        sweepKeyPath(sweepRaw, 'training.epochs'),
+        'training.epochs cannot be swept under early_terminate: it is the most a trial trains; set it once',
+      ),
+    ];
+  const epochs = base.training?.epochs;
+  if (typeof epochs === 'number' && stop.min_epochs >= epochs)
+    return [
+      at(
+        ['sweep', 'early_terminate', 'min_epochs'],
+        `early_terminate.min_epochs (${stop.min_epochs}) must be below training.epochs (${epochs}), or no trial could be stopped`,
+      ),
+    ];
+  return [];
 }
 
 // Sweep schema problems come at sweep.<key> or sweep.parameters.<key>; the flag that gave them is --sweep <key>.
