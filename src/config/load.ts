@@ -13,8 +13,10 @@ import {
   normalizeSweep,
   setPath,
   SweepSpecError,
+  trialName,
   type Assignment,
 } from './sweep.ts';
+import { ConfigError } from '../errors.ts';
 import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts';
 import { compose, type FieldPath } from './compose.ts';
 import { applyOverrides, flagText, overrideAt, parseOverrides, type Override } from './overrides.ts';
@@ -250,6 +252,34 @@ function expandWithinLimit(
     );
     return undefined;
   }
+}
+
+/**
+ * A trial a search asked for, resolved as a listed sweep's trials are: the base experiment with the values set,
+ * defaults filled in, checked against the schema (the bounds were checked before training).
+ */
+export function resolveTrial(
+  loaded: Pick<LoadedExperiment, 'base' | 'sweep'>,
+  index: number,
+  values: Assignment,
+): ResolvedTrial {
+  const { sweep: _sweep, ...base } = structuredClone(loaded.base) as Experiment;
+  const experiment = base as Record<string, any>;
+  for (const [key, value] of Object.entries(values)) setPath(experiment, key.split('.'), value);
+  const name = trialName(values);
+  const problems = validate(experiment);
+  if (problems.length)
+    throw new ConfigError(`trial ${index} (${name}): ${problems.map((p) => p.message).join('; ')}`, {
+      hint: 'the search asked for values the experiment refuses: narrow the sweep parameters',
+    });
+  if (loaded.sweep) experiment.sweep = loaded.sweep;
+  return {
+    index,
+    name,
+    values,
+    experiment: deepFreeze(experiment as Experiment),
+    configHash: configHash(experiment as Experiment),
+  };
 }
 
 // What the schema cannot say of early_terminate: it needs a search, and epochs left to stop trials in.
