@@ -54,8 +54,9 @@ export function roundSize(sweep: SweepConfig, perHead: number, available = avail
   const batch = Math.max(1, Math.min(trials, fit));
   return {
     batch,
-    why: `auto: ${mb(perHead)} per head (weights, gradient, optimizer slots), half of ${mb(available)} available fits ${fit}${fit > trials ? `, capped at trials ${trials}` : ''}`,
+    why: `auto: ${mb(perHead)} per head (weights, gradient, optimizer slots), half of ${mb(available)} available fits ${fit.toLocaleString('en-US')}${fit > trials ? `, capped at trials ${trials}` : ''}`,
   };
 }
 
-const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MB`;
+const mb = (bytes: number) =>
+  bytes < 2 ** 20 ? `${(bytes / 2 ** 10).toFixed(0)} KB` : `${(bytes / 2 ** 20).toFixed(0)} MB`;
