@@ -89,6 +89,8 @@ export interface EarlyStoppingReport {
 export interface RunEndInfo {
   status: 'FINISHED' | 'FAILED' | 'KILLED';
   error?: string;
+  /** A search's pruner stopped the run after this epoch (it ends KILLED, tagged xp.pruned_at_epoch). */
+  prunedAt?: { epoch: number; reason: string };
   bestEpoch?: number;
   /** The saved model on the whole validation set; absent when nothing was trained. */
   result?: RunResult;
@@ -134,3 +136,6 @@ export function loggedHeadlineValue(metrics: Record<string, number>, metric: str
  * next step; a queue worker told to stop finishes its epoch first. Either way the run ends KILLED, resumable.
  */
 export type StopCheck = (at: 'step' | 'epoch') => boolean;
+
+/** Asked after an epoch of a search's trial: the reason its pruner stops it there, or undefined to go on. */
+export type PruneCheck = (epoch: number, logs: EpochLogs) => Promise<string | undefined>;

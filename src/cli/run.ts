@@ -15,6 +15,9 @@ import { groupTrials, trainersOf } from '../train/sharing.ts';
 import { summaryLines } from '../train/summary.ts';
 import { interruptible } from './interrupt.ts';
 import { queueUrl } from '../queue/connection.ts';
+import { isSearch } from '../config/sweep.ts';
+import { studyPlace } from '../search/run.ts';
+import { XpError } from '../errors.ts';
 
 export interface RunOptions {
   set?: string[];
@@ -82,6 +85,12 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     }
     return code;
   }
+  const search = isSearch(loaded.sweep);
+  if (search && (opts.parallel > 1 || opts.only || queueUrl(opts.queue)))
+    throw new XpError(`${file}: a search (method: ${loaded.sweep!.method}) runs its rounds in this process`, {
+      hint: '--parallel and --queue work with grid and random sweeps; run the search without them',
+      exitCode: 2,
+    });
   const queue = opts.only ? undefined : queueUrl(opts.queue);
   if (queue)
     return (await import('./run-queued.ts')).runQueued(
@@ -108,14 +117,15 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
             uri: tracking.uri,
             experimentName: tracking.experimentName,
             loaded,
-            trials,
+            // A search's trials are asked as it goes: none is known (or FINISHED) before it starts.
+            trials: search ? [] : trials,
             rerun: opts.rerun,
             sourceFile: file,
             log,
           })
         : undefined;
-    const toRun = sweep?.trials ?? trials;
-    if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
+    const toRun = search ? [] : (sweep?.trials ?? trials);
+    if (!toRun.length && !search) progress.line('Every trial of this sweep has FINISHED already.');
     if (!opts.resume && !opts.only) sayResumable(toRun, file, log);
     // A child of --parallel finds the same runs to resume as its parent, which has said which.
     const planned = opts.resume
@@ -133,8 +143,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       backup: opts.backup,
       resume: planned.resume,
     };
-    const outcomes =
-      opts.parallel > 1 && groups.length > 1
+    const outcomes = search
+      ? await (await import('../search/run.ts')).runSearch({ ...ctx, resume: opts.resume, share: opts.share })
+      : opts.parallel > 1 && groups.length > 1
         ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts, lockFile) })
         : await runInProcess(groups, ctx);
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
@@ -169,6 +180,7 @@ async function dryRun(
   opts: RunOptions,
   progress: Progress,
 ): Promise<number> {
+  if (isSearch(loaded.sweep)) return dryRunSearch(file, loaded, progress);
   const groups = groupTrials(trials, opts.share);
   progress.line(
     `${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`,
@@ -197,6 +209,30 @@ async function dryRun(
   if (finished.size)
     progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
   if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
+  return 0;
+}
+
+/** A search asks its trials as it goes: what it will do, where its study lives, and the most it can cost. */
+function dryRunSearch(file: string, loaded: LoadedExperiment, progress: Progress): number {
+  const sweep = loaded.sweep!;
+  const epochs = loaded.base.training.epochs;
+  const trials = sweep.trials ?? 10;
+  const stop = sweep.early_terminate;
+  progress.line(
+    `${file}: a ${sweep.method} search of ${trials} trials by ${sweep.metric}, rounds of ${sweep.batch ?? 'auto'} trial(s) (auto: computed from memory when it runs)`,
+  );
+  progress.line(`  parameters: ${Object.keys(sweep.parameters).join(', ')}`);
+  if (stop) {
+    const rungs = [];
+    for (let r = stop.min_epochs; r < epochs; r *= stop.eta) rungs.push(r);
+    progress.line(
+      stop.type === 'median'
+        ? `  early_terminate median: after each epoch from ${stop.min_epochs}, a trial below the finished trials' median stops`
+        : `  early_terminate ${stop.type}: rungs after epoch ${rungs.join(', ')}; 1/${stop.eta} of a rung's trials go on`,
+    );
+  }
+  progress.line(`  at most ${trials * epochs} trial-epochs (${trials} trials x ${epochs} epochs)`);
+  progress.line(`  study: ${studyPlace(loaded).file} (running the file again continues it)`);
   return 0;
 }
 
@@ -255,7 +291,8 @@ export function summarize(outcomes: Outcome[], progress: Progress, mode: OutputM
     const imagesPerSecond = o.history.length
       ? o.history.reduce((a, h) => a + h.images_per_second, 0) / o.history.length
       : 0;
-    progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${o.status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
+    const status = o.prunedAt ? `stopped by the search after epoch ${o.prunedAt.epoch}` : o.status;
+    progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
     for (const line of summaryLines(o)) progress.line(line);
     if (o.history.length)
       progress.line(`  time: ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);

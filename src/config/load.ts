@@ -9,11 +9,14 @@ import {
   countTrials,
   DEFAULT_MAX_TRIALS,
   expandSweep,
+  isSearch,
   normalizeSweep,
   setPath,
   SweepSpecError,
+  trialName,
   type Assignment,
 } from './sweep.ts';
+import { ConfigError } from '../errors.ts';
 import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts';
 import { compose, type FieldPath } from './compose.ts';
 import { applyOverrides, flagText, overrideAt, parseOverrides, type Override } from './overrides.ts';
@@ -129,6 +132,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
         );
       }
     }
+    if (!sweepProblems.length) for (const p of searchProblems(sweep, sweepRaw, base)) at(p, '', ['sweep']);
     if (!sweepProblems.length)
       assignments = expandWithinLimit(sweep, sweepRaw, opts.maxTrials ?? DEFAULT_MAX_TRIALS, at) ?? assignments;
   }
@@ -259,6 +263,68 @@ function expandWithinLimit(
     );
     return undefined;
   }
+}
+
+/**
+ * A trial a search asked for, resolved as a listed sweep's trials are: the base experiment with the values set,
+ * defaults filled in, checked against the schema (the bounds were checked before training).
+ */
+export function resolveTrial(
+  loaded: Pick<LoadedExperiment, 'base' | 'sweep'>,
+  index: number,
+  values: Assignment,
+): ResolvedTrial {
+  const { sweep: _sweep, ...base } = structuredClone(loaded.base) as Experiment;
+  const experiment = base as Record<string, any>;
+  for (const [key, value] of Object.entries(values)) setPath(experiment, key.split('.'), value);
+  const name = trialName(values);
+  const problems = validate(experiment);
+  if (problems.length)
+    throw new ConfigError(`trial ${index} (${name}): ${problems.map((p) => p.message).join('; ')}`, {
+      hint: 'the search asked for values the experiment refuses: narrow the sweep parameters',
+    });
+  if (loaded.sweep) experiment.sweep = loaded.sweep;
+  return {
+    index,
+    name,
+    values,
+    experiment: deepFreeze(experiment as Experiment),
+    configHash: configHash(experiment as Experiment),
+  };
+}
+
+// What the schema cannot say of early_terminate: it needs a search, and epochs left to stop trials in.
+function searchProblems(
+  sweep: SweepConfig,
+  sweepRaw: Record<string, unknown>,
+  base: Record<string, any>,
+): FieldProblem[] {
+  const stop = sweep.early_terminate;
+  if (!stop) return [];
+  const at = (path: string[], message: string) => ({ path, atKey: true, message });
+  if (!isSearch(sweep))
+    return [
+      at(
+        ['sweep', 'early_terminate'],
+        `early_terminate needs method: tpe (got method: ${sweep.method}, whose trials each train to their last epoch)`,
+      ),
+    ];
+  if ('training.epochs' in sweep.parameters)
+    return [
+      at(
+        sweepKeyPath(sweepRaw, 'training.epochs'),
+        'training.epochs cannot be swept under early_terminate: it is the most a trial trains; set it once',
+      ),
+    ];
+  const epochs = base.training?.epochs;
+  if (typeof epochs === 'number' && stop.min_epochs >= epochs)
+    return [
+      at(
+        ['sweep', 'early_terminate', 'min_epochs'],
+        `early_terminate.min_epochs (${stop.min_epochs}) must be below training.epochs (${epochs}), or no trial could be stopped`,
+      ),
+    ];
+  return [];
 }
 
 // Sweep schema problems come at sweep.<key> or sweep.parameters.<key>; the flag that gave them is --sweep <key>.

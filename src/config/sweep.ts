@@ -1,6 +1,6 @@
 // Expands a sweep into trials: a grid (cartesian product) or seeded random draws.
 import { createRng, type Rng } from '../util/random.ts';
-import type { SweepConfig, SweepDistribution } from './types.ts';
+import { SEARCH_METHODS, type SweepConfig, type SweepDistribution } from './types.ts';
 import { metricGoal } from './metrics.ts';
 
 export type Assignment = Record<string, unknown>; // dotted path -> value
@@ -14,7 +14,7 @@ export interface Trial {
 /** Trials a sweep may have unless the user raises the limit (`--max-trials`): a typo in a grid should not run for weeks. */
 export const DEFAULT_MAX_TRIALS = 10_000;
 
-const RESERVED = ['method', 'trials', 'seed', 'metric', 'goal', 'parameters'];
+const RESERVED = ['method', 'trials', 'batch', 'early_terminate', 'seed', 'metric', 'goal', 'parameters'];
 
 /** Sweep keys with a dot are parameters; `parameters:` holds the same, W&B style. */
 export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number): SweepConfig {
@@ -24,6 +24,10 @@ export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number
   return {
     method: (raw.method as SweepConfig['method']) ?? 'grid',
     trials: raw.trials as number | undefined,
+    ...(raw.batch !== undefined ? { batch: raw.batch as SweepConfig['batch'] } : {}),
+    ...(raw.early_terminate !== undefined
+      ? { early_terminate: raw.early_terminate as SweepConfig['early_terminate'] }
+      : {}),
     seed: (raw.seed as number) ?? defaultSeed,
     metric,
     goal: (raw.goal as SweepConfig['goal']) ?? metricGoal(metric),
@@ -33,7 +37,7 @@ export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number
 
 /** How many trials a sweep has, computed without expanding it (a grid's size is the product of its lists'). */
 export function countTrials(sweep: SweepConfig): number {
-  if (sweep.method === 'random') return sweep.trials ?? DEFAULT_RANDOM_TRIALS;
+  if (sweep.method !== 'grid') return sweep.trials ?? DEFAULT_RANDOM_TRIALS;
   return Object.entries(sweep.parameters).reduce(
     (n, [key, spec]) => n * (Array.isArray(spec) ? spec.length : gridSizeOf(spec, key)),
     1,
@@ -42,9 +46,21 @@ export function countTrials(sweep: SweepConfig): number {
 
 const DEFAULT_RANDOM_TRIALS = 10;
 
+/** Whether the sweep is a search: its trials are asked round by round (src/search), not listed here. */
+export const isSearch = (sweep: SweepConfig | undefined): boolean =>
+  (SEARCH_METHODS as readonly string[]).includes(sweep?.method ?? '');
+
+/**
+ * A list sweep's trials; a search's probes instead: every parameter at its lower bound, then at its upper bound,
+ * so that the checks before training see the extremes any asked trial lies between.
+ */
 export function expandSweep(sweep: SweepConfig): Trial[] {
   const keys = Object.keys(sweep.parameters);
-  const assignments = sweep.method === 'random' ? randomAssignments(sweep, keys) : gridAssignments(sweep, keys);
+  const assignments = isSearch(sweep)
+    ? probeAssignments(sweep, keys)
+    : sweep.method === 'random'
+      ? randomAssignments(sweep, keys)
+      : gridAssignments(sweep, keys);
   return assignments.map((values, i) => ({ index: i + 1, values, name: trialName(values) }));
 }
 
@@ -56,6 +72,29 @@ function gridAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
     out = out.flatMap((a) => values.map((v) => ({ ...a, [key]: v })));
   }
   return out;
+}
+
+function probeAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
+  const bounds = keys.map((k) => boundsOf(sweep.parameters[k], k));
+  const at = (end: 0 | 1) => Object.fromEntries(keys.map((k, i) => [k, bounds[i][end]]));
+  return JSON.stringify(at(0)) === JSON.stringify(at(1)) ? [at(0)] : [at(0), at(1)];
+}
+
+/** The first and last value a parameter can take; a distribution without usable bounds is an error here. */
+function boundsOf(spec: unknown[] | SweepDistribution, key: string): [unknown, unknown] {
+  if (Array.isArray(spec)) return [spec[0], spec[spec.length - 1]];
+  const { distribution, min, max, values } = spec;
+  if (distribution === 'choice') {
+    if (!values) throw new SweepSpecError(key, 'choice needs values');
+    return [values[0], values[values.length - 1]];
+  }
+  if (min === undefined || max === undefined || !(max >= min))
+    throw new SweepSpecError(key, `${distribution} needs min and max, min <= max`);
+  if (distribution === 'log_uniform' && min <= 0)
+    throw new SweepSpecError(key, `log_uniform needs min > 0 (got ${min})`);
+  if (distribution === 'int' && !(Number.isInteger(min) && Number.isInteger(max)))
+    throw new SweepSpecError(key, 'int needs integer min and max');
+  return [min, max];
 }
 
 function gridValuesOf(spec: SweepDistribution, key: string): unknown[] {
@@ -76,7 +115,7 @@ function gridSizeOf(spec: SweepDistribution, key: string): number {
   }
   throw new SweepSpecError(
     key,
-    `a ${spec.distribution} distribution needs method: random (grid takes lists, choice or small int ranges)`,
+    `a ${spec.distribution} distribution needs method: random or tpe (grid takes lists, choice or small int ranges)`,
   );
 }
 

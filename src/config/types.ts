@@ -99,9 +99,22 @@ export interface SweepDistribution {
   max?: number;
   values?: unknown[];
 }
+export const SWEEP_METHODS = ['grid', 'random', 'tpe'] as const;
+export const EARLY_TERMINATE_TYPES = ['asha', 'hyperband', 'median'] as const;
+/** Methods that ask each round of trials from the results so far (a search) instead of listing them up front. */
+export const SEARCH_METHODS = ['tpe'] as const;
+export type SweepMethod = (typeof SWEEP_METHODS)[number];
+export interface EarlyTerminateConfig {
+  type: (typeof EARLY_TERMINATE_TYPES)[number];
+  min_epochs: number;
+  eta: number;
+}
 export interface SweepConfig {
-  method: 'grid' | 'random';
+  method: SweepMethod;
   trials?: number;
+  /** Trials asked per round of a search; auto: as many as fit in memory. */
+  batch?: number | 'auto';
+  early_terminate?: EarlyTerminateConfig;
   seed?: number;
   metric: string;
   goal: 'maximize' | 'minimize';

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
-import type { Callbacks, StopCheck } from '../events.ts';
+import type { Callbacks, PruneCheck, StopCheck } from '../events.ts';
 import { LockError } from '../errors.ts';
 import { repoRoot, runsRoot } from '../paths.ts';
 import type { TrackingSession } from '../tracking/session.ts';
@@ -14,7 +14,16 @@ import { damagedBackup, findResumable, type ResumableRun } from '../train/run-fo
 
 export type Outcome = Pick<
   TrialOutcome,
-  'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds' | 'result' | 'earlyStopping'
+  | 'name'
+  | 'runDir'
+  | 'status'
+  | 'error'
+  | 'history'
+  | 'bestEpoch'
+  | 'wallSeconds'
+  | 'result'
+  | 'earlyStopping'
+  | 'prunedAt'
 > & {
   mlflowRunId?: string;
   experimentId?: string;
@@ -35,6 +44,8 @@ export interface TrialsContext {
   resume?: Map<number, ResumableRun>;
   /** More callbacks for a trial, beside tracking's (a queue worker reports each epoch to the submitter). */
   observe?: (trial: ResolvedTrial) => Callbacks;
+  /** A search's pruner for a trial, asked after each of its epochs but the last. */
+  prune?: (trial: ResolvedTrial) => PruneCheck;
 }
 
 /** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
@@ -101,6 +112,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       configHash: t.configHash,
       parentRunId,
       resume: ctx.resume?.get(t.index),
+      prune: ctx.prune?.(t),
       callbacks: [
         ...(tracking ? [tracking.callbacks(file, parentRunId)] : []),
         ...(ctx.observe ? [ctx.observe(t)] : []),

@@ -11,7 +11,7 @@ import type { Experiment } from '../config/types.ts';
 import type { Backbone } from '../model/backbone.ts';
 import { setDropoutSeed } from '../accel/index.ts';
 import { createRng } from '../util/random.ts';
-import type { EarlyStoppingReport, EpochLogs, RunResult, StopCheck } from '../events.ts';
+import type { EarlyStoppingReport, EpochLogs, PruneCheck, RunResult, StopCheck } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
 import {
@@ -49,6 +49,8 @@ export interface Member {
   backupDir?: string;
   /** Its state after the epochs an interrupted run did: training goes on from there. Every member of a resumed group has one. */
   resume?: Backup;
+  /** Asked after each epoch but its last (a search's pruner): a reason stops the member there, its run KILLED. */
+  prune?: PruneCheck;
   /** The member is done (its epochs ran, it stopped early, or the run was interrupted); `model` holds its saved weights until this returns. */
   onDone(result: MemberResult): Promise<void>;
 }
@@ -63,6 +65,8 @@ export interface MemberResult {
   tensorsPerEpoch: number[];
   /** The model as saved, on the whole validation set; absent when no epoch ran. */
   result?: RunResult;
+  /** A search's pruner stopped the member after this epoch, for this reason. */
+  prunedAt?: { epoch: number; reason: string };
 }
 
 export interface LoopOptions {
@@ -94,7 +98,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   try {
     const epochsDone = await resumeGroup(trials, feed, validation, step);
     for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop('epoch'); epoch++) {
-      const active = trials.filter((t) => !t.stoppedEarly && epoch <= t.epochs);
+      const active = trials.filter((t) => !t.stoppedEarly && !t.prunedAt && epoch <= t.epochs);
       if (!active.length) break;
       const trainers = [...new Set(active.map((t) => t.trainer))];
       const label =
@@ -124,7 +128,9 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           t.tensorsPerEpoch.push(tf.memory().numTensors);
           progress.epochEnd(epoch, logs, t.member.label, { images: epochValidation.images, of: validation.count });
           await t.member.onEpochEnd(epoch, logs);
-          if (atLastEpoch(t)) await end(t); // before its trainer trains on
+          if (atLastEpoch(t))
+            await end(t); // before its trainer trains on
+          else if (await pruned(t, epoch, logs, active)) await end(t); // its head leaves the shared pass now
         }
       } finally {
         epochValidation.dispose();
@@ -142,6 +148,14 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     for (const t of trials) t.step.dispose();
     validation.dispose();
   }
+}
+
+/** Whether a search's pruner stops the trial after this epoch; a trial that trains for another goes on. */
+async function pruned(t: Trial, epoch: number, logs: EpochLogs, active: Trial[]): Promise<boolean> {
+  if (!t.member.prune || active.some((o) => o !== t && o.trainer === t)) return false;
+  const reason = await t.member.prune(epoch, logs);
+  if (reason !== undefined) t.prunedAt = { epoch, reason };
+  return reason !== undefined;
 }
 
 /** Backs up the trials that train on; a prefix trial whose state is its trainer's shares the trainer's files. */
@@ -257,6 +271,7 @@ async function endTrial(t: Trial, validation: ValidationSet, progress: Progress)
     stoppedEarly: t.stoppedEarly,
     earlyStopping,
     tensorsPerEpoch: t.tensorsPerEpoch,
+    prunedAt: t.prunedAt,
     result: saved.epoch ? { ...validation.score(t.member.model, saved.epoch), ...saved.cut } : undefined,
   });
 }

@@ -17,6 +17,7 @@ import type {
   RunEndInfo,
   RunResult,
   RunStartInfo,
+  PruneCheck,
   StopCheck,
 } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
@@ -35,6 +36,8 @@ export interface TrialSpec {
   parentRunId?: string;
   /** An interrupted run of this trial to continue, in its folder, from its backup (xp run --resume). */
   resume?: { runId: string; runDir: string };
+  /** A search's pruner, asked after each epoch but the last. */
+  prune?: PruneCheck;
 }
 
 export interface TrialOutcome {
@@ -48,6 +51,7 @@ export interface TrialOutcome {
   /** The saved model on the whole validation set: the run's headline figures. */
   result?: RunResult;
   earlyStopping?: EarlyStoppingReport;
+  prunedAt?: RunEndInfo['prunedAt'];
   wallSeconds: number;
   tensorsPerEpoch: number[];
 }
@@ -212,13 +216,14 @@ export async function runGroup(
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
     const status: RunEndInfo['status'] = failure
       ? 'FAILED'
-      : opts.shouldStop('epoch') && !ranItsEpochs
+      : r?.prunedAt || (opts.shouldStop('epoch') && !ranItsEpochs)
         ? 'KILLED'
         : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
-    if (status === 'FINISHED') await removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
+    // As Keras' BackupAndRestore at the end of training; a pruned run is over too (--resume leaves it).
+    if (status === 'FINISHED' || r?.prunedAt) await removeBackup(m.runDir);
     const wallSeconds = (Date.now() - started) / 1000;
-    const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
+    const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping, prunedAt: r?.prunedAt };
     const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
     for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
     outcomes[i] = {
@@ -244,6 +249,7 @@ export async function runGroup(
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },
         onDone: (r) => endRun(i, r),
+        prune: m.spec.prune,
         backupDir: opts.backup ? m.runDir : undefined,
         resume: m.backup,
       })),

@@ -16,6 +16,8 @@ export interface Trial {
   earlyStopping?: EarlyStopping;
   /** Early stopping ended its training before its last epoch. */
   stoppedEarly: boolean;
+  /** A search's pruner ended its training after this epoch. */
+  prunedAt?: { epoch: number; reason: string };
   dropoutLayers: tf.layers.Layer[];
   seed: number;
   /** numTensors at the end of each epoch, for leak checks. */
