@@ -108,7 +108,7 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
       const { loss, metrics, dz, grads } = backward(z, y);
       optimizer.applyGradients(grads);
       const { zNext } = optimizer.applyDenseGradient(dense.kernel.read().name, input, dz, next && flatten(next));
-      if (zNext) prepared = { x: next!, kernel: kernelData(), z: tf.keep(zNext) };
+      if (zNext && next) prepared = { x: next, kernel: kernelData(), z: tf.keep(zNext) };
       return [loss, ...metrics];
     });
     ready?.dispose();
@@ -118,7 +118,10 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
   };
   return {
     step,
-    dispose: () => (prepared?.z.dispose(), (prepared = undefined)),
+    dispose: () => {
+      prepared?.z.dispose();
+      prepared = undefined;
+    },
     backprop: tail ? 'written-out' : 'tape',
   };
 }
@@ -126,7 +129,7 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
 /** The model's layers after its input when they form a chain (each feeds only the next), else undefined. */
 function chain(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   const [input, ...rest] = model.layers;
-  if (!input || input.getClassName() !== 'InputLayer') return undefined;
+  if (input?.getClassName() !== 'InputLayer') return undefined;
   let previous = input;
   for (const layer of rest) {
     const nodes = inboundNodes(layer);

@@ -129,3 +129,37 @@ export const batchNormInternals = (layer: tf.layers.Layer): BatchNormInternals =
 export const setDropoutSeed = (layer: tf.layers.Layer, seed: number): void => {
   (layer as unknown as { seed: number }).seed = seed;
 };
+
+type Pair = [number, number];
+type ConvConfig = {
+  activation: string;
+  dataFormat: 'channelsFirst' | 'channelsLast';
+  strides: Pair;
+  dilationRate: Pair;
+  padding: 'valid' | 'same' | 'causal';
+};
+type PoolConfig = { poolSize: Pair; strides: Pair; padding: 'valid' | 'same' | 'causal' };
+
+/**
+ * What `getConfig()` holds for the layer kinds that folding and the compiled graph read, as tfjs-layers writes
+ * it (tfjs types every config as an untyped dict; sizes and strides are already normalized to pairs).
+ */
+export interface LayerConfigs {
+  Activation: { activation: string };
+  ReLU: { maxValue?: number | null; negativeSlope?: number; threshold?: number };
+  BatchNormalization: { axis: number; scale: boolean; center: boolean; epsilon: number };
+  Conv2D: ConvConfig;
+  DepthwiseConv2D: ConvConfig;
+  MaxPooling2D: PoolConfig;
+  AveragePooling2D: PoolConfig;
+  Concatenate: { axis: number };
+  ZeroPadding2D: { padding: [Pair, Pair] };
+}
+
+/** The config of a layer of class `className`; throws when the layer is of another class (check it first). */
+export function layerConfig<K extends keyof LayerConfigs>(layer: tf.layers.Layer, className: K): LayerConfigs[K] {
+  if (layer.getClassName() !== className) {
+    throw new Error(`Layer ${layer.name} is a ${layer.getClassName()}, not a ${className}.`);
+  }
+  return layer.getConfig() as unknown as LayerConfigs[K];
+}
