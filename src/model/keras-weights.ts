@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { BackboneName } from '../config/types.ts';
 import { LockError, ModelError, XpError } from '../errors.ts';
 import { pin } from '../lock/pin.ts';
@@ -108,7 +109,7 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
     });
   }
   try {
-    await pipeline(Readable.fromWeb(response.body as any), createWriteStream(temp));
+    await pipeline(Readable.fromWeb(response.body as WebReadableStream), createWriteStream(temp));
     const problem = await verify(temp, md5);
     if (problem) {
       throw new ModelError(`The file downloaded from ${url} is corrupt (${problem}); it was not kept.`, {
