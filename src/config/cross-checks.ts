@@ -69,8 +69,9 @@ function weightsChecks(e: Experiment): { ref: BackboneRef; problem?: FieldProble
   try {
     if (!fs.statSync(file).isFile()) return problem(`${file} is not a regular file; give the path of ${kind}`);
     fs.accessSync(file, fs.constants.R_OK);
-  } catch (error: any) {
-    const reason = error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})`;
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    const reason = code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? message})`;
     return problem(`${reason} ${file}; give the path of ${kind}, or use nsfwjs or imagenet`);
   }
   // What is inside the file (a Keras weights file, a tfjs model) is for `facts` to judge.
@@ -139,8 +140,9 @@ async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProble
       if (!fs.statSync(dir).isDirectory())
         problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
       else fs.accessSync(dir, fs.constants.R_OK | fs.constants.X_OK);
-    } catch (error: any) {
-      const reason = error.code === 'ENOENT' ? 'no such directory' : `cannot read (${error.code ?? error.message})`;
+    } catch (error) {
+      const { code, message } = error as NodeJS.ErrnoException;
+      const reason = code === 'ENOENT' ? 'no such directory' : `cannot read (${code ?? message})`;
       problems.push({ path: ['data', field], message: `data.${field}: ${reason} ${dir}; ${hint}` });
     }
   }

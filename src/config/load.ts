@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, formatPlace, type Problem } from './problems.ts';
-import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
+import { isExperiment, isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
 import {
   countTrials,
   DEFAULT_MAX_TRIALS,
@@ -92,7 +92,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     );
   };
 
-  const raw = source.value as Record<string, any>;
+  const raw = source.value as Record<string, unknown>;
   const pinned = applyOverrides(raw, overrides);
   // Paths are resolved against the file that wrote them (or the current folder for flags), once.
   const writtenIn = (p: FieldPath) =>
@@ -114,7 +114,9 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   if (sweepRaw) {
     const sweepProblems = validate({ ...minimalExperiment(), sweep: sweepRaw });
     for (const p of sweepProblems) at(p, '', sweepFlagPath(p.path));
-    sweep = normalizeSweep(sweepRaw, base.training?.seed ?? 42);
+    const { training } = base;
+    const seed = typeof training === 'object' && training !== null && 'seed' in training ? training.seed : undefined;
+    sweep = normalizeSweep(sweepRaw, typeof seed === 'number' ? seed : 42);
     for (const key of Object.keys(sweep.parameters)) {
       if (key.startsWith('sweep.') || !isKnownField(key.split('.'))) {
         at(
@@ -143,21 +145,21 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   for (const a of assignments) {
     const experiment = structuredClone(raw);
     for (const [key, value] of Object.entries(a.values)) setPath(experiment, key.split('.'), value);
-    const trialProblems = validate(experiment);
-    for (const p of trialProblems) {
-      const key = Object.keys(a.values).find((k) => p.path.join('.').startsWith(k));
-      const prefix = `trial ${a.index} (${a.name}): `;
-      if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix, key.split('.'));
-      else at(p, sweep ? prefix : '');
-    }
-    if (!trialProblems.length) {
+    if (isExperiment(experiment)) {
       if (sweep) experiment.sweep = sweep;
       trials.push({
         ...a,
         name: sweep ? a.name : experiment.name,
-        experiment: deepFreeze(experiment as Experiment),
-        configHash: configHash(experiment as Experiment),
+        experiment: deepFreeze(experiment),
+        configHash: configHash(experiment),
       });
+      continue;
+    }
+    for (const p of validate(experiment)) {
+      const key = Object.keys(a.values).find((k) => p.path.join('.').startsWith(k));
+      const prefix = `trial ${a.index} (${a.name}): `;
+      if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix, key.split('.'));
+      else at(p, sweep ? prefix : '');
     }
   }
   if (problems.length) throw new ConfigProblems(problems);
@@ -171,13 +173,14 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     }
     if (problems.length) throw new ConfigProblems(problems);
   }
-  validate(base); // fill defaults in the base too
+  // Defaults filled in the base too: an experiment then, but for required fields that only its sweep sets.
+  validate(base);
   if (sweep) base.sweep = sweep;
   return {
     file,
     sources,
     origin: originOf(source, overrides, sweepRaw),
-    base: deepFreeze(base as Experiment),
+    base: deepFreeze(base as Partial<Experiment> as Experiment),
     pinned,
     sweep,
     trials,
@@ -192,12 +195,11 @@ function sweptKey(p: FieldPath): string[] {
 
 function dedupeSources(files: { spec: string; remote: boolean; sha256: string }[]): ExperimentSource[] {
   const seen = new Set<string>();
-  return files.flatMap((f) =>
-    seen.has(f.spec)
-      ? []
-      : (seen.add(f.spec),
-        [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }]),
-  );
+  return files.flatMap((f) => {
+    if (seen.has(f.spec)) return [];
+    seen.add(f.spec);
+    return [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }];
+  });
 }
 
 // A value of the resolved experiment came from a flag, a file (the last one merged that wrote it), or the schema's
@@ -261,7 +263,9 @@ function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {
   const seen = new Set<string>();
   return trials.filter((t) => {
     const key = JSON.stringify([t.experiment.backbone, t.experiment.data]);
-    return seen.has(key) ? false : (seen.add(key), true);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
 }
 
@@ -284,7 +288,7 @@ function canonical(v: unknown): string {
   if (v && typeof v === 'object') {
     return `{${Object.keys(v)
       .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as any)[k])}`)
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
       .join(',')}}`;
   }
   return JSON.stringify(v);
