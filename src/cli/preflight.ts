@@ -71,12 +71,12 @@ export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
   const topologies = new Map<string, Promise<LayerJson>>();
   const topologyOf = (b: BackboneRef) => {
     const key = `${b.name}|${b.weights}|${b.cut_layer}`;
-    if (!topologies.has(key))
-      topologies.set(
-        key,
-        localWeights(b.weights, opts).then((weights) => readTopology({ ...b, weights })),
-      );
-    return topologies.get(key)!;
+    let topology = topologies.get(key);
+    if (!topology) {
+      topology = localWeights(b.weights, opts).then((weights) => readTopology({ ...b, weights }));
+      topologies.set(key, topology);
+    }
+    return topology;
   };
   return {
     async layerNames(backbone, cut) {

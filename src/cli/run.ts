@@ -57,7 +57,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   let access: { decisions: Decision[]; trusted: boolean } | undefined;
   const sandbox = opts.sandbox && {
     ...opts.sandbox,
-    decided: (decisions: Decision[], trusted: boolean) => void (access = { decisions, trusted }),
+    decided: (decisions: Decision[], trusted: boolean) => {
+      access = { decisions, trusted };
+    },
   };
   const loaded = await preflight(file, {
     set: opts.set,
@@ -148,7 +150,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
         : undefined;
     summarize(outcomes, progress, opts.output);
     const kept = Boolean(opts.keepUi && tracking?.stopsWithCommand);
-    if (kept) tracking!.keep();
+    if (kept) tracking?.keep();
     if (opts.output !== 'json') printLinks(end, loaded, tracking, progress, kept);
     if (stop.requested()) return 130;
     return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;
@@ -178,9 +180,10 @@ async function dryRun(
   if (loaded.sweep && opts.track && !opts.rerun) {
     finished = await finishedTrials(loaded, mlflowStoreDir()).then(
       (found) => new Set(found.keys()),
-      (error: Error) => (
-        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`), new Set<string>()
-      ),
+      (error: Error) => {
+        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`);
+        return new Set<string>();
+      },
     );
   }
   for (const [g, group] of groups.entries()) {
@@ -225,12 +228,13 @@ export function printLinks(
   progress: Progress,
   kept: boolean,
 ): void {
-  if (end?.best) progress.line(`Best trial: ${end.best.name} (${loaded.sweep!.metric} ${end.best.value.toFixed(4)})`);
+  if (end?.best && loaded.sweep)
+    progress.line(`Best trial: ${end.best.name} (${loaded.sweep.metric} ${end.best.value.toFixed(4)})`);
   if (end?.compareUrl) progress.line(`Compare the trials in MLflow: ${end.compareUrl}`);
   const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
-  if (kept)
+  if (kept && tracking)
     progress.line(
-      `The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
+      `The embedded MLflow server stays up at ${tracking.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
     );
   else if (tracking?.stopsWithCommand) {
     progress.line(
