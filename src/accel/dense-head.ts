@@ -11,7 +11,7 @@ import type { HeadTrainer } from './head-trainer.ts';
 import { sparseMatMul } from './native-ops.ts';
 import { KerasRMSprop } from './rmsprop.ts';
 import { tailBackprop } from './tail.ts';
-import { compiledInternals, denseInternals, inboundNodes } from './tfjs-internals.ts';
+import { compiledInternals, denseInternals } from './tfjs-internals.ts';
 import { FUSED_MIN_SIZE } from './xla-update.ts';
 
 // Below this share of nonzero features the sparse product is the faster one (backbone features after a ReLU are
@@ -132,7 +132,7 @@ function chain(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   if (input?.getClassName() !== 'InputLayer') return undefined;
   let previous = input;
   for (const layer of rest) {
-    const nodes = inboundNodes(layer);
+    const nodes = layer.inboundNodes;
     // Node 0 is where the head was built; composing it with the backbone for saving adds another.
     if (nodes[0]?.inboundLayers.length !== 1 || nodes[0].inboundLayers[0] !== previous) return undefined;
     previous = layer;

@@ -63,7 +63,7 @@ export const denseInternals = (layer: tf.layers.Layer): DenseInternals => layer 
 
 /** The name of a Dense layer's activation ('relu', 'sigmoid', ...), as tfjs registers its class. */
 export const activationName = (layer: DenseInternals): string =>
-  (layer.activation.constructor as unknown as { className?: string }).className ?? '';
+  (layer.activation.constructor as { className?: string }).className ?? '';
 
 /** A Dropout layer's noise shape (undefined or null: a mask of the input's shape). */
 export const noiseShape = (layer: tf.layers.Layer): unknown =>
@@ -80,10 +80,6 @@ export interface CompiledInternals {
 }
 
 export const compiledInternals = (model: tf.LayersModel): CompiledInternals => model as unknown as CompiledInternals;
-
-/** The layers feeding each call of a layer (node 0: where the layer was first applied). */
-export const inboundNodes = (layer: tf.layers.Layer): { inboundLayers: tf.layers.Layer[] }[] =>
-  (layer as unknown as { inboundNodes: { inboundLayers: tf.layers.Layer[] }[] }).inboundNodes;
 
 /** The keys (`<layer>_ib-<node>`) of the layer calls that belong to this model. */
 export const containerNodes = (model: tf.LayersModel): Set<string> =>
