@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { mlflowStoreDir, repoRoot } from '../src/paths.ts';
 import { createClient, type MlflowClient, type Run } from '../src/tracking/client.ts';
-import { resolveTrackingUri } from '../src/tracking/server.ts';
+import { resolveTrackingUri } from '../src/tracking/uri.ts';
 
 interface Viewport {
   width: number;
@@ -200,7 +200,7 @@ async function launch(chromium: string): Promise<Browser> {
     ws.onerror = reject;
   });
   let nextId = 1;
-  const pending = new Map<number, { resolve(result: any): void; reject(error: Error): void }>();
+  const pending = new Map<number, { resolve(result: unknown): void; reject(error: Error): void }>();
   ws.onmessage = (event) => {
     const message = JSON.parse(String(event.data));
     const waiter = pending.get(message.id);
@@ -209,22 +209,26 @@ async function launch(chromium: string): Promise<Browser> {
     if (message.error) waiter.reject(new Error(`DevTools: ${message.error.message}`));
     else waiter.resolve(message.result);
   };
-  const send = (method: string, params: object = {}, sessionId?: string): Promise<any> => {
+  // T: the result the DevTools protocol documents for `method`.
+  const send = <T = unknown>(method: string, params: object = {}, sessionId?: string): Promise<T> => {
     const id = nextId++;
     ws.send(JSON.stringify({ id, method, params, sessionId }));
-    return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+    return new Promise((resolve, reject) => pending.set(id, { resolve: (result) => resolve(result as T), reject }));
   };
 
   return {
     async newPage() {
-      const { targetId } = await send('Target.createTarget', { url: 'about:blank' });
-      const { sessionId } = await send('Target.attachToTarget', { targetId, flatten: true });
-      const call = (method: string, params?: object) => send(method, params, sessionId);
+      const { targetId } = await send<{ targetId: string }>('Target.createTarget', { url: 'about:blank' });
+      const { sessionId } = await send<{ sessionId: string }>('Target.attachToTarget', { targetId, flatten: true });
+      const call = <T = unknown>(method: string, params?: object) => send<T>(method, params, sessionId);
       await call('Page.enable');
       await call('Page.addScriptToEvaluateOnNewDocument', { source: uiSettings });
       let viewport: Viewport = { width: 800, height: 600 };
       const evaluate = async (expression: string) => {
-        const r = await call('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true });
+        const r = await call<{
+          result: { value?: unknown };
+          exceptionDetails?: { text: string; exception?: { description?: string } };
+        }>('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true });
         if (r.exceptionDetails)
           throw new Error(`${expression}: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
         return r.result.value;
@@ -296,7 +300,7 @@ async function launch(chromium: string): Promise<Browser> {
         async shoot(file) {
           // Charts animate in and fonts settle.
           await sleep(1500);
-          const { data } = await call('Page.captureScreenshot', { format: 'png' });
+          const { data } = await call<{ data: string }>('Page.captureScreenshot', { format: 'png' });
           fs.writeFileSync(file, Buffer.from(data, 'base64'));
           if (!file.startsWith('/tmp/')) console.log(path.relative(process.cwd(), file));
         },

@@ -128,7 +128,11 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
     throw new DataError(
       `${dir} has classes the model does not know: ${unknown.join(', ')} (it knows ${run.classNames.join(', ')})`,
     );
-  const files = scanned.files.map((f) => ({ path: f.path, label: known.get(scanned.classNames[f.label])! }));
+  // Every class is known (checked above): no file is left out.
+  const files = scanned.files.flatMap((f) => {
+    const label = known.get(scanned.classNames[f.label]);
+    return label === undefined ? [] : [{ path: f.path, label }];
+  });
   const loaded = await loadImages(files, {
     imageSize: run.imageSize,
     interpolation: run.interpolation,
@@ -137,7 +141,7 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
   const probabilities = await run.predict(loaded.images, loaded.count);
   const k = run.classNames.length;
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  probabilities.forEach((p, i) => matrix[loaded.labels[i]][p.indexOf(Math.max(...p))]++);
+  for (const [i, p] of probabilities.entries()) matrix[loaded.labels[i]][p.indexOf(Math.max(...p))]++;
   const correct = matrix.reduce((a, row, i) => a + row[i], 0);
   const accuracy = correct / loaded.count;
   if (opts.json) {
@@ -150,8 +154,7 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
   console.log('confusion matrix (rows: true class, columns: predicted):');
   const w = Math.max(8, ...run.classNames.map((c) => c.length)) + 2;
   console.log(`${''.padEnd(w)}${run.classNames.map((c) => c.padStart(w)).join('')}`);
-  matrix.forEach((row, i) =>
-    console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`),
-  );
+  for (const [i, row] of matrix.entries())
+    console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`);
   return 0;
 }

@@ -65,12 +65,12 @@ export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
   const models = new Map<string, Promise<ReadModel>>();
   const modelOf = (b: BackboneRef) => {
     const key = `${b.name}|${b.weights}|${b.cut_layer}`;
-    if (!models.has(key))
-      models.set(
-        key,
-        localWeights(b.weights, opts).then((weights) => readModel({ ...b, weights })),
-      );
-    return models.get(key)!;
+    let model = models.get(key);
+    if (!model) {
+      model = localWeights(b.weights, opts).then((weights) => readModel({ ...b, weights }));
+      models.set(key, model);
+    }
+    return model;
   };
   return {
     async layerNames(backbone, cut) {

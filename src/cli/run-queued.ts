@@ -65,8 +65,8 @@ export async function runQueued(
       embeddedOn: tracking.embedded ? os.hostname() : undefined,
       sweep: sweep?.parentRunId
         ? {
-            metric: loaded.sweep!.metric,
-            goal: loaded.sweep!.goal,
+            metric: sweep.config.metric,
+            goal: sweep.config.goal,
             trialHashes: loaded.trials.map((t) => t.configHash),
           }
         : undefined,

@@ -16,6 +16,7 @@ import { summaryLines } from '../train/summary.ts';
 import { interruptible } from './interrupt.ts';
 import { queueUrl } from '../queue/connection.ts';
 import { isSearch } from '../config/sweep.ts';
+import type { SweepConfig } from '../config/types.ts';
 import { studyPlace } from '../search/run.ts';
 import { XpError } from '../errors.ts';
 
@@ -60,7 +61,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   let access: { decisions: Decision[]; trusted: boolean } | undefined;
   const sandbox = opts.sandbox && {
     ...opts.sandbox,
-    decided: (decisions: Decision[], trusted: boolean) => void (access = { decisions, trusted }),
+    decided: (decisions: Decision[], trusted: boolean) => {
+      access = { decisions, trusted };
+    },
   };
   const loaded = await preflight(file, {
     set: opts.set,
@@ -85,9 +88,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     }
     return code;
   }
-  const search = isSearch(loaded.sweep);
+  const search = isSearch(loaded.sweep) ? loaded.sweep : undefined;
   if (search && (opts.parallel > 1 || opts.only || queueUrl(opts.queue)))
-    throw new XpError(`${file}: a search (method: ${loaded.sweep!.method}) runs its rounds in this process`, {
+    throw new XpError(`${file}: a search (method: ${search.method}) runs its rounds in this process`, {
       hint: '--parallel and --queue work with grid and random sweeps; run the search without them',
       exitCode: 2,
     });
@@ -162,7 +165,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
         : undefined;
     summarize(outcomes, progress, opts.output);
     const kept = Boolean(opts.keepUi && tracking?.stopsWithCommand);
-    if (kept) tracking!.keep();
+    if (kept) tracking?.keep();
     if (opts.output !== 'json') printLinks(end, loaded, tracking, progress, kept);
     if (stop.requested()) return 130;
     return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;
@@ -180,7 +183,7 @@ async function dryRun(
   opts: RunOptions,
   progress: Progress,
 ): Promise<number> {
-  if (isSearch(loaded.sweep)) return dryRunSearch(file, loaded, progress);
+  if (loaded.sweep && isSearch(loaded.sweep)) return dryRunSearch(file, loaded, loaded.sweep, progress);
   const groups = groupTrials(trials, opts.share);
   progress.line(
     `${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`,
@@ -193,9 +196,10 @@ async function dryRun(
   if (loaded.sweep && opts.track && !opts.rerun) {
     finished = await finishedTrials(loaded, mlflowStoreDir()).then(
       (found) => new Set(found.keys()),
-      (error: Error) => (
-        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`), new Set<string>()
-      ),
+      (error: Error) => {
+        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`);
+        return new Set<string>();
+      },
     );
   }
   for (const [g, group] of groups.entries()) {
@@ -213,8 +217,7 @@ async function dryRun(
 }
 
 /** A search asks its trials as it goes: what it will do, where its study lives, and the most it can cost. */
-function dryRunSearch(file: string, loaded: LoadedExperiment, progress: Progress): number {
-  const sweep = loaded.sweep!;
+function dryRunSearch(file: string, loaded: LoadedExperiment, sweep: SweepConfig, progress: Progress): number {
   const epochs = loaded.base.training.epochs;
   const trials = sweep.trials ?? 10;
   const stop = sweep.early_terminate;
@@ -264,12 +267,13 @@ export function printLinks(
   progress: Progress,
   kept: boolean,
 ): void {
-  if (end?.best) progress.line(`Best trial: ${end.best.name} (${loaded.sweep!.metric} ${end.best.value.toFixed(4)})`);
+  if (end?.best && loaded.sweep)
+    progress.line(`Best trial: ${end.best.name} (${loaded.sweep.metric} ${end.best.value.toFixed(4)})`);
   if (end?.compareUrl) progress.line(`Compare the trials in MLflow: ${end.compareUrl}`);
   const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
-  if (kept)
+  if (kept && tracking)
     progress.line(
-      `The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
+      `The embedded MLflow server stays up at ${tracking.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
     );
   else if (tracking?.stopsWithCommand) {
     progress.line(

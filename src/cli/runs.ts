@@ -114,20 +114,24 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
   }
   const servers = new Map<string, Promise<TrackingServer>>();
   const serverOf = (key: string, start: () => Promise<TrackingServer>) => {
-    if (!servers.has(key)) servers.set(key, start());
-    return servers.get(key)!;
+    let server = servers.get(key);
+    if (!server) {
+      server = start();
+      servers.set(key, server);
+    }
+    return server;
   };
   let failed = 0;
   try {
     for (const dir of dirs) {
       try {
-        const recorded = recordedTarget(dir);
+        const { store, uri } = recordedTarget(dir);
         const server = opts.to
           ? { url: opts.to.replace(/\/+$/, '') }
-          : recorded.store
-            ? await serverOf(recorded.store, () => startServer({ storeDir: recorded.store! }))
-            : recorded.uri
-              ? { url: recorded.uri }
+          : store
+            ? await serverOf(store, () => startServer({ storeDir: store }))
+            : uri
+              ? { url: uri }
               : await serverOf('', () => resolveTrackingUri({ storeDir: storeDir() }));
         const r = await syncRunDir(dir, { uri: server.url, log: (line) => console.log(`${dir}: ${line}`) });
         console.log(

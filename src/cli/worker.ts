@@ -62,7 +62,9 @@ async function inChildren(url: string, name: string, n: number): Promise<number>
       },
     }),
   );
-  const forward = (signal: NodeJS.Signals) => children.forEach((child) => child.kill(signal));
+  const forward = (signal: NodeJS.Signals) => {
+    for (const child of children) child.kill(signal);
+  };
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
   const results = await Promise.all(children);
   return results.some((r) => r.exitCode !== 0) ? 1 : 0;

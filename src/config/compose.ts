@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { LockError, XpError } from '../errors.ts';
 import { remoteFile } from '../remote/cache.ts';
 import { isUrl } from '../remote/url.ts';
+import { isMapping } from './mapping.ts';
 import { MAX_FILE_BYTES, parseText, readText, type Source } from './parse.ts';
 import { ConfigProblems, type Problem } from './problems.ts';
 
@@ -200,9 +201,6 @@ function nameOf(spec: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : spec;
 }
 
-const isMapping = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 // Under `sweep`, each parameter (and each setting) is replaced whole: merging two distributions would make a third.
 const replacedWhole = (p: string[]): boolean =>
   p[0] === 'sweep' && (p.length === 2 ? p[1] !== 'parameters' : p.length === 3);
@@ -238,7 +236,7 @@ function valueAt(value: unknown, p: FieldPath): unknown {
 function has(value: unknown, p: FieldPath): boolean {
   let node: unknown = value;
   for (const k of p) {
-    if (node === null || typeof node !== 'object' || !Object.prototype.hasOwnProperty.call(node, k)) return false;
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, k)) return false;
     node = (node as Record<string | number, unknown>)[k];
   }
   return true;

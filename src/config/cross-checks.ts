@@ -77,14 +77,13 @@ function weightsChecks(e: Experiment): { ref: BackboneRef; problem?: FieldProble
   try {
     if (!fs.statSync(file).isFile()) return problem(`${file} is not a regular file; give the path of ${kind}`);
     fs.accessSync(file, fs.constants.R_OK);
-  } catch (error: any) {
-    if (error.code === 'ENOENT') {
+  } catch (error) {
+    const { code, message: reason } = error as NodeJS.ErrnoException;
+    if (code === 'ENOENT') {
       const near = nearestPath(file, 'file');
       return problem(`no such file ${file}${near || `; give the path of ${kind}, or use nsfwjs or imagenet`}`);
     }
-    return problem(
-      `cannot read (${error.code ?? error.message}) ${file}; give the path of ${kind}, or use nsfwjs or imagenet`,
-    );
+    return problem(`cannot read (${code ?? reason}) ${file}; give the path of ${kind}, or use nsfwjs or imagenet`);
   }
   // What is inside the file (a Keras weights file, a tfjs model) is for `facts` to judge.
   return { ref: { ...ref, weights: file } };
@@ -158,11 +157,12 @@ async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProble
       if (!fs.statSync(dir).isDirectory())
         problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
       else fs.accessSync(dir, fs.constants.R_OK | fs.constants.X_OK);
-    } catch (error: any) {
+    } catch (error) {
+      const { code, message: reason } = error as NodeJS.ErrnoException;
       const message =
-        error.code === 'ENOENT'
+        code === 'ENOENT'
           ? `no such directory ${dir}${nearestPath(dir, 'directory') || `; ${hint}`}`
-          : `cannot read (${error.code ?? error.message}) ${dir}; ${hint}`;
+          : `cannot read (${code ?? reason}) ${dir}; ${hint}`;
       problems.push({ path: ['data', field], message: `data.${field}: ${message}` });
     }
   }

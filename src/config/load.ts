@@ -2,6 +2,7 @@
 // apply --set/--sweep -> resolve paths against the file that wrote them -> expand the sweep -> defaults + schema per
 // trial -> cross-field checks -> frozen, resolved experiments, with the files they came from.
 import crypto from 'node:crypto';
+import { isMapping } from './mapping.ts';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, formatPlace, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
@@ -95,7 +96,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     );
   };
 
-  const raw = source.value as Record<string, any>;
+  const raw = source.value as Record<string, unknown>;
   const pinned = applyOverrides(raw, overrides);
   // Paths are resolved against the file that wrote them (or the current folder for flags), once.
   const writtenIn = (p: FieldPath) =>
@@ -118,7 +119,9 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   if (sweepRaw) {
     const sweepProblems = validate({ ...minimalExperiment(), sweep: sweepRaw });
     for (const p of sweepProblems) at(p, '', sweepFlagPath(p.path));
-    sweep = normalizeSweep(sweepRaw, base.training?.seed ?? 42);
+    const { training } = base;
+    const seed = typeof training === 'object' && training !== null && 'seed' in training ? training.seed : undefined;
+    sweep = normalizeSweep(sweepRaw, typeof seed === 'number' ? seed : 42);
     for (const key of Object.keys(sweep.parameters)) {
       if (key.startsWith('sweep.') || !isKnownField(key.split('.'))) {
         at(
@@ -158,11 +161,13 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
       else if (!baseFailed) at(p, sweep ? prefix : ''); // else reported once, on the base, above
     }
     if (sweep) experiment.sweep = sweep;
+    // An experiment once the schema passes; until then only its valid sections are read (by the cross-field checks).
+    const checked = experiment as Partial<Experiment> as Experiment;
     const trial = {
       ...a,
       name: sweep ? a.name : String(experiment.name),
-      experiment: deepFreeze(experiment as Experiment),
-      configHash: configHash(experiment as Experiment),
+      experiment: deepFreeze(checked),
+      configHash: configHash(checked),
     };
     if (!trialProblems.length) trials.push(trial);
     if (!trialProblems.some(touchesCrossChecks)) crossCheckable.push(trial);
@@ -186,13 +191,14 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     await crossCheck(trials);
     if (problems.length) throw new ConfigProblems(problems);
   }
-  validate(base); // fill defaults in the base too
+  // Defaults filled in the base too: an experiment then, but for required fields that only its sweep sets.
+  validate(base);
   if (sweep) base.sweep = sweep;
   return {
     file,
     sources,
     origin: originOf(source, overrides, sweepRaw),
-    base: deepFreeze(base as Experiment),
+    base: deepFreeze(base as Partial<Experiment> as Experiment),
     pinned,
     sweep,
     trials,
@@ -207,12 +213,11 @@ function sweptKey(p: FieldPath): string[] {
 
 function dedupeSources(files: { spec: string; remote: boolean; sha256: string }[]): ExperimentSource[] {
   const seen = new Set<string>();
-  return files.flatMap((f) =>
-    seen.has(f.spec)
-      ? []
-      : (seen.add(f.spec),
-        [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }]),
-  );
+  return files.flatMap((f) => {
+    if (seen.has(f.spec)) return [];
+    seen.add(f.spec);
+    return [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }];
+  });
 }
 
 // A value of the resolved experiment came from a flag, a file (the last one merged that wrote it), or the schema's
@@ -275,7 +280,7 @@ export function resolveTrial(
   values: Assignment,
 ): ResolvedTrial {
   const { sweep: _sweep, ...base } = structuredClone(loaded.base) as Experiment;
-  const experiment = base as Record<string, any>;
+  const experiment: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(values)) setPath(experiment, key.split('.'), value);
   const name = trialName(values);
   const problems = validate(experiment);
@@ -284,20 +289,15 @@ export function resolveTrial(
       hint: 'the search asked for values the experiment refuses: narrow the sweep parameters',
     });
   if (loaded.sweep) experiment.sweep = loaded.sweep;
-  return {
-    index,
-    name,
-    values,
-    experiment: deepFreeze(experiment as Experiment),
-    configHash: configHash(experiment as Experiment),
-  };
+  const checked = experiment as Partial<Experiment> as Experiment; // the schema passed
+  return { index, name, values, experiment: deepFreeze(checked), configHash: configHash(checked) };
 }
 
 // What the schema cannot say of early_terminate: it needs a search, and epochs left to stop trials in.
 function searchProblems(
   sweep: SweepConfig,
   sweepRaw: Record<string, unknown>,
-  base: Record<string, any>,
+  base: Record<string, unknown>,
 ): FieldProblem[] {
   const stop = sweep.early_terminate;
   if (!stop) return [];
@@ -316,7 +316,7 @@ function searchProblems(
         'training.epochs cannot be swept under early_terminate: it is the most a trial trains; set it once',
       ),
     ];
-  const epochs = base.training?.epochs;
+  const epochs = isMapping(base.training) ? base.training.epochs : undefined;
   if (typeof epochs === 'number' && stop.min_epochs >= epochs)
     return [
       at(
@@ -345,7 +345,9 @@ function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {
   const seen = new Set<string>();
   return trials.filter((t) => {
     const key = JSON.stringify([t.experiment.backbone, t.experiment.data]);
-    return seen.has(key) ? false : (seen.add(key), true);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
 }
 
@@ -368,7 +370,7 @@ function canonical(v: unknown): string {
   if (v && typeof v === 'object') {
     return `{${Object.keys(v)
       .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as any)[k])}`)
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
       .join(',')}}`;
   }
   return JSON.stringify(v);

@@ -115,9 +115,10 @@ export function readText(file: string): string {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(file);
-  } catch (error: any) {
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
     throw new ConfigProblems([
-      { file, message: error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})` },
+      { file, message: code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? message})` },
     ]);
   }
   if (!stat.isFile())
@@ -132,8 +133,9 @@ export function readText(file: string): string {
   }
   try {
     return fs.readFileSync(file, 'utf8');
-  } catch (error: any) {
-    throw new ConfigProblems([{ file, message: `cannot read (${error.code ?? error.message})` }]);
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    throw new ConfigProblems([{ file, message: `cannot read (${code ?? message})` }]);
   }
 }
 
@@ -142,7 +144,9 @@ function onePerPosition(problems: Problem[]): Problem[] {
   const seen = new Set<string>();
   return problems.filter((p) => {
     const key = `${p.line}:${p.col}`;
-    return seen.has(key) ? false : (seen.add(key), true);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
 }
 
@@ -166,8 +170,8 @@ function walk(doc: Document): Found[] {
   const found: Found[] = [];
   const stack: { node: unknown; depth: number }[] = [{ node: doc.contents, depth: 0 }];
   let tooDeep = false;
-  while (stack.length) {
-    const { node, depth } = stack.pop()!;
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const { node, depth } = next;
     if (!isCollection(node)) continue;
     const offset = (node as Node).range?.[0] ?? 0;
     if (depth > MAX_DEPTH) {
@@ -226,8 +230,10 @@ function positions(doc: Document, lineCounter: LineCounter): Source['position'] 
     let keys = index.get(map);
     if (!keys) {
       keys = new Map();
-      for (const pair of map.items)
-        if (!keys.has((pair.key as any)?.value)) keys.set((pair.key as any)?.value, pair as Pair);
+      for (const pair of map.items) {
+        const key = isScalar(pair.key) ? pair.key.value : undefined;
+        if (!keys.has(key)) keys.set(key, pair as Pair);
+      }
       index.set(map, keys);
     }
     return keys.get(key);

@@ -1,5 +1,6 @@
 // Expands a sweep into trials: a grid (cartesian product) or seeded random draws.
 import { createRng, type Rng } from '../util/random.ts';
+import { isMapping } from './mapping.ts';
 import { SEARCH_METHODS, type SweepConfig, type SweepDistribution } from './types.ts';
 import { metricGoal } from './metrics.ts';
 
@@ -98,24 +99,24 @@ function boundsOf(spec: unknown[] | SweepDistribution, key: string): [unknown, u
 }
 
 function gridValuesOf(spec: SweepDistribution, key: string): unknown[] {
-  const n = gridSizeOf(spec, key);
-  return spec.distribution === 'choice' ? spec.values! : Array.from({ length: n }, (_, i) => spec.min! + i);
+  const grid = gridOf(spec, key);
+  return Array.isArray(grid) ? grid : Array.from({ length: grid.size }, (_, i) => grid.min + i);
 }
 
 function gridSizeOf(spec: SweepDistribution, key: string): number {
-  if (spec.distribution === 'choice' && spec.values) return spec.values.length;
-  if (
-    spec.distribution === 'int' &&
-    spec.min !== undefined &&
-    spec.max !== undefined &&
-    spec.max >= spec.min &&
-    spec.max - spec.min <= 100
-  ) {
-    return spec.max - spec.min + 1;
-  }
+  const grid = gridOf(spec, key);
+  return Array.isArray(grid) ? grid.length : grid.size;
+}
+
+/** What a grid takes of a distribution: choice's values, or a small int range. */
+function gridOf(spec: SweepDistribution, key: string): unknown[] | { min: number; size: number } {
+  const { distribution, min, max, values } = spec;
+  if (distribution === 'choice' && values) return values;
+  if (distribution === 'int' && min !== undefined && max !== undefined && max >= min && max - min <= 100)
+    return { min, size: max - min + 1 };
   throw new SweepSpecError(
     key,
-    `a ${spec.distribution} distribution needs method: random or tpe (grid takes lists, choice or small int ranges)`,
+    `a ${distribution} distribution needs method: random or tpe (grid takes lists, choice or small int ranges)`,
   );
 }
 
@@ -155,7 +156,7 @@ export class SweepSpecError extends Error {
 /** "dropout=0.2 epochs=10": the last path segment, unless two parameters share it. */
 export function trialName(values: Assignment): string {
   const keys = Object.keys(values);
-  const last = keys.map((k) => k.split('.').pop()!);
+  const last = keys.map((k) => k.slice(k.lastIndexOf('.') + 1));
   return keys
     .map((k, i) => `${last.filter((l) => l === last[i]).length > 1 ? k : last[i]}=${format(values[k])}`)
     .join(' ');
@@ -163,14 +164,19 @@ export function trialName(values: Assignment): string {
 
 const format = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
 
-export function setPath(target: Record<string, any>, path: string[], value: unknown): void {
+export function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
   // Keys are checked when read; this guard keeps a missed one from reaching an object's prototype.
   if (path.some((k) => k === '__proto__' || k === 'constructor' || k === 'prototype'))
     throw new Error(`reserved key in ${path.join('.')}`);
   let node = target;
   for (const k of path.slice(0, -1)) {
-    if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};
-    node = node[k];
+    const next = node[k];
+    if (isMapping(next)) node = next;
+    else {
+      const made: Record<string, unknown> = {};
+      node[k] = made;
+      node = made;
+    }
   }
   node[path[path.length - 1]] = value;
 }

@@ -115,11 +115,11 @@ async function staleFolders(
 /** A data set unpacked earlier stands for the archive it came from: its recorded sha256 is checked against the lock. */
 async function pinCached(dataDir: string, dirs: string[], url: string): Promise<void> {
   for (const top of new Set(dirs.map((dir) => topFolder(dataDir, dir)))) {
-    const recorded = top && (await readSource(dataDir, top));
-    if (!recorded) continue; // put there by hand: there is no archive to pin
+    const recorded = top ? await readSource(dataDir, top) : undefined;
+    if (!top || !recorded) continue; // put there by hand: there is no archive to pin
     await pin(url, recorded.sha256).catch((error: unknown) => {
       if (error instanceof LockError)
-        error.hint = `${error.hint} ${path.join(dataDir, top!)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
+        error.hint = `${error.hint} ${path.join(dataDir, top)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
       throw error;
     });
   }

@@ -67,7 +67,8 @@ export async function scanClasses(
     rootReal,
     linkedFolders,
   });
-  const classNames = top.folders.map((f) => f.name).sort(byCodePoint);
+  const folders = [...top.folders].sort((a, b) => byCodePoint(a.name, b.name));
+  const classNames = folders.map((f) => f.name);
   if (classNames.length === 0) {
     throw new DataError(`No class subfolders in ${root}${linkNote(root, linkedFolders)}`, {
       hint: links.skipped
@@ -77,9 +78,8 @@ export async function scanClasses(
   }
 
   const files: ImageFile[] = [];
-  for (const [label, className] of classNames.entries()) {
+  for (const [label, { name: className, real }] of folders.entries()) {
     const classDir = path.join(root, className);
-    const { real } = top.folders.find((f) => f.name === className)!;
     // Each class walks every real folder once: a link back up (cats/up -> ..) or across cannot repeat images.
     const walk: Walk = { followLinks: opts.followLinks ?? false, links, walked: new Set([rootReal, real]), rootReal };
     // Keras also takes images from nested folders inside a class folder.

@@ -5,7 +5,7 @@
 // the graph channels-last from the input; a layer kind not known here has its weights left to the build and an
 // output of unknown shape, and an unknown dimension (null) is never held against a file.
 import { ModelError } from '../errors.ts';
-import { childLayers, isContainer, layerName, spatialOut, type LayerJson } from './topology.ts';
+import { childLayers, isContainer, layerName, spatialOut, type LayerConfigJson, type LayerJson } from './topology.ts';
 
 export type Dim = number | null;
 /** A tensor's shape without the batch dimension; undefined where nothing is known. */
@@ -160,7 +160,7 @@ function apply(layer: LayerJson, inputs: Shape[], out: Walked): Shape {
 }
 
 function applyLayer(layer: LayerJson, inputs: Shape[], out: ExpectedWeight[]): Shape {
-  const c = layer.config ?? {};
+  const c: LayerConfigJson = Array.isArray(layer.config) ? {} : layer.config;
   const x = inputs[0];
   const name = layerName(layer);
   const add = (weight: string, shape: Dim[]) => out.push({ name: `${name}/${weight}`, shape });

@@ -30,10 +30,8 @@ export function assignNamedWeights(model: tf.LayersModel, named: tf.NamedTensorM
 
 /** Sets weights from a Keras .h5 file's layers onto the model's layers. */
 export function assignH5Weights(model: tf.LayersModel, weights: H5Weights, source: string): void {
-  const layers = weightedLayers(model);
-  const match = pairH5Layers(new Map(layers.map((l) => [l.name, l.weights])), weights, source);
-  for (const layer of layers) {
-    const tensors = weights.get(match.get(layer.name)!)!.map((w) => tf.tensor(w.values, w.shape, 'float32'));
+  for (const { layer, weights: found } of pairH5Layers(weightedLayers(model), weights, source)) {
+    const tensors = found.map((w) => tf.tensor(w.values, w.shape, 'float32'));
     layer.setWeights(tensors);
     tf.dispose(tensors);
   }
@@ -46,7 +44,7 @@ export function layerWeights(model: tf.LayersModel): H5Weights {
     out.set(
       layer.name,
       layer.weights.map((w) => ({
-        name: w.originalName.split('/').pop()!,
+        name: w.originalName.slice(w.originalName.lastIndexOf('/') + 1),
         shape: w.shape as number[],
         values: w.read().dataSync() as Float32Array,
       })),

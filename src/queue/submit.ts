@@ -139,9 +139,10 @@ function describe(event: JobEvent): string {
   if (event.event === 'start')
     return `[${event.trial}] started on ${event.worker}${event.attempt > 1 ? ` (attempt ${event.attempt})` : ''}`;
   const { logs } = event;
-  const shown = ['loss', 'accuracy', 'val_loss', 'val_accuracy']
-    .filter((k) => typeof logs[k] === 'number')
-    .map((k) => `${k} ${logs[k]!.toFixed(4)}`);
+  const shown = ['loss', 'accuracy', 'val_loss', 'val_accuracy'].flatMap((k) => {
+    const value = logs[k];
+    return typeof value === 'number' ? [`${k} ${value.toFixed(4)}`] : []; // NaN comes through JSON as null
+  });
   return `[${event.trial}] epoch ${event.epoch}/${event.epochs}: ${shown.join(' - ')}`;
 }
 

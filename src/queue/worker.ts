@@ -46,9 +46,10 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const worker: import('bullmq').Worker<TrialJob, JobOutcome[]> = new Worker<TrialJob, JobOutcome[]>(
     QUEUE_NAME,
     async (job, token) => {
+      if (!token) throw new Error(`job ${job.id} came without its lock token`);
       busy++;
       try {
-        return await processJob(job, token!, options, redis);
+        return await processJob(job, token, options, redis);
       } finally {
         busy--;
       }

@@ -123,7 +123,6 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         `Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`,
       );
     try {
-      const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
       const r = await runGroup(specs, {
         // Paths in a loaded experiment are already absolute: config resolved them against the files that wrote them.
         baseDir: process.cwd(),
@@ -134,7 +133,8 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         progress,
         shouldStop: ctx.shouldStop,
         backup: ctx.backup,
-        data: sameData ? data!.prepared : undefined,
+        data:
+          data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data) ? data.prepared : undefined,
       });
       if (r.data) data = { config: group[0].experiment.data, prepared: r.data };
       outcomes.push(...r.outcomes.map(withIds));
@@ -236,10 +236,15 @@ const cost = (g: ResolvedTrial[]) =>
   Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
 const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');
 
-function parseEvent(line: string): Record<string, any> | undefined {
+/** A child's JSON progress event; undefined for any other line. */
+function parseEvent(line: string): Record<string, unknown> | undefined {
+  let parsed: unknown;
   try {
-    return JSON.parse(line);
+    parsed = JSON.parse(line);
   } catch {
     return undefined;
   }
+  return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+    ? (parsed as Record<string, unknown>)
+    : undefined;
 }

@@ -63,7 +63,7 @@ export function openJournal(runDir: string) {
   function append(body: RecordBody): JournalRecord {
     const record = { seq: nextSeq++, ...body } as JournalRecord;
     fs.mkdirSync(runDir, { recursive: true });
-    fs.appendFileSync(file, JSON.stringify(record) + '\n');
+    fs.appendFileSync(file, `${JSON.stringify(record)}\n`);
     records.push(record);
     if (record.kind === 'run' || record.kind === 'resume') watchUntilEnd(journal);
     if (record.kind === 'end') openRuns.delete(journal);
@@ -73,7 +73,7 @@ export function openJournal(runDir: string) {
   function saveCursor(next: Cursor) {
     cursor = next;
     const temporary = `${cursorFile}.tmp`;
-    fs.writeFileSync(temporary, JSON.stringify(next) + '\n');
+    fs.writeFileSync(temporary, `${JSON.stringify(next)}\n`);
     fs.renameSync(temporary, cursorFile);
   }
 

@@ -228,7 +228,7 @@ async function spawnServer(
     process.removeListener('exit', onExit);
   }
   const record: ServerFile = { pid, url, storeDir, startedAt: new Date().toISOString() };
-  fs.writeFileSync(serverFile, JSON.stringify(record, null, 2) + '\n');
+  fs.writeFileSync(serverFile, `${JSON.stringify(record, null, 2)}\n`);
   return { record, startSeconds: (performance.now() - started) / 1000, exited };
 }
 

@@ -4,6 +4,7 @@
 // Tracking never holds up training: every request here is one short attempt, and a failure is said and passed over.
 import crypto from 'node:crypto';
 import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
+import type { SweepConfig } from '../config/types.ts';
 import { isBetter, metricGoal, type Goal } from '../config/metrics.ts';
 import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
 import { runUrl, uiUrl, type MlflowClient } from './client.ts';
@@ -24,6 +25,8 @@ export interface TrialResult {
 }
 
 export interface SweepSession {
+  /** The sweep's definition: its metric and goal pick the best trial. */
+  config: SweepConfig;
   /** Trials to train now (FINISHED ones left out unless rerun). */
   trials: ResolvedTrial[];
   /** FINISHED runs of trials of this sweep, by config hash (they compete for best). */
@@ -95,6 +98,8 @@ export async function openSweep(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepSession> {
   const { loaded, log } = options;
+  const config = loaded.sweep;
+  if (!config) throw new Error(`openSweep: ${loaded.file} has no sweep`);
   const env = options.env ?? process.env;
   const client = quickClient(options.uri, env);
   const experimentName = env.MLFLOW_EXPERIMENT_NAME || options.experimentName;
@@ -106,7 +111,7 @@ export async function openSweep(options: {
     log(
       `MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial; they are journaled as single runs for \`xp sync\`.`,
     );
-    return { trials: options.trials, finished: new Map() };
+    return { config, trials: options.trials, finished: new Map() };
   }
   const finished = finishedByHash(
     rows,
@@ -130,10 +135,10 @@ export async function openSweep(options: {
       const end = await endSweep({
         uri: options.uri,
         parentRunId: existing.runId,
-        metric: loaded.sweep!.metric,
-        goal: loaded.sweep!.goal,
+        metric: config.metric,
+        goal: config.goal,
         candidates: [...finished.values()].map(
-          candidateOf(loaded.sweep!.metric, (row) =>
+          candidateOf(config.metric, (row) =>
             loaded.trials.findIndex((t) => t.configHash === row.tags['xp.config_hash']),
           ),
         ),
@@ -145,19 +150,19 @@ export async function openSweep(options: {
         `Sweep parent run closed${end.best ? `: best trial ${end.best.name}` : ''}: ${runUrl(client.baseUrl, existing.experimentId, existing.runId)}`,
       );
     }
-    return { trials, finished };
+    return { config, trials, finished };
   }
   try {
     const parent = existing
       ? await reopenParent(client, existing)
-      : await createParent(client, { ...options, experimentName, hash, env });
+      : await createParent(client, { ...options, sweep: config, experimentName, hash, env });
     log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
-    return { trials, finished, parentRunId: parent.runId, parentUrl: parent.url };
+    return { config, trials, finished, parentRunId: parent.runId, parentUrl: parent.url };
   } catch (error) {
     log(
       `MLflow: sweep parent run not created (${(error as Error).message}); the trials are journaled as single runs for \`xp sync\`.`,
     );
-    return { trials, finished };
+    return { config, trials, finished };
   }
 }
 
@@ -170,15 +175,16 @@ async function createParent(
   client: MlflowClient,
   options: {
     loaded: LoadedExperiment;
+    sweep: SweepConfig;
     experimentName: string;
     hash: string;
     sourceFile: string;
     env: NodeJS.ProcessEnv;
   },
 ) {
-  const { loaded, sourceFile, env } = options;
+  const { loaded, sweep, sourceFile, env } = options;
   const experiment = await client.getOrCreateExperiment(options.experimentName);
-  const runName = `sweep ${Object.keys(loaded.sweep!.parameters).join(' x ')}`;
+  const runName = `sweep ${Object.keys(sweep.parameters).join(' x ')}`;
   const run = await client.createRun({
     experimentId: experiment.experiment_id,
     runName,
@@ -192,15 +198,15 @@ async function createParent(
       'xp.kind': 'sweep',
       'xp.sweep_hash': options.hash,
       'xp.sweep.trials': String(loaded.trials.length),
-      'xp.sweep_metric': loaded.sweep!.metric,
+      'xp.sweep_metric': sweep.metric,
     },
   });
   const params = Object.entries({
-    'sweep.method': loaded.sweep!.method,
-    'sweep.metric': loaded.sweep!.metric,
-    'sweep.goal': loaded.sweep!.goal,
+    'sweep.method': sweep.method,
+    'sweep.metric': sweep.metric,
+    'sweep.goal': sweep.goal,
     trials: loaded.trials.length,
-    ...prefixed(loaded.sweep!.parameters),
+    ...prefixed(sweep.parameters),
   });
   await client.logBatch(run.info.run_id, {
     params: params.map(([key, value]) => ({
@@ -225,7 +231,7 @@ export async function closeSweep(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepEnd> {
   const { loaded, session } = options;
-  const { metric } = loaded.sweep!;
+  const { metric, goal } = session.config;
   const ranThisTime = new Set(options.results.map((r) => r.mlflowRunId).filter(Boolean));
   const order = new Map(loaded.trials.map((t, i) => [t.name, i]));
   const rank = (name: string) => order.get(name) ?? order.size;
@@ -243,7 +249,7 @@ export async function closeSweep(options: {
       .filter((row) => !ranThisTime.has(row.runId))
       .map(candidateOf(metric, (row) => rank(row.runName))),
   ];
-  return endSweep({ ...options, parentRunId: session.parentRunId, metric, goal: loaded.sweep!.goal, candidates });
+  return endSweep({ ...options, parentRunId: session.parentRunId, metric, goal, candidates });
 }
 
 /**
@@ -307,12 +313,14 @@ async function endSweep(options: {
 }): Promise<SweepEnd> {
   const { metric, candidates } = options;
   const best = bestTrial(candidates, metric, options.goal);
-  const tracked = candidates.filter((c) => c.runId && c.experimentId);
+  const tracked = candidates.flatMap(({ runId, experimentId }) =>
+    runId && experimentId ? [{ runId, experimentId }] : [],
+  );
   const url = tracked.length
     ? compareUrl(
         options.uri,
-        tracked.map((c) => c.experimentId!),
-        tracked.map((c) => c.runId!),
+        tracked.map((c) => c.experimentId),
+        tracked.map((c) => c.runId),
       )
     : undefined;
   if (options.parentRunId) {

@@ -5,11 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
 import { createClient, credentialsFromEnv, runUrl, type MlflowClient } from './client.ts';
-import { endOpenRuns, openJournal, type Journal } from './journal.ts';
+import { endOpenRuns, openJournal, type Journal, type JournalRecord } from './journal.ts';
 import { deliver, describePending } from './delivery.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
 import { embeddedServerRuns, embeddedStore, isHealthy } from './server.ts';
+
+type RunRecord = Extract<JournalRecord, { kind: 'run' }>;
 
 export interface TrackerOptions {
   uri: string;
@@ -210,22 +212,21 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   };
 
   /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
-  const resume = (j: Journal, info: RunStartInfo) => {
+  const resume = (j: Journal, info: RunStartInfo, resumedAt: number, was: RunRecord) => {
     for (const r of j.records())
       if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
     // The process that resumes it tags it as its own (a queue worker's name and attempt).
-    const tags = { ...options.tags, 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
+    const tags = { ...options.tags, 'xp.resumed_at_epoch': String(resumedAt), 'xp.accel': info.accel };
     j.append({
       kind: 'resume',
-      epoch: info.resumedAt!,
+      epoch: resumedAt,
       startTime: Date.now(),
       tags,
       pid: process.pid,
       host: os.hostname(),
     });
-    log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
+    log(`MLflow: continuing the interrupted run's MLflow run after epoch ${resumedAt}.`);
     // Its MLflow run lives where it was logging: another server has no such run, and `xp sync` sends there later.
-    const was = j.runRecord()!;
     const store = embeddedStore(uri);
     if (was.uri !== undefined && (was.store ?? was.uri) !== (store ?? uri)) {
       log(
@@ -239,7 +240,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
     onRunStart: guard('run start', async (info: RunStartInfo) => {
       journal = openJournal(runDir);
       // A run tracked before it was interrupted goes on in its MLflow run; one that was not starts one now.
-      if (info.resumedAt !== undefined && journal.runRecord()) return resume(journal, info);
+      const was = journal.runRecord();
+      if (info.resumedAt !== undefined && was) return resume(journal, info, info.resumedAt, was);
       const sourceFile = info.sourceFile ?? options.sourceFile;
       const parentRunId = options.parentRunId ?? info.parentRunId;
       const tags: Record<string, string> = {
@@ -327,7 +329,10 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
 
     pending: async () => {
       // A delivery pass may start another as it ends (records journaled meanwhile): wait for the last one.
-      for (let seen; seen !== chain; ) await (seen = chain);
+      for (let seen: Promise<unknown> | undefined; seen !== chain; ) {
+        seen = chain;
+        await seen;
+      }
       return journal?.pending().length ?? 0;
     },
     runUrl: () => {

@@ -88,7 +88,10 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   ];
   const bytes = all.reduce((n, t) => n + t.size * 4, 0);
   let buffer = buffers.get(runDir);
-  if (buffer?.length !== bytes) buffers.set(runDir, (buffer = Buffer.allocUnsafeSlow(bytes)));
+  if (buffer?.length !== bytes) {
+    buffer = Buffer.allocUnsafeSlow(bytes);
+    buffers.set(runDir, buffer);
+  }
   let offset = 0;
   const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
     const data = t.dataSync() as Float32Array | Int32Array;

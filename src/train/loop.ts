@@ -92,7 +92,11 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const trials = createTrials(members);
   const maxEpochs = Math.max(...trials.map((t) => t.epochs));
   const ended = new Set<Trial>();
-  const end = (t: Trial) => (ended.has(t) ? undefined : (ended.add(t), endTrial(t, validation, progress)));
+  const end = async (t: Trial) => {
+    if (ended.has(t)) return;
+    ended.add(t);
+    await endTrial(t, validation, progress);
+  };
   const step = { global: 0 };
   let cut = 0; // steps of the epoch an interruption cut short: the trained weights are that far past the history
   try {
@@ -119,9 +123,11 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const scores = new Map<Trial, { loss: number; accuracy: number }>();
       try {
         for (const t of active) {
-          let val = scores.get(t.trainer);
-          if (!val) scores.set(t.trainer, (val = validation.evaluate(t.trainer.member.model, epochValidation.parts)));
-          const logs = epochLogs(t, sums.get(t.trainer)!, val, started, trainSeconds);
+          const val = scores.get(t.trainer) ?? validation.evaluate(t.trainer.member.model, epochValidation.parts);
+          scores.set(t.trainer, val);
+          const sum = sums.get(t.trainer);
+          if (!sum) throw new Error(`${t.member.label ?? 'the trial'}: its trainer did not train in epoch ${epoch}`);
+          const logs = epochLogs(t, sum, val, started, trainSeconds);
           t.history.push(logs);
           observeEpoch(t, epoch, logs);
           if (atLastEpoch(t)) copyTrainerWeights(t);
@@ -135,7 +141,9 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       } finally {
         epochValidation.dispose();
       }
-      await backupEpoch(active.filter((t) => t.member.backupDir && !ended.has(t)));
+      await backupEpoch(
+        active.flatMap((t) => (t.member.backupDir && !ended.has(t) ? [{ trial: t, dir: t.member.backupDir }] : [])),
+      );
     }
     // An interrupted trial's last backup is on disk before its run ends (KILLED: resumable from there).
     for (const t of trials) if (t.member.backupDir && !ended.has(t)) await backupWritten(t.member.backupDir);
@@ -159,13 +167,13 @@ async function pruned(t: Trial, epoch: number, logs: EpochLogs, active: Trial[])
 }
 
 /** Backs up the trials that train on; a prefix trial whose state is its trainer's shares the trainer's files. */
-async function backupEpoch(trials: Trial[]): Promise<void> {
-  for (const t of trials) if (t.trainer === t) await backupTrial(t, t.member.backupDir!);
-  for (const t of trials) {
+async function backupEpoch(backups: { trial: Trial; dir: string }[]): Promise<void> {
+  for (const { trial: t, dir } of backups) if (t.trainer === t) await backupTrial(t, dir);
+  for (const { trial: t, dir } of backups) {
     if (t.trainer === t) continue;
-    if (trials.includes(t.trainer) && backupKey(t) === backupKey(t.trainer))
-      linkBackup(t, t.trainer.member.backupDir!, t.member.backupDir!);
-    else await backupTrial(t, t.member.backupDir!);
+    const trainer = backups.find((b) => b.trial === t.trainer);
+    if (trainer && backupKey(t) === backupKey(t.trainer)) linkBackup(t, trainer.dir, dir);
+    else await backupTrial(t, dir);
   }
 }
 
@@ -201,7 +209,8 @@ async function resumeGroup(
     throw new Error(`a resumed group needs every trial's backup at the same epoch (got ${[...epochs].join(', ')})`);
   const [done] = epochs;
   if (!done) return 0;
-  for (const t of trials) await resumeTrial(t, t.member.resume!);
+  // One epoch for all, and it is not undefined: every trial has a backup.
+  for (const t of trials) if (t.member.resume) await resumeTrial(t, t.member.resume);
   feed.skip(done * feed.steps);
   validation.skipEpochs(done);
   step.global = done * feed.steps;
@@ -211,6 +220,7 @@ async function resumeGroup(
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */
 async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global: number }, opts: LoopOptions) {
   const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
+  const [first] = sums.values(); // an epoch trains at least one trainer
   const batches = feed.epoch();
   let s = 0;
   try {
@@ -220,17 +230,15 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
       await setImmediate();
       const { batch, upcoming } = batches.next();
       step.global++;
-      for (const t of trainers) {
+      for (const [t, sum] of sums) {
         // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
         for (const layer of t.dropoutLayers) setDropoutSeed(layer, (t.seed * 1_000_003 + step.global) % 2 ** 31);
         const [loss, accuracy] = await t.step(batch.input, batch.target, upcoming);
-        const sum = sums.get(t)!;
         sum.loss += loss * batch.n;
         sum.accuracy += accuracy * batch.n;
         sum.n += batch.n;
       }
       tf.dispose([batch.input, batch.target]);
-      const first = sums.get(trainers[0])!;
       opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.n });
       if (opts.shouldStop('step')) break;
     }

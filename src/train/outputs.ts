@@ -83,11 +83,11 @@ function confusionSvg(result: RunResult): string {
   });
   const rowLabels = names.map(
     (n, i) =>
-      `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escape(n)}</text>`,
+      `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escapeXml(n)}</text>`,
   );
   const colLabels = names.map(
     (n, j) =>
-      `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escape(n)}</text>`,
+      `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escapeXml(n)}</text>`,
   );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
@@ -122,7 +122,7 @@ export async function writeCurves(runDir: string, history: EpochLogs[], title: s
   ];
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + 30}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${width / 2}" y="20" font-size="15" text-anchor="middle">${escape(title)}</text>
+<text x="${width / 2}" y="20" font-size="15" text-anchor="middle">${escapeXml(title)}</text>
 <g transform="translate(0,30)">${panels.join('')}</g></svg>`;
   await sharp(Buffer.from(svg)).png().toFile(path.join(runDir, 'curves.png'));
 }
@@ -168,7 +168,7 @@ ${line(train, '#d62728')}${line(validation, '#1f77b4')}
 <line x1="${right - 112}" x2="${right - 92}" y1="${top + 30}" y2="${top + 30}" stroke="#1f77b4" stroke-width="2"/><text x="${right - 86}" y="${top + 34}" font-size="11">validation</text>`;
 }
 
-const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /** runs/<experiment>/<yyyymmdd-hhmmss-xxxx>: sortable by time, unique across parallel trials. */
 export function newRunDir(runsRoot: string, experimentName: string): { runId: string; runDir: string } {
@@ -180,8 +180,8 @@ export function newRunDir(runsRoot: string, experimentName: string): { runId: st
       fs.mkdirSync(path.dirname(runDir), { recursive: true });
       fs.mkdirSync(runDir);
       return { runId, runDir };
-    } catch (error: any) {
-      if (error.code !== 'EEXIST') throw error;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
   }
 }

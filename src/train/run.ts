@@ -2,7 +2,7 @@
 // load once, train every head on the same backbone features, write each trial's outputs, tell the callbacks.
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs-node';
+import type * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
 import { accelPolicy, compileForInference } from '../accel/index.ts';
@@ -141,9 +141,11 @@ export async function runGroup(
   // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
   const trainers = trainersOf(trials.map((t) => t.experiment));
   const owner = trials.map((t, i) => (trainers[i] !== i && usesTrainerModel(t.experiment) ? trainers[i] : i));
-  const models = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
-  for (const i of new Set(owner)) {
-    const t = trials[i];
+  const built = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
+  const modelsOf = (i: number) => {
+    const known = built.get(owner[i]);
+    if (known) return known;
+    const t = trials[owner[i]];
     const head = buildHead(backbone.featureShape, t.experiment.head, data.numClasses, {
       seed: t.experiment.training.seed,
     });
@@ -153,8 +155,12 @@ export async function runGroup(
       loss: lossFor(data.numClasses),
       metrics: ['accuracy'],
     });
-    models.set(i, { head, model, full: frozen ? composeModel(backbone.model, head) : model });
-  }
+    const models = { head, model, full: frozen ? composeModel(backbone.model, head) : model };
+    built.set(owner[i], models);
+    return models;
+  };
+  // Every model is built (once per owner) before any run folder is written.
+  const models = trials.map((_, i) => modelsOf(i));
   const members = trials.map((t, i) => {
     const { runId, runDir } = t.resume ?? newRunDir(opts.runsRoot, t.experiment.name);
     const backup = t.resume && readBackup(runDir);
@@ -163,7 +169,7 @@ export async function runGroup(
         hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start',
       });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
-    const { head, model, full } = models.get(owner[i])!;
+    const { head, model, full } = models[i];
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
     return { spec: t, runId, runDir, head, model, full, backup };
   });

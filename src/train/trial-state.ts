@@ -23,7 +23,7 @@ export interface Trial {
   /** numTensors at the end of each epoch, for leak checks. */
   tensorsPerEpoch: number[];
   /** The trial whose model trains for this one: itself, or the longest trial with the same trajectory. */
-  trainer: Trial;
+  readonly trainer: Trial;
   step: TrainStep;
   /** A prefix trial with a model of its own has copied the trainer's weights (at its last epoch or an interruption). */
   copiedTrainerWeights: boolean;
@@ -35,7 +35,8 @@ export interface Trial {
 }
 
 export function createTrials(members: Member[]): Trial[] {
-  const trials: Trial[] = members.map((member) => {
+  const trainers = trainersOf(members.map((m) => m.experiment));
+  const trials: Trial[] = members.map((member, i) => {
     const t = member.experiment.training;
     return {
       member,
@@ -47,13 +48,14 @@ export function createTrials(members: Member[]): Trial[] {
       dropoutLayers: flat(member.model).filter((l) => l.getClassName() === 'Dropout'),
       seed: t.seed,
       tensorsPerEpoch: [],
-      trainer: undefined as unknown as Trial, // set below
+      // Another trial of this group, or this one: read once all of them exist.
+      get trainer() {
+        return trials[trainers[i]];
+      },
       step: trainStep(member.model),
       copiedTrainerWeights: false,
     };
   });
-  const trainers = trainersOf(members.map((m) => m.experiment));
-  trials.forEach((t, i) => (t.trainer = trials[trainers[i]]));
   return trials;
 }
 
@@ -232,7 +234,9 @@ export function describeEarlyStopping(r: EarlyStoppingReport, lastEpoch: number)
 const toJson = (v: number): number | null => (Number.isFinite(v) ? v : null);
 const fromJson = (v: number | null): number => v ?? -Infinity;
 
-const monitored = (logs: EpochLogs, key: string) => (logs as unknown as Record<string, number>)[key] ?? NaN;
+// A key the logs lack (val_loss when there is no validation) reads NaN.
+const isLogged = (logs: EpochLogs, key: string): key is keyof EpochLogs => key in logs;
+const monitored = (logs: EpochLogs, key: string): number => (isLogged(logs, key) ? (logs[key] ?? NaN) : NaN);
 
 // Copies, not clones: a clone shares its buffer, and the dense-head step updates its kernel in place (step.ts).
 function snapshot(model: tf.LayersModel): tf.Tensor[] {
