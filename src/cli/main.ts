@@ -215,7 +215,7 @@ const commands: Record<string, Command> = {
   },
   server: {
     summary: 'serve the one MLflow that workers on several machines log to (PostgreSQL store, proxied artifacts)',
-    usage: 'xp server --backend postgresql://user@host:5432/db --artifacts DIR [--host ADDR] [--port N]',
+    usage: 'xp server --backend postgresql://user@host:5432/db --artifacts DIR [--create-db] [--host ADDR] [--port N]',
     flags: {
       backend: {
         type: 'string',
@@ -227,6 +227,7 @@ const commands: Record<string, Command> = {
         arg: 'DIR',
         help: "where the server keeps the runs' files (workers upload through it)",
       },
+      'create-db': { type: 'boolean', help: 'create the PostgreSQL database when it does not exist' },
       host: { type: 'string', arg: 'ADDR', default: '0.0.0.0', help: 'address to listen on' },
       port: { type: 'string', arg: 'N', default: '5000', help: 'port to listen on' },
     },
@@ -235,6 +236,7 @@ const commands: Record<string, Command> = {
       return serverCommand({
         backend: v.backend as string | undefined,
         artifacts: v.artifacts as string | undefined,
+        createDb: Boolean(v['create-db']),
         host: v.host as string,
         port: positiveInt('--port', v.port as string),
       });
