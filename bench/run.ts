@@ -152,7 +152,7 @@ async function stageAndEpochFigures(
     },
     {
       figure: 'last epoch (train + validation)',
-      xp: xp.epochSeconds.at(-1)!,
+      xp: xp.epochSeconds.at(-1) ?? Number.NaN, // every run has an epoch
       keras: keras?.epoch_seconds.at(-1),
       unit: 's',
       higherIsBetter: false,
@@ -249,10 +249,12 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
   log(`  xp run of the sweep (one shared backbone pass): ${sweeps[0].toFixed(1)} s`);
   const separate: number[] = [];
   for (const t of trials) {
-    separate.push(
-      await xpRunProcess(benchYaml(t.epochs, steps, validationSteps), [`head.dropout=${t.dropout}`, ...opts.set]),
-    );
-    log(`  xp run of dropout=${t.dropout} epochs=${t.epochs} alone: ${separate.at(-1)!.toFixed(1)} s`);
+    const alone = await xpRunProcess(benchYaml(t.epochs, steps, validationSteps), [
+      `head.dropout=${t.dropout}`,
+      ...opts.set,
+    ]);
+    separate.push(alone);
+    log(`  xp run of dropout=${t.dropout} epochs=${t.epochs} alone: ${alone.toFixed(1)} s`);
   }
   sweeps.push(await xpRunProcess(sweepFile, opts.set));
   const shared = (sweeps[0] + sweeps[1]) / 2;
@@ -277,8 +279,9 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
         microBatches: 0,
         onLog: () => {},
       });
-      keras.push((performance.now() - started) / 1000);
-      log(`  Keras dropout=${t.dropout} epochs=${t.epochs}: ${keras.at(-1)!.toFixed(1)} s`);
+      const seconds = (performance.now() - started) / 1000;
+      keras.push(seconds);
+      log(`  Keras dropout=${t.dropout} epochs=${t.epochs}: ${seconds.toFixed(1)} s`);
     }
   }
   const kerasTotal = keras?.reduce((a, b) => a + b, 0);
@@ -335,9 +338,18 @@ function harmonic(a: number, b: number): number {
 
 function peakMemory() {
   let max = process.memoryUsage().rss;
-  const timer = setInterval(() => (max = Math.max(max, process.memoryUsage().rss)), 200);
+  const sample = () => {
+    max = Math.max(max, process.memoryUsage().rss);
+  };
+  const timer = setInterval(sample, 200);
   timer.unref();
-  return { stop: () => (clearInterval(timer), Math.max(max, process.memoryUsage().rss) / 2 ** 20) };
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return max / 2 ** 20;
+    },
+  };
 }
 
 function log(line: string): void {

@@ -11,6 +11,8 @@ import * as nativeOps from './setup/native-ops.mjs';
 export const MLFLOW_VERSION = '3.17.2';
 // MLflow's SQLAlchemy opens postgresql:// with psycopg 3: `xp server --backend postgresql://...` needs it.
 export const PSYCOPG_VERSION = '3.3.9';
+// A sweep with method: tpe is an Optuna study (src/search/optuna_driver.py runs in this .venv).
+export const OPTUNA_VERSION = '5.1.0';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tfjsNodeDir = path.join(root, 'node_modules', '@tensorflow', 'tfjs-node');
@@ -107,13 +109,20 @@ async function mlflowVenv() {
   const python = path.join(venv, 'bin', 'python');
   const psycopg = () =>
     spawnSync(python, ['-c', 'import psycopg; print(psycopg.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  if (fs.existsSync(mlflow) && version().includes(MLFLOW_VERSION) && psycopg() === PSYCOPG_VERSION)
-    return `already in place, ${version()}, psycopg ${psycopg()}`;
+  const optuna = () =>
+    spawnSync(python, ['-c', 'import optuna; print(optuna.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (
+    fs.existsSync(mlflow) &&
+    version().includes(MLFLOW_VERSION) &&
+    psycopg() === PSYCOPG_VERSION &&
+    optuna() === OPTUNA_VERSION
+  )
+    return `already in place, ${version()}, psycopg ${psycopg()}, optuna ${optuna()}`;
   if (!fs.existsSync(python)) {
     run(pythonBin(), ['-m', 'venv', venv], 'create the virtual environment');
   }
   log(
-    `pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} into .venv (a minute or two the first time)`,
+    `pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} optuna==${OPTUNA_VERSION} into .venv (a minute or two the first time)`,
   );
   run(
     python,
@@ -125,13 +134,15 @@ async function mlflowVenv() {
       '--disable-pip-version-check',
       `mlflow==${MLFLOW_VERSION}`,
       `psycopg[binary]==${PSYCOPG_VERSION}`,
+      `optuna==${OPTUNA_VERSION}`,
     ],
     'pip install mlflow',
   );
   const v = version();
   if (!v.includes(MLFLOW_VERSION)) throw new Error(`.venv/bin/mlflow --version printed "${v}"`);
   if (psycopg() !== PSYCOPG_VERSION) throw new Error(`psycopg ${PSYCOPG_VERSION} does not import in .venv`);
-  return `${v}, psycopg ${psycopg()}`;
+  if (optuna() !== OPTUNA_VERSION) throw new Error(`optuna ${OPTUNA_VERSION} does not import in .venv`);
+  return `${v}, psycopg ${psycopg()}, optuna ${optuna()}`;
 }
 
 function run(cmd, args, what) {

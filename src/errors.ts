@@ -47,3 +47,11 @@ export class LockError extends XpError {
     this.name = 'LockError';
   }
 }
+
+/** A stop (Ctrl-C, SIGTERM) ended the work before it was done: nothing is wrong, the runs end KILLED. */
+export class Interrupted extends XpError {
+  constructor(message: string) {
+    super(message, { exitCode: 130 });
+    this.name = 'Interrupted';
+  }
+}

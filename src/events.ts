@@ -53,6 +53,11 @@ export interface ClassScores {
 export interface RunResult {
   /** The epoch whose weights were saved (1-based). */
   epoch: number;
+  /**
+   * Set when those are the weights of an epoch an interruption cut short (no backup held the last whole epoch's
+   * weights): the model saved had trained this many steps of `epoch`.
+   */
+  interrupted_after_step?: number;
   /** Validation images scored: the whole validation set. */
   images: number;
   val_accuracy: number;
@@ -61,6 +66,11 @@ export interface RunResult {
   /** Rows true class, columns predicted class, in class_names order. */
   confusion: number[][];
   class_names: string[];
+}
+
+/** Which weights a result is of, in words: `epoch 3`, or `epoch 2, interrupted after step 37`. */
+export function savedWeightsLabel(r: Pick<RunResult, 'epoch' | 'interrupted_after_step'>): string {
+  return `epoch ${r.epoch}${r.interrupted_after_step ? `, interrupted after step ${r.interrupted_after_step}` : ''}`;
 }
 
 /** What early stopping did (Keras EarlyStopping): epochs are 1-based. */
@@ -79,6 +89,8 @@ export interface EarlyStoppingReport {
 export interface RunEndInfo {
   status: 'FINISHED' | 'FAILED' | 'KILLED';
   error?: string;
+  /** A search's pruner stopped the run after this epoch (it ends KILLED, tagged xp.pruned_at_epoch). */
+  prunedAt?: { epoch: number; reason: string };
   bestEpoch?: number;
   /** The saved model on the whole validation set; absent when nothing was trained. */
   result?: RunResult;
@@ -124,3 +136,6 @@ export function loggedHeadlineValue(metrics: Record<string, number>, metric: str
  * next step; a queue worker told to stop finishes its epoch first. Either way the run ends KILLED, resumable.
  */
 export type StopCheck = (at: 'step' | 'epoch') => boolean;
+
+/** Asked after an epoch of a search's trial: the reason its pruner stops it there, or undefined to go on. */
+export type PruneCheck = (epoch: number, logs: EpochLogs) => Promise<string | undefined>;

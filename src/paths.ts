@@ -27,6 +27,9 @@ export const dataDir = (): string => path.resolve(process.env.XP_DATA_DIR || pat
 /** The project's MLflow, installed by setup. */
 export const mlflowBin = (): string => path.join(repoRoot, '.venv', 'bin', 'mlflow');
 
+/** The Python of that virtual environment (psycopg, with which xp server checks its backend). */
+export const venvPython = (): string => path.join(repoRoot, '.venv', 'bin', 'python');
+
 /** The lock (xp.lock) of an experiment: beside a local file; in the current folder for one given by URL. */
 export const lockFileFor = (experiment: string): string =>
   /^https?:\/\//i.test(experiment)

@@ -11,7 +11,7 @@ import type { HeadTrainer } from './head-trainer.ts';
 import { sparseMatMul } from './native-ops.ts';
 import { KerasRMSprop } from './rmsprop.ts';
 import { tailBackprop } from './tail.ts';
-import { compiledInternals, denseInternals, inboundNodes } from './tfjs-internals.ts';
+import { compiledInternals, denseInternals } from './tfjs-internals.ts';
 import { FUSED_MIN_SIZE } from './xla-update.ts';
 
 // Below this share of nonzero features the sparse product is the faster one (backbone features after a ReLU are
@@ -108,7 +108,7 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
       const { loss, metrics, dz, grads } = backward(z, y);
       optimizer.applyGradients(grads);
       const { zNext } = optimizer.applyDenseGradient(dense.kernel.read().name, input, dz, next && flatten(next));
-      if (zNext) prepared = { x: next!, kernel: kernelData(), z: tf.keep(zNext) };
+      if (zNext && next) prepared = { x: next, kernel: kernelData(), z: tf.keep(zNext) };
       return [loss, ...metrics];
     });
     ready?.dispose();
@@ -118,7 +118,10 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
   };
   return {
     step,
-    dispose: () => (prepared?.z.dispose(), (prepared = undefined)),
+    dispose: () => {
+      prepared?.z.dispose();
+      prepared = undefined;
+    },
     backprop: tail ? 'written-out' : 'tape',
   };
 }
@@ -126,10 +129,10 @@ export function denseHeadStep(model: tf.LayersModel): DenseHeadStep | undefined 
 /** The model's layers after its input when they form a chain (each feeds only the next), else undefined. */
 function chain(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   const [input, ...rest] = model.layers;
-  if (!input || input.getClassName() !== 'InputLayer') return undefined;
+  if (input?.getClassName() !== 'InputLayer') return undefined;
   let previous = input;
   for (const layer of rest) {
-    const nodes = inboundNodes(layer);
+    const nodes = layer.inboundNodes;
     // Node 0 is where the head was built; composing it with the backbone for saving adds another.
     if (nodes[0]?.inboundLayers.length !== 1 || nodes[0].inboundLayers[0] !== previous) return undefined;
     previous = layer;

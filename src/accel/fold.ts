@@ -6,7 +6,7 @@
 // version gains little; graph.ts compiles the same plan into a TensorFlow graph, the fast path.
 // Both hold a snapshot of the weights: rebuild after the weights change.
 import * as tf from '@tensorflow/tfjs-node';
-import { containerNodes } from './tfjs-internals.ts';
+import { containerNodes, layerConfig } from './tfjs-internals.ts';
 
 export interface InferenceFn {
   (x: tf.Tensor4D): tf.Tensor4D;
@@ -18,9 +18,8 @@ export interface InferenceFn {
 
 export type FusedActivation = 'linear' | 'relu' | 'relu6' | 'elu' | 'sigmoid';
 const FUSABLE: readonly string[] = ['linear', 'relu', 'relu6', 'elu', 'sigmoid'];
+const isFusable = (activation: string): activation is FusedActivation => FUSABLE.includes(activation);
 
-type Config = Record<string, any>;
-const configOf = (layer: tf.layers.Layer) => layer.getConfig() as Config;
 // A layer used in several models (a nested model re-applied) has one inbound node per use: take
 // the one of this model, as tfjs keys them in containerNodes.
 function inboundNames(model: tf.LayersModel, layer: tf.layers.Layer): string[] {
@@ -32,19 +31,20 @@ function inboundNames(model: tf.LayersModel, layer: tf.layers.Layer): string[] {
 // The activation an Activation or ReLU layer applies, if the fused kernels have it.
 function activationOf(layer: tf.layers.Layer | undefined): FusedActivation | undefined {
   if (!layer) return undefined;
-  const config = configOf(layer);
   if (layer.getClassName() === 'ReLU') {
+    const config = layerConfig(layer, 'ReLU');
     if ((config.negativeSlope ?? 0) !== 0 || (config.threshold ?? 0) !== 0) return undefined;
     if (config.maxValue == null) return 'relu';
     return config.maxValue === 6 ? 'relu6' : undefined;
   }
-  if (layer.getClassName() === 'Activation' && FUSABLE.includes(config.activation)) return config.activation;
-  return undefined;
+  if (layer.getClassName() !== 'Activation') return undefined;
+  const { activation } = layerConfig(layer, 'Activation');
+  return isFusable(activation) ? activation : undefined;
 }
 
 function isChannelsLastBatchNorm(layer: tf.layers.Layer | undefined): layer is tf.layers.Layer {
-  if (!layer || layer.getClassName() !== 'BatchNormalization') return false;
-  const axis = configOf(layer).axis;
+  if (layer?.getClassName() !== 'BatchNormalization') return false;
+  const { axis } = layerConfig(layer, 'BatchNormalization');
   return axis === -1 || axis === 3;
 }
 
@@ -53,7 +53,7 @@ function isChannelsLastBatchNorm(layer: tf.layers.Layer | undefined): layer is t
  * added to x first: scale = gamma / sqrt(moving_variance + epsilon), shift = (bias - moving_mean) * scale + beta.
  */
 export function batchNormAffine(bn: tf.layers.Layer, bias?: tf.Tensor1D): { scale: tf.Tensor1D; shift: tf.Tensor1D } {
-  const config = configOf(bn);
+  const config = layerConfig(bn, 'BatchNormalization');
   const weights = bn.getWeights();
   let i = 0;
   const gamma = config.scale ? weights[i++] : undefined;
@@ -131,10 +131,9 @@ export function foldPlan(model: tf.LayersModel): FoldedPlan {
   for (const layer of model.layers) {
     if (layer.name === input || absorbed.has(layer.name)) continue;
     const inputs = inboundNames(model, layer);
-    const config = configOf(layer);
     const cls = layer.getClassName();
-    const isConv = (cls === 'Conv2D' || cls === 'DepthwiseConv2D') && config.dataFormat === 'channelsLast';
-    if (!isConv || !FUSABLE.includes(config.activation)) {
+    const config = cls === 'Conv2D' || cls === 'DepthwiseConv2D' ? layerConfig(layer, cls) : undefined;
+    if (config?.dataFormat !== 'channelsLast' || config.padding === 'causal' || !isFusable(config.activation)) {
       ops.push({ kind: 'layer', name: layer.name, inputs, layer });
       continue;
     }
@@ -144,8 +143,9 @@ export function foldPlan(model: tf.LayersModel): FoldedPlan {
     if (activation === 'linear') {
       const bn = next(layer);
       if (isChannelsLastBatchNorm(bn)) {
-        ({ filter, bias } = foldBatchNorm(layer, bn));
-        held.push(filter, bias!);
+        const folded = foldBatchNorm(layer, bn);
+        held.push(folded.filter, folded.bias);
+        ({ filter, bias } = folded);
         absorbed.add(bn.name);
         last = bn;
       }
@@ -202,19 +202,20 @@ export function freezeForInference(model: tf.LayersModel): InferenceFn {
   const fn = ((x: tf.Tensor4D) =>
     tf.tidy(() => {
       const values = new Map<string, tf.Tensor>([[plan.input, x]]);
+      // The plan is in graph order (tfjs sorts a model's layers so), so each input is computed before it is read.
+      const computed = (name: string) => {
+        const value = values.get(name);
+        if (!value) throw new Error(`Folded op input ${name} is read before it is computed.`);
+        return value;
+      };
       const left = new Map(uses);
       for (const op of plan.ops) {
         const inputs = opInputs(op);
-        values.set(
-          op.name,
-          run(
-            op,
-            inputs.map((n) => values.get(n)!),
-          ),
-        );
+        values.set(op.name, run(op, inputs.map(computed)));
         for (const n of inputs) {
-          left.set(n, left.get(n)! - 1);
-          if (left.get(n) === 0 && n !== plan.input) values.get(n)!.dispose();
+          const remaining = (left.get(n) ?? 0) - 1;
+          left.set(n, remaining);
+          if (remaining === 0 && n !== plan.input) computed(n).dispose();
         }
       }
       return values.get(plan.output) as tf.Tensor4D;

@@ -9,6 +9,7 @@ import { batchNormAffine, foldPlan, freezeForInference, type FoldedOp, type Infe
 import { accelPolicy, type AccelPolicy } from './policy.ts';
 import { DT_FLOAT, DT_INT32, type Attr, type NodeDef } from './protobuf.ts';
 import { openSession } from './saved-model.ts';
+import { layerConfig } from './tfjs-internals.ts';
 
 /** A layer kind the graph writer has no TensorFlow op for. */
 export class UnsupportedLayerError extends Error {}
@@ -101,14 +102,15 @@ function convNodes(op: Extract<FoldedOp, { kind: 'conv' }>): NodeDef[] {
 
 function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
   const { name, inputs, layer } = op;
-  const c = layer.getConfig() as Record<string, any>;
-  switch (layer.getClassName()) {
+  const cls = layer.getClassName();
+  switch (cls) {
     case 'MaxPooling2D':
-    case 'AveragePooling2D':
+    case 'AveragePooling2D': {
+      const c = layerConfig(layer, cls);
       return [
         {
           name,
-          op: layer.getClassName() === 'MaxPooling2D' ? 'MaxPool' : 'AvgPool',
+          op: cls === 'MaxPooling2D' ? 'MaxPool' : 'AvgPool',
           inputs,
           attrs: {
             T,
@@ -119,8 +121,9 @@ function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
           },
         },
       ];
+    }
     case 'Concatenate': {
-      const axis = constant(`${name}/axis`, new Int32Array([c.axis]), []);
+      const axis = constant(`${name}/axis`, new Int32Array([layerConfig(layer, cls).axis]), []);
       return [
         axis,
         {
@@ -138,7 +141,7 @@ function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
           : { name, op: 'AddN', inputs, attrs: { T, N: { i: inputs.length } } },
       ];
     case 'ZeroPadding2D': {
-      const [[t, b], [l, r]] = (c.padding as number[][]).map((p) => pair(p));
+      const [[t, b], [l, r]] = layerConfig(layer, cls).padding.map((p) => pair(p));
       const paddings = constant(`${name}/paddings`, new Int32Array([0, 0, t, b, l, r, 0, 0]), [4, 2]);
       return [
         paddings,
@@ -146,16 +149,19 @@ function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
       ];
     }
     case 'Activation':
-      return activationNode(name, inputs[0], c.activation);
-    case 'ReLU':
-      if (c.maxValue == null) return activationNode(name, inputs[0], 'relu');
-      if (c.maxValue === 6) return activationNode(name, inputs[0], 'relu6');
-      throw new UnsupportedLayerError(`ReLU(max_value=${c.maxValue})`);
+      return activationNode(name, inputs[0], layerConfig(layer, cls).activation);
+    case 'ReLU': {
+      const { maxValue } = layerConfig(layer, cls);
+      if (maxValue == null) return activationNode(name, inputs[0], 'relu');
+      if (maxValue === 6) return activationNode(name, inputs[0], 'relu6');
+      throw new UnsupportedLayerError(`ReLU(max_value=${maxValue})`);
+    }
     case 'Dropout':
       return activationNode(name, inputs[0], 'linear');
     case 'BatchNormalization': {
       // Inference BN on its own: x * scale + shift with constants.
-      if (c.axis !== -1 && c.axis !== 3) throw new UnsupportedLayerError('BatchNormalization not on the channel axis');
+      const { axis } = layerConfig(layer, cls);
+      if (axis !== -1 && axis !== 3) throw new UnsupportedLayerError('BatchNormalization not on the channel axis');
       const { scale, shift } = batchNormAffine(layer);
       const scaleNode = constant(`${name}/scale`, scale.dataSync() as Float32Array, scale.shape);
       const shiftNode = constant(`${name}/offset`, shift.dataSync() as Float32Array, shift.shape);
@@ -168,7 +174,7 @@ function layerNodes(op: Extract<FoldedOp, { kind: 'layer' }>): NodeDef[] {
       ];
     }
     default:
-      throw new UnsupportedLayerError(layer.getClassName());
+      throw new UnsupportedLayerError(cls);
   }
 }
 

@@ -21,7 +21,10 @@ const attempts = new Map<string, string>();
 /** Loads the kernels from `file` once; '' when they are loaded, else why they are unavailable. */
 export function nativeOpsUnavailable(file = NATIVE_OPS_FILE): string {
   let why = attempts.get(file);
-  if (why === undefined) attempts.set(file, (why = load(file)));
+  if (why === undefined) {
+    why = load(file);
+    attempts.set(file, why);
+  }
   return why;
 }
 
@@ -46,7 +49,10 @@ const threads = () => Number(process.env.TF_NUM_INTRAOP_THREADS) || 0;
 function kernelBackend(): NodeBackend {
   const why = nativeOpsUnavailable();
   if (why) throw new Error(`xp's native kernels are not loaded: ${why}`);
-  return nodeBackend()!;
+  const backend = nodeBackend();
+  if (!backend)
+    throw new Error(`xp's native kernels run on tfjs-node's TensorFlow, and the backend is ${tf.getBackend()}`);
+  return backend;
 }
 
 /**

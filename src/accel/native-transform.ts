@@ -12,7 +12,8 @@ export function registerNativeTransform(): void {
     kernelName: 'Transform',
     backendName: BACKEND,
     kernelFunc: ({ inputs, attrs, backend }) => {
-      const node = nodeBackend(backend)!;
+      const node = nodeBackend(backend);
+      if (!node) throw new Error(`The ${BACKEND} backend is not tfjs-node's: xp's Transform kernel cannot run on it`);
       const image = inputs.image as tf.TensorInfo;
       const transforms = inputs.transforms as tf.TensorInfo;
       const { interpolation, fillMode, fillValue, outputShape } = transformAttrs(attrs);

@@ -95,7 +95,10 @@ function writeAttr(w: ProtoWriter, attr: Attr): void {
   else if ('shape' in attr) w.message(7, (s) => writeShape(s, attr.shape));
   else if ('ints' in attr) w.message(1, (l) => (attr.ints.length > 0 ? l.packedInts(3, attr.ints) : l));
   else if ('types' in attr) w.message(1, (l) => l.packedInts(6, attr.types));
-  else if ('strings' in attr) w.message(1, (l) => attr.strings.forEach((s) => l.bytes(2, s)));
+  else if ('strings' in attr)
+    w.message(1, (l) => {
+      for (const s of attr.strings) l.bytes(2, s);
+    });
   else
     w.message(8, (t) => {
       t.int(1, attr.tensor.dtype);

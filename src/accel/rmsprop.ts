@@ -78,7 +78,10 @@ export class KerasRMSprop extends tf.Optimizer {
     const value = tf.engine().registeredVariables[name];
     const slot = this.slot(name, value);
     let lazy = this.lazy.get(name);
-    if (!lazy) this.lazy.set(name, (lazy = { last: tf.keep(tf.zeros([value.shape[0]], 'int32')), step: 0 })); // outlives the step's tidy
+    if (!lazy) {
+      lazy = { last: tf.keep(tf.zeros([value.shape[0]], 'int32')), step: 0 }; // outlives the step's tidy
+      this.lazy.set(name, lazy);
+    }
     lazy.step++;
     // In place: the kernel and its slot keep their tensors (and dataIds); their contents change.
     const zNext = denseRmsprop(

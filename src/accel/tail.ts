@@ -39,6 +39,11 @@ const slope: Record<Activation, (h: tf.Tensor) => tf.Tensor | undefined> = {
 };
 
 type Entry = { dropout: tf.layers.Layer } | { dense: DenseInternals; activation: string };
+/** What the forward pass keeps of an entry for the backward pass: its input, and its mask or its output. */
+type Saved = { input: tf.Tensor } & (
+  | { mask: tf.Tensor }
+  | { dense: DenseInternals; activation: string; output: tf.Tensor }
+);
 
 /** z (the large Dense's output, before its bias) and targets -> loss, metrics and gradients; or undefined. */
 export function tailBackprop(
@@ -72,7 +77,7 @@ export function tailBackprop(
     // Forward, keeping what the backward pass needs.
     const h0 = first.activation.apply(first.bias ? tf.add(z, first.bias.read()) : z);
     let h = h0;
-    const saved: { input: tf.Tensor; output?: tf.Tensor; mask?: tf.Tensor }[] = [];
+    const saved: Saved[] = [];
     for (const e of entries) {
       if ('dropout' in e) {
         const mask = e.dropout.apply(tf.onesLike(h), { training: true }) as tf.Tensor; // the layer's own multiplier
@@ -81,7 +86,7 @@ export function tailBackprop(
       } else {
         const a = tf.matMul(h, e.dense.kernel.read());
         const output = e.dense.activation.apply(e.dense.bias ? tf.add(a, e.dense.bias.read()) : a);
-        saved.push({ input: h, output });
+        saved.push({ ...e, input: h, output });
         h = output;
       }
     }
@@ -90,27 +95,26 @@ export function tailBackprop(
     const metrics = compiled.metricsTensors.map(([metric]) => tf.mean(metric(y, p)) as tf.Scalar);
 
     // Backward: d loss / d logits, then layer by layer to z.
-    const n = p.shape[0]!;
+    const n = p.shape[0];
     const clipped = (q: tf.Tensor) =>
       tf.cast(tf.logicalAnd(tf.greaterEqual(q, eps), tf.lessEqual(q, 1 - eps)), 'float32');
     let g = binary
       ? tf.div(tf.mul(tf.sub(p, y), clipped(p)), p.size) // mean over samples and outputs
       : tf.div(tf.mul(tf.sub(p, y), clipped(tf.sum(tf.mul(p, y), -1, true))), n); // one-hot: the true class's p
     const grads: { name: string; tensor: tf.Tensor }[] = [];
-    for (let i = entries.length - 1; i >= 0; i--) {
-      const e = entries[i];
+    for (let i = saved.length - 1; i >= 0; i--) {
       const s = saved[i];
-      if ('dropout' in e) {
-        g = tf.mul(g, s.mask!);
+      if ('mask' in s) {
+        g = tf.mul(g, s.mask);
         continue;
       }
-      if (i < entries.length - 1) {
-        const d = slope[e.activation as Activation](s.output!);
+      if (i < saved.length - 1) {
+        const d = slope[s.activation as Activation](s.output);
         if (d) g = tf.mul(g, d);
       }
-      const kernel = e.dense.kernel.read();
+      const kernel = s.dense.kernel.read();
       grads.push({ name: kernel.name, tensor: tf.matMul(s.input, g, true, false) });
-      if (e.dense.bias) grads.push({ name: e.dense.bias.read().name, tensor: tf.sum(g, 0) });
+      if (s.dense.bias) grads.push({ name: s.dense.bias.read().name, tensor: tf.sum(g, 0) });
       g = tf.matMul(g, kernel, false, true);
     }
     const d0 = slope[activationOf(first) as Activation](h0);

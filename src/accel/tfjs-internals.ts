@@ -63,7 +63,7 @@ export const denseInternals = (layer: tf.layers.Layer): DenseInternals => layer 
 
 /** The name of a Dense layer's activation ('relu', 'sigmoid', ...), as tfjs registers its class. */
 export const activationName = (layer: DenseInternals): string =>
-  (layer.activation.constructor as unknown as { className?: string }).className ?? '';
+  (layer.activation.constructor as { className?: string }).className ?? '';
 
 /** A Dropout layer's noise shape (undefined or null: a mask of the input's shape). */
 export const noiseShape = (layer: tf.layers.Layer): unknown =>
@@ -80,10 +80,6 @@ export interface CompiledInternals {
 }
 
 export const compiledInternals = (model: tf.LayersModel): CompiledInternals => model as unknown as CompiledInternals;
-
-/** The layers feeding each call of a layer (node 0: where the layer was first applied). */
-export const inboundNodes = (layer: tf.layers.Layer): { inboundLayers: tf.layers.Layer[] }[] =>
-  (layer as unknown as { inboundNodes: { inboundLayers: tf.layers.Layer[] }[] }).inboundNodes;
 
 /** The keys (`<layer>_ib-<node>`) of the layer calls that belong to this model. */
 export const containerNodes = (model: tf.LayersModel): Set<string> =>
@@ -129,3 +125,37 @@ export const batchNormInternals = (layer: tf.layers.Layer): BatchNormInternals =
 export const setDropoutSeed = (layer: tf.layers.Layer, seed: number): void => {
   (layer as unknown as { seed: number }).seed = seed;
 };
+
+type Pair = [number, number];
+type ConvConfig = {
+  activation: string;
+  dataFormat: 'channelsFirst' | 'channelsLast';
+  strides: Pair;
+  dilationRate: Pair;
+  padding: 'valid' | 'same' | 'causal';
+};
+type PoolConfig = { poolSize: Pair; strides: Pair; padding: 'valid' | 'same' | 'causal' };
+
+/**
+ * What `getConfig()` holds for the layer kinds that folding and the compiled graph read, as tfjs-layers writes
+ * it (tfjs types every config as an untyped dict; sizes and strides are already normalized to pairs).
+ */
+export interface LayerConfigs {
+  Activation: { activation: string };
+  ReLU: { maxValue?: number | null; negativeSlope?: number; threshold?: number };
+  BatchNormalization: { axis: number; scale: boolean; center: boolean; epsilon: number };
+  Conv2D: ConvConfig;
+  DepthwiseConv2D: ConvConfig;
+  MaxPooling2D: PoolConfig;
+  AveragePooling2D: PoolConfig;
+  Concatenate: { axis: number };
+  ZeroPadding2D: { padding: [Pair, Pair] };
+}
+
+/** The config of a layer of class `className`; throws when the layer is of another class (check it first). */
+export function layerConfig<K extends keyof LayerConfigs>(layer: tf.layers.Layer, className: K): LayerConfigs[K] {
+  if (layer.getClassName() !== className) {
+    throw new Error(`Layer ${layer.name} is a ${layer.getClassName()}, not a ${className}.`);
+  }
+  return layer.getConfig() as unknown as LayerConfigs[K];
+}

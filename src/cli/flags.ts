@@ -9,11 +9,17 @@ import type { SandboxOptions } from './sandbox.ts';
 
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
+/**
+ * The value parseArgs is given for a flag with an optional value given alone (`--allow-read`), since it has no
+ * optional values: NUL, which no command-line argument can hold, so `--allow-read=` stays the empty value it is.
+ */
+export const ALONE = '\0';
+
 /** One command-line flag: how node:util parseArgs reads it and what `--help` says. */
 export interface Flag {
   type: 'string' | 'boolean';
   help: string;
-  /** A string flag that may also stand alone, as Deno's `--allow-read` and `--allow-read=a,b` (alone: ''). */
+  /** A string flag that may also stand alone, as Deno's `--allow-read` and `--allow-read=a,b` (alone: ALONE). */
   optionalValue?: boolean;
   /** Placeholder shown in help for a string flag, e.g. `N` in `--parallel N`. */
   arg?: string;
@@ -107,8 +113,25 @@ export function parseOptions(flags: Record<string, Flag>): NonNullable<ParseArgs
   ) as NonNullable<ParseArgsConfig['options']>;
 }
 
+/**
+ * A flag given an empty value (`--lock=`, `--queue=`, `--set ''`) is a slip, never "the default": `--queue=` would
+ * train here instead of queueing, `--lock=` pin into another file than the one named. Exit 2 naming the flag.
+ * (Deno's `--allow-*=` are read by parseGrants, with their own message.)
+ */
+export function refuseEmptyValues(flags: Record<string, Flag>, v: Values): void {
+  for (const [name, flag] of Object.entries(flags)) {
+    const value = v[name];
+    if (flag.type !== 'string' || flag.optionalValue || value === undefined) continue;
+    if (value === '' || (Array.isArray(value) && value.includes('')))
+      throw new XpError(
+        `--${name} is given an empty value: give --${name}${flag.arg ? ` ${flag.arg}` : ' a value'}, or leave the flag out`,
+        { exitCode: 2 },
+      );
+  }
+}
+
 export function sandboxOptions(v: Values): SandboxOptions {
-  const list = (flag: string) => v[flag] as string[] | undefined;
+  const list = (flag: string) => (v[flag] as string[] | undefined)?.map((value) => (value === ALONE ? null : value));
   const grants = parseGrants(
     { read: list('allow-read'), write: list('allow-write'), net: list('allow-net') },
     Boolean(v['allow-all']),

@@ -43,3 +43,26 @@ export function interruptible(progress: Progress, opts: { finishEpoch?: boolean 
     },
   };
 }
+
+/**
+ * SIGINT, SIGTERM and SIGHUP for a command that only waits on others (`xp run --queue` following its jobs, which
+ * workers train): the first says `saying` and aborts `signal`, so that whatever it waits on (Redis, MLflow) is
+ * given up and the command ends; the second exits now.
+ */
+export function stoppable(progress: Progress, saying: string) {
+  const controller = new AbortController();
+  const onSignal = () => {
+    if (controller.signal.aborted) process.exit(130);
+    progress.line(saying);
+    controller.abort();
+  };
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of signals) process.on(signal, onSignal);
+  return {
+    signal: controller.signal,
+    requested: () => controller.signal.aborted,
+    dispose: () => {
+      for (const signal of signals) process.off(signal, onSignal);
+    },
+  };
+}

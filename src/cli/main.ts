@@ -2,8 +2,11 @@
 // imported only by the command that needs them, so --help and `xp check` stay quick. One handler sets the exit code.
 import { parseArgs } from 'node:util';
 import { XpError } from '../errors.ts';
+import { keepCredentials } from '../util/credentials.ts';
+import { redactText } from '../util/url.ts';
 import { ConfigProblems, formatProblem } from '../config/problems.ts';
 import {
+  ALONE,
   json,
   lockFlags,
   lockOptions,
@@ -12,6 +15,7 @@ import {
   permissionFlags,
   positiveInt,
   queueFlag,
+  refuseEmptyValues,
   quiet,
   reload,
   sandboxOptions,
@@ -211,7 +215,7 @@ const commands: Record<string, Command> = {
   },
   server: {
     summary: 'serve the one MLflow that workers on several machines log to (PostgreSQL store, proxied artifacts)',
-    usage: 'xp server --backend postgresql://user@host:5432/db --artifacts DIR [--host ADDR] [--port N]',
+    usage: 'xp server --backend postgresql://user@host:5432/db --artifacts DIR [--create-db] [--host ADDR] [--port N]',
     flags: {
       backend: {
         type: 'string',
@@ -223,6 +227,7 @@ const commands: Record<string, Command> = {
         arg: 'DIR',
         help: "where the server keeps the runs' files (workers upload through it)",
       },
+      'create-db': { type: 'boolean', help: 'create the PostgreSQL database when it does not exist' },
       host: { type: 'string', arg: 'ADDR', default: '0.0.0.0', help: 'address to listen on' },
       port: { type: 'string', arg: 'N', default: '5000', help: 'port to listen on' },
     },
@@ -231,6 +236,7 @@ const commands: Record<string, Command> = {
       return serverCommand({
         backend: v.backend as string | undefined,
         artifacts: v.artifacts as string | undefined,
+        createDb: Boolean(v['create-db']),
         host: v.host as string,
         port: positiveInt('--port', v.port as string),
       });
@@ -238,7 +244,7 @@ const commands: Record<string, Command> = {
   },
   predict: {
     summary: 'print the class and probability of each image with a trained run',
-    usage: 'xp predict <run-dir> <images...>',
+    usage: 'xp predict <run-dir> <images or folders...>',
     flags: { json: json('one JSON object per image') },
     async run(args, v) {
       if (args.length < 2)
@@ -400,14 +406,17 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    // `--allow-read` alone grants everything: given an empty value, since parseArgs has no optional values.
+    // `--allow-read` alone grants everything: given the value ALONE, since parseArgs has no optional values.
     const alone = new Set(
       Object.entries(command.flags)
         .filter(([, f]) => f.optionalValue)
         .map(([n]) => `--${n}`),
     );
+    // A password written in a URL argument (a file, --set tracking.uri=..., --queue, --to) stays in this process:
+    // what the command sees, prints and stores is the URL with it masked (util/credentials.ts).
+    const args = rest.map((arg) => keepCredentials(arg));
     const { values, positionals } = parseArgs({
-      args: rest.map((arg) => (alone.has(arg) ? `${arg}=` : arg)),
+      args: args.map((arg) => (alone.has(arg) ? `${arg}=${ALONE}` : arg)),
       options: parseOptions({ ...command.flags, help: { type: 'boolean', short: 'h', help: '' } }),
       allowPositionals: true,
       strict: true,
@@ -416,6 +425,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(commandHelp(command));
       return 0;
     }
+    refuseEmptyValues(command.flags, values as Values);
     return await command.run(positionals, values as Values);
   } catch (error) {
     return report(error, name, command);
@@ -428,17 +438,18 @@ function report(error: unknown, name: string, command: Command): number {
     return 2;
   }
   if (error instanceof XpError) {
-    console.error(`xp ${name}: ${error.message}`);
+    // A message may quote what a server or library said about a URL: passwords in it are masked here too.
+    console.error(`xp ${name}: ${redactText(error.message)}`);
     if (error.hint) console.error(`  ${error.hint}`);
     if (process.env.XP_DEBUG && error.cause) console.error(error.cause);
     return error.exitCode;
   }
   const code = (error as { code?: string })?.code;
   if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
-    console.error(`xp ${name}: ${(error as Error).message}\n\n${commandHelp(command)}`);
+    console.error(`xp ${name}: ${redactText((error as Error).message)}\n\n${commandHelp(command)}`);
     return 2;
   }
   // A bug, not bad input: keep the stack for the report.
-  console.error(`xp ${name}: unexpected error: ${(error as Error)?.stack ?? error}`);
+  console.error(`xp ${name}: unexpected error: ${redactText(String((error as Error)?.stack ?? error))}`);
   return 1;
 }

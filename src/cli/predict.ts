@@ -40,11 +40,10 @@ async function openRun(runDir: string): Promise<SavedRun> {
   };
 }
 
-export async function predictCommand(runDir: string, files: string[], opts: { json: boolean }): Promise<number> {
+export async function predictCommand(runDir: string, args: string[], opts: { json: boolean }): Promise<number> {
+  const { files, empty } = await imagesToPredict(args);
   const run = await openRun(runDir);
   const { loadImages } = await import('../data/load.ts');
-  const missing = files.filter((f) => !fs.existsSync(f));
-  if (missing.length) throw new DataError(`no such file: ${missing.join(', ')}`);
   const loaded = await loadImages(
     files.map((f) => ({ path: path.resolve(f), label: 0 })),
     {
@@ -72,10 +71,50 @@ export async function predictCommand(runDir: string, files: string[], opts: { js
       );
     else console.log(`${file.padEnd(width)}  ${run.classNames[k]}  ${p[k].toFixed(4)}`);
   });
-  return loaded.skipped.length ? 1 : 0;
+  return loaded.skipped.length || empty ? 1 : 0;
+}
+
+/**
+ * The image files named, a folder standing for the images in it and below it (Keras users predict a directory);
+ * a name that is neither a file nor a folder is an error, a folder without images a warning.
+ */
+async function imagesToPredict(args: string[]): Promise<{ files: string[]; empty: number }> {
+  const { IMAGE_EXTENSIONS, linkWarning, listImages } = await import('../data/scan.ts');
+  const files: string[] = [];
+  const missing: string[] = [];
+  const empty: string[] = [];
+  for (const arg of args) {
+    const info = fs.statSync(arg, { throwIfNoEntry: false });
+    if (!info) missing.push(arg);
+    else if (info.isFile()) files.push(arg);
+    else if (!info.isDirectory())
+      throw new DataError(`${arg} is neither an image file nor a folder`, {
+        hint: 'give image files, or folders of them',
+      });
+    else {
+      const listed = await listImages(arg);
+      const links = linkWarning(arg, listed.links, false);
+      if (links) console.error(`warning: ${links}`);
+      if (!listed.files.length) empty.push(arg);
+      files.push(...listed.files.map((f) => path.join(arg, f)));
+    }
+  }
+  if (missing.length) throw new DataError(`no such file: ${missing.join(', ')}`);
+  if (!files.length)
+    throw new DataError(`no images to predict in ${args.join(', ')}`, {
+      hint: `give image files (${IMAGE_EXTENSIONS.join(', ')}), or folders of them`,
+    });
+  for (const folder of empty)
+    console.error(`warning: the folder ${folder} holds no ${IMAGE_EXTENSIONS.join('/')} images`);
+  return { files, empty: empty.length };
 }
 
 export async function evaluateCommand(runDir: string, dir: string, opts: { json: boolean }): Promise<number> {
+  const info = fs.statSync(dir, { throwIfNoEntry: false });
+  if (!info?.isDirectory())
+    throw new DataError(`${dir} ${info ? 'is not a folder' : 'does not exist'}`, {
+      hint: 'give a folder with one subfolder of images per class, as data.validation is (e.g. validation/cats, validation/dogs)',
+    });
   const run = await openRun(runDir);
   const { linkWarning, scanClasses } = await import('../data/scan.ts');
   const { loadImages } = await import('../data/load.ts');
@@ -89,7 +128,11 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
     throw new DataError(
       `${dir} has classes the model does not know: ${unknown.join(', ')} (it knows ${run.classNames.join(', ')})`,
     );
-  const files = scanned.files.map((f) => ({ path: f.path, label: known.get(scanned.classNames[f.label])! }));
+  // Every class is known (checked above): no file is left out.
+  const files = scanned.files.flatMap((f) => {
+    const label = known.get(scanned.classNames[f.label]);
+    return label === undefined ? [] : [{ path: f.path, label }];
+  });
   const loaded = await loadImages(files, {
     imageSize: run.imageSize,
     interpolation: run.interpolation,
@@ -98,7 +141,7 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
   const probabilities = await run.predict(loaded.images, loaded.count);
   const k = run.classNames.length;
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  probabilities.forEach((p, i) => matrix[loaded.labels[i]][p.indexOf(Math.max(...p))]++);
+  for (const [i, p] of probabilities.entries()) matrix[loaded.labels[i]][p.indexOf(Math.max(...p))]++;
   const correct = matrix.reduce((a, row, i) => a + row[i], 0);
   const accuracy = correct / loaded.count;
   if (opts.json) {
@@ -111,8 +154,7 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
   console.log('confusion matrix (rows: true class, columns: predicted):');
   const w = Math.max(8, ...run.classNames.map((c) => c.length)) + 2;
   console.log(`${''.padEnd(w)}${run.classNames.map((c) => c.padStart(w)).join('')}`);
-  matrix.forEach((row, i) =>
-    console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`),
-  );
+  for (const [i, row] of matrix.entries())
+    console.log(`${run.classNames[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`);
   return 0;
 }

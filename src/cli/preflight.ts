@@ -8,15 +8,8 @@ import { sandboxCheck, type SandboxOptions } from './sandbox.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
 import { localWeights } from '../model/remote-weights.ts';
-import {
-  allLayerNames,
-  cutAt,
-  findLayerPath,
-  fixMobileNetPads,
-  setInputSize,
-  spatialSizes,
-  type LayerJson,
-} from '../model/topology.ts';
+import { allLayerNames, cutAt, cutTopology, findLayerPath, type LayerJson } from '../model/topology.ts';
+import { expectedWeights, firstEmptyOutput, weightsMismatch } from '../model/weight-shapes.ts';
 
 export interface PreflightOptions {
   set?: string[];
@@ -24,6 +17,8 @@ export interface PreflightOptions {
   maxTrials?: number;
   /** Fetch remote files (the experiment, its bases, weights) again instead of using the cache. */
   reload?: boolean;
+  /** Where data sets given by url are unpacked (--data-dir; default XP_DATA_DIR): one there already is checked too. */
+  dataDir?: string;
   /** What a file from the web may do (Deno's flags); checked before anything it names is read or contacted. */
   sandbox?: SandboxOptions;
 }
@@ -37,73 +32,88 @@ export function preflight(file: string, opts: PreflightOptions = {}): Promise<Lo
     reload: opts.reload,
     permit,
     layers: modelLayerFacts(opts),
-    data: dataFacts,
+    data: dataFacts(opts.dataDir ?? opts.sandbox?.dataDir),
   });
 }
 
-/** The data package's own folder scan and class comparison, as training runs them before decoding. */
-const dataFacts: DataFacts = {
-  async classFolders(train, validation) {
-    const { scanClasses, checkSameClasses } = await import('../data/scan.ts');
-    const scanned = await Promise.all(
-      [scanClasses(train), scanClasses(validation)].map((p) => p.catch((error: Error) => error)),
-    );
-    const problems = (['train', 'validation'] as const).flatMap((field, i) =>
-      scanned[i] instanceof Error ? [{ field, message: sentence(scanned[i]) }] : [],
-    );
-    if (problems.length) return problems;
-    try {
-      checkSameClasses(
-        scanned[0] as Exclude<(typeof scanned)[0], Error>,
-        scanned[1] as Exclude<(typeof scanned)[1], Error>,
-      );
-    } catch (error) {
-      return [{ field: 'validation', message: sentence(error as Error) }];
-    }
-    return [];
-  },
-};
+/** The data package's own scan of both folders, the one training runs before decoding. */
+function dataFacts(dataDir: string | undefined): DataFacts {
+  return {
+    async classFolders(data) {
+      const { scanSplits } = await import('../data/splits.ts');
+      let dirs = { train: data.train, validation: data.validation };
+      if (data.url) {
+        const { unpackedDataset } = await import('../data/dataset.ts');
+        const unpacked = await unpackedDataset(data, { dataDir });
+        if (!unpacked) return [];
+        dirs = { train: unpacked.trainDir, validation: unpacked.validationDir };
+      }
+      const scanned = await scanSplits(dirs, data);
+      return (scanned.problems ?? []).map((p) => ({ field: p.field, message: sentence(p.error) }));
+    },
+  };
+}
 
-const sentence = (error: Error & { hint?: string }) => `${error.message}${error.hint ? `. ${error.hint}` : ''}`;
+const sentence = (error: Error & { hint?: string }) => {
+  const message = error.message.replace(/\.$/, '');
+  if (!error.hint) return message;
+  return `${message}${/[?!]$/.test(message) ? ' ' : '. '}${error.hint[0].toUpperCase()}${error.hint.slice(1)}`;
+};
 
 /** Layer names from src/model, each weights file read at most once per call. */
 export function modelLayerFacts(opts: { reload?: boolean } = {}): LayerFacts {
-  const topologies = new Map<string, Promise<LayerJson>>();
-  const topologyOf = (b: BackboneRef) => {
+  const models = new Map<string, Promise<ReadModel>>();
+  const modelOf = (b: BackboneRef) => {
     const key = `${b.name}|${b.weights}|${b.cut_layer}`;
-    if (!topologies.has(key))
-      topologies.set(
-        key,
-        localWeights(b.weights, opts).then((weights) => readTopology({ ...b, weights })),
-      );
-    return topologies.get(key)!;
+    let model = models.get(key);
+    if (!model) {
+      model = localWeights(b.weights, opts).then((weights) => readModel({ ...b, weights }));
+      models.set(key, model);
+    }
+    return model;
   };
   return {
     async layerNames(backbone, cut) {
-      const t = await topologyOf(backbone);
-      if (cut === undefined) return allLayerNames(t);
-      const at = findLayerPath(t, cut);
-      return at ? allLayerNames(cutAt(t, at)) : [];
+      const { topology } = await modelOf(backbone);
+      if (cut === undefined) return allLayerNames(topology);
+      const at = findLayerPath(topology, cut);
+      return at ? allLayerNames(cutAt(topology, at)) : [];
     },
     unknownLayer: (field, given, names, what) => unknownLayerError(field, given, names, what).message,
-    // The sizes the backbone would build with, as src/model builds it (nested topologies are not sized here).
+    // The sizes the backbone would build with, as src/model builds it, nested models included.
     async emptyOutput(backbone, cut, size) {
-      const t = await topologyOf(backbone);
-      const at = findLayerPath(t, cut);
-      if (!at || at.length > 1) return undefined;
-      for (const [layer, [h, w]] of spatialSizes(fixMobileNetPads(setInputSize(cutAt(t, at), size)))) {
-        if (h <= 0 || w <= 0) return { layer, size: [h, w] };
-      }
-      return undefined;
+      const { topology } = await modelOf(backbone);
+      const sized = cutTopology(topology, cut, size);
+      return sized && firstEmptyOutput(sized);
+    },
+    // A model.json's weights against the layers of the cut backbone, with the check loading makes.
+    async weightsMismatch(backbone, cut, size) {
+      const { topology, file, manifest } = await modelOf(backbone);
+      const sized = manifest && cutTopology(topology, cut, size);
+      if (!manifest || !sized) return undefined;
+      const problem = weightsMismatch(expectedWeights(sized), (name) => manifest.get(name), file);
+      return problem && sentence(problem);
     },
   };
+}
+
+interface ReadModel {
+  topology: LayerJson;
+  /** The weights file, local (a URL's cached download). */
+  file: string;
+  /** A model.json's weight shapes by name (the other files' are checked as they are read). */
+  manifest?: Map<string, number[]>;
 }
 
 // Weights files (a URL's cached download) are inspected, not loaded (a model.json's manifest and shards, a .h5's structure and shapes):
 // a bad file fails here, before any image is decoded, with the ModelError that loading it would give.
-async function readTopology(b: BackboneRef): Promise<LayerJson> {
-  if (/\.json$/i.test(b.weights)) return (await inspectTfjsModel(b.weights)).topology;
+async function readModel(b: BackboneRef): Promise<ReadModel> {
+  if (/\.json$/i.test(b.weights)) {
+    const model = await inspectTfjsModel(b.weights);
+    const manifest = new Map(model.groups.flatMap((g) => g.weights).map((w) => [w.name, w.shape]));
+    return { topology: model.topology, file: b.weights, manifest };
+  }
   if (/\.h5$/i.test(b.weights))
     await inspectBackboneWeights({ name: b.name, weights: b.weights, cut_layer: b.cut_layer ?? KERAS_TOP[b.name] });
-  return kerasArchitecture(b.name);
+  return { topology: kerasArchitecture(b.name), file: b.weights };
 }

@@ -11,6 +11,7 @@ export async function queueCommand(args: string[], opts: { queue?: string; json:
   const [action, sweep] = (QUEUE_ACTIONS as readonly string[]).includes(args[0] ?? '') ? args : ['status', ...args];
   const admin = await import('../queue/admin.ts');
   const reach = (error: Error) => {
+    if (error instanceof XpError) throw error;
     throw new XpError(`cannot reach the queue at ${shownUrl(url)}: ${error.message}`, {
       cause: error,
       hint: 'is Redis running there? (redis-cli -u URL ping)',

@@ -4,6 +4,7 @@ import { readLock } from '../lock/file.ts';
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedExperiment } from '../config/load.ts';
+import { reachQueue } from '../queue/connection.ts';
 import { jobsOf } from '../queue/jobs.ts';
 import { sweepRuns } from '../queue/runs.ts';
 import { submitJobs } from '../queue/submit.ts';
@@ -11,7 +12,7 @@ import { openTracking } from '../tracking/session.ts';
 import { closeSweep, finishedByHash, openSweep, sweepHash } from '../tracking/sweep.ts';
 import type { Progress } from '../train/progress.ts';
 import { groupTrials } from '../train/sharing.ts';
-import { interruptible } from './interrupt.ts';
+import { stoppable } from './interrupt.ts';
 import { printLinks, summarize, type RunOptions } from './run.ts';
 
 export async function runQueued(
@@ -20,7 +21,12 @@ export async function runQueued(
   opts: RunOptions & { queue: string; lockFile?: string },
   progress: Progress,
 ): Promise<number> {
-  const stop = interruptible(progress);
+  // Before MLflow starts or the sweep's parent run opens: a Redis that never answered is an error now.
+  await reachQueue(opts.queue);
+  const stop = stoppable(
+    progress,
+    '\nStopped: the jobs stay on the queue and the workers go on (`xp queue status` shows them; again to quit now)',
+  );
   const log = (line: string) => progress.line(line);
   const tracking = opts.track ? await openTracking(loaded.base, log) : undefined;
   try {
@@ -45,6 +51,7 @@ export async function runQueued(
             log,
           })
         : undefined;
+    if (stop.requested()) return 130;
     const toRun = sweep?.trials ?? loaded.trials;
     if (!toRun.length) {
       progress.line('Every trial of this sweep has FINISHED already: nothing to queue.');
@@ -58,8 +65,8 @@ export async function runQueued(
       embeddedOn: tracking.embedded ? os.hostname() : undefined,
       sweep: sweep?.parentRunId
         ? {
-            metric: loaded.sweep!.metric,
-            goal: loaded.sweep!.goal,
+            metric: sweep.config.metric,
+            goal: sweep.config.goal,
             trialHashes: loaded.trials.map((t) => t.configHash),
           }
         : undefined,
@@ -78,7 +85,7 @@ export async function runQueued(
       jobs,
       wait: opts.wait ?? false,
       progress,
-      shouldStop: stop.requested,
+      stop: stop.signal,
     });
     if (!ended) return stop.requested() ? 130 : 0;
     // Trials a worker found FINISHED already (an earlier attempt did them) compete for best too.

@@ -6,7 +6,7 @@ import { describeAccesses, type Decision } from '../permissions/check.ts';
 import { untrustedOrigin, type SandboxOptions } from './sandbox.ts';
 import { preflight } from './preflight.ts';
 import { useLock, type LockOptions } from '../lock/lock.ts';
-import { mlflowStoreDir } from '../paths.ts';
+import { mlflowStoreDir, runsRoot } from '../paths.ts';
 import { planResume, runInChildren, runInProcess, sayResumable, type Outcome } from '../run/trials.ts';
 import { openTracking, type TrackingSession } from '../tracking/session.ts';
 import { closeSweep, finishedTrials, openSweep, type SweepEnd } from '../tracking/sweep.ts';
@@ -15,6 +15,10 @@ import { groupTrials, trainersOf } from '../train/sharing.ts';
 import { summaryLines } from '../train/summary.ts';
 import { interruptible } from './interrupt.ts';
 import { queueUrl } from '../queue/connection.ts';
+import { isSearch } from '../config/sweep.ts';
+import type { SweepConfig } from '../config/types.ts';
+import { studyPlace } from '../search/run.ts';
+import { XpError } from '../errors.ts';
 
 export interface RunOptions {
   set?: string[];
@@ -57,13 +61,16 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   let access: { decisions: Decision[]; trusted: boolean } | undefined;
   const sandbox = opts.sandbox && {
     ...opts.sandbox,
-    decided: (decisions: Decision[], trusted: boolean) => void (access = { decisions, trusted }),
+    decided: (decisions: Decision[], trusted: boolean) => {
+      access = { decisions, trusted };
+    },
   };
   const loaded = await preflight(file, {
     set: opts.set,
     sweep: opts.sweep,
     maxTrials: opts.maxTrials,
     reload: opts.reload,
+    dataDir: opts.dataDir,
     sandbox,
   });
   const progress = createProgress(opts.output);
@@ -81,6 +88,12 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     }
     return code;
   }
+  const search = isSearch(loaded.sweep) ? loaded.sweep : undefined;
+  if (search && (opts.parallel > 1 || opts.only || queueUrl(opts.queue)))
+    throw new XpError(`${file}: a search (method: ${search.method}) runs its rounds in this process`, {
+      hint: '--parallel and --queue work with grid and random sweeps; run the search without them',
+      exitCode: 2,
+    });
   const queue = opts.only ? undefined : queueUrl(opts.queue);
   if (queue)
     return (await import('./run-queued.ts')).runQueued(
@@ -98,6 +111,8 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   const log = (line: string) => progress.line(line);
   const tracking = tracked ? await openTracking(loaded.base, log) : undefined;
   try {
+    // Runs a killed xp left RUNNING are closed before this one starts (a --parallel child leaves it to its parent).
+    if (tracking && !opts.only) await tracking.closeAbandoned(runsRoot());
     // A child of --parallel trains what its parent gives it; the parent owns the sweep's session.
     const sweep =
       tracking && loaded.sweep && !opts.only
@@ -105,14 +120,15 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
             uri: tracking.uri,
             experimentName: tracking.experimentName,
             loaded,
-            trials,
+            // A search's trials are asked as it goes: none is known (or FINISHED) before it starts.
+            trials: search ? [] : trials,
             rerun: opts.rerun,
             sourceFile: file,
             log,
           })
         : undefined;
-    const toRun = sweep?.trials ?? trials;
-    if (!toRun.length) progress.line('Every trial of this sweep has FINISHED already.');
+    const toRun = search ? [] : (sweep?.trials ?? trials);
+    if (!toRun.length && !search) progress.line('Every trial of this sweep has FINISHED already.');
     if (!opts.resume && !opts.only) sayResumable(toRun, file, log);
     // A child of --parallel finds the same runs to resume as its parent, which has said which.
     const planned = opts.resume
@@ -130,8 +146,9 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
       backup: opts.backup,
       resume: planned.resume,
     };
-    const outcomes =
-      opts.parallel > 1 && groups.length > 1
+    const outcomes = search
+      ? await (await import('../search/run.ts')).runSearch({ ...ctx, resume: opts.resume, share: opts.share })
+      : opts.parallel > 1 && groups.length > 1
         ? await runInChildren(groups, { ...ctx, parallel: opts.parallel, args: childArgs(opts, lockFile) })
         : await runInProcess(groups, ctx);
     await tracking?.reportPending(outcomes.map((o) => o.runDir).filter(Boolean));
@@ -148,7 +165,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
         : undefined;
     summarize(outcomes, progress, opts.output);
     const kept = Boolean(opts.keepUi && tracking?.stopsWithCommand);
-    if (kept) tracking!.keep();
+    if (kept) tracking?.keep();
     if (opts.output !== 'json') printLinks(end, loaded, tracking, progress, kept);
     if (stop.requested()) return 130;
     return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;
@@ -166,6 +183,7 @@ async function dryRun(
   opts: RunOptions,
   progress: Progress,
 ): Promise<number> {
+  if (loaded.sweep && isSearch(loaded.sweep)) return dryRunSearch(file, loaded, loaded.sweep, progress);
   const groups = groupTrials(trials, opts.share);
   progress.line(
     `${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`,
@@ -178,9 +196,10 @@ async function dryRun(
   if (loaded.sweep && opts.track && !opts.rerun) {
     finished = await finishedTrials(loaded, mlflowStoreDir()).then(
       (found) => new Set(found.keys()),
-      (error: Error) => (
-        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`), new Set<string>()
-      ),
+      (error: Error) => {
+        progress.line(`(cannot tell which trials MLflow has FINISHED: ${error.message})`);
+        return new Set<string>();
+      },
     );
   }
   for (const [g, group] of groups.entries()) {
@@ -194,6 +213,29 @@ async function dryRun(
   if (finished.size)
     progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
   if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
+  return 0;
+}
+
+/** A search asks its trials as it goes: what it will do, where its study lives, and the most it can cost. */
+function dryRunSearch(file: string, loaded: LoadedExperiment, sweep: SweepConfig, progress: Progress): number {
+  const epochs = loaded.base.training.epochs;
+  const trials = sweep.trials ?? 10;
+  const stop = sweep.early_terminate;
+  progress.line(
+    `${file}: a ${sweep.method} search of ${trials} trials by ${sweep.metric}, rounds of ${sweep.batch ?? 'auto'} trial(s) (auto: computed from memory when it runs)`,
+  );
+  progress.line(`  parameters: ${Object.keys(sweep.parameters).join(', ')}`);
+  if (stop) {
+    const rungs = [];
+    for (let r = stop.min_epochs; r < epochs; r *= stop.eta) rungs.push(r);
+    progress.line(
+      stop.type === 'median'
+        ? `  early_terminate median: after each epoch from ${stop.min_epochs}, a trial below the finished trials' median stops`
+        : `  early_terminate ${stop.type}: rungs after epoch ${rungs.join(', ')}; 1/${stop.eta} of a rung's trials go on`,
+    );
+  }
+  progress.line(`  at most ${trials * epochs} trial-epochs (${trials} trials x ${epochs} epochs)`);
+  progress.line(`  study: ${studyPlace(loaded).file} (running the file again continues it)`);
   return 0;
 }
 
@@ -225,12 +267,13 @@ export function printLinks(
   progress: Progress,
   kept: boolean,
 ): void {
-  if (end?.best) progress.line(`Best trial: ${end.best.name} (${loaded.sweep!.metric} ${end.best.value.toFixed(4)})`);
+  if (end?.best && loaded.sweep)
+    progress.line(`Best trial: ${end.best.name} (${loaded.sweep.metric} ${end.best.value.toFixed(4)})`);
   if (end?.compareUrl) progress.line(`Compare the trials in MLflow: ${end.compareUrl}`);
   const store = process.env.XP_RUNS_DIR ? `XP_RUNS_DIR=${process.env.XP_RUNS_DIR} ` : '';
-  if (kept)
+  if (kept && tracking)
     progress.line(
-      `The embedded MLflow server stays up at ${tracking!.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
+      `The embedded MLflow server stays up at ${tracking.uri}, so these links keep working; \`${store}xp ui --stop\` ends it`,
     );
   else if (tracking?.stopsWithCommand) {
     // The store's server comes back on its port while that is free (tracking/server.ts): the links stay the same.
@@ -251,7 +294,8 @@ export function summarize(outcomes: Outcome[], progress: Progress, mode: OutputM
     const imagesPerSecond = o.history.length
       ? o.history.reduce((a, h) => a + h.images_per_second, 0) / o.history.length
       : 0;
-    progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${o.status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
+    const status = o.prunedAt ? `stopped by the search after epoch ${o.prunedAt.epoch}` : o.status;
+    progress.line(`${o.status === 'FINISHED' ? 'Run' : `Run ${status}`}: ${o.name}${o.error ? ` (${o.error})` : ''}`);
     for (const line of summaryLines(o)) progress.line(line);
     if (o.history.length)
       progress.line(`  time: ${duration(o.wallSeconds)} wall, ${imagesPerSecond.toFixed(1)} training images/s`);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { XpError } from '../errors.ts';
 import type { UiTarget } from '../tracking/pages.ts';
 import { startServer, stopKeptServer, type TrackingServer } from '../tracking/server.ts';
-import { resolveTrackingUri } from '../tracking/uri.ts';
+import { resolveTrackingUri, trackingUriFromEnv } from '../tracking/uri.ts';
 import { mlflowStoreDir, runsRoot } from '../paths.ts';
 
 const storeDir = mlflowStoreDir;
@@ -18,7 +18,7 @@ export async function runsCommand(
   const { experimentRoute, uiLink } = await import('../tracking/links.ts');
   // No server is started: a running one answers, else the embedded store's file is read directly.
   const { rows, from, offline } = await storedRuns({
-    uri: process.env.MLFLOW_TRACKING_URI || undefined,
+    uri: trackingUriFromEnv(),
     storeDir: storeDir(),
     experimentName,
     includeSweeps: opts.all,
@@ -40,6 +40,11 @@ export async function runsCommand(
     return 0;
   }
   console.log(formatRunsTable(rows, { wide: opts.wide }));
+  const gone = rows.flatMap((row) => (row.gone ? [`${row.runName}: pid ${row.gone.pid}`] : []));
+  if (gone.length)
+    console.log(
+      `\n${gone.length} run(s) still RUNNING in MLflow have lost their process (${gone.join(', ')}); the next \`xp run\` or \`xp sync\` tells MLflow how they ended.`,
+    );
   console.log(`\n${rows.length} run(s) in ${offline ? path.relative(process.cwd(), from) || from : from}`);
   if (offline) {
     if (rows.length)
@@ -71,7 +76,7 @@ export async function uiCommand(opts: { port?: number; target?: string; stop?: b
     return 0;
   }
   const { target, experimentUri } = await uiTarget(opts.target);
-  const given = experimentUri ?? (process.env.MLFLOW_TRACKING_URI || undefined);
+  const given = experimentUri ?? trackingUriFromEnv();
   const server = given
     ? { url: given.replace(/\/+$/, ''), reused: true, stop: async () => {} }
     : await startServer({ storeDir: storeDir(), port: opts.port });
@@ -149,9 +154,10 @@ async function loggedRun(runDir: string) {
  * recorded URL) unless `to` names another; journals from before the URL was recorded go to today's server.
  */
 export async function syncCommand(runDirs: string[], opts: { to?: string } = {}): Promise<number> {
-  const { recordedTarget, JOURNAL_FILE } = await import('../tracking/journal.ts');
+  const { recordedTarget, journaledRunDirs } = await import('../tracking/journal.ts');
   const { syncRunDir } = await import('../tracking/delivery.ts');
-  const dirs = runDirs.length ? runDirs : pendingRunDirs(JOURNAL_FILE);
+  // Without arguments, every run folder with a journal: delivered records are skipped by the cursor.
+  const dirs = runDirs.length ? runDirs : journaledRunDirs(runsRoot());
   if (!dirs.length) {
     console.log('Nothing to sync: no run directory has tracking records.');
     return 0;
@@ -163,20 +169,24 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
   }
   const servers = new Map<string, Promise<TrackingServer>>();
   const serverOf = (key: string, start: () => Promise<TrackingServer>) => {
-    if (!servers.has(key)) servers.set(key, start());
-    return servers.get(key)!;
+    let server = servers.get(key);
+    if (!server) {
+      server = start();
+      servers.set(key, server);
+    }
+    return server;
   };
   let failed = 0;
   try {
     for (const dir of dirs) {
       try {
-        const recorded = recordedTarget(dir);
+        const { store, uri } = recordedTarget(dir);
         const server = opts.to
           ? { url: opts.to.replace(/\/+$/, '') }
-          : recorded.store
-            ? await serverOf(recorded.store, () => startServer({ storeDir: recorded.store! }))
-            : recorded.uri
-              ? { url: recorded.uri }
+          : store
+            ? await serverOf(store, () => startServer({ storeDir: store }))
+            : uri
+              ? { url: uri }
               : await serverOf('', () => resolveTrackingUri({ storeDir: storeDir() }));
         const r = await syncRunDir(dir, { uri: server.url, log: (line) => console.log(`${dir}: ${line}`) });
         console.log(
@@ -196,18 +206,4 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
       );
   }
   return failed ? 1 : 0;
-}
-
-// Without arguments, every run folder with a journal: delivered records are skipped by the cursor.
-function pendingRunDirs(journalFile: string): string[] {
-  const root = runsRoot();
-  if (!fs.existsSync(root)) return [];
-  const out: string[] = [];
-  for (const experiment of fs.readdirSync(root)) {
-    const dir = path.join(root, experiment);
-    if (experiment === 'mlflow' || !fs.statSync(dir).isDirectory()) continue;
-    for (const run of fs.readdirSync(dir))
-      if (fs.existsSync(path.join(dir, run, journalFile))) out.push(path.join(dir, run));
-  }
-  return out;
 }

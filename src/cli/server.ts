@@ -4,6 +4,7 @@ import { XpError } from '../errors.ts';
 export async function serverCommand(opts: {
   backend?: string;
   artifacts?: string;
+  createDb: boolean;
   host: string;
   port: number;
 }): Promise<number> {
@@ -15,6 +16,7 @@ export async function serverCommand(opts: {
   const { serveShared } = await import('../tracking/shared-server.ts');
   return serveShared({
     backend: opts.backend,
+    createDb: opts.createDb,
     artifacts: opts.artifacts,
     host: opts.host,
     port: opts.port,

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { XpError } from '../errors.ts';
 import { repoRoot } from '../paths.ts';
-import { connectionOf, queueUrl } from '../queue/connection.ts';
+import { queueUrl, reachQueue } from '../queue/connection.ts';
 import { createProgress } from '../train/progress.ts';
 import { interruptible } from './interrupt.ts';
 
@@ -26,7 +26,8 @@ export async function workerCommand(opts: WorkerCommandOptions): Promise<number>
     throw new XpError('xp worker needs the queue: --queue redis://host:6379 (or XP_QUEUE_URL)', {
       hint: 'xp worker --queue redis://127.0.0.1:6379',
     });
-  connectionOf(url);
+  // A Redis that never answered is an error now; one that answered is reconnected to when it goes away.
+  await reachQueue(url);
   const name = opts.name ?? `${os.hostname()}-${process.pid}`;
   if (opts.concurrency > 1) return inChildren(url, name, opts.concurrency);
   const progress = createProgress('quiet');
@@ -61,7 +62,9 @@ async function inChildren(url: string, name: string, n: number): Promise<number>
       },
     }),
   );
-  const forward = (signal: NodeJS.Signals) => children.forEach((child) => child.kill(signal));
+  const forward = (signal: NodeJS.Signals) => {
+    for (const child of children) child.kill(signal);
+  };
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
   const results = await Promise.all(children);
   return results.some((r) => r.exitCode !== 0) ? 1 : 0;

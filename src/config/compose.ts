@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { XpError } from '../errors.ts';
+import { LockError, XpError } from '../errors.ts';
 import { remoteFile } from '../remote/cache.ts';
 import { isUrl } from '../remote/url.ts';
+import { isMapping } from './mapping.ts';
 import { MAX_FILE_BYTES, parseText, readText, type Source } from './parse.ts';
 import { ConfigProblems, type Problem } from './problems.ts';
 
@@ -53,8 +54,9 @@ export interface ComposeOptions {
 
 export async function compose(spec: string, opts: ComposeOptions = {}): Promise<Composed> {
   const top = await readFile(isUrl(spec) ? spec : path.resolve(spec), spec, [], opts).catch((error: unknown) => {
-    // A URL that cannot be fetched is a problem of that file, as a missing file is.
-    if (!(error instanceof XpError) || error instanceof ConfigProblems) throw error;
+    // A URL that cannot be fetched is a problem of that file, as a missing file is; bytes that do not match xp.lock
+    // end the command with the lock's error and exit code.
+    if (!(error instanceof XpError) || error instanceof ConfigProblems || error instanceof LockError) throw error;
     throw new ConfigProblems([
       {
         file: spec,
@@ -66,7 +68,11 @@ export async function compose(spec: string, opts: ComposeOptions = {}): Promise<
   const value: Record<string, unknown> = {};
   for (const f of merged) mergeInto(value, f.value, []);
   const writtenBy = (p: FieldPath): ComposedFile | undefined => {
-    for (let i = merged.length - 1; i >= 0; i--) if (has(merged[i].value, p)) return merged[i];
+    for (let i = merged.length - 1; i >= 0; i--) {
+      // A null at the path or above it removed what earlier files wrote: the value comes from the defaults.
+      if (p.some((_, k) => valueAt(merged[i].value, p.slice(0, k + 1)) === null)) return undefined;
+      if (has(merged[i].value, p)) return merged[i];
+    }
     return undefined;
   };
   const writer = (p: FieldPath): ComposedFile => {
@@ -113,7 +119,7 @@ async function withBases(file: ComposedFile, chain: ComposedFile[], opts: Compos
     const base = await readFile(spec, nameOf(spec), via, opts).catch((error: unknown) => {
       if (error instanceof ConfigProblems && error.problems.every((p) => p.file === nameOf(spec) && !p.line))
         throw problem(`extends: ${error.problems.map((p) => `${p.message}`).join('; ')}: ${nameOf(spec)}`);
-      if (error instanceof XpError && !(error instanceof ConfigProblems))
+      if (error instanceof XpError && !(error instanceof ConfigProblems) && !(error instanceof LockError))
         throw problem(`extends: ${error.message}${error.hint ? `; ${error.hint}` : ''}`);
       throw error;
     });
@@ -195,9 +201,6 @@ function nameOf(spec: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : spec;
 }
 
-const isMapping = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 // Under `sweep`, each parameter (and each setting) is replaced whole: merging two distributions would make a third.
 const replacedWhole = (p: string[]): boolean =>
   p[0] === 'sweep' && (p.length === 2 ? p[1] !== 'parameters' : p.length === 3);
@@ -220,10 +223,20 @@ function withoutNulls(value: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
+// The value at `p`, or undefined where the path does not exist (a null written there is returned as null).
+function valueAt(value: unknown, p: FieldPath): unknown {
+  let node: unknown = value;
+  for (const k of p) {
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, k)) return undefined;
+    node = (node as Record<string | number, unknown>)[k];
+  }
+  return node;
+}
+
 function has(value: unknown, p: FieldPath): boolean {
   let node: unknown = value;
   for (const k of p) {
-    if (node === null || typeof node !== 'object' || !Object.prototype.hasOwnProperty.call(node, k)) return false;
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, k)) return false;
     node = (node as Record<string | number, unknown>)[k];
   }
   return true;

@@ -7,7 +7,9 @@ import path from 'node:path';
 import type { BackboneName, Experiment } from './types.ts';
 import type { FieldProblem } from './validate.ts';
 import { didYouMean } from './problems.ts';
+import { closest } from '../util/edit-distance.ts';
 import { isUrl } from '../remote/url.ts';
+import { LockError } from '../errors.ts';
 
 export interface BackboneRef {
   name: BackboneName;
@@ -32,14 +34,20 @@ export interface LayerFacts {
     cut: string,
     size: [number, number],
   ): Promise<{ layer: string; size: [number, number] } | undefined>;
+  /**
+   * Why the weights file cannot fill the backbone cut at `cut` for images of `size` (a weight missing, or of another
+   * shape), or undefined when it can.
+   */
+  weightsMismatch?(backbone: BackboneRef, cut: string, size: [number, number]): Promise<string | undefined>;
 }
 
 export interface DataFacts {
   /**
-   * Looks into the train and validation folders (class subfolders, images, the same classes in both) and
-   * says what is wrong with either, without decoding any image.
+   * Looks into the train and validation folders as training will (class subfolders, images, the same classes in
+   * both, as many as class_mode says, links followed or not) and says what is wrong, by the data field to fix,
+   * without decoding any image. With data.url, the folders unpacked in the data directory, if they are there.
    */
-  classFolders(train: string, validation: string): Promise<{ field: 'train' | 'validation'; message: string }[]>;
+  classFolders(data: Experiment['data']): Promise<{ field: 'train' | 'validation' | 'class_mode'; message: string }[]>;
 }
 
 export interface Facts {
@@ -69,9 +77,13 @@ function weightsChecks(e: Experiment): { ref: BackboneRef; problem?: FieldProble
   try {
     if (!fs.statSync(file).isFile()) return problem(`${file} is not a regular file; give the path of ${kind}`);
     fs.accessSync(file, fs.constants.R_OK);
-  } catch (error: any) {
-    const reason = error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})`;
-    return problem(`${reason} ${file}; give the path of ${kind}, or use nsfwjs or imagenet`);
+  } catch (error) {
+    const { code, message: reason } = error as NodeJS.ErrnoException;
+    if (code === 'ENOENT') {
+      const near = nearestPath(file, 'file');
+      return problem(`no such file ${file}${near || `; give the path of ${kind}, or use nsfwjs or imagenet`}`);
+    }
+    return problem(`cannot read (${code ?? reason}) ${file}; give the path of ${kind}, or use nsfwjs or imagenet`);
   }
   // What is inside the file (a Keras weights file, a tfjs model) is for `facts` to judge.
   return { ref: { ...ref, weights: file } };
@@ -85,6 +97,8 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
         ? ref.weights
         : path.relative(process.cwd(), ref.weights) || ref.weights;
   const names = await facts.layerNames(ref).catch((error: Error) => error);
+  // Fetched weights that do not match xp.lock are not a problem of the file: the command stops with the lock's error.
+  if (names instanceof LockError) throw names;
   if (names instanceof Error) {
     const hint = (names as { hint?: unknown }).hint;
     return [
@@ -114,23 +128,27 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
     const message = `data.image_size [${h}, ${w}] is too small for ${what} cut at ${cut}: layer ${empty.layer} would output ${empty.size.join('x')}; raise data.image_size or cut earlier`;
     return [{ path: ['data', 'image_size'], message }];
   }
-  if (from === undefined) return [];
+  const mismatch = await facts.weightsMismatch?.(ref, cut, e.data.image_size);
+  const weights = mismatch ? [{ path: ['backbone', 'weights'], message: `backbone.weights: ${mismatch}` }] : [];
+  if (from === undefined) return weights;
   const kept = await facts.layerNames(ref, cut);
   if (!names.includes(from))
-    return [{ path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
+    return [...weights, { path: ['backbone', 'trainable_from'], message: unknown('trainable_from', from, kept) }];
   if (!kept.includes(from)) {
     return [
+      ...weights,
       {
         path: ['backbone', 'trainable_from'],
         message: `backbone.trainable_from "${from}" is not part of the backbone cut at ${cut} (it comes after the cut); choose a layer before ${cut}, or ${cut} itself`,
       },
     ];
   }
-  return [];
+  return weights;
 }
 
 async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProblem[]> {
-  if (e.data.url) return []; // looked up in the data directory, downloaded when missing
+  // A data set given by url is downloaded when missing: only one unpacked already can be looked into.
+  if (e.data.url) return facts ? folderProblems(await facts.classFolders(e.data)) : [];
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
     const dir = e.data[field];
@@ -139,12 +157,48 @@ async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProble
       if (!fs.statSync(dir).isDirectory())
         problems.push({ path: ['data', field], message: `data.${field}: ${dir} is not a directory; ${hint}` });
       else fs.accessSync(dir, fs.constants.R_OK | fs.constants.X_OK);
-    } catch (error: any) {
-      const reason = error.code === 'ENOENT' ? 'no such directory' : `cannot read (${error.code ?? error.message})`;
-      problems.push({ path: ['data', field], message: `data.${field}: ${reason} ${dir}; ${hint}` });
+    } catch (error) {
+      const { code, message: reason } = error as NodeJS.ErrnoException;
+      const message =
+        code === 'ENOENT'
+          ? `no such directory ${dir}${nearestPath(dir, 'directory') || `; ${hint}`}`
+          : `cannot read (${code ?? reason}) ${dir}; ${hint}`;
+      problems.push({ path: ['data', field], message: `data.${field}: ${message}` });
     }
   }
   if (problems.length || !facts) return problems;
-  const found = await facts.classFolders(e.data.train, e.data.validation);
-  return found.map((f) => ({ path: ['data', f.field], message: `data.${f.field}: ${f.message}` }));
+  return folderProblems(await facts.classFolders(e.data));
+}
+
+const folderProblems = (found: Awaited<ReturnType<DataFacts['classFolders']>>): FieldProblem[] =>
+  found.map((f) => ({
+    path: ['data', f.field],
+    message: f.message.startsWith(`data.${f.field} `) ? f.message : `data.${f.field}: ${f.message}`,
+  }));
+
+/**
+ * "; did you mean <path>?" for a path that does not exist, when its first missing part is a near miss of an entry of
+ * the folder above (a misspelt folder, as layers get it from their siblings); '' otherwise.
+ */
+export function nearestPath(missing: string, kind: 'directory' | 'file'): string {
+  let parent = missing;
+  const rest: string[] = [];
+  while (!fs.existsSync(parent)) {
+    if (path.dirname(parent) === parent) return '';
+    rest.unshift(path.basename(parent));
+    parent = path.dirname(parent);
+  }
+  let siblings: string[];
+  try {
+    siblings = fs
+      .readdirSync(parent, { withFileTypes: true })
+      .filter(
+        (d) => !d.name.startsWith('.') && (rest.length > 1 || kind === 'directory' ? d.isDirectory() : d.isFile()),
+      )
+      .map((d) => d.name);
+  } catch {
+    return '';
+  }
+  const near = closest(rest[0], siblings);
+  return near === undefined ? '' : `; did you mean ${path.join(parent, near, ...rest.slice(1))}?`;
 }

@@ -77,7 +77,9 @@ function settle(node: Block, threshold: number, text: string): Line[] {
   const kept = lines.slice(0, cut);
   const out = lines.slice(cut);
   // A blank line after the last comment separates this block from what follows: it goes out with the rest.
-  while (kept.at(-1)?.blank) out.unshift(kept.pop()!);
+  let end = kept.length;
+  while (end > 0 && kept[end - 1].blank) end--;
+  out.unshift(...kept.splice(end));
   node.comment = kept.length ? trimBlank(kept).map(asComment).join('\n') : undefined;
   return out;
 }
@@ -130,7 +132,8 @@ function giveBefore(target: Node, lines: Line[]): void {
   if (lines[0]?.blank) target.spaceBefore = true;
   if (!lines.some((l) => !l.blank)) return;
   // A blank line between the comment and the target stays (the parser keeps it the same way).
-  const comment = [...trimBlank(lines), ...(lines.at(-1)?.blank ? [lines.at(-1)!] : [])].map(asComment).join('\n');
+  const last = lines.at(-1);
+  const comment = [...trimBlank(lines), ...(last?.blank ? [last] : [])].map(asComment).join('\n');
   target.commentBefore = target.commentBefore ? `${comment}\n${target.commentBefore}` : comment;
 }
 

@@ -17,8 +17,7 @@ const EXPERIMENT = /^["']?backbone["']?[ \t]*:/m;
 export function findExperimentFiles(dir: string): string[] {
   const found: string[] = [];
   const pending = [dir];
-  while (pending.length) {
-    const folder = pending.pop()!;
+  for (let folder = pending.pop(); folder !== undefined; folder = pending.pop()) {
     for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
       const file = path.join(folder, entry.name);
       if (entry.isDirectory() && !SKIPPED_FOLDERS.includes(entry.name) && !entry.name.startsWith('.'))

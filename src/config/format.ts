@@ -5,7 +5,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import YAML, { isMap, isPair, isScalar, isSeq, LineCounter, type Document, type Node, type Pair } from 'yaml';
 import { attachComments } from './format-comments.ts';
-import { schema } from './validate.ts';
+import { resolveRef, schemaRoot, type SchemaNode } from './validate.ts';
 
 /** The widest line a flow collection may make; a longer one is written in block style, one entry per line. */
 export const MAX_FLOW_LINE = 100;
@@ -16,16 +16,6 @@ const MAX_ALIAS_COUNT = 100;
 const RENDER = { indent: 2, lineWidth: 0, flowCollectionPadding: false } as const;
 
 /** A JSON Schema object as far as key order needs it. */
-interface SchemaNode {
-  $ref?: string;
-  properties?: Record<string, SchemaNode>;
-  patternProperties?: Record<string, SchemaNode>;
-  additionalProperties?: SchemaNode | boolean;
-  items?: SchemaNode;
-  oneOf?: SchemaNode[];
-  anyOf?: SchemaNode[];
-}
-
 /**
  * The canonical text of an experiment file. `text` must parse as one YAML document (callers check it first with
  * parseFile, which reports file:line:col). Throws, rather than return a text with other data or comments.
@@ -43,12 +33,12 @@ export function formatText(text: string): string {
     const firstBefore = root.items[0];
     const separated = spaced(root.items[1]);
     const header = takeHeader(firstBefore);
-    order(root, schema as SchemaNode);
+    order(root, schemaRoot);
     const first = root.items[0];
     if (header) putHeader(first.key as Node, header.text, header.blankAfter);
     // The first section, moved down, is separated from the others as they are from each other.
     if (first !== firstBefore && separated) (firstBefore.key as Node).spaceBefore = true;
-  } else order(root, schema as SchemaNode);
+  } else order(root, schemaRoot);
   let formatted: string;
   try {
     formatted = render(doc);
@@ -154,11 +144,7 @@ function childSchema(object: SchemaNode | undefined, key: string | undefined): S
 function variant(s: SchemaNode | undefined, what: 'properties' | 'items'): SchemaNode | undefined {
   for (let depth = 0; s && depth < 8; depth++) {
     const variants = s.oneOf ?? s.anyOf;
-    if (s.$ref)
-      s = s.$ref
-        .split('/')
-        .slice(1)
-        .reduce((at: any, k) => at?.[k], schema) as SchemaNode | undefined;
+    if (s.$ref) s = resolveRef(s.$ref);
     else if (variants) s = variants.find((v) => v[what]) ?? variants.find((v) => v.$ref);
     else return s;
   }
@@ -186,8 +172,10 @@ function render(doc: Document): string {
   }
 }
 
-function collections(doc: Document): { node: Extract<Node, { items: unknown[] }>; inFlow: boolean }[] {
-  const found: { node: any; inFlow: boolean }[] = [];
+type Collection = Extract<Node, { items: unknown[] }>;
+
+function collections(doc: Document): { node: Collection; inFlow: boolean }[] {
+  const found: { node: Collection; inFlow: boolean }[] = [];
   const walk = (node: unknown, inFlow: boolean) => {
     if (!isMap(node) && !isSeq(node)) return;
     found.push({ node, inFlow });

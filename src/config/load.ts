@@ -2,6 +2,7 @@
 // apply --set/--sweep -> resolve paths against the file that wrote them -> expand the sweep -> defaults + schema per
 // trial -> cross-field checks -> frozen, resolved experiments, with the files they came from.
 import crypto from 'node:crypto';
+import { isMapping } from './mapping.ts';
 import type { Experiment, SweepConfig } from './types.ts';
 import { ConfigProblems, didYouMean, formatPlace, type Problem } from './problems.ts';
 import { isKnownField, knownFields, validate, type FieldProblem } from './validate.ts';
@@ -9,11 +10,14 @@ import {
   countTrials,
   DEFAULT_MAX_TRIALS,
   expandSweep,
+  isSearch,
   normalizeSweep,
   setPath,
   SweepSpecError,
+  trialName,
   type Assignment,
 } from './sweep.ts';
+import { ConfigError } from '../errors.ts';
 import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts';
 import { compose, type FieldPath } from './compose.ts';
 import { applyOverrides, flagText, overrideAt, parseOverrides, type Override } from './overrides.ts';
@@ -92,7 +96,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     );
   };
 
-  const raw = source.value as Record<string, any>;
+  const raw = source.value as Record<string, unknown>;
   const pinned = applyOverrides(raw, overrides);
   // Paths are resolved against the file that wrote them (or the current folder for flags), once.
   const writtenIn = (p: FieldPath) =>
@@ -100,7 +104,8 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
       ? undefined
       : source.writer(p);
   for (const p of resolvePaths(raw, writtenIn)) at(p, '', p.path[0] === 'sweep' ? sweptKey(p.path) : undefined);
-  if (problems.length) throw new ConfigProblems(problems);
+  // A path left unresolved is not looked at, but the schema still checks every field.
+  const unresolvedPaths = problems.length > 0;
   const sweepRaw = raw.sweep as Record<string, unknown> | undefined;
   delete raw.sweep;
 
@@ -114,7 +119,9 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
   if (sweepRaw) {
     const sweepProblems = validate({ ...minimalExperiment(), sweep: sweepRaw });
     for (const p of sweepProblems) at(p, '', sweepFlagPath(p.path));
-    sweep = normalizeSweep(sweepRaw, base.training?.seed ?? 42);
+    const { training } = base;
+    const seed = typeof training === 'object' && training !== null && 'seed' in training ? training.seed : undefined;
+    sweep = normalizeSweep(sweepRaw, typeof seed === 'number' ? seed : 42);
     for (const key of Object.keys(sweep.parameters)) {
       if (key.startsWith('sweep.') || !isKnownField(key.split('.'))) {
         at(
@@ -128,6 +135,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
         );
       }
     }
+    if (!sweepProblems.length) for (const p of searchProblems(sweep, sweepRaw, base)) at(p, '', ['sweep']);
     if (!sweepProblems.length)
       assignments = expandWithinLimit(sweep, sweepRaw, opts.maxTrials ?? DEFAULT_MAX_TRIALS, at) ?? assignments;
   }
@@ -137,9 +145,11 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     if (p.message.endsWith(' is required') && swept.has(p.message.replace(/ is required$/, ''))) continue;
     at(p);
   }
-  if (problems.length) throw new ConfigProblems(problems);
+  const baseFailed = problems.length > 0;
 
   const trials: ResolvedTrial[] = [];
+  // Trials whose data and backbone sections are valid: their folders and layers can be checked whatever else fails.
+  const crossCheckable: ResolvedTrial[] = [];
   for (const a of assignments) {
     const experiment = structuredClone(raw);
     for (const [key, value] of Object.entries(a.values)) setPath(experiment, key.split('.'), value);
@@ -148,36 +158,47 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
       const key = Object.keys(a.values).find((k) => p.path.join('.').startsWith(k));
       const prefix = `trial ${a.index} (${a.name}): `;
       if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix, key.split('.'));
-      else at(p, sweep ? prefix : '');
+      else if (!baseFailed) at(p, sweep ? prefix : ''); // else reported once, on the base, above
     }
-    if (!trialProblems.length) {
-      if (sweep) experiment.sweep = sweep;
-      trials.push({
-        ...a,
-        name: sweep ? a.name : experiment.name,
-        experiment: deepFreeze(experiment as Experiment),
-        configHash: configHash(experiment as Experiment),
-      });
-    }
+    if (sweep) experiment.sweep = sweep;
+    // An experiment once the schema passes; until then only its valid sections are read (by the cross-field checks).
+    const checked = experiment as Partial<Experiment> as Experiment;
+    const trial = {
+      ...a,
+      name: sweep ? a.name : String(experiment.name),
+      experiment: deepFreeze(checked),
+      configHash: configHash(checked),
+    };
+    if (!trialProblems.length) trials.push(trial);
+    if (!trialProblems.some(touchesCrossChecks)) crossCheckable.push(trial);
   }
-  if (problems.length) throw new ConfigProblems(problems);
 
   const sources = dedupeSources([source.top, ...source.merged.slice(0, -1)]);
-  await opts.permit?.(sources, trials);
-  if (opts.deep !== false) {
-    for (const t of dedupeForChecks(trials)) {
+  const crossCheck = async (list: ResolvedTrial[]) => {
+    for (const t of dedupeForChecks(list)) {
       for (const p of await crossChecks(t.experiment, { layers: opts.layers, data: opts.data }))
         at(p, sweep ? `trial ${t.index} (${t.name}): ` : '');
     }
+  };
+  if (problems.length) {
+    // One pass: the folders and layers of the valid sections are checked too, except in a file from the web, which
+    // may reach no folder or weights file before the sandbox has allowed it (and it is not asked for a broken file).
+    if (opts.deep !== false && !unresolvedPaths && !sources.some((s) => s.remote)) await crossCheck(crossCheckable);
+    throw new ConfigProblems(problems);
+  }
+  await opts.permit?.(sources, trials);
+  if (opts.deep !== false) {
+    await crossCheck(trials);
     if (problems.length) throw new ConfigProblems(problems);
   }
-  validate(base); // fill defaults in the base too
+  // Defaults filled in the base too: an experiment then, but for required fields that only its sweep sets.
+  validate(base);
   if (sweep) base.sweep = sweep;
   return {
     file,
     sources,
     origin: originOf(source, overrides, sweepRaw),
-    base: deepFreeze(base as Experiment),
+    base: deepFreeze(base as Partial<Experiment> as Experiment),
     pinned,
     sweep,
     trials,
@@ -192,12 +213,11 @@ function sweptKey(p: FieldPath): string[] {
 
 function dedupeSources(files: { spec: string; remote: boolean; sha256: string }[]): ExperimentSource[] {
   const seen = new Set<string>();
-  return files.flatMap((f) =>
-    seen.has(f.spec)
-      ? []
-      : (seen.add(f.spec),
-        [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }]),
-  );
+  return files.flatMap((f) => {
+    if (seen.has(f.spec)) return [];
+    seen.add(f.spec);
+    return [{ spec: f.spec, ...(f.remote ? { url: f.spec } : {}), sha256: f.sha256, remote: f.remote }];
+  });
 }
 
 // A value of the resolved experiment came from a flag, a file (the last one merged that wrote it), or the schema's
@@ -250,18 +270,84 @@ function expandWithinLimit(
   }
 }
 
+/**
+ * A trial a search asked for, resolved as a listed sweep's trials are: the base experiment with the values set,
+ * defaults filled in, checked against the schema (the bounds were checked before training).
+ */
+export function resolveTrial(
+  loaded: Pick<LoadedExperiment, 'base' | 'sweep'>,
+  index: number,
+  values: Assignment,
+): ResolvedTrial {
+  const { sweep: _sweep, ...base } = structuredClone(loaded.base) as Experiment;
+  const experiment: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(values)) setPath(experiment, key.split('.'), value);
+  const name = trialName(values);
+  const problems = validate(experiment);
+  if (problems.length)
+    throw new ConfigError(`trial ${index} (${name}): ${problems.map((p) => p.message).join('; ')}`, {
+      hint: 'the search asked for values the experiment refuses: narrow the sweep parameters',
+    });
+  if (loaded.sweep) experiment.sweep = loaded.sweep;
+  const checked = experiment as Partial<Experiment> as Experiment; // the schema passed
+  return { index, name, values, experiment: deepFreeze(checked), configHash: configHash(checked) };
+}
+
+// What the schema cannot say of early_terminate: it needs a search, and epochs left to stop trials in.
+function searchProblems(
+  sweep: SweepConfig,
+  sweepRaw: Record<string, unknown>,
+  base: Record<string, unknown>,
+): FieldProblem[] {
+  const stop = sweep.early_terminate;
+  if (!stop) return [];
+  const at = (path: string[], message: string) => ({ path, atKey: true, message });
+  if (!isSearch(sweep))
+    return [
+      at(
+        ['sweep', 'early_terminate'],
+        `early_terminate needs method: tpe (got method: ${sweep.method}, whose trials each train to their last epoch)`,
+      ),
+    ];
+  if ('training.epochs' in sweep.parameters)
+    return [
+      at(
+        sweepKeyPath(sweepRaw, 'training.epochs'),
+        'training.epochs cannot be swept under early_terminate: it is the most a trial trains; set it once',
+      ),
+    ];
+  const epochs = isMapping(base.training) ? base.training.epochs : undefined;
+  if (typeof epochs === 'number' && stop.min_epochs >= epochs)
+    return [
+      at(
+        ['sweep', 'early_terminate', 'min_epochs'],
+        `early_terminate.min_epochs (${stop.min_epochs}) must be below training.epochs (${epochs}), or no trial could be stopped`,
+      ),
+    ];
+  return [];
+}
+
 // Sweep schema problems come at sweep.<key> or sweep.parameters.<key>; the flag that gave them is --sweep <key>.
 function sweepFlagPath(p: (string | number)[]): (string | number)[] {
   const rest = p[1] === 'parameters' ? p.slice(2) : p.slice(1);
   return rest.length ? [String(rest[0])] : [];
 }
 
+// A problem in the data or backbone section (or one of them missing) leaves nothing to cross-check them with.
+const touchesCrossChecks = (p: FieldProblem): boolean =>
+  p.path[0] === 'data' ||
+  p.path[0] === 'backbone' ||
+  (p.path.length === 0 && /^(data|backbone)\b/.test(p.message)) ||
+  (p.path.length === 0 && !p.message.endsWith(' is required'));
+
 // Cross checks (cut layers, folders) depend on few fields: check each distinct combination once.
 function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {
   const seen = new Set<string>();
   return trials.filter((t) => {
     const key = JSON.stringify([t.experiment.backbone, t.experiment.data]);
-    return seen.has(key) ? false : (seen.add(key), true);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
 }
 
@@ -284,7 +370,7 @@ function canonical(v: unknown): string {
   if (v && typeof v === 'object') {
     return `{${Object.keys(v)
       .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as any)[k])}`)
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
       .join(',')}}`;
   }
   return JSON.stringify(v);

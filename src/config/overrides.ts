@@ -1,5 +1,6 @@
 // Command-line overrides, Hydra style: `--set key=value` pins a field (a swept field included: the sweep shrinks),
 // `--sweep key=a,b,c` sweeps one. A bad flag is reported under the flag's own text, not under the file.
+import { isMapping } from './mapping.ts';
 import { didYouMean, type Problem } from './problems.ts';
 import { parseValue, RESERVED_KEYS } from './parse.ts';
 import { setPath } from './sweep.ts';
@@ -52,6 +53,21 @@ export function parseOverrides(
   };
   for (const arg of set) parse('--set', arg);
   for (const arg of sweep) parse('--sweep', arg);
+  // A field given twice to one flag would keep only the last: refused, as Hydra refuses it, naming both.
+  const first = new Map<string, Override>();
+  for (const o of overrides) {
+    const earlier = first.get(`${o.flag} ${o.key}`);
+    if (!earlier) first.set(`${o.flag} ${o.key}`, o);
+    else
+      problems.push({
+        file: flagText(o.flag, o.arg),
+        message: `${o.key} is also given by ${flagText(earlier.flag, earlier.arg)}; give it once${
+          o.flag === '--sweep'
+            ? `, with every value: --sweep ${o.key}=${[earlier, o].map((x) => x.arg.slice(x.key.length + 1)).join(',')}`
+            : ''
+        }`,
+      });
+  }
   const swept = new Set(overrides.filter((o) => o.flag === '--sweep').map((o) => o.key));
   for (const o of overrides) {
     if (o.flag === '--set' && swept.has(o.key))
@@ -68,22 +84,23 @@ export function parseOverrides(
  * field and removes any sweep parameter on it. A sweep left without parameters is a single run. Returns the
  * `--set` flags that pinned a swept field.
  */
-export function applyOverrides(raw: Record<string, any>, overrides: Override[]): string[] {
+export function applyOverrides(raw: Record<string, unknown>, overrides: Override[]): string[] {
   for (const o of overrides) {
-    if (o.flag === '--sweep') raw.sweep = { ...(raw.sweep ?? {}), [o.key]: o.value };
+    if (o.flag === '--sweep') raw.sweep = { ...(typeof raw.sweep === 'object' ? raw.sweep : {}), [o.key]: o.value };
   }
   const pinned: string[] = [];
   for (const o of overrides) {
     if (o.flag !== '--set') continue;
     setPath(raw, o.key.split('.'), o.value);
-    if (raw.sweep && typeof raw.sweep === 'object' && pin(raw.sweep, o.key)) pinned.push(flagText(o.flag, o.arg));
+    if (isMapping(raw.sweep) && pin(raw.sweep, o.key)) pinned.push(flagText(o.flag, o.arg));
   }
-  if (pinned.length && !hasParameters(raw.sweep)) delete raw.sweep;
+  if (pinned.length && isMapping(raw.sweep) && !hasParameters(raw.sweep)) delete raw.sweep;
   return pinned;
 }
 
-function hasParameters(sweep: Record<string, any>): boolean {
-  const params = sweep.parameters && typeof sweep.parameters === 'object' ? Object.keys(sweep.parameters) : [];
+function hasParameters(sweep: Record<string, unknown>): boolean {
+  const { parameters } = sweep;
+  const params = parameters && typeof parameters === 'object' ? Object.keys(parameters) : [];
   return params.length > 0 || Object.keys(sweep).some((k) => !PARAMETER_SETTINGS.includes(k));
 }
 
@@ -91,13 +108,12 @@ const PARAMETER_SETTINGS = ['method', 'trials', 'seed', 'metric', 'goal', 'param
 const overlaps = (a: string, b: string) => a === b || a.startsWith(`${b}.`) || b.startsWith(`${a}.`);
 
 /** Removes the sweep parameters on `key`; true when there was one. */
-function pin(sweep: Record<string, any>, key: string): boolean {
+function pin(sweep: Record<string, unknown>, key: string): boolean {
   let removed = false;
   for (const k of Object.keys(sweep))
     if (!PARAMETER_SETTINGS.includes(k) && overlaps(k, key)) removed = delete sweep[k];
   const params = sweep.parameters;
-  if (params && typeof params === 'object')
-    for (const k of Object.keys(params)) if (overlaps(k, key)) removed = delete params[k];
+  if (isMapping(params)) for (const k of Object.keys(params)) if (overlaps(k, key)) removed = delete params[k];
   return removed;
 }
 

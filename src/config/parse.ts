@@ -1,6 +1,7 @@
 // Reads an experiment file as YAML, defensively: a size limit, duplicate and reserved keys found in one pass,
 // alias expansion bounded, and each parser error reported once per position. Keeps node positions so that
-// every later problem can say `file:line:col`.
+// every later problem can say `file:line:col`. A password written in a URL value (`tracking.uri`, `data.url`,
+// `extends`) leaves here masked: xp keeps it for the requests to that server only (util/credentials.ts).
 import fs from 'node:fs';
 import YAML, {
   isAlias,
@@ -15,6 +16,7 @@ import YAML, {
   type Pair,
   type YAMLMap,
 } from 'yaml';
+import { keepCredentials } from '../util/credentials.ts';
 import { ConfigProblems, type Problem } from './problems.ts';
 
 /** Experiment files are a few kilobytes; anything this large is a mistake or an attack. */
@@ -83,7 +85,7 @@ export function parseText(text: string, file: string): Source {
       ),
     ]);
   }
-  return { value, position: positions(doc, lineCounter) };
+  return { value: withoutPasswords(value), position: positions(doc, lineCounter) };
 }
 
 /** Parses one command-line value (`--set key=VALUE`) with the same limits; throws a plain Error with the reason. */
@@ -93,19 +95,30 @@ export function parseValue(text: string): unknown {
   const problem = walk(doc)[0];
   if (problem) throw new Error(problem.message);
   try {
-    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    return withoutPasswords(doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }));
   } catch (error) {
     throw new Error(`YAML aliases: ${(error as Error).message.split('\n')[0]}`);
   }
+}
+
+/** The parsed data with every URL password kept for this process and masked in the data. */
+function withoutPasswords<T>(value: T): T {
+  if (typeof value === 'string') return keepCredentials(value) as T;
+  if (Array.isArray(value)) return value.map(withoutPasswords) as T;
+  if (typeof value === 'object' && value !== null) {
+    for (const [key, child] of Object.entries(value)) (value as Record<string, unknown>)[key] = withoutPasswords(child);
+  }
+  return value;
 }
 
 export function readText(file: string): string {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(file);
-  } catch (error: any) {
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
     throw new ConfigProblems([
-      { file, message: error.code === 'ENOENT' ? 'no such file' : `cannot read (${error.code ?? error.message})` },
+      { file, message: code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? message})` },
     ]);
   }
   if (!stat.isFile())
@@ -120,8 +133,9 @@ export function readText(file: string): string {
   }
   try {
     return fs.readFileSync(file, 'utf8');
-  } catch (error: any) {
-    throw new ConfigProblems([{ file, message: `cannot read (${error.code ?? error.message})` }]);
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    throw new ConfigProblems([{ file, message: `cannot read (${code ?? message})` }]);
   }
 }
 
@@ -130,7 +144,9 @@ function onePerPosition(problems: Problem[]): Problem[] {
   const seen = new Set<string>();
   return problems.filter((p) => {
     const key = `${p.line}:${p.col}`;
-    return seen.has(key) ? false : (seen.add(key), true);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
 }
 
@@ -154,8 +170,8 @@ function walk(doc: Document): Found[] {
   const found: Found[] = [];
   const stack: { node: unknown; depth: number }[] = [{ node: doc.contents, depth: 0 }];
   let tooDeep = false;
-  while (stack.length) {
-    const { node, depth } = stack.pop()!;
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const { node, depth } = next;
     if (!isCollection(node)) continue;
     const offset = (node as Node).range?.[0] ?? 0;
     if (depth > MAX_DEPTH) {
@@ -214,8 +230,10 @@ function positions(doc: Document, lineCounter: LineCounter): Source['position'] 
     let keys = index.get(map);
     if (!keys) {
       keys = new Map();
-      for (const pair of map.items)
-        if (!keys.has((pair.key as any)?.value)) keys.set((pair.key as any)?.value, pair as Pair);
+      for (const pair of map.items) {
+        const key = isScalar(pair.key) ? pair.key.value : undefined;
+        if (!keys.has(key)) keys.set(key, pair as Pair);
+      }
       index.set(map, keys);
     }
     return keys.get(key);

@@ -1,5 +1,6 @@
 // A config problem is one line for the user: `file:line:col: message`. Many can be reported at once.
 import { ConfigError } from '../errors.ts';
+import { closest } from '../util/edit-distance.ts';
 
 export interface Problem {
   file: string;
@@ -42,31 +43,9 @@ export class ConfigProblems extends ConfigError {
   }
 }
 
-/** Levenshtein distance, for "did you mean" suggestions. */
-export function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return row[b.length];
-}
-
 export function didYouMean(given: string, candidates: readonly string[]): string {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const c of candidates) {
-    const d = distance(given.toLowerCase(), c.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [c, d];
-  }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3))
-    ? `; did you mean ${best}?`
-    : '';
+  const best = closest(given, candidates);
+  return best === undefined ? '' : `; did you mean ${best}?`;
 }
 
 export function show(value: unknown): string {

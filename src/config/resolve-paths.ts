@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isUrl, refusedUrl } from '../remote/url.ts';
 import type { FieldPath } from './compose.ts';
+import { isMapping } from './mapping.ts';
 import type { FieldProblem } from './validate.ts';
 
 /** Where a value was written: a file (its absolute path or URL) or the command line (undefined). */
@@ -16,28 +17,30 @@ export type WrittenIn = (path: FieldPath) => { spec: string; remote: boolean } |
 const FIELDS = ['backbone.weights', 'data.train', 'data.validation'] as const;
 type PathField = (typeof FIELDS)[number];
 
-export function resolvePaths(raw: Record<string, any>, writtenIn: WrittenIn): FieldProblem[] {
+export function resolvePaths(raw: Record<string, unknown>, writtenIn: WrittenIn): FieldProblem[] {
   const problems: FieldProblem[] = [];
-  const hasUrl = typeof raw.data?.url === 'string';
+  const hasUrl = isMapping(raw.data) && typeof raw.data.url === 'string';
   const applies = (field: PathField) => field === 'backbone.weights' || !hasUrl;
   for (const field of FIELDS) {
     if (!applies(field)) continue;
     const at = field.split('.');
-    const parent = raw[at[0]];
-    if (parent && typeof parent[at[1]] === 'string') {
-      const resolved = resolveOne(field, parent[at[1]], writtenIn(at));
-      if (typeof resolved === 'string') parent[at[1]] = resolved;
+    const [section, key] = at;
+    const parent = raw[section];
+    const value = isMapping(parent) ? parent[key] : undefined;
+    if (isMapping(parent) && typeof value === 'string') {
+      const resolved = resolveOne(field, value, writtenIn(at));
+      if (typeof resolved === 'string') parent[key] = resolved;
       else problems.push({ path: at, message: resolved.message });
     }
   }
   const sweep = raw.sweep;
-  if (!sweep || typeof sweep !== 'object') return problems;
+  if (!isMapping(sweep)) return problems;
   for (const field of FIELDS) {
     if (!applies(field)) continue;
-    const [holder, key, at] =
-      field in sweep ? [sweep, field, ['sweep', field]] : [sweep.parameters, field, ['sweep', 'parameters', field]];
-    const spec = holder && typeof holder === 'object' ? holder[key] : undefined;
-    const values: unknown = Array.isArray(spec) ? spec : spec && typeof spec === 'object' ? spec.values : undefined;
+    const [holder, at] =
+      field in sweep ? [sweep, ['sweep', field]] : [sweep.parameters, ['sweep', 'parameters', field]];
+    const spec = isMapping(holder) ? holder[field] : undefined;
+    const values: unknown = Array.isArray(spec) ? spec : isMapping(spec) ? spec.values : undefined;
     if (!Array.isArray(values)) continue;
     for (const [i, v] of values.entries()) {
       if (typeof v !== 'string') continue;

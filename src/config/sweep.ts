@@ -1,6 +1,7 @@
 // Expands a sweep into trials: a grid (cartesian product) or seeded random draws.
 import { createRng, type Rng } from '../util/random.ts';
-import type { SweepConfig, SweepDistribution } from './types.ts';
+import { isMapping } from './mapping.ts';
+import { SEARCH_METHODS, type SweepConfig, type SweepDistribution } from './types.ts';
 import { metricGoal } from './metrics.ts';
 
 export type Assignment = Record<string, unknown>; // dotted path -> value
@@ -14,7 +15,7 @@ export interface Trial {
 /** Trials a sweep may have unless the user raises the limit (`--max-trials`): a typo in a grid should not run for weeks. */
 export const DEFAULT_MAX_TRIALS = 10_000;
 
-const RESERVED = ['method', 'trials', 'seed', 'metric', 'goal', 'parameters'];
+const RESERVED = ['method', 'trials', 'batch', 'early_terminate', 'seed', 'metric', 'goal', 'parameters'];
 
 /** Sweep keys with a dot are parameters; `parameters:` holds the same, W&B style. */
 export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number): SweepConfig {
@@ -24,6 +25,10 @@ export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number
   return {
     method: (raw.method as SweepConfig['method']) ?? 'grid',
     trials: raw.trials as number | undefined,
+    ...(raw.batch !== undefined ? { batch: raw.batch as SweepConfig['batch'] } : {}),
+    ...(raw.early_terminate !== undefined
+      ? { early_terminate: raw.early_terminate as SweepConfig['early_terminate'] }
+      : {}),
     seed: (raw.seed as number) ?? defaultSeed,
     metric,
     goal: (raw.goal as SweepConfig['goal']) ?? metricGoal(metric),
@@ -33,7 +38,7 @@ export function normalizeSweep(raw: Record<string, unknown>, defaultSeed: number
 
 /** How many trials a sweep has, computed without expanding it (a grid's size is the product of its lists'). */
 export function countTrials(sweep: SweepConfig): number {
-  if (sweep.method === 'random') return sweep.trials ?? DEFAULT_RANDOM_TRIALS;
+  if (sweep.method !== 'grid') return sweep.trials ?? DEFAULT_RANDOM_TRIALS;
   return Object.entries(sweep.parameters).reduce(
     (n, [key, spec]) => n * (Array.isArray(spec) ? spec.length : gridSizeOf(spec, key)),
     1,
@@ -42,9 +47,21 @@ export function countTrials(sweep: SweepConfig): number {
 
 const DEFAULT_RANDOM_TRIALS = 10;
 
+/** Whether the sweep is a search: its trials are asked round by round (src/search), not listed here. */
+export const isSearch = (sweep: SweepConfig | undefined): boolean =>
+  (SEARCH_METHODS as readonly string[]).includes(sweep?.method ?? '');
+
+/**
+ * A list sweep's trials; a search's probes instead: every parameter at its lower bound, then at its upper bound,
+ * so that the checks before training see the extremes any asked trial lies between.
+ */
 export function expandSweep(sweep: SweepConfig): Trial[] {
   const keys = Object.keys(sweep.parameters);
-  const assignments = sweep.method === 'random' ? randomAssignments(sweep, keys) : gridAssignments(sweep, keys);
+  const assignments = isSearch(sweep)
+    ? probeAssignments(sweep, keys)
+    : sweep.method === 'random'
+      ? randomAssignments(sweep, keys)
+      : gridAssignments(sweep, keys);
   return assignments.map((values, i) => ({ index: i + 1, values, name: trialName(values) }));
 }
 
@@ -58,25 +75,48 @@ function gridAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
   return out;
 }
 
+function probeAssignments(sweep: SweepConfig, keys: string[]): Assignment[] {
+  const bounds = keys.map((k) => boundsOf(sweep.parameters[k], k));
+  const at = (end: 0 | 1) => Object.fromEntries(keys.map((k, i) => [k, bounds[i][end]]));
+  return JSON.stringify(at(0)) === JSON.stringify(at(1)) ? [at(0)] : [at(0), at(1)];
+}
+
+/** The first and last value a parameter can take; a distribution without usable bounds is an error here. */
+function boundsOf(spec: unknown[] | SweepDistribution, key: string): [unknown, unknown] {
+  if (Array.isArray(spec)) return [spec[0], spec[spec.length - 1]];
+  const { distribution, min, max, values } = spec;
+  if (distribution === 'choice') {
+    if (!values) throw new SweepSpecError(key, 'choice needs values');
+    return [values[0], values[values.length - 1]];
+  }
+  if (min === undefined || max === undefined || !(max >= min))
+    throw new SweepSpecError(key, `${distribution} needs min and max, min <= max`);
+  if (distribution === 'log_uniform' && min <= 0)
+    throw new SweepSpecError(key, `log_uniform needs min > 0 (got ${min})`);
+  if (distribution === 'int' && !(Number.isInteger(min) && Number.isInteger(max)))
+    throw new SweepSpecError(key, 'int needs integer min and max');
+  return [min, max];
+}
+
 function gridValuesOf(spec: SweepDistribution, key: string): unknown[] {
-  const n = gridSizeOf(spec, key);
-  return spec.distribution === 'choice' ? spec.values! : Array.from({ length: n }, (_, i) => spec.min! + i);
+  const grid = gridOf(spec, key);
+  return Array.isArray(grid) ? grid : Array.from({ length: grid.size }, (_, i) => grid.min + i);
 }
 
 function gridSizeOf(spec: SweepDistribution, key: string): number {
-  if (spec.distribution === 'choice' && spec.values) return spec.values.length;
-  if (
-    spec.distribution === 'int' &&
-    spec.min !== undefined &&
-    spec.max !== undefined &&
-    spec.max >= spec.min &&
-    spec.max - spec.min <= 100
-  ) {
-    return spec.max - spec.min + 1;
-  }
+  const grid = gridOf(spec, key);
+  return Array.isArray(grid) ? grid.length : grid.size;
+}
+
+/** What a grid takes of a distribution: choice's values, or a small int range. */
+function gridOf(spec: SweepDistribution, key: string): unknown[] | { min: number; size: number } {
+  const { distribution, min, max, values } = spec;
+  if (distribution === 'choice' && values) return values;
+  if (distribution === 'int' && min !== undefined && max !== undefined && max >= min && max - min <= 100)
+    return { min, size: max - min + 1 };
   throw new SweepSpecError(
     key,
-    `a ${spec.distribution} distribution needs method: random (grid takes lists, choice or small int ranges)`,
+    `a ${distribution} distribution needs method: random or tpe (grid takes lists, choice or small int ranges)`,
   );
 }
 
@@ -116,7 +156,7 @@ export class SweepSpecError extends Error {
 /** "dropout=0.2 epochs=10": the last path segment, unless two parameters share it. */
 export function trialName(values: Assignment): string {
   const keys = Object.keys(values);
-  const last = keys.map((k) => k.split('.').pop()!);
+  const last = keys.map((k) => k.slice(k.lastIndexOf('.') + 1));
   return keys
     .map((k, i) => `${last.filter((l) => l === last[i]).length > 1 ? k : last[i]}=${format(values[k])}`)
     .join(' ');
@@ -124,14 +164,19 @@ export function trialName(values: Assignment): string {
 
 const format = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
 
-export function setPath(target: Record<string, any>, path: string[], value: unknown): void {
+export function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
   // Keys are checked when read; this guard keeps a missed one from reaching an object's prototype.
   if (path.some((k) => k === '__proto__' || k === 'constructor' || k === 'prototype'))
     throw new Error(`reserved key in ${path.join('.')}`);
   let node = target;
   for (const k of path.slice(0, -1)) {
-    if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};
-    node = node[k];
+    const next = node[k];
+    if (isMapping(next)) node = next;
+    else {
+      const made: Record<string, unknown> = {};
+      node[k] = made;
+      node = made;
+    }
   }
   node[path[path.length - 1]] = value;
 }

@@ -3,6 +3,18 @@
 
 export const BACKBONE_NAMES = ['inception_v3', 'mobilenet_v2'] as const;
 export const POOLINGS = ['flatten', 'avg', 'max'] as const;
+export const HEAD_ACTIVATIONS = [
+  'relu',
+  'elu',
+  'selu',
+  'tanh',
+  'sigmoid',
+  'linear',
+  'relu6',
+  'softplus',
+  'swish',
+  'gelu',
+] as const;
 export const OPTIMIZERS = ['rmsprop', 'adam', 'sgd', 'adagrad'] as const;
 export const FILL_MODES = ['nearest', 'constant', 'reflect', 'wrap'] as const;
 export const INTERPOLATIONS = ['nearest', 'bilinear', 'bicubic'] as const;
@@ -11,6 +23,7 @@ export const PREPROCESSINGS = ['auto', 'rescale', 'inception', 'none'] as const;
 
 export type BackboneName = (typeof BACKBONE_NAMES)[number];
 export type Pooling = (typeof POOLINGS)[number];
+export type HeadActivation = (typeof HEAD_ACTIVATIONS)[number];
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 export type FillMode = (typeof FILL_MODES)[number];
 export type Interpolation = (typeof INTERPOLATIONS)[number];
@@ -47,7 +60,7 @@ export interface BackboneConfig {
 export interface HeadConfig {
   pooling: Pooling;
   units: number[];
-  activation: string;
+  activation: HeadActivation;
   dropout: number;
 }
 
@@ -99,9 +112,22 @@ export interface SweepDistribution {
   max?: number;
   values?: unknown[];
 }
+export const SWEEP_METHODS = ['grid', 'random', 'tpe'] as const;
+export const EARLY_TERMINATE_TYPES = ['asha', 'hyperband', 'median'] as const;
+/** Methods that ask each round of trials from the results so far (a search) instead of listing them up front. */
+export const SEARCH_METHODS = ['tpe'] as const;
+export type SweepMethod = (typeof SWEEP_METHODS)[number];
+export interface EarlyTerminateConfig {
+  type: (typeof EARLY_TERMINATE_TYPES)[number];
+  min_epochs: number;
+  eta: number;
+}
 export interface SweepConfig {
-  method: 'grid' | 'random';
+  method: SweepMethod;
   trials?: number;
+  /** Trials asked per round of a search; auto: as many as fit in memory. */
+  batch?: number | 'auto';
+  early_terminate?: EarlyTerminateConfig;
   seed?: number;
   metric: string;
   goal: 'maximize' | 'minimize';

@@ -1,17 +1,38 @@
 // JSON Schema validation with defaults, and ajv errors turned into one-sentence problems with a field path.
 import { createRequire } from 'node:module';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { DefinedError, ErrorObject, ValidateFunction } from 'ajv';
 import { didYouMean, show } from './problems.ts';
+import type { Experiment } from './types.ts';
 
 const require = createRequire(import.meta.url);
 export const schema = require('../../schema/experiment.schema.json');
 
-let compiled: ValidateFunction | undefined;
+/** A node of the JSON Schema, in the keywords xp's code walks. */
+export interface SchemaNode {
+  $ref?: string;
+  $defs?: Record<string, SchemaNode>;
+  properties?: Record<string, SchemaNode>;
+  patternProperties?: Record<string, SchemaNode>;
+  additionalProperties?: SchemaNode | boolean;
+  items?: SchemaNode;
+  oneOf?: SchemaNode[];
+  anyOf?: SchemaNode[];
+}
+/** The schema, typed in the keywords xp walks. */
+export const schemaRoot: SchemaNode = schema;
 
-function validator(): ValidateFunction {
+// The Experiment type mirrors the schema (test/config/schema-types.test.ts): what passes is one.
+let compiled: ValidateFunction<Experiment> | undefined;
+
+function validator(): ValidateFunction<Experiment> {
   if (!compiled)
-    compiled = new Ajv2020({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true }).compile(schema);
+    compiled = new Ajv2020({
+      allErrors: true,
+      useDefaults: true,
+      strict: true,
+      allowUnionTypes: true,
+    }).compile<Experiment>(schema);
   return compiled;
 }
 
@@ -29,6 +50,9 @@ export function validate(data: unknown): FieldProblem[] {
   return explain(check.errors ?? [], data);
 }
 
+/** Whether `data` is a valid experiment; validates in place (defaults are filled in), as validate() does. */
+export const isExperiment = (data: unknown): data is Experiment => validator()(data);
+
 function explain(errors: ErrorObject[], data: unknown): FieldProblem[] {
   // oneOf failures come with one error per branch: report the oneOf alone, at its own path.
   const oneOfPaths = new Set(errors.filter((e) => e.keyword === 'oneOf').map((e) => e.instancePath));
@@ -41,7 +65,8 @@ function explain(errors: ErrorObject[], data: unknown): FieldProblem[] {
     )
       continue;
     if (e.keyword === 'if' || e.keyword === 'propertyNames') continue;
-    const problem = toProblem(e, data);
+    // The validator has ajv's own keywords only: each error is one of theirs.
+    const problem = toProblem(e as DefinedError, data);
     const key = `${problem.path.join('.')}|${problem.message}`;
     if (!seen.has(key)) {
       seen.add(key);
@@ -51,25 +76,25 @@ function explain(errors: ErrorObject[], data: unknown): FieldProblem[] {
   return problems;
 }
 
-function toProblem(e: ErrorObject, data: unknown): FieldProblem {
-  const path = e.instancePath.split('/').slice(1).map(unescape);
+function toProblem(e: DefinedError, data: unknown): FieldProblem {
+  const path = e.instancePath.split('/').slice(1).map(unescapePointer);
   const name = path.join('.') || 'the experiment';
   const value = valueAt(data, path);
   const got = ` (got ${show(value)})`;
-  const p = e.params as Record<string, any>;
   switch (e.keyword) {
     case 'additionalProperties': {
+      const { additionalProperty } = e.params;
       const known = Object.keys(propertiesAt(path));
-      const field = [...path, p.additionalProperty].join('.');
-      const hint = known.length ? didYouMean(p.additionalProperty, known) || `; known fields: ${known.join(', ')}` : '';
-      return { path: [...path, p.additionalProperty], atKey: true, message: `${field} is not a known field${hint}` };
+      const field = [...path, additionalProperty].join('.');
+      const hint = known.length ? didYouMean(additionalProperty, known) || `; known fields: ${known.join(', ')}` : '';
+      return { path: [...path, additionalProperty], atKey: true, message: `${field} is not a known field${hint}` };
     }
     case 'required':
-      return { path, message: `${path.length ? `${name}.` : ''}${p.missingProperty} is required` };
+      return { path, message: `${path.length ? `${name}.` : ''}${e.params.missingProperty} is required` };
     case 'type':
-      return { path, message: `${name} must be ${article(p.type)}${got}` };
+      return { path, message: `${name} must be ${article(e.params.type)}${got}` };
     case 'enum': {
-      const allowed = (p.allowedValues as unknown[]).map(String);
+      const allowed = e.params.allowedValues.map(String);
       return {
         path,
         message: `${name} must be one of ${allowed.join(', ')}${got}${typeof value === 'string' ? didYouMean(value, allowed) : ''}`,
@@ -79,12 +104,12 @@ function toProblem(e: ErrorObject, data: unknown): FieldProblem {
     case 'maximum':
     case 'exclusiveMinimum':
     case 'exclusiveMaximum':
-      return { path, message: `${name} must be ${p.comparison} ${p.limit}${got}` };
+      return { path, message: `${name} must be ${e.params.comparison} ${e.params.limit}${got}` };
     case 'minItems':
     case 'maxItems':
       return {
         path,
-        message: `${name} must have ${e.keyword === 'minItems' ? 'at least' : 'at most'} ${p.limit} items${got}`,
+        message: `${name} must have ${e.keyword === 'minItems' ? 'at least' : 'at most'} ${e.params.limit} items${got}`,
       };
     case 'minLength':
       return { path, message: `${name} must not be empty` };
@@ -127,34 +152,36 @@ function oneOfAdvice(path: string[]): string {
   return 'does not match any allowed form';
 }
 
-const unescape = (s: string) => s.replace(/~1/g, '/').replace(/~0/g, '~');
+// A JSON Pointer segment's escapes (RFC 6901).
+const unescapePointer = (s: string) => s.replace(/~1/g, '/').replace(/~0/g, '~');
 
 function valueAt(data: unknown, path: (string | number)[]): unknown {
-  let v: any = data;
-  for (const k of path) v = v?.[k];
+  let v = data;
+  for (const k of path)
+    v = typeof v === 'object' && v !== null ? (v as Record<string | number, unknown>)[k] : undefined;
   return v;
 }
 
 /** The `properties` of the schema object at a data path (for "did you mean"). */
-export function propertiesAt(path: (string | number)[]): Record<string, unknown> {
-  let s: any = schema;
+export function propertiesAt(path: (string | number)[]): Record<string, SchemaNode> {
+  let s: SchemaNode | undefined = schemaRoot;
   for (const k of path) {
-    s = own(s?.properties, k) ?? s?.additionalProperties;
+    const additional = typeof s?.additionalProperties === 'object' ? s.additionalProperties : undefined;
+    s = own(s?.properties, k) ?? additional;
     if (s?.$ref) s = resolveRef(s.$ref);
   }
   return s?.properties ?? {};
 }
 
-function resolveRef(ref: string): unknown {
-  return ref
-    .split('/')
-    .slice(1)
-    .reduce((s: any, k) => s?.[k], schema);
+/** The schema node a `$ref` points to; the schema's refs are all `#/$defs/<name>`. */
+export function resolveRef(ref: string): SchemaNode | undefined {
+  const name = /^#\/\$defs\/([^/]+)$/.exec(ref)?.[1];
+  return name === undefined ? undefined : own(schemaRoot.$defs, name);
 }
 
 /** Whether a dotted path names a field the schema knows (for --set and sweep keys). */
 export function isKnownField(path: string[]): boolean {
-  let s: any = schema;
+  let s: SchemaNode | undefined = schemaRoot;
   for (const k of path) {
     s = own(s?.properties, k);
     if (!s) return false;
@@ -163,12 +190,12 @@ export function isKnownField(path: string[]): boolean {
 }
 
 // `properties.__proto__` would find Object.prototype: look up the schema's own keys only.
-const own = (o: Record<string, unknown> | undefined, k: string | number): any =>
+const own = <T>(o: Record<string, T> | undefined, k: string | number): T | undefined =>
   o && Object.hasOwn(o, k) ? o[k] : undefined;
 
 export function knownFields(prefix: string[] = []): string[] {
   const props = propertiesAt(prefix);
-  return Object.entries(props).flatMap(([k, v]: [string, any]) =>
-    v?.properties ? knownFields([...prefix, k]) : [[...prefix, k].join('.')],
+  return Object.entries(props).flatMap(([k, v]) =>
+    v.properties ? knownFields([...prefix, k]) : [[...prefix, k].join('.')],
   );
 }

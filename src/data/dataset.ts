@@ -47,15 +47,8 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
   }
   const url = data.url;
   const wanted = data.sha256?.toLowerCase();
-  const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
   const progress = opts.progress ?? process.stderr;
-  const resolved = {
-    trainDir: path.resolve(dataDir, data.train),
-    validationDir: path.resolve(dataDir, data.validation),
-  };
-
-  const present = (await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir));
-  const stale = await staleFolders(dataDir, [resolved.trainDir, resolved.validationDir], url, wanted);
+  const { dataDir, resolved, present, stale } = await lookUp(data, url, opts.dataDir);
   if (present && stale.length === 0) {
     await pinCached(dataDir, [resolved.trainDir, resolved.validationDir], url);
     return resolved;
@@ -69,6 +62,37 @@ export async function resolveDataset(data: DataConfig, opts: ResolveOptions): Pr
 
   await checkFolders(resolved, kept, url, dataDir);
   return resolved;
+}
+
+/**
+ * The folders of a data set given by url as `resolveDataset` would use them, when they are unpacked already and from
+ * that url (and sha256); undefined otherwise. Nothing is fetched, pinned or written: what `xp check` scans.
+ */
+export async function unpackedDataset(
+  data: DataConfig,
+  opts: { dataDir?: string } = {},
+): Promise<ResolvedDataset | undefined> {
+  if (!data.url) return undefined;
+  const { resolved, present, stale } = await lookUp(data, data.url, opts.dataDir);
+  return present && stale.length === 0 ? resolved : undefined;
+}
+
+// Where the data set's folders are in the data directory, whether they are there, and which were unpacked from
+// another archive.
+async function lookUp(data: DataConfig, url: string, dir: string | undefined) {
+  const dataDir = path.resolve(dir ?? defaultDataDir());
+  const resolved = {
+    trainDir: path.resolve(dataDir, data.train),
+    validationDir: path.resolve(dataDir, data.validation),
+  };
+  const present = (await isDirectory(resolved.trainDir)) && (await isDirectory(resolved.validationDir));
+  const stale = await staleFolders(
+    dataDir,
+    [resolved.trainDir, resolved.validationDir],
+    url,
+    data.sha256?.toLowerCase(),
+  );
+  return { dataDir, resolved, present, stale };
 }
 
 /** The unpacked folders holding `dirs` whose record names another url or sha256, one line each. */
@@ -91,11 +115,11 @@ async function staleFolders(
 /** A data set unpacked earlier stands for the archive it came from: its recorded sha256 is checked against the lock. */
 async function pinCached(dataDir: string, dirs: string[], url: string): Promise<void> {
   for (const top of new Set(dirs.map((dir) => topFolder(dataDir, dir)))) {
-    const recorded = top && (await readSource(dataDir, top));
-    if (!recorded) continue; // put there by hand: there is no archive to pin
+    const recorded = top ? await readSource(dataDir, top) : undefined;
+    if (!top || !recorded) continue; // put there by hand: there is no archive to pin
     await pin(url, recorded.sha256).catch((error: unknown) => {
       if (error instanceof LockError)
-        error.hint = `${error.hint} ${path.join(dataDir, top!)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
+        error.hint = `${error.hint} ${path.join(dataDir, top)} holds that content, unpacked earlier: remove it to download and verify the archive again.`;
       throw error;
     });
   }

@@ -1,15 +1,13 @@
-// Fetches a data set archive to a local file, hashing it on the way. http(s) downloads give up when the server does
-// not answer within the connect timeout or sends nothing for the idle timeout; file:// URLs are read in place.
+// Fetches a data set archive to a local file, hashing it on the way. http(s) downloads follow the download limits of
+// every xp download (src/remote/fetch.ts), with a progress line; file:// URLs are read in place.
 // whileInterruptible turns Ctrl-C (SIGINT) or SIGTERM into an abort, so the caller's cleanup removes partial files.
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
 import { DataError } from '../errors.ts';
-import { downloadTimeouts, type Timeouts } from '../remote/fetch.ts';
+import { DownloadError, type DownloadLimits, fetchToFile } from '../remote/fetch.ts';
 
 export interface Fetched {
   /** The archive on disk: `into` for http(s), the file itself for file://. */
@@ -17,15 +15,13 @@ export interface Fetched {
   sha256: string;
 }
 
-export { downloadTimeouts, type Timeouts } from '../remote/fetch.ts';
-
 export interface FetchOptions {
   /** Where an http(s) download is written. */
   into: string;
   progress: NodeJS.WritableStream;
   /** Largest archive accepted, in bytes. */
   maxBytes: number;
-  timeouts?: Timeouts;
+  limits?: DownloadLimits;
   /** Aborts the download; its reason is thrown. */
   signal: AbortSignal;
 }
@@ -72,97 +68,33 @@ export async function whileInterruptible<T>(url: string, work: (signal: AbortSig
   }
 }
 
-async function download(url: string, opts: FetchOptions, interrupt: AbortSignal): Promise<Fetched> {
-  const { connect, idle } = opts.timeouts ?? downloadTimeouts();
-  const controller = new AbortController();
-  const abortWith = (error: DataError): void => controller.abort(error);
-  const onInterrupt = (): void => abortWith(interrupt.reason as DataError);
-  interrupt.throwIfAborted();
-  interrupt.addEventListener('abort', onInterrupt);
+async function download(url: string, opts: FetchOptions, signal: AbortSignal): Promise<Fetched> {
   const hint = `Check that the server of data.url answers (open ${url} in a browser), or download the archive yourself and give it as file:///path/to/archive.zip.`;
-  let timer = setTimeout(
-    () =>
-      abortWith(
-        new DataError(`Download of ${url} failed: no answer within ${connect} s`, {
-          hint: `${hint} XP_DOWNLOAD_CONNECT_TIMEOUT sets the seconds to wait.`,
-        }),
-      ),
-    connect * 1000,
-  );
-  let received = 0;
-  const stalled = (): void => {
-    clearTimeout(timer);
-    timer = setTimeout(
-      () =>
-        abortWith(
-          new DataError(`Download of ${url} stalled: no data for ${idle} s after ${mb(received)} MB`, {
-            hint: `${hint} XP_DOWNLOAD_TIMEOUT sets the seconds to wait.`,
-          }),
-        ),
-      idle * 1000,
-    );
-  };
-  const failure = (error: unknown): DataError => {
-    const reason = controller.signal.reason;
-    if (reason instanceof DataError) return reason;
-    if (error instanceof DataError) return error;
-    const cause = (error as { cause?: { message?: string } }).cause?.message;
-    const after = received ? ` after ${mb(received)} MB` : '';
-    return new DataError(
-      `Download of ${url} failed${after}: ${(error as Error).message}${cause ? ` (${cause})` : ''}`,
-      { cause: error, hint },
-    );
-  };
-
+  let show: ((received: number, done: boolean) => void) | undefined;
   try {
-    let response: Response;
-    try {
-      response = await fetch(url, { signal: controller.signal });
-    } catch (error) {
-      throw failure(error);
-    }
-    if (!response.ok || !response.body) {
-      await response.body?.cancel();
-      throw new DataError(`Could not download ${url}: HTTP ${response.status} ${response.statusText}`, {
-        hint: 'Check data.url.',
-      });
-    }
-    stalled();
-    const total = Number(response.headers.get('content-length')) || 0;
-    if (total > opts.maxBytes)
-      throw new DataError(
-        `Refusing to download ${url}: ${mb(total)} MB is above the limit of ${mb(opts.maxBytes)} MB`,
-        { hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.' },
-      );
-    const hash = createHash('sha256');
-    const show = progressPrinter(url, total, opts.progress);
-    const meter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        stalled();
-        hash.update(chunk);
-        received += chunk.length;
-        if (received > opts.maxBytes)
-          return callback(
-            new DataError(`Refusing to download ${url}: more than ${mb(opts.maxBytes)} MB`, {
-              hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.',
-            }),
-          );
+    const { sha256, size } = await fetchToFile(url, opts.into, {
+      maxBytes: opts.maxBytes,
+      limits: opts.limits,
+      signal,
+      onProgress: (received, total) => {
+        show ??= progressPrinter(url, total, opts.progress);
         show(received, false);
-        callback(null, chunk);
       },
     });
-    try {
-      await pipeline(Readable.fromWeb(response.body as WebReadableStream), meter, createWriteStream(opts.into), {
-        signal: controller.signal,
+    (show ?? progressPrinter(url, size, opts.progress))(size, true);
+    return { file: opts.into, sha256 };
+  } catch (error) {
+    if (!(error instanceof DownloadError)) throw error;
+    if (error.kind === 'size')
+      throw new DataError(`Refusing to download ${url}: ${error.reason}`, {
+        hint: 'Raise XP_UNZIP_MAX_TOTAL_MB if you trust the archive.',
       });
-    } catch (error) {
-      throw failure(error);
-    }
-    show(received, true);
-    return { file: opts.into, sha256: hash.digest('hex') };
-  } finally {
-    clearTimeout(timer);
-    interrupt.removeEventListener('abort', onInterrupt);
+    if (error.kind === 'status')
+      throw new DataError(`Could not download ${url}: ${error.reason}`, { hint: 'Check data.url.' });
+    throw new DataError(`Download of ${url} failed: ${error.reason}`, {
+      cause: error.cause,
+      hint: error.hint ? `${hint} ${error.hint}` : hint,
+    });
   }
 }
 

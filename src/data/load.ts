@@ -3,7 +3,7 @@
 import os from 'node:os';
 import sharp from 'sharp';
 import type { Interpolation } from '../config/types.ts';
-import { DataError } from '../errors.ts';
+import { DataError, Interrupted } from '../errors.ts';
 import type { ImageFile } from './scan.ts';
 
 export interface LoadOptions {
@@ -14,6 +14,8 @@ export interface LoadOptions {
   onWarning?: (message: string) => void;
   /** Images decoded at once; default 2 x cores. */
   concurrency?: number;
+  /** Asked before each image: true stops decoding, and loadImages throws Interrupted. */
+  shouldStop?: () => boolean;
 }
 
 export interface LoadedImages {
@@ -58,9 +60,11 @@ export async function loadImages(files: readonly ImageFile[], opts: LoadOptions)
   const concurrency = Math.max(1, opts.concurrency ?? 2 * os.availableParallelism());
   let nextIndex = 0;
   const worker = async (): Promise<void> => {
-    while (nextIndex < files.length) await decodeInto(nextIndex++);
+    while (nextIndex < files.length && !opts.shouldStop?.()) await decodeInto(nextIndex++);
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, files.length) }, worker));
+  if (nextIndex < files.length)
+    throw new Interrupted(`decoding interrupted after ${nextIndex} of ${files.length} images`);
 
   // Close the gaps left by skipped files, keeping the original order.
   const labels = new Int32Array(files.length);
@@ -81,7 +85,7 @@ export async function loadImages(files: readonly ImageFile[], opts: LoadOptions)
     throw new DataError(
       `None of the ${files.length} images could be read (first: ${skipped[0].path}: ${skipped[0].reason})`,
       {
-        hint: 'Check that the files are JPEG, PNG, BMP, GIF or WebP images and not empty or truncated.',
+        hint: 'Check that the files are JPEG, PNG, GIF or WebP images and not empty or truncated.',
       },
     );
   }

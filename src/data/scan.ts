@@ -5,6 +5,7 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { DataError } from '../errors.ts';
+import { closest } from '../util/edit-distance.ts';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'bmp', 'gif', 'webp'] as const;
 
@@ -21,9 +22,13 @@ export interface LinkCounts {
 }
 
 export interface ScannedClasses {
+  /** The folder scanned, absolute. */
+  root: string;
   classNames: string[];
   files: ImageFile[];
   links: LinkCounts;
+  /** Symbolic links to folders directly in the root that were not followed: classes the user may have meant. */
+  linkedFolders: string[];
 }
 
 // Keras sorts with Python's default string order (code points), not the locale.
@@ -53,16 +58,19 @@ export async function scanClasses(
   }
 
   const links: LinkCounts = { skipped: 0, dangling: 0, loops: 0 };
+  const linkedFolders: string[] = [];
   const rootReal = await realpath(root);
   const top = await listFolder(root, rootReal, '', {
     followLinks: opts.followLinks ?? false,
     links,
     walked: new Set([rootReal]),
     rootReal,
+    linkedFolders,
   });
-  const classNames = top.folders.map((f) => f.name).sort(byCodePoint);
+  const folders = [...top.folders].sort((a, b) => byCodePoint(a.name, b.name));
+  const classNames = folders.map((f) => f.name);
   if (classNames.length === 0) {
-    throw new DataError(`No class subfolders in ${root}`, {
+    throw new DataError(`No class subfolders in ${root}${linkNote(root, linkedFolders)}`, {
       hint: links.skipped
         ? `Its ${links.skipped} symbolic link(s) were not followed; set data.follow_links: true to use linked folders.`
         : 'Put the images of each class in its own subfolder, e.g. cats/*.jpg and dogs/*.jpg; the subfolder names become the class names.',
@@ -70,9 +78,8 @@ export async function scanClasses(
   }
 
   const files: ImageFile[] = [];
-  for (const [label, className] of classNames.entries()) {
+  for (const [label, { name: className, real }] of folders.entries()) {
     const classDir = path.join(root, className);
-    const { real } = top.folders.find((f) => f.name === className)!;
     // Each class walks every real folder once: a link back up (cats/up -> ..) or across cannot repeat images.
     const walk: Walk = { followLinks: opts.followLinks ?? false, links, walked: new Set([rootReal, real]), rootReal };
     // Keras also takes images from nested folders inside a class folder.
@@ -81,13 +88,40 @@ export async function scanClasses(
       throw new DataError(`Class folder ${classDir} holds no images`, {
         hint: links.skipped
           ? `Symbolic links are not followed (${links.skipped} skipped); set data.follow_links: true to use linked images.`
-          : `Add ${IMAGE_EXTENSIONS.join('/')} files to it, or remove the folder if "${className}" is not a class.`,
+          : `Add jpg, png, gif or webp files to it, or remove the folder if "${className}" is not a class.`,
       });
     }
     if (opts.maxPerClass !== undefined) names = names.slice(0, opts.maxPerClass);
     for (const name of names) files.push({ path: path.join(classDir, name), label });
   }
-  return { classNames, files, links };
+  return { root, classNames, files, links, linkedFolders: linkedFolders.sort(byCodePoint) };
+}
+
+/**
+ * What explains a class missing from a folder: the not-followed symbolic links among `names` (class names), said
+ * after a colon; empty when none is a link.
+ */
+export function linkNote(
+  root: string,
+  linkedFolders: readonly string[],
+  names: readonly string[] = linkedFolders,
+): string {
+  const links = names.filter((n) => linkedFolders.includes(n)).map((n) => path.join(root, n));
+  if (!links.length) return '';
+  const are = links.length === 1 ? 'is a symbolic link' : 'are symbolic links';
+  return `: ${links.join(', ')} ${are}, not followed unless data.follow_links is true`;
+}
+
+/**
+ * The images in a folder and in the folders below it (`xp predict <folder>`), as paths relative to it in Keras'
+ * order; hidden entries are left out, links are not followed (counted, as in a class scan).
+ */
+export async function listImages(dir: string): Promise<{ files: string[]; links: LinkCounts }> {
+  const root = path.resolve(dir);
+  const rootReal = await realpath(root);
+  const links: LinkCounts = { skipped: 0, dangling: 0, loops: 0 };
+  const walk: Walk = { followLinks: false, links, walked: new Set([rootReal]), rootReal };
+  return { files: (await walkImages(root, rootReal, '', walk)).sort(byFolderThenName), links };
 }
 
 /** One warning line for the links a scan did not use, or undefined when there were none. */
@@ -110,6 +144,8 @@ interface Walk {
   /** Real paths of the folders walked so far (and the root's). */
   walked: Set<string>;
   rootReal: string;
+  /** Where the root's listing records its links to folders that are not followed (only the root's listing has it). */
+  linkedFolders?: string[];
 }
 
 /** Image files under `dir` as posix paths relative to the class folder. */
@@ -135,6 +171,9 @@ async function listFolder(dir: string, real: string, relative: string, walk: Wal
     if (entry.isSymbolicLink()) {
       if (!walk.followLinks) {
         walk.links.skipped++;
+        // Its target's kind only (a stat, nothing read): a linked folder at the top is a class the user may mean.
+        if (walk.linkedFolders && (await stat(path.join(dir, entry.name)).catch(() => undefined))?.isDirectory())
+          walk.linkedFolders.push(entry.name);
         continue;
       }
       const target = await stat(path.join(dir, entry.name)).catch(() => undefined);
@@ -159,24 +198,33 @@ async function listFolder(dir: string, real: string, relative: string, walk: Wal
 }
 
 /** Validation must have the same classes as train, in the same order, or labels would not line up. */
-export function checkSameClasses(
-  train: Pick<ScannedClasses, 'classNames'> | string[],
-  validation: Pick<ScannedClasses, 'classNames'> | string[],
-): void {
-  const trainNames = Array.isArray(train) ? train : train.classNames;
-  const validationNames = Array.isArray(validation) ? validation : validation.classNames;
+export function checkSameClasses(train: Classes | string[], validation: Classes | string[]): void {
+  const [trainNames, trainLinks] = Array.isArray(train) ? [train, () => ''] : namesAndLinks(train);
+  const [validationNames, validationLinks] = Array.isArray(validation)
+    ? [validation, () => '']
+    : namesAndLinks(validation);
   const missing = trainNames.filter((name) => !validationNames.includes(name));
+  const extra = validationNames.filter((name) => !trainNames.includes(name));
+  // A folder misspelt in one of the two: the other's name it is a near miss of.
+  const misspelt = (names: string[], others: string[], where: string) =>
+    names.length === 1 && closest(names[0], others) ? `; did you mean ${where} "${closest(names[0], others)}"?` : '';
   if (missing.length > 0) {
     throw new DataError(
-      `Validation data lacks class${missing.length > 1 ? 'es' : ''} ${missing.map((n) => `"${n}"`).join(', ')} found in train`,
+      `Validation data lacks class${missing.length > 1 ? 'es' : ''} ${missing.map((n) => `"${n}"`).join(', ')} found in train${validationLinks(missing) || misspelt(missing, extra, "validation's")}`,
       { hint: `Add a validation subfolder for each train class (train has: ${trainNames.join(', ')}).` },
     );
   }
-  const extra = validationNames.filter((name) => !trainNames.includes(name));
   if (extra.length > 0) {
     throw new DataError(
-      `Validation data has class${extra.length > 1 ? 'es' : ''} ${extra.map((n) => `"${n}"`).join(', ')} not found in train`,
+      `Validation data has class${extra.length > 1 ? 'es' : ''} ${extra.map((n) => `"${n}"`).join(', ')} not found in train${trainLinks(extra)}`,
       { hint: `Use the same class subfolders in train and validation (train has: ${trainNames.join(', ')}).` },
     );
   }
 }
+
+type Classes = Pick<ScannedClasses, 'classNames'> & Partial<Pick<ScannedClasses, 'root' | 'linkedFolders'>>;
+
+const namesAndLinks = (c: Classes): [string[], (names: string[]) => string] => [
+  c.classNames,
+  (names) => (c.root && c.linkedFolders ? linkNote(c.root, c.linkedFolders, names) : ''),
+];

@@ -50,8 +50,10 @@ export function parseLock(text: string, file: string): LockData {
         )
       : damaged(`"version" is ${JSON.stringify(parsed.version)}, expected "${LOCK_VERSION}"`);
   }
-  const remote = parsed.remote ?? {};
-  if (!isObject(remote)) throw damaged('"remote" is not an object of URL -> sha256');
+  // Absent, there is nothing pinned yet; present, it must be the entries (null is no more an empty lock than 5 is).
+  const remote = Object.hasOwn(parsed, 'remote') ? parsed.remote : {};
+  if (!isObject(remote))
+    throw damaged(`"remote" is ${JSON.stringify(remote).slice(0, 40)}, not an object of URL -> sha256`);
   for (const [url, sha256] of Object.entries(remote)) {
     if (typeof sha256 !== 'string' || !SHA256.test(sha256))
       throw damaged(`the entry of ${url} is ${JSON.stringify(sha256)}, not a sha256 (64 lowercase hex digits)`);

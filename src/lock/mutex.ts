@@ -2,7 +2,7 @@
 // `<file>.lck`, created exclusively (O_EXCL) with the holder's pid, host and a nonce. A holder that died (its pid
 // gone on this host) or that holds it longer than any update takes is stale: its lock is renamed away and taken.
 import { randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import { LockError } from '../errors.ts';
 import { processAlive } from '../util/process.ts';
@@ -56,7 +56,7 @@ async function acquire(lockFile: string, timeoutMs: number, staleMs: number): Pr
 }
 
 async function create(lockFile: string, me: Holder): Promise<boolean> {
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(lockFile, 'wx');
   } catch (error) {

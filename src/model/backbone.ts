@@ -11,7 +11,7 @@ import { kerasArchitecture, unknownLayerError, weightsSource, type WeightsSource
 export { backboneLayerNames, inspectBackboneWeights, unknownLayerError } from './layers.ts';
 import { nsfwjsWeightShards } from './nsfwjs.ts';
 import { inspectTfjsModel, readWeightGroup } from './tfjs-model.ts';
-import { allLayerNames, cutAt, findLayerPath, fixMobileNetPads, setInputSize, type LayerJson } from './topology.ts';
+import { allLayerNames, cutTopology, type LayerJson } from './topology.ts';
 import { assignH5Weights, assignNamedWeights, flatLayers } from './weights.ts';
 
 export type ResolvedPreprocessing = Exclude<Preprocessing, 'auto'>;
@@ -68,8 +68,8 @@ async function buildCut(
   what: string,
 ): Promise<tf.LayersModel> {
   const names = allLayerNames(topology);
-  if (!names.includes(cutLayer)) throw unknownLayerError('backbone.cut_layer', cutLayer, names, what);
-  const cut = fixMobileNetPads(setInputSize(cutAt(topology, findLayerPath(topology, cutLayer)!), inputSize));
+  const cut = names.includes(cutLayer) ? cutTopology(topology, cutLayer, inputSize) : undefined;
+  if (!cut) throw unknownLayerError('backbone.cut_layer', cutLayer, names, what);
   const fail = (reason: string, cause?: unknown) =>
     new ModelError(`Cannot build ${what} for input ${inputSize[0]}x${inputSize[1]} up to ${cutLayer}: ${reason}`, {
       cause,
@@ -122,7 +122,7 @@ export function applyTrainable(model: tf.LayersModel, cfg: Pick<BackboneConfig, 
   }
   // A model's trainable setter only flags weights; set each layer, whatever its saved config said.
   model.trainable = from < layers.length;
-  layers.forEach((layer, i) => (layer.trainable = i >= from));
+  for (const [i, layer] of layers.entries()) layer.trainable = i >= from;
   for (const layer of layers) if (layer.getClassName() === 'BatchNormalization') patchBatchNorm(layer);
 }
 
@@ -172,16 +172,20 @@ function resolvePreprocessing(mode: Preprocessing, source: WeightsSource): Resol
   return source.kind === 'nsfwjs' ? 'rescale' : 'inception';
 }
 
+/** A weights source, with a tfjs model's topology and weights read. */
+type ReadSource =
+  | Exclude<WeightsSource, { kind: 'tfjs' }>
+  | { kind: 'tfjs'; file: string; topology: LayerJson; weights: tf.NamedTensorMap };
+
 // Puts the weights of `source` into the built model.
 async function loadWeights(
   model: tf.LayersModel,
   cfg: BackboneConfig,
-  source: WeightsSource,
+  source: ReadSource,
   inputSize: [number, number],
   opts: LoadBackboneOptions,
-  tfjsWeights?: tf.NamedTensorMap,
 ): Promise<void> {
-  if (source.kind === 'tfjs') return assignNamedWeights(model, tfjsWeights!, source.file);
+  if (source.kind === 'tfjs') return assignNamedWeights(model, source.weights, source.file);
   if (source.kind === 'nsfwjs') {
     const weights: tf.NamedTensorMap = Object.assign(
       {},
@@ -204,12 +208,12 @@ export async function loadBackbone(
   opts: LoadBackboneOptions = {},
 ): Promise<Backbone> {
   const source = weightsSource(await localWeights(cfg.weights));
-  const tfjs = source.kind === 'tfjs' ? await readTfjsModel(source.file) : undefined;
+  const read: ReadSource = source.kind === 'tfjs' ? { ...source, ...(await readTfjsModel(source.file)) } : source;
   try {
-    const topology = tfjs ? tfjs.topology : kerasArchitecture(cfg.name);
-    const model = await buildCut(topology, cfg.cut_layer, inputSize, source.kind === 'tfjs' ? source.file : cfg.name);
+    const topology = read.kind === 'tfjs' ? read.topology : kerasArchitecture(cfg.name);
+    const model = await buildCut(topology, cfg.cut_layer, inputSize, read.kind === 'tfjs' ? read.file : cfg.name);
     try {
-      await loadWeights(model, cfg, source, inputSize, opts, tfjs?.weights);
+      await loadWeights(model, cfg, read, inputSize, opts);
       applyTrainable(model, cfg);
     } catch (error) {
       model.dispose();
@@ -221,6 +225,6 @@ export async function loadBackbone(
       featureShape: model.outputs[0].shape.slice(1) as number[],
     };
   } finally {
-    if (tfjs) tf.dispose(tfjs.weights);
+    if (read.kind === 'tfjs') tf.dispose(read.weights);
   }
 }

@@ -2,13 +2,15 @@
 // for loading the weights and for `xp check` (which knows the shapes without building the model).
 import { ModelError } from '../errors.ts';
 
-/** Weights (their shapes) per layer name, each list in the layer's Keras weight order. */
-export type LayerShapes = ReadonlyMap<string, readonly { readonly shape: readonly (number | null)[] }[]>;
+/** A weight as far as pairing sees it: its shape. */
+export type Shaped = { readonly shape: readonly (number | null)[] };
+/** A layer and its weights, in the layer's Keras weight order. */
+export type LayerShapes = { readonly name: string; readonly weights: readonly Shaped[] };
 
 // Auto-generated Keras names: `conv2d_7` -> base `conv2d`, index 7; `conv2d` -> index 0.
 function splitAutoName(name: string): { base: string; index: number } {
-  const m = /^(.*?)(?:_(\d+))?$/.exec(name)!;
-  return { base: m[1], index: m[2] ? Number(m[2]) : 0 };
+  const numbered = /^(.*)_(\d+)$/.exec(name);
+  return numbered ? { base: numbered[1], index: Number(numbered[2]) } : { base: name, index: 0 };
 }
 
 function groupByBase(names: string[]): Map<string, string[]> {
@@ -45,30 +47,44 @@ function matchLayers(modelNames: string[], fileNames: string[]): Map<string, str
 
 const sameShape = (a: readonly (number | null)[], b: readonly (number | null)[]) =>
   a.length === b.length && a.every((v, i) => v === b[i]);
-const shapesText = (list: LayerShapes extends ReadonlyMap<string, infer L> ? L : never) =>
-  list.map((w) => `[${w.shape}]`).join(' ');
+const shapesText = (list: readonly Shaped[]) => list.map((w) => `[${w.shape}]`).join(' ');
 
-/** Model layer -> file layer for every layer of `model`; a ModelError naming `source` when the file lacks one or its shapes differ. */
-export function pairH5Layers(model: LayerShapes, file: LayerShapes, source: string): Map<string, string> {
-  const match = matchLayers([...model.keys()], [...file.keys()]);
-  const missing = [...model.keys()].filter((l) => !match.has(l));
+/**
+ * Every layer of `model` with the file's layer for it and that layer's weights; a ModelError naming `source` when
+ * the file lacks one or its shapes differ.
+ */
+export function pairH5Layers<L extends LayerShapes, W extends Shaped>(
+  model: readonly L[],
+  file: ReadonlyMap<string, readonly W[]>,
+  source: string,
+): { layer: L; fileLayer: string; weights: readonly W[] }[] {
+  const match = matchLayers(
+    model.map((l) => l.name),
+    [...file.keys()],
+  );
+  const pairs = model.flatMap((layer) => {
+    const fileLayer = match.get(layer.name);
+    const weights = fileLayer === undefined ? undefined : file.get(fileLayer);
+    return fileLayer === undefined || weights === undefined ? [] : [{ layer, fileLayer, weights }];
+  });
+  const paired = new Set(pairs.map((p) => p.layer));
+  const missing = model.filter((l) => !paired.has(l)).map((l) => l.name);
   if (missing.length > 0) {
     throw new ModelError(
       `${source} has no weights for ${missing.length} layers of the model: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}.`,
       { hint: 'Check that the file holds weights for this backbone (backbone.name) and not another architecture.' },
     );
   }
-  for (const [layer, expected] of model) {
-    const fileLayer = match.get(layer)!;
-    const found = file.get(fileLayer)!;
+  for (const { layer, fileLayer, weights: found } of pairs) {
+    const expected = layer.weights;
     if (found.length !== expected.length || found.some((w, i) => !sameShape(w.shape, expected[i].shape))) {
       throw new ModelError(
-        `Layer ${layer} expects weights of shapes ${shapesText(expected)}, ${source} has ${shapesText(found)} for layer ${fileLayer}.`,
+        `Layer ${layer.name} expects weights of shapes ${shapesText(expected)}, ${source} has ${shapesText(found)} for layer ${fileLayer}.`,
         {
           hint: 'The weights were saved for a different architecture or width (alpha).',
         },
       );
     }
   }
-  return match;
+  return pairs;
 }

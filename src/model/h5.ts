@@ -25,7 +25,7 @@ type Group = InstanceType<typeof h5wasm.Group>;
 type Dataset = InstanceType<typeof h5wasm.Dataset>;
 type ReadDataset<T> = (dataset: Dataset, name: string) => T;
 
-const shortName = (weightName: string) => weightName.split('/').pop()!.replace(/:\d+$/, '');
+const shortName = (weightName: string) => weightName.slice(weightName.lastIndexOf('/') + 1).replace(/:\d+$/, '');
 
 const valuesOf: ReadDataset<H5Weight> = (dataset, name) => {
   const value = dataset.value as ArrayLike<number>;
@@ -49,7 +49,7 @@ function readLegacy<T>(root: Group, read: ReadDataset<T>): Map<string, T[]> {
   for (const layer of stringList(root.get_attribute('layer_names', true))) {
     const group = root.get(layer) as Group | null;
     if (!group) continue;
-    const names = stringList(group.attrs['weight_names'] ? group.get_attribute('weight_names', true) : []);
+    const names = stringList(group.attrs.weight_names ? group.get_attribute('weight_names', true) : []);
     if (names.length === 0) continue;
     weights.set(
       layer,
@@ -101,7 +101,7 @@ async function isHdf5(file: string): Promise<boolean> {
 let throwing: Promise<void> | undefined;
 function hdf5Ready(): Promise<void> {
   throwing ??= h5wasm.ready.then((module) => {
-    (module as unknown as { activate_throwing_error_handler(): number }).activate_throwing_error_handler();
+    module.activate_throwing_error_handler();
   });
   return throwing;
 }
@@ -113,7 +113,8 @@ function reason(error: unknown): string {
   const truncated = /truncated file: eof = (\d+),.*stored_eof = (\d+)/.exec(text);
   if (truncated)
     return `it is truncated (${Number(truncated[1]).toLocaleString('en-US')} of ${Number(truncated[2]).toLocaleString('en-US')} bytes)`;
-  if (causes.length > 0) return causes.at(-1)!;
+  const innermost = causes.at(-1);
+  if (innermost !== undefined) return innermost;
   // A structure corrupt enough to send the reader out of its memory aborts h5wasm's WebAssembly module.
   if (error instanceof WebAssembly.RuntimeError)
     return `its structure is corrupt (${text.replace(/^Aborted\((.*)\)$/, '$1')})`;
@@ -126,7 +127,10 @@ function reason(error: unknown): string {
 function quietly<T>(run: () => T): T {
   const write = process.stderr.write;
   const held: unknown[][] = [];
-  process.stderr.write = ((...args: unknown[]) => (held.push(args), true)) as typeof process.stderr.write;
+  process.stderr.write = ((...args: unknown[]) => {
+    held.push(args);
+    return true;
+  }) as typeof process.stderr.write;
   let ok = false;
   try {
     const result = run();
@@ -173,9 +177,9 @@ function readOpened<T>(file: string, read: ReadDataset<T>): Map<string, T[]> {
     throw unreadable(file, error);
   }
   try {
-    if (f.attrs['layer_names']) return readLegacy(f, read);
+    if (f.attrs.layer_names) return readLegacy(f, read);
     const nested = f.get('model_weights') as Group | null;
-    if (nested?.attrs['layer_names']) return readLegacy(nested, read);
+    if (nested?.attrs.layer_names) return readLegacy(nested, read);
     const layers = f.get('layers') as Group | null;
     if (layers) return readKeras3(layers, read);
     throw new ModelError(

@@ -52,7 +52,7 @@ export function buildHead(
     x = tf.layers
       .dense({
         units,
-        activation: cfg.activation as any,
+        activation: cfg.activation,
         name: kerasName('dense'),
         kernelInitializer: kernelInitializer(),
       })

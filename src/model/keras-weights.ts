@@ -2,17 +2,19 @@
 // or in xp's cache, else downloaded once with the published checksum verified. Whichever copy is used is pinned
 // in the run's lock (xp.lock) under the URL it comes from.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackboneName } from '../config/types.ts';
 import { LockError, ModelError, XpError } from '../errors.ts';
 import { pin } from '../lock/pin.ts';
+import { DownloadError, fetchToFile } from '../remote/fetch.ts';
 import { readKerasH5Shapes } from './h5.ts';
+import { MAX_WEIGHTS_BYTES } from './remote-weights.ts';
 import { cacheDir } from '../paths.ts';
+import { keepCredentials } from '../util/credentials.ts';
 
 export const KERAS_WEIGHTS_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/';
 
@@ -85,30 +87,8 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
   await fs.mkdir(path.dirname(dest), { recursive: true });
   const temp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
   const manual = `Download it yourself and put it at ${dest} (or in ~/.keras/models/).`;
-  // Give up when the server does not answer; once it streams, the download may take its time.
-  const answer = new AbortController();
-  const timer = setTimeout(() => answer.abort(new Error('no answer within 30 s')), 30_000);
-  let response: Response;
   try {
-    response = await fetch(url, { signal: answer.signal });
-  } catch (error) {
-    const reason = answer.signal.aborted
-      ? 'no answer within 30 s'
-      : ((error as Error & { cause?: Error }).cause?.message ?? (error as Error).message);
-    throw new ModelError(`Could not download the Keras weights from ${url}: ${reason}.`, {
-      cause: error,
-      hint: manual,
-    });
-  } finally {
-    clearTimeout(timer);
-  }
-  if (!response.ok || !response.body) {
-    throw new ModelError(`Could not download the Keras weights from ${url}: HTTP ${response.status}.`, {
-      hint: manual,
-    });
-  }
-  try {
-    await pipeline(Readable.fromWeb(response.body as any), createWriteStream(temp));
+    await fetchToFile(url, temp, { maxBytes: MAX_WEIGHTS_BYTES });
     const problem = await verify(temp, md5);
     if (problem) {
       throw new ModelError(`The file downloaded from ${url} is corrupt (${problem}); it was not kept.`, {
@@ -120,6 +100,11 @@ async function download(url: string, dest: string, md5: string | undefined): Pro
     await fs.rename(temp, dest);
   } catch (error) {
     await fs.rm(temp, { force: true });
+    if (error instanceof DownloadError)
+      throw new ModelError(`Could not download the Keras weights from ${url}: ${error.reason}.`, {
+        cause: error,
+        hint: error.hint ? `${error.hint} ${manual}` : manual,
+      });
     if (error instanceof XpError) throw error;
     throw new ModelError(`Could not download the Keras weights from ${url}: ${(error as Error).message}.`, {
       cause: error,
@@ -133,7 +118,7 @@ export async function kerasWeightsPath(spec: KerasWeightsFile, opts: KerasWeight
   const md5 = opts.md5 ?? spec.md5;
   const kerasDir = opts.kerasDir ?? defaultKerasDir();
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
-  const base = opts.weightsBaseUrl ?? process.env.XP_KERAS_WEIGHTS_URL ?? KERAS_WEIGHTS_URL;
+  const base = opts.weightsBaseUrl ?? keepCredentials(process.env.XP_KERAS_WEIGHTS_URL) ?? KERAS_WEIGHTS_URL;
   const url = new URL(spec.urlPath, base.endsWith('/') ? base : `${base}/`).href;
   const inKeras = path.join(kerasDir, spec.file);
   if ((await exists(inKeras)) && !(await verify(inKeras, md5))) return pinCopy(url, inKeras);

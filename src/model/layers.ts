@@ -15,7 +15,13 @@ export const KERAS_TOP: Record<BackboneName, string> = { inception_v3: 'mixed10'
 /** The Keras architecture (no top) as a topology JSON, taken from the model bundled with nsfwjs. */
 export function kerasArchitecture(name: BackboneName): LayerJson {
   const full = modelConfigOf(nsfwjsModelJson(name).modelTopology);
-  return cutAt(full, findLayerPath(full, KERAS_TOP[name])!);
+  const top = findLayerPath(full, KERAS_TOP[name]);
+  if (!top) {
+    throw new ModelError(`The ${name} model bundled with nsfwjs has no layer ${KERAS_TOP[name]}.`, {
+      hint: "Reinstall xp's dependencies (npm ci): the nsfwjs package is not the version xp was written for.",
+    });
+  }
+  return cutAt(full, top);
 }
 
 export type WeightsSource =
@@ -39,7 +45,7 @@ export function weightsSource(weights: string, baseDir = process.cwd()): Weights
 
 // Weight shapes of the architecture's layers that the backbone cut at `cutLayer` keeps (all of them
 // when the cut layer is unknown: that is reported on its own), from the nsfwjs manifest.
-function architectureShapes(name: BackboneName, cutLayer: string | undefined): LayerShapes {
+function architectureShapes(name: BackboneName, cutLayer: string | undefined): LayerShapes[] {
   const architecture = kerasArchitecture(name);
   const at = cutLayer === undefined ? undefined : findLayerPath(architecture, cutLayer);
   const byLayer = new Map<string, { shape: number[] }[]>();
@@ -47,8 +53,10 @@ function architectureShapes(name: BackboneName, cutLayer: string | undefined): L
     const layer = entry.name.split('/')[0];
     byLayer.set(layer, [...(byLayer.get(layer) ?? []), entry]);
   }
-  const kept = allLayerNames(at ? cutAt(architecture, at) : architecture).filter((layer) => byLayer.has(layer));
-  return new Map(kept.map((layer) => [layer, byLayer.get(layer)!]));
+  return allLayerNames(at ? cutAt(architecture, at) : architecture).flatMap((name) => {
+    const weights = byLayer.get(name);
+    return weights ? [{ name, weights }] : [];
+  });
 }
 
 // h5wasm compiles its WebAssembly when imported: only when a .h5 file is given.

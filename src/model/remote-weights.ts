@@ -1,6 +1,6 @@
 // `backbone.weights` given as the https URL of a Keras .h5 file: downloaded once into xp's cache
 // (content-addressed, pinned in the lock like every fetched byte) and then read as a local .h5 file.
-import { ModelError, XpError } from '../errors.ts';
+import { LockError, ModelError, XpError } from '../errors.ts';
 import { remoteFile } from '../remote/cache.ts';
 import { isUrl } from '../remote/url.ts';
 
@@ -15,7 +15,8 @@ export async function localWeights(weights: string, opts: { reload?: boolean } =
       process.stderr.write(`Downloading the backbone weights ${url} into the cache\n`);
     return (await remoteFile(weights, { maxBytes: MAX_WEIGHTS_BYTES, reload: opts.reload, onDownload })).file;
   } catch (error) {
-    if (!(error instanceof XpError)) throw error;
+    // A lock mismatch stays what it is: it ends the command with its own message and exit code.
+    if (!(error instanceof XpError) || error instanceof LockError) throw error;
     throw new ModelError(`${error.message}.`, {
       cause: error,
       hint: error.hint ?? 'Check the URL, or download the .h5 file and give its path.',

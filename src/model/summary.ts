@@ -1,5 +1,5 @@
 // A text table of a model's layers, like Keras' model.summary().
-import * as tf from '@tensorflow/tfjs-node';
+import type * as tf from '@tensorflow/tfjs-node';
 
 const format = (n: number) => n.toLocaleString('en-US');
 

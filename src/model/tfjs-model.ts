@@ -11,10 +11,18 @@ import { allLayerNames, modelConfigOf, type LayerJson } from './topology.ts';
 
 export type WeightsManifestEntry = Parameters<typeof tf.io.decodeWeights>[1][number];
 
+/** A model.json as tfjs writes it (the models bundled with nsfwjs). */
 export interface TfjsModelJson {
   modelTopology: { model_config?: unknown; [key: string]: unknown };
   weightsManifest: { paths: string[]; weights: WeightsManifestEntry[] }[];
 }
+
+/** A model.json from a file, as far as readModelJson checked it: locateWeights checks each path and entry. */
+export interface ModelJsonRead {
+  modelTopology: Record<string, unknown>;
+  weightsManifest: ManifestGroupRead[];
+}
+type ManifestGroupRead = { paths: unknown[]; weights: unknown[] };
 
 /** A manifest group's files, checked and located, with the byte count their entries describe. */
 export interface WeightGroup {
@@ -25,7 +33,7 @@ export interface WeightGroup {
 
 export interface TfjsModel {
   file: string;
-  json: TfjsModelJson;
+  json: ModelJsonRead;
   topology: LayerJson;
   groups: WeightGroup[];
 }
@@ -33,7 +41,14 @@ export interface TfjsModel {
 const BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, complex64: 8, uint8: 1, uint16: 2, float16: 2 };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isDim = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+const isDim = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isGroup = (g: unknown): g is ManifestGroupRead =>
+  isObject(g) && Array.isArray(g.paths) && Array.isArray(g.weights);
+const oneOf = <T extends string>(list: readonly T[], v: unknown): v is T => list.some((x) => x === v);
+const isOptionalNumber = (v: unknown): v is number | undefined => v === undefined || typeof v === 'number';
+// The dtypes of a manifest entry that BYTES sizes, and those of a quantized entry's stored values.
+const DTYPES = ['float32', 'int32', 'bool', 'complex64'] as const;
+const QUANTIZED = ['uint8', 'uint16', 'float16'] as const;
 
 function bad(
   file: string,
@@ -43,20 +58,38 @@ function bad(
   return new ModelError(`${file}: ${what}`, { hint });
 }
 
-/** Bytes of one manifest entry in its file: quantized entries are stored in their quantized type. */
-function entryBytes(file: string, entry: unknown): number {
+/**
+ * One manifest entry, checked, with the bytes it takes in its file: quantized entries are stored in their
+ * quantized type.
+ */
+function checkedEntry(file: string, entry: unknown): { entry: WeightsManifestEntry; bytes: number } {
   if (!isObject(entry) || typeof entry.name !== 'string') throw bad(file, 'a weights manifest entry has no name.');
-  const { name, shape, dtype, quantization } = entry;
+  const { name, shape, dtype, quantization, group } = entry;
   if (!Array.isArray(shape) || !shape.every(isDim))
     throw bad(file, `weight ${name} has an invalid shape ${JSON.stringify(shape)}.`);
-  const stored = isObject(quantization) ? quantization.dtype : dtype;
+  const quantized = isObject(quantization) ? quantization : undefined;
+  const stored = quantized ? quantized.dtype : dtype;
   const size = typeof stored === 'string' ? BYTES[stored] : undefined;
   if (size === undefined) throw bad(file, `weight ${name} has the unsupported dtype ${JSON.stringify(stored)}.`);
-  return (shape as number[]).reduce((a, b) => a * b, 1) * size;
+  if (!oneOf(DTYPES, dtype)) throw bad(file, `weight ${name} has the unsupported dtype ${JSON.stringify(dtype)}.`);
+  const checked: WeightsManifestEntry = { name, shape, dtype };
+  if (quantized) {
+    const { scale, min } = quantized;
+    if (!oneOf(QUANTIZED, quantized.dtype) || !isOptionalNumber(scale) || !isOptionalNumber(min))
+      throw bad(file, `weight ${name} has an invalid quantization ${JSON.stringify(quantization)}.`);
+    // tfjs tells a quantization's scale and min by their keys: only those present are written.
+    checked.quantization = {
+      dtype: quantized.dtype,
+      ...(scale === undefined ? {} : { scale }),
+      ...(min === undefined ? {} : { min }),
+    };
+  }
+  if (group === 'model' || group === 'optimizer') checked.group = group;
+  return { entry: checked, bytes: shape.reduce((a, b) => a * b, 1) * size };
 }
 
 /** Parses and checks model.json's structure (no weight file is touched). */
-export async function readModelJson(file: string): Promise<{ json: TfjsModelJson; topology: LayerJson }> {
+export async function readModelJson(file: string): Promise<{ json: ModelJsonRead; topology: LayerJson }> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
@@ -90,13 +123,10 @@ export async function readModelJson(file: string): Promise<{ json: TfjsModelJson
     throw bad(file, `its modelTopology is not a Keras model (${(error as Error).message}).`);
   }
   const manifest = json.weightsManifest ?? [];
-  if (
-    !Array.isArray(manifest) ||
-    !manifest.every((g) => isObject(g) && Array.isArray(g.paths) && Array.isArray(g.weights))
-  ) {
+  if (!Array.isArray(manifest) || !manifest.every(isGroup)) {
     throw bad(file, 'weightsManifest must be a list of {paths, weights} groups.');
   }
-  return { json: json as unknown as TfjsModelJson, topology };
+  return { json: { modelTopology: json.modelTopology, weightsManifest: manifest }, topology };
 }
 
 const inside = (dir: string, target: string) => {
@@ -105,7 +135,7 @@ const inside = (dir: string, target: string) => {
 };
 
 /** Where a listed weight path is, once it is known to be a regular file inside the model's folder. */
-async function locate(file: string, listed: unknown): Promise<{ real: string; bytes: number }> {
+async function locate(file: string, listed: unknown): Promise<{ listed: string; real: string; bytes: number }> {
   const refuse = (why: string) =>
     new ModelError(
       `${file} lists the weight file ${JSON.stringify(listed)}, which ${why}; xp reads no file outside the model's folder.`,
@@ -134,16 +164,18 @@ async function locate(file: string, listed: unknown): Promise<{ real: string; by
   if (!inside(await fs.realpath(dir), real)) throw refuse(`is a link to ${real}, outside its folder`);
   const stat = await fs.stat(real);
   if (!stat.isFile()) throw refuse('is not a regular file');
-  return { real, bytes: stat.size };
+  return { listed, real, bytes: stat.size };
 }
 
 /** Checks every weight file of the manifest (place, kind, total size per group) without reading any. */
-export async function locateWeights(file: string, json: TfjsModelJson): Promise<WeightGroup[]> {
+export async function locateWeights(file: string, json: ModelJsonRead): Promise<WeightGroup[]> {
   const groups: WeightGroup[] = [];
-  for (const group of json.weightsManifest ?? []) {
-    const bytes = group.weights.reduce((sum, entry) => sum + entryBytes(file, entry), 0);
+  for (const read of json.weightsManifest) {
+    const entries = read.weights.map((entry) => checkedEntry(file, entry));
+    const group = { paths: read.paths, weights: entries.map((e) => e.entry) };
+    const bytes = entries.reduce((sum, e) => sum + e.bytes, 0);
     const files = [];
-    for (const listed of group.paths) files.push({ listed, ...(await locate(file, listed)) });
+    for (const listed of group.paths) files.push(await locate(file, listed));
     const found = files.reduce((sum, f) => sum + f.bytes, 0);
     if (files.length === 0 && bytes > 0)
       throw bad(

@@ -1,9 +1,9 @@
 // Puts loaded weight values into a built model, checking that every weight gets a value of the
 // right shape (tfjs' own non-strict loading would silently leave random initial values).
 import * as tf from '@tensorflow/tfjs-node';
-import { ModelError } from '../errors.ts';
 import type { H5Weights } from './h5.ts';
 import { pairH5Layers } from './h5-layers.ts';
+import { weightsMismatch } from './weight-shapes.ts';
 
 /** All layers, descending into nested models (which are left out themselves), in graph order. */
 export function flatLayers(model: tf.LayersModel): tf.layers.Layer[] {
@@ -15,46 +15,23 @@ export function weightedLayers(model: tf.LayersModel): tf.layers.Layer[] {
   return flatLayers(model).filter((layer) => layer.weights.length > 0);
 }
 
-const sameShape = (a: readonly number[], b: readonly (number | null)[]) =>
-  a.length === b.length && a.every((v, i) => v === b[i]);
-
 /** Sets weights from tensors keyed by Keras weight name (`conv2d_1/kernel`, as in a tfjs weights manifest). */
 export function assignNamedWeights(model: tf.LayersModel, named: tf.NamedTensorMap, source: string): void {
-  const pairs: [tf.LayerVariable, tf.Tensor][] = [];
-  const missing: string[] = [];
-  for (const layer of weightedLayers(model)) {
-    for (const variable of layer.weights) {
-      const value = named[variable.originalName];
-      if (!value) {
-        missing.push(variable.originalName);
-        continue;
-      }
-      if (!sameShape(value.shape, variable.shape)) {
-        throw new ModelError(
-          `Weight ${variable.originalName} from ${source} has shape [${value.shape}], the model expects [${variable.shape}].`,
-          { hint: 'The weights were saved for a different architecture.' },
-        );
-      }
-      pairs.push([variable, value]);
-    }
-  }
-  if (missing.length > 0) {
-    throw new ModelError(
-      `${source} has no values for ${missing.length} weights of the model: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}.`,
-      {
-        hint: 'The weights were saved for a different architecture.',
-      },
-    );
-  }
-  for (const [variable, value] of pairs) variable.write(value);
+  const variables = weightedLayers(model).flatMap((layer) => layer.weights);
+  // The check `xp check` makes with the shapes read from the topology (weight-shapes.ts).
+  const problem = weightsMismatch(
+    variables.map((v) => ({ name: v.originalName, shape: v.shape })),
+    (name) => named[name]?.shape,
+    source,
+  );
+  if (problem) throw problem;
+  for (const variable of variables) variable.write(named[variable.originalName]);
 }
 
 /** Sets weights from a Keras .h5 file's layers onto the model's layers. */
 export function assignH5Weights(model: tf.LayersModel, weights: H5Weights, source: string): void {
-  const layers = weightedLayers(model);
-  const match = pairH5Layers(new Map(layers.map((l) => [l.name, l.weights])), weights, source);
-  for (const layer of layers) {
-    const tensors = weights.get(match.get(layer.name)!)!.map((w) => tf.tensor(w.values, w.shape, 'float32'));
+  for (const { layer, weights: found } of pairH5Layers(weightedLayers(model), weights, source)) {
+    const tensors = found.map((w) => tf.tensor(w.values, w.shape, 'float32'));
     layer.setWeights(tensors);
     tf.dispose(tensors);
   }
@@ -67,7 +44,7 @@ export function layerWeights(model: tf.LayersModel): H5Weights {
     out.set(
       layer.name,
       layer.weights.map((w) => ({
-        name: w.originalName.split('/').pop()!,
+        name: w.originalName.slice(w.originalName.lastIndexOf('/') + 1),
         shape: w.shape as number[],
         values: w.read().dataSync() as Float32Array,
       })),

@@ -30,16 +30,25 @@ export interface AccessContext {
 /** Every access the trials need, each (kind, target) once; the first field that needs it names it. */
 export function accessesOf(experiments: readonly Experiment[], ctx: AccessContext): Access[] {
   const found = new Map<string, Access>();
-  const add = (a: Access) => void (found.has(`${a.kind} ${a.target}`) || found.set(`${a.kind} ${a.target}`, a));
+  const add = (a: Access) => {
+    const key = `${a.kind} ${a.target}`;
+    if (!found.has(key)) found.set(key, a);
+  };
   const inCache = (file: string) =>
     [ctx.cacheDir, ctx.dataDir].some((dir) => !path.relative(dir, file).startsWith('..'));
   const read = (file: string, field: string): void => {
-    if (isUrl(file)) return download(file, field);
+    if (isUrl(file)) {
+      download(file, field);
+      return;
+    }
     add({ kind: 'read', target: file, field, allowed: inCache(file) ? "xp's cache" : undefined });
   };
   const download = (url: string, field: string): void => {
     const u = new URL(url);
-    if (u.protocol === 'file:') return read(decodeURIComponent(u.pathname), field);
+    if (u.protocol === 'file:') {
+      read(decodeURIComponent(u.pathname), field);
+      return;
+    }
     add({ kind: 'net', target: u.host, field, allowed: ctx.locked ? 'a download pinned in xp.lock' : undefined });
   };
   for (const e of experiments) {

@@ -1,7 +1,9 @@
 // Deno's permission flags, read as Deno reads them: `--allow-read` alone grants every path, `--allow-read=a,b`
 // those paths and what lies below them; `--allow-net=host` any port of that host, `host:port` that port only;
-// `-A`/`--allow-all` grants everything.
+// `-A`/`--allow-all` grants everything. An empty entry (`--allow-read=`, `--allow-net=a,,b`) is an error, as
+// Deno's "Empty path is not allowed": it is a slip, and reading it as "everything" or "nothing" grants by accident.
 import path from 'node:path';
+import { XpError } from '../errors.ts';
 
 export type AccessKind = 'read' | 'write' | 'net';
 
@@ -15,21 +17,34 @@ export const flagOf = (kind: AccessKind): string => `--allow-${kind}`;
 
 /**
  * Grants from the flags' values: each of `read`, `write`, `net` is undefined (not given) or the list of values the
- * flag was given with, '' for a flag given without `=`.
+ * flag was given with, null for a flag given without `=`. Throws (exit 2) on an empty entry, naming the flag.
  */
-export function parseGrants(values: Partial<Record<AccessKind, string[]>>, all = false, cwd = process.cwd()): Grants {
-  if (all) return { read: 'all', write: 'all', net: 'all' };
+export function parseGrants(
+  values: Partial<Record<AccessKind, (string | null)[]>>,
+  all = false,
+  cwd = process.cwd(),
+): Grants {
   const one = (kind: AccessKind): 'all' | string[] => {
     const given = values[kind];
     if (!given?.length) return [];
-    if (given.some((v) => v === '')) return 'all';
-    const items = given
-      .flatMap((v) => v.split(','))
-      .map((v) => v.trim())
-      .filter(Boolean);
-    return kind === 'net' ? items.map((h) => h.toLowerCase()) : items.map((p) => path.resolve(cwd, p));
+    const items = given.flatMap((v) => (v === null ? [] : v.split(',').map((item) => ({ item: item.trim(), v }))));
+    const empty = items.find(({ item }) => item === '');
+    if (empty) throw emptyEntry(kind, empty.v);
+    if (given.includes(null)) return 'all';
+    const list = items.map(({ item }) => item);
+    return kind === 'net' ? list.map((h) => h.toLowerCase()) : list.map((p) => path.resolve(cwd, p));
   };
-  return { read: one('read'), write: one('write'), net: one('net') };
+  const grants = { read: one('read'), write: one('write'), net: one('net') };
+  return all ? { read: 'all', write: 'all', net: 'all' } : grants;
+}
+
+function emptyEntry(kind: AccessKind, value: string): XpError {
+  const flag = flagOf(kind);
+  const what = kind === 'net' ? 'HOST[:PORT]' : 'PATH';
+  return new XpError(
+    `${flag}=${value} has an empty ${kind === 'net' ? 'host' : 'path'}: give ${flag} alone to allow every ${kind === 'net' ? 'host' : 'path'}, or ${flag}=${what}[,${what}...] without empty entries`,
+    { exitCode: 2 },
+  );
 }
 
 /** Whether the grant covers the path (itself or below it) or the host (`host` or `host:port`). */

@@ -1,6 +1,6 @@
 // `xp queue`: a sweep's jobs as the queue holds them (waiting, running on which worker, done, failed), cancelling
 // them (waiting ones removed, running ones stopped by their worker at the end of a step) and retrying failed ones.
-import { connectionOf, QUEUE_NAME } from './connection.ts';
+import { letGo, openQueueOnce } from './connection.ts';
 import { cancelKey, sweepJobs, type TrialJob } from './jobs.ts';
 
 export interface JobRow {
@@ -20,23 +20,13 @@ export interface JobRow {
 
 type BullQueue = InstanceType<typeof import('bullmq').Queue>;
 
+// An admin command fails fast on a dead Redis instead of waiting for it.
 async function withQueue<T>(url: string, fn: (queue: BullQueue) => Promise<T>): Promise<T> {
-  const { Queue } = await import('bullmq');
-  // An admin command fails fast on a dead Redis instead of waiting for it.
-  const queue = new Queue(QUEUE_NAME, {
-    connection: {
-      ...connectionOf(url),
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
-    } as never,
-  });
-  queue.on('error', () => {});
-  await queue.waitUntilReady();
+  const queue = await openQueueOnce(url);
   try {
     return await fn(queue);
   } finally {
-    await queue.close();
+    await letGo([queue]);
   }
 }
 

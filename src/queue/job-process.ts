@@ -63,7 +63,8 @@ export async function trainInProcess(
   },
 ): Promise<Outcome[]> {
   const warm = Boolean(trainer);
-  const current = (trainer ??= startTrainer());
+  trainer ??= startTrainer();
+  const current = trainer;
   ctx.log(`job ${request.jobId}: training in process ${current.child.pid}${warm ? ' (warm from the last job)' : ''}`);
   const send = (message: ToTrainer) => current.child.connected && current.child.send(message);
   const answer = new Promise<FromTrainer | undefined>((resolve) => {
@@ -74,7 +75,10 @@ export async function trainInProcess(
   let level = 0;
   let cancelled = false;
   const relay = setInterval(() => {
-    if (ctx.stopLevel() > level) send({ type: 'stop', level: (level = ctx.stopLevel()) });
+    if (ctx.stopLevel() > level) {
+      level = ctx.stopLevel();
+      send({ type: 'stop', level });
+    }
     if (ctx.cancelled() && !cancelled) {
       cancelled = true;
       send({ type: 'cancel' });

@@ -4,7 +4,7 @@
 // unless MLflow has their trials FINISHED or RUNNING. Stopping the submitter (Ctrl-C) leaves the jobs queued.
 import type { Progress } from '../train/progress.ts';
 import type { Outcome } from '../run/trials.ts';
-import { connectionOf, QUEUE_NAME, shownUrl } from './connection.ts';
+import { connectionOf, letGo, QUEUE_NAME, shownUrl } from './connection.ts';
 import { enqueue, jobIdOf, type TrialJob } from './jobs.ts';
 import { statusByHash, sweepRuns } from './runs.ts';
 import type { JobEvent, JobOutcome } from './worker.ts';
@@ -14,18 +14,25 @@ export interface SubmitOptions {
   jobs: TrialJob[];
   wait: boolean;
   progress: Progress;
-  shouldStop: () => boolean;
+  /** Aborted when the submitter is stopped: whatever it waits on (a Redis gone, MLflow) is given up. */
+  stop: AbortSignal;
 }
 
 /** Enqueues; with `wait`, resolves to every job's outcomes once all have ended (or the submitter is stopped). */
 export async function submitJobs(options: SubmitOptions): Promise<{ outcomes: Outcome[]; ended: boolean }> {
   const { Queue, QueueEvents } = await import('bullmq');
-  const { progress, jobs } = options;
+  const { progress, jobs, stop } = options;
   const connection = connectionOf(options.url);
   const queue = new Queue(QUEUE_NAME, { connection });
-  queue.on('error', (error) => progress.line(`queue: ${error.message} (reconnecting)`));
+  // ioredis retries for ever once connected; one line per outage is enough.
+  let outage: string | undefined;
+  queue.on('error', (error) => {
+    if (error.message !== outage) progress.line(`queue: ${error.message} (reconnecting)`);
+    outage = error.message;
+  });
+  let events: BullEvents | undefined;
   try {
-    const { added, kept } = await enqueue(queue, jobs);
+    const { added, kept } = await unlessStopped(stop, enqueue(queue, jobs));
     const trials = jobs.reduce((n, j) => n + j.trials.length, 0);
     progress.line(
       `Queue ${shownUrl(options.url)}: sweep ${jobs[0]?.sweepId ?? '-'}, ${trials} trial(s) in ${jobs.length} job(s): ${added.length} submitted${kept.length ? `, ${kept.length} already waiting or running` : ''}`,
@@ -35,16 +42,27 @@ export async function submitJobs(options: SubmitOptions): Promise<{ outcomes: Ou
       progress.line(`Not waiting: \`xp queue status ${jobs[0]?.sweepId ?? ''}\` shows how the jobs go${closer}.`);
       return { outcomes: [], ended: false };
     }
-    const events = new QueueEvents(QUEUE_NAME, { connection });
+    events = new QueueEvents(QUEUE_NAME, { connection });
     events.on('error', () => {});
-    try {
-      return await follow(queue, events, options);
-    } finally {
-      await events.close();
-    }
+    return await unlessStopped(stop, follow(queue, events, options));
+  } catch (error) {
+    if (stop.aborted) return { outcomes: [], ended: false };
+    throw error;
   } finally {
-    await queue.close();
+    // Stopped, the submitter does not wait for a Redis that may be gone.
+    await letGo(events ? [events, queue] : [queue], stop.aborted ? 200 : 2000);
   }
+}
+
+/** `work`, or when `stop` aborts first, a rejection at once (`work` is left to fail when its connection is dropped). */
+function unlessStopped<T>(stop: AbortSignal, work: Promise<T>): Promise<T> {
+  work.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const onStop = () => reject(new Error('stopped'));
+    if (stop.aborted) return onStop();
+    stop.addEventListener('abort', onStop, { once: true });
+    work.then(resolve, reject).finally(() => stop.removeEventListener('abort', onStop));
+  });
 }
 
 type BullQueue = InstanceType<typeof import('bullmq').Queue>;
@@ -62,7 +80,7 @@ async function follow(
   });
   const ended = new Map<string, Outcome[]>();
   const last = new Map<string, string>();
-  while (ended.size < byId.size && !options.shouldStop()) {
+  while (ended.size < byId.size && !options.stop.aborted) {
     for (const [id, data] of byId) {
       if (ended.has(id)) continue;
       const job = await queue.getJob(id);
@@ -121,9 +139,10 @@ function describe(event: JobEvent): string {
   if (event.event === 'start')
     return `[${event.trial}] started on ${event.worker}${event.attempt > 1 ? ` (attempt ${event.attempt})` : ''}`;
   const { logs } = event;
-  const shown = ['loss', 'accuracy', 'val_loss', 'val_accuracy']
-    .filter((k) => typeof logs[k] === 'number')
-    .map((k) => `${k} ${logs[k]!.toFixed(4)}`);
+  const shown = ['loss', 'accuracy', 'val_loss', 'val_accuracy'].flatMap((k) => {
+    const value = logs[k];
+    return typeof value === 'number' ? [`${k} ${value.toFixed(4)}`] : []; // NaN comes through JSON as null
+  });
   return `[${event.trial}] epoch ${event.epoch}/${event.epochs}: ${shown.join(' - ')}`;
 }
 

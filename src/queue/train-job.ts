@@ -54,8 +54,13 @@ export async function trainJobProcess(): Promise<number> {
     }
   });
   for (;;) {
-    while (!waiting.length) await new Promise<void>((resolve) => (wake = resolve));
-    const request = waiting.shift()!;
+    let request = waiting.shift();
+    while (!request) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      request = waiting.shift();
+    }
     cancelled = false;
     let reply: FromTrainer;
     try {
@@ -91,7 +96,7 @@ async function trainJob(
     'xp.submission': data.submission,
   };
   const tracking = data.tracking
-    ? await openTracking(trackingBase(data), (line) => progress.line(line), tags)
+    ? await openTracking(trackingBase(data.trials[0].experiment, data.tracking), (line) => progress.line(line), tags)
     : undefined;
   try {
     const trials: ResolvedTrial[] = data.trials.map((t) => ({ ...t, values: {} }));
@@ -126,13 +131,12 @@ async function trainJob(
 }
 
 /** The experiment as openTracking reads it: the job's server and experiment name. */
-function trackingBase(data: TrialJob): Experiment {
-  const base = data.trials[0].experiment;
-  return {
-    ...base,
-    tracking: { ...base.tracking, uri: data.tracking!.uri, experiment_name: data.tracking!.experimentName },
-  };
+function trackingBase(base: Experiment, tracking: NonNullable<TrialJob['tracking']>): Experiment {
+  return { ...base, tracking: { ...base.tracking, uri: tracking.uri, experiment_name: tracking.experimentName } };
 }
 
 const send = (message: FromTrainer) =>
-  new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()));
+  new Promise<void>((resolve, reject) => {
+    if (!process.send) reject(new Error('the training process has no IPC channel: a queue worker starts it'));
+    else process.send(message, undefined, {}, () => resolve());
+  });

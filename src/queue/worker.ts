@@ -11,7 +11,7 @@ import type { ResolvedTrial } from '../config/load.ts';
 import type { Experiment } from '../config/types.ts';
 import { planResume, type Outcome } from '../run/trials.ts';
 import type { Progress } from '../train/progress.ts';
-import { connectionOf, lockMs, QUEUE_NAME } from './connection.ts';
+import { connectionOf, letGo, lockMs, QUEUE_NAME } from './connection.ts';
 import { cancelKey, type TrialJob } from './jobs.ts';
 import { stopTrainer, trainInProcess, TrainerDied } from './job-process.ts';
 import { closeDeadAttempt, settleEarlierAttempts } from './settle.ts';
@@ -46,9 +46,10 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   const worker: import('bullmq').Worker<TrialJob, JobOutcome[]> = new Worker<TrialJob, JobOutcome[]>(
     QUEUE_NAME,
     async (job, token) => {
+      if (!token) throw new Error(`job ${job.id} came without its lock token`);
       busy++;
       try {
-        return await processJob(job, token!, options, redis);
+        return await processJob(job, token, options, redis);
       } finally {
         busy--;
       }
@@ -102,11 +103,14 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   await Promise.race([closed, sleep(5000)]);
   await Promise.race([Promise.all(closing), sleep(15_000)]);
   await Promise.race([worker.disconnect().catch(() => {}), sleep(2000)]);
-  await Promise.race([queue.close().catch(() => {}), sleep(2000)]);
+  await letGo([queue]);
   await stopTrainer();
 }
 
 type Redis = Awaited<import('bullmq').Worker['client']>;
+
+/** How long a stopping worker waits for Redis to take its job back. */
+const GIVE_BACK_MS = 10_000;
 
 async function processJob(
   job: Job<TrialJob>,
@@ -160,9 +164,20 @@ async function processJob(
         })
       : [];
     if (options.stopLevel() > 0 && !cancelled && outcomes.some((o) => o.status !== 'FINISHED')) {
-      // Given back: another worker (or this one, restarted) continues it, from its backup where it can see it.
-      await job.moveToWait(token);
-      log(`job ${jobId}: given back to the queue`);
+      // Given back: another worker (or this one, restarted) continues it, from its backup where it can see it. A
+      // Redis that is gone is not waited for: the job's lock runs out there and the stalled-job check hands it on.
+      const given = await Promise.race([
+        job.moveToWait(token).then(
+          () => true,
+          () => false,
+        ),
+        sleep(GIVE_BACK_MS).then(() => false),
+      ]);
+      log(
+        given
+          ? `job ${jobId}: given back to the queue`
+          : `job ${jobId}: Redis does not answer; the job goes to another worker once its lock runs out`,
+      );
       throw new WaitingError();
     }
     if (cancelled) throw new UnrecoverableError('cancelled by `xp queue cancel`');

@@ -13,6 +13,7 @@ import { pin } from '../lock/pin.ts';
 import { remoteCacheDir } from '../paths.ts';
 import { fetchToFile } from './fetch.ts';
 import { refusedUrl, urlFileName } from './url.ts';
+import { authorizationFor } from '../util/credentials.ts';
 
 export interface RemoteFile {
   url: string;
@@ -44,7 +45,10 @@ export function remoteFile(url: string, opts: RemoteOptions): Promise<RemoteFile
     thisProcess.set(url, found);
     found.catch(() => thisProcess.delete(url));
   }
-  return found.then(async (got) => (await pin(url, got.sha256), got));
+  return found.then(async (got) => {
+    await pin(url, got.sha256);
+    return got;
+  });
 }
 
 async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
@@ -58,7 +62,9 @@ async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
   opts.onDownload?.(url);
   const temp = path.join(root, `.${randomBytes(6).toString('hex')}.part`);
   try {
-    const { sha256 } = await fetchToFile(url, temp, opts.maxBytes);
+    const { sha256 } = await fetchToFile(url, temp, { maxBytes: opts.maxBytes });
+    // What a password was needed for is private: its copy is the user's alone.
+    if (authorizationFor(url)) await fs.chmod(temp, 0o600);
     const file = path.join(root, sha256, urlFileName(url));
     await fs.mkdir(path.dirname(file), { recursive: true });
     await fs.rename(temp, file);
@@ -81,10 +87,11 @@ async function fromCache(root: string, index: string, url: string): Promise<Remo
     (text) => JSON.parse(text) as { url?: string; sha256?: string; name?: string },
     () => undefined,
   );
-  if (!entry || entry.url !== url || !/^[0-9a-f]{64}$/.test(entry.sha256 ?? '') || !entry.name) return undefined;
-  const file = path.join(root, entry.sha256!, path.basename(entry.name));
+  const { sha256, name } = entry ?? {};
+  if (entry?.url !== url || sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256) || !name) return undefined;
+  const file = path.join(root, sha256, path.basename(name));
   const actual = await fileSha256(file).catch(() => undefined);
-  return actual && actual === entry.sha256 ? { url, file, sha256: actual, fetched: false } : undefined;
+  return actual && actual === sha256 ? { url, file, sha256: actual, fetched: false } : undefined;
 }
 
 export async function fileSha256(file: string): Promise<string> {

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedExperiment, ResolvedTrial } from '../config/load.ts';
-import type { Callbacks, StopCheck } from '../events.ts';
+import type { Callbacks, PruneCheck, StopCheck } from '../events.ts';
 import { LockError } from '../errors.ts';
 import { repoRoot, runsRoot } from '../paths.ts';
 import type { TrackingSession } from '../tracking/session.ts';
@@ -11,11 +11,20 @@ import { trialTags } from '../tracking/sweep-view.ts';
 import type { PreparedData } from '../train/data.ts';
 import type { Progress } from '../train/progress.ts';
 import type { TrialOutcome } from '../train/run.ts';
-import { findResumable, type ResumableRun } from '../train/run-folder.ts';
+import { damagedBackup, findResumable, type ResumableRun } from '../train/run-folder.ts';
 
 export type Outcome = Pick<
   TrialOutcome,
-  'name' | 'runDir' | 'status' | 'error' | 'history' | 'bestEpoch' | 'wallSeconds' | 'result' | 'earlyStopping'
+  | 'name'
+  | 'runDir'
+  | 'status'
+  | 'error'
+  | 'history'
+  | 'bestEpoch'
+  | 'wallSeconds'
+  | 'result'
+  | 'earlyStopping'
+  | 'prunedAt'
 > & {
   mlflowRunId?: string;
   experimentId?: string;
@@ -36,24 +45,32 @@ export interface TrialsContext {
   resume?: Map<number, ResumableRun>;
   /** More callbacks for a trial, beside tracking's (a queue worker reports each epoch to the submitter). */
   observe?: (trial: ResolvedTrial) => Callbacks;
+  /** A search's pruner for a trial, asked after each of its epochs but the last. */
+  prune?: (trial: ResolvedTrial) => PruneCheck;
 }
 
 /** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
 export function sayResumable(trials: ResolvedTrial[], file: string, log: (line: string) => void): void {
-  const found = trials.flatMap((t) => {
-    const run = findResumable(runsRoot(), t.experiment.name, t.configHash);
-    return run ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [];
-  });
-  if (found.length)
+  const found = trials.map((t) => [t, findResumable(runsRoot(), t.experiment.name, t.configHash)] as const);
+  const resumable = found.flatMap(([t, run]) =>
+    run && !('damaged' in run) ? [`${t.name} (after epoch ${run.epoch}, ${shown(run.runDir)})`] : [],
+  );
+  if (resumable.length)
     log(
-      `Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${found.join('; ')}`,
+      `Training from the start; \`xp run ${file} --resume\` would continue the interrupted run of ${resumable.join('; ')}`,
     );
+  for (const [t, run] of found)
+    if (run && 'damaged' in run)
+      log(
+        `Training ${t.name} from the start; its latest interrupted run cannot be resumed: ${shown(run.backupDir)} holds a damaged backup (${run.damaged})`,
+      );
 }
 
 /**
  * xp run --resume: each trial's latest interrupted run with a backup, or a fresh start where it has none (as
- * Keras' BackupAndRestore). Trials of a group train on one trajectory, so a group is split by the epoch its
- * trials resume at: trials at the same epoch (or all fresh) still share their backbone pass.
+ * Keras' BackupAndRestore). A damaged backup is an error: starting over is the user's call. Trials of a group
+ * train on one trajectory, so a group is split by the epoch its trials resume at: trials at the same epoch (or all
+ * fresh) still share their backbone pass.
  */
 export function planResume(
   groups: ResolvedTrial[][],
@@ -65,6 +82,7 @@ export function planResume(
     const byEpoch = new Map<number, ResolvedTrial[]>();
     for (const t of group) {
       const found = findResumable(runsRoot(), t.experiment.name, t.configHash);
+      if (found && 'damaged' in found) throw damagedBackup(found.backupDir, found.damaged);
       if (found) {
         resume.set(t.index, found);
         log(`Resuming ${t.name} after epoch ${found.epoch} of ${t.experiment.training.epochs}: ${shown(found.runDir)}`);
@@ -95,6 +113,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
       configHash: t.configHash,
       parentRunId,
       resume: ctx.resume?.get(t.index),
+      prune: ctx.prune?.(t),
       callbacks: [
         ...(tracking ? [tracking.callbacks(file, parentRunId, parentRunId ? trialTags(t.index) : undefined)] : []),
         ...(ctx.observe ? [ctx.observe(t)] : []),
@@ -105,7 +124,6 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         `Training ${group.length} trials on one shared backbone pass: ${group.map((t) => t.name).join('; ')}`,
       );
     try {
-      const sameData = data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data);
       const r = await runGroup(specs, {
         // Paths in a loaded experiment are already absolute: config resolved them against the files that wrote them.
         baseDir: process.cwd(),
@@ -116,9 +134,10 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         progress,
         shouldStop: ctx.shouldStop,
         backup: ctx.backup,
-        data: sameData ? data!.prepared : undefined,
+        data:
+          data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data) ? data.prepared : undefined,
       });
-      data = { config: group[0].experiment.data, prepared: r.data };
+      if (r.data) data = { config: group[0].experiment.data, prepared: r.data };
       outcomes.push(...r.outcomes.map(withIds));
     } catch (error) {
       // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.
@@ -218,10 +237,15 @@ const cost = (g: ResolvedTrial[]) =>
   Math.max(...g.map((t) => t.experiment.training.epochs)) * (g[0].experiment.training.steps_per_epoch ?? 100);
 const num = (v: unknown) => (typeof v === 'number' ? v.toFixed(4) : '-');
 
-function parseEvent(line: string): Record<string, any> | undefined {
+/** A child's JSON progress event; undefined for any other line. */
+function parseEvent(line: string): Record<string, unknown> | undefined {
+  let parsed: unknown;
   try {
-    return JSON.parse(line);
+    parsed = JSON.parse(line);
   } catch {
     return undefined;
   }
+  return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+    ? (parsed as Record<string, unknown>)
+    : undefined;
 }

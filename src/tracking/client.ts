@@ -18,14 +18,15 @@ import {
 
 export * from './mlflow-types.ts';
 import { errorOf, isStaleSocket, reason, RETRY_STATUSES, sleep } from './http.ts';
+import { identityFromEnv, mlflowAuthorization } from './auth.ts';
+import { requestUrl } from '../util/credentials.ts';
 
+/** MLflow's client settings from the environment: who xp is (auth.ts) and MLFLOW_HTTP_REQUEST_*. */
 export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): ClientOptions {
   const number = (name: string) => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : undefined);
   const timeout = number('MLFLOW_HTTP_REQUEST_TIMEOUT');
   return {
-    username: env.MLFLOW_TRACKING_USERNAME || undefined,
-    password: env.MLFLOW_TRACKING_PASSWORD || undefined,
-    token: env.MLFLOW_TRACKING_TOKEN || undefined,
+    ...identityFromEnv(env),
     maxRetries: number('MLFLOW_HTTP_REQUEST_MAX_RETRIES'),
     backoffFactor: number('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR'),
     backoffJitter: number('MLFLOW_HTTP_REQUEST_BACKOFF_JITTER'),
@@ -35,18 +36,18 @@ export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Client
 
 export type MlflowClient = ReturnType<typeof createClient>;
 
+/**
+ * `baseUrl` as shown (a password in it masked, or known from where it was given): requests go to it without user
+ * info, with the Authorization MLflow's own client would send (auth.ts).
+ */
 export function createClient(baseUrl: string, options: ClientOptions = credentialsFromEnv()) {
-  const base = baseUrl.replace(/\/+$/, '');
+  const base = requestUrl(baseUrl).replace(/\/+$/, '');
   const maxRetries = options.maxRetries ?? 7;
   const backoffFactor = options.backoffFactor ?? 2;
   const backoffJitter = options.backoffJitter ?? 1;
   const timeoutMs = options.timeoutMs ?? 120_000;
   const warn = options.warn ?? ((message: string) => process.emitWarning(message, 'MlflowWarning'));
-  const auth = options.token
-    ? `Bearer ${options.token}`
-    : options.username && options.password !== undefined
-      ? `Basic ${Buffer.from(`${options.username}:${options.password}`).toString('base64')}`
-      : undefined;
+  const auth = mlflowAuthorization(baseUrl, options);
 
   async function send(
     method: string,

@@ -31,6 +31,11 @@ export interface RunRow {
   route: string;
   /** The run's page on the server the row was read from; none when read from the store's file. */
   url?: string;
+  /**
+   * Set when MLflow says RUNNING but the run's process (pid, on this machine) is gone: how the run ended as its
+   * journal has it (KILLED when the process died without saying). The next `xp run` or `xp sync` tells MLflow.
+   */
+  gone?: { pid: number; status: Exclude<RunStatus, 'RUNNING' | 'SCHEDULED'> };
 }
 
 export const TABLE_METRICS = ['val_accuracy', 'val_loss', 'accuracy', 'loss'] as const;
@@ -123,7 +128,7 @@ export function formatRunsTable(rows: RunRow[], options: { wide?: boolean; cwd?:
   const body = sorted.map((row) => [
     wide ? row.runId : row.runId.slice(0, SHORT_RUN_ID),
     shorten(row.runName),
-    row.status,
+    statusCell(row),
     ...differing.map((key) => shorten(row.params[key] ?? '-')),
     ...TABLE_METRICS.map((metric) => {
       const v = loggedHeadlineValue(row.metrics, metric);
@@ -148,6 +153,10 @@ function shownPath(file: string, cwd: string): string {
   const relative = path.relative(cwd, file);
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
 }
+
+/** MLflow's status, or what the run folder knows when MLflow has not heard it: `KILLED, MLflow: RUNNING`. */
+export const statusCell = (row: RunRow): string =>
+  row.gone ? `${row.gone.status}, MLflow: ${row.status}` : row.status;
 
 const formatNumber = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(4));
 const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);

@@ -2,9 +2,18 @@
 // whose answer was lost is looked for before it is sent again), and `xp sync` sends what a run left behind.
 import fs from 'node:fs';
 import path from 'node:path';
+import { withFileLock } from '../lock/mutex.ts';
 import { processAlive } from '../util/process.ts';
 import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type MlflowClient } from './client.ts';
-import { JOURNAL_FILE, openJournal, type Journal, type JournalRecord, type RecordBody } from './journal.ts';
+import {
+  goneWriter,
+  JOURNAL_FILE,
+  journaledRunDirs,
+  openJournal,
+  type Journal,
+  type JournalRecord,
+  type RecordBody,
+} from './journal.ts';
 
 export interface DeliveryResult {
   sent: number;
@@ -211,4 +220,57 @@ function closeAbandoned(journal: Journal, log: (line: string) => void): boolean 
     `the run's process${run.pid ? ` (${run.pid})` : ''} ended without closing it: closing it as KILLED at ${new Date(endTime).toISOString()}.`,
   );
   return true;
+}
+
+/**
+ * What the next `xp run` does for runs a killed process left RUNNING in MLflow (SIGKILL, power loss, a process that
+ * journaled its end on the way out but could not send it): each run folder under `runsRoot` whose journal's process
+ * ran on this machine and is gone, whose end MLflow has not received, and that logs to this server (`target`), is
+ * closed as `xp sync` closes it (KILLED at the journal's last write when no end is journaled) and sent, one attempt
+ * per record within `budgetMs` in all. What is not sent then waits for `xp sync`.
+ */
+export async function closeAbandonedRuns(
+  runsRoot: string,
+  target: { uri: string; store?: string },
+  log: (line: string) => void,
+  budgetMs = 10_000,
+): Promise<void> {
+  const uri = target.uri.replace(/\/+$/, '');
+  const deadline = Date.now() + budgetMs;
+  const client = createClient(uri, {
+    ...credentialsFromEnv(),
+    maxRetries: 0,
+    timeoutMs: 10_000,
+    deadline: () => deadline,
+    warn: () => {},
+  });
+  const unclosed = (journal: Journal) => !journal.ended() || journal.pending().some((record) => record.kind === 'end');
+  for (const runDir of journaledRunDirs(runsRoot)) {
+    const journal = openJournal(runDir);
+    const run = journal.runRecord();
+    const sameServer = run?.store !== undefined ? run.store === target.store : run?.uri === uri;
+    if (!sameServer || !unclosed(journal) || goneWriter(journal) === undefined) continue;
+    // Another xp closing the same run at once would journal its end twice: one of them does it.
+    const result = await withFileLock(
+      journal.file,
+      async () => {
+        const fresh = openJournal(runDir);
+        const pid = goneWriter(fresh);
+        if (pid === undefined || !unclosed(fresh)) return undefined;
+        closeAbandoned(fresh, () => {});
+        return { pid, status: fresh.endStatus(), delivery: await deliver(fresh, client, runDir) };
+      },
+      { timeoutMs: 1000 },
+    ).catch(() => undefined);
+    if (!result) continue;
+    const closed = `closed as ${result.status}: its process (${result.pid}) ended before MLflow heard of it`;
+    if (!result.delivery.error) {
+      log(`MLflow: the run in ${runDir} ${closed}.`);
+      continue;
+    }
+    log(
+      `MLflow: the run in ${runDir} is to be ${closed}, but MLflow cannot be told now (${result.delivery.error.message}); \`xp sync ${runDir}\` tells it.`,
+    );
+    return;
+  }
 }

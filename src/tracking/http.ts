@@ -17,7 +17,7 @@ export async function errorOf(response: Response, method: string, url: URL): Pro
   }
   const hint =
     response.status === 401
-      ? 'set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)'
+      ? 'give the server user:password@ in the tracking URI, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)'
       : response.status === 403 && /host/i.test(message)
         ? 'MLflow 3 accepts only allowed Host headers: call it by 127.0.0.1/localhost or start it with --allowed-hosts'
         : undefined;

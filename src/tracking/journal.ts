@@ -1,7 +1,10 @@
 // The MLflow journal of a run: every record is appended to <runDir>/mlflow-journal.jsonl before it is sent,
 // and a cursor file says how far delivery got (delivery.ts sends them).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { keepCredentials } from '../util/credentials.ts';
+import { processAlive } from '../util/process.ts';
 import type { DatasetInput, RunStatus } from './client.ts';
 
 export const JOURNAL_FILE = 'mlflow-journal.jsonl';
@@ -60,7 +63,7 @@ export function openJournal(runDir: string) {
   function append(body: RecordBody): JournalRecord {
     const record = { seq: nextSeq++, ...body } as JournalRecord;
     fs.mkdirSync(runDir, { recursive: true });
-    fs.appendFileSync(file, JSON.stringify(record) + '\n');
+    fs.appendFileSync(file, `${JSON.stringify(record)}\n`);
     records.push(record);
     if (record.kind === 'run' || record.kind === 'resume') watchUntilEnd(journal);
     if (record.kind === 'end') openRuns.delete(journal);
@@ -70,7 +73,7 @@ export function openJournal(runDir: string) {
   function saveCursor(next: Cursor) {
     cursor = next;
     const temporary = `${cursorFile}.tmp`;
-    fs.writeFileSync(temporary, JSON.stringify(next) + '\n');
+    fs.writeFileSync(temporary, `${JSON.stringify(next)}\n`);
     fs.renameSync(temporary, cursorFile);
   }
 
@@ -107,6 +110,8 @@ export function openJournal(runDir: string) {
     /** The run's last start has its end journaled. */
     ended: () =>
       last((record) => record.kind === 'run' || record.kind === 'resume' || record.kind === 'end')?.kind === 'end',
+    /** The status of the run's last journaled end. */
+    endStatus: () => last((record): record is Extract<JournalRecord, { kind: 'end' }> => record.kind === 'end')?.status,
     pending: () => records.filter((record) => record.seq > cursor.delivered && record.kind !== 'run_id'),
   };
   return journal;
@@ -131,6 +136,36 @@ export function endOpenRuns(reason: string): number {
   return runs.length;
 }
 
+/**
+ * The pid of the process that last started the journal's run (its creation or resumption) when that process ran
+ * on this machine and is gone; undefined while it runs, or when the journal cannot tell (no pid, another host).
+ */
+export function goneWriter(journal: Journal): number | undefined {
+  const start = journal.lastStart();
+  if (start?.pid === undefined || (start.host !== undefined && start.host !== os.hostname())) return undefined;
+  return processAlive(start.pid, start.host) ? undefined : start.pid;
+}
+
+/** The run folders under a runs root (runs/<experiment>/<run-id>) that hold a journal. */
+export function journaledRunDirs(runsRoot: string): string[] {
+  const dirs: string[] = [];
+  const list = (dir: string) => {
+    try {
+      return fs.readdirSync(dir, { withFileTypes: true }).filter((entry) => entry.isDirectory());
+    } catch {
+      return [];
+    }
+  };
+  for (const experiment of list(runsRoot)) {
+    if (experiment.name === 'mlflow') continue; // the embedded store
+    for (const run of list(path.join(runsRoot, experiment.name))) {
+      const dir = path.join(runsRoot, experiment.name, run.name);
+      if (fs.existsSync(path.join(dir, JOURNAL_FILE))) dirs.push(dir);
+    }
+  }
+  return dirs;
+}
+
 /** Where a journal's run was logging: its server's URL, and the embedded store when it was the embedded server. */
 export function recordedTarget(runDir: string): { uri?: string; store?: string } {
   const run = openJournal(runDir).runRecord();
@@ -148,7 +183,10 @@ function readRecords(file: string): JournalRecord[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     try {
-      records.push(JSON.parse(line) as JournalRecord);
+      const record = JSON.parse(line) as JournalRecord;
+      // A journal written before URLs were masked names its server with the password: known, and masked, here.
+      if (record.kind === 'run') record.uri = keepCredentials(record.uri);
+      records.push(record);
     } catch {
       // a line cut short by a crash: it was never sent, since sending follows the append
     }

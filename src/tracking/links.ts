@@ -6,6 +6,7 @@
 // `mlflow.workflowType_v1`, GenAI in a fresh profile); the experiment's `mlflow.experimentKind` tag is not read for
 // it (mlflow/server/js/src/common/contexts/WorkflowTypeContext.tsx). Every route carries the parameter.
 
+import { withoutUserinfo } from '../util/url.ts';
 /** The UI's model-training side (the value of its `workflowType` URL parameter). */
 export const MODEL_TRAINING = 'workflowType=machine_learning';
 
@@ -38,7 +39,7 @@ export function compareRunsRoute(experimentIds: string[], runIds: string[]): str
  */
 export function uiLink(uri: string, route: string): string {
   const hash = route.indexOf('#');
-  return `${uri.replace(/\/+$/, '')}/${hash >= 0 ? route.slice(hash) : route}`;
+  return `${withoutUserinfo(uri).replace(/\/+$/, '')}/${hash >= 0 ? route.slice(hash) : route}`;
 }
 
 /** A run's page on the server at `uri`. */

@@ -48,7 +48,7 @@ export function datasetInput(dataset: RunStartInfo['datasets'][number]): Dataset
 
 // The run's result as MLflow metrics (final_val_accuracy, final_val_loss, precision_<class>, recall_<class>,
 // f1_<class>; class names kept to the characters MLflow accepts in a key) and early stopping as tags.
-export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>): {
+export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping' | 'prunedAt'>): {
   metrics: Record<string, number>;
   tags: Record<string, string>;
 } {
@@ -65,6 +65,7 @@ export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>
       metrics[`f1_${key}`] = c.f1;
     }
     tags['xp.result_epoch'] = String(r.epoch);
+    if (r.interrupted_after_step) tags['xp.result_interrupted_after_step'] = String(r.interrupted_after_step);
     tags['xp.result_images'] = String(r.images);
   }
   const es = info.earlyStopping;
@@ -73,6 +74,10 @@ export function resultRecords(info: Pick<RunEndInfo, 'result' | 'earlyStopping'>
     if (es.stopped_epoch) tags['xp.stopped_epoch'] = String(es.stopped_epoch);
     tags['xp.early_stopping_best_epoch'] = String(es.best_epoch);
     if (es.restored_epoch) tags['xp.restored_epoch'] = String(es.restored_epoch);
+  }
+  if (info.prunedAt) {
+    tags['xp.pruned_at_epoch'] = String(info.prunedAt.epoch);
+    tags['xp.pruned_reason'] = info.prunedAt.reason;
   }
   return { metrics, tags };
 }

@@ -228,7 +228,7 @@ async function spawnServer(
     process.removeListener('exit', onExit);
   }
   const record: ServerFile = { pid, url, storeDir, startedAt: new Date().toISOString() };
-  fs.writeFileSync(serverFile, JSON.stringify(record, null, 2) + '\n');
+  fs.writeFileSync(serverFile, `${JSON.stringify(record, null, 2)}\n`);
   fs.writeFileSync(path.join(storeDir, PORT_FILE), `${port}\n`);
   return { record, startSeconds: (performance.now() - started) / 1000, exited };
 }
@@ -296,6 +296,17 @@ function readServerFile(file: string): ServerFile | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether the embedded server at `url` (started or reused by this process) still runs: its process is alive,
+ * however slowly it answers. Undefined for a server that is not embedded.
+ */
+export function embeddedServerRuns(url: string): boolean | undefined {
+  const store = embeddedStore(url);
+  if (store === undefined) return undefined;
+  const record = readServerFile(path.join(store, 'server.json'));
+  return record?.url === url.replace(/\/+$/, '') && processAlive(record.pid);
 }
 
 export async function isHealthy(url: string): Promise<boolean> {

@@ -8,6 +8,8 @@ import { mlflowStoreDir } from '../paths.ts';
 import { createClient, credentialsFromEnv, type MlflowClient } from './client.ts';
 import { resolveTrackingUri } from './uri.ts';
 import { createMlflowTracker, type MlflowTracker } from './tracker.ts';
+import { closeAbandonedRuns } from './delivery.ts';
+import { embeddedStore } from './server.ts';
 
 export type TrackingSession = Awaited<ReturnType<typeof openTracking>>;
 
@@ -63,6 +65,8 @@ export async function openTracking(base: Experiment, log: (line: string) => void
         onRunEnd: (info) => created?.onRunEnd?.(info),
       };
     },
+    /** Closes in MLflow the runs under `runsRoot` that a killed process left RUNNING on this server (delivery.ts). */
+    closeAbandoned: (runsRoot: string) => closeAbandonedRuns(runsRoot, { uri, store: embeddedStore(uri) }, log),
     /** Says which run folders still hold records for `xp sync`. */
     async reportPending(runDirs: string[]) {
       for (const runDir of runDirs) {

@@ -8,6 +8,7 @@ import { TrackingError } from '../errors.ts';
 import { mlflowBin, repoRoot } from '../paths.ts';
 import type { Run } from './client.ts';
 import { listRuns, toRow, type RunRow } from './compare.ts';
+import { goneWriter, JOURNAL_FILE, openJournal } from './journal.ts';
 import { runningServerUrl } from './server.ts';
 import { quickClient } from './session.ts';
 
@@ -29,22 +30,39 @@ export async function storedRuns(options: {
   const uri = options.uri ?? (await runningServerUrl(options.storeDir));
   if (uri)
     return {
-      rows: await listRuns({
-        uri,
-        experimentName: options.experimentName,
-        includeSweeps: options.includeSweeps,
-        client: quickClient(uri),
-      }),
+      rows: markGone(
+        await listRuns({
+          uri,
+          experimentName: options.experimentName,
+          includeSweeps: options.includeSweeps,
+          client: quickClient(uri),
+        }),
+      ),
       from: uri,
       offline: false,
     };
   const db = path.join(options.storeDir, 'mlflow.db');
   const rows = fs.existsSync(db) ? await readSqliteStore(db, options.experimentName) : [];
   return {
-    rows: options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep'),
+    rows: markGone(options.includeSweeps ? rows : rows.filter((row) => row.tags['xp.kind'] !== 'sweep')),
     from: db,
     offline: true,
   };
+}
+
+/**
+ * RUNNING runs whose process is gone (SIGKILL, power loss, an end MLflow never received): their run folder's
+ * journal names the process that trains them, and how the run ended when it could say.
+ */
+function markGone(rows: RunRow[]): RunRow[] {
+  for (const row of rows) {
+    if (row.status !== 'RUNNING' || !row.runDir || !fs.existsSync(path.join(row.runDir, JOURNAL_FILE))) continue;
+    const journal = openJournal(row.runDir);
+    if (journal.runRef()?.runId !== row.runId) continue; // the folder was reused, or is another run's
+    const pid = goneWriter(journal);
+    if (pid !== undefined) row.gone = { pid, status: (journal.ended() && journal.endStatus()) || 'KILLED' };
+  }
+  return rows;
 }
 
 // MLflow's SQL schema (runs, experiments, params, tags, latest_metrics), read-only, answered as runs/search would.

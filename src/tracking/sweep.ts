@@ -14,6 +14,7 @@ import { listRuns, type RunRow } from './compare.ts';
 import { compareRunsRoute, runUrl, uiLink } from './links.ts';
 import { quickClient } from './session.ts';
 import { storedRuns } from './store.ts';
+import { trackingUriFromEnv } from './uri.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { sweepView } from './sweep-view.ts';
 
@@ -28,6 +29,8 @@ export interface TrialResult {
 }
 
 export interface SweepSession {
+  /** The sweep's definition: its metric and goal pick the best trial. */
+  config: SweepConfig;
   /** Trials to train now (FINISHED ones left out unless rerun). */
   trials: ResolvedTrial[];
   /** FINISHED runs of trials of this sweep, by config hash (they compete for best). */
@@ -92,6 +95,8 @@ export async function openSweep(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepSession> {
   const { loaded, log } = options;
+  const config = loaded.sweep;
+  if (!config) throw new Error(`openSweep: ${loaded.file} has no sweep`);
   const env = options.env ?? process.env;
   const client = quickClient(options.uri, env);
   const experimentName = env.MLFLOW_EXPERIMENT_NAME || options.experimentName;
@@ -103,7 +108,7 @@ export async function openSweep(options: {
     log(
       `MLflow: cannot tell which trials are FINISHED (${(error as Error).message}); running every trial; they are journaled as single runs for \`xp sync\`.`,
     );
-    return { trials: options.trials, finished: new Map() };
+    return { config, trials: options.trials, finished: new Map() };
   }
   const finished = finishedByHash(
     rows,
@@ -127,10 +132,10 @@ export async function openSweep(options: {
       const end = await endSweep({
         uri: options.uri,
         parentRunId: existing.runId,
-        metric: loaded.sweep!.metric,
-        goal: loaded.sweep!.goal,
+        metric: config.metric,
+        goal: config.goal,
         candidates: [...finished.values()].map(
-          candidateOf(loaded.sweep!.metric, (row) =>
+          candidateOf(config.metric, (row) =>
             loaded.trials.findIndex((t) => t.configHash === row.tags['xp.config_hash']),
           ),
         ),
@@ -142,20 +147,20 @@ export async function openSweep(options: {
         `Sweep parent run closed${end.best ? `: best trial ${end.best.name}` : ''}: ${runUrl(client.baseUrl, existing.experimentId, existing.runId)}`,
       );
     }
-    return { trials, finished };
+    return { config, trials, finished };
   }
   try {
     const parent = existing
       ? await reopenParent(client, existing)
-      : await createParent(client, { ...options, experimentName, hash, env });
+      : await createParent(client, { ...options, sweep: config, experimentName, hash, env });
     log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
-    const compareRoute = await publishView(client, parent, loaded.sweep, log);
-    return { trials, finished, parentRunId: parent.runId, parentUrl: parent.url, compareRoute };
+    const compareRoute = await publishView(client, parent, config, log);
+    return { config, trials, finished, parentRunId: parent.runId, parentUrl: parent.url, compareRoute };
   } catch (error) {
     log(
       `MLflow: sweep parent run not created (${(error as Error).message}); the trials are journaled as single runs for \`xp sync\`.`,
     );
-    return { trials, finished };
+    return { config, trials, finished };
   }
 }
 
@@ -197,15 +202,16 @@ async function createParent(
   client: MlflowClient,
   options: {
     loaded: LoadedExperiment;
+    sweep: SweepConfig;
     experimentName: string;
     hash: string;
     sourceFile: string;
     env: NodeJS.ProcessEnv;
   },
 ) {
-  const { loaded, sourceFile, env } = options;
+  const { loaded, sweep, sourceFile, env } = options;
   const experiment = await client.getOrCreateExperiment(options.experimentName);
-  const runName = `sweep ${Object.keys(loaded.sweep!.parameters).join(' x ')}`;
+  const runName = `sweep ${Object.keys(sweep.parameters).join(' x ')}`;
   const run = await client.createRun({
     experimentId: experiment.experiment_id,
     runName,
@@ -219,15 +225,15 @@ async function createParent(
       'xp.kind': 'sweep',
       'xp.sweep_hash': options.hash,
       'xp.sweep.trials': String(loaded.trials.length),
-      'xp.sweep_metric': loaded.sweep!.metric,
+      'xp.sweep_metric': sweep.metric,
     },
   });
   const params = Object.entries({
-    'sweep.method': loaded.sweep!.method,
-    'sweep.metric': loaded.sweep!.metric,
-    'sweep.goal': loaded.sweep!.goal,
+    'sweep.method': sweep.method,
+    'sweep.metric': sweep.metric,
+    'sweep.goal': sweep.goal,
     trials: loaded.trials.length,
-    ...prefixed(loaded.sweep!.parameters),
+    ...prefixed(sweep.parameters),
   });
   await client.logBatch(run.info.run_id, {
     params: params.map(([key, value]) => ({
@@ -259,7 +265,7 @@ export async function closeSweep(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<SweepEnd> {
   const { loaded, session } = options;
-  const { metric } = loaded.sweep!;
+  const { metric, goal } = session.config;
   const ranThisTime = new Set(options.results.map((r) => r.mlflowRunId).filter(Boolean));
   const order = new Map(loaded.trials.map((t, i) => [t.name, i]));
   const rank = (name: string) => order.get(name) ?? order.size;
@@ -277,20 +283,16 @@ export async function closeSweep(options: {
       .filter((row) => !ranThisTime.has(row.runId))
       .map(candidateOf(metric, (row) => rank(row.runName))),
   ];
-  const end = await endSweep({
-    ...options,
-    parentRunId: session.parentRunId,
-    metric,
-    goal: loaded.sweep!.goal,
-    candidates,
-  });
-  const tracked = candidates.filter((c) => c.runId && c.experimentId);
+  const end = await endSweep({ ...options, parentRunId: session.parentRunId, metric, goal, candidates });
+  const tracked = candidates.flatMap(({ runId, experimentId }) =>
+    runId && experimentId ? [{ runId, experimentId }] : [],
+  );
   const route =
     session.compareRoute ??
     (tracked.length
       ? compareRunsRoute(
-          tracked.map((c) => c.experimentId!),
-          tracked.map((c) => c.runId!),
+          tracked.map((c) => c.experimentId),
+          tracked.map((c) => c.runId),
         )
       : undefined);
   return { ...end, compareUrl: route && uiLink(options.uri, route) };
@@ -384,7 +386,7 @@ export async function finishedTrials(
 ): Promise<Map<string, RunRow>> {
   const experimentName = env.MLFLOW_EXPERIMENT_NAME || loaded.base.tracking.experiment_name || loaded.base.name;
   const { rows } = await storedRuns({
-    uri: loaded.base.tracking.uri ?? (env.MLFLOW_TRACKING_URI || undefined),
+    uri: loaded.base.tracking.uri ?? trackingUriFromEnv(env),
     storeDir,
     experimentName,
   });

@@ -6,11 +6,13 @@ import path from 'node:path';
 import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
 import { createClient, credentialsFromEnv, type MlflowClient } from './client.ts';
 import { runUrl } from './links.ts';
-import { endOpenRuns, openJournal, type Journal } from './journal.ts';
+import { endOpenRuns, openJournal, type Journal, type JournalRecord } from './journal.ts';
 import { deliver, describePending } from './delivery.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
-import { embeddedStore } from './server.ts';
+import { embeddedServerRuns, embeddedStore, isHealthy } from './server.ts';
+
+type RunRecord = Extract<JournalRecord, { kind: 'run' }>;
 
 export interface TrackerOptions {
   uri: string;
@@ -52,8 +54,29 @@ export function hurryTracking(): number {
 
 /** XP_TRACKING_END_TIMEOUT (seconds, default 15): how long a run's end waits for a server that makes no progress. */
 function endBudgetMs(env: NodeJS.ProcessEnv): number {
-  const seconds = Number(env.XP_TRACKING_END_TIMEOUT);
-  return (env.XP_TRACKING_END_TIMEOUT && Number.isFinite(seconds) && seconds >= 0 ? seconds : 15) * 1000;
+  return secondsFromEnv(env, 'XP_TRACKING_END_TIMEOUT', 15) * 1000;
+}
+
+/**
+ * XP_TRACKING_SLOW_TIMEOUT (seconds, default 120): how long deliveries may time out on a server that is alive before
+ * the console hears of it. A local server starved of CPU (decoding, the backbone pass) answers late, not never.
+ */
+function slowBudgetMs(env: NodeJS.ProcessEnv): number {
+  return secondsFromEnv(env, 'XP_TRACKING_SLOW_TIMEOUT', 120) * 1000;
+}
+
+function secondsFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const seconds = Number(env[name]);
+  return env[name] && Number.isFinite(seconds) && seconds >= 0 ? seconds : fallback;
+}
+
+/**
+ * Evidence that a server whose request timed out is alive, only slow: the embedded server's process runs, or a
+ * server's /health answers. A refused connection, an error answer or silence everywhere is not.
+ */
+async function aliveButSlow(uri: string, error: Error): Promise<boolean> {
+  if ((error.cause as Error | undefined)?.name !== 'TimeoutError') return false;
+  return embeddedServerRuns(uri) ?? (await isHealthy(uri));
 }
 // --- end of timing ---
 
@@ -88,7 +111,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   let chain: Promise<unknown> = Promise.resolve();
   let delivering = false;
   let again = false;
-  let outage = false; // said once per outage, not at every epoch
+  // Deliveries failing since `since`; `said` once the console was told (once per outage, not at every epoch).
+  let outage: { since: number; said: boolean } | undefined;
 
   const flush = (client: MlflowClient, final = false) => {
     const next = chain.then(async () => {
@@ -97,16 +121,24 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       const result = await deliver(journal, client, runDir, log);
       if (result.error) {
         const reason = result.error.message;
-        // After a second Ctrl-C the end's message says what is kept and how to send it.
-        if (!outage && !final && !hurry.signal.aborted)
-          log(
-            `MLflow: cannot deliver to ${uri} (${reason}); ${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch.`,
-          );
+        outage ??= { since: Date.now(), said: false };
+        const kept = `${result.pending} record(s) kept in ${journal.file}, retrying at the next epoch`;
+        // After a second Ctrl-C the end's message says what is kept and how to send it. A server that is alive
+        // but slow is not reported until it has been so for long.
+        if (!outage.said && !final && !hurry.signal.aborted) {
+          const slowFor = Date.now() - outage.since;
+          if (!(await aliveButSlow(uri, result.error))) log(`MLflow: cannot deliver to ${uri} (${reason}); ${kept}.`);
+          else if (slowFor >= slowBudgetMs(env))
+            log(
+              `MLflow: ${uri} runs but has not answered in time for ${Math.round(slowFor / 1000)} s (${reason}); ${kept}.`,
+            );
+          else return;
+          outage.said = true;
+        }
         if (final) log(`MLflow: cannot deliver to ${uri} (${reason}).`);
-        outage = true;
       } else if (outage) {
-        log(`MLflow: reachable again, delivered ${before} pending record(s).`);
-        outage = false;
+        if (outage.said) log(`MLflow: reachable again, delivered ${before} pending record(s).`);
+        outage = undefined;
       }
     });
     chain = next.catch((error: unknown) => log(`MLflow: delivery failed: ${(error as Error).message}`));
@@ -181,22 +213,21 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   };
 
   /** A resumed run continues the MLflow run its journal writes to: RUNNING again, then the epochs after `resumedAt`. */
-  const resume = (j: Journal, info: RunStartInfo) => {
+  const resume = (j: Journal, info: RunStartInfo, resumedAt: number, was: RunRecord) => {
     for (const r of j.records())
       if (r.kind === 'metrics') for (const key of Object.keys(r.metrics)) logged.add(`${key}@${r.step}`);
     // The process that resumes it tags it as its own (a queue worker's name and attempt).
-    const tags = { ...options.tags, 'xp.resumed_at_epoch': String(info.resumedAt), 'xp.accel': info.accel };
+    const tags = { ...options.tags, 'xp.resumed_at_epoch': String(resumedAt), 'xp.accel': info.accel };
     j.append({
       kind: 'resume',
-      epoch: info.resumedAt!,
+      epoch: resumedAt,
       startTime: Date.now(),
       tags,
       pid: process.pid,
       host: os.hostname(),
     });
-    log(`MLflow: continuing the interrupted run's MLflow run after epoch ${info.resumedAt}.`);
+    log(`MLflow: continuing the interrupted run's MLflow run after epoch ${resumedAt}.`);
     // Its MLflow run lives where it was logging: another server has no such run, and `xp sync` sends there later.
-    const was = j.runRecord()!;
     const store = embeddedStore(uri);
     if (was.uri !== undefined && (was.store ?? was.uri) !== (store ?? uri)) {
       log(
@@ -210,7 +241,8 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
     onRunStart: guard('run start', async (info: RunStartInfo) => {
       journal = openJournal(runDir);
       // A run tracked before it was interrupted goes on in its MLflow run; one that was not starts one now.
-      if (info.resumedAt !== undefined && journal.runRecord()) return resume(journal, info);
+      const was = journal.runRecord();
+      if (info.resumedAt !== undefined && was) return resume(journal, info, info.resumedAt, was);
       const sourceFile = info.sourceFile ?? options.sourceFile;
       const parentRunId = options.parentRunId ?? info.parentRunId;
       const tags: Record<string, string> = {
@@ -282,7 +314,7 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
       if (!journal.ended())
         journal.append({ kind: 'end', status: info.status, endTime: Date.now(), error: info.error });
       const count = journal.pending().length;
-      if (outage && count > 0)
+      if (outage?.said && count > 0)
         log(
           `MLflow: sending ${count} pending record(s) to ${uri} (giving up after ${endBudgetMs(env) / 1000} s without progress)...`,
         );
@@ -298,7 +330,10 @@ export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
 
     pending: async () => {
       // A delivery pass may start another as it ends (records journaled meanwhile): wait for the last one.
-      for (let seen; seen !== chain; ) await (seen = chain);
+      for (let seen: Promise<unknown> | undefined; seen !== chain; ) {
+        seen = chain;
+        await seen;
+      }
       return journal?.pending().length ?? 0;
     },
     runUrl: () => {

@@ -1,6 +1,8 @@
 // Which MLflow a run logs to, decided once: the experiment's `tracking.uri`, else MLFLOW_TRACKING_URI, else the
-// embedded server on the local store (started when needed).
+// embedded server on the local store (started when needed). The URL is the shown one: a password written in it is
+// masked (and known to the client that logs there: util/credentials.ts).
 import { TrackingError } from '../errors.ts';
+import { keepCredentials } from '../util/credentials.ts';
 import { startServer, type TrackingServer } from './server.ts';
 
 const noop = async () => {};
@@ -16,15 +18,21 @@ export interface ResolveOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** MLFLOW_TRACKING_URI as shown (its password masked, and kept for the requests made to it), if set. */
+export function trackingUriFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return keepCredentials(env.MLFLOW_TRACKING_URI) || undefined;
+}
+
 /** Where to log: `tracking.uri`, else MLFLOW_TRACKING_URI, else the embedded server (started if needed). */
 export async function resolveTrackingUri(
   options: ResolveOptions,
 ): Promise<TrackingServer & { source: TrackingSource }> {
   const env = options.env ?? process.env;
+  const fromEnv = trackingUriFromEnv(env);
   const given = options.experimentUri
-    ? { uri: options.experimentUri, source: 'experiment' as const }
-    : env.MLFLOW_TRACKING_URI
-      ? { uri: env.MLFLOW_TRACKING_URI, source: 'env' as const }
+    ? { uri: keepCredentials(options.experimentUri), source: 'experiment' as const }
+    : fromEnv
+      ? { uri: fromEnv, source: 'env' as const }
       : undefined;
   if (given) return { url: httpUri(given.uri, given.source), reused: true, source: given.source, stop: noop };
   const server = await startServer({ storeDir: options.storeDir, mlflowBin: options.mlflowBin });

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs-node';
 import { XpError } from '../errors.ts';
 import type { EpochLogs } from '../events.ts';
 import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
-import { BACKUP_DIR, BACKUP_STATE, backupDir } from './run-folder.ts';
+import { BACKUP_DIR, BACKUP_STATE, BACKUP_TENSORS, backupDir, damagedBackup } from './run-folder.ts';
 
 const FORMAT = 1;
 
@@ -88,7 +88,10 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   ];
   const bytes = all.reduce((n, t) => n + t.size * 4, 0);
   let buffer = buffers.get(runDir);
-  if (buffer?.length !== bytes) buffers.set(runDir, (buffer = Buffer.allocUnsafeSlow(bytes)));
+  if (buffer?.length !== bytes) {
+    buffer = Buffer.allocUnsafeSlow(bytes);
+    buffers.set(runDir, buffer);
+  }
   let offset = 0;
   const add = (t: tf.Tensor, extra: Partial<TensorEntry> = {}): TensorEntry => {
     const data = t.dataSync() as Float32Array | Int32Array;
@@ -132,7 +135,7 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
 
 async function persist(runDir: string, buffer: Buffer, state: StateFile): Promise<void> {
   await replaceBackup(runDir, async (next) => {
-    await fs.promises.writeFile(path.join(next, 'tensors.bin'), buffer);
+    await fs.promises.writeFile(path.join(next, BACKUP_TENSORS), buffer);
     await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
   });
 }
@@ -162,16 +165,12 @@ export async function backupWritten(runDir: string): Promise<void> {
 export function readBackup(runDir: string): Backup | undefined {
   const dir = backupDir(runDir);
   if (!dir) return undefined;
-  const damaged = (reason: string, cause?: unknown) =>
-    new XpError(`${dir} holds a damaged backup (${reason})`, {
-      cause,
-      hint: `remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start`,
-    });
+  const damaged = (reason: string, cause?: unknown) => damagedBackup(dir, reason, cause);
   let state: StateFile;
   let bytes: Buffer;
   try {
     state = JSON.parse(fs.readFileSync(path.join(dir, BACKUP_STATE), 'utf8')) as StateFile;
-    bytes = fs.readFileSync(path.join(dir, 'tensors.bin'));
+    bytes = fs.readFileSync(path.join(dir, BACKUP_TENSORS));
   } catch (error) {
     throw damaged((error as Error).message, error);
   }
@@ -187,7 +186,7 @@ export function readBackup(runDir: string): Backup | undefined {
     ...[...weights, ...optimizer, ...(checkpoint ?? []), ...(earlyStopping ?? [])].map((e) => e.offset + size(e)),
   );
   if (bytes.length !== described)
-    throw damaged(`tensors.bin has ${bytes.length} bytes where ${BACKUP_STATE} describes ${described}`);
+    throw damaged(`${BACKUP_TENSORS} has ${bytes.length} bytes where ${BACKUP_STATE} describes ${described}`);
   const tensor = (e: TensorEntry) => {
     const copy = bytes.buffer.slice(bytes.byteOffset + e.offset, bytes.byteOffset + e.offset + size(e));
     return tf.tensor(e.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), e.shape, e.dtype);
@@ -206,6 +205,24 @@ export function readBackup(runDir: string): Backup | undefined {
     checkpointWeights: state.tensors.checkpoint?.map(tensor),
     earlyStoppingWeights: state.tensors.earlyStopping?.map(tensor),
   };
+}
+
+/**
+ * The model's weights as the folder's backup holds them after `epoch` epochs; undefined when its backup is of
+ * another epoch, absent or damaged (the caller keeps the weights it has and says so).
+ */
+export function backedUpWeights(runDir: string, epoch: number): tf.Tensor[] | undefined {
+  let b: Backup | undefined;
+  try {
+    b = readBackup(runDir);
+  } catch {
+    return undefined;
+  }
+  if (!b) return undefined;
+  tf.dispose([...b.optimizer.map((o) => o.tensor), ...(b.checkpointWeights ?? []), ...(b.earlyStoppingWeights ?? [])]);
+  if (b.epoch === epoch) return b.weights;
+  tf.dispose(b.weights);
+  return undefined;
 }
 
 /** Sets the model's weights and its optimizer's slots from the backup (slots renamed to this model's variables). */
@@ -279,10 +296,10 @@ export function linkBackup(t: Trial, fromRunDir: string, toRunDir: string): void
       const from = path.join(fromRunDir, BACKUP_DIR);
       const state = JSON.parse(await fs.promises.readFile(path.join(from, BACKUP_STATE), 'utf8')) as StateFile;
       await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify({ ...state, history })}\n`);
-      const tensors = path.join(from, 'tensors.bin');
+      const tensors = path.join(from, BACKUP_TENSORS);
       await fs.promises
-        .link(tensors, path.join(next, 'tensors.bin'))
-        .catch(() => fs.promises.copyFile(tensors, path.join(next, 'tensors.bin')));
+        .link(tensors, path.join(next, BACKUP_TENSORS))
+        .catch(() => fs.promises.copyFile(tensors, path.join(next, BACKUP_TENSORS)));
     });
   })();
   linked.catch(() => {});

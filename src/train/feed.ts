@@ -94,7 +94,8 @@ export function createTrainingFeed(
             queue.push(...nextBatches(k));
             queued += k;
           }
-          const batch = queue.shift()!;
+          const batch = queue.shift();
+          if (!batch) throw new Error(`the epoch has ${steps} steps: no batch is left for another`);
           return { batch, upcoming: queue[0]?.input };
         },
         dispose() {

@@ -11,10 +11,18 @@ import type { Experiment } from '../config/types.ts';
 import type { Backbone } from '../model/backbone.ts';
 import { setDropoutSeed } from '../accel/index.ts';
 import { createRng } from '../util/random.ts';
-import type { EarlyStoppingReport, EpochLogs, RunResult, StopCheck } from '../events.ts';
+import type { EarlyStoppingReport, EpochLogs, PruneCheck, RunResult, StopCheck } from '../events.ts';
 import type { PreparedData } from './data.ts';
 import { backboneFeatures, createTrainingFeed, type TrainingFeed } from './feed.ts';
-import { backupKey, backupTrial, backupWritten, linkBackup, resumeTrial, type Backup } from './backup.ts';
+import {
+  backedUpWeights,
+  backupKey,
+  backupTrial,
+  backupWritten,
+  linkBackup,
+  resumeTrial,
+  type Backup,
+} from './backup.ts';
 import type { Progress } from './progress.ts';
 import {
   atLastEpoch,
@@ -41,6 +49,8 @@ export interface Member {
   backupDir?: string;
   /** Its state after the epochs an interrupted run did: training goes on from there. Every member of a resumed group has one. */
   resume?: Backup;
+  /** Asked after each epoch but its last (a search's pruner): a reason stops the member there, its run KILLED. */
+  prune?: PruneCheck;
   /** The member is done (its epochs ran, it stopped early, or the run was interrupted); `model` holds its saved weights until this returns. */
   onDone(result: MemberResult): Promise<void>;
 }
@@ -55,6 +65,8 @@ export interface MemberResult {
   tensorsPerEpoch: number[];
   /** The model as saved, on the whole validation set; absent when no epoch ran. */
   result?: RunResult;
+  /** A search's pruner stopped the member after this epoch, for this reason. */
+  prunedAt?: { epoch: number; reason: string };
 }
 
 export interface LoopOptions {
@@ -80,12 +92,17 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const trials = createTrials(members);
   const maxEpochs = Math.max(...trials.map((t) => t.epochs));
   const ended = new Set<Trial>();
-  const end = (t: Trial) => (ended.has(t) ? undefined : (ended.add(t), endTrial(t, validation, progress)));
+  const end = async (t: Trial) => {
+    if (ended.has(t)) return;
+    ended.add(t);
+    await endTrial(t, validation, progress);
+  };
   const step = { global: 0 };
+  let cut = 0; // steps of the epoch an interruption cut short: the trained weights are that far past the history
   try {
     const epochsDone = await resumeGroup(trials, feed, validation, step);
     for (let epoch = epochsDone + 1; epoch <= maxEpochs && !shouldStop('epoch'); epoch++) {
-      const active = trials.filter((t) => !t.stoppedEarly && epoch <= t.epochs);
+      const active = trials.filter((t) => !t.stoppedEarly && !t.prunedAt && epoch <= t.epochs);
       if (!active.length) break;
       const trainers = [...new Set(active.map((t) => t.trainer))];
       const label =
@@ -96,31 +113,42 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           : undefined;
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, feed.steps, label);
       const started = Date.now();
-      const sums = await trainEpoch(trainers, feed, step, opts);
-      if (shouldStop('step')) break;
+      const { sums, steps } = await trainEpoch(trainers, feed, step, opts);
+      if (shouldStop('step')) {
+        cut = steps;
+        break;
+      }
       const trainSeconds = (Date.now() - started) / 1000;
       const epochValidation = validation.nextEpoch();
       const scores = new Map<Trial, { loss: number; accuracy: number }>();
       try {
         for (const t of active) {
-          let val = scores.get(t.trainer);
-          if (!val) scores.set(t.trainer, (val = validation.evaluate(t.trainer.member.model, epochValidation.parts)));
-          const logs = epochLogs(t, sums.get(t.trainer)!, val, started, trainSeconds);
+          const val = scores.get(t.trainer) ?? validation.evaluate(t.trainer.member.model, epochValidation.parts);
+          scores.set(t.trainer, val);
+          const sum = sums.get(t.trainer);
+          if (!sum) throw new Error(`${t.member.label ?? 'the trial'}: its trainer did not train in epoch ${epoch}`);
+          const logs = epochLogs(t, sum, val, started, trainSeconds);
           t.history.push(logs);
           observeEpoch(t, epoch, logs);
           if (atLastEpoch(t)) copyTrainerWeights(t);
           t.tensorsPerEpoch.push(tf.memory().numTensors);
           progress.epochEnd(epoch, logs, t.member.label, { images: epochValidation.images, of: validation.count });
           await t.member.onEpochEnd(epoch, logs);
-          if (atLastEpoch(t)) await end(t); // before its trainer trains on
+          if (atLastEpoch(t))
+            await end(t); // before its trainer trains on
+          else if (await pruned(t, epoch, logs, active)) await end(t); // its head leaves the shared pass now
         }
       } finally {
         epochValidation.dispose();
       }
-      await backupEpoch(active.filter((t) => t.member.backupDir && !ended.has(t)));
+      await backupEpoch(
+        active.flatMap((t) => (t.member.backupDir && !ended.has(t) ? [{ trial: t, dir: t.member.backupDir }] : [])),
+      );
     }
     // An interrupted trial's last backup is on disk before its run ends (KILLED: resumable from there).
     for (const t of trials) if (t.member.backupDir && !ended.has(t)) await backupWritten(t.member.backupDir);
+    const unended = trials.filter((t) => !ended.has(t));
+    if (cut) rewindCutEpoch(unended, cut);
     for (const t of trials) copyTrainerWeights(t); // interrupted: prefixes take the weights a lone run would have had
     for (const t of [...trials].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await end(t); // prefixes first
   } finally {
@@ -130,14 +158,22 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   }
 }
 
+/** Whether a search's pruner stops the trial after this epoch; a trial that trains for another goes on. */
+async function pruned(t: Trial, epoch: number, logs: EpochLogs, active: Trial[]): Promise<boolean> {
+  if (!t.member.prune || active.some((o) => o !== t && o.trainer === t)) return false;
+  const reason = await t.member.prune(epoch, logs);
+  if (reason !== undefined) t.prunedAt = { epoch, reason };
+  return reason !== undefined;
+}
+
 /** Backs up the trials that train on; a prefix trial whose state is its trainer's shares the trainer's files. */
-async function backupEpoch(trials: Trial[]): Promise<void> {
-  for (const t of trials) if (t.trainer === t) await backupTrial(t, t.member.backupDir!);
-  for (const t of trials) {
+async function backupEpoch(backups: { trial: Trial; dir: string }[]): Promise<void> {
+  for (const { trial: t, dir } of backups) if (t.trainer === t) await backupTrial(t, dir);
+  for (const { trial: t, dir } of backups) {
     if (t.trainer === t) continue;
-    if (trials.includes(t.trainer) && backupKey(t) === backupKey(t.trainer))
-      linkBackup(t, t.trainer.member.backupDir!, t.member.backupDir!);
-    else await backupTrial(t, t.member.backupDir!);
+    const trainer = backups.find((b) => b.trial === t.trainer);
+    if (trainer && backupKey(t) === backupKey(t.trainer)) linkBackup(t, trainer.dir, dir);
+    else await backupTrial(t, dir);
   }
 }
 
@@ -173,7 +209,8 @@ async function resumeGroup(
     throw new Error(`a resumed group needs every trial's backup at the same epoch (got ${[...epochs].join(', ')})`);
   const [done] = epochs;
   if (!done) return 0;
-  for (const t of trials) await resumeTrial(t, t.member.resume!);
+  // One epoch for all, and it is not undefined: every trial has a backup.
+  for (const t of trials) if (t.member.resume) await resumeTrial(t, t.member.resume);
   feed.skip(done * feed.steps);
   validation.skipEpochs(done);
   step.global = done * feed.steps;
@@ -183,36 +220,54 @@ async function resumeGroup(
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */
 async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global: number }, opts: LoopOptions) {
   const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
+  const [first] = sums.values(); // an epoch trains at least one trainer
   const batches = feed.epoch();
+  let s = 0;
   try {
-    for (let s = 1; s <= feed.steps; s++) {
+    while (s < feed.steps) {
+      s++;
       // A turn of the event loop each step: signals, tracking deliveries and a queue's lock renewals wait for one.
       await setImmediate();
       const { batch, upcoming } = batches.next();
       step.global++;
-      for (const t of trainers) {
+      for (const [t, sum] of sums) {
         // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
         for (const layer of t.dropoutLayers) setDropoutSeed(layer, (t.seed * 1_000_003 + step.global) % 2 ** 31);
         const [loss, accuracy] = await t.step(batch.input, batch.target, upcoming);
-        const sum = sums.get(t)!;
         sum.loss += loss * batch.n;
         sum.accuracy += accuracy * batch.n;
         sum.n += batch.n;
       }
       tf.dispose([batch.input, batch.target]);
-      const first = sums.get(trainers[0])!;
       opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.n });
       if (opts.shouldStop('step')) break;
     }
   } finally {
     batches.dispose();
   }
-  return sums;
+  return { sums, steps: s };
+}
+
+/**
+ * An interruption cut the epoch after the trials' last whole one short: their trainers' weights go back to that
+ * epoch's, from the backup taken at its end, so that the model saved is the epoch its result names (as the backup
+ * resumes from it). Without a backup the weights stay, and the result says how far into the cut epoch they are.
+ */
+function rewindCutEpoch(trials: Trial[], steps: number): void {
+  for (const trainer of new Set(trials.map((t) => t.trainer))) {
+    const epoch = trainer.history.length;
+    if (!epoch) continue; // nothing is saved of a run interrupted in its first epoch
+    const weights = trainer.member.backupDir ? backedUpWeights(trainer.member.backupDir, epoch) : undefined;
+    if (weights) {
+      trainer.member.model.setWeights(weights);
+      tf.dispose(weights);
+    } else for (const t of trials) if (t.trainer === trainer) t.cutAfterStep = steps;
+  }
 }
 
 /** A trial's end: its saved weights set, what early stopping did said, the saved model scored, its outputs (onDone). */
 async function endTrial(t: Trial, validation: ValidationSet, progress: Progress): Promise<void> {
-  const savedEpoch = restoreSavedWeights(t);
+  const saved = restoreSavedWeights(t);
   const earlyStopping = t.earlyStopping?.report();
   if (earlyStopping && t.history.length) {
     for (const line of describeEarlyStopping(earlyStopping, t.history.length))
@@ -224,6 +279,7 @@ async function endTrial(t: Trial, validation: ValidationSet, progress: Progress)
     stoppedEarly: t.stoppedEarly,
     earlyStopping,
     tensorsPerEpoch: t.tensorsPerEpoch,
-    result: savedEpoch ? validation.score(t.member.model, savedEpoch) : undefined,
+    prunedAt: t.prunedAt,
+    result: saved.epoch ? { ...validation.score(t.member.model, saved.epoch), ...saved.cut } : undefined,
   });
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
-import type { EpochLogs, RunResult } from '../events.ts';
+import { savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
 import { experimentHeader } from './run-folder.ts';
 
 export const HISTORY_COLUMNS = [
@@ -41,7 +41,7 @@ export function writeHistory(runDir: string, history: EpochLogs[]): void {
 
 /** The saved model's confusion matrix on the whole validation set, with its per-class scores: JSON and an image. */
 export async function writeConfusion(runDir: string, result: RunResult): Promise<void> {
-  const { class_names, confusion, val_accuracy, per_class, epoch, images } = result;
+  const { class_names, confusion, val_accuracy, per_class, epoch, interrupted_after_step, images } = result;
   const body = {
     class_names,
     matrix: confusion,
@@ -50,6 +50,7 @@ export async function writeConfusion(runDir: string, result: RunResult): Promise
     columns: 'predicted class',
     per_class,
     epoch,
+    interrupted_after_step,
     images,
   };
   fs.writeFileSync(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
@@ -59,7 +60,8 @@ export async function writeConfusion(runDir: string, result: RunResult): Promise
 }
 
 /** Counts in cells shaded by the share of their true class, as scikit-learn's ConfusionMatrixDisplay. */
-function confusionSvg({ class_names: names, confusion, val_accuracy, epoch, images }: RunResult): string {
+function confusionSvg(result: RunResult): string {
+  const { class_names: names, confusion, val_accuracy, images } = result;
   const k = names.length;
   const cell = Math.max(36, Math.min(110, Math.floor(440 / k)));
   const left = 150;
@@ -81,15 +83,15 @@ function confusionSvg({ class_names: names, confusion, val_accuracy, epoch, imag
   });
   const rowLabels = names.map(
     (n, i) =>
-      `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escape(n)}</text>`,
+      `<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escapeXml(n)}</text>`,
   );
   const colLabels = names.map(
     (n, j) =>
-      `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escape(n)}</text>`,
+      `<text x="${left + j * cell + cell / 2}" y="${top + k * cell + 18}" font-size="12" text-anchor="middle">${escapeXml(n)}</text>`,
   );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${width / 2}" y="22" font-size="15" text-anchor="middle">Confusion matrix (weights of epoch ${epoch})</text>
+<text x="${width / 2}" y="22" font-size="15" text-anchor="middle">Confusion matrix (weights of ${savedWeightsLabel(result)})</text>
 <text x="${width / 2}" y="42" font-size="12" text-anchor="middle">${images} validation images, accuracy ${val_accuracy.toFixed(4)}</text>
 ${cells.join('')}${rowLabels.join('')}${colLabels.join('')}
 <text x="${left + (k * cell) / 2}" y="${top + k * cell + 42}" font-size="12" text-anchor="middle">predicted class</text>
@@ -120,7 +122,7 @@ export async function writeCurves(runDir: string, history: EpochLogs[], title: s
   ];
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + 30}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${width / 2}" y="20" font-size="15" text-anchor="middle">${escape(title)}</text>
+<text x="${width / 2}" y="20" font-size="15" text-anchor="middle">${escapeXml(title)}</text>
 <g transform="translate(0,30)">${panels.join('')}</g></svg>`;
   await sharp(Buffer.from(svg)).png().toFile(path.join(runDir, 'curves.png'));
 }
@@ -166,7 +168,7 @@ ${line(train, '#d62728')}${line(validation, '#1f77b4')}
 <line x1="${right - 112}" x2="${right - 92}" y1="${top + 30}" y2="${top + 30}" stroke="#1f77b4" stroke-width="2"/><text x="${right - 86}" y="${top + 34}" font-size="11">validation</text>`;
 }
 
-const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /** runs/<experiment>/<yyyymmdd-hhmmss-xxxx>: sortable by time, unique across parallel trials. */
 export function newRunDir(runsRoot: string, experimentName: string): { runId: string; runDir: string } {
@@ -178,8 +180,8 @@ export function newRunDir(runsRoot: string, experimentName: string): { runId: st
       fs.mkdirSync(path.dirname(runDir), { recursive: true });
       fs.mkdirSync(runDir);
       return { runId, runDir };
-    } catch (error: any) {
-      if (error.code !== 'EEXIST') throw error;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
   }
 }

@@ -53,7 +53,7 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
       const metrics = formatMetrics({
         loss,
         accuracy,
-        ...(val_loss !== undefined ? { val_loss, val_accuracy: val_accuracy! } : {}),
+        ...(val_loss !== undefined && val_accuracy !== undefined ? { val_loss, val_accuracy } : {}),
       });
       // In a shared group, one line per trial, named; the bar belongs to the group.
       const head = label ? `  ${label}: ` : mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';

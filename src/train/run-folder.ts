@@ -1,14 +1,16 @@
 // Which run folder `xp run --resume` continues for a trial: under runs/<experiment>/, the one of the same config
 // hash whose backup was written last, by a process that no longer runs (the run was KILLED or FAILED; a FINISHED
-// run keeps no backup).
+// run keeps no backup). A damaged backup is reported, never passed over as if there were none.
 // Light on purpose (no TensorFlow): `xp run --dry-run --resume` reads it too.
 import fs from 'node:fs';
 import path from 'node:path';
+import { XpError } from '../errors.ts';
 import { processAlive } from '../util/process.ts';
 
-/** Where backup.ts keeps a run's backup in its folder, and the file that describes it. */
+/** Where backup.ts keeps a run's backup in its folder, the file that describes it and the file of its tensors. */
 export const BACKUP_DIR = 'backup';
 export const BACKUP_STATE = 'state.json';
+export const BACKUP_TENSORS = 'tensors.bin';
 
 /** The folder of the run's whole backup: the last one, or the one before while the last replaces it. */
 export function backupDir(runDir: string): string | undefined {
@@ -17,19 +19,47 @@ export function backupDir(runDir: string): string | undefined {
   );
 }
 
-/** What a run folder's backup says without reading its tensors: its epoch, the process that wrote it and when. */
-export function backupInfo(
-  runDir: string,
-): { epoch: number; pid?: number; host?: string; writtenAt: number } | undefined {
-  const dir = backupDir(runDir);
+/** A backup that cannot be resumed, and what to do: one message wherever it is found. */
+export function damagedBackup(dir: string, reason: string, cause?: unknown): XpError {
+  return new XpError(`${dir} holds a damaged backup (${reason})`, {
+    cause,
+    hint: 'remove that folder: xp run --resume then continues an older interrupted run of this config, or trains it from the start (xp run without --resume trains from the start and leaves the folder as it is)',
+  });
+}
+
+export type BackupInfo =
+  | { epoch: number; pid?: number; host?: string; writtenAt: number; damaged?: undefined }
+  | { damaged: string; dir: string; writtenAt: number };
+
+/**
+ * What a run folder's backup says without reading its tensors: its epoch, the process that wrote it and when; or,
+ * for a backup folder whose description is missing or unreadable, why it cannot be resumed.
+ */
+export function backupInfo(runDir: string): BackupInfo | undefined {
+  const dir =
+    backupDir(runDir) ??
+    [path.join(runDir, BACKUP_DIR), path.join(runDir, `${BACKUP_DIR}.old`)].find((d) => fs.existsSync(d));
   if (!dir) return undefined;
+  const file = path.join(dir, BACKUP_STATE);
+  const writtenAt = (fs.statSync(file, { throwIfNoEntry: false }) ?? fs.statSync(dir)).mtimeMs;
+  const damaged = (reason: string) => ({ damaged: reason, dir, writtenAt });
+  let state: { epoch?: unknown; pid?: number; host?: string };
   try {
-    const file = path.join(dir, BACKUP_STATE);
-    const state = JSON.parse(fs.readFileSync(file, 'utf8')) as { epoch: number; pid?: number; host?: string };
-    return { epoch: state.epoch, pid: state.pid, host: state.host, writtenAt: fs.statSync(file).mtimeMs };
-  } catch {
-    return undefined;
+    state = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return damaged(
+      code === 'ENOENT'
+        ? `${BACKUP_STATE} is missing`
+        : code
+          ? `${BACKUP_STATE} cannot be read: ${code}`
+          : `${BACKUP_STATE} is not valid JSON: ${(error as Error).message}`,
+    );
   }
+  if (!Number.isSafeInteger(state?.epoch) || (state.epoch as number) < 1)
+    return damaged(`${BACKUP_STATE} names no epoch`);
+  if (!fs.existsSync(path.join(dir, BACKUP_TENSORS))) return damaged(`${BACKUP_TENSORS} is missing`);
+  return { epoch: state.epoch as number, pid: state.pid, host: state.host, writtenAt };
 }
 
 /** The first line of a run folder's experiment.yaml (outputs.ts writeExperiment): where it comes from, its config hash. */
@@ -55,7 +85,24 @@ export interface ResumableRun {
   epoch: number;
 }
 
-export function findResumable(runsRoot: string, experimentName: string, configHash: string): ResumableRun | undefined {
+/** The latest interrupted run of a config has a backup that cannot be resumed. */
+export interface DamagedRun {
+  runId: string;
+  runDir: string;
+  /** The backup folder, and what is wrong with it. */
+  backupDir: string;
+  damaged: string;
+}
+
+/**
+ * The run of this config whose backup was written last, by a process that no longer runs: resumable, or damaged
+ * (the caller says so rather than start over); undefined when there is none.
+ */
+export function findResumable(
+  runsRoot: string,
+  experimentName: string,
+  configHash: string,
+): ResumableRun | DamagedRun | undefined {
   const dir = path.join(runsRoot, experimentName);
   let names: string[];
   try {
@@ -63,14 +110,18 @@ export function findResumable(runsRoot: string, experimentName: string, configHa
   } catch {
     return undefined;
   }
-  let latest: (ResumableRun & { writtenAt: number }) | undefined;
+  let latest: ((ResumableRun | DamagedRun) & { writtenAt: number }) | undefined;
   for (const runId of names) {
     const runDir = path.join(dir, runId);
     const backup = backupInfo(runDir);
     if (!backup || readConfigHash(runDir) !== configHash) continue;
-    if (backup.pid !== undefined && backup.pid !== process.pid && processAlive(backup.pid, backup.host)) continue; // still training
-    if (!latest || backup.writtenAt > latest.writtenAt)
+    if (latest && backup.writtenAt <= latest.writtenAt) continue;
+    if (backup.damaged !== undefined)
+      latest = { runId, runDir, backupDir: backup.dir, damaged: backup.damaged, writtenAt: backup.writtenAt };
+    else if (backup.pid === undefined || backup.pid === process.pid || !processAlive(backup.pid, backup.host))
       latest = { runId, runDir, epoch: backup.epoch, writtenAt: backup.writtenAt };
   }
-  return latest && { runId: latest.runId, runDir: latest.runDir, epoch: latest.epoch };
+  if (!latest) return undefined;
+  const { writtenAt: _, ...found } = latest;
+  return found;
 }

@@ -2,7 +2,7 @@
 // load once, train every head on the same backbone features, write each trial's outputs, tell the callbacks.
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs-node';
+import type * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
 import { accelPolicy, compileForInference } from '../accel/index.ts';
@@ -17,6 +17,7 @@ import type {
   RunEndInfo,
   RunResult,
   RunStartInfo,
+  PruneCheck,
   StopCheck,
 } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
@@ -25,7 +26,7 @@ import { trainersOf, usesTrainerModel } from './sharing.ts';
 import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
 import type { Progress } from './progress.ts';
 import { readBackup, removeBackup } from './backup.ts';
-import { XpError } from '../errors.ts';
+import { Interrupted, XpError } from '../errors.ts';
 
 export interface TrialSpec {
   name: string;
@@ -35,6 +36,8 @@ export interface TrialSpec {
   parentRunId?: string;
   /** An interrupted run of this trial to continue, in its folder, from its backup (xp run --resume). */
   resume?: { runId: string; runDir: string };
+  /** A search's pruner, asked after each epoch but the last. */
+  prune?: PruneCheck;
 }
 
 export interface TrialOutcome {
@@ -48,6 +51,7 @@ export interface TrialOutcome {
   /** The saved model on the whole validation set: the run's headline figures. */
   result?: RunResult;
   earlyStopping?: EarlyStoppingReport;
+  prunedAt?: RunEndInfo['prunedAt'];
   wallSeconds: number;
   tensorsPerEpoch: number[];
 }
@@ -77,21 +81,43 @@ export const ARTIFACTS = [
   'model',
 ];
 
+/**
+ * Trains the group. A stop asked for before training begins (while images decode or the backbone loads) ends
+ * every trial KILLED at once, with no run folder or MLflow run; `data` is then absent if decoding was cut short.
+ */
 export async function runGroup(
   trials: TrialSpec[],
   opts: GroupOptions,
-): Promise<{ outcomes: TrialOutcome[]; data: PreparedData }> {
+): Promise<{ outcomes: TrialOutcome[]; data?: PreparedData }> {
   const started = Date.now();
   const first = trials[0].experiment;
   const { progress } = opts;
-  const data =
-    opts.data ??
-    (await prepareData(first.data, {
-      baseDir: opts.baseDir,
-      dataDir: opts.dataDir,
-      onWarning: (m) => progress.line(`warning: ${m}`),
-      log: (l) => progress.line(l),
+  const notStarted = (): TrialOutcome[] =>
+    trials.map((t) => ({
+      name: t.name,
+      runId: t.resume?.runId ?? '',
+      runDir: t.resume?.runDir ?? '',
+      status: 'KILLED',
+      error: 'interrupted before training began',
+      history: [],
+      wallSeconds: (Date.now() - started) / 1000,
+      tensorsPerEpoch: [],
     }));
+  let data: PreparedData;
+  try {
+    data =
+      opts.data ??
+      (await prepareData(first.data, {
+        baseDir: opts.baseDir,
+        dataDir: opts.dataDir,
+        onWarning: (m) => progress.line(`warning: ${m}`),
+        log: (l) => progress.line(l),
+        shouldStop: () => opts.shouldStop('epoch'),
+      }));
+  } catch (error) {
+    if (error instanceof Interrupted) return { outcomes: notStarted() };
+    throw error;
+  }
   const skipped = data.train.skipped.length + data.validation.skipped.length;
   progress.line(
     `Found ${data.train.count} training and ${data.validation.count} validation images of ${data.numClasses} classes (${data.classNames.join(', ')})${skipped ? `, ${skipped} unreadable skipped` : ''}`,
@@ -101,7 +127,12 @@ export async function runGroup(
   const backbone = await loadBackbone(first.backbone, first.data.image_size);
   const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
   // A frozen backbone runs as one compiled TensorFlow graph (BN folded into fused convolutions).
-  const forward = frozen ? await compileForInference(backbone.model) : undefined;
+  const forward = frozen && !opts.shouldStop('epoch') ? await compileForInference(backbone.model) : undefined;
+  if (opts.shouldStop('epoch')) {
+    forward?.dispose();
+    for (const w of backbone.model.weights) w.dispose();
+    return { outcomes: notStarted(), data };
+  }
   progress.line(
     `Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`,
   );
@@ -110,9 +141,11 @@ export async function runGroup(
   // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
   const trainers = trainersOf(trials.map((t) => t.experiment));
   const owner = trials.map((t, i) => (trainers[i] !== i && usesTrainerModel(t.experiment) ? trainers[i] : i));
-  const models = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
-  for (const i of new Set(owner)) {
-    const t = trials[i];
+  const built = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
+  const modelsOf = (i: number) => {
+    const known = built.get(owner[i]);
+    if (known) return known;
+    const t = trials[owner[i]];
     const head = buildHead(backbone.featureShape, t.experiment.head, data.numClasses, {
       seed: t.experiment.training.seed,
     });
@@ -122,8 +155,12 @@ export async function runGroup(
       loss: lossFor(data.numClasses),
       metrics: ['accuracy'],
     });
-    models.set(i, { head, model, full: frozen ? composeModel(backbone.model, head) : model });
-  }
+    const models = { head, model, full: frozen ? composeModel(backbone.model, head) : model };
+    built.set(owner[i], models);
+    return models;
+  };
+  // Every model is built (once per owner) before any run folder is written.
+  const models = trials.map((_, i) => modelsOf(i));
   const members = trials.map((t, i) => {
     const { runId, runDir } = t.resume ?? newRunDir(opts.runsRoot, t.experiment.name);
     const backup = t.resume && readBackup(runDir);
@@ -132,7 +169,7 @@ export async function runGroup(
         hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start',
       });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
-    const { head, model, full } = models.get(owner[i])!;
+    const { head, model, full } = models[i];
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
     return { spec: t, runId, runDir, head, model, full, backup };
   });
@@ -185,13 +222,14 @@ export async function runGroup(
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
     const status: RunEndInfo['status'] = failure
       ? 'FAILED'
-      : opts.shouldStop('epoch') && !ranItsEpochs
+      : r?.prunedAt || (opts.shouldStop('epoch') && !ranItsEpochs)
         ? 'KILLED'
         : 'FINISHED';
     const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
-    if (status === 'FINISHED') await removeBackup(m.runDir); // as Keras' BackupAndRestore at the end of training
+    // As Keras' BackupAndRestore at the end of training; a pruned run is over too (--resume leaves it).
+    if (status === 'FINISHED' || r?.prunedAt) await removeBackup(m.runDir);
     const wallSeconds = (Date.now() - started) / 1000;
-    const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping };
+    const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping, prunedAt: r?.prunedAt };
     const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
     for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
     outcomes[i] = {
@@ -217,6 +255,7 @@ export async function runGroup(
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },
         onDone: (r) => endRun(i, r),
+        prune: m.spec.prune,
         backupDir: opts.backup ? m.runDir : undefined,
         resume: m.backup,
       })),

@@ -26,14 +26,12 @@ function sharedPart(e: Experiment) {
  * trajectory, and the longest of them trains (itself, when no other matches).
  */
 export function trainersOf(experiments: Experiment[]): number[] {
-  const longest = new Map<string, number>();
-  const keys = experiments.map((e, i) => {
-    const key = configHash({ ...e, training: { ...e.training, epochs: 0 } });
-    const best = longest.get(key);
-    if (best === undefined || e.training.epochs > experiments[best].training.epochs) longest.set(key, i);
-    return key;
-  });
-  return keys.map((key) => longest.get(key)!);
+  const keys = experiments.map((e) => configHash({ ...e, training: { ...e.training, epochs: 0 } }));
+  const epochs = (i: number) => experiments[i].training.epochs;
+  // The first of the longest with the same key.
+  return keys.map((key) =>
+    keys.reduce((best, other, j) => (other === key && epochs(j) > epochs(best) ? j : best), keys.indexOf(key)),
+  );
 }
 
 /**

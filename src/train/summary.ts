@@ -1,7 +1,7 @@
 // The end-of-run lines about a run's figures: the result (the saved model on the whole validation set) first,
 // as the run's headline, then the last epoch's and the checkpoint's best epoch's metrics, then what early stopping
 // did. The CLI prints them; MLflow logs the same result (final_* metrics).
-import type { EarlyStoppingReport, EpochLogs, RunResult } from '../events.ts';
+import { savedWeightsLabel, type EarlyStoppingReport, type EpochLogs, type RunResult } from '../events.ts';
 
 export interface RunFigures {
   history: EpochLogs[];
@@ -16,7 +16,7 @@ export function summaryLines(o: RunFigures): string[] {
   const r = o.result;
   if (r) {
     lines.push(
-      `  result: val_accuracy ${fmt(r.val_accuracy)} - val_loss ${fmt(r.val_loss)} on all ${r.images} validation images, saved weights of epoch ${r.epoch}`,
+      `  result: val_accuracy ${fmt(r.val_accuracy)} - val_loss ${fmt(r.val_loss)} on all ${r.images} validation images, saved weights of ${savedWeightsLabel(r)}`,
     );
     const perClass = Object.entries(r.per_class).map(
       ([name, c]) => `${name} ${fmt(c.precision)}/${fmt(c.recall)}/${fmt(c.f1)} (${c.support})`,
@@ -38,7 +38,7 @@ export function summaryLines(o: RunFigures): string[] {
     const stopped = es.stopped_epoch ? `stopped at epoch ${es.stopped_epoch}` : 'did not stop the run';
     const kept = es.restored_epoch
       ? `restored the weights of epoch ${es.restored_epoch}`
-      : `kept the weights of epoch ${o.history.length}`;
+      : `kept the weights of ${r ? savedWeightsLabel(r) : `epoch ${o.history.length}`}`;
     lines.push(
       `  early stopping: ${stopped} (${es.monitor} best ${fmt(es.best_value)} at epoch ${es.best_epoch}, patience ${es.patience}), ${kept}`,
     );

@@ -16,19 +16,27 @@ export interface Trial {
   earlyStopping?: EarlyStopping;
   /** Early stopping ended its training before its last epoch. */
   stoppedEarly: boolean;
+  /** A search's pruner ended its training after this epoch. */
+  prunedAt?: { epoch: number; reason: string };
   dropoutLayers: tf.layers.Layer[];
   seed: number;
   /** numTensors at the end of each epoch, for leak checks. */
   tensorsPerEpoch: number[];
   /** The trial whose model trains for this one: itself, or the longest trial with the same trajectory. */
-  trainer: Trial;
+  readonly trainer: Trial;
   step: TrainStep;
   /** A prefix trial with a model of its own has copied the trainer's weights (at its last epoch or an interruption). */
   copiedTrainerWeights: boolean;
+  /**
+   * The steps of the epoch after its last whole one that its model's weights hold: an interruption cut that epoch
+   * short and no backup held the last whole epoch's weights to go back to.
+   */
+  cutAfterStep?: number;
 }
 
 export function createTrials(members: Member[]): Trial[] {
-  const trials: Trial[] = members.map((member) => {
+  const trainers = trainersOf(members.map((m) => m.experiment));
+  const trials: Trial[] = members.map((member, i) => {
     const t = member.experiment.training;
     return {
       member,
@@ -40,13 +48,14 @@ export function createTrials(members: Member[]): Trial[] {
       dropoutLayers: flat(member.model).filter((l) => l.getClassName() === 'Dropout'),
       seed: t.seed,
       tensorsPerEpoch: [],
-      trainer: undefined as unknown as Trial, // set below
+      // Another trial of this group, or this one: read once all of them exist.
+      get trainer() {
+        return trials[trainers[i]];
+      },
       step: trainStep(member.model),
       copiedTrainerWeights: false,
     };
   });
-  const trainers = trainersOf(members.map((m) => m.experiment));
-  trials.forEach((t, i) => (t.trainer = trials[trainers[i]]));
   return trials;
 }
 
@@ -75,24 +84,28 @@ export function copyTrainerWeights(t: Trial): void {
 
 /**
  * Sets the weights the trial's model is saved with and frees the snapshots: the checkpoint's best epoch
- * (save_best_only), else early stopping's best epoch (restore_best_weights), else the last epoch's. Returns the
- * epoch whose weights the model now holds (0 when none ran).
+ * (save_best_only), else early stopping's best epoch (restore_best_weights), else the last epoch's, or those of
+ * the epoch an interruption cut short when nothing else was kept (`cut`). Returns the epoch whose weights the model
+ * now holds (0 when none ran).
  */
-export function restoreSavedWeights(t: Trial): number {
-  let epoch = t.history.length;
+export function restoreSavedWeights(t: Trial): { epoch: number; cut?: { interrupted_after_step: number } } {
+  let saved: ReturnType<typeof restoreSavedWeights> = { epoch: t.history.length };
   const { checkpoint, earlyStopping } = t;
   if (checkpoint.bestWeights && checkpoint.bestEpoch) {
     t.member.model.setWeights(checkpoint.bestWeights);
-    epoch = checkpoint.bestEpoch;
+    saved = { epoch: checkpoint.bestEpoch };
   } else if (earlyStopping?.bestWeights) {
     t.member.model.setWeights(earlyStopping.bestWeights);
-    epoch = earlyStopping.restoredEpoch = earlyStopping.bestEpoch;
+    earlyStopping.restoredEpoch = earlyStopping.bestEpoch;
+    saved = { epoch: earlyStopping.bestEpoch };
+  } else if (t.cutAfterStep && t.history.length) {
+    saved = { epoch: t.history.length + 1, cut: { interrupted_after_step: t.cutAfterStep } };
   }
   tf.dispose(checkpoint.bestWeights);
   tf.dispose(earlyStopping?.bestWeights);
   checkpoint.bestWeights = undefined;
   if (earlyStopping) earlyStopping.bestWeights = undefined;
-  return epoch;
+  return saved;
 }
 
 /** Keras ModelCheckpoint's choice of the best epoch; with save_best_only, a snapshot of its weights. */
@@ -221,7 +234,9 @@ export function describeEarlyStopping(r: EarlyStoppingReport, lastEpoch: number)
 const toJson = (v: number): number | null => (Number.isFinite(v) ? v : null);
 const fromJson = (v: number | null): number => v ?? -Infinity;
 
-const monitored = (logs: EpochLogs, key: string) => (logs as unknown as Record<string, number>)[key] ?? NaN;
+// A key the logs lack (val_loss when there is no validation) reads NaN.
+const isLogged = (logs: EpochLogs, key: string): key is keyof EpochLogs => key in logs;
+const monitored = (logs: EpochLogs, key: string): number => (isLogged(logs, key) ? (logs[key] ?? NaN) : NaN);
 
 // Copies, not clones: a clone shares its buffer, and the dense-head step updates its kernel in place (step.ts).
 function snapshot(model: tf.LayersModel): tf.Tensor[] {

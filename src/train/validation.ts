@@ -72,8 +72,10 @@ export function createValidationSet(
       if (cached && isPermutation(indices, count)) return { parts: whole, images: count, dispose: () => {} };
       const gathered = new Map<number, tf.Tensor>();
       const once = (idx: Int32Array) => {
-        let x = gathered.get(idx.byteOffset);
-        if (!x) gathered.set(idx.byteOffset, (x = tf.keep(input(idx))));
+        const known = gathered.get(idx.byteOffset);
+        if (known) return known;
+        const x = tf.keep(input(idx));
+        gathered.set(idx.byteOffset, x);
         return x;
       };
       const parts = chunks(indices, chunkSize).map((idx): Part => [idx, () => once(idx)]);
@@ -128,7 +130,7 @@ function score(model: tf.LayersModel, parts: Part[], data: PreparedData, epoch: 
       const p = predict(model)(input());
       return [batchLossAndCorrect(p, labels, k)[0], predictedClasses(task, p.dataSync() as Float32Array)] as const;
     });
-    labels.forEach((label, j) => confusion[label][predicted[j]]++);
+    for (const [j, label] of labels.entries()) confusion[label][predicted[j]]++;
     loss += l;
     n += idx.length;
   }

@@ -59,7 +59,7 @@ it.each(['rmsprop', 'adam'] as const)(
         expect(values[0]).toBeCloseTo(plain.out[i][0], 4);
         expect(values[1]).toBeCloseTo(plain.out[i][1], 4);
       });
-      fast.predictions.forEach((p, i) => expect(p).toBeCloseTo(plain.predictions[i], 4));
+      for (const [i, p] of fast.predictions.entries()) expect(p).toBeCloseTo(plain.predictions[i], 4);
     }
   },
 );
@@ -76,7 +76,7 @@ it('a snapshot keeps the weights it copied while the native step goes on updatin
   const saved = trainer.snapshot();
   const copied = saved.map((t) => Array.from(t.dataSync()));
   await trainer.step(x, y);
-  saved.forEach((t, i) => expect(Array.from(t.dataSync())).toEqual(copied[i]));
+  for (const [i, t] of saved.entries()) expect(Array.from(t.dataSync())).toEqual(copied[i]);
   const kernel = model.getWeights()[0];
   expect(tf.max(tf.abs(tf.sub(kernel, saved[0]))).dataSync()[0]).toBeGreaterThan(0);
   tf.dispose([...saved, x, y]);

@@ -127,7 +127,7 @@ describe('xp run --resume', () => {
     const [a, b] = await Promise.all([savedWeights(resumed.runDir), savedWeights(uninterrupted.runDir)]);
     a.forEach((w, i) => {
       let worst = 0;
-      w.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i][j]))));
+      for (const [j, v] of w.entries()) worst = Math.max(worst, Math.abs(v - b[i][j]));
       expect(worst, `weight ${i}`).toBeLessThan(1e-5);
     });
 

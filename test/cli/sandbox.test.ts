@@ -27,7 +27,10 @@ let trackingHost: string;
 
 beforeAll(async () => {
   web = await startFileServer();
-  tracking = createServer((_req, res) => (trackingHits++, res.writeHead(503).end()));
+  tracking = createServer((_req, res) => {
+    trackingHits++;
+    res.writeHead(503).end();
+  });
   await new Promise<void>((resolve) => tracking.listen(0, '127.0.0.1', resolve));
   trackingHost = `127.0.0.1:${(tracking.address() as AddressInfo).port}`;
 });

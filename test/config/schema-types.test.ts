@@ -95,6 +95,7 @@ describe('schema and types agree', () => {
     const p = schema.properties;
     expect([...types.BACKBONE_NAMES]).toEqual(p.backbone.properties.name.enum);
     expect([...types.POOLINGS]).toEqual(p.head.properties.pooling.enum);
+    expect([...types.HEAD_ACTIVATIONS]).toEqual(p.head.properties.activation.enum);
     expect([...types.OPTIMIZERS]).toEqual(p.optimizer.properties.name.enum);
     expect([...types.FILL_MODES]).toEqual(p.augmentation.properties.fill_mode.enum);
     expect([...types.INTERPOLATIONS]).toEqual(p.data.properties.interpolation.enum);

@@ -144,6 +144,35 @@ describe('hostile --set and --sweep', () => {
       '--set head.dropout=1.5: head.dropout must be < 1 (got 1.5)',
     ]);
   });
+
+  it('a field given twice to --sweep is refused naming both flags and the one flag to write, not the last kept', async () => {
+    expect(await problems(file, { sweep: ['head.dropout=0.1,0.2', 'head.dropout=0.3'] })).toEqual([
+      '--sweep head.dropout=0.3: head.dropout is also given by --sweep head.dropout=0.1,0.2; give it once, with every value: --sweep head.dropout=0.1,0.2,0.3',
+    ]);
+  });
+
+  it('a field given twice to --set is refused as well', async () => {
+    expect(await problems(file, { set: ['head.dropout=0.1', 'head.dropout=0.3'] })).toEqual([
+      '--set head.dropout=0.3: head.dropout is also given by --set head.dropout=0.1; give it once',
+    ]);
+  });
+});
+
+describe('origins of values that null reset', () => {
+  it("xp config --origins says default for a value a child file removed with null, not the child's line", async () => {
+    const base = write(`${valid}augmentation: {rotation_range: 30}\n`);
+    const child = write(
+      `extends: ${base}\nhead: {units: null, dropout: 0.4}\naugmentation: null\ntraining: {epochs: null}\n`,
+    );
+    const loaded = await loadExperiment(child, { deep: false });
+    expect(loaded.base.head.units).toEqual([1024]);
+    expect(loaded.origin(['head', 'units'])).toBe('default');
+    expect(loaded.origin(['head', 'dropout'])).toBe(`${child}:2:30`);
+    expect(loaded.base.augmentation.rotation_range).toBe(0);
+    expect(loaded.origin(['augmentation', 'rotation_range'])).toBe('default');
+    expect(loaded.origin(['training', 'epochs'])).toBe('default');
+    expect(loaded.origin(['backbone', 'cut_layer'])).toBe(`${base}:3:43 (extended by ${child})`);
+  });
 });
 
 describe('huge sweeps', () => {

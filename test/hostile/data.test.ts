@@ -404,7 +404,9 @@ describe('downloads from servers that never answer or stall', () => {
     );
     expect(Date.now() - started).toBeLessThan(5000);
     expect(error).toBeInstanceOf(DataError);
-    expect((error as DataError).message).toBe(`Download of ${baseUrl}/stall.zip stalled: no data for 1 s after 0.0 MB`);
+    expect((error as DataError).message).toBe(
+      `Download of ${baseUrl}/stall.zip failed: no data for 1 s after 100 bytes`,
+    );
     expect((error as DataError).hint).toContain('XP_DOWNLOAD_TIMEOUT');
     expect(await leftovers(dataDir)).toEqual([]);
   }, 15_000);

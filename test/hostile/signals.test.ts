@@ -89,7 +89,9 @@ test('SIGKILL of the process that runs a sweep with --parallel takes its worker 
   const [cli] = childrenOf(supervisor.pid!);
   const workers = childrenOf(cli);
   expect(workers).toHaveLength(2);
-  leftovers.push(() => [cli, ...workers].forEach((pid) => alive(pid) && process.kill(pid, 'SIGKILL')));
+  leftovers.push(() => {
+    for (const pid of [cli, ...workers]) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
   process.kill(cli, 'SIGKILL');
   const deadline = Date.now() + 15_000;
   while (workers.some(alive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));

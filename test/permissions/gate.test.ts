@@ -24,7 +24,7 @@ const experiment = (over: { data?: object; backbone?: object; tracking?: object 
 describe('Deno permission flags', () => {
   it('reads --allow-x alone as everything, =list as those paths (and below) or hosts (any port unless one is given)', () => {
     const g = parseGrants(
-      { read: ['data,/srv/weights'], net: ['Example.com', 'mlflow.lan:5000'], write: [''] },
+      { read: ['data,/srv/weights'], net: ['Example.com', 'mlflow.lan:5000'], write: [null] },
       false,
       '/home/u',
     );
@@ -110,7 +110,10 @@ describe('the gate', () => {
 
     const asked: string[] = [];
     const answers = ['y', 'A'];
-    const decisions = await checkAccesses(needs, NO_GRANTS, origin, async (q) => (asked.push(q), answers.shift()));
+    const decisions = await checkAccesses(needs, NO_GRANTS, origin, async (q) => {
+      asked.push(q);
+      return answers.shift();
+    });
     expect(asked).toEqual([
       'https://example.com/exp.yaml wants to read /home/u/photos/train (data.train). Allow? [y/N/A] ',
       'https://example.com/exp.yaml wants to read /home/u/photos/val (data.validation). Allow? [y/N/A] ',

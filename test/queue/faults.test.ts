@@ -236,9 +236,10 @@ sweep:
   );
   const submitted = await xp(['run', file, '--queue', redis.url, '--no-wait'], env());
   expect(submitted.exitCode, submitted.all).toBe(0);
-  // After the checks at submission, the images of one trial become unreadable: its training fails on any worker.
+  // After the checks at submission, the images of one trial are cut short (their headers intact, so the scan before
+  // decoding takes them): its training fails on any worker.
   for (const cls of ['cats', 'dogs'])
-    for (const image of fs.readdirSync(path.join(bad, cls))) fs.writeFileSync(path.join(bad, cls, image), 'not a JPEG');
+    for (const image of fs.readdirSync(path.join(bad, cls))) fs.truncateSync(path.join(bad, cls, image), 200);
   const worker = startWorker('o1', redis.url);
   try {
     const followed = await xp(['run', file, '--queue', redis.url, '--wait', '--quiet'], env());

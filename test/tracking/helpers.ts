@@ -1,5 +1,7 @@
 // Shared by the tracking tests: a real MLflow server on a temporary store, and synthetic runs (no training).
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Experiment } from '../../src/config/types.ts';
@@ -120,4 +122,58 @@ export function runDirWithFiles(prefix = 'run'): { runDir: string; weights: Buff
 export function quietLog(): { log: (line: string) => void; lines: string[] } {
   const lines: string[] = [];
   return { log: (line) => lines.push(line), lines };
+}
+
+export interface AuthProxy {
+  /** http://127.0.0.1:<port>, without user info. */
+  url: string;
+  port: number;
+  /** Requests let through (with the right Basic credentials) and refused (401). */
+  passed: number;
+  refused: number;
+  close(): Promise<void>;
+}
+
+/** MLflow behind basic auth, as a reverse proxy puts it: `Authorization: Basic user:password` or 401. */
+export async function startBasicAuthProxy(upstream: string, user: string, password: string): Promise<AuthProxy> {
+  const target = new URL(upstream);
+  const expected = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+  const server = http.createServer((request, response) => {
+    if (request.headers.authorization !== expected) {
+      proxy.refused++;
+      request.resume();
+      response.writeHead(401, { 'www-authenticate': 'Basic realm="mlflow"' }).end('Unauthorized');
+      return;
+    }
+    proxy.passed++;
+    const { authorization: _, ...headers } = request.headers;
+    const forward = http.request(
+      {
+        host: target.hostname,
+        port: target.port,
+        method: request.method,
+        path: request.url,
+        headers: { ...headers, host: target.host },
+      },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    forward.on('error', () => response.destroy());
+    request.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const proxy: AuthProxy = {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    passed: 0,
+    refused: 0,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+  return proxy;
 }

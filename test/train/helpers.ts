@@ -40,7 +40,13 @@ export const spec = (t: Pick<ResolvedTrial, 'name' | 'experiment' | 'configHash'
 /** A quiet console (epoch lines, no bar) that keeps what it prints. */
 export function recordingProgress(): { progress: Progress; text: () => string } {
   let out = '';
-  const stream = { isTTY: false, write: (s: string) => ((out += s), true) } as unknown as NodeJS.WriteStream;
+  const stream = {
+    isTTY: false,
+    write: (s: string) => {
+      out += s;
+      return true;
+    },
+  } as unknown as NodeJS.WriteStream;
   return { progress: createProgress('quiet', stream), text: () => out };
 }
 

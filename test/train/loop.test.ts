@@ -131,7 +131,7 @@ describe('training loop', () => {
     };
     const [prefix, lone] = await Promise.all([together.outcomes[2], short.outcomes[0]].map((o) => weights(o.runDir)));
     expect(prefix.length).toBe(lone.length);
-    prefix.forEach((w, i) => w.forEach((v, j) => expect(v).toBeCloseTo(lone[i][j], 5))); // trained, not initial, weights
+    for (const [i, w] of prefix.entries()) for (const [j, v] of w.entries()) expect(v).toBeCloseTo(lone[i][j], 5); // trained, not initial, weights
   });
 
   it('a prefix trial is done, with its outputs, before its group goes on: a later failure leaves it FINISHED', async () => {
@@ -139,7 +139,13 @@ describe('training loop', () => {
     const specs = trials.map(spec);
     let prefixDir = '';
     let prefixSaved = false;
-    specs[0].callbacks = [{ onRunStart: (info) => void (prefixDir = info.runDir) }];
+    specs[0].callbacks = [
+      {
+        onRunStart: (info) => {
+          prefixDir = info.runDir;
+        },
+      },
+    ];
     specs[1].callbacks = [
       {
         onEpochEnd: (epoch) => {
@@ -226,7 +232,7 @@ describe('training loop', () => {
     expect(step.kind).toBe(accelPolicy().nativeKernels ? 'dense-head' : 'trainOnBatch');
     step.dispose();
     head.optimizer.dispose();
-    head.weights.forEach((w) => w.dispose());
+    for (const w of head.weights) w.dispose();
 
     const before = tf.memory().numTensors;
     const together = await runGroup(trials.map(spec), opts());
@@ -250,7 +256,7 @@ describe('training loop', () => {
     const [prefix, lone, long] = await Promise.all(
       [together.outcomes[0], alone.outcomes[0], together.outcomes[1]].map((o) => weights(o.runDir)),
     );
-    prefix.forEach((w, i) => w.forEach((v, j) => expect(v).toBeCloseTo(lone[i][j], 5))); // epoch 1's weights, not epoch 3's
+    for (const [i, w] of prefix.entries()) for (const [j, v] of w.entries()) expect(v).toBeCloseTo(lone[i][j], 5); // epoch 1's weights, not epoch 3's
     expect(long[1].some((v, j) => Math.abs(v - prefix[1][j]) > 1e-6)).toBe(true);
   });
 

@@ -141,7 +141,7 @@ describe("a run's result", () => {
     });
     const [restored, best] = await Promise.all([savedWeights(outcome.runDir), savedWeights(one.runDir)]);
     expect(restored.length).toBe(best.length);
-    restored.forEach((w, i) => expect(Array.from(w)).toEqual(Array.from(best[i])));
+    for (const [i, w] of restored.entries()) expect(Array.from(w)).toEqual(Array.from(best[i]));
     expect(outcome.result!.val_accuracy).toBe(one.result!.val_accuracy);
     expect(outcome.result!.val_loss).toBeCloseTo(one.result!.val_loss, 6);
   });

@@ -36,7 +36,13 @@ describe('resume', () => {
 
     let stop = false;
     const first = spec(trials[0]);
-    first.callbacks = [{ onEpochEnd: (epoch) => void (stop = epoch === 2) }];
+    first.callbacks = [
+      {
+        onEpochEnd: (epoch) => {
+          stop = epoch === 2;
+        },
+      },
+    ];
     const [killed] = (await runGroup([first], opts({ backup: true, shouldStop: () => stop }))).outcomes;
     expect(killed.status).toBe('KILLED');
     expect(killed.history).toHaveLength(2);
@@ -46,7 +52,12 @@ describe('resume', () => {
     let resumedAt: number | undefined;
     const epochs: number[] = [];
     again.callbacks = [
-      { onRunStart: (info) => void (resumedAt = info.resumedAt), onEpochEnd: (epoch) => void epochs.push(epoch) },
+      {
+        onRunStart: (info) => {
+          resumedAt = info.resumedAt;
+        },
+        onEpochEnd: (epoch) => void epochs.push(epoch),
+      },
     ];
     again.resume = { runId: killed.runId, runDir: killed.runDir };
     const before = tf.memory().numTensors;
@@ -70,7 +81,7 @@ describe('resume', () => {
     const [a, b] = await Promise.all([savedWeights(resumed.runDir), savedWeights(uninterrupted.runDir)]);
     a.forEach((w, i) => {
       let worst = 0;
-      w.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i][j]))));
+      for (const [j, v] of w.entries()) worst = Math.max(worst, Math.abs(v - b[i][j]));
       expect(worst, `weight ${i}`).toBeLessThan(1e-5);
     });
   });
@@ -85,7 +96,13 @@ describe('resume', () => {
 
     let stop = false;
     const specs = trials.map(spec);
-    specs[1].callbacks = [{ onEpochEnd: (epoch) => void (stop = epoch === 2) }];
+    specs[1].callbacks = [
+      {
+        onEpochEnd: (epoch) => {
+          stop = epoch === 2;
+        },
+      },
+    ];
     const killed = (await runGroup(specs, opts({ backup: true, shouldStop: () => stop }))).outcomes;
     expect(killed.map((o) => [o.status, o.history.length])).toEqual([
       ['KILLED', 2],
@@ -102,7 +119,7 @@ describe('resume', () => {
     expect(aliased, `best epoch ${states[1].earlyStopping.bestEpoch}`).toBe(states[1].earlyStopping.bestEpoch === 2);
 
     const again = trials.map(spec);
-    again.forEach((s, i) => (s.resume = { runId: killed[i].runId, runDir: killed[i].runDir }));
+    for (const [i, s] of again.entries()) s.resume = { runId: killed[i].runId, runDir: killed[i].runDir };
     const resumed = (await runGroup(again, opts({ backup: true }))).outcomes;
     resumed.forEach((r, t) => {
       expect([r.status, r.runDir, r.history.length]).toEqual(['FINISHED', killed[t].runDir, whole[t].history.length]);
@@ -116,7 +133,7 @@ describe('resume', () => {
       const [a, b] = await Promise.all([savedWeights(resumed[t].runDir), savedWeights(whole[t].runDir)]);
       a.forEach((w, i) => {
         let worst = 0;
-        w.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i][j]))));
+        for (const [j, v] of w.entries()) worst = Math.max(worst, Math.abs(v - b[i][j]));
         expect(worst, `trial ${t + 1} weight ${i}`).toBeLessThan(1e-5);
       });
     }

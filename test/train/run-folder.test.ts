@@ -33,6 +33,7 @@ function runFolder(
       state,
       JSON.stringify({ format: 1, epoch: backup.epoch, pid: backup.pid, host: backup.pid ? os.hostname() : undefined }),
     );
+    fs.writeFileSync(path.join(runDir, 'backup', 'tensors.bin'), '');
     fs.utimesSync(state, backup.at, backup.at);
   }
   return runDir;
@@ -79,6 +80,39 @@ sweep: {parameters: {head.dropout: [0.1, 0.2, 0.3]}}`,
     expect(hints[0]).toContain('`xp run sweep.yaml --resume` would continue the interrupted run of');
     expect(hints[0]).toContain(`${one.name} (after epoch 2`);
     expect(hints[0]).not.toContain(two.name);
+  });
+
+  it('a damaged latest backup is found as damaged: --resume refuses it, a run without --resume says so', async () => {
+    const loaded = await loadExperiment(
+      writeExperiment(
+        'resume-damaged',
+        `head: {pooling: avg, units: [8]}
+optimizer: {name: adam, learning_rate: 0.001}
+training: {epochs: 3, steps_per_epoch: 2}`,
+      ),
+    );
+    const [trial] = loaded.trials;
+    runFolder('resume-damaged', 'old', trial.configHash, { epoch: 1, at: 1000 });
+    const damaged = runFolder('resume-damaged', 'new', trial.configHash, { epoch: 2, at: 2000 });
+    fs.writeFileSync(path.join(damaged, 'backup', 'state.json'), '{"format": 1, "ep');
+    expect(findResumable(runs, 'resume-damaged', trial.configHash)).toMatchObject({
+      runDir: damaged,
+      backupDir: path.join(damaged, 'backup'),
+      damaged: expect.stringMatching(/^state\.json is not valid JSON/),
+    });
+    expect(() => planResume([[trial]], () => {})).toThrow(
+      `${path.join(damaged, 'backup')} holds a damaged backup (state.json is not valid JSON`,
+    );
+    const hints: string[] = [];
+    sayResumable([trial], 'x.yaml', (l) => hints.push(l));
+    expect(hints).toEqual([
+      expect.stringMatching(
+        /^Training .* from the start; its latest interrupted run cannot be resumed: .* holds a damaged backup/,
+      ),
+    ]);
+    // Removed, as the error says: the older run resumes.
+    fs.rmSync(path.join(damaged, 'backup'), { recursive: true });
+    expect(findResumable(runs, 'resume-damaged', trial.configHash)).toMatchObject({ runId: 'old', epoch: 1 });
   });
 });
 

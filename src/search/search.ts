@@ -1,0 +1,24 @@
+// A search yields rounds of trials and takes their results (Optuna's ask and tell): the strategy behind it decides
+// what to ask next and which trials to stop. Training knows nothing of it; src/search/run.ts connects the two.
+import type { Assignment } from '../config/sweep.ts';
+
+export interface AskedTrial {
+  /** The study's trial number (0-based); trial `number + 1` in what xp prints. */
+  number: number;
+  values: Assignment;
+  /** Asked by an earlier run that was interrupted before telling its result: trained again, not asked anew. */
+  again: boolean;
+}
+
+export type TrialResult = { state: 'complete'; value: number } | { state: 'pruned' } | { state: 'fail' };
+
+export interface Search {
+  /** Up to `n` trials to train next; none when the study holds its number of trials. */
+  ask(n: number): Promise<AskedTrial[]>;
+  /** A trial's metric after an epoch: the reason to stop it there, or undefined to go on. */
+  report(number: number, epoch: number, value: number): Promise<string | undefined>;
+  tell(number: number, result: TrialResult): Promise<void>;
+  /** How many of the study's trials ended which way, this run's and earlier runs'. */
+  counts(): Promise<{ complete: number; pruned: number; fail: number; running: number }>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,90 @@
+// `xp run` of a tpe search with asha, end to end on tiny data with the real Optuna: it ends with `trials` trials,
+// each FINISHED or stopped by the pruner (KILLED, with the epoch and reason), and running it again with more trials
+// continues the study, asking only the new ones.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Outcome } from '../../src/run/trials.ts';
+import { removeTempDirs, tempDir } from '../tracking/helpers.ts';
+import { shared } from '../train/helpers.ts';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const tmp = tempDir('search-run');
+afterAll(removeTempDirs);
+
+const write = (trials: number) => {
+  const file = path.join(tmp, `search-${trials}.yaml`);
+  fs.writeFileSync(
+    file,
+    `name: search-run
+data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [16]}
+training: {epochs: 3, steps_per_epoch: 2, validation_steps: 2}
+sweep:
+  method: tpe
+  trials: ${trials}
+  batch: 2
+  seed: 7
+  early_terminate: {type: asha, min_epochs: 1, eta: 2}
+  head.dropout: {distribution: uniform, min: 0.0, max: 0.7}
+  optimizer.learning_rate: {distribution: log_uniform, min: 1.0e-5, max: 1.0e-1}
+`,
+  );
+  return file;
+};
+
+const run = async (file: string) => {
+  const r = await execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
+  });
+  expect(r.exitCode, r.stderr).toBe(0);
+  const events = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, any>);
+  const lines = events.filter((e) => e.event === 'log').map((e) => String(e.message));
+  const runs: Outcome[] = events.find((e) => e.event === 'summary')?.runs ?? [];
+  return { lines, runs };
+};
+
+describe('xp run of a tpe search with asha', () => {
+  it('ends with `trials` trials, some stopped by the pruner, and continues its study when run again', async () => {
+    const first = await run(write(4));
+    expect(first.runs).toHaveLength(4);
+    const stopped = first.runs.filter((o) => o.prunedAt);
+    expect(stopped.length).toBeGreaterThan(0);
+    for (const o of first.runs) {
+      if (o.prunedAt) {
+        expect(o.status).toBe('KILLED');
+        expect(o.history).toHaveLength(o.prunedAt.epoch);
+        expect(o.prunedAt.reason).toMatch(/^the rung's top \d+ of \d+ \(1\/2\) starts at \d\.\d{4}$/);
+      } else {
+        expect(o.status).toBe('FINISHED');
+        expect(o.history).toHaveLength(3);
+      }
+    }
+    for (const o of stopped)
+      expect(
+        first.lines.some(
+          (l) => l.startsWith(`trial `) && l.includes(`stopped after epoch ${o.prunedAt!.epoch}: val_accuracy`),
+        ),
+      ).toBe(true);
+    expect(first.lines.filter((l) => l.startsWith('Round '))).toHaveLength(2);
+    const end = first.lines.find((l) => l.includes('the study holds'));
+    expect(end).toContain(`the study holds ${4 - stopped.length} finished, ${stopped.length} stopped, 0 failed`);
+
+    // The same search with one more trial: the study goes on, the four told trials are not asked again.
+    const again = await run(write(5));
+    expect(again.lines.some((l) => l.includes('continued: 4 trial(s) done'))).toBe(true);
+    expect(again.lines.filter((l) => l.startsWith('Round '))).toEqual([expect.stringMatching(/^Round 1: trial 5: /)]);
+    expect(again.runs).toHaveLength(1);
+    expect(first.runs.map((o) => o.name)).not.toContain(again.runs[0].name);
+    const total = again.lines.find((l) => l.includes('the study holds')) ?? '';
+    const [, finished, pruned] = total.match(/the study holds (\d+) finished, (\d+) stopped, 0 failed/) ?? [];
+    expect(Number(finished) + Number(pruned)).toBe(5);
+  });
+});
