@@ -204,7 +204,7 @@ describe('MLflow credentials, as its Python client takes them', () => {
       MLFLOW_TRACKING_PASSWORD: PASSWORD,
     });
     expect(fromEnv.exitCode, fromEnv.stderr).toBe(0);
-    expect(fromEnv.stdout).toMatch(/^secrets +FINISHED /m);
+    expect(fromEnv.stdout).toMatch(/^[0-9a-f]{8} {2}secrets +FINISHED /m);
     const without = await xp(['runs', 'secrets'], env);
     expect(without.exitCode).not.toBe(0);
     expect(without.stderr).toMatch(/401/);
