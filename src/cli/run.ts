@@ -61,6 +61,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   let access: { decisions: Decision[]; trusted: boolean } | undefined;
   const sandbox = opts.sandbox && {
     ...opts.sandbox,
+    report: opts.dryRun,
     decided: (decisions: Decision[], trusted: boolean) => {
       access = { decisions, trusted };
     },

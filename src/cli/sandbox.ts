@@ -5,7 +5,7 @@ import readline from 'node:readline/promises';
 import type { ExperimentSource, ResolvedTrial } from '../config/load.ts';
 import { cacheDir, dataDir, runsRoot } from '../paths.ts';
 import { accessesOf } from '../permissions/access.ts';
-import { checkAccesses, type Ask, type Decision } from '../permissions/check.ts';
+import { checkAccesses, reportAccesses, type Ask, type Decision } from '../permissions/check.ts';
 import type { Grants } from '../permissions/grants.ts';
 
 export interface SandboxOptions {
@@ -16,6 +16,8 @@ export interface SandboxOptions {
   locked: boolean;
   /** Receives every decision (for --dry-run's listing). */
   decided?: (decisions: Decision[], trusted: boolean) => void;
+  /** --dry-run: ask nothing; list every access with its verdict (refused ones: an error listing them all). */
+  report?: boolean;
 }
 
 /** Which file asks: the experiment when it came from the web, else the first remote file it extends. */
@@ -42,7 +44,9 @@ export function sandboxCheck(opts: SandboxOptions) {
         accesses.map((a) => ({ ...a, by: a.allowed ?? 'a local file' })),
         true,
       );
-    const decisions = await checkAccesses(accesses, opts.grants, origin, process.stdin.isTTY ? terminalAsk : undefined);
+    const decisions = opts.report
+      ? reportAccesses(accesses, opts.grants, origin)
+      : await checkAccesses(accesses, opts.grants, origin, process.stdin.isTTY ? terminalAsk : undefined);
     opts.decided?.(decisions, false);
   };
 }

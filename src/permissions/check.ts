@@ -36,16 +36,36 @@ export async function checkAccesses(
     }
   }
   const refused = decisions.filter((d) => !d.by);
-  if (refused.length) {
-    const flags = [...new Set(refused.map(flagFor))];
-    throw new XpError(
-      `${origin} ${refused.length === 1 ? 'needs a permission' : 'needs permissions'} it was not granted: ${refused.map((d) => `${verb(d)} (${d.field})`).join('; ')}`,
-      {
-        exitCode: 2,
-        hint: `files from the web run in a sandbox, as Deno runs scripts; allow ${refused.length === 1 ? 'it' : 'them'} with ${flags.join(' ')} (or -A for everything), or run a copy you trust from a local path`,
-      },
-    );
-  }
+  if (refused.length) throw refusal(origin, refused);
+  return decisions;
+}
+
+/** The refusal of the accesses nothing allowed (exit code 2), naming each and the flags that allow them. */
+function refusal(origin: string, refused: readonly Decision[], listing?: readonly Decision[]): XpError {
+  const flags = [...new Set(refused.map(flagFor))];
+  const needs = `${origin} ${refused.length === 1 ? 'needs a permission' : 'needs permissions'} it was not granted`;
+  return new XpError(
+    listing
+      ? `${needs}; what it would read, write and contact (nothing was):\n${describeAccesses(listing).join('\n')}`
+      : `${needs}: ${refused.map((d) => `${verb(d)} (${d.field})`).join('; ')}`,
+    {
+      exitCode: 2,
+      hint: `files from the web run in a sandbox, as Deno runs scripts; allow ${refused.length === 1 ? 'it' : 'them'} with ${flags.join(' ')} (or -A for everything), or run a copy you trust from a local path`,
+    },
+  );
+}
+
+/**
+ * --dry-run's decisions: every access with what allows it, asking nothing; refused ones make an error (exit code 2)
+ * that lists them all, since nothing past the gate may be read for a file that has not been allowed.
+ */
+export function reportAccesses(accesses: readonly Access[], grants: Grants, origin: string): Decision[] {
+  const decisions = accesses.map((a) => ({
+    ...a,
+    by: a.allowed ?? (granted(grants, a.kind, a.target) ? flagOf(a.kind) : undefined),
+  }));
+  const refused = decisions.filter((d) => !d.by);
+  if (refused.length) throw refusal(origin, refused, decisions);
   return decisions;
 }
 

@@ -84,6 +84,26 @@ describe('a file from the web', () => {
     expect((await xp(['check', shown, '--no-lock', '-A'])).exitCode).toBe(0);
   });
 
+  test('--dry-run lists every access with its verdict, asks nothing and touches nothing; granted, it lists them and exits 0', async () => {
+    const url = web.put('/dry-run.yaml', experiment());
+    const listed = await xp(['run', url, '--dry-run', '--no-lock']);
+    expect(listed.exitCode).toBe(2);
+    expect(listed.stderr).toContain('what it would read, write and contact (nothing was):');
+    // The refused accesses and the allowed ones, each with its verdict.
+    expect(listed.stderr).toMatch(
+      new RegExp(`read +${path.join(shared, 'train')} +\\(data\\.train; needs --allow-read=`),
+    );
+    expect(listed.stderr).toMatch(/write +\S+ +\(.*allowed: /);
+    expect(listed.stderr).not.toMatch(/Allow\? \[y\/N\/A\]|at .*\.ts:\d+/);
+    expect(fs.existsSync(path.join(tmp, 'runs', 'sandboxed'))).toBe(false);
+
+    const granted = await xp(['run', url, '--dry-run', '--no-lock', `--allow-read=${shared}`]);
+    expect(granted.exitCode, granted.stderr).toBe(0);
+    expect(granted.stdout).toMatch(
+      new RegExp(`read +${path.join(shared, 'train')} +\\(data\\.train; allowed: --allow-read\\)`),
+    );
+  });
+
   test('a weights file in the home folder is refused before it is opened; --allow-read for that file lets it be opened', async () => {
     const weights = path.join(os.homedir(), `xp-sandbox-${process.pid}-missing.h5`);
     const url = web.put('/weights.yaml', experiment({ weights: pathToFileURL(weights).href }));
