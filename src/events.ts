@@ -12,6 +12,17 @@ export interface EpochLogs {
   images_per_second: number;
 }
 
+/** The fields of EpochLogs, in the order the history file and MLflow list them. */
+export const EPOCH_METRICS = [
+  'loss',
+  'accuracy',
+  'val_loss',
+  'val_accuracy',
+  'learning_rate',
+  'epoch_seconds',
+  'images_per_second',
+] as const satisfies readonly (keyof EpochLogs)[];
+
 export interface RunStartInfo {
   runId: string; // xp's local run id, also the folder name under runs/<experiment>/
   runDir: string; // absolute path of runs/<experiment>/<run-id>/

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import type { Callbacks, EpochLogs, RunEndInfo, RunStartInfo } from '../events.ts';
+import { EPOCH_METRICS, type Callbacks, type EpochLogs, type RunEndInfo, type RunStartInfo } from '../events.ts';
 import { createClient, credentialsFromEnv, type MlflowClient } from './client.ts';
 import { runUrl } from './links.ts';
 import { endOpenRuns, openJournal, type Journal, type JournalRecord } from './journal.ts';
@@ -79,16 +79,6 @@ async function aliveButSlow(uri: string, error: Error): Promise<boolean> {
   return embeddedServerRuns(uri) ?? (await isHealthy(uri));
 }
 // --- end of timing ---
-
-const EPOCH_METRICS = [
-  'loss',
-  'accuracy',
-  'val_loss',
-  'val_accuracy',
-  'learning_rate',
-  'epoch_seconds',
-  'images_per_second',
-] as const;
 
 export function createMlflowTracker(options: TrackerOptions): MlflowTracker {
   const env = options.env ?? process.env;

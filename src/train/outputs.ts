@@ -4,19 +4,10 @@ import path from 'node:path';
 import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
-import { savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
+import { EPOCH_METRICS, savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
 import { experimentHeader } from './run-folder.ts';
 
-export const HISTORY_COLUMNS = [
-  'epoch',
-  'loss',
-  'accuracy',
-  'val_loss',
-  'val_accuracy',
-  'learning_rate',
-  'epoch_seconds',
-  'images_per_second',
-] as const;
+export const HISTORY_COLUMNS = ['epoch', ...EPOCH_METRICS] as const;
 
 export function writeExperiment(
   runDir: string,
