@@ -12,6 +12,7 @@ const ENV = 'XP_CREDENTIALS';
 
 interface Known {
   username: string;
+  /** '' for a lone user in the URL (a token), shown as `***@`. */
   password: string;
 }
 
@@ -69,7 +70,10 @@ export function credentialsFor(url: string): Known | undefined {
   if (!server) return undefined;
   load();
   const list = known.get(server) ?? [];
-  return info ? list.find((k) => k.username === info.username) : list[0];
+  if (!info) return list[0];
+  // `***@`: the token given for that server.
+  if (info.username === MASK) return list.find((k) => k.password === '');
+  return list.find((k) => k.username === info.username);
 }
 
 /** `Basic ...` for a request to `url`, from its credentials (as requests and curl send user info), if any. */
@@ -98,5 +102,6 @@ export function withCredentials(url: string): string {
   if (info?.password !== undefined) return url;
   const c = credentialsFor(url);
   if (!c || !info) return url;
+  if (info.username === MASK) return url.replace(`://${MASK}@`, `://${encodeURIComponent(c.username)}@`);
   return url.replace(`:${MASK}@`, `:${encodeURIComponent(c.password)}@`);
 }

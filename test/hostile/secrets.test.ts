@@ -195,6 +195,55 @@ describe('a tracking URI with user:password@', () => {
   });
 });
 
+describe("a token as the tracking URI's user (http://TOKEN@host), as requests and curl send it", () => {
+  const TOKEN = 'tok3n-SECRET-0123';
+  const tokenSecrets = [TOKEN, Buffer.from(`${TOKEN}:`).toString('base64')];
+  const masked = (port: number) => `http://***@127.0.0.1:${port}`;
+
+  test('a run, xp runs, xp config and xp sync --to reach MLflow with Basic TOKEN:, and show and store the URL as ***@; no byte holds the token', async () => {
+    const gate = await startBasicAuthProxy(server.url, TOKEN, '');
+    try {
+      const uri = `http://${TOKEN}@127.0.0.1:${gate.port}`;
+      const before = outputs.length;
+      const r = await xp(['run', 'tiny.yaml', '--quiet', '--set', 'name=secrets-token'], { MLFLOW_TRACKING_URI: uri });
+      expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain(`MLflow: ${masked(gate.port)} (env)`);
+      expect(gate.refused).toBe(0);
+      expect(gate.passed).toBeGreaterThan(0);
+      const [run] = await runsOf('secrets-token');
+      expect(run.info.status).toBe('FINISHED');
+      const runs = await xp(['runs', 'secrets-token'], { MLFLOW_TRACKING_URI: uri });
+      expect(runs.exitCode, runs.stderr).toBe(0);
+      expect(runs.stdout).toContain(`run(s) in ${masked(gate.port)}`);
+      const config = await xp(['config', 'tiny.yaml', '--set', `tracking.uri=${uri}`]);
+      expect(config.stdout).toContain(`uri: ${masked(gate.port)}`);
+      // Journaled for a server that is gone, then sent with `xp sync --to` the token's URL.
+      const dead = await freePort();
+      const offline = await xp(['run', 'tiny.yaml', '--quiet', '--set', 'name=secrets-token-later'], {
+        MLFLOW_TRACKING_URI: `http://${TOKEN}@127.0.0.1:${dead}`,
+        XP_TRACKING_END_TIMEOUT: '2',
+      });
+      expect(offline.exitCode, offline.stdout + offline.stderr).toBe(0);
+      expect(offline.stdout + offline.stderr).toContain(`cannot deliver to ${masked(dead)}`);
+      const [runId] = fs.readdirSync(path.join(work, 'runs', 'secrets-token-later'));
+      const sync = await xp(['sync', path.join(work, 'runs', 'secrets-token-later', runId), '--to', uri]);
+      expect(sync.exitCode, sync.stdout + sync.stderr).toBe(0);
+      expect(sync.stdout).toContain(`to ${masked(gate.port)}`);
+      expect((await runsOf('secrets-token-later'))[0].info.status).toBe('FINISHED');
+      expect(gate.refused).toBe(0);
+
+      expect([
+        ...filesHoldingSecrets(work, tokenSecrets),
+        ...filesHoldingSecrets(server.storeDir, tokenSecrets),
+      ]).toEqual([]);
+      const printed = outputs.slice(before).join('\n');
+      for (const secret of tokenSecrets) expect(printed).not.toContain(secret);
+    } finally {
+      await gate.close();
+    }
+  }, 240_000);
+});
+
 describe('MLflow credentials, as its Python client takes them', () => {
   test('MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD with a URL without user info; ~/.mlflow/credentials', async () => {
     const env = { MLFLOW_TRACKING_URI: proxy.url };

@@ -12,7 +12,11 @@ describe('redactUrl', () => {
       'postgresql+psycopg2://mlflow:***@db/mlflow',
     );
     expect(redactUrl('https://me:p%40ss@host/a@b')).toBe('https://me:***@host/a@b');
-    expect(redactUrl('https://me@host/x')).toBe('https://me@host/x');
+    // A lone user is a token (https://TOKEN@host), masked whole; in a database URL it is a role name.
+    expect(redactUrl('https://TOKEN@host/x')).toBe('https://***@host/x');
+    expect(redactUrl('redis://TOKEN@queue:6379')).toBe('redis://***@queue:6379');
+    expect(redactUrl('postgresql://mlflow@db:5432/mlflow')).toBe('postgresql://mlflow@db:5432/mlflow');
+    expect(redactUrl('postgresql+psycopg2://mlflow@db/mlflow')).toBe('postgresql+psycopg2://mlflow@db/mlflow');
     expect(redactUrl('https://host/x@y:z')).toBe('https://host/x@y:z');
     expect(redactUrl('/data/train')).toBe('/data/train');
   });
@@ -47,5 +51,16 @@ describe('keepCredentials', () => {
     expect(withCredentials(shown)).toBe('https://alice:s3cret@files.example:8443/exp.yaml');
     // xp's child processes inherit them through the environment, not argv.
     expect(process.env.XP_CREDENTIALS).toContain('s3cret');
+  });
+  it('keeps a token given as the lone user for its server, sent as Basic TOKEN: (as requests and curl send it)', () => {
+    const shown = keepCredentials('https://T0KEN@tokens.example:9000/exp.yaml');
+    expect(shown).toBe('https://***@tokens.example:9000/exp.yaml');
+    const basic = `Basic ${Buffer.from('T0KEN:').toString('base64')}`;
+    expect(authorizationFor(shown)).toBe(basic);
+    expect(authorizationFor('https://tokens.example:9000/d.zip')).toBe(basic);
+    expect(authorizationFor('https://T0KEN@other.example/x')).toBe(basic);
+    expect(authorizationFor('https://other.example/x')).toBeUndefined();
+    expect(withCredentials(shown)).toBe('https://T0KEN@tokens.example:9000/exp.yaml');
+    expect(requestUrl(shown)).toBe('https://tokens.example:9000/exp.yaml');
   });
 });
