@@ -196,6 +196,8 @@ export async function syncCommand(runDirs: string[], opts: { to?: string } = {})
       } catch (error) {
         failed++;
         console.error(`${dir}: ${(error as Error).message}`);
+        const hint = (error as XpError).hint;
+        if (hint) console.error(`  ${hint}`);
       }
     }
   } finally {

@@ -3,6 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { withFileLock } from '../lock/mutex.ts';
+import { requestUrl } from '../util/credentials.ts';
+import { secondsFromEnv } from '../util/env.ts';
 import { processAlive } from '../util/process.ts';
 import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type MlflowClient } from './client.ts';
 import {
@@ -28,6 +30,7 @@ export async function deliver(
   client: MlflowClient,
   runDir: string,
   log: (line: string) => void = () => {},
+  onSent: () => void = () => {},
 ): Promise<DeliveryResult> {
   let sent = 0;
   for (const record of journal.pending()) {
@@ -40,6 +43,7 @@ export async function deliver(
     }
     journal.saveCursor({ delivered: record.seq });
     sent++;
+    onSent();
   }
   return { sent, pending: journal.pending().length };
 }
@@ -168,12 +172,22 @@ function ranges(numbers: number[]): string {
 }
 
 /**
+ * XP_SYNC_TIMEOUT (seconds, default 120, MLflow's own request timeout): how long `xp sync` waits for a server that
+ * makes no progress. MLflow's retry policy alone (7 attempts of 120 s, with backoff) holds a server that accepts the
+ * connection and never answers for about 20 minutes.
+ */
+export function syncBudgetMs(env: NodeJS.ProcessEnv = process.env): number {
+  return secondsFromEnv(env, 'XP_SYNC_TIMEOUT', 120) * 1000;
+}
+
+/**
  * `xp sync`: send what a run's journal still holds to the MLflow server at `uri` (the same run continues). A run
- * whose process is gone without journaling its end (killed) is closed as KILLED, at the journal's last write.
+ * whose process is gone without journaling its end (killed) is closed as KILLED, at the journal's last write. It
+ * gives up once the server has taken no record for `budgetMs`.
  */
 export async function syncRunDir(
   runDir: string,
-  options: { uri: string; log?: (line: string) => void },
+  options: { uri: string; log?: (line: string) => void; budgetMs?: number },
 ): Promise<{ sent: number; pending: number; closed?: boolean }> {
   const journal = openJournal(runDir);
   if (journal.records().length === 0) {
@@ -184,10 +198,24 @@ export async function syncRunDir(
   }
   const log = options.log ?? (() => {});
   const closed = closeAbandoned(journal, log);
-  const client = createClient(options.uri, { ...credentialsFromEnv(), warn: log });
-  const result = await deliver(journal, client, runDir, log);
+  const budgetMs = options.budgetMs ?? syncBudgetMs();
+  // Renewed by every record the server takes: a long upload that progresses goes on, silence does not.
+  let deadline = Date.now() + budgetMs;
+  const client = createClient(options.uri, { ...credentialsFromEnv(), warn: log, deadline: () => deadline });
+  const result = await deliver(journal, client, runDir, log, () => {
+    deadline = Date.now() + budgetMs;
+  });
   if (result.error) {
     const { errorCode, hint } = result.error as Partial<MlflowError>;
+    if (Date.now() >= deadline)
+      throw new MlflowError(
+        `Sent ${result.sent} record(s) of ${runDir}; ${result.pending} still pending: MLflow at ${options.uri} took no record within ${budgetMs / 1000} s (XP_SYNC_TIMEOUT).`,
+        {
+          errorCode: 'UNREACHABLE',
+          cause: result.error,
+          hint: `check that the server answers (curl ${requestUrl(options.uri)}/health); for a slow one, raise XP_SYNC_TIMEOUT (seconds); \`xp sync\` sends the rest later`,
+        },
+      );
     throw new MlflowError(
       `Sent ${result.sent} record(s) of ${runDir}; ${result.pending} still pending: ${result.error.message}`,
       {

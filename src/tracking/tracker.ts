@@ -11,6 +11,7 @@ import { deliver, describePending } from './delivery.ts';
 import { chainTags, sourceTags, userName, xpVersion } from './provenance.ts';
 import { artifactFiles, datasetInput, linkArtifacts, resultRecords, runParams } from './records.ts';
 import { embeddedServerRuns, embeddedStore, isHealthy } from './server.ts';
+import { secondsFromEnv } from '../util/env.ts';
 
 type RunRecord = Extract<JournalRecord, { kind: 'run' }>;
 
@@ -63,11 +64,6 @@ function endBudgetMs(env: NodeJS.ProcessEnv): number {
  */
 function slowBudgetMs(env: NodeJS.ProcessEnv): number {
   return secondsFromEnv(env, 'XP_TRACKING_SLOW_TIMEOUT', 120) * 1000;
-}
-
-function secondsFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const seconds = Number(env[name]);
-  return env[name] && Number.isFinite(seconds) && seconds >= 0 ? seconds : fallback;
 }
 
 /**

@@ -201,3 +201,22 @@ test('`xp sync` closes as KILLED a run whose process died without journaling its
   expect((await xp(['sync', live])).stdout).toMatch(/still going on/);
   expect((await runsIn(server.url, 'sync-live'))[0].info.status).toBe('RUNNING');
 }, 60_000);
+
+test('`xp sync` to an MLflow that accepts the connection and never answers gives up after XP_SYNC_TIMEOUT seconds, naming it', async () => {
+  const uri = await silentServer();
+  const runDir = journalOf(uri, 'sync-silent', { pid: process.pid, end: true });
+  const started = Date.now();
+  // MLflow's own retry policy, as a user has it: no MLFLOW_HTTP_REQUEST_* set.
+  const r = await xp(['sync', runDir], { MLFLOW_HTTP_REQUEST_MAX_RETRIES: '', XP_SYNC_TIMEOUT: '3' });
+  const took = Date.now() - started;
+  expect(r.exitCode).toBe(1);
+  expect(took, `${took} ms`).toBeLessThan(20_000);
+  expect(r.stderr).toContain(`3 still pending: MLflow at ${uri} took no record within 3 s (XP_SYNC_TIMEOUT).`);
+  expect(r.stderr).toMatch(/raise XP_SYNC_TIMEOUT/);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+  // Nothing was taken for delivered: a server that answers gets all of it.
+  expect(openJournal(runDir).pending()).toHaveLength(3);
+  const to = await xp(['sync', runDir, '--to', server.url]);
+  expect(to.exitCode, to.stderr).toBe(0);
+  expect((await runsIn(server.url, 'sync-silent'))[0].info.status).toBe('FINISHED');
+}, 60_000);
