@@ -134,7 +134,9 @@ export async function readSavedModel(runDir: string): Promise<SavedModel> {
       }),
     );
   } catch (error) {
-    throw damaged(runDir, TOPOLOGY, `does not load as a tfjs model (${(error as Error).message}).`, error);
+    // tfjs' first sentence says what is wrong; the rest is advice for a developer porting layers.
+    const what = (error as Error).message.split(/\n| This may be due to /)[0].replace(/\.$/, '');
+    throw damaged(runDir, TOPOLOGY, `does not load as a tfjs model (${what}).`, error);
   }
   const [h, w] = info.image_size;
   const input = model.inputs[0].shape;

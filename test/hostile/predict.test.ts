@@ -1,6 +1,7 @@
 // `xp predict` and `xp evaluate` on what a user gives them: folders of images (predicted as Keras users predict a
-// directory), things that are not images, and run folders damaged in ways the model files' checks do not see
-// (missing, replaced by a file or a folder). Each ends with a result or one clear error, never a stack trace or a hang.
+// directory), things that are not images, and damaged run folders: files missing or replaced by a file or a folder,
+// model files cut short, garbled or disagreeing with each other. Each ends with a result or one clear error naming
+// the file, never a stack trace or a hang.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -112,6 +113,11 @@ describe('xp predict and xp evaluate on a run folder that is not whole', () => {
     if (by === 'file') fs.writeFileSync(target, '');
     if (by === 'folder') fs.mkdirSync(target);
   };
+  /** Rewrites `name` in the run folder with `change` of its text. */
+  const edit = (name: string, change: (text: string) => string) => (runDir: string) => {
+    const file = path.join(runDir, name);
+    fs.writeFileSync(file, change(fs.readFileSync(file, 'utf8')));
+  };
   const cases: [string, (runDir: string) => void, RegExp][] = [
     ['a run folder that does not exist', replace('.', 'nothing'), /has no trained model/],
     ['a file given as the run folder', replace('.', 'file'), /has no trained model/],
@@ -130,6 +136,43 @@ describe('xp predict and xp evaluate on a run folder that is not whole', () => {
       /"weights\.bin", which is not a regular file/,
     ],
     ['an empty xp.json', replace('model/xp.json', 'file'), /model\/xp\.json is not valid JSON/],
+    ['a missing xp.json (the class names)', replace('model/xp.json', 'nothing'), /model\/xp\.json is missing/],
+    [
+      'an xp.json without class names',
+      edit('model/xp.json', (text) => text.replace('"class_names"', '"classes"')),
+      /model\/xp\.json has no valid class_names/,
+    ],
+    [
+      'an xp.json with three class names for a model of one output',
+      edit('model/xp.json', (text) => text.replace('"dogs"', '"dogs", "birds"')),
+      /model\/model\.json does not match model\/xp\.json: the model has 1 output unit, the 3 classes/,
+    ],
+    [
+      'an xp.json whose image size is not the model input',
+      edit('model/xp.json', (text) => text.replace(/"image_size": \[\s*8,\s*8\s*\]/, '"image_size": [9, 9]')),
+      /model\/model\.json does not match model\/xp\.json: the model takes input \[8,8,3\]/,
+    ],
+    ['a garbage model.json', edit('model/model.json', () => '{"modelTopology": {"cl'), /model\.json: not valid JSON/],
+    [
+      'a model.json that is JSON but no model',
+      edit('model/model.json', () => '[1, 2, 3]'),
+      /model\.json: no modelTopology/,
+    ],
+    [
+      'a model.json whose topology names a layer class tfjs does not have',
+      edit('model/model.json', (text) => text.replace('"Dense"', '"Densest"')),
+      /model\/model\.json does not load as a tfjs model \(Unknown layer: Densest\)/,
+    ],
+    [
+      'a truncated weights.bin',
+      (runDir) => fs.truncateSync(path.join(runDir, 'model/weights.bin'), 100),
+      /the weight file weights\.bin has 100 bytes, the manifest's weights .* need 772/,
+    ],
+    [
+      'a weights.bin with bytes beyond the manifest',
+      (runDir) => fs.appendFileSync(path.join(runDir, 'model/weights.bin'), Buffer.alloc(64)),
+      /the weight file weights\.bin has 836 bytes, the manifest's weights .* need 772/,
+    ],
   ];
   for (const [what, damage, message] of cases) {
     it(`${what}: one clear error from predict and from evaluate`, async () => {
