@@ -126,6 +126,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
             rerun: opts.rerun,
             sourceFile: file,
             log,
+            owner: true,
           })
         : undefined;
     const toRun = search ? [] : (sweep?.trials ?? trials);

@@ -6,6 +6,7 @@ import { withFileLock } from '../lock/mutex.ts';
 import { requestUrl } from '../util/credentials.ts';
 import { secondsFromEnv } from '../util/env.ts';
 import { processAlive } from '../util/process.ts';
+import { goneOwner } from './owner.ts';
 import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type MlflowClient } from './client.ts';
 import {
   goneWriter,
@@ -300,5 +301,41 @@ export async function closeAbandonedRuns(
       `MLflow: the run in ${runDir} is to be ${closed}, but MLflow cannot be told now (${result.delivery.error.message}); \`xp sync ${runDir}\` tells it.`,
     );
     return;
+  }
+  await closeAbandonedSweeps(client, log);
+}
+
+/**
+ * Sweep parents a killed process left RUNNING on this server (their owner's pid gone, owner.ts) are closed KILLED,
+ * at the last end of their trials; the next run of the same sweep reopens its parent as it reopens any.
+ */
+async function closeAbandonedSweeps(client: MlflowClient, log: (line: string) => void): Promise<void> {
+  try {
+    const experimentIds = (await client.searchExperiments()).map((experiment) => experiment.experiment_id);
+    if (!experimentIds.length) return;
+    const parents = await client.searchRuns({
+      experimentIds,
+      filter: `tags."xp.kind" = 'sweep' and attributes.status = 'RUNNING'`,
+    });
+    for (const parent of parents) {
+      const tags = Object.fromEntries((parent.data.tags ?? []).map((tag) => [tag.key, tag.value]));
+      const pid = goneOwner(tags);
+      if (pid === undefined) continue;
+      const trials = await client.searchRuns({
+        experimentIds: [parent.info.experiment_id],
+        filter: `tags."mlflow.parentRunId" = '${parent.info.run_id}'`,
+      });
+      const ends = trials.map((trial) => Number(trial.info.end_time ?? trial.info.start_time ?? 0));
+      const endTime = Math.max(Number(parent.info.start_time ?? 0), ...ends.filter(Number.isFinite));
+      await client.logBatch(parent.info.run_id, {
+        tags: [{ key: 'xp.error', value: 'the process ended without closing the sweep (closed by the next xp run)' }],
+      });
+      await client.updateRun(parent.info.run_id, { status: 'KILLED', endTime });
+      log(
+        `MLflow: the sweep parent run ${parent.info.run_id} (${parent.info.run_name ?? tags['mlflow.runName']}) closed as KILLED: its process (${pid}) ended before MLflow heard of it.`,
+      );
+    }
+  } catch (error) {
+    log(`MLflow: sweep parent runs left RUNNING by a killed xp not closed now (${(error as Error).message}).`);
   }
 }

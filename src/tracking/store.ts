@@ -9,6 +9,7 @@ import { mlflowBin, repoRoot } from '../paths.ts';
 import type { Run } from './client.ts';
 import { listRuns, toRow, type RunRow } from './compare.ts';
 import { goneWriter, JOURNAL_FILE, openJournal } from './journal.ts';
+import { goneOwner } from './owner.ts';
 import { runningServerUrl } from './server.ts';
 import { quickClient } from './session.ts';
 
@@ -52,11 +53,16 @@ export async function storedRuns(options: {
 
 /**
  * RUNNING runs whose process is gone (SIGKILL, power loss, an end MLflow never received): their run folder's
- * journal names the process that trains them, and how the run ended when it could say.
+ * journal names the process that trains them, and how the run ended when it could say; a sweep's parent run names
+ * it in its tags.
  */
 function markGone(rows: RunRow[]): RunRow[] {
   for (const row of rows) {
-    if (row.status !== 'RUNNING' || !row.runDir || !fs.existsSync(path.join(row.runDir, JOURNAL_FILE))) continue;
+    if (row.status !== 'RUNNING') continue;
+    // A sweep's parent names its process in its tags (owner.ts).
+    const owner = row.tags['xp.kind'] === 'sweep' ? goneOwner(row.tags) : undefined;
+    if (owner !== undefined) row.gone = { pid: owner, status: 'KILLED' };
+    if (!row.runDir || !fs.existsSync(path.join(row.runDir, JOURNAL_FILE))) continue;
     const journal = openJournal(row.runDir);
     if (journal.runRef()?.runId !== row.runId) continue; // the folder was reused, or is another run's
     const pid = goneWriter(journal);

@@ -9,7 +9,8 @@ import { configHash, type LoadedExperiment, type ResolvedTrial } from '../config
 import type { SweepConfig } from '../config/types.ts';
 import { isBetter, metricGoal, type Goal } from '../config/metrics.ts';
 import { headlineValue, loggedHeadlineValue, type EpochLogs, type RunEndInfo, type RunResult } from '../events.ts';
-import type { MlflowClient } from './client.ts';
+import { toKeyValues, type MlflowClient, type MlflowError } from './client.ts';
+import { OWNER_PID, ownerTags } from './owner.ts';
 import { listRuns, type RunRow } from './compare.ts';
 import { compareRunsRoute, runUrl, uiLink } from './links.ts';
 import { quickClient } from './session.ts';
@@ -93,6 +94,11 @@ export async function openSweep(options: {
   sourceFile: string;
   log: Log;
   env?: NodeJS.ProcessEnv;
+  /**
+   * This process trains the sweep: the parent is tagged with it, so that a parent left RUNNING by its death is told
+   * (owner.ts). A queued sweep's submitter is no owner: workers train it after it exits.
+   */
+  owner?: boolean;
 }): Promise<SweepSession> {
   const { loaded, log } = options;
   const config = loaded.sweep;
@@ -150,9 +156,10 @@ export async function openSweep(options: {
     return { config, trials, finished };
   }
   try {
+    const owner = options.owner ?? false;
     const parent = existing
-      ? await reopenParent(client, existing)
-      : await createParent(client, { ...options, sweep: config, experimentName, hash, env });
+      ? await reopenParent(client, existing, owner)
+      : await createParent(client, { ...options, sweep: config, experimentName, hash, env, owner });
     log(`Sweep parent run${existing ? ' (resumed)' : ''}: ${parent.url}`);
     const compareRoute = await publishView(client, parent, config, log);
     return { config, trials, finished, parentRunId: parent.runId, parentUrl: parent.url, compareRoute };
@@ -164,7 +171,12 @@ export async function openSweep(options: {
   }
 }
 
-async function reopenParent(client: MlflowClient, row: RunRow) {
+async function reopenParent(client: MlflowClient, row: RunRow, owner: boolean) {
+  if (owner) await client.logBatch(row.runId, { tags: toKeyValues(ownerTags()) });
+  else if (row.tags[OWNER_PID])
+    await client.deleteTag(row.runId, OWNER_PID).catch((error: unknown) => {
+      if ((error as MlflowError).errorCode !== 'RESOURCE_DOES_NOT_EXIST') throw error;
+    });
   await client.updateRun(row.runId, { status: 'RUNNING' });
   return { runId: row.runId, experimentId: row.experimentId, url: runUrl(client.baseUrl, row.experimentId, row.runId) };
 }
@@ -207,6 +219,7 @@ async function createParent(
     hash: string;
     sourceFile: string;
     env: NodeJS.ProcessEnv;
+    owner: boolean;
   },
 ) {
   const { loaded, sweep, sourceFile, env } = options;
@@ -226,6 +239,7 @@ async function createParent(
       'xp.sweep_hash': options.hash,
       'xp.sweep.trials': String(loaded.trials.length),
       'xp.sweep_metric': sweep.metric,
+      ...(options.owner ? ownerTags() : {}),
     },
   });
   const params = Object.entries({

@@ -106,3 +106,50 @@ test('a SIGKILLed run is shown as killed by `xp runs`, not RUNNING, and the next
   const again = await xp(['run', experiment('next', 1, 1), '-q', '--set', 'training.seed=2']);
   expect(again.stdout).not.toContain('closed as KILLED');
 }, 600_000);
+
+test("a SIGKILLed sweep's parent run is shown as killed by `xp runs`, and the next `xp run` closes it with its trials", async () => {
+  const file = experiment('killed-sweep', 1000, 50);
+  fs.appendFileSync(file, 'sweep: {head.units: [[4], [8]]}\n');
+  const run = xp(['run', file, '-q']);
+  await until(run, 'Epoch 2/');
+  const dir = path.join(runs, 'killed-sweep');
+  const runDirs = fs.readdirSync(dir).map((id) => path.join(dir, id));
+  expect(runDirs).toHaveLength(2);
+  await waitFor('the MLflow runs', () => runDirs.every((d) => openJournal(d).runRef() !== undefined));
+  const trainers = runDirs.map((d) => openJournal(d).lastStart()!.pid!);
+  // Both at once, as `kill -9` of the process group, the OOM killer and a power loss do: a trainer that outlives
+  // `xp` by a moment closes the parent itself.
+  for (const pid of new Set(trainers)) process.kill(pid, 'SIGKILL');
+  run.kill('SIGKILL');
+  await run;
+  await waitFor('the training processes to go', () => !trainers.some(alive), 15_000);
+
+  type Row = Awaited<ReturnType<typeof rowsOf>>[number] & { runId: string; tags: Record<string, string> };
+  const sweepRows = async () => {
+    const r = await xp(['runs', 'killed-sweep', '--all', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const rows = JSON.parse(r.stdout) as Row[];
+    return { parent: rows.find((row) => row.tags['xp.kind'] === 'sweep')!, trials: rows.filter((row) => row.runDir) };
+  };
+  const before = await sweepRows();
+  const owner = Number(before.parent.tags['xp.pid']);
+  expect(alive(owner)).toBe(false);
+  expect(before.parent).toMatchObject({ status: 'RUNNING', gone: { pid: owner, status: 'KILLED' } });
+  expect(before.trials.map((row) => row.gone?.status)).toEqual(['KILLED', 'KILLED']);
+  const table = await xp(['runs', 'killed-sweep', '--all']);
+  expect(table.stdout).toMatch(/sweep head\.units\s+KILLED, MLflow: RUNNING/);
+
+  const next = await xp(['run', experiment('after-sweep', 1, 1), '-q']);
+  expect(next.exitCode, next.stderr).toBe(0);
+  expect(next.stdout).toContain(
+    `MLflow: the sweep parent run ${before.parent.runId} (sweep head.units) closed as KILLED: its process (${owner}) ended before MLflow heard of it.`,
+  );
+  const after = await sweepRows();
+  expect([after.parent, ...after.trials].map((row) => [row.status, row.gone])).toEqual([
+    ['KILLED', undefined],
+    ['KILLED', undefined],
+    ['KILLED', undefined],
+  ]);
+  const again = await xp(['run', experiment('after-sweep', 1, 1), '-q', '--set', 'training.seed=2']);
+  expect(again.stdout).not.toContain('closed as KILLED');
+}, 600_000);
