@@ -72,6 +72,41 @@ export async function startServer(options: ServerOptions): Promise<TrackingServe
   }
 }
 
+// What this process must do to its servers when it ends: run on 'exit', and on a signal that would end it. Node
+// ends a process on SIGINT, SIGTERM or SIGHUP without 'exit' when nothing listens for the signal, which left a
+// server being started (its own process group, so the signal does not reach it) running with nobody to stop it.
+const onDeath = new Set<() => void>();
+const DEADLY: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+function whenProcessEnds(cleanup: () => void): () => void {
+  if (onDeath.size === 0) {
+    process.on('exit', runCleanups);
+    for (const signal of DEADLY) process.on(signal, onDeadlySignal);
+  }
+  onDeath.add(cleanup);
+  return () => {
+    onDeath.delete(cleanup);
+    if (onDeath.size > 0) return;
+    process.removeListener('exit', runCleanups);
+    for (const signal of DEADLY) process.removeListener(signal, onDeadlySignal);
+  };
+}
+
+function runCleanups() {
+  for (const cleanup of [...onDeath]) cleanup();
+  onDeath.clear();
+}
+
+function onDeadlySignal(signal: NodeJS.Signals) {
+  // Another listener (xp run's Ctrl-C, xp ui's wait) decides what the signal does, and stops its servers itself.
+  if (process.listenerCount(signal) > 1) return;
+  runCleanups();
+  for (const s of DEADLY) process.removeListener(s, onDeadlySignal);
+  process.removeListener('exit', runCleanups);
+  // Ends as the signal would have ended it (exit status 128 + signal number).
+  process.kill(process.pid, signal);
+}
+
 /** URL -> store folder of the embedded servers this process started or reused. */
 const embedded = new Map<string, string>();
 
@@ -96,12 +131,11 @@ function share(storeDir: string, record: ServerFile, reused: boolean, exited?: P
     killGroup(record.pid, 'SIGTERM');
     return true;
   };
-  const onExit = () => void leave();
-  process.once('exit', onExit);
+  const forget = whenProcessEnds(() => void leave());
   let stopped: Promise<void> | undefined;
   const stop = () => {
     stopped ??= (async () => {
-      process.removeListener('exit', onExit);
+      forget();
       if (!leave()) return;
       const graceful = await Promise.race([
         (exited ?? untilDead(record.pid)).then(() => true),
@@ -205,9 +239,9 @@ async function spawnServer(
     await exited;
     throw new TrackingError(`Could not start ${mlflowBin}.`, { hint: `see ${logFile}` });
   }
-  // Until it is shared, a server that fails to start (or a process that exits meanwhile) takes its group along.
-  const onExit = () => killGroup(pid, 'SIGTERM');
-  process.once('exit', onExit);
+  // Until it is shared, a server that fails to start (or a process that exits or is stopped by a signal meanwhile)
+  // takes its group along.
+  const forget = whenProcessEnds(() => killGroup(pid, 'SIGTERM'));
   try {
     const timeoutMs = options.timeoutMs ?? 120_000;
     const deadline = Date.now() + timeoutMs;
@@ -225,7 +259,7 @@ async function spawnServer(
       await sleep(200);
     }
   } finally {
-    process.removeListener('exit', onExit);
+    forget();
   }
   const record: ServerFile = { pid, url, storeDir, startedAt: new Date().toISOString() };
   fs.writeFileSync(serverFile, `${JSON.stringify(record, null, 2)}\n`);

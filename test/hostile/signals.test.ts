@@ -150,3 +150,84 @@ test('`xp run` prints no TensorFlow start-up lines; XP_DEBUG=1 brings them back'
   const debug = await xp(['run', file, '--no-track', '-q'], { ...loud, XP_DEBUG: '1' });
   expect(debug.stderr).toMatch(/absl::InitializeLog|oneDNN/);
 }, 120_000);
+
+/** Processes whose command line holds `text`, and those in the process group of each: pid -> command line. */
+function processesOf(text: string): { leaders: number[]; group: (leader: number) => number[] } {
+  const all = fs
+    .readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .flatMap((name) => {
+      try {
+        const cmdline = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').replaceAll('\0', ' ');
+        // /proc/<pid>/stat: pid (comm) state ppid pgrp ...; comm may hold spaces, so read after its ')'.
+        const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+        const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+        return [{ pid: Number(name), cmdline, pgrp }];
+      } catch {
+        return [];
+      }
+    });
+  return {
+    leaders: all.filter((p) => p.cmdline.includes(text) && p.pgrp === p.pid).map((p) => p.pid),
+    group: (leader) => all.filter((p) => p.pgrp === leader).map((p) => p.pid),
+  };
+}
+
+for (const [command, signal] of [
+  ['ui', 'SIGINT'],
+  ['ui', 'SIGTERM'],
+  ['sync', 'SIGINT'],
+] as const) {
+  test(`\`xp ${command}\` stopped by ${signal} while it starts MLflow leaves no MLflow process behind and its port free`, async () => {
+    const runs = path.join(tmp, `${command}-${signal}`, 'runs');
+    const store = path.join(runs, 'mlflow');
+    // `xp sync` starts the store's server for a journal that logs to it.
+    const args =
+      command === 'ui'
+        ? ['ui']
+        : (() => {
+            const runDir = path.join(runs, 'e', 'r');
+            openJournal(runDir).append({
+              kind: 'run',
+              experimentName: 'e',
+              runName: 'r',
+              startTime: Date.now(),
+              runKey: 'k',
+              tags: {},
+              store,
+              pid: process.pid,
+              host: os.hostname(),
+            });
+            return ['sync', runDir];
+          })();
+    const child = xp(args, { XP_RUNS_DIR: runs });
+    leftovers.push(() => child.kill('SIGKILL'));
+    // MLflow is spawned (its own process group, named by the store) and not yet answering.
+    let leader: number | undefined;
+    const deadline = Date.now() + 60_000;
+    while (!leader && Date.now() < deadline) {
+      [leader] = processesOf(store).leaders;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(leader, 'the MLflow server process').toBeDefined();
+    const port = Number(
+      /--port (\d+)/.exec(fs.readFileSync(`/proc/${leader}/cmdline`, 'utf8').replaceAll('\0', ' '))![1],
+    );
+    leftovers.push(() => {
+      for (const pid of processesOf(store).group(leader!)) process.kill(pid, 'SIGKILL');
+    });
+    expect(fs.existsSync(path.join(store, 'server.json')), 'MLflow still starting').toBe(false);
+    child.kill(signal);
+    const r = await child;
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const gone = Date.now() + 15_000;
+    while (processesOf(store).group(leader!).length && Date.now() < gone)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(processesOf(store).group(leader!)).toEqual([]);
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer().once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    expect(free, `port ${port} free`).toBe(true);
+  }, 120_000);
+}
