@@ -74,6 +74,8 @@ export interface LoopOptions {
   backbone: Backbone;
   /** Inference function of the frozen backbone (BN folded); undefined when fine-tuning. */
   forward?: (x: tf.Tensor4D) => tf.Tensor;
+  /** The frozen backbone's features of the validation set (computeValidationFeatures), which the group then owns. */
+  validationFeatures?: tf.Tensor;
   progress: Progress;
   /** Whether to stop before the next step (a signal), or only before the next epoch (a worker told to finish it). */
   shouldStop: StopCheck;
@@ -88,7 +90,11 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const frozen = opts.forward !== undefined;
   const features = backboneFeatures(opts.backbone, opts.forward);
   const feed = createTrainingFeed(data, shared, features, { frozen, indexRng, augmentRng });
-  const validation = createValidationSet(data, shared, features, { frozen, rng: validationRng });
+  const validation = createValidationSet(data, shared, features, {
+    frozen,
+    rng: validationRng,
+    cached: opts.validationFeatures,
+  });
   const trials = createTrials(members);
   const maxEpochs = Math.max(...trials.map((t) => t.epochs));
   const ended = new Set<Trial>();

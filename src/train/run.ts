@@ -22,6 +22,8 @@ import type {
 } from '../events.ts';
 import { prepareData, type PreparedData } from './data.ts';
 import { trainGroup, type MemberResult } from './loop.ts';
+import { backboneFeatures } from './feed.ts';
+import { computeValidationFeatures } from './validation.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
 import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
 import type { Progress } from './progress.ts';
@@ -128,14 +130,21 @@ export async function runGroup(
   const frozen = !first.backbone.trainable && first.backbone.trainable_from === undefined;
   // A frozen backbone runs as one compiled TensorFlow graph (BN folded into fused convolutions).
   const forward = frozen && !opts.shouldStop('epoch') ? await compileForInference(backbone.model) : undefined;
-  if (opts.shouldStop('epoch')) {
+  const notBegun = () => {
     forward?.dispose();
     for (const w of backbone.model.weights) w.dispose();
     return { outcomes: notStarted(), data };
-  }
+  };
+  if (opts.shouldStop('epoch')) return notBegun();
   progress.line(
     `Backbone ${first.backbone.name} (${first.backbone.weights}) cut at ${first.backbone.cut_layer}: features ${backbone.featureShape.join('x')}, ${frozen ? 'frozen' : 'fine-tuned'}`,
   );
+  // The frozen backbone's pass over the validation images, once for the group and before any run starts: a stop
+  // asked for during it ends the runs as one asked for while images decode.
+  const validationFeatures = forward
+    ? await computeValidationFeatures(data, first, backboneFeatures(backbone, forward), () => opts.shouldStop('epoch'))
+    : undefined;
+  if (forward && !validationFeatures) return notBegun();
 
   // A trial trained as the first epochs of a longer one (sharing.ts) is given that one's model when it can: its
   // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
@@ -259,7 +268,7 @@ export async function runGroup(
         backupDir: opts.backup ? m.runDir : undefined,
         resume: m.backup,
       })),
-      { data, backbone, forward, progress, shouldStop: opts.shouldStop },
+      { data, backbone, forward, validationFeatures, progress, shouldStop: opts.shouldStop },
     );
   } catch (error) {
     failure = error as Error;

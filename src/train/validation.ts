@@ -1,13 +1,14 @@
 // Validation: each epoch's validation batches (Keras' validation_steps from a shuffled stream), the whole set
 // for a run's result, the frozen backbone's validation features computed once per run, and scoring: loss and
 // accuracy per epoch, and the saved model's result (loss, accuracy, per-class scores, confusion) in one pass.
+import { setImmediate } from 'node:timers/promises';
 import * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { createIndexStream, gatherBatch } from '../data/batches.ts';
 import { predictedClasses, taskFor } from '../model/task.ts';
 import type { ClassScores, RunResult } from '../events.ts';
 import type { Rng } from '../util/random.ts';
-import type { PreparedData, Split } from './data.ts';
+import type { PreparedData } from './data.ts';
 import { FEATURE_IMAGES, type Features } from './feed.ts';
 import { predictor } from '../accel/index.ts';
 
@@ -35,20 +36,50 @@ export interface ValidationSet {
   dispose(): void;
 }
 
+/**
+ * The frozen backbone's features of the whole validation set, computed once per group before its runs start: a
+ * turn of the event loop between calls, so that Ctrl-C is heard, and undefined when a stop is asked for meanwhile
+ * (the runs then end as interrupted before training began).
+ */
+export async function computeValidationFeatures(
+  data: PreparedData,
+  shared: Experiment,
+  features: Features,
+  stopped: () => boolean,
+): Promise<tf.Tensor | undefined> {
+  const split = data.validation;
+  const size = shared.data.image_size;
+  const batchSize = Math.max(shared.data.batch_size, FEATURE_IMAGES);
+  const parts: tf.Tensor[] = [];
+  const all = Int32Array.from({ length: split.count }, (_, i) => i);
+  try {
+    for (let start = 0; start < split.count; start += batchSize) {
+      await setImmediate();
+      if (stopped()) return undefined;
+      const idx = all.subarray(start, Math.min(start + batchSize, split.count));
+      const { x } = gatherBatch(split.images, split.labels, idx, size);
+      parts.push(tf.tidy(() => features(imageTensor(x, idx.length, size))));
+    }
+    return tf.concat(parts);
+  } finally {
+    tf.dispose(parts);
+  }
+}
+
+/** `cached`: the frozen backbone's validation features (computeValidationFeatures); the set owns them from here on. */
 export function createValidationSet(
   data: PreparedData,
   shared: Experiment,
   features: Features,
-  opts: { frozen: boolean; rng: Rng },
+  opts: { frozen: boolean; rng: Rng; cached?: tf.Tensor },
 ): ValidationSet {
   const size = shared.data.image_size;
   const batchSize = shared.data.batch_size;
   const count = data.validation.count;
   const stream = createIndexStream(count, batchSize, { shuffle: true, rng: opts.rng });
   const steps = shared.training.validation_steps ?? stream.batchesPerPass;
-  const cached = opts.frozen
-    ? cacheFeatures(data.validation, size, Math.max(batchSize, FEATURE_IMAGES), features)
-    : undefined;
+  if (opts.frozen && !opts.cached) throw new Error('a frozen backbone validates on its cached validation features');
+  const cached = opts.frozen ? opts.cached : undefined;
   // Cached features are evaluated in large chunks: every predict call reads the head's whole kernel, so small
   // chunks cost as much again as the arithmetic. Per-sample sums: same result.
   const chunkSize = cached ? 250 : batchSize;
@@ -181,19 +212,6 @@ export function batchLossAndCorrect(p: tf.Tensor, labels: Int32Array, numClasses
 
 function imageTensor(x: Uint8Array, n: number, size: [number, number]): tf.Tensor4D {
   return tf.tidy(() => tf.tensor4d(x, [n, size[0], size[1], 3], 'int32').toFloat());
-}
-
-function cacheFeatures(split: Split, size: [number, number], batchSize: number, features: Features): tf.Tensor {
-  const parts: tf.Tensor[] = [];
-  const all = Int32Array.from({ length: split.count }, (_, i) => i);
-  for (let start = 0; start < split.count; start += batchSize) {
-    const idx = all.subarray(start, Math.min(start + batchSize, split.count));
-    const { x } = gatherBatch(split.images, split.labels, idx, size);
-    parts.push(tf.tidy(() => features(imageTensor(x, idx.length, size))));
-  }
-  const out = tf.concat(parts);
-  tf.dispose(parts);
-  return out;
 }
 
 /** Every index of 0..n-1 exactly once. */

@@ -117,28 +117,32 @@ describe('Ctrl-C in the middle of epoch 2', () => {
   }, 240_000);
 });
 
-describe('Ctrl-C while images decode', () => {
-  /** The whole data set at full size: decoding it takes many seconds, a stop should not wait for it. */
-  function large(name: string): string {
-    const file = path.join(tmp, `${name}.yaml`);
-    fs.writeFileSync(
-      file,
-      `name: ${name}
+/** The whole data set at full size: decoding it and its validation backbone pass take seconds each. */
+function large(name: string): string {
+  const file = path.join(tmp, `${name}.yaml`);
+  fs.writeFileSync(
+    file,
+    `name: ${name}
 data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [150, 150], batch_size: 20}
 backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
 head: {pooling: avg, units: [8]}
 optimizer: {name: adam, learning_rate: 0.001}
 training: {epochs: 2, steps_per_epoch: 5}
 `,
-    );
-    return file;
-  }
+  );
+  return file;
+}
 
+/**
+ * Ctrl-C (once, or twice: the second once the first is acknowledged) when stdout shows `phase`, before training
+ * begins: the run ends KILLED at once, without a run folder, and nothing of the phases after it is printed.
+ */
+function interruptedBeforeTraining(phase: string, notReached: string) {
   for (const signals of [1, 2]) {
-    test(`${signals === 1 ? 'once' : 'twice'}: decoding stops, no backbone is loaded, the run ends KILLED without a run folder`, async () => {
-      const name = `decode-${signals}`;
+    test(`${signals === 1 ? 'once' : 'twice'}: it stops there, the run ends KILLED without a run folder`, async () => {
+      const name = `${phase.trim().toLowerCase()}-${signals}`;
       const run = xp(['run', large(name), '--no-track', '-q']);
-      await until(run, 'Decoding ');
+      await until(run, phase);
       const sent = Date.now();
       run.kill('SIGINT');
       if (signals === 2) {
@@ -149,12 +153,22 @@ training: {epochs: 2, steps_per_epoch: 5}
       const took = Date.now() - sent;
       expect(r.exitCode, r.stderr).toBe(130);
       expect(r.stderr).not.toMatch(/\n\s+at /);
-      expect(r.stdout).not.toContain('Backbone ');
+      expect(r.stdout).not.toContain(notReached);
       expect(r.stdout).toContain(`Run KILLED: ${name} (interrupted before training began)`);
       expect(fs.existsSync(path.join(runs, name))).toBe(false);
       expect(took, `${took} ms from Ctrl-C to the end`).toBeLessThan(20_000);
     }, 240_000);
   }
+}
+
+describe('Ctrl-C while images decode', () => {
+  // No backbone is loaded.
+  interruptedBeforeTraining('Decoding ', 'Backbone ');
+});
+
+describe("Ctrl-C during the frozen backbone's pass over the validation images", () => {
+  // The pass follows the backbone's line and precedes the first epoch; it is heard between its calls.
+  interruptedBeforeTraining('Backbone ', 'Epoch 1/');
 });
 
 describe('Ctrl-C while the backup of epoch 1 is written', () => {
