@@ -68,6 +68,10 @@ def sampler_of(method: str, seed: int) -> optuna.samplers.BaseSampler:
     if method == "tpe":
         # constant_liar: trials asked in one round, not yet told, count as bad guesses, so a round spreads out.
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if method == "cmaes":
+        # CMA-ES covers the numeric parameters; categorical ones fall back to independent random draws, which
+        # the schema says, so Optuna's warning about it would only repeat that on every trial.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"unknown method {method}")
 
 
