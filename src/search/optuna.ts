@@ -6,6 +6,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { XpError } from '../errors.ts';
 import { repoRoot } from '../paths.ts';
+import type { Trial } from '../config/sweep.ts';
 import type { SweepConfig } from '../config/types.ts';
 import type { AskedTrial, Search, TrialResult } from './search.ts';
 
@@ -25,15 +26,19 @@ export interface StudyPlace {
   name: string;
 }
 
-/** Starts the study's process; the study is created in `place.file`, or loaded from it to go on. */
-export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: StudyPlace): Search {
+/**
+ * Starts the study's process; the study is created in `place.file`, or loaded from it to go on. `listed`: the trials
+ * of a grid or random sweep with early_terminate, asked in their order instead of sampled.
+ */
+export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: StudyPlace, listed?: Trial[]): Search {
   const spec = {
     method: sweep.method,
     seed: sweep.seed ?? 0,
     direction: sweep.goal,
-    trials: sweep.trials ?? 10,
+    trials: listed ? listed.length : (sweep.trials ?? 10),
     parameters: sweep.parameters,
     pruner: sweep.early_terminate && { ...sweep.early_terminate, max_epochs: maxEpochs },
+    ...(listed ? { listed: listed.map((t) => ({ index: t.index, values: t.values })) } : {}),
   };
   const python = venvPython();
   const child = spawn(
@@ -82,11 +87,11 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
 
   return {
     ask: async (n) => {
-      const answer: { trials: { number: number; params: Record<string, unknown>; again: boolean }[] } = await request({
-        op: 'ask',
-        n,
-      });
-      return answer.trials.map((t): AskedTrial => ({ number: t.number, values: readable(t.params), again: t.again }));
+      const answer: { trials: { number: number; index: number; params: Record<string, unknown>; again: boolean }[] } =
+        await request({ op: 'ask', n });
+      return answer.trials.map(
+        (t): AskedTrial => ({ number: t.number, index: t.index, values: readable(t.params), again: t.again }),
+      );
     },
     report: async (number, epoch, value) => {
       const answer: { prune: boolean; reason?: string } = await request({ op: 'report', number, epoch, value });

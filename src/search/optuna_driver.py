@@ -4,12 +4,16 @@ Started by src/search/optuna.ts with the project's .venv python. The study lives
 append-only log Optuna replays), so a search run again continues where it stopped.
 
 Requests and answers:
-  {"op": "ask", "n": k}                     -> {"trials": [{"number": 3, "params": {...}, "again": false}]}
+  {"op": "ask", "n": k}                     -> {"trials": [{"number": 3, "index": 4, "params": {...}, "again": false}]}
   {"op": "report", "number": 3, "epoch": 2, "value": 0.71}
                                              -> {"prune": true, "reason": "..."}
   {"op": "tell", "number": 3, "state": "complete" | "pruned" | "fail", "value": 0.74}  -> {}
   {"op": "counts"}                          -> {"complete": 5, "pruned": 3, "fail": 0, "running": 1}
 Any failure answers {"error": "..."}; the study keeps what it was told.
+
+A grid or random sweep with early_terminate gives its trials in the spec ("listed": [{"index": 1, "values": {...}}]):
+each is enqueued with its values fixed, so the study (and its pruner) sees the same distributions as a search's, and
+"index" is its place in the list; a search's index is its trial number + 1.
 """
 
 import argparse
@@ -65,6 +69,9 @@ def has_study(storage: JournalStorage, name: str) -> bool:
 
 
 def sampler_of(method: str, seed: int) -> optuna.samplers.BaseSampler:
+    if method in ("grid", "random"):
+        # Listed trials are enqueued with every value fixed: the sampler never draws.
+        return optuna.samplers.RandomSampler(seed=seed)
     if method == "tpe":
         # constant_liar: trials asked in one round, not yet told, count as bad guesses, so a round spreads out.
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
@@ -126,13 +133,32 @@ class Driver:
             frozen = self.again.pop(0)
             trial = optuna.Trial(self.study, frozen._trial_id)
             self.open[frozen.number] = trial
-            out.append({"number": frozen.number, "params": self.params(trial), "again": True})
+            index = frozen.user_attrs.get(INDEX, frozen.number + 1)
+            out.append({"number": frozen.number, "index": index, "params": self.params(trial), "again": True})
+        if "listed" in self.spec:
+            return out + self.ask_listed(n - len(out))
         left = self.spec["trials"] - ended - counts["running"]
         while len(out) < n and left > 0:
             trial = self.study.ask()
             self.open[trial.number] = trial
-            out.append({"number": trial.number, "params": self.params(trial), "again": False})
+            out.append({"number": trial.number, "index": trial.number + 1, "params": self.params(trial), "again": False})
             left -= 1
+        return out
+
+    def ask_listed(self, n: int) -> list[dict]:
+        """The next listed trials the study has not seen, in the list's order, each with its values fixed."""
+        seen = {t.user_attrs.get(INDEX) for t in self.study.get_trials(deepcopy=False)}
+        out = []
+        for entry in self.spec["listed"]:
+            if len(out) >= n:
+                break
+            if entry["index"] in seen:
+                continue
+            fixed = {name: encode(self.spec["parameters"][name], value) for name, value in entry["values"].items()}
+            self.study.enqueue_trial(fixed, user_attrs={INDEX: entry["index"]})
+            trial = self.study.ask()
+            self.open[trial.number] = trial
+            out.append({"number": trial.number, "index": entry["index"], "params": self.params(trial), "again": False})
         return out
 
     def params(self, trial: optuna.Trial) -> dict:
@@ -180,6 +206,16 @@ class Driver:
 
     def trial_id(self, number: int) -> int:
         return next(t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == number)
+
+
+INDEX = "xp_index"
+
+
+def encode(spec: object, value: object) -> object:
+    """A listed trial's value as suggest() asks for it: categorical values by their JSON text."""
+    if isinstance(spec, list) or spec["distribution"] == "choice":
+        return json.dumps(value)
+    return value
 
 
 def suggest(trial: optuna.Trial, name: str, spec: object) -> object:

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { configHash, resolveTrial, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
+import { isSearch } from '../config/sweep.ts';
 import { headlineValue, type EpochLogs } from '../events.ts';
 import { runsRoot } from '../paths.ts';
 import { planResume, runInProcess, type Outcome, type TrialsContext } from '../run/trials.ts';
@@ -42,13 +43,15 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
   const log = (line: string) => progress.line(line);
   const place = studyPlace(loaded);
   fs.mkdirSync(path.dirname(place.file), { recursive: true });
-  const search = openOptunaSearch(sweep, loaded.base.training.epochs, place);
+  // A grid or random sweep with early_terminate: its listed trials go through the study, in their order.
+  const listed = isSearch(sweep) ? undefined : loaded.trials;
+  const search = openOptunaSearch(sweep, loaded.base.training.epochs, place, listed);
   const outcomes: Outcome[] = [];
   try {
     const before = await search.counts();
     const told = before.complete + before.pruned + before.fail;
     log(
-      `Search: ${sweep.method}, ${sweep.trials ?? 10} trials by ${sweep.metric} (${sweep.goal}), study ${shown(place.file)}${told + before.running ? ` continued: ${told} trial(s) done, ${before.running} interrupted` : ''}`,
+      `${listed ? `Sweep (${sweep.method}, stopped early by ${sweep.early_terminate?.type})` : `Search: ${sweep.method}`}, ${listed ? listed.length : (sweep.trials ?? 10)} trials by ${sweep.metric} (${sweep.goal}), study ${shown(place.file)}${told + before.running ? ` continued: ${told} trial(s) done, ${before.running} interrupted` : ''}`,
     );
     const auto = sweep.batch === undefined || sweep.batch === 'auto';
     const { batch, why } = roundSize(sweep, auto ? await largestHead(loaded) : 0);
@@ -56,18 +59,22 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
     for (let round = 1; !opts.shouldStop('epoch'); round++) {
       const asked = await search.ask(batch);
       if (!asked.length) break;
-      const trials = asked.map((a) => resolveTrial(loaded, a.number + 1, a.values));
+      const trials = asked.map(
+        (a) => listed?.find((t) => t.index === a.index) ?? resolveTrial(loaded, a.index, a.values),
+      );
       log(
         `Round ${round}: ${trials.map((t, i) => `trial ${t.index}${asked[i].again ? ' (interrupted before, again)' : ''}: ${t.name}`).join('; ')}`,
       );
+      const numbers = new Map(trials.map((t, i) => [t.index, asked[i].number]));
+      const numberOf = (t: ResolvedTrial) => numbers.get(t.index) ?? t.index - 1;
       const grouped = groupTrials(trials, opts.share);
       const planned = opts.resume ? planResume(grouped, log) : { groups: grouped, resume: undefined };
       outcomes.push(
         ...(await runInProcess(planned.groups, {
           ...opts,
           resume: planned.resume,
-          prune: (t) => (epoch, logs) => report(search, t, epoch, logs, sweep.metric, log),
-          observe: (t) => ({ onRunEnd: (info) => tell(search, t, info, sweep.metric) }),
+          prune: (t) => (epoch, logs) => report(search, numberOf(t), t, epoch, logs, sweep.metric, log),
+          observe: (t) => ({ onRunEnd: (info) => tell(search, numberOf(t), info, sweep.metric) }),
         })),
       );
     }
@@ -82,6 +89,7 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
 /** The trial's metric after an epoch, to the study; the line that says why its pruner stops it. */
 async function report(
   search: Search,
+  number: number,
   t: ResolvedTrial,
   epoch: number,
   logs: EpochLogs,
@@ -90,7 +98,7 @@ async function report(
 ): Promise<string | undefined> {
   const value = (logs as unknown as Record<string, unknown>)[metric];
   if (typeof value !== 'number') return undefined;
-  const reason = await search.report(t.index - 1, epoch, value);
+  const reason = await search.report(number, epoch, value);
   if (reason) log(`trial ${t.index} stopped after epoch ${epoch}: ${metric} ${value.toFixed(3)}, ${reason}`);
   return reason;
 }
@@ -98,11 +106,10 @@ async function report(
 /** How a trial ended, to the study; an interrupted one stays RUNNING there, to be asked again. */
 async function tell(
   search: Search,
-  t: ResolvedTrial,
+  number: number,
   info: Parameters<typeof headlineValue>[0] & { status: string; prunedAt?: unknown },
   metric: string,
 ): Promise<void> {
-  const number = t.index - 1;
   if (info.prunedAt) return search.tell(number, { state: 'pruned' });
   if (info.status === 'FAILED') return search.tell(number, { state: 'fail' });
   if (info.status !== 'FINISHED') return;

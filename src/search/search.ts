@@ -3,8 +3,10 @@
 import type { Assignment } from '../config/sweep.ts';
 
 export interface AskedTrial {
-  /** The study's trial number (0-based); trial `number + 1` in what xp prints. */
+  /** The study's trial number (0-based). */
   number: number;
+  /** The trial's index in what xp prints and names (1-based): `number + 1` in a search, its place in a listed sweep. */
+  index: number;
   values: Assignment;
   /** Asked by an earlier run that was interrupted before telling its result: trained again, not asked anew. */
   again: boolean;

@@ -35,12 +35,16 @@ sweep:
   return file;
 };
 
-const run = async (file: string) => {
-  const r = await execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
-    reject: false,
-    cwd: root,
-    env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
-  });
+const run = async (file: string, ...flags: string[]) => {
+  const r = await execa(
+    process.execPath,
+    [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track', ...flags],
+    {
+      reject: false,
+      cwd: root,
+      env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
+    },
+  );
   expect(r.exitCode, r.stderr).toBe(0);
   const events = r.stdout
     .split('\n')
@@ -86,5 +90,54 @@ describe('xp run of a tpe search with asha', () => {
     const total = again.lines.find((l) => l.includes('the study holds')) ?? '';
     const [, finished, pruned] = total.match(/the study holds (\d+) finished, (\d+) stopped, 0 failed/) ?? [];
     expect(Number(finished) + Number(pruned)).toBe(5);
+  });
+});
+
+describe('xp run of a grid sweep with early_terminate', () => {
+  it('trains the listed trials in their order through the study, and its pruner stops the bad ones', async () => {
+    const file = path.join(tmp, 'grid.yaml');
+    fs.writeFileSync(
+      file,
+      `name: grid-stopped
+data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [16]}
+training: {epochs: 3, steps_per_epoch: 2, validation_steps: 2}
+sweep:
+  batch: 2
+  early_terminate: {type: asha, min_epochs: 1, eta: 2}
+  optimizer.learning_rate: [1.0e-1, 1.0e-5]
+  head.dropout: [0.0, 0.6]
+`,
+    );
+    const listed = await execa(
+      process.execPath,
+      [path.join(root, 'bin', 'xp.js'), 'run', file, '--dry-run', '--no-track'],
+      {
+        reject: false,
+        cwd: root,
+        env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
+      },
+    );
+    expect(listed.exitCode, listed.stderr).toBe(0);
+    const names = [...listed.stdout.matchAll(/trial \d+: (\S+ \S+) /g)].map((m) => m[1]);
+    expect(names).toHaveLength(4);
+    expect(listed.stdout).toContain("early_terminate asha: rungs after epoch 1, 2; 1/2 of a rung's trials go on");
+
+    const { lines, runs } = await run(file);
+    expect(lines.filter((l) => l.startsWith('Round '))).toEqual([
+      `Round 1: trial 1: ${names[0]}; trial 2: ${names[1]}`,
+      `Round 2: trial 3: ${names[2]}; trial 4: ${names[3]}`,
+    ]);
+    expect(runs.map((o) => o.name).sort()).toEqual([...names].sort());
+    const stopped = runs.filter((o) => o.prunedAt);
+    expect(stopped.length).toBeGreaterThan(0);
+    for (const o of runs) {
+      expect(o.status).toBe(o.prunedAt ? 'KILLED' : 'FINISHED');
+      expect(o.history).toHaveLength(o.prunedAt ? o.prunedAt.epoch : 3);
+    }
+    expect(lines.find((l) => l.includes('the study holds'))).toContain(
+      `the study holds ${4 - stopped.length} finished, ${stopped.length} stopped, 0 failed`,
+    );
   });
 });
