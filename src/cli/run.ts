@@ -125,6 +125,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
             loaded,
             // A search's trials are asked as it goes: none is known (or FINISHED) before it starts.
             trials: search ? [] : trials,
+            asked: Boolean(search),
             rerun: opts.rerun,
             sourceFile: file,
             log,

@@ -101,6 +101,7 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
       await request({ op: 'tell', number, ...result });
     },
     counts: () => request({ op: 'counts' }),
+    summary: (dir) => request({ op: 'summary', dir }),
     close: async () => {
       if (ended || child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

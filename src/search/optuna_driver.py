@@ -9,6 +9,8 @@ Requests and answers:
                                              -> {"prune": true, "reason": "..."}
   {"op": "tell", "number": 3, "state": "complete" | "pruned" | "fail", "value": 0.74}  -> {}
   {"op": "counts"}                          -> {"complete": 5, "pruned": 3, "fail": 0, "running": 1}
+  {"op": "summary", "dir": "/abs/dir"}      -> {"best": {"number": 2, "index": 3, "value": 0.8, "params": {...}} | null,
+                                                "files": ["trials.csv", ...], "skipped": {"param_importances.png": "why"}}
 Any failure answers {"error": "..."}; the study keeps what it was told.
 
 A grid or random sweep with early_terminate gives its trials in the spec ("listed": [{"index": 1, "values": {...}}]):
@@ -17,10 +19,13 @@ each is enqueued with its values fixed, so the study (and its pruner) sees the s
 """
 
 import argparse
+import csv
 import json
 import math
+import os
 import statistics
 import sys
+import warnings
 
 import optuna
 from optuna.storages import JournalStorage
@@ -28,6 +33,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna's matplotlib plots are marked experimental; the pictures are files, never a window.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def main() -> None:
@@ -114,6 +122,8 @@ class Driver:
             return {}
         if op == "counts":
             return self.counts()
+        if op == "summary":
+            return self.summary(request["dir"])
         raise ValueError(f"unknown op {op}")
 
     def counts(self) -> dict:
@@ -204,11 +214,75 @@ class Driver:
         else:
             self.study.tell(trial, state=TrialState.FAIL)
 
+    def summary(self, directory: str) -> dict:
+        """The study as the sweep's parent run shows it: its best trial, its trial table and Optuna's two plots."""
+        os.makedirs(directory, exist_ok=True)
+        trials = self.study.get_trials(deepcopy=False)
+        names = list(self.spec["parameters"])
+        with open(os.path.join(directory, "trials.csv"), "w", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["number", "index", "state", *names, "value", "pruned_epoch"])
+            for t in trials:
+                pruned = max(t.intermediate_values) if t.state == TrialState.PRUNED and t.intermediate_values else ""
+                index = t.user_attrs.get(INDEX, t.number + 1)
+                params = [shown(t.params.get(name, "")) for name in names]
+                value = "" if t.value is None else t.value
+                writer.writerow([t.number, index, t.state.name, *params, value, pruned])
+        files, skipped = ["trials.csv"], {}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        for name, plot, least in (
+            ("optimization_history.png", plot_history, 1),
+            ("param_importances.png", plot_importances, 2),
+        ):
+            if len(complete) < least:
+                skipped[name] = f"needs {least} finished trial(s), the study has {len(complete)}"
+                continue
+            try:
+                plot(self.study, os.path.join(directory, name))
+                files.append(name)
+            except Exception as error:  # a plot Optuna cannot draw is left out, saying why
+                skipped[name] = f"{type(error).__name__}: {error}"
+        best = None
+        if complete:
+            b = self.study.best_trial
+            params = {name: json.loads(v) if isinstance(v, str) else v for name, v in b.params.items()}
+            best = {"number": b.number, "index": b.user_attrs.get(INDEX, b.number + 1), "value": b.value, "params": params}
+        return {"best": best, "files": files, "skipped": skipped}
+
     def trial_id(self, number: int) -> int:
         return next(t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == number)
 
 
 INDEX = "xp_index"
+
+
+def shown(value: object) -> object:
+    """A categorical value's JSON text as the value it stands for, in the table."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def figure_to(ax_or_axes: object, file: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = (ax_or_axes.flat[0] if hasattr(ax_or_axes, "flat") else ax_or_axes).get_figure()
+    fig.tight_layout()
+    fig.savefig(file, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(study: optuna.Study, file: str) -> None:
+    from optuna.visualization import matplotlib as plots
+
+    figure_to(plots.plot_optimization_history(study), file)
+
+
+def plot_importances(study: optuna.Study, file: str) -> None:
+    # fANOVA, Optuna's default evaluator, fits scikit-learn's random forest (installed with MLflow); seeded so the
+    # picture is the same for the same study.
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization import matplotlib as plots
+
+    figure_to(plots.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0)), file)
 
 
 def encode(spec: object, value: object) -> object:

@@ -12,6 +12,7 @@ import { planResume, runInProcess, type Outcome, type TrialsContext } from '../r
 import { groupTrials } from '../train/sharing.ts';
 import { headBytes, roundSize } from './batch.ts';
 import { openOptunaSearch, type StudyPlace } from './optuna.ts';
+import { reportStudy } from './report.ts';
 import type { Search } from './search.ts';
 
 export interface SearchOptions extends Omit<TrialsContext, 'resume' | 'observe' | 'prune'> {
@@ -78,6 +79,13 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
         })),
       );
     }
+    const { tracking, parentRunId } = opts;
+    await reportStudy(
+      search,
+      place.file,
+      tracking && parentRunId ? { uri: tracking.uri, parentRunId, metric: sweep.metric } : undefined,
+      log,
+    );
     const after = await search.counts();
     log(endLine(outcomes, sweep.metric, after, sweep.goal === 'maximize'));
   } finally {

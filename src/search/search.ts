@@ -12,6 +12,15 @@ export interface AskedTrial {
   again: boolean;
 }
 
+export interface StudySummary {
+  /** The study's best finished trial (its number, xp's index, value and parameters); none before one finishes. */
+  best: { number: number; index: number; value: number; params: Record<string, unknown> } | null;
+  /** Files written in the directory: trials.csv, optimization_history.png, param_importances.png. */
+  files: string[];
+  /** Plots left out, each with why (too few finished trials, or what Optuna said). */
+  skipped: Record<string, string>;
+}
+
 export type TrialResult = { state: 'complete'; value: number } | { state: 'pruned' } | { state: 'fail' };
 
 export interface Search {
@@ -20,6 +29,8 @@ export interface Search {
   /** A trial's metric after an epoch: the reason to stop it there, or undefined to go on. */
   report(number: number, epoch: number, value: number): Promise<string | undefined>;
   tell(number: number, result: TrialResult): Promise<void>;
+  /** Writes the study's trial table and Optuna's plots into `dir`; its best trial, what was written and what not. */
+  summary(dir: string): Promise<StudySummary>;
   /** How many of the study's trials ended which way, this run's and earlier runs'. */
   counts(): Promise<{ complete: number; pruned: number; fail: number; running: number }>;
   close(): Promise<void>;

@@ -1,50 +1,19 @@
 // `xp run` of a tpe search with asha, end to end on tiny data with the real Optuna: it ends with `trials` trials,
 // each FINISHED or stopped by the pruner (KILLED, with the epoch and reason), and running it again with more trials
 // continues the study, asking only the new ones.
-import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Outcome } from '../../src/run/trials.ts';
 import { removeTempDirs, tempDir } from '../tracking/helpers.ts';
-import { shared } from '../train/helpers.ts';
+import { tpeAsha, writeSearch, xpIn } from './helpers.ts';
 
-const root = path.resolve(import.meta.dirname, '../..');
 const tmp = tempDir('search-run');
 afterAll(removeTempDirs);
 
-const write = (trials: number) => {
-  const file = path.join(tmp, `search-${trials}.yaml`);
-  fs.writeFileSync(
-    file,
-    `name: search-run
-data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
-backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
-head: {pooling: avg, units: [16]}
-training: {epochs: 3, steps_per_epoch: 2, validation_steps: 2}
-sweep:
-  method: tpe
-  trials: ${trials}
-  batch: 2
-  seed: 7
-  early_terminate: {type: asha, min_epochs: 1, eta: 2}
-  head.dropout: {distribution: uniform, min: 0.0, max: 0.7}
-  optimizer.learning_rate: {distribution: log_uniform, min: 1.0e-5, max: 1.0e-1}
-`,
-  );
-  return file;
-};
+const write = (trials: number) => writeSearch(tmp, `search-${trials}`, 'search-run', tpeAsha(trials));
 
 const run = async (file: string, ...flags: string[]) => {
-  const r = await execa(
-    process.execPath,
-    [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track', ...flags],
-    {
-      reject: false,
-      cwd: root,
-      env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
-    },
-  );
+  const r = await xpIn(path.join(tmp, 'runs'), ['run', file, '--json', '--no-track', ...flags]);
   expect(r.exitCode, r.stderr).toBe(0);
   const events = r.stdout
     .split('\n')
@@ -95,30 +64,17 @@ describe('xp run of a tpe search with asha', () => {
 
 describe('xp run of a grid sweep with early_terminate', () => {
   it('trains the listed trials in their order through the study, and its pruner stops the bad ones', async () => {
-    const file = path.join(tmp, 'grid.yaml');
-    fs.writeFileSync(
-      file,
-      `name: grid-stopped
-data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
-backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
-head: {pooling: avg, units: [16]}
-training: {epochs: 3, steps_per_epoch: 2, validation_steps: 2}
-sweep:
+    const file = writeSearch(
+      tmp,
+      'grid',
+      'grid-stopped',
+      `
   batch: 2
   early_terminate: {type: asha, min_epochs: 1, eta: 2}
   optimizer.learning_rate: [1.0e-1, 1.0e-5]
-  head.dropout: [0.0, 0.6]
-`,
+  head.dropout: [0.0, 0.6]`,
     );
-    const listed = await execa(
-      process.execPath,
-      [path.join(root, 'bin', 'xp.js'), 'run', file, '--dry-run', '--no-track'],
-      {
-        reject: false,
-        cwd: root,
-        env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
-      },
-    );
+    const listed = await xpIn(path.join(tmp, 'runs'), ['run', file, '--dry-run', '--no-track']);
     expect(listed.exitCode, listed.stderr).toBe(0);
     const names = [...listed.stdout.matchAll(/trial \d+: (\S+ \S+) /g)].map((m) => m[1]);
     expect(names).toHaveLength(4);
