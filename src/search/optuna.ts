@@ -8,7 +8,7 @@ import { XpError } from '../errors.ts';
 import { repoRoot } from '../paths.ts';
 import type { Trial } from '../config/sweep.ts';
 import type { SweepConfig } from '../config/types.ts';
-import type { AskedTrial, Search, TrialResult } from './search.ts';
+import type { AskedTrial, Search, StudySummary, TrialResult } from './search.ts';
 
 export class SearchError extends XpError {
   constructor(message: string, options?: { cause?: unknown; hint?: string }) {
@@ -101,7 +101,10 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
       await request({ op: 'tell', number, ...result });
     },
     counts: () => request({ op: 'counts' }),
-    summary: (dir) => request({ op: 'summary', dir }),
+    summary: async (dir) => {
+      const summary: StudySummary = await request({ op: 'summary', dir });
+      return summary.best ? { ...summary, best: { ...summary.best, params: readable(summary.best.params) } } : summary;
+    },
     close: async () => {
       if (ended || child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -10,7 +10,8 @@ Requests and answers:
   {"op": "tell", "number": 3, "state": "complete" | "pruned" | "fail", "value": 0.74}  -> {}
   {"op": "counts"}                          -> {"complete": 5, "pruned": 3, "fail": 0, "running": 1}
   {"op": "summary", "dir": "/abs/dir"}      -> {"best": {"number": 2, "index": 3, "value": 0.8, "params": {...}} | null,
-                                                "files": ["trials.csv", ...], "skipped": {"param_importances.png": "why"}}
+                                                "files": ["trials.csv", ...], "skipped": {"param_importances.png": "why"},
+                                                "pruned_epochs": [1, 1, 3]}
 Any failure answers {"error": "..."}; the study keeps what it was told.
 
 A grid or random sweep with early_terminate gives its trials in the spec ("listed": [{"index": 1, "values": {...}}]):
@@ -247,7 +248,8 @@ class Driver:
             b = self.study.best_trial
             params = {name: json.loads(v) if isinstance(v, str) else v for name, v in b.params.items()}
             best = {"number": b.number, "index": b.user_attrs.get(INDEX, b.number + 1), "value": b.value, "params": params}
-        return {"best": best, "files": files, "skipped": skipped}
+        pruned = [max(t.intermediate_values) for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+        return {"best": best, "files": files, "skipped": skipped, "pruned_epochs": pruned}
 
     def trial_id(self, number: int) -> int:
         return next(t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == number)

@@ -3,7 +3,7 @@
 // study first, so they stay with it when MLflow cannot be reached.
 import path from 'node:path';
 import { quickClient } from '../tracking/session.ts';
-import type { Search } from './search.ts';
+import type { Search, StudySummary } from './search.ts';
 
 export interface ReportTarget {
   uri: string;
@@ -17,11 +17,11 @@ export async function reportStudy(
   studyFile: string,
   target: ReportTarget | undefined,
   log: (line: string) => void,
-): Promise<void> {
+): Promise<StudySummary> {
   const dir = path.join(path.dirname(studyFile), 'report');
   const summary = await search.summary(dir);
   for (const [file, why] of Object.entries(summary.skipped)) log(`Search plot ${file} left out: ${why}`);
-  if (!target) return;
+  if (!target) return summary;
   const client = quickClient(target.uri);
   try {
     const { best } = summary;
@@ -48,4 +48,5 @@ export async function reportStudy(
   } catch (error) {
     log(`MLflow: could not log the study to the sweep's parent run (${(error as Error).message}); it is in ${dir}`);
   }
+  return summary;
 }

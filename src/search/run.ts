@@ -5,15 +5,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { configHash, resolveTrial, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
-import { isSearch } from '../config/sweep.ts';
-import { headlineValue, type EpochLogs } from '../events.ts';
+import { isSearch, trialName } from '../config/sweep.ts';
+import { headlineValue, type EpochLogs, type RunResult } from '../events.ts';
 import { runsRoot } from '../paths.ts';
 import { planResume, runInProcess, type Outcome, type TrialsContext } from '../run/trials.ts';
 import { groupTrials } from '../train/sharing.ts';
 import { headBytes, roundSize } from './batch.ts';
 import { openOptunaSearch, type StudyPlace } from './optuna.ts';
 import { reportStudy } from './report.ts';
-import type { Search } from './search.ts';
+import type { Search, StudySummary } from './search.ts';
 
 export interface SearchOptions extends Omit<TrialsContext, 'resume' | 'observe' | 'prune'> {
   /** Continue the interrupted trials a round asks again from their backups (xp run --resume). */
@@ -75,19 +75,24 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
           ...opts,
           resume: planned.resume,
           prune: (t) => (epoch, logs) => report(search, numberOf(t), t, epoch, logs, sweep.metric, log),
-          observe: (t) => ({ onRunEnd: (info) => tell(search, numberOf(t), info, sweep.metric) }),
+          observe: (t) => ({
+            onRunEnd: async (info) => {
+              await tell(search, numberOf(t), info, sweep.metric);
+              log(trialEndLine(t, info, sweep.metric));
+            },
+          }),
         })),
       );
     }
     const { tracking, parentRunId } = opts;
-    await reportStudy(
+    const summary = await reportStudy(
       search,
       place.file,
       tracking && parentRunId ? { uri: tracking.uri, parentRunId, metric: sweep.metric } : undefined,
       log,
     );
     const after = await search.counts();
-    log(endLine(outcomes, sweep.metric, after, sweep.goal === 'maximize'));
+    log(endLine(summary, after, sweep.metric));
   } finally {
     await search.close();
   }
@@ -125,24 +130,48 @@ async function tell(
   await search.tell(number, value === undefined ? { state: 'fail' } : { state: 'complete', value });
 }
 
-/** `best of 24: dropout=0.1 ... (val_accuracy 0.8120); 16 stopped early, after 1-3 epochs; the study holds 24 trials` */
-function endLine(
-  outcomes: Outcome[],
-  metric: string,
+/**
+ * The search's last line, from its study (this run's trials and earlier runs'):
+ * `best of 24: trial 7, dropout=0.1 ..., val_accuracy 0.8120 (16 stopped early, after 1-3 epochs); the study holds ...`
+ */
+export function endLine(
+  summary: StudySummary,
   counts: { complete: number; pruned: number; fail: number; running: number },
-  maximize: boolean,
+  metric: string,
 ): string {
-  const finished = outcomes.filter((o) => o.status === 'FINISHED');
-  const goal = maximize ? 1 : -1;
-  const best = finished
-    .map((o) => ({ o, v: headlineValue(o, metric) }))
-    .filter((x): x is { o: Outcome; v: number } => x.v !== undefined)
-    .sort((a, b) => goal * (b.v - a.v))[0];
-  const stopped = outcomes.flatMap((o) => (o.prunedAt ? [o.prunedAt.epoch] : []));
-  const epochs = stopped.length ? `, after ${Math.min(...stopped)}-${Math.max(...stopped)} epochs` : '';
+  const told = counts.complete + counts.pruned + counts.fail;
   const study = `the study holds ${counts.complete} finished, ${counts.pruned} stopped, ${counts.fail} failed${counts.running ? `, ${counts.running} interrupted` : ''}`;
-  if (!outcomes.length) return `Nothing to ask: ${study} (raise sweep.trials to search on)`;
-  return `${best ? `best of ${outcomes.length}: ${best.o.name} (${metric} ${best.v.toFixed(4)})` : `no trial of ${outcomes.length} finished`}; ${stopped.length} stopped early${epochs}; ${study}`;
+  if (!told) return `Nothing finished: ${study}`;
+  const stopped = summary.pruned_epochs;
+  const [low, high] = [Math.min(...stopped), Math.max(...stopped)];
+  const after = !stopped.length
+    ? ''
+    : `, after ${low === high ? `${low} epoch${low === 1 ? '' : 's'}` : `${low}-${high} epochs`}`;
+  const { best } = summary;
+  const head = best
+    ? `best of ${told}: trial ${best.index}, ${trialName(best.params)}, ${metric} ${best.value.toFixed(4)}`
+    : `no trial of ${told} finished`;
+  return `${head} (${stopped.length} stopped early${after}); ${study}`;
+}
+
+/** A trial's line as it ends: its values, the epochs it trained, its metric, and whether the search stopped it. */
+export function trialEndLine(
+  t: ResolvedTrial,
+  info: { status: string; prunedAt?: { epoch: number }; history: unknown[]; result?: RunResult; error?: string },
+  metric: string,
+): string {
+  const epochs = t.experiment.training.epochs;
+  const trained = info.history.length;
+  const value = headlineValue(info as Parameters<typeof headlineValue>[0], metric);
+  const figure = value === undefined ? '' : `, ${metric} ${value.toFixed(4)}`;
+  const how = info.prunedAt
+    ? `stopped after epoch ${info.prunedAt.epoch} of ${epochs}`
+    : info.status === 'FINISHED'
+      ? `${trained} of ${epochs} epochs`
+      : info.status === 'FAILED'
+        ? `FAILED after ${trained} of ${epochs} epochs${info.error ? ` (${info.error})` : ''}`
+        : `interrupted after ${trained} of ${epochs} epochs (asked again when the search goes on)`;
+  return `trial ${t.index} ended: ${t.name}: ${how}${figure}`;
 }
 
 /**

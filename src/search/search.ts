@@ -19,6 +19,8 @@ export interface StudySummary {
   files: string[];
   /** Plots left out, each with why (too few finished trials, or what Optuna said). */
   skipped: Record<string, string>;
+  /** The epoch each of the study's stopped trials was stopped after. */
+  pruned_epochs: number[];
 }
 
 export type TrialResult = { state: 'complete'; value: number } | { state: 'pruned' } | { state: 'fail' };

@@ -47,6 +47,20 @@ describe('xp run of a tpe search with asha', () => {
         ),
       ).toBe(true);
     expect(first.lines.filter((l) => l.startsWith('Round '))).toHaveLength(2);
+    // One line per trial as it ends, in the order they end; the last line tells the best of the study.
+    const ended = first.lines.filter((l) => /^trial \d ended: /.test(l));
+    expect(ended).toHaveLength(4);
+    for (const o of first.runs)
+      expect(
+        ended.some((l) =>
+          l.includes(
+            `: ${o.name}: ${o.prunedAt ? `stopped after epoch ${o.prunedAt.epoch} of 3` : '3 of 3 epochs'}, val_accuracy 0.`,
+          ),
+        ),
+      ).toBe(true);
+    expect(first.lines.find((l) => l.startsWith('best of 4: trial '))).toMatch(
+      /^best of 4: trial \d, dropout=\S+ learning_rate=\S+, val_accuracy \d\.\d{4} \(\d stopped early, after (1 epoch|2 epochs|1-2 epochs)\); the study holds/,
+    );
     const end = first.lines.find((l) => l.includes('the study holds'));
     expect(end).toContain(`the study holds ${4 - stopped.length} finished, ${stopped.length} stopped, 0 failed`);
 
