@@ -54,15 +54,15 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
   });
   const waiting: { resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
   let ended: Error | undefined;
-  const failure = (what: string) =>
+  const failure = (what: string, setup = false) =>
     new SearchError(`the search process (${python} ${path.relative(repoRoot, driverScript)}) ${what}`, {
-      hint: `${stderr.trim().split('\n').slice(-3).join(' | ') || 'it printed nothing'}; the study in ${place.file} keeps every result it was told: run the file again to continue (\`npm run setup\` installs Optuna in .venv)`,
+      hint: `${stderr.trim().split('\n').slice(-3).join(' | ') || 'it printed nothing'}; the study in ${place.file} keeps every result it was told: \`xp run <file> --resume\` continues it, its interrupted trials from their backups${setup ? ' (`npm run setup` installs Optuna in .venv)' : ''}`,
     });
   const fail = (error: Error) => {
     ended ??= error;
     for (const w of waiting.splice(0)) w.reject(ended);
   };
-  child.on('error', (e) => fail(failure(`could not start: ${e.message}`)));
+  child.on('error', (e) => fail(failure(`could not start: ${e.message}`, true)));
   child.on('exit', (code, signal) => fail(failure(`ended (${signal ?? `exit code ${code}`})`)));
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
     const w = waiting.shift();

@@ -11,7 +11,7 @@ import { runsRoot } from '../paths.ts';
 import { planResume, runInProcess, type Outcome, type TrialsContext } from '../run/trials.ts';
 import { groupTrials } from '../train/sharing.ts';
 import { headBytes, roundSize } from './batch.ts';
-import { openOptunaSearch, type StudyPlace } from './optuna.ts';
+import { openOptunaSearch, SearchError, type StudyPlace } from './optuna.ts';
 import { reportStudy } from './report.ts';
 import type { Search, StudySummary } from './search.ts';
 
@@ -93,6 +93,10 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
     );
     const after = await search.counts();
     log(endLine(summary, after, sweep.metric));
+  } catch (error) {
+    // The Optuna process knows the study, this command the file that continues it.
+    if (error instanceof SearchError && error.hint) error.hint = error.hint.replace('<file>', opts.file);
+    throw error;
   } finally {
     await search.close();
   }

@@ -110,4 +110,57 @@ describe('a search interrupted mid-round', () => {
       /the study holds 4 finished, 0 stopped, 0 failed$/,
     );
   });
+
+  it('names its Optuna process when it dies mid-round, keeps the study, and --resume completes it', async () => {
+    const file = writeSearch(tmp, 'died', 'search-died', search, 4);
+    const first = execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
+      reject: false,
+      cwd: root,
+      env: { XP_RUNS_DIR: runs },
+    });
+    // Once round 1 trains, the study's Python process (this test's grandchild, found by its journal) is killed.
+    let out = '';
+    let killed: number | undefined;
+    first.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (killed || !out.includes('"event":"epoch"')) return;
+      killed = driverPid(path.join(runs, 'search-died'));
+      if (killed) process.kill(killed, 'SIGKILL');
+    });
+    const ended = await first;
+    expect(killed).toBeGreaterThan(0);
+    expect(ended.exitCode).not.toBe(0);
+    expect(ended.stderr).toMatch(/the search process \(.*optuna_driver\.py\) ended \(SIGKILL\)/);
+    expect(ended.stderr).toMatch(
+      /the study in \S+study\.journal keeps every result it was told: `xp run \S+died\.yaml --resume` continues it, its interrupted trials from their backups$/m,
+    );
+
+    const again = await xpIn(runs, ['run', file, '--json', '--no-track', '--resume']);
+    expect(again.exitCode, again.stderr).toBe(0);
+    const after = parse(again.stdout);
+    expect(after.lines.find((l) => l.startsWith('Round 1: '))).toMatch(
+      /^Round 1: trial 1 \(interrupted before, again\)/,
+    );
+    expect(studyTable('search-died').map((cells) => cells[2])).toEqual([
+      'COMPLETE',
+      'COMPLETE',
+      'COMPLETE',
+      'COMPLETE',
+    ]);
+  });
 });
+
+/** The pid of the optuna_driver.py process whose study is under `dir`, if one runs. */
+function driverPid(dir: string): number | undefined {
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let cmdline = '';
+    try {
+      cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (cmdline.includes('optuna_driver.py') && cmdline.includes(dir)) return Number(entry);
+  }
+  return undefined;
+}
