@@ -13,6 +13,11 @@ export const MLFLOW_VERSION = '3.17.2';
 export const PSYCOPG_VERSION = '3.3.9';
 // A sweep with method: tpe is an Optuna study (src/search/optuna_driver.py runs in this .venv).
 export const OPTUNA_VERSION = '5.1.0';
+// Beside Optuna: CMA-ES for method: cmaes (Optuna's CmaEsSampler imports it), matplotlib for the search's plots
+// logged to MLflow (Optuna's matplotlib backend; MLflow pulls it in too, pinned here so the plots do not move with
+// MLflow's range), optuna-dashboard for `xp ui --study`. Parameter importances also need scikit-learn (fANOVA's
+// random forest), which MLflow already requires.
+export const SEARCH_PACKAGES = { cmaes: '0.13.1', matplotlib: '3.11.2', 'optuna-dashboard': '0.21.0' };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tfjsNodeDir = path.join(root, 'node_modules', '@tensorflow', 'tfjs-node');
@@ -111,18 +116,31 @@ async function mlflowVenv() {
     spawnSync(python, ['-c', 'import psycopg; print(psycopg.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
   const optuna = () =>
     spawnSync(python, ['-c', 'import optuna; print(optuna.__version__)'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  const pinned = Object.entries(SEARCH_PACKAGES).map(([name, v]) => `${name}==${v}`);
+  // Installed versions of the search's packages, as pip names them (read from their metadata, nothing imported).
+  const searchPackages = () =>
+    spawnSync(
+      python,
+      [
+        '-c',
+        'import sys, importlib.metadata as m; print(" ".join(f"{n}=={m.version(n)}" for n in sys.argv[1:]))',
+        ...Object.keys(SEARCH_PACKAGES),
+      ],
+      { encoding: 'utf8' },
+    ).stdout?.trim() ?? '';
   if (
     fs.existsSync(mlflow) &&
     version().includes(MLFLOW_VERSION) &&
     psycopg() === PSYCOPG_VERSION &&
-    optuna() === OPTUNA_VERSION
+    optuna() === OPTUNA_VERSION &&
+    searchPackages() === pinned.join(' ')
   )
-    return `already in place, ${version()}, psycopg ${psycopg()}, optuna ${optuna()}`;
+    return `already in place, ${version()}, psycopg ${psycopg()}, optuna ${optuna()}, ${searchPackages()}`;
   if (!fs.existsSync(python)) {
     run(pythonBin(), ['-m', 'venv', venv], 'create the virtual environment');
   }
   log(
-    `pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} optuna==${OPTUNA_VERSION} into .venv (a minute or two the first time)`,
+    `pip install mlflow==${MLFLOW_VERSION} psycopg[binary]==${PSYCOPG_VERSION} optuna==${OPTUNA_VERSION} ${pinned.join(' ')} into .venv (a minute or two the first time)`,
   );
   run(
     python,
@@ -135,6 +153,7 @@ async function mlflowVenv() {
       `mlflow==${MLFLOW_VERSION}`,
       `psycopg[binary]==${PSYCOPG_VERSION}`,
       `optuna==${OPTUNA_VERSION}`,
+      ...pinned,
     ],
     'pip install mlflow',
   );
@@ -142,7 +161,9 @@ async function mlflowVenv() {
   if (!v.includes(MLFLOW_VERSION)) throw new Error(`.venv/bin/mlflow --version printed "${v}"`);
   if (psycopg() !== PSYCOPG_VERSION) throw new Error(`psycopg ${PSYCOPG_VERSION} does not import in .venv`);
   if (optuna() !== OPTUNA_VERSION) throw new Error(`optuna ${OPTUNA_VERSION} does not import in .venv`);
-  return `${v}, psycopg ${psycopg()}, optuna ${optuna()}`;
+  if (searchPackages() !== pinned.join(' '))
+    throw new Error(`.venv holds ${searchPackages() || 'none'} of ${pinned.join(' ')}`);
+  return `${v}, psycopg ${psycopg()}, optuna ${optuna()}, ${searchPackages()}`;
 }
 
 function run(cmd, args, what) {

@@ -286,12 +286,26 @@ const commands: Record<string, Command> = {
   },
   ui: {
     summary: 'start (or reuse) the MLflow UI on the local store and print the links of a run, sweep or experiment',
-    usage: 'xp ui [run-dir | experiment.yaml | experiment-name | sweep-id] [--port N] | xp ui --stop',
+    usage:
+      'xp ui [run-dir | experiment.yaml | experiment-name | sweep-id] [--port N] | xp ui --stop | xp ui --study <experiment.yaml | study folder | study.journal>',
     flags: {
       port: { type: 'string', arg: 'N', help: 'port to listen on (default: the one it had last, else a free one)' },
       stop: { type: 'boolean', help: 'end the server `xp run --keep-ui` left up' },
+      study: {
+        type: 'string',
+        arg: 'FILE',
+        help: "open a search's study in optuna-dashboard instead (its experiment file, runs/<experiment>/search-<hash>, or the study.journal), on 127.0.0.1",
+      },
     },
     async run(args, v) {
+      if (v.study !== undefined) {
+        if (args.length)
+          throw new XpError('xp ui --study takes the study as its value, nothing else', {
+            hint: 'xp ui --study experiments/search.yaml',
+          });
+        const { dashboardCommand } = await import('../search/dashboard.ts');
+        return dashboardCommand(v.study as string, v.port ? positiveInt('--port', v.port as string) : undefined);
+      }
       if (args.length > 1)
         throw new XpError('xp ui takes one run folder, experiment file, experiment name or sweep id', {
           hint: 'xp ui runs/<experiment>/<run-id>',

@@ -15,9 +15,8 @@ import { groupTrials, trainersOf } from '../train/sharing.ts';
 import { summaryLines } from '../train/summary.ts';
 import { interruptible } from './interrupt.ts';
 import { queueUrl } from '../queue/connection.ts';
-import { isSearch } from '../config/sweep.ts';
-import type { SweepConfig } from '../config/types.ts';
-import { studyPlace } from '../search/run.ts';
+import { isSearch, runsAsSearch } from '../config/sweep.ts';
+import { searchPlan, stoppingPlan } from '../search/dry-run.ts';
 import { XpError } from '../errors.ts';
 
 export interface RunOptions {
@@ -89,12 +88,15 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
     }
     return code;
   }
-  const search = isSearch(loaded.sweep) ? loaded.sweep : undefined;
+  const search = runsAsSearch(loaded.sweep) ? loaded.sweep : undefined;
   if (search && (opts.parallel > 1 || opts.only || queueUrl(opts.queue)))
-    throw new XpError(`${file}: a search (method: ${search.method}) runs its rounds in this process`, {
-      hint: '--parallel and --queue work with grid and random sweeps; run the search without them',
-      exitCode: 2,
-    });
+    throw new XpError(
+      `${file}: a ${isSearch(search) ? `search (method: ${search.method})` : `sweep with early_terminate`} runs its rounds in this process`,
+      {
+        hint: '--parallel and --queue work with grid and random sweeps without early_terminate; run it without them',
+        exitCode: 2,
+      },
+    );
   const queue = opts.only ? undefined : queueUrl(opts.queue);
   if (queue)
     return (await import('./run-queued.ts')).runQueued(
@@ -123,6 +125,7 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
             loaded,
             // A search's trials are asked as it goes: none is known (or FINISHED) before it starts.
             trials: search ? [] : trials,
+            asked: Boolean(search),
             rerun: opts.rerun,
             sourceFile: file,
             log,
@@ -185,7 +188,10 @@ async function dryRun(
   opts: RunOptions,
   progress: Progress,
 ): Promise<number> {
-  if (loaded.sweep && isSearch(loaded.sweep)) return dryRunSearch(file, loaded, loaded.sweep, progress);
+  if (loaded.sweep && isSearch(loaded.sweep)) {
+    for (const line of searchPlan(file, loaded, loaded.sweep)) progress.line(line);
+    return 0;
+  }
   const groups = groupTrials(trials, opts.share);
   progress.line(
     `${file}: ${trials.length} trial${trials.length === 1 ? '' : 's'} in ${groups.length} group${groups.length === 1 ? '' : 's'} (trials in a group share one backbone pass)`,
@@ -215,29 +221,7 @@ async function dryRun(
   if (finished.size)
     progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
   if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
-  return 0;
-}
-
-/** A search asks its trials as it goes: what it will do, where its study lives, and the most it can cost. */
-function dryRunSearch(file: string, loaded: LoadedExperiment, sweep: SweepConfig, progress: Progress): number {
-  const epochs = loaded.base.training.epochs;
-  const trials = sweep.trials ?? 10;
-  const stop = sweep.early_terminate;
-  progress.line(
-    `${file}: a ${sweep.method} search of ${trials} trials by ${sweep.metric}, rounds of ${sweep.batch ?? 'auto'} trial(s) (auto: computed from memory when it runs)`,
-  );
-  progress.line(`  parameters: ${Object.keys(sweep.parameters).join(', ')}`);
-  if (stop) {
-    const rungs = [];
-    for (let r = stop.min_epochs; r < epochs; r *= stop.eta) rungs.push(r);
-    progress.line(
-      stop.type === 'median'
-        ? `  early_terminate median: after each epoch from ${stop.min_epochs}, a trial below the finished trials' median stops`
-        : `  early_terminate ${stop.type}: rungs after epoch ${rungs.join(', ')}; 1/${stop.eta} of a rung's trials go on`,
-    );
-  }
-  progress.line(`  at most ${trials * epochs} trial-epochs (${trials} trials x ${epochs} epochs)`);
-  progress.line(`  study: ${studyPlace(loaded).file} (running the file again continues it)`);
+  if (loaded.sweep?.early_terminate) for (const line of stoppingPlan(loaded, loaded.sweep)) progress.line(line);
   return 0;
 }
 

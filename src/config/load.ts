@@ -10,7 +10,6 @@ import {
   countTrials,
   DEFAULT_MAX_TRIALS,
   expandSweep,
-  isSearch,
   normalizeSweep,
   setPath,
   SweepSpecError,
@@ -293,7 +292,7 @@ export function resolveTrial(
   return { index, name, values, experiment: deepFreeze(checked), configHash: configHash(checked) };
 }
 
-// What the schema cannot say of early_terminate: it needs a search, and epochs left to stop trials in.
+// What the schema cannot say of early_terminate: epochs left to stop trials in, and a fixed number of them.
 function searchProblems(
   sweep: SweepConfig,
   sweepRaw: Record<string, unknown>,
@@ -302,13 +301,6 @@ function searchProblems(
   const stop = sweep.early_terminate;
   if (!stop) return [];
   const at = (path: string[], message: string) => ({ path, atKey: true, message });
-  if (!isSearch(sweep))
-    return [
-      at(
-        ['sweep', 'early_terminate'],
-        `early_terminate needs method: tpe (got method: ${sweep.method}, whose trials each train to their last epoch)`,
-      ),
-    ];
   if ('training.epochs' in sweep.parameters)
     return [
       at(

@@ -52,6 +52,13 @@ export const isSearch = (sweep: SweepConfig | undefined): boolean =>
   (SEARCH_METHODS as readonly string[]).includes(sweep?.method ?? '');
 
 /**
+ * Whether the sweep runs through a study (src/search): a search, or a grid or random sweep with early_terminate,
+ * whose listed trials the study's pruner may stop (as W&B's early_terminate does for every method).
+ */
+export const runsAsSearch = (sweep: SweepConfig | undefined): boolean =>
+  isSearch(sweep) || Boolean(sweep?.early_terminate);
+
+/**
  * A list sweep's trials; a search's probes instead: every parameter at its lower bound, then at its upper bound,
  * so that the checks before training see the extremes any asked trial lies between.
  */

@@ -112,10 +112,10 @@ export interface SweepDistribution {
   max?: number;
   values?: unknown[];
 }
-export const SWEEP_METHODS = ['grid', 'random', 'tpe'] as const;
+export const SWEEP_METHODS = ['grid', 'random', 'tpe', 'cmaes'] as const;
 export const EARLY_TERMINATE_TYPES = ['asha', 'hyperband', 'median'] as const;
 /** Methods that ask each round of trials from the results so far (a search) instead of listing them up front. */
-export const SEARCH_METHODS = ['tpe'] as const;
+export const SEARCH_METHODS = ['tpe', 'cmaes'] as const;
 export type SweepMethod = (typeof SWEEP_METHODS)[number];
 export interface EarlyTerminateConfig {
   type: (typeof EARLY_TERMINATE_TYPES)[number];

@@ -18,6 +18,7 @@ export interface SchemaNode {
   items?: SchemaNode;
   oneOf?: SchemaNode[];
   anyOf?: SchemaNode[];
+  'x-unavailable'?: Record<string, string>;
 }
 /** The schema, typed in the keywords xp walks. */
 export const schemaRoot: SchemaNode = schema;
@@ -32,6 +33,8 @@ function validator(): ValidateFunction<Experiment> {
       useDefaults: true,
       strict: true,
       allowUnionTypes: true,
+      // x-unavailable: values the schema names but refuses, each with the reason (read by toProblem, not by ajv).
+      keywords: ['x-unavailable'],
     }).compile<Experiment>(schema);
   return compiled;
 }
@@ -95,6 +98,9 @@ function toProblem(e: DefinedError, data: unknown): FieldProblem {
       return { path, message: `${name} must be ${article(e.params.type)}${got}` };
     case 'enum': {
       const allowed = e.params.allowedValues.map(String);
+      const refused = typeof value === 'string' ? unavailable(path)?.[value] : undefined;
+      if (refused)
+        return { path, message: `${name}: ${value} is not available: ${refused} (one of ${allowed.join(', ')})` };
       return {
         path,
         message: `${name} must be one of ${allowed.join(', ')}${got}${typeof value === 'string' ? didYouMean(value, allowed) : ''}`,
@@ -150,6 +156,12 @@ function oneOfAdvice(path: string[]): string {
   if (last === 'zoom_range') return 'must be a number in [0, 1] or a [lower, upper] pair';
   if (path[0] === 'sweep') return 'must be a list of values or a {distribution, min, max | values} mapping';
   return 'does not match any allowed form';
+}
+
+/** The values the schema refuses at a data path, with why (its x-unavailable keyword). */
+function unavailable(path: string[]): Record<string, string> | undefined {
+  const node = propertiesAt(path.slice(0, -1))[path[path.length - 1]];
+  return node?.['x-unavailable'];
 }
 
 // A JSON Pointer segment's escapes (RFC 6901).

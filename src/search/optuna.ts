@@ -6,8 +6,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { XpError } from '../errors.ts';
 import { repoRoot } from '../paths.ts';
+import type { Trial } from '../config/sweep.ts';
 import type { SweepConfig } from '../config/types.ts';
-import type { AskedTrial, Search, TrialResult } from './search.ts';
+import type { AskedTrial, Search, StudySummary, TrialResult } from './search.ts';
 
 export class SearchError extends XpError {
   constructor(message: string, options?: { cause?: unknown; hint?: string }) {
@@ -25,15 +26,19 @@ export interface StudyPlace {
   name: string;
 }
 
-/** Starts the study's process; the study is created in `place.file`, or loaded from it to go on. */
-export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: StudyPlace): Search {
+/**
+ * Starts the study's process; the study is created in `place.file`, or loaded from it to go on. `listed`: the trials
+ * of a grid or random sweep with early_terminate, asked in their order instead of sampled.
+ */
+export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: StudyPlace, listed?: Trial[]): Search {
   const spec = {
     method: sweep.method,
     seed: sweep.seed ?? 0,
     direction: sweep.goal,
-    trials: sweep.trials ?? 10,
+    trials: listed ? listed.length : (sweep.trials ?? 10),
     parameters: sweep.parameters,
     pruner: sweep.early_terminate && { ...sweep.early_terminate, max_epochs: maxEpochs },
+    ...(listed ? { listed: listed.map((t) => ({ index: t.index, values: t.values })) } : {}),
   };
   const python = venvPython();
   const child = spawn(
@@ -49,15 +54,15 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
   });
   const waiting: { resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
   let ended: Error | undefined;
-  const failure = (what: string) =>
+  const failure = (what: string, setup = false) =>
     new SearchError(`the search process (${python} ${path.relative(repoRoot, driverScript)}) ${what}`, {
-      hint: `${stderr.trim().split('\n').slice(-3).join(' | ') || 'it printed nothing'}; the study in ${place.file} keeps every result it was told: run the file again to continue (\`npm run setup\` installs Optuna in .venv)`,
+      hint: `${stderr.trim().split('\n').slice(-3).join(' | ') || 'it printed nothing'}; the study in ${place.file} keeps every result it was told: \`xp run <file> --resume\` continues it, its interrupted trials from their backups${setup ? ' (`npm run setup` installs Optuna in .venv)' : ''}`,
     });
   const fail = (error: Error) => {
     ended ??= error;
     for (const w of waiting.splice(0)) w.reject(ended);
   };
-  child.on('error', (e) => fail(failure(`could not start: ${e.message}`)));
+  child.on('error', (e) => fail(failure(`could not start: ${e.message}`, true)));
   child.on('exit', (code, signal) => fail(failure(`ended (${signal ?? `exit code ${code}`})`)));
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
     const w = waiting.shift();
@@ -82,11 +87,11 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
 
   return {
     ask: async (n) => {
-      const answer: { trials: { number: number; params: Record<string, unknown>; again: boolean }[] } = await request({
-        op: 'ask',
-        n,
-      });
-      return answer.trials.map((t): AskedTrial => ({ number: t.number, values: readable(t.params), again: t.again }));
+      const answer: { trials: { number: number; index: number; params: Record<string, unknown>; again: boolean }[] } =
+        await request({ op: 'ask', n });
+      return answer.trials.map(
+        (t): AskedTrial => ({ number: t.number, index: t.index, values: readable(t.params), again: t.again }),
+      );
     },
     report: async (number, epoch, value) => {
       const answer: { prune: boolean; reason?: string } = await request({ op: 'report', number, epoch, value });
@@ -96,6 +101,10 @@ export function openOptunaSearch(sweep: SweepConfig, maxEpochs: number, place: S
       await request({ op: 'tell', number, ...result });
     },
     counts: () => request({ op: 'counts' }),
+    summary: async (dir) => {
+      const summary: StudySummary = await request({ op: 'summary', dir });
+      return summary.best ? { ...summary, best: { ...summary.best, params: readable(summary.best.params) } } : summary;
+    },
     close: async () => {
       if (ended || child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

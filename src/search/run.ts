@@ -5,13 +5,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { configHash, resolveTrial, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
-import { headlineValue, type EpochLogs } from '../events.ts';
+import { isSearch, trialName } from '../config/sweep.ts';
+import { headlineValue, type EpochLogs, type RunResult } from '../events.ts';
 import { runsRoot } from '../paths.ts';
 import { planResume, runInProcess, type Outcome, type TrialsContext } from '../run/trials.ts';
 import { groupTrials } from '../train/sharing.ts';
 import { headBytes, roundSize } from './batch.ts';
-import { openOptunaSearch, type StudyPlace } from './optuna.ts';
-import type { Search } from './search.ts';
+import { openOptunaSearch, SearchError, type StudyPlace } from './optuna.ts';
+import { reportStudy } from './report.ts';
+import type { Search, StudySummary } from './search.ts';
 
 export interface SearchOptions extends Omit<TrialsContext, 'resume' | 'observe' | 'prune'> {
   /** Continue the interrupted trials a round asks again from their backups (xp run --resume). */
@@ -42,13 +44,15 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
   const log = (line: string) => progress.line(line);
   const place = studyPlace(loaded);
   fs.mkdirSync(path.dirname(place.file), { recursive: true });
-  const search = openOptunaSearch(sweep, loaded.base.training.epochs, place);
+  // A grid or random sweep with early_terminate: its listed trials go through the study, in their order.
+  const listed = isSearch(sweep) ? undefined : loaded.trials;
+  const search = openOptunaSearch(sweep, loaded.base.training.epochs, place, listed);
   const outcomes: Outcome[] = [];
   try {
     const before = await search.counts();
     const told = before.complete + before.pruned + before.fail;
     log(
-      `Search: ${sweep.method}, ${sweep.trials ?? 10} trials by ${sweep.metric} (${sweep.goal}), study ${shown(place.file)}${told + before.running ? ` continued: ${told} trial(s) done, ${before.running} interrupted` : ''}`,
+      `${listed ? `Sweep (${sweep.method}, stopped early by ${sweep.early_terminate?.type})` : `Search: ${sweep.method}`}, ${listed ? listed.length : (sweep.trials ?? 10)} trials by ${sweep.metric} (${sweep.goal}), study ${shown(place.file)}${told + before.running ? ` continued: ${told} trial(s) done, ${before.running} interrupted` : ''}`,
     );
     const auto = sweep.batch === undefined || sweep.batch === 'auto';
     const { batch, why } = roundSize(sweep, auto ? await largestHead(loaded) : 0);
@@ -56,23 +60,43 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
     for (let round = 1; !opts.shouldStop('epoch'); round++) {
       const asked = await search.ask(batch);
       if (!asked.length) break;
-      const trials = asked.map((a) => resolveTrial(loaded, a.number + 1, a.values));
+      const trials = asked.map(
+        (a) => listed?.find((t) => t.index === a.index) ?? resolveTrial(loaded, a.index, a.values),
+      );
       log(
         `Round ${round}: ${trials.map((t, i) => `trial ${t.index}${asked[i].again ? ' (interrupted before, again)' : ''}: ${t.name}`).join('; ')}`,
       );
+      const numbers = new Map(trials.map((t, i) => [t.index, asked[i].number]));
+      const numberOf = (t: ResolvedTrial) => numbers.get(t.index) ?? t.index - 1;
       const grouped = groupTrials(trials, opts.share);
       const planned = opts.resume ? planResume(grouped, log) : { groups: grouped, resume: undefined };
       outcomes.push(
         ...(await runInProcess(planned.groups, {
           ...opts,
           resume: planned.resume,
-          prune: (t) => (epoch, logs) => report(search, t, epoch, logs, sweep.metric, log),
-          observe: (t) => ({ onRunEnd: (info) => tell(search, t, info, sweep.metric) }),
+          prune: (t) => (epoch, logs) => report(search, numberOf(t), t, epoch, logs, sweep.metric, log),
+          observe: (t) => ({
+            onRunEnd: async (info) => {
+              await tell(search, numberOf(t), info, sweep.metric);
+              log(trialEndLine(t, info, sweep.metric));
+            },
+          }),
         })),
       );
     }
+    const { tracking, parentRunId } = opts;
+    const summary = await reportStudy(
+      search,
+      place.file,
+      tracking && parentRunId ? { uri: tracking.uri, parentRunId, metric: sweep.metric } : undefined,
+      log,
+    );
     const after = await search.counts();
-    log(endLine(outcomes, sweep.metric, after, sweep.goal === 'maximize'));
+    log(endLine(summary, after, sweep.metric));
+  } catch (error) {
+    // The Optuna process knows the study, this command the file that continues it.
+    if (error instanceof SearchError && error.hint) error.hint = error.hint.replace('<file>', opts.file);
+    throw error;
   } finally {
     await search.close();
   }
@@ -82,6 +106,7 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
 /** The trial's metric after an epoch, to the study; the line that says why its pruner stops it. */
 async function report(
   search: Search,
+  number: number,
   t: ResolvedTrial,
   epoch: number,
   logs: EpochLogs,
@@ -90,7 +115,7 @@ async function report(
 ): Promise<string | undefined> {
   const value = (logs as unknown as Record<string, unknown>)[metric];
   if (typeof value !== 'number') return undefined;
-  const reason = await search.report(t.index - 1, epoch, value);
+  const reason = await search.report(number, epoch, value);
   if (reason) log(`trial ${t.index} stopped after epoch ${epoch}: ${metric} ${value.toFixed(3)}, ${reason}`);
   return reason;
 }
@@ -98,11 +123,10 @@ async function report(
 /** How a trial ended, to the study; an interrupted one stays RUNNING there, to be asked again. */
 async function tell(
   search: Search,
-  t: ResolvedTrial,
+  number: number,
   info: Parameters<typeof headlineValue>[0] & { status: string; prunedAt?: unknown },
   metric: string,
 ): Promise<void> {
-  const number = t.index - 1;
   if (info.prunedAt) return search.tell(number, { state: 'pruned' });
   if (info.status === 'FAILED') return search.tell(number, { state: 'fail' });
   if (info.status !== 'FINISHED') return;
@@ -110,24 +134,48 @@ async function tell(
   await search.tell(number, value === undefined ? { state: 'fail' } : { state: 'complete', value });
 }
 
-/** `best of 24: dropout=0.1 ... (val_accuracy 0.8120); 16 stopped early, after 1-3 epochs; the study holds 24 trials` */
-function endLine(
-  outcomes: Outcome[],
-  metric: string,
+/**
+ * The search's last line, from its study (this run's trials and earlier runs'):
+ * `best of 24: trial 7, dropout=0.1 ..., val_accuracy 0.8120 (16 stopped early, after 1-3 epochs); the study holds ...`
+ */
+export function endLine(
+  summary: StudySummary,
   counts: { complete: number; pruned: number; fail: number; running: number },
-  maximize: boolean,
+  metric: string,
 ): string {
-  const finished = outcomes.filter((o) => o.status === 'FINISHED');
-  const goal = maximize ? 1 : -1;
-  const best = finished
-    .map((o) => ({ o, v: headlineValue(o, metric) }))
-    .filter((x): x is { o: Outcome; v: number } => x.v !== undefined)
-    .sort((a, b) => goal * (b.v - a.v))[0];
-  const stopped = outcomes.flatMap((o) => (o.prunedAt ? [o.prunedAt.epoch] : []));
-  const epochs = stopped.length ? `, after ${Math.min(...stopped)}-${Math.max(...stopped)} epochs` : '';
+  const told = counts.complete + counts.pruned + counts.fail;
   const study = `the study holds ${counts.complete} finished, ${counts.pruned} stopped, ${counts.fail} failed${counts.running ? `, ${counts.running} interrupted` : ''}`;
-  if (!outcomes.length) return `Nothing to ask: ${study} (raise sweep.trials to search on)`;
-  return `${best ? `best of ${outcomes.length}: ${best.o.name} (${metric} ${best.v.toFixed(4)})` : `no trial of ${outcomes.length} finished`}; ${stopped.length} stopped early${epochs}; ${study}`;
+  if (!told) return `Nothing finished: ${study}`;
+  const stopped = summary.pruned_epochs;
+  const [low, high] = [Math.min(...stopped), Math.max(...stopped)];
+  const after = !stopped.length
+    ? ''
+    : `, after ${low === high ? `${low} epoch${low === 1 ? '' : 's'}` : `${low}-${high} epochs`}`;
+  const { best } = summary;
+  const head = best
+    ? `best of ${told}: trial ${best.index}, ${trialName(best.params)}, ${metric} ${best.value.toFixed(4)}`
+    : `no trial of ${told} finished`;
+  return `${head} (${stopped.length} stopped early${after}); ${study}`;
+}
+
+/** A trial's line as it ends: its values, the epochs it trained, its metric, and whether the search stopped it. */
+export function trialEndLine(
+  t: ResolvedTrial,
+  info: { status: string; prunedAt?: { epoch: number }; history: unknown[]; result?: RunResult; error?: string },
+  metric: string,
+): string {
+  const epochs = t.experiment.training.epochs;
+  const trained = info.history.length;
+  const value = headlineValue(info as Parameters<typeof headlineValue>[0], metric);
+  const figure = value === undefined ? '' : `, ${metric} ${value.toFixed(4)}`;
+  const how = info.prunedAt
+    ? `stopped after epoch ${info.prunedAt.epoch} of ${epochs}`
+    : info.status === 'FINISHED'
+      ? `${trained} of ${epochs} epochs`
+      : info.status === 'FAILED'
+        ? `FAILED after ${trained} of ${epochs} epochs${info.error ? ` (${info.error})` : ''}`
+        : `interrupted after ${trained} of ${epochs} epochs (asked again when the search goes on)`;
+  return `trial ${t.index} ended: ${t.name}: ${how}${figure}`;
 }
 
 /**

@@ -119,7 +119,9 @@ export const SHORT_RUN_ID = 8;
 export function formatRunsTable(rows: RunRow[], options: { wide?: boolean; cwd?: string } = {}): string {
   if (rows.length === 0) return 'No runs.';
   const { wide = false, cwd = process.cwd() } = options;
-  const sorted = rankRuns(rows);
+  // Trials a search stopped early compete on a metric of fewer epochs: they follow every run that trained to its end.
+  const ranked = rankRuns(rows);
+  const sorted = [...ranked.filter((row) => !stoppedAt(row)), ...ranked.filter(stoppedAt)];
   const keys = [...new Set(rows.flatMap((row) => Object.keys(row.params)))].sort();
   const differing = keys.filter((key) => new Set(rows.map((row) => row.params[key] ?? '')).size > 1);
   const links = wide && rows.some((row) => row.url);
@@ -154,9 +156,19 @@ function shownPath(file: string, cwd: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
 }
 
-/** MLflow's status, or what the run folder knows when MLflow has not heard it: `KILLED, MLflow: RUNNING`. */
+/** The epoch a search's pruner stopped the run after (tag xp.pruned_at_epoch), if it did. */
+export const stoppedAt = (row: RunRow): string | undefined => row.tags['xp.pruned_at_epoch'];
+
+/**
+ * MLflow's status, or what the run folder knows when MLflow has not heard it: `KILLED, MLflow: RUNNING`; a trial
+ * the search stopped: `stopped after epoch 2`.
+ */
 export const statusCell = (row: RunRow): string =>
-  row.gone ? `${row.gone.status}, MLflow: ${row.status}` : row.status;
+  row.gone
+    ? `${row.gone.status}, MLflow: ${row.status}`
+    : stoppedAt(row)
+      ? `stopped after epoch ${stoppedAt(row)}`
+      : row.status;
 
 const formatNumber = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(4));
 const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);

@@ -90,6 +90,8 @@ export async function openSweep(options: {
   experimentName: string;
   loaded: LoadedExperiment;
   trials: ResolvedTrial[];
+  /** The trials are asked as the sweep goes (a search, src/search): the parent opens with none known yet. */
+  asked?: boolean;
   rerun: boolean;
   sourceFile: string;
   log: Log;
@@ -132,7 +134,7 @@ export async function openSweep(options: {
   // A trial trained again competes with its new run only.
   for (const t of trials) finished.delete(t.configHash);
   const existing = rows.find((row) => row.tags['xp.kind'] === 'sweep' && row.tags['xp.sweep_hash'] === hash);
-  if (!trials.length) {
+  if (!trials.length && !options.asked) {
     // Nothing left to train, but a parent left open (its closer could not reach MLflow) is closed now.
     if (existing?.status === 'RUNNING') {
       const end = await endSweep({

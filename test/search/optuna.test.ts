@@ -65,6 +65,32 @@ describe('an Optuna search', () => {
     await again.close();
   });
 
+  it('searches with CMA-ES: the same first round from the same seed, then trials sampled by CMA-ES', async () => {
+    const numeric = {
+      'head.dropout': sweep().parameters['head.dropout'],
+      'optimizer.learning_rate': sweep().parameters['optimizer.learning_rate'],
+    };
+    const rounds = [];
+    const at = [place(), place()];
+    for (const file of at) {
+      const search = openOptunaSearch(sweep({ method: 'cmaes', trials: 6, parameters: numeric }), 3, file);
+      const first = await search.ask(2);
+      rounds.push(first.map((t) => t.values));
+      for (const t of first)
+        await search.tell(t.number, { state: 'complete', value: Number(t.values['head.dropout']) });
+      const second = await search.ask(4);
+      expect(second.map((t) => t.number)).toEqual([2, 3, 4, 5]);
+      for (const t of second) {
+        expect(t.values['head.dropout']).toBeGreaterThanOrEqual(0);
+        expect(t.values['head.dropout']).toBeLessThanOrEqual(0.7);
+      }
+      await search.close();
+    }
+    expect(rounds[1]).toEqual(rounds[0]);
+    // CmaEsSampler keeps its generation in each trial it samples (system attr cma:generation): CMA-ES, not a fallback.
+    expect(fs.readFileSync(at[0].file, 'utf8')).toContain('cma:generation');
+  });
+
   it('stops a trial behind at an asha rung, saying why', async () => {
     const search = openOptunaSearch(sweep({ early_terminate: { type: 'asha', min_epochs: 1, eta: 2 } }), 3, place());
     const [a, b] = await search.ask(2);

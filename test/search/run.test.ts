@@ -1,46 +1,19 @@
 // `xp run` of a tpe search with asha, end to end on tiny data with the real Optuna: it ends with `trials` trials,
 // each FINISHED or stopped by the pruner (KILLED, with the epoch and reason), and running it again with more trials
 // continues the study, asking only the new ones.
-import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Outcome } from '../../src/run/trials.ts';
 import { removeTempDirs, tempDir } from '../tracking/helpers.ts';
-import { shared } from '../train/helpers.ts';
+import { tpeAsha, writeSearch, xpIn } from './helpers.ts';
 
-const root = path.resolve(import.meta.dirname, '../..');
 const tmp = tempDir('search-run');
 afterAll(removeTempDirs);
 
-const write = (trials: number) => {
-  const file = path.join(tmp, `search-${trials}.yaml`);
-  fs.writeFileSync(
-    file,
-    `name: search-run
-data: {train: ${shared}/train, validation: ${shared}/validation, image_size: [96, 96], batch_size: 8, max_per_class: 16}
-backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
-head: {pooling: avg, units: [16]}
-training: {epochs: 3, steps_per_epoch: 2, validation_steps: 2}
-sweep:
-  method: tpe
-  trials: ${trials}
-  batch: 2
-  seed: 7
-  early_terminate: {type: asha, min_epochs: 1, eta: 2}
-  head.dropout: {distribution: uniform, min: 0.0, max: 0.7}
-  optimizer.learning_rate: {distribution: log_uniform, min: 1.0e-5, max: 1.0e-1}
-`,
-  );
-  return file;
-};
+const write = (trials: number) => writeSearch(tmp, `search-${trials}`, 'search-run', tpeAsha(trials));
 
-const run = async (file: string) => {
-  const r = await execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
-    reject: false,
-    cwd: root,
-    env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
-  });
+const run = async (file: string, ...flags: string[]) => {
+  const r = await xpIn(path.join(tmp, 'runs'), ['run', file, '--json', '--no-track', ...flags]);
   expect(r.exitCode, r.stderr).toBe(0);
   const events = r.stdout
     .split('\n')
@@ -74,6 +47,20 @@ describe('xp run of a tpe search with asha', () => {
         ),
       ).toBe(true);
     expect(first.lines.filter((l) => l.startsWith('Round '))).toHaveLength(2);
+    // One line per trial as it ends, in the order they end; the last line tells the best of the study.
+    const ended = first.lines.filter((l) => /^trial \d ended: /.test(l));
+    expect(ended).toHaveLength(4);
+    for (const o of first.runs)
+      expect(
+        ended.some((l) =>
+          l.includes(
+            `: ${o.name}: ${o.prunedAt ? `stopped after epoch ${o.prunedAt.epoch} of 3` : '3 of 3 epochs'}, val_accuracy 0.`,
+          ),
+        ),
+      ).toBe(true);
+    expect(first.lines.find((l) => l.startsWith('best of 4: trial '))).toMatch(
+      /^best of 4: trial \d, dropout=\S+ learning_rate=\S+, val_accuracy \d\.\d{4} \(\d stopped early, after (1 epoch|2 epochs|1-2 epochs)\); the study holds/,
+    );
     const end = first.lines.find((l) => l.includes('the study holds'));
     expect(end).toContain(`the study holds ${4 - stopped.length} finished, ${stopped.length} stopped, 0 failed`);
 
@@ -86,5 +73,41 @@ describe('xp run of a tpe search with asha', () => {
     const total = again.lines.find((l) => l.includes('the study holds')) ?? '';
     const [, finished, pruned] = total.match(/the study holds (\d+) finished, (\d+) stopped, 0 failed/) ?? [];
     expect(Number(finished) + Number(pruned)).toBe(5);
+  });
+});
+
+describe('xp run of a grid sweep with early_terminate', () => {
+  it('trains the listed trials in their order through the study, and its pruner stops the bad ones', async () => {
+    const file = writeSearch(
+      tmp,
+      'grid',
+      'grid-stopped',
+      `
+  batch: 2
+  early_terminate: {type: asha, min_epochs: 1, eta: 2}
+  optimizer.learning_rate: [1.0e-1, 1.0e-5]
+  head.dropout: [0.0, 0.6]`,
+    );
+    const listed = await xpIn(path.join(tmp, 'runs'), ['run', file, '--dry-run', '--no-track']);
+    expect(listed.exitCode, listed.stderr).toBe(0);
+    const names = [...listed.stdout.matchAll(/trial \d+: (\S+ \S+) /g)].map((m) => m[1]);
+    expect(names).toHaveLength(4);
+    expect(listed.stdout).toContain("early_terminate asha: rungs after epoch 1, 2; 1/2 of a rung's trials go on");
+
+    const { lines, runs } = await run(file);
+    expect(lines.filter((l) => l.startsWith('Round '))).toEqual([
+      `Round 1: trial 1: ${names[0]}; trial 2: ${names[1]}`,
+      `Round 2: trial 3: ${names[2]}; trial 4: ${names[3]}`,
+    ]);
+    expect(runs.map((o) => o.name).sort()).toEqual([...names].sort());
+    const stopped = runs.filter((o) => o.prunedAt);
+    expect(stopped.length).toBeGreaterThan(0);
+    for (const o of runs) {
+      expect(o.status).toBe(o.prunedAt ? 'KILLED' : 'FINISHED');
+      expect(o.history).toHaveLength(o.prunedAt ? o.prunedAt.epoch : 3);
+    }
+    expect(lines.find((l) => l.includes('the study holds'))).toContain(
+      `the study holds ${4 - stopped.length} finished, ${stopped.length} stopped, 0 failed`,
+    );
   });
 });

@@ -70,6 +70,19 @@ function row(name: string, params: Record<string, string>, metrics: Record<strin
   };
 }
 
+test('the runs table marks the trials a search stopped early and lists them after every other run', () => {
+  const stopped = { ...row('stopped', { 'head.dropout': '0.1' }, { val_accuracy: 0.95 }), status: 'KILLED' as const };
+  stopped.tags = { 'xp.pruned_at_epoch': '2' };
+  const rows = [
+    stopped,
+    row('finished', { 'head.dropout': '0.2' }, { val_accuracy: 0.7 }),
+    row('failed', { 'head.dropout': '0.3' }, {}),
+  ];
+  const lines = formatRunsTable(rows, { cwd: '/' }).split('\n');
+  expect(lines.slice(2).map((line) => line.split(/\s+/)[1])).toEqual(['finished', 'failed', 'stopped']);
+  expect(lines[4]).toMatch(/^id-stopp\s+stopped\s+stopped after epoch 2\s+0\.1\s+0\.9500/);
+});
+
 test('the runs table shows only the params that differ, best val_accuracy first, with short run ids and folders', () => {
   const rows = [
     row(
