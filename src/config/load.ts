@@ -344,7 +344,7 @@ const touchesCrossChecks = (p: FieldProblem): boolean =>
 function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {
   const seen = new Set<string>();
   return trials.filter((t) => {
-    const key = JSON.stringify([t.experiment.backbone, t.experiment.data]);
+    const key = JSON.stringify([t.experiment.backbone, t.experiment.data, t.experiment.training?.class_weight]);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;

@@ -101,6 +101,10 @@ export interface TrainingConfig {
   steps_per_epoch?: number;
   validation_steps?: number;
   seed: number;
+  /** Keras' fit(class_weight=...): balanced, or class folder name -> weight. */
+  class_weight?: 'balanced' | Record<string, number>;
+  /** Keras' label_smoothing of the cross-entropy; absent means 0 (config hashes of existing runs stay the same). */
+  label_smoothing?: number;
   early_stopping?: EarlyStoppingConfig;
   checkpoint: { monitor: string; save_best_only: boolean };
 }

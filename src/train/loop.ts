@@ -44,6 +44,8 @@ export interface Member {
    * trains on, and reads the weights there.
    */
   model: tf.LayersModel;
+  /** The weight of each class's samples in its training loss and accuracy (training.class_weight), if any. */
+  classWeights?: number[];
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
   /** Where its state is backed up at each epoch end it trains on after (BackupAndRestore); none when undefined. */
   backupDir?: string;
@@ -123,7 +125,9 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
       const scores = new Map<Trial, { loss: number; accuracy: number }>();
       try {
         for (const t of active) {
-          const val = scores.get(t.trainer) ?? validation.evaluate(t.trainer.member.model, epochValidation.parts);
+          const val =
+            scores.get(t.trainer) ??
+            validation.evaluate(t.trainer.member.model, epochValidation.parts, labelSmoothing(t));
           scores.set(t.trainer, val);
           const sum = sums.get(t.trainer);
           if (!sum) throw new Error(`${t.member.label ?? 'the trial'}: its trainer did not train in epoch ${epoch}`);
@@ -180,14 +184,14 @@ async function backupEpoch(backups: { trial: Trial; dir: string }[]): Promise<vo
 /** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
 function epochLogs(
   t: Trial,
-  sum: { loss: number; accuracy: number; n: number },
+  sum: TrainingSums,
   val: { loss: number; accuracy: number },
   started: number,
   trainSeconds: number,
 ): EpochLogs {
   return {
     loss: sum.loss / sum.n,
-    accuracy: sum.accuracy / sum.n,
+    accuracy: sum.accuracy / sum.weight,
     val_loss: val.loss,
     val_accuracy: val.accuracy,
     learning_rate: t.member.experiment.optimizer.learning_rate,
@@ -217,9 +221,30 @@ async function resumeGroup(
   return done;
 }
 
+/**
+ * Per trainer, an epoch's sums as Keras keeps them: the loss weighted by batch size, the accuracy by the batch's
+ * summed sample weights (its size without class weights).
+ */
+interface TrainingSums {
+  loss: number;
+  accuracy: number;
+  n: number;
+  weight: number;
+}
+
+const labelSmoothing = (t: Trial) => t.member.experiment.training.label_smoothing;
+
+/** The summed class weights of a batch's samples; its size without class weights. */
+function batchWeight(labels: Int32Array, classWeights: number[] | undefined): number {
+  if (!classWeights) return labels.length;
+  let w = 0;
+  for (const label of labels) w += classWeights[label];
+  return w;
+}
+
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */
 async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global: number }, opts: LoopOptions) {
-  const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
+  const sums = new Map(trainers.map((t): [Trial, TrainingSums] => [t, { loss: 0, accuracy: 0, n: 0, weight: 0 }]));
   const [first] = sums.values(); // an epoch trains at least one trainer
   const batches = feed.epoch();
   let s = 0;
@@ -234,12 +259,14 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
         // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
         for (const layer of t.dropoutLayers) setDropoutSeed(layer, (t.seed * 1_000_003 + step.global) % 2 ** 31);
         const [loss, accuracy] = await t.step(batch.input, batch.target, upcoming);
+        const weight = batchWeight(batch.labels, t.member.classWeights);
         sum.loss += loss * batch.n;
-        sum.accuracy += accuracy * batch.n;
+        sum.accuracy += accuracy * weight;
         sum.n += batch.n;
+        sum.weight += weight;
       }
       tf.dispose([batch.input, batch.target]);
-      opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.n });
+      opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.weight });
       if (opts.shouldStop('step')) break;
     }
   } finally {
@@ -280,6 +307,8 @@ async function endTrial(t: Trial, validation: ValidationSet, progress: Progress)
     earlyStopping,
     tensorsPerEpoch: t.tensorsPerEpoch,
     prunedAt: t.prunedAt,
-    result: saved.epoch ? { ...validation.score(t.member.model, saved.epoch), ...saved.cut } : undefined,
+    result: saved.epoch
+      ? { ...validation.score(t.member.model, saved.epoch, labelSmoothing(t)), ...saved.cut }
+      : undefined,
   });
 }

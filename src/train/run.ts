@@ -6,7 +6,10 @@ import type * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
 import { accelPolicy, compileForInference } from '../accel/index.ts';
-import { buildHead, composeModel, lossFor } from '../model/head.ts';
+import { buildHead, composeModel } from '../model/head.ts';
+import { trainingAccuracy, trainingLoss } from '../model/loss.ts';
+import { taskFor } from '../model/task.ts';
+import { classWeights } from '../config/class-weight.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
@@ -141,7 +144,10 @@ export async function runGroup(
   // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
   const trainers = trainersOf(trials.map((t) => t.experiment));
   const owner = trials.map((t, i) => (trainers[i] !== i && usesTrainerModel(t.experiment) ? trainers[i] : i));
-  const built = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
+  const built = new Map<
+    number,
+    { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel; classWeights?: number[] }
+  >();
   const modelsOf = (i: number) => {
     const known = built.get(owner[i]);
     if (known) return known;
@@ -150,12 +156,14 @@ export async function runGroup(
       seed: t.experiment.training.seed,
     });
     const model = frozen ? head : composeModel(backbone.model, head);
+    const task = taskFor(data.numClasses);
+    const weights = classWeights(t.experiment.training.class_weight, data.classNames, data.train.labels);
     model.compile({
       optimizer: buildOptimizer(t.experiment.optimizer),
-      loss: lossFor(data.numClasses),
-      metrics: ['accuracy'],
+      loss: trainingLoss(task, { labelSmoothing: t.experiment.training.label_smoothing, classWeights: weights }),
+      metrics: [trainingAccuracy(task, weights)],
     });
-    const models = { head, model, full: frozen ? composeModel(backbone.model, head) : model };
+    const models = { head, model, full: frozen ? composeModel(backbone.model, head) : model, classWeights: weights };
     built.set(owner[i], models);
     return models;
   };
@@ -169,9 +177,9 @@ export async function runGroup(
         hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start',
       });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
-    const { head, model, full } = models[i];
+    const { head, model, full, classWeights } = models[i];
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
-    return { spec: t, runId, runDir, head, model, full, backup };
+    return { spec: t, runId, runDir, head, model, full, classWeights, backup };
   });
 
   for (const m of members) {
@@ -251,6 +259,7 @@ export async function runGroup(
         label: trials.length > 1 ? m.spec.name : undefined,
         experiment: m.spec.experiment,
         model: m.model,
+        classWeights: m.classWeights,
         onEpochEnd: async (epoch, logs) => {
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },

@@ -123,6 +123,26 @@ const table: { name: string; file: () => string; args?: string[]; expected: RegE
     expected: /^--set head\.dropout=1\.5: head\.dropout must be < 1 \(got 1\.5\)$/,
   },
   {
+    name: 'class weights for a class the folders do not have',
+    file: () => experiment('class-weight', inception()),
+    args: ['--set', 'training.class_weight={cats: 1, dgos: 2}'],
+    expected:
+      /^--set "training\.class_weight=\{cats: 1, dgos: 2\}": training\.class_weight names a class the data does not have: "dgos"; did you mean dogs\?; the classes are cats, dogs$/,
+  },
+  {
+    name: 'a class weight of 0',
+    file: () => experiment('class-weight-zero', inception()),
+    args: ['--set', 'training.class_weight={cats: 0}'],
+    expected:
+      /training\.class_weight must be balanced or a mapping of class folder names to weights > 0 \(got a mapping\)/,
+  },
+  {
+    name: 'label smoothing above 0.5',
+    file: () => experiment('smoothing', inception()),
+    args: ['--set', 'training.label_smoothing=0.7'],
+    expected: /^--set training\.label_smoothing=0\.7: training\.label_smoothing must be <= 0\.5 \(got 0\.7\)$/,
+  },
+  {
     name: 'a sweep above the trial limit',
     file: () => experiment('huge', inception()),
     args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'],

@@ -71,6 +71,8 @@ const sections = {
     steps_per_epoch: 1,
     validation_steps: 1,
     seed: 1,
+    class_weight: 1,
+    label_smoothing: 1,
     early_stopping: 1,
     checkpoint: 1,
   } satisfies Record<keyof TrainingConfig, 1>,

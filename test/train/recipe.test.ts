@@ -1,0 +1,48 @@
+// The practitioner's recipe in a tiny run (helpers.ts' pipeline): class weights and label smoothing change what
+// training reports as Keras says they do, with numTensors flat from epoch to epoch.
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-node';
+import { describe, expect, it } from 'vitest';
+import { loadExperiment } from '../../src/config/load.ts';
+import { runGroup, type TrialOutcome } from '../../src/train/run.ts';
+import type { PreparedData } from '../../src/train/data.ts';
+import { recordingProgress, spec, tmp, writeExperiment } from './helpers.ts';
+
+let data: PreparedData | undefined;
+async function run(name: string, body: string): Promise<TrialOutcome> {
+  const { trials } = await loadExperiment(writeExperiment(name, body));
+  const before = tf.memory().numTensors;
+  const r = await runGroup(trials.map(spec), {
+    baseDir: tmp,
+    runsRoot: path.join(tmp, 'runs'),
+    progress: recordingProgress().progress,
+    shouldStop: () => false,
+    data,
+  });
+  data = r.data;
+  const [o] = r.outcomes;
+  expect(o.status, o.error).toBe('FINISHED');
+  expect(new Set(o.tensorsPerEpoch).size, `numTensors per epoch: ${o.tensorsPerEpoch}`).toBe(1);
+  expect(tf.memory().numTensors).toBe(before);
+  return o;
+}
+
+const head = 'head: {pooling: avg, units: [16], dropout: 0.2}\noptimizer: {name: adam, learning_rate: 0.001}';
+const training = (more: string) => `training: {epochs: 2, steps_per_epoch: 3, validation_steps: 2, seed: 7${more}}`;
+
+describe('class weights and label smoothing in training', () => {
+  it('weigh the training loss and smooth the training and validation loss; balanced classes weigh 1', async () => {
+    const plain = await run('recipe-plain', `${head}\n${training('')}`);
+    // 16 images per class: balanced weighs each class 1, the same run as without class weights.
+    const balanced = await run('recipe-balanced', `${head}\n${training(', class_weight: balanced')}`);
+    expect(balanced.history[0].loss).toBeCloseTo(plain.history[0].loss, 5);
+    // Dogs weigh 3: the first batch's loss (same weights, same batch) is larger, so is the epoch's.
+    const weighted = await run('recipe-weighted', `${head}\n${training(', class_weight: {dogs: 3}')}`);
+    expect(weighted.history[0].loss).toBeGreaterThan(plain.history[0].loss * 1.3);
+    expect(weighted.history[0].val_loss).toBeDefined();
+    // Smoothing raises the loss of confident predictions and of the validation set.
+    const smoothed = await run('recipe-smoothed', `${head}\n${training(', label_smoothing: 0.2')}`);
+    expect(smoothed.history[0].loss).not.toBeCloseTo(plain.history[0].loss, 3);
+    expect(smoothed.result?.val_loss).not.toBeCloseTo(plain.result?.val_loss ?? 0, 3);
+  });
+});
