@@ -21,7 +21,7 @@ export default defineConfig({
       'test/hostile/{config,weights,accel,lock}.test.ts',
       'test/search/optuna.test.ts',
       'test/tracking/units.test.ts',
-      'test/train/{scores,sharing,run-folder}.test.ts',
+      'test/train/{scores,sharing,run-folder,metrics}.test.ts',
       'test/cli/{fmt,preflight}.test.ts',
     ],
   },

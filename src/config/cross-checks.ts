@@ -10,7 +10,7 @@ import { didYouMean } from './problems.ts';
 import { closest } from '../util/edit-distance.ts';
 import { isUrl } from '../remote/url.ts';
 import { LockError } from '../errors.ts';
-import { classWeightProblem } from './class-weight.ts';
+import { classWeightProblem, topKProblem } from './classes.ts';
 
 export interface BackboneRef {
   name: BackboneName;
@@ -179,13 +179,19 @@ async function scannedProblems(e: Experiment, facts: DataFacts): Promise<FieldPr
   return found.length ? found : classProblems(e, facts);
 }
 
-/** training.class_weight against the classes the folders hold. */
+/** training.class_weight and top_k_accuracy against the classes the folders hold. */
 async function classProblems(e: Experiment, facts: DataFacts): Promise<FieldProblem[]> {
   const weights = e.training?.class_weight;
-  if (weights === undefined || weights === 'balanced' || !facts.classNames) return [];
+  const topK = e.training?.metrics?.includes('top_k_accuracy');
+  if ((weights === undefined && !topK) || !facts.classNames) return [];
   const names = await facts.classNames(e.data);
-  const message = names && classWeightProblem(weights, names);
-  return message ? [{ path: ['training', 'class_weight'], message }] : [];
+  if (!names) return [];
+  const problems: FieldProblem[] = [];
+  const message = weights !== undefined && classWeightProblem(weights, names);
+  if (message) problems.push({ path: ['training', 'class_weight'], message });
+  const k = topKProblem(e.training.top_k, names);
+  if (topK && k) problems.push({ path: ['training', 'metrics'], message: k });
+  return problems;
 }
 
 const folderProblems = (found: Awaited<ReturnType<DataFacts['classFolders']>>): FieldProblem[] =>

@@ -20,6 +20,8 @@ export const FILL_MODES = ['nearest', 'constant', 'reflect', 'wrap'] as const;
 export const INTERPOLATIONS = ['nearest', 'bilinear', 'bicubic'] as const;
 export const CLASS_MODES = ['auto', 'binary', 'categorical'] as const;
 export const PREPROCESSINGS = ['auto', 'rescale', 'inception', 'none'] as const;
+/** training.metrics: computed on training and validation each epoch besides loss and accuracy (Keras' definitions). */
+export const EXTRA_METRICS = ['auc', 'precision', 'recall', 'top_k_accuracy'] as const;
 
 export type BackboneName = (typeof BACKBONE_NAMES)[number];
 export type Pooling = (typeof POOLINGS)[number];
@@ -28,6 +30,7 @@ export type OptimizerName = (typeof OPTIMIZERS)[number];
 export type FillMode = (typeof FILL_MODES)[number];
 export type Interpolation = (typeof INTERPOLATIONS)[number];
 export type ClassMode = (typeof CLASS_MODES)[number];
+export type ExtraMetric = (typeof EXTRA_METRICS)[number];
 /** rescale: x/255 -> [0,1]; inception: x/127.5-1 -> [-1,1]; none: raw 0..255; auto: what the weights expect. */
 export type Preprocessing = (typeof PREPROCESSINGS)[number];
 
@@ -105,6 +108,10 @@ export interface TrainingConfig {
   class_weight?: 'balanced' | Record<string, number>;
   /** Keras' label_smoothing of the cross-entropy; absent means 0 (config hashes of existing runs stay the same). */
   label_smoothing?: number;
+  /** Metrics besides loss and accuracy, each logged as <name> and val_<name>. */
+  metrics?: ExtraMetric[];
+  /** k of top_k_accuracy (Keras' default 5). */
+  top_k?: number;
   early_stopping?: EarlyStoppingConfig;
   checkpoint: { monitor: string; save_best_only: boolean };
 }

@@ -33,7 +33,9 @@ import {
   restoreSavedWeights,
   type Trial,
 } from './trial-state.ts';
-import { createValidationSet, type ValidationSet } from './validation.ts';
+import { createValidationSet, type Part, type ValidationSet } from './validation.ts';
+import { createMetrics, type MetricState, type PredictionTap } from './metrics.ts';
+import { taskFor, type Task } from '../model/task.ts';
 
 export interface Member {
   label?: string;
@@ -46,6 +48,8 @@ export interface Member {
   model: tf.LayersModel;
   /** The weight of each class's samples in its training loss and accuracy (training.class_weight), if any. */
   classWeights?: number[];
+  /** Hands over each step's predictions, for training.metrics; compiled into the model. */
+  tap?: PredictionTap;
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
   /** Where its state is backed up at each epoch end it trains on after (BackupAndRestore); none when undefined. */
   backupDir?: string;
@@ -93,6 +97,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const validation = createValidationSet(data, shared, features, { frozen, rng: validationRng });
   const trials = createTrials(members);
   const maxEpochs = Math.max(...trials.map((t) => t.epochs));
+  const task = taskFor(data.numClasses);
   const ended = new Set<Trial>();
   const end = async (t: Trial) => {
     if (ended.has(t)) return;
@@ -115,19 +120,17 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           : undefined;
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, feed.steps, label);
       const started = Date.now();
-      const { sums, steps } = await trainEpoch(trainers, feed, step, opts);
+      const { sums, steps } = await trainEpoch(trainers, feed, step, opts, task);
       if (shouldStop('step')) {
         cut = steps;
         break;
       }
       const trainSeconds = (Date.now() - started) / 1000;
       const epochValidation = validation.nextEpoch();
-      const scores = new Map<Trial, { loss: number; accuracy: number }>();
+      const scores = new Map<Trial, Scores>();
       try {
         for (const t of active) {
-          const val =
-            scores.get(t.trainer) ??
-            validation.evaluate(t.trainer.member.model, epochValidation.parts, labelSmoothing(t));
+          const val = scores.get(t.trainer) ?? evaluate(validation, t.trainer, epochValidation.parts, task);
           scores.set(t.trainer, val);
           const sum = sums.get(t.trainer);
           if (!sum) throw new Error(`${t.member.label ?? 'the trial'}: its trainer did not train in epoch ${epoch}`);
@@ -181,19 +184,35 @@ async function backupEpoch(backups: { trial: Trial; dir: string }[]): Promise<vo
   }
 }
 
+/** A trainer's validation figures of the epoch: loss, accuracy and training.metrics (val_auc, ...). */
+type Scores = { loss: number; accuracy: number; extra: Record<string, number> };
+
+function evaluate(validation: ValidationSet, trainer: Trial, parts: Part[], task: Task): Scores {
+  const metrics = trialMetrics(trainer, task, false);
+  const { loss, accuracy } = validation.evaluate(trainer.member.model, parts, {
+    labelSmoothing: labelSmoothing(trainer),
+    metrics,
+  });
+  const extra = Object.fromEntries(Object.entries(metrics?.results() ?? {}).map(([k, v]) => [`val_${k}`, v]));
+  return { loss, accuracy, extra };
+}
+
+/** The state of a trial's training.metrics for an epoch's training batches (class-weighted) or its validation. */
+const trialMetrics = (t: Trial, task: Task, training: boolean) =>
+  createMetrics(t.member.experiment.training.metrics, task, {
+    k: t.member.experiment.training.top_k,
+    classWeights: training ? t.member.classWeights : undefined,
+  });
+
 /** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
-function epochLogs(
-  t: Trial,
-  sum: TrainingSums,
-  val: { loss: number; accuracy: number },
-  started: number,
-  trainSeconds: number,
-): EpochLogs {
+function epochLogs(t: Trial, sum: TrainingSums, val: Scores, started: number, trainSeconds: number): EpochLogs {
   return {
     loss: sum.loss / sum.n,
     accuracy: sum.accuracy / sum.weight,
     val_loss: val.loss,
     val_accuracy: val.accuracy,
+    ...sum.metrics?.results(),
+    ...val.extra,
     learning_rate: t.member.experiment.optimizer.learning_rate,
     // In a group the epoch is shared: its wall time so far, as each trial saw it.
     epoch_seconds: (Date.now() - started) / 1000,
@@ -230,6 +249,8 @@ interface TrainingSums {
   accuracy: number;
   n: number;
   weight: number;
+  /** training.metrics over the epoch's batches. */
+  metrics?: MetricState;
 }
 
 const labelSmoothing = (t: Trial) => t.member.experiment.training.label_smoothing;
@@ -243,8 +264,19 @@ function batchWeight(labels: Int32Array, classWeights: number[] | undefined): nu
 }
 
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */
-async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global: number }, opts: LoopOptions) {
-  const sums = new Map(trainers.map((t): [Trial, TrainingSums] => [t, { loss: 0, accuracy: 0, n: 0, weight: 0 }]));
+async function trainEpoch(
+  trainers: Trial[],
+  feed: TrainingFeed,
+  step: { global: number },
+  opts: LoopOptions,
+  task: Task,
+) {
+  const sums = new Map(
+    trainers.map((t): [Trial, TrainingSums] => [
+      t,
+      { loss: 0, accuracy: 0, n: 0, weight: 0, metrics: trialMetrics(t, task, true) },
+    ]),
+  );
   const [first] = sums.values(); // an epoch trains at least one trainer
   const batches = feed.epoch();
   let s = 0;
@@ -259,6 +291,11 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
         // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
         for (const layer of t.dropoutLayers) setDropoutSeed(layer, (t.seed * 1_000_003 + step.global) % 2 ** 31);
         const [loss, accuracy] = await t.step(batch.input, batch.target, upcoming);
+        const predictions = t.member.tap?.take();
+        if (predictions) {
+          sum.metrics?.update(predictions.dataSync(), batch.labels);
+          predictions.dispose();
+        }
         const weight = batchWeight(batch.labels, t.member.classWeights);
         sum.loss += loss * batch.n;
         sum.accuracy += accuracy * weight;

@@ -9,7 +9,8 @@ import { accelPolicy, compileForInference } from '../accel/index.ts';
 import { buildHead, composeModel } from '../model/head.ts';
 import { trainingAccuracy, trainingLoss } from '../model/loss.ts';
 import { taskFor } from '../model/task.ts';
-import { classWeights } from '../config/class-weight.ts';
+import { classWeights } from '../config/classes.ts';
+import { predictionTap, type PredictionTap } from './metrics.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
@@ -146,7 +147,7 @@ export async function runGroup(
   const owner = trials.map((t, i) => (trainers[i] !== i && usesTrainerModel(t.experiment) ? trainers[i] : i));
   const built = new Map<
     number,
-    { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel; classWeights?: number[] }
+    { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel; classWeights?: number[]; tap?: PredictionTap }
   >();
   const modelsOf = (i: number) => {
     const known = built.get(owner[i]);
@@ -158,12 +159,14 @@ export async function runGroup(
     const model = frozen ? head : composeModel(backbone.model, head);
     const task = taskFor(data.numClasses);
     const weights = classWeights(t.experiment.training.class_weight, data.classNames, data.train.labels);
+    const tap = t.experiment.training.metrics?.length ? predictionTap() : undefined;
     model.compile({
       optimizer: buildOptimizer(t.experiment.optimizer),
       loss: trainingLoss(task, { labelSmoothing: t.experiment.training.label_smoothing, classWeights: weights }),
-      metrics: [trainingAccuracy(task, weights)],
+      metrics: [trainingAccuracy(task, weights), ...(tap ? [tap.metric] : [])],
     });
-    const models = { head, model, full: frozen ? composeModel(backbone.model, head) : model, classWeights: weights };
+    const full = frozen ? composeModel(backbone.model, head) : model;
+    const models = { head, model, full, classWeights: weights, tap };
     built.set(owner[i], models);
     return models;
   };
@@ -177,9 +180,9 @@ export async function runGroup(
         hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start',
       });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
-    const { head, model, full, classWeights } = models[i];
+    const { head, model, full, classWeights, tap } = models[i];
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
-    return { spec: t, runId, runDir, head, model, full, classWeights, backup };
+    return { spec: t, runId, runDir, head, model, full, classWeights, tap, backup };
   });
 
   for (const m of members) {
@@ -260,6 +263,7 @@ export async function runGroup(
         experiment: m.spec.experiment,
         model: m.model,
         classWeights: m.classWeights,
+        tap: m.tap,
         onEpochEnd: async (epoch, logs) => {
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },

@@ -10,6 +10,7 @@ import type { Rng } from '../util/random.ts';
 import type { PreparedData, Split } from './data.ts';
 import { FEATURE_IMAGES, labelTensor, type Features } from './feed.ts';
 import { crossEntropy } from '../model/loss.ts';
+import type { MetricState } from './metrics.ts';
 import { predictor } from '../accel/index.ts';
 
 /** Sample indices of the validation set and a function giving their inputs. */
@@ -22,6 +23,11 @@ export interface EpochValidation {
   dispose(): void;
 }
 
+export interface EvaluateOptions {
+  labelSmoothing?: number;
+  metrics?: MetricState;
+}
+
 export interface ValidationSet {
   /** Images in the validation set. */
   count: number;
@@ -29,8 +35,11 @@ export interface ValidationSet {
   nextEpoch(): EpochValidation;
   /** Draws the validation batches of `epochs` epochs without making them: a resumed run's epochs done. */
   skipEpochs(epochs: number): void;
-  /** Loss and accuracy of a model on an epoch's parts, Keras-style (sample-weighted means); the loss with the trial's label smoothing. */
-  evaluate(model: tf.LayersModel, parts: Part[], labelSmoothing?: number): { loss: number; accuracy: number };
+  /**
+   * Loss and accuracy of a model on an epoch's parts, Keras-style (sample-weighted means), the loss with the trial's
+   * label smoothing; `metrics` is handed every prediction (training.metrics).
+   */
+  evaluate(model: tf.LayersModel, parts: Part[], opts?: EvaluateOptions): { loss: number; accuracy: number };
   /** The model on the whole set: the run's result, its weights being those of `epoch`. */
   score(model: tf.LayersModel, epoch: number, labelSmoothing?: number): RunResult;
   dispose(): void;
@@ -85,7 +94,7 @@ export function createValidationSet(
     skipEpochs(epochs) {
       for (let i = 0; i < epochs * steps; i++) stream.next();
     },
-    evaluate: (model, parts, labelSmoothing) => evaluate(model, parts, data, labelSmoothing),
+    evaluate: (model, parts, opts) => evaluate(model, parts, data, opts),
     score: (model, epoch, labelSmoothing) => score(model, whole, data, epoch, labelSmoothing),
     dispose: () => tf.dispose(cached),
   };
@@ -105,16 +114,18 @@ function evaluate(
   model: tf.LayersModel,
   parts: Part[],
   data: PreparedData,
-  labelSmoothing = 0,
+  opts: EvaluateOptions = {},
 ): { loss: number; accuracy: number } {
   let loss = 0;
   let correct = 0;
   let n = 0;
   for (const [idx, input] of parts) {
+    const y = data.validation.labels;
+    const labels = Int32Array.from(idx, (i) => y[i]);
     const [l, c] = tf.tidy(() => {
-      const y = data.validation.labels;
-      const labels = Int32Array.from(idx, (i) => y[i]);
-      return batchLossAndCorrect(predict(model)(input()), labels, data.numClasses, labelSmoothing);
+      const p = predict(model)(input());
+      opts.metrics?.update(p.dataSync(), labels);
+      return batchLossAndCorrect(p, labels, data.numClasses, opts.labelSmoothing);
     });
     loss += l;
     correct += c;

@@ -143,6 +143,27 @@ const table: { name: string; file: () => string; args?: string[]; expected: RegE
     expected: /^--set training\.label_smoothing=0\.7: training\.label_smoothing must be <= 0\.5 \(got 0\.7\)$/,
   },
   {
+    name: 'early stopping on a metric the run does not compute',
+    file: () => experiment('monitor', inception()),
+    args: ['--set', 'training.early_stopping={monitor: val_auc}'],
+    expected:
+      /^--set "training\.early_stopping=\{monitor: val_auc\}": training\.early_stopping\.monitor is val_auc, which the run does not compute; add auc to training\.metrics$/,
+  },
+  {
+    name: 'an unknown metric',
+    file: () => experiment('metric-typo', inception()),
+    args: ['--set', 'training.metrics=[aucc]'],
+    expected:
+      /training\.metrics\.0 must be one of auc, precision, recall, top_k_accuracy \(got "aucc"\); did you mean auc\?/,
+  },
+  {
+    name: 'top_k_accuracy with two classes',
+    file: () => experiment('top-k', inception()),
+    args: ['--set', 'training.metrics=[auc, top_k_accuracy]'],
+    expected:
+      /training\.metrics: top_k_accuracy needs more than two classes \(the data has cats and dogs, one sigmoid output\)/,
+  },
+  {
     name: 'a sweep above the trial limit',
     file: () => experiment('huge', inception()),
     args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'],

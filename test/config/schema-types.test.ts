@@ -73,6 +73,8 @@ const sections = {
     seed: 1,
     class_weight: 1,
     label_smoothing: 1,
+    metrics: 1,
+    top_k: 1,
     early_stopping: 1,
     checkpoint: 1,
   } satisfies Record<keyof TrainingConfig, 1>,

@@ -2,7 +2,7 @@
 // Keras' own loss classes) and a hand computation; the class weights of `balanced` and the error naming the classes.
 import * as tf from '@tensorflow/tfjs-node';
 import { describe, expect, it } from 'vitest';
-import { classWeights } from '../../src/config/class-weight.ts';
+import { classWeights } from '../../src/config/classes.ts';
 import { trainingAccuracy, trainingLoss } from '../../src/model/loss.ts';
 import { taskFor } from '../../src/model/task.ts';
 import reference from '../fixtures/keras/reference.json' with { type: 'json' };

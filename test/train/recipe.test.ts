@@ -1,5 +1,6 @@
 // The practitioner's recipe in a tiny run (helpers.ts' pipeline): class weights and label smoothing change what
 // training reports as Keras says they do, with numTensors flat from epoch to epoch.
+import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { describe, expect, it } from 'vitest';
@@ -44,5 +45,29 @@ describe('class weights and label smoothing in training', () => {
     const smoothed = await run('recipe-smoothed', `${head}\n${training(', label_smoothing: 0.2')}`);
     expect(smoothed.history[0].loss).not.toBeCloseTo(plain.history[0].loss, 3);
     expect(smoothed.result?.val_loss).not.toBeCloseTo(plain.result?.val_loss ?? 0, 3);
+  });
+});
+
+describe('training.metrics in training', () => {
+  it('logs auc, precision and recall on training and validation each epoch, monitored by early stopping', async () => {
+    const o = await run(
+      'recipe-metrics',
+      `${head}\ntraining: {epochs: 2, steps_per_epoch: 3, seed: 7, metrics: [auc, precision, recall], early_stopping: {monitor: val_auc, patience: 5, restore_best_weights: false}}`,
+    );
+    for (const h of o.history)
+      for (const key of ['auc', 'val_auc', 'precision', 'val_precision', 'recall', 'val_recall'] as const) {
+        expect(h[key], key).toBeGreaterThanOrEqual(0);
+        expect(h[key], key).toBeLessThanOrEqual(1);
+      }
+    expect(o.earlyStopping?.monitor).toBe('val_auc');
+    // The last epoch validated on the whole set with the saved weights: Keras' precision and recall at 0.5 are the
+    // result's for the positive class (dogs, label 1).
+    const last = o.history.at(-1);
+    expect(last?.val_precision).toBeCloseTo(o.result?.per_class.dogs.precision ?? -1, 6);
+    expect(last?.val_recall).toBeCloseTo(o.result?.per_class.dogs.recall ?? -1, 6);
+    const header = fs.readFileSync(path.join(o.runDir, 'history.csv'), 'utf8').split('\n')[0];
+    expect(header).toBe(
+      'epoch,loss,accuracy,val_loss,val_accuracy,auc,val_auc,precision,val_precision,recall,val_recall,learning_rate,epoch_seconds,images_per_second',
+    );
   });
 });
