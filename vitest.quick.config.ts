@@ -17,7 +17,7 @@ export default defineConfig({
       'test/lock/lock.test.ts',
       'test/lock/downloads.test.ts',
       'test/accel/{policy,init,native-ops,rmsprop,xla-update,fold}.test.ts',
-      'test/model/{backbone,tfjs-model,keras-weights,save,weight-shapes,loss}.test.ts',
+      'test/model/{backbone,tfjs-model,keras-weights,save,weight-shapes,loss,schedule}.test.ts',
       'test/hostile/{config,weights,accel,lock}.test.ts',
       'test/search/optuna.test.ts',
       'test/tracking/units.test.ts',

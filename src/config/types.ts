@@ -16,6 +16,14 @@ export const HEAD_ACTIVATIONS = [
   'gelu',
 ] as const;
 export const OPTIMIZERS = ['rmsprop', 'adam', 'sgd', 'adagrad'] as const;
+export const SCHEDULE_TYPES = ['cosine', 'exponential', 'piecewise', 'plateau'] as const;
+/** The fields of each schedule type (besides `type`): Keras' arguments, in epochs where Keras counts steps. */
+export const SCHEDULE_FIELDS = {
+  cosine: ['warmup_epochs', 'warmup_target', 'alpha'],
+  exponential: ['decay_rate', 'decay_epochs', 'staircase'],
+  piecewise: ['boundaries', 'values'],
+  plateau: ['monitor', 'factor', 'patience', 'min_delta', 'min_lr', 'cooldown'],
+} as const satisfies Record<ScheduleType, readonly (keyof ScheduleConfig)[]>;
 export const FILL_MODES = ['nearest', 'constant', 'reflect', 'wrap'] as const;
 export const INTERPOLATIONS = ['nearest', 'bilinear', 'bicubic'] as const;
 export const CLASS_MODES = ['auto', 'binary', 'categorical'] as const;
@@ -27,6 +35,7 @@ export type BackboneName = (typeof BACKBONE_NAMES)[number];
 export type Pooling = (typeof POOLINGS)[number];
 export type HeadActivation = (typeof HEAD_ACTIVATIONS)[number];
 export type OptimizerName = (typeof OPTIMIZERS)[number];
+export type ScheduleType = (typeof SCHEDULE_TYPES)[number];
 export type FillMode = (typeof FILL_MODES)[number];
 export type Interpolation = (typeof INTERPOLATIONS)[number];
 export type ClassMode = (typeof CLASS_MODES)[number];
@@ -89,6 +98,27 @@ export interface OptimizerConfig {
   epsilon?: number;
   beta_1?: number;
   beta_2?: number;
+  /** The learning rate per step (Keras' LearningRateSchedule) or per epoch (ReduceLROnPlateau); absent: constant. */
+  schedule?: ScheduleConfig;
+}
+
+/** One mapping for every type; SCHEDULE_FIELDS says which fields each type takes (recipe-checks.ts). */
+export interface ScheduleConfig {
+  type: ScheduleType;
+  warmup_epochs?: number;
+  warmup_target?: number;
+  alpha?: number;
+  decay_rate?: number;
+  decay_epochs?: number;
+  staircase?: boolean;
+  boundaries?: number[];
+  values?: number[];
+  monitor?: string;
+  factor?: number;
+  patience?: number;
+  min_delta?: number;
+  min_lr?: number;
+  cooldown?: number;
 }
 
 export interface EarlyStoppingConfig {

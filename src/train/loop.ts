@@ -36,6 +36,7 @@ import {
 import { createValidationSet, type Part, type ValidationSet } from './validation.ts';
 import { createMetrics, type MetricState, type PredictionTap } from './metrics.ts';
 import { taskFor, type Task } from '../model/task.ts';
+import { setLearningRate } from '../model/optimizer.ts';
 
 export interface Member {
   label?: string;
@@ -95,7 +96,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
   const features = backboneFeatures(opts.backbone, opts.forward);
   const feed = createTrainingFeed(data, shared, features, { frozen, indexRng, augmentRng });
   const validation = createValidationSet(data, shared, features, { frozen, rng: validationRng });
-  const trials = createTrials(members);
+  const trials = createTrials(members, feed.steps);
   const maxEpochs = Math.max(...trials.map((t) => t.epochs));
   const task = taskFor(data.numClasses);
   const ended = new Set<Trial>();
@@ -134,7 +135,7 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           scores.set(t.trainer, val);
           const sum = sums.get(t.trainer);
           if (!sum) throw new Error(`${t.member.label ?? 'the trial'}: its trainer did not train in epoch ${epoch}`);
-          const logs = epochLogs(t, sum, val, started, trainSeconds);
+          const logs = epochLogs(t, sum, val, step.global - 1, started, trainSeconds);
           t.history.push(logs);
           observeEpoch(t, epoch, logs);
           if (atLastEpoch(t)) copyTrainerWeights(t);
@@ -205,7 +206,14 @@ const trialMetrics = (t: Trial, task: Task, training: boolean) =>
   });
 
 /** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
-function epochLogs(t: Trial, sum: TrainingSums, val: Scores, started: number, trainSeconds: number): EpochLogs {
+function epochLogs(
+  t: Trial,
+  sum: TrainingSums,
+  val: Scores,
+  lastStep: number,
+  started: number,
+  trainSeconds: number,
+): EpochLogs {
   return {
     loss: sum.loss / sum.n,
     accuracy: sum.accuracy / sum.weight,
@@ -213,7 +221,7 @@ function epochLogs(t: Trial, sum: TrainingSums, val: Scores, started: number, tr
     val_accuracy: val.accuracy,
     ...sum.metrics?.results(),
     ...val.extra,
-    learning_rate: t.member.experiment.optimizer.learning_rate,
+    learning_rate: t.trainer.schedule.rate(lastStep), // the epoch's last step's, as Keras 3 logs it
     // In a group the epoch is shared: its wall time so far, as each trial saw it.
     epoch_seconds: (Date.now() - started) / 1000,
     images_per_second: sum.n / trainSeconds,
@@ -290,6 +298,8 @@ async function trainEpoch(
       for (const [t, sum] of sums) {
         // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
         for (const layer of t.dropoutLayers) setDropoutSeed(layer, (t.seed * 1_000_003 + step.global) % 2 ** 31);
+        // The optimizer's iterations before this step: the step the schedule's rate is of.
+        if (t.member.model.optimizer) setLearningRate(t.member.model.optimizer, t.schedule.rate(step.global - 1));
         const [loss, accuracy] = await t.step(batch.input, batch.target, upcoming);
         const predictions = t.member.tap?.take();
         if (predictions) {

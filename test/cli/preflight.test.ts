@@ -164,6 +164,44 @@ const table: { name: string; file: () => string; args?: string[]; expected: RegE
       /training\.metrics: top_k_accuracy needs more than two classes \(the data has cats and dogs, one sigmoid output\)/,
   },
   {
+    name: "a schedule field of another type, with the type's fields listed",
+    file: () => experiment('schedule-field', inception(), 'optimizer: {schedule: {type: cosine, decay_rate: 0.5}}\n'),
+    expected:
+      /:6:38: optimizer\.schedule\.decay_rate is not a field of a cosine schedule; its fields are warmup_epochs, warmup_target, alpha$/,
+  },
+  {
+    name: 'warmup beyond the epochs',
+    file: () => experiment('warmup', inception()),
+    args: ['--set', 'optimizer.schedule={type: cosine, warmup_epochs: 1, warmup_target: 0.01}'],
+    expected: /optimizer\.schedule\.warmup_epochs must be below training\.epochs \(1\), which leaves no epoch to decay/,
+  },
+  {
+    name: 'piecewise boundaries out of order',
+    file: () =>
+      experiment(
+        'piecewise',
+        inception(),
+        'optimizer: {schedule: {type: piecewise, boundaries: [4, 2], values: [0.01, 0.001]}}\n',
+      ),
+    expected: /optimizer\.schedule\.boundaries must increase \(got 4, 2\)/,
+  },
+  {
+    name: 'piecewise with a value too few',
+    file: () =>
+      experiment(
+        'piecewise-values',
+        inception(),
+        'optimizer: {schedule: {type: piecewise, boundaries: [2, 4], values: [0.01, 0.001]}}\n',
+      ),
+    expected: /optimizer\.schedule\.values must hold one rate more than boundaries: 3 for 2 boundaries \(got 2\)/,
+  },
+  {
+    name: 'plateau monitoring a metric the run does not compute',
+    file: () => experiment('plateau', inception(), 'optimizer: {schedule: {type: plateau, monitor: val_recall}}\n'),
+    expected:
+      /optimizer\.schedule\.monitor is val_recall, which the run does not compute; add recall to training\.metrics/,
+  },
+  {
     name: 'a sweep above the trial limit',
     file: () => experiment('huge', inception()),
     args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'],

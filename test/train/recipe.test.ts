@@ -71,3 +71,18 @@ describe('training.metrics in training', () => {
     );
   });
 });
+
+describe('optimizer.schedule in training', () => {
+  it("sets the rate of every step and logs the epoch's last one as learning_rate", async () => {
+    const o = await run(
+      'recipe-cosine',
+      `head: {pooling: flatten, units: [32], dropout: 0.2}
+optimizer: {name: rmsprop, learning_rate: 0.0001, schedule: {type: cosine, warmup_epochs: 1, warmup_target: 0.001, alpha: 0.1}}
+training: {epochs: 3, steps_per_epoch: 3, validation_steps: 2, seed: 7}`,
+    );
+    // Warmup over epoch 1's 3 steps (step 2 at 1e-4 + 2/3 of the way to 1e-3), then the decay over 6 steps.
+    const decay = (step: number) => 0.001 * (0.9 * 0.5 * (1 + Math.cos((Math.PI * step) / 6)) + 0.1);
+    const expected = [0.0001 + (2 / 3) * 0.0009, decay(2), decay(5)];
+    for (const [i, h] of o.history.entries()) expect(h.learning_rate, `epoch ${i + 1}`).toBeCloseTo(expected[i], 9);
+  });
+});
