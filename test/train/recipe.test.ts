@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { describe, expect, it } from 'vitest';
 import { loadExperiment } from '../../src/config/load.ts';
-import { runGroup, type TrialOutcome } from '../../src/train/run.ts';
+import { runGroup, type TrialOutcome, type TrialSpec } from '../../src/train/run.ts';
 import type { PreparedData } from '../../src/train/data.ts';
 import { recordingProgress, spec, tmp, writeExperiment } from './helpers.ts';
 
@@ -84,5 +84,53 @@ training: {epochs: 3, steps_per_epoch: 3, validation_steps: 2, seed: 7}`,
     const decay = (step: number) => 0.001 * (0.9 * 0.5 * (1 + Math.cos((Math.PI * step) / 6)) + 0.1);
     const expected = [0.0001 + (2 / 3) * 0.0009, decay(2), decay(5)];
     for (const [i, h] of o.history.entries()) expect(h.learning_rate, `epoch ${i + 1}`).toBeCloseTo(expected[i], 9);
+  });
+});
+
+describe('the recipe across an interruption', () => {
+  it("a run resumed after epoch 2 of 4 ends as the uninterrupted one: plateau's rate, metrics, class weights", async () => {
+    const body = `head: {pooling: flatten, units: [32], dropout: 0.2}
+optimizer: {name: rmsprop, learning_rate: 0.001, schedule: {type: plateau, monitor: val_auc, patience: 0, factor: 0.5, min_delta: 1}}
+training: {epochs: 4, steps_per_epoch: 3, validation_steps: 2, seed: 11, class_weight: {dogs: 2}, label_smoothing: 0.1, metrics: [auc, recall]}`;
+    const { trials } = await loadExperiment(writeExperiment('recipe-resume', body));
+    const uninterrupted = await run('recipe-resume', body);
+    // min_delta 1: no AUC after the first improves on it by more, so the rate halves at the end of every epoch from
+    // the second on; an epoch logs the rate it trained with, as Keras does.
+    expect(uninterrupted.history.map((h) => h.learning_rate)).toEqual([0.001, 0.001, 0.0005, 0.00025]);
+    let stop = false;
+    const first = spec(trials[0]);
+    first.callbacks = [
+      {
+        onEpochEnd: (epoch) => {
+          stop = epoch === 2;
+        },
+      },
+    ];
+    const train = async (trial: TrialSpec, shouldStop: () => boolean) => {
+      const options = { baseDir: tmp, runsRoot: path.join(tmp, 'runs'), shouldStop, backup: true, data };
+      const [outcome] = (await runGroup([trial], { ...options, progress: recordingProgress().progress })).outcomes;
+      return outcome;
+    };
+    const killed = await train(first, () => stop);
+    expect(killed.status).toBe('KILLED');
+    const resumed = await train(
+      { ...spec(trials[0]), resume: { runId: killed.runId, runDir: killed.runDir } },
+      () => false,
+    );
+    expect(resumed.status).toBe('FINISHED');
+    for (const [i, h] of resumed.history.entries()) {
+      const u = uninterrupted.history[i];
+      for (const k of [
+        'loss',
+        'accuracy',
+        'val_loss',
+        'auc',
+        'val_auc',
+        'recall',
+        'val_recall',
+        'learning_rate',
+      ] as const)
+        expect(h[k], `epoch ${i + 1} ${k}`).toBeCloseTo(u[k] ?? NaN, 6);
+    }
   });
 });
