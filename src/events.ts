@@ -7,6 +7,15 @@ export interface EpochLogs {
   accuracy: number;
   val_loss?: number;
   val_accuracy?: number;
+  /** training.metrics, on the training batches and on validation (Keras' names); present when asked for. */
+  auc?: number;
+  val_auc?: number;
+  precision?: number;
+  val_precision?: number;
+  recall?: number;
+  val_recall?: number;
+  top_k_accuracy?: number;
+  val_top_k_accuracy?: number;
   learning_rate: number;
   epoch_seconds: number;
   images_per_second: number;
@@ -18,6 +27,14 @@ export const EPOCH_METRICS = [
   'accuracy',
   'val_loss',
   'val_accuracy',
+  'auc',
+  'val_auc',
+  'precision',
+  'val_precision',
+  'recall',
+  'val_recall',
+  'top_k_accuracy',
+  'val_top_k_accuracy',
   'learning_rate',
   'epoch_seconds',
   'images_per_second',

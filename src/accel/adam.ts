@@ -36,7 +36,7 @@ export class KerasAdam extends tf.Optimizer {
   private readonly fused: FusedFn;
 
   constructor(
-    readonly learningRate: number,
+    public learningRate: number, // a schedule changes it between steps (setLearningRate)
     readonly beta1 = 0.9,
     readonly beta2 = 0.999,
     readonly epsilon = 1e-7,

@@ -13,7 +13,7 @@ import { compileFused, FUSED_MIN_SIZE, tfOps, type FusedFn, type Ops } from './x
 
 type NamedTensor = { name: string; tensor: tf.Tensor };
 
-function rmspropStep<X>(o: Ops<X>, w: X, g: X, s: X, rho: number, eps: number, step: number): [X, X] {
+function rmspropStep<X>(o: Ops<X>, w: X, g: X, s: X, rho: number, eps: number, step: X | number): [X, X] {
   const next = o.add(o.mul(s, rho), o.square(g));
   return [o.sub(w, o.mul(o.div(g, o.sqrt(o.add(next, eps))), step)), next];
 }
@@ -30,13 +30,14 @@ export class KerasRMSprop extends tf.Optimizer {
   private readonly fused: FusedFn;
 
   constructor(
-    readonly learningRate: number,
+    public learningRate: number, // a schedule changes it between steps (setLearningRate)
     readonly rho = 0.9,
     readonly epsilon = 1e-7,
     fusedUpdates = accelPolicy().fusedUpdates,
   ) {
     super();
-    this.fused = compileFused(3, (o, w, g, s) => rmspropStep(o, w, g, s, this.rho, this.eps, this.step), fusedUpdates);
+    // The step size is an input, not a constant of the compiled graph: a schedule changes it from step to step.
+    this.fused = compileFused(4, (o, w, g, s, step) => rmspropStep(o, w, g, s, this.rho, this.eps, step), fusedUpdates);
   }
 
   // The hyperparameters of the stored-slot form (see the header).
@@ -59,7 +60,9 @@ export class KerasRMSprop extends tf.Optimizer {
       const slot = this.slot(name, value);
       tf.tidy(() => {
         const fused =
-          value.size >= FUSED_MIN_SIZE && value.dtype === 'float32' ? this.fused(value, g, slot) : undefined;
+          value.size >= FUSED_MIN_SIZE && value.dtype === 'float32'
+            ? this.fused(value, g, slot, tf.scalar(this.step))
+            : undefined;
         const [w, next] = fused ?? rmspropStep(tfOps, value, g, slot, this.rho, this.eps, this.step);
         slot.assign(next);
         value.assign(w);

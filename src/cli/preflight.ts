@@ -4,6 +4,7 @@
 // the data package's folder scan; no TensorFlow is loaded and no image decoded.
 import type { BackboneRef, DataFacts, LayerFacts } from '../config/cross-checks.ts';
 import { loadExperiment, type LoadedExperiment } from '../config/load.ts';
+import type { Experiment } from '../config/types.ts';
 import { sandboxCheck, type SandboxOptions } from './sandbox.ts';
 import { inspectBackboneWeights, KERAS_TOP, kerasArchitecture, unknownLayerError } from '../model/layers.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
@@ -38,18 +39,36 @@ export function preflight(file: string, opts: PreflightOptions = {}): Promise<Lo
 
 /** The data package's own scan of both folders, the one training runs before decoding. */
 function dataFacts(dataDir: string | undefined): DataFacts {
+  // Each data section is scanned once, for its problems and its classes.
+  const scans = new Map<string, ReturnType<typeof scan>>();
+  const scan = async (data: Experiment['data']) => {
+    const { scanSplits } = await import('../data/splits.ts');
+    let dirs = { train: data.train, validation: data.validation };
+    if (data.url) {
+      const { unpackedDataset } = await import('../data/dataset.ts');
+      const unpacked = await unpackedDataset(data, { dataDir });
+      if (!unpacked) return undefined;
+      dirs = { train: unpacked.trainDir, validation: unpacked.validationDir };
+    }
+    return scanSplits(dirs, data);
+  };
+  const scanned = (data: Experiment['data']) => {
+    const key = JSON.stringify(data);
+    let s = scans.get(key);
+    if (!s) {
+      s = scan(data);
+      scans.set(key, s);
+    }
+    return s;
+  };
   return {
     async classFolders(data) {
-      const { scanSplits } = await import('../data/splits.ts');
-      let dirs = { train: data.train, validation: data.validation };
-      if (data.url) {
-        const { unpackedDataset } = await import('../data/dataset.ts');
-        const unpacked = await unpackedDataset(data, { dataDir });
-        if (!unpacked) return [];
-        dirs = { train: unpacked.trainDir, validation: unpacked.validationDir };
-      }
-      const scanned = await scanSplits(dirs, data);
-      return (scanned.problems ?? []).map((p) => ({ field: p.field, message: sentence(p.error) }));
+      const s = await scanned(data);
+      return (s?.problems ?? []).map((p) => ({ field: p.field, message: sentence(p.error) }));
+    },
+    async classNames(data) {
+      const s = await scanned(data);
+      return s && !s.problems ? s.splits.classNames : undefined;
     },
   };
 }

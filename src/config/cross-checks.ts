@@ -10,6 +10,7 @@ import { didYouMean } from './problems.ts';
 import { closest } from '../util/edit-distance.ts';
 import { isUrl } from '../remote/url.ts';
 import { LockError } from '../errors.ts';
+import { classWeightProblem, topKProblem } from './classes.ts';
 
 export interface BackboneRef {
   name: BackboneName;
@@ -48,6 +49,8 @@ export interface DataFacts {
    * without decoding any image. With data.url, the folders unpacked in the data directory, if they are there.
    */
   classFolders(data: Experiment['data']): Promise<{ field: 'train' | 'validation' | 'class_mode'; message: string }[]>;
+  /** The classes training will see, when the folders can be scanned (undefined when they cannot). */
+  classNames?(data: Experiment['data']): Promise<string[] | undefined>;
 }
 
 export interface Facts {
@@ -148,7 +151,7 @@ async function layerChecks(e: Experiment, ref: BackboneRef, facts: LayerFacts): 
 
 async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProblem[]> {
   // A data set given by url is downloaded when missing: only one unpacked already can be looked into.
-  if (e.data.url) return facts ? folderProblems(await facts.classFolders(e.data)) : [];
+  if (e.data.url) return facts ? scannedProblems(e, facts) : [];
   const problems: FieldProblem[] = [];
   for (const field of ['train', 'validation'] as const) {
     const dir = e.data[field];
@@ -167,7 +170,28 @@ async function dataChecks(e: Experiment, facts?: DataFacts): Promise<FieldProble
     }
   }
   if (problems.length || !facts) return problems;
-  return folderProblems(await facts.classFolders(e.data));
+  return scannedProblems(e, facts);
+}
+
+/** What the scan of the class folders finds wrong, then the class weights against the classes it found. */
+async function scannedProblems(e: Experiment, facts: DataFacts): Promise<FieldProblem[]> {
+  const found = folderProblems(await facts.classFolders(e.data));
+  return found.length ? found : classProblems(e, facts);
+}
+
+/** training.class_weight and top_k_accuracy against the classes the folders hold. */
+async function classProblems(e: Experiment, facts: DataFacts): Promise<FieldProblem[]> {
+  const weights = e.training?.class_weight;
+  const topK = e.training?.metrics?.includes('top_k_accuracy');
+  if ((weights === undefined && !topK) || !facts.classNames) return [];
+  const names = await facts.classNames(e.data);
+  if (!names) return [];
+  const problems: FieldProblem[] = [];
+  const message = weights !== undefined && classWeightProblem(weights, names);
+  if (message) problems.push({ path: ['training', 'class_weight'], message });
+  const k = topKProblem(e.training.top_k, names);
+  if (topK && k) problems.push({ path: ['training', 'metrics'], message: k });
+  return problems;
 }
 
 const folderProblems = (found: Awaited<ReturnType<DataFacts['classFolders']>>): FieldProblem[] =>

@@ -21,6 +21,7 @@ import { crossChecks, type DataFacts, type LayerFacts } from './cross-checks.ts'
 import { compose, type FieldPath } from './compose.ts';
 import { applyOverrides, flagText, overrideAt, parseOverrides, type Override } from './overrides.ts';
 import { resolvePaths } from './resolve-paths.ts';
+import { recipeChecks } from './recipe-checks.ts';
 
 export interface LoadOptions {
   /** `key=value` overrides (Hydra style), values parsed as YAML; a swept field set here is pinned. */
@@ -155,13 +156,13 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     const trialProblems = validate(experiment);
     for (const p of trialProblems) {
       const key = Object.keys(a.values).find((k) => p.path.join('.').startsWith(k));
-      const prefix = `trial ${a.index} (${a.name}): `;
-      if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix, key.split('.'));
-      else if (!baseFailed) at(p, sweep ? prefix : ''); // else reported once, on the base, above
+      if (key && sweepRaw) at({ path: sweepKeyPath(sweepRaw, key), message: p.message }, prefix(a), key.split('.'));
+      else if (!baseFailed) at(p, sweep ? prefix(a) : ''); // else reported once, on the base, above
     }
     if (sweep) experiment.sweep = sweep;
     // An experiment once the schema passes; until then only its valid sections are read (by the cross-field checks).
     const checked = experiment as Partial<Experiment> as Experiment;
+    if (!trialProblems.length) for (const p of recipeChecks(checked)) at(p, sweep ? prefix(a) : '');
     const trial = {
       ...a,
       name: sweep ? a.name : String(experiment.name),
@@ -319,6 +320,8 @@ function searchProblems(
   return [];
 }
 
+const prefix = (a: { index: number; name: string }) => `trial ${a.index} (${a.name}): `;
+
 // Sweep schema problems come at sweep.<key> or sweep.parameters.<key>; the flag that gave them is --sweep <key>.
 function sweepFlagPath(p: (string | number)[]): (string | number)[] {
   const rest = p[1] === 'parameters' ? p.slice(2) : p.slice(1);
@@ -336,7 +339,8 @@ const touchesCrossChecks = (p: FieldProblem): boolean =>
 function dedupeForChecks(trials: ResolvedTrial[]): ResolvedTrial[] {
   const seen = new Set<string>();
   return trials.filter((t) => {
-    const key = JSON.stringify([t.experiment.backbone, t.experiment.data]);
+    const { class_weight, metrics, top_k } = t.experiment.training ?? {};
+    const key = JSON.stringify([t.experiment.backbone, t.experiment.data, class_weight, metrics, top_k]);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;

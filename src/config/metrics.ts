@@ -1,6 +1,6 @@
 // Which direction is better for a metric, decided here once: checkpoints, early stopping, a sweep's best trial
-// and `xp runs` all ask this function. Keras' `mode: auto` rule: accuracy-like metrics are maximized, the rest
-// (losses) minimized.
+// and `xp runs` all ask this function. Keras' `mode: auto` rule: accuracy-like metrics (training.metrics' auc,
+// precision, recall and top_k_accuracy among them, with their val_) are maximized, the rest (losses) minimized.
 export type Goal = 'maximize' | 'minimize';
 
 export function metricGoal(metric: string, mode: 'auto' | 'min' | 'max' = 'auto'): Goal {

@@ -16,18 +16,30 @@ export const HEAD_ACTIVATIONS = [
   'gelu',
 ] as const;
 export const OPTIMIZERS = ['rmsprop', 'adam', 'sgd', 'adagrad'] as const;
+export const SCHEDULE_TYPES = ['cosine', 'exponential', 'piecewise', 'plateau'] as const;
+/** The fields of each schedule type (besides `type`): Keras' arguments, in epochs where Keras counts steps. */
+export const SCHEDULE_FIELDS = {
+  cosine: ['warmup_epochs', 'warmup_target', 'alpha'],
+  exponential: ['decay_rate', 'decay_epochs', 'staircase'],
+  piecewise: ['boundaries', 'values'],
+  plateau: ['monitor', 'factor', 'patience', 'min_delta', 'min_lr', 'cooldown'],
+} as const satisfies Record<ScheduleType, readonly (keyof ScheduleConfig)[]>;
 export const FILL_MODES = ['nearest', 'constant', 'reflect', 'wrap'] as const;
 export const INTERPOLATIONS = ['nearest', 'bilinear', 'bicubic'] as const;
 export const CLASS_MODES = ['auto', 'binary', 'categorical'] as const;
 export const PREPROCESSINGS = ['auto', 'rescale', 'inception', 'none'] as const;
+/** training.metrics: computed on training and validation each epoch besides loss and accuracy (Keras' definitions). */
+export const EXTRA_METRICS = ['auc', 'precision', 'recall', 'top_k_accuracy'] as const;
 
 export type BackboneName = (typeof BACKBONE_NAMES)[number];
 export type Pooling = (typeof POOLINGS)[number];
 export type HeadActivation = (typeof HEAD_ACTIVATIONS)[number];
 export type OptimizerName = (typeof OPTIMIZERS)[number];
+export type ScheduleType = (typeof SCHEDULE_TYPES)[number];
 export type FillMode = (typeof FILL_MODES)[number];
 export type Interpolation = (typeof INTERPOLATIONS)[number];
 export type ClassMode = (typeof CLASS_MODES)[number];
+export type ExtraMetric = (typeof EXTRA_METRICS)[number];
 /** rescale: x/255 -> [0,1]; inception: x/127.5-1 -> [-1,1]; none: raw 0..255; auto: what the weights expect. */
 export type Preprocessing = (typeof PREPROCESSINGS)[number];
 
@@ -86,6 +98,27 @@ export interface OptimizerConfig {
   epsilon?: number;
   beta_1?: number;
   beta_2?: number;
+  /** The learning rate per step (Keras' LearningRateSchedule) or per epoch (ReduceLROnPlateau); absent: constant. */
+  schedule?: ScheduleConfig;
+}
+
+/** One mapping for every type; SCHEDULE_FIELDS says which fields each type takes (recipe-checks.ts). */
+export interface ScheduleConfig {
+  type: ScheduleType;
+  warmup_epochs?: number;
+  warmup_target?: number;
+  alpha?: number;
+  decay_rate?: number;
+  decay_epochs?: number;
+  staircase?: boolean;
+  boundaries?: number[];
+  values?: number[];
+  monitor?: string;
+  factor?: number;
+  patience?: number;
+  min_delta?: number;
+  min_lr?: number;
+  cooldown?: number;
 }
 
 export interface EarlyStoppingConfig {
@@ -101,6 +134,14 @@ export interface TrainingConfig {
   steps_per_epoch?: number;
   validation_steps?: number;
   seed: number;
+  /** Keras' fit(class_weight=...): balanced, or class folder name -> weight. */
+  class_weight?: 'balanced' | Record<string, number>;
+  /** Keras' label_smoothing of the cross-entropy; absent means 0 (config hashes of existing runs stay the same). */
+  label_smoothing?: number;
+  /** Metrics besides loss and accuracy, each logged as <name> and val_<name>. */
+  metrics?: ExtraMetric[];
+  /** k of top_k_accuracy (Keras' default 5). */
+  top_k?: number;
   early_stopping?: EarlyStoppingConfig;
   checkpoint: { monitor: string; save_best_only: boolean };
 }

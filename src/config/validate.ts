@@ -154,6 +154,7 @@ function patternAdvice(path: string[]): string {
 function oneOfAdvice(path: string[]): string {
   const last = path[path.length - 1];
   if (last === 'zoom_range') return 'must be a number in [0, 1] or a [lower, upper] pair';
+  if (last === 'class_weight') return 'must be balanced or a mapping of class folder names to weights > 0';
   if (path[0] === 'sweep') return 'must be a list of values or a {distribution, min, max | values} mapping';
   return 'does not match any allowed form';
 }

@@ -34,3 +34,14 @@ export function buildOptimizer(cfg: OptimizerConfig, policy: AccelPolicy = accel
       });
   }
 }
+
+/**
+ * Sets the rate of the optimizer's next steps (optimizer.schedule): xp's Keras optimizers and tfjs' read it at each
+ * update, tfjs' SGD and momentum keep it as a tensor that setLearningRate replaces.
+ */
+export function setLearningRate(optimizer: tf.Optimizer, rate: number): void {
+  const o = optimizer as tf.Optimizer & { learningRate: number; setLearningRate?: (rate: number) => void };
+  if (o.learningRate === rate) return;
+  if (o.setLearningRate) o.setLearningRate(rate);
+  else o.learningRate = rate;
+}

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-node';
 import { XpError } from '../errors.ts';
 import type { EpochLogs } from '../events.ts';
 import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
+import type { PlateauState } from '../model/schedule.ts';
 import { BACKUP_DIR, BACKUP_STATE, BACKUP_TENSORS, backupDir, damagedBackup } from './run-folder.ts';
 
 const FORMAT = 1;
@@ -20,6 +21,8 @@ export interface Backup {
   history: EpochLogs[];
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
+  /** ReduceLROnPlateau's state (optimizer.schedule type plateau). */
+  schedule?: PlateauState;
   /** The trained model's weights, in model.getWeights() order. */
   weights: tf.Tensor[];
   /** The optimizer's weights, each slot named by the index of its variable in model.weights. */
@@ -46,6 +49,7 @@ interface StateFile {
   history: EpochLogs[];
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
+  schedule?: PlateauState;
   tensors: {
     weights: TensorEntry[];
     optimizer: TensorEntry[];
@@ -59,6 +63,7 @@ export interface BackupInput {
   history: EpochLogs[];
   checkpoint: CheckpointState;
   earlyStopping?: EarlyStoppingState;
+  schedule?: PlateauState;
   model: tf.LayersModel;
   /** A snapshot, or 'weights' when it was taken at this epoch's end: the model's weights are its bytes. */
   checkpointWeights?: tf.Tensor[] | 'weights';
@@ -112,6 +117,7 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
     history: b.history,
     checkpoint: b.checkpoint,
     earlyStopping: b.earlyStopping,
+    schedule: b.schedule,
     tensors: {
       weights: weightEntries,
       optimizer: optimizer.map(({ name, tensor }) => {
@@ -196,6 +202,7 @@ export function readBackup(runDir: string): Backup | undefined {
     history: state.history,
     checkpoint: state.checkpoint,
     earlyStopping: state.earlyStopping,
+    schedule: state.schedule,
     weights: state.tensors.weights.map(tensor),
     optimizer: state.tensors.optimizer.map((e) => ({
       variable: e.variable ?? -1,
@@ -265,6 +272,7 @@ export async function backupTrial(t: Trial, runDir: string): Promise<void> {
     history: t.history,
     checkpoint: t.checkpoint.state(),
     earlyStopping: t.earlyStopping?.state(),
+    schedule: t.trainer.schedule.state(),
     model: t.trainer.member.model,
     checkpointWeights: snapshot(t.checkpoint.bestWeights, t.checkpoint.bestEpoch),
     earlyStoppingWeights: snapshot(t.earlyStopping?.bestWeights, t.earlyStopping?.bestEpoch),
@@ -315,6 +323,7 @@ export async function resumeTrial(t: Trial, b: Backup): Promise<void> {
   t.history.push(...b.history);
   t.checkpoint.restore(b.checkpoint, b.checkpointWeights);
   if (t.earlyStopping && b.earlyStopping) t.earlyStopping.restore(b.earlyStopping, b.earlyStoppingWeights);
+  if (t.trainer === t) t.schedule.restore(b.schedule);
   if (t.trainer === t) await restoreModel(t.member.model, b);
   // The snapshots now belong to the trial; the rest is held by the model and its optimizer.
   tf.dispose([...b.weights, ...b.optimizer.map((o) => o.tensor)]);

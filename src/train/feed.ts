@@ -15,6 +15,8 @@ export const FEATURE_IMAGES = 100;
 export interface Batch {
   input: tf.Tensor;
   target: tf.Tensor;
+  /** The class of each sample, as the target encodes it. */
+  labels: Int32Array;
   n: number;
 }
 
@@ -78,7 +80,12 @@ export function createTrainingFeed(
             labels.map((y) => y.length),
           );
     if (k > 1) all.dispose();
-    return inputs.map((input, i) => ({ input, target: labelTensor(labels[i], data.numClasses), n: labels[i].length }));
+    return inputs.map((input, i) => ({
+      input,
+      target: labelTensor(labels[i], data.numClasses),
+      labels: labels[i],
+      n: labels[i].length,
+    }));
   };
 
   return {

@@ -33,7 +33,10 @@ import {
   restoreSavedWeights,
   type Trial,
 } from './trial-state.ts';
-import { createValidationSet, type ValidationSet } from './validation.ts';
+import { createValidationSet, type Part, type ValidationSet } from './validation.ts';
+import { createMetrics, type MetricState, type PredictionTap } from './metrics.ts';
+import { taskFor, type Task } from '../model/task.ts';
+import { setLearningRate } from '../model/optimizer.ts';
 
 export interface Member {
   label?: string;
@@ -44,6 +47,10 @@ export interface Member {
    * trains on, and reads the weights there.
    */
   model: tf.LayersModel;
+  /** The weight of each class's samples in its training loss and accuracy (training.class_weight), if any. */
+  classWeights?: number[];
+  /** Hands over each step's predictions, for training.metrics; compiled into the model. */
+  tap?: PredictionTap;
   onEpochEnd(epoch: number, logs: EpochLogs): Promise<void>;
   /** Where its state is backed up at each epoch end it trains on after (BackupAndRestore); none when undefined. */
   backupDir?: string;
@@ -95,8 +102,9 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     rng: validationRng,
     cached: opts.validationFeatures,
   });
-  const trials = createTrials(members);
+  const trials = createTrials(members, feed.steps);
   const maxEpochs = Math.max(...trials.map((t) => t.epochs));
+  const task = taskFor(data.numClasses);
   const ended = new Set<Trial>();
   const end = async (t: Trial) => {
     if (ended.has(t)) return;
@@ -119,21 +127,21 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
           : undefined;
       progress.epochStart(epoch, members.length > 1 ? maxEpochs : active[0].epochs, feed.steps, label);
       const started = Date.now();
-      const { sums, steps } = await trainEpoch(trainers, feed, step, opts);
+      const { sums, steps } = await trainEpoch(trainers, feed, step, opts, task);
       if (shouldStop('step')) {
         cut = steps;
         break;
       }
       const trainSeconds = (Date.now() - started) / 1000;
       const epochValidation = validation.nextEpoch();
-      const scores = new Map<Trial, { loss: number; accuracy: number }>();
+      const scores = new Map<Trial, Scores>();
       try {
         for (const t of active) {
-          const val = scores.get(t.trainer) ?? validation.evaluate(t.trainer.member.model, epochValidation.parts);
+          const val = scores.get(t.trainer) ?? evaluate(validation, t.trainer, epochValidation.parts, task);
           scores.set(t.trainer, val);
           const sum = sums.get(t.trainer);
           if (!sum) throw new Error(`${t.member.label ?? 'the trial'}: its trainer did not train in epoch ${epoch}`);
-          const logs = epochLogs(t, sum, val, started, trainSeconds);
+          const logs = epochLogs(t, sum, val, step.global - 1, started, trainSeconds);
           t.history.push(logs);
           observeEpoch(t, epoch, logs);
           if (atLastEpoch(t)) copyTrainerWeights(t);
@@ -183,20 +191,43 @@ async function backupEpoch(backups: { trial: Trial; dir: string }[]): Promise<vo
   }
 }
 
+/** A trainer's validation figures of the epoch: loss, accuracy and training.metrics (val_auc, ...). */
+type Scores = { loss: number; accuracy: number; extra: Record<string, number> };
+
+function evaluate(validation: ValidationSet, trainer: Trial, parts: Part[], task: Task): Scores {
+  const metrics = trialMetrics(trainer, task, false);
+  const { loss, accuracy } = validation.evaluate(trainer.member.model, parts, {
+    labelSmoothing: labelSmoothing(trainer),
+    metrics,
+  });
+  const extra = Object.fromEntries(Object.entries(metrics?.results() ?? {}).map(([k, v]) => [`val_${k}`, v]));
+  return { loss, accuracy, extra };
+}
+
+/** The state of a trial's training.metrics for an epoch's training batches (class-weighted) or its validation. */
+const trialMetrics = (t: Trial, task: Task, training: boolean) =>
+  createMetrics(t.member.experiment.training.metrics, task, {
+    k: t.member.experiment.training.top_k,
+    classWeights: training ? t.member.classWeights : undefined,
+  });
+
 /** A trial's metrics of the epoch: its trainer's training sums and validation scores. */
 function epochLogs(
   t: Trial,
-  sum: { loss: number; accuracy: number; n: number },
-  val: { loss: number; accuracy: number },
+  sum: TrainingSums,
+  val: Scores,
+  lastStep: number,
   started: number,
   trainSeconds: number,
 ): EpochLogs {
   return {
     loss: sum.loss / sum.n,
-    accuracy: sum.accuracy / sum.n,
+    accuracy: sum.accuracy / sum.weight,
     val_loss: val.loss,
     val_accuracy: val.accuracy,
-    learning_rate: t.member.experiment.optimizer.learning_rate,
+    ...sum.metrics?.results(),
+    ...val.extra,
+    learning_rate: t.trainer.schedule.rate(lastStep), // the epoch's last step's, as Keras 3 logs it
     // In a group the epoch is shared: its wall time so far, as each trial saw it.
     epoch_seconds: (Date.now() - started) / 1000,
     images_per_second: sum.n / trainSeconds,
@@ -223,9 +254,43 @@ async function resumeGroup(
   return done;
 }
 
+/**
+ * Per trainer, an epoch's sums as Keras keeps them: the loss weighted by batch size, the accuracy by the batch's
+ * summed sample weights (its size without class weights).
+ */
+interface TrainingSums {
+  loss: number;
+  accuracy: number;
+  n: number;
+  weight: number;
+  /** training.metrics over the epoch's batches. */
+  metrics?: MetricState;
+}
+
+const labelSmoothing = (t: Trial) => t.member.experiment.training.label_smoothing;
+
+/** The summed class weights of a batch's samples; its size without class weights. */
+function batchWeight(labels: Int32Array, classWeights: number[] | undefined): number {
+  if (!classWeights) return labels.length;
+  let w = 0;
+  for (const label of labels) w += classWeights[label];
+  return w;
+}
+
 /** One epoch's training steps for every trainer on the same batches; per trainer, sample-weighted sums. */
-async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global: number }, opts: LoopOptions) {
-  const sums = new Map(trainers.map((t) => [t, { loss: 0, accuracy: 0, n: 0 }]));
+async function trainEpoch(
+  trainers: Trial[],
+  feed: TrainingFeed,
+  step: { global: number },
+  opts: LoopOptions,
+  task: Task,
+) {
+  const sums = new Map(
+    trainers.map((t): [Trial, TrainingSums] => [
+      t,
+      { loss: 0, accuracy: 0, n: 0, weight: 0, metrics: trialMetrics(t, task, true) },
+    ]),
+  );
   const [first] = sums.values(); // an epoch trains at least one trainer
   const batches = feed.epoch();
   let s = 0;
@@ -239,13 +304,22 @@ async function trainEpoch(trainers: Trial[], feed: TrainingFeed, step: { global:
       for (const [t, sum] of sums) {
         // Dropout masks from the trial's own seed and the step: identical whether it trains alone or in a group.
         for (const layer of t.dropoutLayers) setDropoutSeed(layer, (t.seed * 1_000_003 + step.global) % 2 ** 31);
+        // The optimizer's iterations before this step: the step the schedule's rate is of.
+        if (t.member.model.optimizer) setLearningRate(t.member.model.optimizer, t.schedule.rate(step.global - 1));
         const [loss, accuracy] = await t.step(batch.input, batch.target, upcoming);
+        const predictions = t.member.tap?.take();
+        if (predictions) {
+          sum.metrics?.update(predictions.dataSync(), batch.labels);
+          predictions.dispose();
+        }
+        const weight = batchWeight(batch.labels, t.member.classWeights);
         sum.loss += loss * batch.n;
-        sum.accuracy += accuracy * batch.n;
+        sum.accuracy += accuracy * weight;
         sum.n += batch.n;
+        sum.weight += weight;
       }
       tf.dispose([batch.input, batch.target]);
-      opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.n });
+      opts.progress.step(s, { loss: first.loss / first.n, accuracy: first.accuracy / first.weight });
       if (opts.shouldStop('step')) break;
     }
   } finally {
@@ -286,6 +360,8 @@ async function endTrial(t: Trial, validation: ValidationSet, progress: Progress)
     earlyStopping,
     tensorsPerEpoch: t.tensorsPerEpoch,
     prunedAt: t.prunedAt,
-    result: saved.epoch ? { ...validation.score(t.member.model, saved.epoch), ...saved.cut } : undefined,
+    result: saved.epoch
+      ? { ...validation.score(t.member.model, saved.epoch, labelSmoothing(t)), ...saved.cut }
+      : undefined,
   });
 }

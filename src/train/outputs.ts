@@ -5,9 +5,16 @@ import sharp from 'sharp';
 import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
 import { EPOCH_METRICS, savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
+import { EXTRA_METRICS } from '../config/types.ts';
 import { experimentHeader } from './run-folder.ts';
 
-export const HISTORY_COLUMNS = ['epoch', ...EPOCH_METRICS] as const;
+/** The history's columns: the epoch, then the metrics its epochs have (training.metrics' only when asked for). */
+export const historyColumns = (history: EpochLogs[]): string[] => [
+  'epoch',
+  ...EPOCH_METRICS.filter((m) => !OPTIONAL_METRICS.has(m) || history.some((h) => h[m] !== undefined)),
+];
+// Columns a run without training.metrics never has: its history.csv keeps the columns it always had.
+const OPTIONAL_METRICS = new Set<string>(EXTRA_METRICS.flatMap((m) => [m, `val_${m}`]));
 
 export function writeExperiment(
   runDir: string,
@@ -22,9 +29,10 @@ export function writeExperiment(
 
 export function writeHistory(runDir: string, history: EpochLogs[]): void {
   const rows = history.map((h, i) => ({ epoch: i + 1, ...h }));
+  const columns = historyColumns(history);
   const csv = [
-    HISTORY_COLUMNS.join(','),
-    ...rows.map((r) => HISTORY_COLUMNS.map((c) => (r as Record<string, unknown>)[c] ?? '').join(',')),
+    columns.join(','),
+    ...rows.map((r) => columns.map((c) => (r as Record<string, unknown>)[c] ?? '').join(',')),
   ].join('\n');
   fs.writeFileSync(path.join(runDir, 'history.csv'), `${csv}\n`);
   fs.writeFileSync(path.join(runDir, 'history.json'), `${JSON.stringify(rows, null, 2)}\n`);

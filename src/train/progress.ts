@@ -2,6 +2,7 @@
 // epoch's line with val_ metrics. Without a terminal (CI, logs) only the epoch lines, as Keras verbose=2. When an
 // epoch validates on part of the validation set (validation_steps), its line says on how many images.
 import type { EpochLogs } from '../events.ts';
+import { EXTRA_METRICS } from '../config/types.ts';
 
 /** Validation images an epoch's val_ metrics are computed on, of the validation set's. */
 export interface ValidatedImages {
@@ -54,6 +55,7 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
         loss,
         accuracy,
         ...(val_loss !== undefined && val_accuracy !== undefined ? { val_loss, val_accuracy } : {}),
+        ...extraMetrics(logs),
       });
       // In a shared group, one line per trial, named; the bar belongs to the group.
       const head = label ? `  ${label}: ` : mode === 'bar' ? `${counter(steps, steps)} ${bar(steps, steps)} - ` : '';
@@ -70,6 +72,17 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
       else stream.write(`${text}\n`);
     },
   };
+}
+
+/** training.metrics of the epoch, training's then validation's, as Keras prints them after accuracy. */
+function extraMetrics(logs: EpochLogs): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const prefix of ['', 'val_'])
+    for (const m of EXTRA_METRICS) {
+      const value = logs[`${prefix}${m}` as keyof EpochLogs];
+      if (value !== undefined) out[`${prefix}${m}`] = value;
+    }
+  return out;
 }
 
 function counter(step: number, steps: number): string {

@@ -6,7 +6,11 @@ import type * as tf from '@tensorflow/tfjs-node';
 import type { Experiment } from '../config/types.ts';
 import { loadBackbone, type Backbone } from '../model/backbone.ts';
 import { accelPolicy, compileForInference } from '../accel/index.ts';
-import { buildHead, composeModel, lossFor } from '../model/head.ts';
+import { buildHead, composeModel } from '../model/head.ts';
+import { trainingAccuracy, trainingLoss } from '../model/loss.ts';
+import { taskFor } from '../model/task.ts';
+import { classWeights } from '../config/classes.ts';
+import { predictionTap, type PredictionTap } from './metrics.ts';
 import { buildOptimizer } from '../model/optimizer.ts';
 import { writeSavedModel } from '../model/saved-run.ts';
 import { layerSummary } from '../model/summary.ts';
@@ -150,7 +154,10 @@ export async function runGroup(
   // outputs are written when its last epoch ends, so it needs no weights of its own (same layers and names).
   const trainers = trainersOf(trials.map((t) => t.experiment));
   const owner = trials.map((t, i) => (trainers[i] !== i && usesTrainerModel(t.experiment) ? trainers[i] : i));
-  const built = new Map<number, { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel }>();
+  const built = new Map<
+    number,
+    { head: tf.LayersModel; model: tf.LayersModel; full: tf.LayersModel; classWeights?: number[]; tap?: PredictionTap }
+  >();
   const modelsOf = (i: number) => {
     const known = built.get(owner[i]);
     if (known) return known;
@@ -159,12 +166,16 @@ export async function runGroup(
       seed: t.experiment.training.seed,
     });
     const model = frozen ? head : composeModel(backbone.model, head);
+    const task = taskFor(data.numClasses);
+    const weights = classWeights(t.experiment.training.class_weight, data.classNames, data.train.labels);
+    const tap = t.experiment.training.metrics?.length ? predictionTap() : undefined;
     model.compile({
       optimizer: buildOptimizer(t.experiment.optimizer),
-      loss: lossFor(data.numClasses),
-      metrics: ['accuracy'],
+      loss: trainingLoss(task, { labelSmoothing: t.experiment.training.label_smoothing, classWeights: weights }),
+      metrics: [trainingAccuracy(task, weights), ...(tap ? [tap.metric] : [])],
     });
-    const models = { head, model, full: frozen ? composeModel(backbone.model, head) : model };
+    const full = frozen ? composeModel(backbone.model, head) : model;
+    const models = { head, model, full, classWeights: weights, tap };
     built.set(owner[i], models);
     return models;
   };
@@ -178,9 +189,9 @@ export async function runGroup(
         hint: 'runs back up their state at each epoch end when run with backups on; run it again from the start',
       });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
-    const { head, model, full } = models[i];
+    const { head, model, full, classWeights, tap } = models[i];
     fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
-    return { spec: t, runId, runDir, head, model, full, backup };
+    return { spec: t, runId, runDir, head, model, full, classWeights, tap, backup };
   });
 
   for (const m of members) {
@@ -260,6 +271,8 @@ export async function runGroup(
         label: trials.length > 1 ? m.spec.name : undefined,
         experiment: m.spec.experiment,
         model: m.model,
+        classWeights: m.classWeights,
+        tap: m.tap,
         onEpochEnd: async (epoch, logs) => {
           for (const cb of m.spec.callbacks) await cb.onEpochEnd?.(epoch, logs);
         },

@@ -26,7 +26,13 @@ function sharedPart(e: Experiment) {
  * trajectory, and the longest of them trains (itself, when no other matches).
  */
 export function trainersOf(experiments: Experiment[]): number[] {
-  const keys = experiments.map((e) => configHash({ ...e, training: { ...e.training, epochs: 0 } }));
+  // A cosine schedule decays over all the epochs: a shorter run's rates are not a longer one's first.
+  const keys = experiments.map((e) =>
+    configHash({
+      ...e,
+      training: { ...e.training, epochs: e.optimizer.schedule?.type === 'cosine' ? e.training.epochs : 0 },
+    }),
+  );
   const epochs = (i: number) => experiments[i].training.epochs;
   // The first of the longest with the same key.
   return keys.map((key) =>

@@ -7,6 +7,7 @@ import type { EarlyStoppingReport, EpochLogs } from '../events.ts';
 import { trainersOf } from './sharing.ts';
 import { trainStep, type TrainStep } from '../accel/index.ts';
 import type { Member } from './loop.ts';
+import { createSchedule, type Schedule } from '../model/schedule.ts';
 
 export interface Trial {
   member: Member;
@@ -25,6 +26,8 @@ export interface Trial {
   /** The trial whose model trains for this one: itself, or the longest trial with the same trajectory. */
   readonly trainer: Trial;
   step: TrainStep;
+  /** The learning rate of each of its steps (optimizer.schedule; constant without one). */
+  schedule: Schedule;
   /** A prefix trial with a model of its own has copied the trainer's weights (at its last epoch or an interruption). */
   copiedTrainerWeights: boolean;
   /**
@@ -34,7 +37,7 @@ export interface Trial {
   cutAfterStep?: number;
 }
 
-export function createTrials(members: Member[]): Trial[] {
+export function createTrials(members: Member[], stepsPerEpoch: number): Trial[] {
   const trainers = trainersOf(members.map((m) => m.experiment));
   const trials: Trial[] = members.map((member, i) => {
     const t = member.experiment.training;
@@ -53,6 +56,7 @@ export function createTrials(members: Member[]): Trial[] {
         return trials[trainers[i]];
       },
       step: trainStep(member.model),
+      schedule: createSchedule(member.experiment.optimizer, stepsPerEpoch, t.epochs),
       copiedTrainerWeights: false,
     };
   });
@@ -70,6 +74,7 @@ export function observeEpoch(t: Trial, epoch: number, logs: EpochLogs): void {
   const trained = t.trainer.member.model;
   t.checkpoint.observe(epoch, logs, trained);
   if (t.earlyStopping?.observe(epoch, logs, trained)) t.stoppedEarly = true;
+  if (t.trainer === t) t.schedule.observe(logs); // ReduceLROnPlateau, after the logs took the epoch's rate
 }
 
 // A prefix trial's model takes a copy of the trainer's current weights (the trainer goes on updating its big

@@ -9,7 +9,9 @@ import { predictedClasses, taskFor } from '../model/task.ts';
 import type { ClassScores, RunResult } from '../events.ts';
 import type { Rng } from '../util/random.ts';
 import type { PreparedData } from './data.ts';
-import { FEATURE_IMAGES, type Features } from './feed.ts';
+import { FEATURE_IMAGES, labelTensor, type Features } from './feed.ts';
+import { crossEntropy } from '../model/loss.ts';
+import type { MetricState } from './metrics.ts';
 import { predictor } from '../accel/index.ts';
 
 /** Sample indices of the validation set and a function giving their inputs. */
@@ -22,6 +24,11 @@ export interface EpochValidation {
   dispose(): void;
 }
 
+export interface EvaluateOptions {
+  labelSmoothing?: number;
+  metrics?: MetricState;
+}
+
 export interface ValidationSet {
   /** Images in the validation set. */
   count: number;
@@ -29,10 +36,13 @@ export interface ValidationSet {
   nextEpoch(): EpochValidation;
   /** Draws the validation batches of `epochs` epochs without making them: a resumed run's epochs done. */
   skipEpochs(epochs: number): void;
-  /** Loss and accuracy of a model on an epoch's parts, Keras-style (sample-weighted means). */
-  evaluate(model: tf.LayersModel, parts: Part[]): { loss: number; accuracy: number };
+  /**
+   * Loss and accuracy of a model on an epoch's parts, Keras-style (sample-weighted means), the loss with the trial's
+   * label smoothing; `metrics` is handed every prediction (training.metrics).
+   */
+  evaluate(model: tf.LayersModel, parts: Part[], opts?: EvaluateOptions): { loss: number; accuracy: number };
   /** The model on the whole set: the run's result, its weights being those of `epoch`. */
-  score(model: tf.LayersModel, epoch: number): RunResult;
+  score(model: tf.LayersModel, epoch: number, labelSmoothing?: number): RunResult;
   dispose(): void;
 }
 
@@ -115,8 +125,8 @@ export function createValidationSet(
     skipEpochs(epochs) {
       for (let i = 0; i < epochs * steps; i++) stream.next();
     },
-    evaluate: (model, parts) => evaluate(model, parts, data),
-    score: (model, epoch) => score(model, whole, data, epoch),
+    evaluate: (model, parts, opts) => evaluate(model, parts, data, opts),
+    score: (model, epoch, labelSmoothing) => score(model, whole, data, epoch, labelSmoothing),
     dispose: () => tf.dispose(cached),
   };
 }
@@ -131,15 +141,22 @@ function predict(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor {
   return p;
 }
 
-function evaluate(model: tf.LayersModel, parts: Part[], data: PreparedData): { loss: number; accuracy: number } {
+function evaluate(
+  model: tf.LayersModel,
+  parts: Part[],
+  data: PreparedData,
+  opts: EvaluateOptions = {},
+): { loss: number; accuracy: number } {
   let loss = 0;
   let correct = 0;
   let n = 0;
   for (const [idx, input] of parts) {
+    const y = data.validation.labels;
+    const labels = Int32Array.from(idx, (i) => y[i]);
     const [l, c] = tf.tidy(() => {
-      const y = data.validation.labels;
-      const labels = Int32Array.from(idx, (i) => y[i]);
-      return batchLossAndCorrect(predict(model)(input()), labels, data.numClasses);
+      const p = predict(model)(input());
+      opts.metrics?.update(p.dataSync(), labels);
+      return batchLossAndCorrect(p, labels, data.numClasses, opts.labelSmoothing);
     });
     loss += l;
     correct += c;
@@ -149,7 +166,7 @@ function evaluate(model: tf.LayersModel, parts: Part[], data: PreparedData): { l
 }
 
 /** Loss, predicted classes and confusion of the model on the given parts, from one prediction per part. */
-function score(model: tf.LayersModel, parts: Part[], data: PreparedData, epoch: number): RunResult {
+function score(model: tf.LayersModel, parts: Part[], data: PreparedData, epoch: number, labelSmoothing = 0): RunResult {
   const task = taskFor(data.numClasses);
   const k = data.numClasses;
   const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
@@ -159,7 +176,10 @@ function score(model: tf.LayersModel, parts: Part[], data: PreparedData, epoch: 
     const labels = Int32Array.from(idx, (i) => data.validation.labels[i]);
     const [l, predicted] = tf.tidy(() => {
       const p = predict(model)(input());
-      return [batchLossAndCorrect(p, labels, k)[0], predictedClasses(task, p.dataSync() as Float32Array)] as const;
+      return [
+        batchLossAndCorrect(p, labels, k, labelSmoothing)[0],
+        predictedClasses(task, p.dataSync() as Float32Array),
+      ] as const;
     });
     for (const [j, label] of labels.entries()) confusion[label][predicted[j]]++;
     loss += l;
@@ -192,20 +212,21 @@ export function classScores(confusion: number[][], classNames: string[]): Record
   );
 }
 
-/** Summed cross-entropy (Keras' clipping) and number of correct predictions of one batch. */
-export function batchLossAndCorrect(p: tf.Tensor, labels: Int32Array, numClasses: number): [number, number] {
+/** Summed cross-entropy (Keras' clipping and label smoothing) and number of correct predictions of one batch. */
+export function batchLossAndCorrect(
+  p: tf.Tensor,
+  labels: Int32Array,
+  numClasses: number,
+  labelSmoothing = 0,
+): [number, number] {
   return tf.tidy(() => {
-    const eps = 1e-7; // Keras backend epsilon, as its cross-entropy clips
-    const clipped = tf.clipByValue(p, eps, 1 - eps);
-    if (taskFor(numClasses).kind === 'binary') {
-      const y = tf.tensor2d(Float32Array.from(labels), [labels.length, 1]);
-      const loss = tf.neg(tf.add(tf.mul(y, tf.log(clipped)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, clipped))))).sum();
-      const correct = tf.equal(tf.greater(p, 0.5).toFloat(), y).toFloat().sum();
-      return [loss.dataSync()[0], correct.dataSync()[0]];
-    }
-    const y = tf.oneHot(tf.tensor1d(labels, 'int32'), numClasses).toFloat();
-    const loss = tf.neg(tf.mul(y, tf.log(clipped)).sum()).sum();
-    const correct = tf.equal(tf.argMax(p, 1), tf.tensor1d(labels, 'int32')).toFloat().sum();
+    const task = taskFor(numClasses);
+    const y = labelTensor(labels, numClasses);
+    const loss = tf.sum(crossEntropy(y, p, task, labelSmoothing));
+    const correct =
+      task.kind === 'binary'
+        ? tf.equal(tf.greater(p, 0.5).toFloat(), y).toFloat().sum()
+        : tf.equal(tf.argMax(p, 1), tf.tensor1d(labels, 'int32')).toFloat().sum();
     return [loss.dataSync()[0], correct.dataSync()[0]];
   });
 }

@@ -7,7 +7,7 @@ import { headTrainer, setDropoutSeed } from '../../src/accel/index.ts';
 import { glorotUniform } from '../../src/accel/init.ts';
 import { policyNamed, type AccelName } from '../../src/accel/policy.ts';
 import { buildHead, lossFor } from '../../src/model/head.ts';
-import { buildOptimizer } from '../../src/model/optimizer.ts';
+import { buildOptimizer, setLearningRate } from '../../src/model/optimizer.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -27,7 +27,8 @@ function training(name: AccelName, optimizer: 'rmsprop' | 'adam') {
   return { model, trainer };
 }
 
-async function losses(name: AccelName, optimizer: 'rmsprop' | 'adam') {
+/** Six steps on one batch; with `rates`, the optimizer's rate of each step (a schedule's). */
+async function losses(name: AccelName, optimizer: 'rmsprop' | 'adam', rates?: number[]) {
   const { model, trainer } = training(name, optimizer);
   const x = tf.relu(tf.randomNormal([20, 4, 4, 64], 0, 1, 'float32', 9)); // half zeros, as features after a ReLU
   const y = tf.tensor2d(
@@ -37,6 +38,7 @@ async function losses(name: AccelName, optimizer: 'rmsprop' | 'adam') {
   const out: number[][] = [];
   for (let i = 0; i < 6; i++) {
     for (const l of model.layers) if (l.getClassName() === 'Dropout') setDropoutSeed(l, 100 + i);
+    if (rates && model.optimizer) setLearningRate(model.optimizer, rates[i]);
     out.push(await trainer.step(x, y, i < 5 ? x : undefined));
   }
   const predictions = Array.from(tf.tidy(() => trainer.predict(x).dataSync()));
@@ -60,6 +62,23 @@ it.each(['rmsprop', 'adam'] as const)(
         expect(values[1]).toBeCloseTo(plain.out[i][1], 4);
       });
       for (const [i, p] of fast.predictions.entries()) expect(p).toBeCloseTo(plain.predictions[i], 4);
+    }
+  },
+);
+
+it.each(['rmsprop', 'adam'] as const)(
+  'a learning rate changed before each step (optimizer.schedule) trains alike under every policy: %s',
+  async (optimizer) => {
+    const rates = [1e-3, 4e-3, 1e-4, 6e-3, 2e-3, 5e-4];
+    const plain = await losses('plain', optimizer, rates);
+    const constant = await losses('native', optimizer);
+    for (const name of ['native', 'xla'] as const) {
+      const fast = await losses(name, optimizer, rates);
+      for (const [i, values] of fast.out.entries()) expect(values[0]).toBeCloseTo(plain.out[i][0], 4);
+      for (const [i, p] of fast.predictions.entries()) expect(p).toBeCloseTo(plain.predictions[i], 4);
+      // The rates took effect: the model is not the one the constant rate trains.
+      const moved = fast.predictions.map((p, i) => Math.abs(p - constant.predictions[i]));
+      expect(Math.max(...moved), name).toBeGreaterThan(1e-3);
     }
   },
 );

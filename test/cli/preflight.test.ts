@@ -123,6 +123,85 @@ const table: { name: string; file: () => string; args?: string[]; expected: RegE
     expected: /^--set head\.dropout=1\.5: head\.dropout must be < 1 \(got 1\.5\)$/,
   },
   {
+    name: 'class weights for a class the folders do not have',
+    file: () => experiment('class-weight', inception()),
+    args: ['--set', 'training.class_weight={cats: 1, dgos: 2}'],
+    expected:
+      /^--set "training\.class_weight=\{cats: 1, dgos: 2\}": training\.class_weight names a class the data does not have: "dgos"; did you mean dogs\?; the classes are cats, dogs$/,
+  },
+  {
+    name: 'a class weight of 0',
+    file: () => experiment('class-weight-zero', inception()),
+    args: ['--set', 'training.class_weight={cats: 0}'],
+    expected:
+      /training\.class_weight must be balanced or a mapping of class folder names to weights > 0 \(got a mapping\)/,
+  },
+  {
+    name: 'label smoothing above 0.5',
+    file: () => experiment('smoothing', inception()),
+    args: ['--set', 'training.label_smoothing=0.7'],
+    expected: /^--set training\.label_smoothing=0\.7: training\.label_smoothing must be <= 0\.5 \(got 0\.7\)$/,
+  },
+  {
+    name: 'early stopping on a metric the run does not compute',
+    file: () => experiment('monitor', inception()),
+    args: ['--set', 'training.early_stopping={monitor: val_auc}'],
+    expected:
+      /^--set "training\.early_stopping=\{monitor: val_auc\}": training\.early_stopping\.monitor is val_auc, which the run does not compute; add auc to training\.metrics$/,
+  },
+  {
+    name: 'an unknown metric',
+    file: () => experiment('metric-typo', inception()),
+    args: ['--set', 'training.metrics=[aucc]'],
+    expected:
+      /training\.metrics\.0 must be one of auc, precision, recall, top_k_accuracy \(got "aucc"\); did you mean auc\?/,
+  },
+  {
+    name: 'top_k_accuracy with two classes',
+    file: () => experiment('top-k', inception()),
+    args: ['--set', 'training.metrics=[auc, top_k_accuracy]'],
+    expected:
+      /training\.metrics: top_k_accuracy needs more than two classes \(the data has cats and dogs, one sigmoid output\)/,
+  },
+  {
+    name: "a schedule field of another type, with the type's fields listed",
+    file: () => experiment('schedule-field', inception(), 'optimizer: {schedule: {type: cosine, decay_rate: 0.5}}\n'),
+    expected:
+      /:6:38: optimizer\.schedule\.decay_rate is not a field of a cosine schedule; its fields are warmup_epochs, warmup_target, alpha$/,
+  },
+  {
+    name: 'warmup beyond the epochs',
+    file: () => experiment('warmup', inception()),
+    args: ['--set', 'optimizer.schedule={type: cosine, warmup_epochs: 1, warmup_target: 0.01}'],
+    expected: /optimizer\.schedule\.warmup_epochs must be below training\.epochs \(1\), which leaves no epoch to decay/,
+  },
+  {
+    name: 'piecewise boundaries out of order',
+    file: () =>
+      experiment(
+        'piecewise',
+        inception(),
+        'optimizer: {schedule: {type: piecewise, boundaries: [4, 2], values: [0.01, 0.001]}}\n',
+      ),
+    expected: /optimizer\.schedule\.boundaries must increase \(got 4, 2\)/,
+  },
+  {
+    name: 'piecewise with a value too few',
+    file: () =>
+      experiment(
+        'piecewise-values',
+        inception(),
+        'optimizer: {schedule: {type: piecewise, boundaries: [2, 4], values: [0.01, 0.001]}}\n',
+      ),
+    expected: /optimizer\.schedule\.values must hold one rate more than boundaries: 3 for 2 boundaries \(got 2\)/,
+  },
+  {
+    name: 'plateau monitoring a metric the run does not compute',
+    file: () => experiment('plateau', inception(), 'optimizer: {schedule: {type: plateau, monitor: val_recall}}\n'),
+    expected:
+      /optimizer\.schedule\.monitor is val_recall, which the run does not compute; add recall to training\.metrics/,
+  },
+  {
     name: 'a sweep above the trial limit',
     file: () => experiment('huge', inception()),
     args: ['--sweep', 'training.seed=1,2,3', '--max-trials', '2'],

@@ -65,12 +65,17 @@ const sections = {
     epsilon: 1,
     beta_1: 1,
     beta_2: 1,
+    schedule: 1,
   } satisfies Record<keyof OptimizerConfig, 1>,
   training: {
     epochs: 1,
     steps_per_epoch: 1,
     validation_steps: 1,
     seed: 1,
+    class_weight: 1,
+    label_smoothing: 1,
+    metrics: 1,
+    top_k: 1,
     early_stopping: 1,
     checkpoint: 1,
   } satisfies Record<keyof TrainingConfig, 1>,
@@ -101,6 +106,36 @@ describe('schema and types agree', () => {
     expect([...types.INTERPOLATIONS]).toEqual(p.data.properties.interpolation.enum);
     expect([...types.CLASS_MODES]).toEqual(p.data.properties.class_mode.enum);
     expect([...types.PREPROCESSINGS]).toEqual(p.backbone.properties.preprocessing.enum);
+    expect([...types.EXTRA_METRICS]).toEqual(p.training.properties.metrics.items.enum);
+    const schedule = p.optimizer.properties.schedule;
+    expect([...types.SCHEDULE_TYPES]).toEqual(schedule.properties.type.enum);
+    // Every field of the schedule belongs to one type, and the types' fields are the schema's.
+    const fields = Object.values(types.SCHEDULE_FIELDS).flat();
+    expect(new Set(fields).size).toBe(fields.length);
+    expect(['type', ...fields].sort()).toEqual(Object.keys(schedule.properties).sort());
+  });
+
+  it("ScheduleConfig names every field of the schema's schedule", () => {
+    const keys = {
+      type: 1,
+      warmup_epochs: 1,
+      warmup_target: 1,
+      alpha: 1,
+      decay_rate: 1,
+      decay_epochs: 1,
+      staircase: 1,
+      boundaries: 1,
+      values: 1,
+      monitor: 1,
+      factor: 1,
+      patience: 1,
+      min_delta: 1,
+      min_lr: 1,
+      cooldown: 1,
+    } satisfies Record<keyof types.ScheduleConfig, 1>;
+    expect(Object.keys(keys).sort()).toEqual(
+      Object.keys(schema.properties.optimizer.properties.schedule.properties).sort(),
+    );
   });
 });
 

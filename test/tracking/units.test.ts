@@ -35,6 +35,26 @@ test('params are the resolved experiment in dotted keys, arrays as JSON, without
   expect(Object.keys(params).length).toBeGreaterThan(30);
 });
 
+test("the recipe's fields are params like any other: class weights, smoothing, metrics and the schedule", () => {
+  const base = experiment();
+  const info = {
+    ...startInfo('/tmp/run'),
+    experiment: {
+      ...base,
+      optimizer: { ...base.optimizer, schedule: { type: 'cosine' as const, warmup_epochs: 1, warmup_target: 0.001 } },
+      training: { ...base.training, class_weight: { dogs: 2 }, label_smoothing: 0.1, metrics: ['auc' as const] },
+    },
+  };
+  expect(runParams(info)).toMatchObject({
+    'optimizer.schedule.type': 'cosine',
+    'optimizer.schedule.warmup_epochs': '1',
+    'optimizer.schedule.warmup_target': '0.001',
+    'training.class_weight.dogs': '2',
+    'training.label_smoothing': '0.1',
+    'training.metrics': '["auc"]',
+  });
+});
+
 test('batches are split within MLflow limits and keep every item once, in order', () => {
   const items = (prefix: string, count: number) =>
     Array.from({ length: count }, (_, index) => ({ key: `${prefix}${index}`, value: String(index) }));
