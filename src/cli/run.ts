@@ -110,6 +110,12 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
   const { accelPolicy, describePolicy } = await import('../accel/index.ts');
   const policy = accelPolicy();
   if (opts.verbose) progress.line(describePolicy(policy));
+  const weighted = trials.some((t) => t.experiment.training.class_weight || t.experiment.training.label_smoothing);
+  // The written-out backward pass (src/accel/tail.ts) knows the plain cross-entropies only.
+  if (opts.verbose && policy.nativeKernels && weighted)
+    progress.line(
+      'class_weight or label_smoothing: a dense head trains with the native kernel, the layers after it differentiated under a gradient tape',
+    );
   const stop = interruptible(progress);
   const log = (line: string) => progress.line(line);
   const tracking = tracked ? await openTracking(loaded.base, log) : undefined;

@@ -113,6 +113,25 @@ describe('--set pins swept fields', () => {
   });
 });
 
+describe('xp run --verbose', () => {
+  it('says how a native dense head trains with class weights, and not under the plain policy', async () => {
+    const file = experiment('cli-verbose');
+    // A flatten head: a large Dense, the native step's; one epoch of one step.
+    const args = ['run', file, '--quiet', '--no-track', '--verbose', '--set', 'head.pooling=flatten'];
+    args.push('--set', 'training.epochs=1', '--set', 'training.class_weight=balanced');
+    const note =
+      'class_weight or label_smoothing: a dense head trains with the native kernel, the layers after it differentiated under a gradient tape';
+    const native = await xp(args);
+    expect(native.exitCode, native.stderr + native.stdout).toBe(0);
+    // Only where the kernels load (else the policy falls back, and says so on its own line).
+    if (native.stdout.includes('acceleration: native')) expect(native.stdout).toContain(note);
+    const plain = await xp(args, { env: { XP_ACCEL: 'plain' } });
+    expect(plain.exitCode, plain.stderr + plain.stdout).toBe(0);
+    expect(plain.stdout).toContain('acceleration: plain');
+    expect(plain.stdout).not.toContain(note);
+  });
+});
+
 describe('xp run with MLflow', () => {
   it('trains, logs every epoch, params, tags and artifacts, and predict/evaluate use the saved model', async () => {
     const r = await xp(['run', experiment('cli-single'), '--quiet']);

@@ -113,6 +113,46 @@ test('an interrupted sweep resumes under its one parent run, and the best is cho
   expect(second.stdout.split('\n')).toContain(`Compare the trials in MLflow: ${server!.url}/${route}`);
 });
 
+test('a sweep over schedules with training.metrics logs them each epoch and picks its best by val_auc', async () => {
+  const file = experimentFile(
+    'sweep-recipe',
+    `sweep:
+  metric: val_auc
+  training.metrics: [[auc, recall]]
+  training.epochs: [2]
+  optimizer.schedule: [{type: exponential, decay_rate: 0.5, decay_epochs: 1}, {type: piecewise, boundaries: [1], values: [0.01, 0.0001]}]
+`,
+  );
+  const run = await xp(['run', file, '--quiet']);
+  expect(run.exitCode, run.stderr + run.stdout).toBe(0);
+  const client = createClient(server!.url);
+  const experiment = await client.getExperimentByName('sweep-recipe');
+  const all = await client.searchRuns({ experimentIds: [experiment!.experiment_id] });
+  const [parent] = all.filter((r) => tags(r)['xp.kind'] === 'sweep');
+  const trials = all.filter((r) => tags(r)['mlflow.parentRunId'] === parent.info.run_id);
+  expect(trials.map((r) => fromKeyValues(r.data.params)['optimizer.schedule.type']).sort()).toEqual([
+    'exponential',
+    'piecewise',
+  ]);
+  for (const trial of trials) {
+    for (const key of ['auc', 'val_auc', 'recall', 'val_recall', 'learning_rate']) {
+      const history = await client.getMetricHistory(trial.info.run_id, key);
+      expect(history.map((point) => Number(point.step)).sort(), key).toEqual([1, 2]);
+    }
+    // Each epoch logs the rate of its last step (2 steps an epoch here: steps 1 and 3 of decay_steps 2).
+    const rates = (await client.getMetricHistory(trial.info.run_id, 'learning_rate'))
+      .sort((a, b) => Number(a.step) - Number(b.step))
+      .map((point) => point.value);
+    const type = fromKeyValues(trial.data.params)['optimizer.schedule.type'];
+    const expected = type === 'exponential' ? [0.001 * 0.5 ** (1 / 2), 0.001 * 0.5 ** (3 / 2)] : [0.01, 0.0001];
+    for (const [i, rate] of rates.entries()) expect(rate, `${type} epoch ${i + 1}`).toBeCloseTo(expected[i], 9);
+  }
+  // val_auc is not a result metric: a trial's figure is its last epoch's, and the best is the highest.
+  const top = Math.max(...trials.map((r) => metric(r, 'val_auc')));
+  expect(metric(parent, 'best_val_auc')).toBe(top);
+  expect(metric(trials.find((r) => r.info.run_id === tags(parent)['xp.best_run_id'])!, 'val_auc')).toBe(top);
+});
+
 test('with no server running, `xp runs` and `--dry-run` read the store in seconds; a run prints how to open its links again', async () => {
   await server!.stop();
   server = undefined;
