@@ -1,4 +1,6 @@
-// The Python environment of the Keras baseline: .venv-keras at the repo root, pinned by requirements.txt.
+// The project's Keras environment: .venv-keras in the installation, pinned by keras-requirements.txt
+// (tensorflow-cpu, which brings Keras 3). `xp export` to Keras or SavedModel and the bench's Keras baseline use it;
+// it is made on first use, never by `npm install`, since most users need neither (about 1.7 GB installed).
 // A stamp holding the requirements' hash makes the second call a file read instead of a pip run.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,16 +8,27 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { XpError } from '../../src/errors.ts';
+import { XpError } from '../errors.ts';
+import { repoRoot } from '../paths.ts';
 
-const REQUIREMENTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'requirements.txt');
+const REQUIREMENTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'keras-requirements.txt');
 const STAMP = '.xp-requirements.sha256';
 
-/** Creates `<repoRoot>/.venv-keras` if missing, installs requirements.txt when it changed; returns its python. */
-export async function ensureKerasVenv(repoRoot: string): Promise<string> {
+/** The Keras environment's python once it is in place, else undefined (nothing is installed). */
+export function kerasPython(): string | undefined {
+  const python = path.join(repoRoot, '.venv-keras', 'bin', 'python');
+  return fs.existsSync(python) && readOrEmpty(path.join(repoRoot, '.venv-keras', STAMP)) === requirementsHash()
+    ? python
+    : undefined;
+}
+
+const requirementsHash = () => createHash('sha256').update(fs.readFileSync(REQUIREMENTS)).digest('hex');
+
+/** Creates `.venv-keras` if missing, installs keras-requirements.txt when it changed; returns its python. */
+export async function ensureKerasVenv(): Promise<string> {
   const venv = path.join(repoRoot, '.venv-keras');
   const python = path.join(venv, 'bin', 'python');
-  const hash = createHash('sha256').update(fs.readFileSync(REQUIREMENTS)).digest('hex');
+  const hash = requirementsHash();
   const stamp = path.join(venv, STAMP);
   if (fs.existsSync(python) && readOrEmpty(stamp) === hash) return python;
 
@@ -27,11 +40,13 @@ export async function ensureKerasVenv(repoRoot: string): Promise<string> {
   // The TensorFlow wheel that scripts/setup fetched for libtensorflow spares a second 270 MB download.
   const wheels = path.join(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'), 'wheels');
   const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
-  log(`pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into .venv-keras (a few minutes the first time)`);
+  log(
+    `pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into ${venv} (tensorflow-cpu and Keras 3: about 1.7 GB and 1-3 minutes, once)`,
+  );
   await run(
     python,
     ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...findLinks, '-r', REQUIREMENTS],
-    'pip install the Keras baseline requirements',
+    'pip install the Keras environment',
   );
   fs.writeFileSync(stamp, hash);
   return python;
@@ -43,7 +58,7 @@ async function systemPython(): Promise<string> {
     const r = await execa(candidate, ['--version'], { reject: false });
     if (r.exitCode === 0) return candidate;
   }
-  throw new XpError('The Keras baseline needs Python 3 to create .venv-keras, but no python3 or python is on PATH.', {
+  throw new XpError('Keras needs Python 3 to create .venv-keras, but no python3 or python is on PATH.', {
     hint: 'install Python 3.10-3.13 with venv (Debian: apt-get install python3-venv), or point XP_PYTHON at one',
   });
 }
@@ -57,7 +72,7 @@ async function run(file: string, args: string[], what: string): Promise<void> {
       .slice(-5)
       .join('\n');
     throw new XpError(`Could not ${what}: \`${file} ${args.join(' ')}\` exited with ${r.exitCode}.\n${tail}`, {
-      hint: 'check that PyPI is reachable; remove .venv-keras and run the bench again',
+      hint: `check that PyPI is reachable; remove ${path.join(repoRoot, '.venv-keras')} and try again`,
     });
   }
 }
@@ -71,5 +86,5 @@ function readOrEmpty(file: string): string {
 }
 
 function log(message: string): void {
-  process.stderr.write(`[keras-venv] ${message}\n`);
+  process.stderr.write(`[keras] ${message}\n`);
 }
