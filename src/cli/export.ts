@@ -27,6 +27,36 @@ export async function exportCommand(
   return 0;
 }
 
+export async function registerCommand(
+  target: string,
+  name: string,
+  opts: { metric?: string; images?: string; json: boolean },
+): Promise<number> {
+  const runDir = await runFolder(target);
+  const { registerRun } = await import('../export/register.ts');
+  const { modelVersionRoute, uiLink } = await import('../tracking/links.ts');
+  const r = await registerRun({ runDir, name, metric: opts.metric, images: opts.images, log: (l) => console.error(l) });
+  if (opts.json) {
+    console.log(JSON.stringify(r));
+    return 0;
+  }
+  console.log(
+    `Registered ${r.name} version ${r.version} (${r.metric} ${r.value.toFixed(4)}): models:/${r.name}/${r.version}`,
+  );
+  const previous = r.previous ? `version ${r.previous.version}, ${r.metric} ${r.previous.value.toFixed(4)}` : undefined;
+  console.log(
+    r.champion
+      ? `  alias champion -> version ${r.version}${previous ? ` (it beats ${previous})` : ' (the first with this metric)'}`
+      : `  alias champion stays on ${previous} (not beaten)`,
+  );
+  console.log(`  MLflow: ${uiLink(r.trackingUri, modelVersionRoute(r.name, r.version))}`);
+  const { kerasBin } = await import('../python/keras-env.ts');
+  console.log(
+    `  serve it: PATH=${kerasBin()}:$PATH MLFLOW_TRACKING_URI=${r.trackingUri} mlflow models serve -m models:/${r.name}@champion --env-manager local${r.embedded ? ' (while `xp ui` serves the embedded store)' : ''}`,
+  );
+  return 0;
+}
+
 /** A run folder, or `runs:/<run id>` (MLflow's words) for a run whose folder this machine has. */
 async function runFolder(target: string): Promise<string> {
   const id = /^runs:\/([0-9a-f]{32})\/?$/i.exec(target)?.[1];

@@ -1,6 +1,6 @@
 // The project's Keras environment: .venv-keras in the installation, pinned by keras-requirements.txt
 // (tensorflow-cpu, which brings Keras 3). `xp export` to Keras or SavedModel and the bench's Keras baseline use it;
-// it is made on first use, never by `npm install`, since most users need neither (about 1.7 GB installed).
+// it is made on first use, never by `npm install`, since most users need neither (about 2.3 GB installed).
 // A stamp holding the requirements' hash makes the second call a file read instead of a pip run.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,13 +14,8 @@ import { repoRoot } from '../paths.ts';
 const REQUIREMENTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'keras-requirements.txt');
 const STAMP = '.xp-requirements.sha256';
 
-/** The Keras environment's python once it is in place, else undefined (nothing is installed). */
-export function kerasPython(): string | undefined {
-  const python = path.join(repoRoot, '.venv-keras', 'bin', 'python');
-  return fs.existsSync(python) && readOrEmpty(path.join(repoRoot, '.venv-keras', STAMP)) === requirementsHash()
-    ? python
-    : undefined;
-}
+/** The Keras environment's bin folder (python, mlflow, uvicorn): first on PATH to run its commands. */
+export const kerasBin = (): string => path.join(repoRoot, '.venv-keras', 'bin');
 
 const requirementsHash = () => createHash('sha256').update(fs.readFileSync(REQUIREMENTS)).digest('hex');
 
@@ -41,7 +36,7 @@ export async function ensureKerasVenv(): Promise<string> {
   const wheels = path.join(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'), 'wheels');
   const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
   log(
-    `pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into ${venv} (tensorflow-cpu and Keras 3: about 1.7 GB and 1-3 minutes, once)`,
+    `pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into ${venv} (tensorflow-cpu and Keras 3: about 2.3 GB and 1-3 minutes, once)`,
   );
   await run(
     python,
