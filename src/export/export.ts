@@ -1,6 +1,7 @@
 // `xp export`: a run's saved model as one self-contained model in a format other tools read (tfjs LayersModel,
 // Keras 3 `.keras`, TensorFlow SavedModel), with what using it needs beside it, checked before it is called done:
 // its predictions on the run's validation images must equal `xp predict`'s within TOLERANCE, or nothing is left.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -51,6 +52,7 @@ export async function exportRun(opts: ExportOptions): Promise<ExportResult> {
   const images = await checkImages(folder, run.imageSize, run.interpolation);
   if (format !== 'tfjs') await refuseMissingKerasLayers(topology);
 
+  const source = sourceHash(runDir);
   const staging = `${out}.partial`;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-export-'));
   fs.rmSync(staging, { recursive: true, force: true });
@@ -77,7 +79,7 @@ export async function exportRun(opts: ExportOptions): Promise<ExportResult> {
     fs.mkdirSync(metadataDir, { recursive: true });
     fs.writeFileSync(
       path.join(metadataDir, METADATA_FILE),
-      `${JSON.stringify(metadata(runDir, format, info), null, 2)}\n`,
+      `${JSON.stringify({ ...metadata(runDir, format, info), source_sha256: source, check: { images: images.count, folder: path.resolve(folder), max_difference: maxDifference } }, null, 2)}\n`,
     );
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -88,6 +90,36 @@ export async function exportRun(opts: ExportOptions): Promise<ExportResult> {
     fs.rmSync(staging, { recursive: true, force: true });
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The export at the default place when it was made from the run's model as it is now (and checked then), else
+ * undefined: `xp register` takes it instead of exporting again.
+ */
+export function currentExport(runDir: string, format: ExportFormat): ExportResult | undefined {
+  const out = path.resolve(runDir, 'export', format);
+  const file = format === 'savedmodel' ? path.join(out, 'assets.extra', METADATA_FILE) : path.join(out, METADATA_FILE);
+  try {
+    const meta = JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (meta.source_sha256 !== sourceHash(runDir) || typeof meta.check?.max_difference !== 'number') return undefined;
+    const model = format === 'savedmodel' ? out : path.join(out, format === 'keras' ? 'model.keras' : 'model.json');
+    if (!fs.existsSync(model)) return undefined;
+    return {
+      out,
+      model,
+      check: { images: meta.check.images, folder: meta.check.folder, maxDifference: meta.check.max_difference },
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the run's saved model is: a hash of its files (model.json, weights, xp.json). */
+function sourceHash(runDir: string): string {
+  const dir = path.join(runDir, 'model');
+  const hash = crypto.createHash('sha256');
+  for (const name of fs.readdirSync(dir).sort()) hash.update(name).update(fs.readFileSync(path.join(dir, name)));
+  return hash.digest('hex');
 }
 
 /** An earlier export (it has our metadata) is replaced whole; anything else at that path is the user's. */

@@ -12,7 +12,7 @@ import { createClient, fromKeyValues } from '../tracking/client.ts';
 import { openJournal, recordedTarget } from '../tracking/journal.ts';
 import { startServer } from '../tracking/server.ts';
 import { resolveTrackingUri } from '../tracking/uri.ts';
-import { exportRun, METADATA_FILE } from './export.ts';
+import { currentExport, exportRun, METADATA_FILE } from './export.ts';
 
 const SCRIPT = path.join(import.meta.dirname, 'register_model.py');
 
@@ -50,8 +50,12 @@ export async function registerRun(opts: RegisterOptions): Promise<Registered> {
     throw new XpError(`${runDir} is not a run folder that reached MLflow`, {
       hint: 'register a tracked run (xp run without --no-track); `xp sync <run-dir>` sends one that could not reach MLflow',
     });
-  const exported = await exportRun({ runDir, format: 'keras', images: opts.images, log });
-  log(`Exported and checked: ${exported.model} (${exported.check.maxDifference.toExponential(1)} from xp predict)`);
+  const exported =
+    (opts.images === undefined ? currentExport(runDir, 'keras') : undefined) ??
+    (await exportRun({ runDir, format: 'keras', images: opts.images, log }));
+  log(
+    `Keras export, checked on ${exported.check.images} images (at most ${exported.check.maxDifference.toExponential(1)} from xp predict): ${exported.model}`,
+  );
 
   const { store, uri } = recordedTarget(runDir);
   const server = store

@@ -3,13 +3,13 @@
 // it is made on first use, never by `npm install`, since most users need neither (about 2.3 GB installed).
 // A stamp holding the requirements' hash makes the second call a file read instead of a pip run.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { XpError } from '../errors.ts';
-import { repoRoot } from '../paths.ts';
+import { withFileLock } from '../lock/mutex.ts';
+import { cacheDir, repoRoot } from '../paths.ts';
 
 const REQUIREMENTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'keras-requirements.txt');
 const STAMP = '.xp-requirements.sha256';
@@ -25,27 +25,38 @@ export async function ensureKerasVenv(): Promise<string> {
   const python = path.join(venv, 'bin', 'python');
   const hash = requirementsHash();
   const stamp = path.join(venv, STAMP);
-  if (fs.existsSync(python) && readOrEmpty(stamp) === hash) return python;
-
-  if (!fs.existsSync(python)) {
-    const base = await systemPython();
-    log(`creating ${venv} with ${base}`);
-    await run(base, ['-m', 'venv', venv], 'create the virtual environment');
-  }
-  // The TensorFlow wheel that scripts/setup fetched for libtensorflow spares a second 270 MB download.
-  const wheels = path.join(process.env.XP_CACHE_DIR || path.join(os.homedir(), '.cache', 'xp'), 'wheels');
-  const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
-  log(
-    `pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into ${venv} (tensorflow-cpu and Keras 3: about 2.3 GB and 1-3 minutes, once)`,
+  const ready = () => fs.existsSync(python) && readOrEmpty(stamp) === hash;
+  if (ready()) return python;
+  // Several xp processes may start at once (tests, a sweep's children): one installs, the others wait for it.
+  return withFileLock(
+    venv,
+    async () => {
+      if (ready()) return python;
+      if (!fs.existsSync(python)) {
+        const base = await systemPython();
+        log(`creating ${venv} with ${base}`);
+        await run(base, ['-m', 'venv', venv], 'create the virtual environment');
+      }
+      // The TensorFlow wheel that scripts/setup fetched for libtensorflow spares a second 270 MB download.
+      const wheels = path.join(cacheDir(), 'wheels');
+      const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
+      log(
+        `pip install -r ${path.relative(repoRoot, REQUIREMENTS)} into ${venv} (tensorflow-cpu, Keras 3 and MLflow: about 2.3 GB and 1-3 minutes, once)`,
+      );
+      await run(
+        python,
+        ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...findLinks, '-r', REQUIREMENTS],
+        'pip install the Keras environment',
+      );
+      fs.writeFileSync(stamp, hash);
+      return python;
+    },
+    { timeoutMs: INSTALL_MS, staleMs: INSTALL_MS },
   );
-  await run(
-    python,
-    ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...findLinks, '-r', REQUIREMENTS],
-    'pip install the Keras environment',
-  );
-  fs.writeFileSync(stamp, hash);
-  return python;
 }
+
+/** The longest an install may take on a slow network before a waiting process takes over its lock. */
+const INSTALL_MS = 20 * 60_000;
 
 async function systemPython(): Promise<string> {
   for (const candidate of [process.env.XP_PYTHON, 'python3', 'python']) {

@@ -110,6 +110,8 @@ describe('xp export', () => {
     const meta = JSON.parse(fs.readFileSync(path.join(out, 'xp-model.json'), 'utf8'));
     expect(meta).toMatchObject({ class_names: ['cats', 'dogs'], image_size: [96, 96], resize: 'bilinear' });
     expect(meta.experiment).toBe('tiny-export');
+    expect(meta.check).toMatchObject({ images: names.length, folder: validation });
+    expect(meta.check.max_difference).toBeLessThanOrEqual(1e-4);
   }, 300_000);
 
   it('--format keras writes a .keras file that keras.saving.load_model loads and predicts as xp predict does', async () => {

@@ -116,6 +116,9 @@ describe('xp register', () => {
     const same = await xp(['register', runDir, 'cats-vs-dogs']);
     expect(same.exitCode, same.stderr).toBe(0);
     expect(same.stdout).toMatch(/alias champion stays on version 1/);
+    // The checked export of the unchanged run is taken again, not rebuilt.
+    expect(same.stderr).toMatch(/Keras export, checked on 6 images/);
+    expect(same.stderr).not.toMatch(/Building the Keras file/);
     expect(await champion('cats-vs-dogs')).toBe('1');
     // The champion's recorded metric lowered: the next version beats it.
     await api('model-versions/set-tag', {
