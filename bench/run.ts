@@ -264,8 +264,8 @@ async function sweepBench(rows: Row[], opts: { quick: boolean; keras: boolean; s
   if (opts.keras && opts.set.length) log('  Keras runs skipped: baseline.py builds the reference head only');
   if (opts.keras && !opts.set.length) {
     const { runKerasBaseline } = await import('./keras/run.ts');
-    const { ensureKerasVenv } = await import('./keras/ensure-venv.ts');
-    await ensureKerasVenv(repoRoot); // set up before the clock starts
+    const { ensureKerasVenv } = await import('../src/python/keras-env.ts');
+    await ensureKerasVenv(); // set up before the clock starts
     keras = [];
     for (const t of trials) {
       const started = performance.now();

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { XpError } from '../../src/errors.ts';
-import { ensureKerasVenv } from './ensure-venv.ts';
+import { ensureKerasVenv } from '../../src/python/keras-env.ts';
 
 const SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'baseline.py');
 
@@ -70,7 +70,7 @@ export interface KerasBaselineResult {
 }
 
 export async function runKerasBaseline(opts: KerasBaselineOptions): Promise<KerasBaselineResult> {
-  const python = await ensureKerasVenv(opts.repoRoot);
+  const python = await ensureKerasVenv();
   const args = [
     SCRIPT,
     '--data',

@@ -255,6 +255,71 @@ const commands: Record<string, Command> = {
       return predictCommand(args[0], args.slice(1), { json: Boolean(v.json) });
     },
   },
+  export: {
+    summary: "write a run's model as one self-contained model for other tools (tfjs, Keras, SavedModel), checked",
+    usage: 'xp export <run-dir|runs:/RUN_ID> [--format tfjs|keras|savedmodel] [--out PATH] [--images DIR]',
+    flags: {
+      format: {
+        type: 'string',
+        arg: 'FORMAT',
+        help: 'tfjs (a LayersModel folder, the default), keras (a Keras 3 .keras file) or savedmodel (a TensorFlow SavedModel for TensorFlow Serving)',
+      },
+      out: {
+        type: 'string',
+        arg: 'PATH',
+        help: 'the folder to write (default: <run-dir>/export/<format>); an earlier export there is replaced',
+      },
+      images: {
+        type: 'string',
+        arg: 'DIR',
+        help: "a folder of class folders to check the export on (default: the run's validation folder)",
+      },
+      json: json('print the result as JSON'),
+    },
+    async run(args, v) {
+      if (args.length !== 1)
+        throw new XpError('xp export needs one run folder or runs:/<run id>', {
+          hint: 'xp export runs/quickstart/<run-id> --format keras',
+        });
+      const { exportCommand } = await import('./export.ts');
+      return exportCommand(args[0], {
+        format: v.format as string | undefined,
+        out: v.out as string | undefined,
+        images: v.images as string | undefined,
+        json: Boolean(v.json),
+      });
+    },
+  },
+  register: {
+    summary:
+      "log a run's model to MLflow (python_function flavor) and register a version; champion moves on a better metric",
+    usage: 'xp register <run-dir|runs:/RUN_ID> <name> [--metric val_accuracy] [--images DIR]',
+    flags: {
+      metric: {
+        type: 'string',
+        arg: 'METRIC',
+        help: "the result the champion alias is chosen by (default val_accuracy: the run's final_val_accuracy)",
+      },
+      images: {
+        type: 'string',
+        arg: 'DIR',
+        help: "a folder of class folders to check the model on (default: the run's validation folder)",
+      },
+      json: json('print the result as JSON'),
+    },
+    async run(args, v) {
+      if (args.length !== 2)
+        throw new XpError('xp register needs a run folder (or runs:/<run id>) and a model name', {
+          hint: 'xp register runs/quickstart/<run-id> cats-vs-dogs',
+        });
+      const { registerCommand } = await import('./export.ts');
+      return registerCommand(args[0], args[1], {
+        metric: v.metric as string | undefined,
+        images: v.images as string | undefined,
+        json: Boolean(v.json),
+      });
+    },
+  },
   evaluate: {
     summary: 'accuracy and confusion matrix of a trained run on a labelled directory',
     usage: 'xp evaluate <run-dir> <dir>',

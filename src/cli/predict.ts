@@ -2,47 +2,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DataError } from '../errors.ts';
-import type { Interpolation } from '../config/types.ts';
-
-interface SavedRun {
-  classNames: string[];
-  imageSize: [number, number];
-  interpolation: Interpolation;
-  predict(images: Uint8Array, n: number): Promise<Float32Array[]>; // per image, a probability per class
-}
-
-async function openRun(runDir: string): Promise<SavedRun> {
-  const { readSavedModel } = await import('../model/saved-run.ts');
-  const { info, model } = await readSavedModel(runDir);
-  const tf = await import('@tensorflow/tfjs-node');
-  const { preprocess } = await import('../model/backbone.ts');
-  const [h, w] = info.image_size;
-  return {
-    classNames: info.class_names,
-    imageSize: [h, w],
-    interpolation: info.interpolation,
-    async predict(images, n) {
-      const out: Float32Array[] = [];
-      for (let start = 0; start < n; start += 32) {
-        const m = Math.min(32, n - start);
-        const p = tf.tidy(() => {
-          const x = tf
-            .tensor4d(images.subarray(start * h * w * 3, (start + m) * h * w * 3), [m, h, w, 3], 'int32')
-            .toFloat();
-          return model.predict(preprocess(x, info.preprocessing)) as import('@tensorflow/tfjs-node').Tensor;
-        });
-        const values = (await p.array()) as number[][];
-        p.dispose();
-        for (const row of values) out.push(Float32Array.from(row.length === 1 ? [1 - row[0], row[0]] : row));
-      }
-      return out;
-    },
-  };
-}
+import { openSavedRun } from '../model/predictor.ts';
 
 export async function predictCommand(runDir: string, args: string[], opts: { json: boolean }): Promise<number> {
   const { files, empty } = await imagesToPredict(args);
-  const run = await openRun(runDir);
+  const run = await openSavedRun(runDir);
   const { loadImages } = await import('../data/load.ts');
   const loaded = await loadImages(
     files.map((f) => ({ path: path.resolve(f), label: 0 })),
@@ -115,7 +79,7 @@ export async function evaluateCommand(runDir: string, dir: string, opts: { json:
     throw new DataError(`${dir} ${info ? 'is not a folder' : 'does not exist'}`, {
       hint: 'give a folder with one subfolder of images per class, as data.validation is (e.g. validation/cats, validation/dogs)',
     });
-  const run = await openRun(runDir);
+  const run = await openSavedRun(runDir);
   const { linkWarning, scanClasses } = await import('../data/scan.ts');
   const { loadImages } = await import('../data/load.ts');
   const scanned = await scanClasses(dir);

@@ -27,6 +27,10 @@ export const experimentsRoute = (): string => `#/experiments?${MODEL_TRAINING}`;
 export const sharedViewRoute = (experimentId: string, shareKey: string): string =>
   `#/experiments/${experimentId}/runs?viewStateShareKey=${shareKey}&compareRunsMode=CHART&${MODEL_TRAINING}`;
 
+/** A registered model's version in the Model Registry. */
+export const modelVersionRoute = (name: string, version: string): string =>
+  `#/models/${encodeURIComponent(name)}/versions/${version}?${MODEL_TRAINING}`;
+
 /** MLflow's compare-runs page (JSON lists in the query), for runs that have no sweep view. */
 export function compareRunsRoute(experimentIds: string[], runIds: string[]): string {
   const list = (values: string[]) => encodeURIComponent(JSON.stringify([...new Set(values)]));
