@@ -9,6 +9,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { trainTinyRun, xpIn } from '../export/tiny-run.ts';
+import { expectAnswers, invoke, type Prediction, startServe } from './helpers.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-serve-'));
@@ -19,29 +20,7 @@ let png: string; // the first of them as a PNG
 let runDir: string;
 /** xp predict --json of each file (and the PNG), by path. */
 const expected = new Map<string, Prediction>();
-let server: { url: string; process: Serving };
-
-type Serving = ReturnType<typeof xp>;
-
-interface Prediction {
-  class: string;
-  probabilities: Record<string, number>;
-}
-
-/** Starts `xp serve` on a free port; resolves once it prints where it listens. */
-async function startServe(extra: string[]): Promise<{ url: string; process: Serving }> {
-  const child = xp(['serve', runDir, '--port', '0', ...extra]);
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk;
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    void child.then((r) => reject(new Error(`xp serve ended (${r.exitCode}): ${r.stderr}`)));
-  });
-  return { url, process: child };
-}
+let server: Awaited<ReturnType<typeof startServe>>;
 
 beforeAll(async () => {
   ({ runDir, files } = await trainTinyRun(tmp, 'tiny-serve'));
@@ -54,7 +33,7 @@ beforeAll(async () => {
     expected.set(p.file, { class: p.class, probabilities: p.probabilities });
   }
   expect(expected.size).toBe(files.length + 1);
-  server = await startServe(['--max-images', '4', '--max-body-mb', '1', '--read-timeout-ms', '1000']);
+  server = await startServe(xp, runDir, ['--max-images', '4', '--max-body-mb', '1', '--read-timeout-ms', '1000']);
 }, 600_000);
 
 afterAll(async () => {
@@ -65,26 +44,8 @@ afterAll(async () => {
 
 const b64 = (file: string) => fs.readFileSync(file).toString('base64');
 
-async function invoke(
-  url: string,
-  body: BodyInit,
-  type: string,
-): Promise<{ status: number; json: { predictions?: Prediction[]; message?: string } }> {
-  const r = await fetch(`${url}/invocations`, { method: 'POST', body, headers: { 'content-type': type } });
-  return { status: r.status, json: await r.json() };
-}
-
-function expectAnswers(predictions: Prediction[] | undefined, of: string[]) {
-  expect(predictions).toHaveLength(of.length);
-  for (const [i, file] of of.entries()) {
-    const want = expected.get(file) as Prediction;
-    const got = (predictions as Prediction[])[i];
-    expect(got.class, file).toBe(want.class);
-    expect(Object.keys(got.probabilities)).toEqual(['cats', 'dogs']);
-    for (const c of ['cats', 'dogs'])
-      expect(Math.abs(got.probabilities[c] - want.probabilities[c]), file).toBeLessThan(1e-6);
-  }
-}
+/** xp predict's answers for `of`, in order. */
+const answersOf = (of: string[]) => of.map((f) => expected.get(f) as Prediction);
 
 async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -132,13 +93,16 @@ describe('xp serve', () => {
     for (const [form, body, type, of] of forms) {
       const r = await invoke(server.url, body, type);
       expect(r.status, `${form}: ${r.json.message}`).toBe(200);
-      expectAnswers(r.json.predictions, of);
+      expectAnswers(r.json.predictions, answersOf(of));
     }
   });
 
   it('refuses each bad request with its status, and serves the next one', async () => {
     const good = async () =>
-      expectAnswers((await invoke(server.url, fs.readFileSync(files[3]), 'image/jpeg')).json.predictions, [files[3]]);
+      expectAnswers(
+        (await invoke(server.url, fs.readFileSync(files[3]), 'image/jpeg')).json.predictions,
+        answersOf([files[3]]),
+      );
     const big = Buffer.alloc(2 * 2 ** 20, 7);
     const chunked = new ReadableStream({
       start(c) {
@@ -222,7 +186,10 @@ describe('xp serve', () => {
     // The server ends the connection by itself (--read-timeout-ms 1000); the client never sends the rest.
     await new Promise((resolve) => socket.on('close', resolve));
     expect(received).toMatch(/^HTTP\/1\.1 408 /);
-    expectAnswers((await invoke(server.url, fs.readFileSync(files[4]), 'image/jpeg')).json.predictions, [files[4]]);
+    expectAnswers(
+      (await invoke(server.url, fs.readFileSync(files[4]), 'image/jpeg')).json.predictions,
+      answersOf([files[4]]),
+    );
   });
 
   it('batches concurrent clients: 50 requests from 8 clients, none lost, every answer right, no tensor leaked', async () => {
@@ -236,7 +203,7 @@ describe('xp serve', () => {
         const file = files[i % files.length];
         const r = await invoke(server.url, JSON.stringify({ instances: [{ b64: b64(file) }] }), 'application/json');
         expect(r.status, r.json.message).toBe(200);
-        expectAnswers(r.json.predictions, [file]);
+        expectAnswers(r.json.predictions, answersOf([file]));
         answered.push(file);
       }
     };
@@ -262,7 +229,7 @@ describe('xp serve', () => {
 
   it('on SIGTERM answers the requests in flight, then exits 0', async () => {
     // A long batch wait holds the requests in the server until the signal has come.
-    const serve = await startServe(['--batch-wait-ms', '3000', '--max-batch', '64']);
+    const serve = await startServe(xp, runDir, ['--batch-wait-ms', '3000', '--max-batch', '64']);
     const sent = files.map((file) =>
       invoke(serve.url, JSON.stringify({ instances: [{ b64: b64(file) }] }), 'application/json'),
     );
@@ -272,7 +239,7 @@ describe('xp serve', () => {
     const answers = await Promise.all(sent);
     for (const [i, r] of answers.entries()) {
       expect(r.status).toBe(200);
-      expectAnswers(r.json.predictions, [files[i]]);
+      expectAnswers(r.json.predictions, answersOf([files[i]]));
     }
     const ended = await serve.process;
     expect(ended.exitCode, ended.stderr).toBe(0);
