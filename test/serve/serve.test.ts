@@ -6,8 +6,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { venvPython } from '../../src/paths.ts';
 import { trainTinyRun, xpIn } from '../export/tiny-run.ts';
 import { expectAnswers, invoke, type Prediction, startServe } from './helpers.ts';
 
@@ -95,6 +97,22 @@ describe('xp serve', () => {
       expect(r.status, `${form}: ${r.json.message}`).toBe(200);
       expectAnswers(r.json.predictions, answersOf(of));
     }
+  });
+
+  it("is read by MLflow's own scoring client (ScoringServerClient, a pandas DataFrame)", async () => {
+    const four = files.slice(0, 4);
+    const { port } = new URL(server.url);
+    const script = `
+import json, sys, pandas as pd
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+client = ScoringServerClient("127.0.0.1", ${port})
+client.wait_server_ready(timeout=60)
+images = json.loads(sys.stdin.read())
+print(json.dumps(client.invoke(pd.DataFrame({"image": images}))))
+`;
+    const r = await execa(venvPython(), ['-c', script], { input: JSON.stringify(four.map(b64)), reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expectAnswers(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}').predictions, answersOf(four));
   });
 
   it('refuses each bad request with its status, and serves the next one', async () => {
