@@ -70,11 +70,13 @@ export async function startServer(run: SavedRun, opts: ServeOptions): Promise<Se
   };
 
   const answer = (res: http.ServerResponse, path: string, status: number, body: string, type: string) => {
+    // A client gone (cut off by the timeout, which counts it, or went away) reads no answer: none is counted.
+    if (res.destroyed) return;
+    metrics.requests.inc({ path, status });
+    if (status >= 400) metrics.errors.inc({ status });
     if (closing) res.setHeader('Connection', 'close');
     res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
     res.end(body);
-    metrics.requests.inc({ path, status });
-    if (status >= 400) metrics.errors.inc({ status });
   };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -99,7 +101,7 @@ export async function startServer(run: SavedRun, opts: ServeOptions): Promise<Se
         res.setHeader('Connection', 'close');
         req.resume();
       }
-      if (!res.headersSent && !res.destroyed) answer(res, known, status, errorBody(status, message), JSON_TYPE);
+      if (!res.headersSent) answer(res, known, status, errorBody(status, message), JSON_TYPE);
     } finally {
       metrics.latency.observe({ path: known }, (performance.now() - started) / 1000);
     }

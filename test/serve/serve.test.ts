@@ -129,6 +129,11 @@ print(json.dumps(client.invoke(pd.DataFrame({"image": images}))))
       },
     });
     const jpeg = fs.readFileSync(files[0]);
+    // 8000x7000 pixels of one colour: a small file, past the 50 megapixels xp serve decodes.
+    const huge = await sharp({ create: { width: 8000, height: 7000, channels: 3, background: '#808080' } })
+      .png({ compressionLevel: 9 })
+      .toBuffer();
+    expect(huge.length).toBeLessThan(2 ** 20);
     const cases: [string, () => Promise<{ status: number; json: { message?: string } }>, number, RegExp][] = [
       ['a body over --max-body-mb', () => invoke(server.url, big, 'image/jpeg'), 413, /1 MB/],
       [
