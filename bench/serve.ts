@@ -24,7 +24,7 @@ const { values, positionals } = parseArgs({
 });
 if (positionals.length !== 1) {
   console.error(
-    'usage: npm run bench:serve -- <run-dir> [--clients 1,8,32] [--seconds 10] [--image FILE] [--serve-args "--max-batch 32"]',
+    'usage: npm run bench:serve -- <run-dir> [--clients 1,8,32] [--seconds 10] [--image FILE] [--serve-args="--max-batch 32"]',
   );
   process.exit(2);
 }
