@@ -23,6 +23,7 @@ export default defineConfig({
       'test/tracking/units.test.ts',
       'test/train/{scores,sharing,run-folder,metrics}.test.ts',
       'test/cli/{fmt,preflight}.test.ts',
+      'test/serve/{protocol,batcher}.test.ts',
     ],
   },
 });

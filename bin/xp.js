@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 // Commands that load TensorFlow run in a child process: glibc tunables are read at process start, and TensorFlow's
 // start-up lines reach stderr before any log level applies, so they can only be filtered from outside.
-const heavy = ['run', 'worker', 'bench', 'evaluate', 'predict'].includes(process.argv[2] ?? '');
+const heavy = ['run', 'worker', 'bench', 'evaluate', 'predict', 'serve'].includes(process.argv[2] ?? '');
 
 async function runCli() {
   const parent = Number(process.env.XP_PARENT_PID);

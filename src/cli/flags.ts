@@ -156,3 +156,10 @@ export function positiveInt(flag: string, text: string): number {
     throw new XpError(`${flag} must be a positive integer (got ${JSON.stringify(text)})`);
   return n;
 }
+
+export function nonNegativeInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || text.trim() === '')
+    throw new XpError(`${flag} must be a whole number, 0 or more (got ${JSON.stringify(text)})`);
+  return n;
+}

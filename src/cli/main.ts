@@ -10,6 +10,7 @@ import {
   json,
   lockFlags,
   lockOptions,
+  nonNegativeInt,
   overrideFlags,
   parseOptions,
   permissionFlags,
@@ -317,6 +318,56 @@ const commands: Record<string, Command> = {
         metric: v.metric as string | undefined,
         images: v.images as string | undefined,
         json: Boolean(v.json),
+      });
+    },
+  },
+  serve: {
+    summary: "serve a run's model over HTTP with MLflow's scoring protocol (batched, with Prometheus metrics)",
+    usage:
+      'xp serve <run-dir|models:/NAME/VERSION|models:/NAME@ALIAS> [--port 8080] [--host 127.0.0.1] [--max-batch N] [--batch-wait-ms M]',
+    flags: {
+      port: { type: 'string', arg: 'N', default: '8080', help: 'port to listen on (0: a free one, printed)' },
+      host: {
+        type: 'string',
+        arg: 'ADDR',
+        default: '127.0.0.1',
+        help: 'address to listen on (0.0.0.0 for every interface: anyone who reaches it can use the model)',
+      },
+      'max-batch': {
+        type: 'string',
+        arg: 'N',
+        default: '32',
+        help: "the most images predicted in one model call, concurrent requests' together",
+      },
+      'batch-wait-ms': {
+        type: 'string',
+        arg: 'M',
+        default: '5',
+        help: 'how long an image waits for others to fill its batch (0: never waits)',
+      },
+      'max-body-mb': { type: 'string', arg: 'B', default: '16', help: 'larger request bodies get 413' },
+      'max-images': { type: 'string', arg: 'K', default: '64', help: 'more images in one request get 400' },
+      'read-timeout-ms': {
+        type: 'string',
+        arg: 'T',
+        default: '30000',
+        help: 'a client that has not sent its whole request by then gets 408 and is disconnected',
+      },
+    },
+    async run(args, v) {
+      if (args.length !== 1)
+        throw new XpError('xp serve needs one run folder, or models:/NAME/VERSION or models:/NAME@ALIAS', {
+          hint: 'xp serve runs/quickstart/<run-id> --port 8080',
+        });
+      const { serveCommand } = await import('./serve.ts');
+      return serveCommand(args[0], {
+        host: v.host as string,
+        port: nonNegativeInt('--port', v.port as string),
+        maxBatch: positiveInt('--max-batch', v['max-batch'] as string),
+        batchWaitMs: nonNegativeInt('--batch-wait-ms', v['batch-wait-ms'] as string),
+        maxBodyMb: positiveInt('--max-body-mb', v['max-body-mb'] as string),
+        maxImages: positiveInt('--max-images', v['max-images'] as string),
+        readTimeoutMs: positiveInt('--read-timeout-ms', v['read-timeout-ms'] as string),
       });
     },
   },

@@ -20,13 +20,18 @@ export async function imageFormat(file: string): Promise<ImageFormat | 'empty fi
   } finally {
     await handle.close();
   }
-  if (read === 0) return 'empty file';
+  return read === 0 ? 'empty file' : formatOf(head);
+}
+
+/** The format that bytes starting with `head` (12 bytes suffice) are in, or 'not an image'. */
+export function formatOf(head: Uint8Array): ImageFormat | 'not an image' {
   const starts = (...bytes: number[]) => bytes.every((b, i) => head[i] === b);
+  const text = (from: number, to: number) => Buffer.from(head.subarray(from, to)).toString('latin1');
   if (starts(0xff, 0xd8, 0xff)) return 'jpeg';
   if (starts(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';
-  if (head.toString('latin1', 0, 4) === 'GIF8') return 'gif';
-  if (head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WEBP') return 'webp';
-  if (head.toString('latin1', 0, 2) === 'BM') return 'bmp';
+  if (text(0, 4) === 'GIF8') return 'gif';
+  if (text(0, 4) === 'RIFF' && text(8, 12) === 'WEBP') return 'webp';
+  if (text(0, 2) === 'BM') return 'bmp';
   return 'not an image';
 }
 

@@ -16,6 +16,8 @@ export interface LoadOptions {
   concurrency?: number;
   /** Asked before each image: true stops decoding, and loadImages throws Interrupted. */
   shouldStop?: () => boolean;
+  /** Images with more pixels are refused before decoding (sharp's limitInputPixels); default sharp's, 268M. */
+  maxPixels?: number;
 }
 
 export interface LoadedImages {
@@ -34,37 +36,12 @@ const KERNELS: Record<Interpolation, keyof sharp.KernelEnum> = {
 
 export async function loadImages(files: readonly ImageFile[], opts: LoadOptions): Promise<LoadedImages> {
   const [height, width] = opts.imageSize;
-  const kernel = KERNELS[opts.interpolation ?? 'nearest'];
   const imageBytes = height * width * 3;
-  const images = new Uint8Array(files.length * imageBytes);
-  const failures: (string | undefined)[] = new Array(files.length);
-
-  const decodeInto = async (index: number): Promise<void> => {
-    try {
-      // No JPEG shrink-on-load: resample the full-size pixels, as PIL's resize in Keras' load_img does.
-      const { data, info } = await sharp(files[index].path, { sequentialRead: true })
-        .removeAlpha()
-        .toColourspace('srgb')
-        .resize(width, height, { fit: 'fill', kernel, fastShrinkOnLoad: false })
-        .raw()
-        .toBuffer({ resolveWithObject: true });
-      if (info.channels !== 3 || data.length !== imageBytes) {
-        throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`);
-      }
-      images.set(data, index * imageBytes);
-    } catch (error) {
-      failures[index] = firstLine(error);
-    }
-  };
-
-  const concurrency = Math.max(1, opts.concurrency ?? 2 * os.availableParallelism());
-  let nextIndex = 0;
-  const worker = async (): Promise<void> => {
-    while (nextIndex < files.length && !opts.shouldStop?.()) await decodeInto(nextIndex++);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, files.length) }, worker));
-  if (nextIndex < files.length)
-    throw new Interrupted(`decoding interrupted after ${nextIndex} of ${files.length} images`);
+  const { images, failures, decoded } = await decodeImages(
+    files.map((f) => f.path),
+    opts,
+  );
+  if (decoded < files.length) throw new Interrupted(`decoding interrupted after ${decoded} of ${files.length} images`);
 
   // Close the gaps left by skipped files, keeping the original order.
   const labels = new Int32Array(files.length);
@@ -95,6 +72,51 @@ export async function loadImages(files: readonly ImageFile[], opts: LoadOptions)
     count,
     skipped,
   };
+}
+
+/**
+ * Image files or images given as bytes (the bodies `xp serve` receives), decoded by one decoder so that `xp serve`
+ * answers what `xp predict` does: `images` holds each at its index (zeros where it failed), `failures` says why one
+ * failed, `decoded` how many were tried before `shouldStop`.
+ */
+export async function decodeImages(
+  sources: readonly (string | Buffer)[],
+  opts: LoadOptions,
+): Promise<{ images: Uint8Array; failures: (string | undefined)[]; decoded: number }> {
+  const [height, width] = opts.imageSize;
+  const kernel = KERNELS[opts.interpolation ?? 'nearest'];
+  const imageBytes = height * width * 3;
+  const images = new Uint8Array(sources.length * imageBytes);
+  const failures: (string | undefined)[] = new Array(sources.length);
+
+  const decodeInto = async (index: number): Promise<void> => {
+    try {
+      // No JPEG shrink-on-load: resample the full-size pixels, as PIL's resize in Keras' load_img does.
+      const { data, info } = await sharp(sources[index], {
+        sequentialRead: true,
+        ...(opts.maxPixels ? { limitInputPixels: opts.maxPixels } : {}),
+      })
+        .removeAlpha()
+        .toColourspace('srgb')
+        .resize(width, height, { fit: 'fill', kernel, fastShrinkOnLoad: false })
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      if (info.channels !== 3 || data.length !== imageBytes) {
+        throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`);
+      }
+      images.set(data, index * imageBytes);
+    } catch (error) {
+      failures[index] = firstLine(error);
+    }
+  };
+
+  const concurrency = Math.max(1, opts.concurrency ?? 2 * os.availableParallelism());
+  let nextIndex = 0;
+  const worker = async (): Promise<void> => {
+    while (nextIndex < sources.length && !opts.shouldStop?.()) await decodeInto(nextIndex++);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, sources.length) }, worker));
+  return { images, failures, decoded: nextIndex };
 }
 
 function firstLine(error: unknown): string {

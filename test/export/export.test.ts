@@ -10,49 +10,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadImages } from '../../src/data/load.ts';
 import { writeSavedModel } from '../../src/model/saved-run.ts';
 import { ensureKerasVenv } from '../../src/python/keras-env.ts';
+import { names, trainTinyRun, xpIn } from './tiny-run.ts';
 
-const root = path.resolve(import.meta.dirname, '../..');
-const shared = path.resolve(root, '../shared/datasets/cats_and_dogs_filtered');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'xp-export-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const xp = xpIn(tmp);
 
-const xp = (args: string[]) =>
-  execa(process.execPath, [path.join(root, 'bin', 'xp.js'), ...args], {
-    reject: false,
-    cwd: tmp,
-    env: { XP_RUNS_DIR: path.join(tmp, 'runs') },
-    timeout: 600_000,
-  });
-
-// A small validation folder of the run: the export's check predicts all of it.
-const validation = path.join(tmp, 'validation');
-const names = ['cat.2000.jpg', 'cat.2001.jpg', 'cat.2002.jpg', 'dog.2000.jpg', 'dog.2001.jpg', 'dog.2002.jpg'];
 let runDir: string;
+let validation: string; // a small validation folder of the run: the export's check predicts all of it
 let expected: number[][]; // xp predict's probabilities of `names`, in order
 let pixels: Uint8Array;
 
 beforeAll(async () => {
-  for (const n of names) {
-    const cls = n.startsWith('cat') ? 'cats' : 'dogs';
-    fs.mkdirSync(path.join(validation, cls), { recursive: true });
-    fs.copyFileSync(path.join(shared, 'validation', cls, n), path.join(validation, cls, n));
-  }
-  const file = path.join(tmp, 'tiny.yaml');
-  fs.writeFileSync(
-    file,
-    `name: tiny-export
-data: {train: ${shared}/train, validation: ${validation}, image_size: [96, 96], batch_size: 8, max_per_class: 8, interpolation: bilinear}
-backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
-head: {pooling: avg, units: [8], dropout: 0.2}
-optimizer: {name: adam, learning_rate: 0.01}
-training: {epochs: 1, steps_per_epoch: 2}
-`,
-  );
-  const run = await xp(['run', file, '--no-track', '--quiet']);
-  expect(run.exitCode, run.stderr).toBe(0);
-  const [folder] = fs.readdirSync(path.join(tmp, 'runs', 'tiny-export'));
-  runDir = path.join(tmp, 'runs', 'tiny-export', folder);
-  const files = names.map((n) => path.join(validation, n.startsWith('cat') ? 'cats' : 'dogs', n));
+  let files: string[];
+  ({ runDir, validation, files } = await trainTinyRun(tmp, 'tiny-export'));
   const predicted = await xp(['predict', runDir, ...files, '--json']);
   expect(predicted.exitCode, predicted.stderr).toBe(0);
   expected = predicted.stdout
