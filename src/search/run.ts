@@ -55,7 +55,7 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
       `${listed ? `Sweep (${sweep.method}, stopped early by ${sweep.early_terminate?.type})` : `Search: ${sweep.method}`}, ${listed ? listed.length : (sweep.trials ?? 10)} trials by ${sweep.metric} (${sweep.goal}), study ${shown(place.file)}${told + before.running ? ` continued: ${told} trial(s) done, ${before.running} interrupted` : ''}`,
     );
     const auto = sweep.batch === undefined || sweep.batch === 'auto';
-    const { batch, why } = roundSize(sweep, auto ? await largestHead(loaded) : 0);
+    const { batch, why } = roundSize(sweep, auto ? await largestHead(loaded) : 0, listed?.length);
     log(`Rounds of ${batch} trial(s): ${why}`);
     for (let round = 1; !opts.shouldStop('epoch'); round++) {
       const asked = await search.ask(batch);

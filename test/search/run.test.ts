@@ -92,7 +92,10 @@ describe('xp run of a grid sweep with early_terminate', () => {
     expect(listed.exitCode, listed.stderr).toBe(0);
     const names = [...listed.stdout.matchAll(/trial \d+: (\S+ \S+) /g)].map((m) => m[1]);
     expect(names).toHaveLength(4);
-    expect(listed.stdout).toContain("early_terminate asha: rungs after epoch 1, 2; 1/2 of a rung's trials go on");
+    expect(listed.stdout).toContain(
+      "early_terminate asha: rungs after epoch 1, 2; the top 1/2 of a rung's trials go on",
+    );
+    expect(listed.stdout).toMatch(/rounds of 2 trial\(s\): sweep.batch 2\n/);
 
     const { lines, runs } = await run(file);
     expect(lines.filter((l) => l.startsWith('Round '))).toEqual([
