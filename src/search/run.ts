@@ -8,7 +8,7 @@ import { configHash, resolveTrial, type LoadedExperiment, type ResolvedTrial } f
 import { isSearch, trialName } from '../config/sweep.ts';
 import { headlineValue, type EpochLogs, type RunResult } from '../events.ts';
 import { runsRoot } from '../paths.ts';
-import { planResume, runInProcess, type Outcome, type TrialsContext } from '../run/trials.ts';
+import { planResume, runInProcess, type DecodedData, type Outcome, type TrialsContext } from '../run/trials.ts';
 import { groupTrials } from '../train/sharing.ts';
 import { headBytes, roundSize } from './batch.ts';
 import { openOptunaSearch, SearchError, type StudyPlace } from './optuna.ts';
@@ -48,6 +48,8 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
   const listed = isSearch(sweep) ? undefined : loaded.trials;
   const search = openOptunaSearch(sweep, loaded.base.training.epochs, place, listed);
   const outcomes: Outcome[] = [];
+  // Rounds train one after another on the same images: decoded once, for every round.
+  const decoded: DecodedData = {};
   try {
     const before = await search.counts();
     const told = before.complete + before.pruned + before.fail;
@@ -74,6 +76,7 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
         ...(await runInProcess(planned.groups, {
           ...opts,
           resume: planned.resume,
+          decoded,
           prune: (t) => (epoch, logs) => report(search, numberOf(t), t, epoch, logs, sweep.metric, log),
           observe: (t) => ({
             onRunEnd: async (info) => {

@@ -47,6 +47,8 @@ describe('xp run of a tpe search with asha', () => {
         ),
       ).toBe(true);
     expect(first.lines.filter((l) => l.startsWith('Round '))).toHaveLength(2);
+    // The images are decoded once, for both rounds.
+    expect(first.lines.filter((l) => l.startsWith('Decoding '))).toHaveLength(1);
     // One line per trial as it ends, in the order they end; the last line tells the best of the study.
     const ended = first.lines.filter((l) => /^trial \d ended: /.test(l));
     expect(ended).toHaveLength(4);
