@@ -41,6 +41,9 @@ describe('xp run --dry-run of a search', () => {
     expect(lines).toContain('    bracket 2: rungs after epoch 3');
     expect(lines).toContain('    bracket 3: no rung: its trials train every epoch');
     expect(lines).toContain('  at most 90 trial-epochs (10 trials x 9 epochs, if none is stopped)');
+    // xp check counts the search's trials, not the probes its checks try.
+    const checked = await xpIn(runs, ['check', file]);
+    expect(checked.stdout.trim()).toBe(`${file}: ok (mobilenet_v2 cut at block_2_add, tpe search of 10 trials)`);
   });
 
   it('counts the same bytes per head as the run, which builds the backbone', async () => {
