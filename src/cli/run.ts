@@ -16,7 +16,7 @@ import { summaryLines } from '../train/summary.ts';
 import { interruptible } from './interrupt.ts';
 import { queueUrl } from '../queue/connection.ts';
 import { isSearch, runsAsSearch } from '../config/sweep.ts';
-import { searchPlan, stoppingPlan } from '../search/dry-run.ts';
+import { searchPlan, studyPlan } from '../search/dry-run.ts';
 import { XpError } from '../errors.ts';
 
 export interface RunOptions {
@@ -195,7 +195,7 @@ async function dryRun(
   progress: Progress,
 ): Promise<number> {
   if (loaded.sweep && isSearch(loaded.sweep)) {
-    for (const line of searchPlan(file, loaded, loaded.sweep)) progress.line(line);
+    for (const line of await searchPlan(file, loaded, loaded.sweep)) progress.line(line);
     return 0;
   }
   const groups = groupTrials(trials, opts.share);
@@ -227,7 +227,7 @@ async function dryRun(
   if (finished.size)
     progress.line(`${trials.filter((t) => finished.has(t.configHash)).length} trial(s) would be skipped.`);
   if (opts.resume) planResume(groups, (line) => progress.line(`  --resume: ${line}`));
-  if (loaded.sweep?.early_terminate) for (const line of stoppingPlan(loaded, loaded.sweep)) progress.line(line);
+  if (loaded.sweep?.early_terminate) for (const line of await studyPlan(loaded, loaded.sweep)) progress.line(line);
   return 0;
 }
 

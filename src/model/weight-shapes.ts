@@ -44,6 +44,11 @@ export function firstEmptyOutput(container: LayerJson): { layer: string; size: [
   return undefined;
 }
 
+/** The shape `container` outputs (no batch dimension) for the input size it declares; undefined where unknown. */
+export function outputShape(container: LayerJson): Dim[] | undefined {
+  return walk(container, undefined, { weights: [], outputs: [] });
+}
+
 /**
  * Whether `values` (a shape per weight name) fit `expected`: the first weight whose shape differs, else the weights
  * without a value; undefined when every weight has a value of its shape.

@@ -47,6 +47,13 @@ export interface TrialsContext {
   observe?: (trial: ResolvedTrial) => Callbacks;
   /** A search's pruner for a trial, asked after each of its epochs but the last. */
   prune?: (trial: ResolvedTrial) => PruneCheck;
+  /** Decoded data kept across calls (a search's rounds): reused while the data section is the same. */
+  decoded?: DecodedData;
+}
+
+/** The data an earlier group decoded, with the data section it was decoded for. */
+export interface DecodedData {
+  current?: { config: unknown; prepared: PreparedData };
 }
 
 /** Without --resume: says which trials have an interrupted run that could go on (they train from the start). */
@@ -104,8 +111,9 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
   const { progress, tracking, parentRunId, loaded, file } = ctx;
   const outcomes: Outcome[] = [];
   const withIds = (o: Outcome) => ({ ...o, ...tracking?.ids(o.runDir) });
-  let data: { config: unknown; prepared: PreparedData } | undefined;
+  const decoded = ctx.decoded ?? {};
   for (const [g, group] of groups.entries()) {
+    const data = decoded.current;
     if (ctx.shouldStop('epoch')) break;
     const specs = group.map((t) => ({
       name: t.name,
@@ -137,7 +145,7 @@ export async function runInProcess(groups: ResolvedTrial[][], ctx: TrialsContext
         data:
           data && JSON.stringify(data.config) === JSON.stringify(group[0].experiment.data) ? data.prepared : undefined,
       });
-      if (r.data) data = { config: group[0].experiment.data, prepared: r.data };
+      if (r.data) decoded.current = { config: group[0].experiment.data, prepared: r.data };
       outcomes.push(...r.outcomes.map(withIds));
     } catch (error) {
       // A failing group ends FAILED (runGroup closes its runs first); a sweep goes on with the next group.

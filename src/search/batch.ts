@@ -43,9 +43,16 @@ export interface RoundSize {
   why: string;
 }
 
-/** The round size: the file's, or auto's from the largest head the sweep can ask and the memory available. */
-export function roundSize(sweep: SweepConfig, perHead: number, available = availableBytes()): RoundSize {
-  const trials = sweep.trials ?? 10;
+/**
+ * The round size: the file's, or auto's from the largest head the sweep can ask and the memory available; at most
+ * `trials` (a search's sweep.trials, a listed sweep's trial count).
+ */
+export function roundSize(
+  sweep: SweepConfig,
+  perHead: number,
+  trials = sweep.trials ?? 10,
+  available = availableBytes(),
+): RoundSize {
   if (typeof sweep.batch === 'number') {
     const batch = Math.min(sweep.batch, trials);
     return { batch, why: `sweep.batch ${sweep.batch}` };

@@ -1,19 +1,21 @@
 // A search as xp runs it: ask a round of trials from the study, train the round with the sweep machinery (trials
 // that can share a backbone pass on one), report each trial's metric at every epoch end so that the pruner can
-// stop its head, tell the study how each trial ended, and ask again until the study holds `trials` trials.
+// stop its head, tell the study how each trial ended, and ask again until the study holds `trials` trials. A grid
+// or random sweep with early_terminate runs here too: the study hands out its listed trials, in their order.
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { configHash, resolveTrial, type LoadedExperiment, type ResolvedTrial } from '../config/load.ts';
-import { isSearch, trialName } from '../config/sweep.ts';
-import { headlineValue, type EpochLogs, type RunResult } from '../events.ts';
+import { isSearch } from '../config/sweep.ts';
+import { headlineValue, type EpochLogs } from '../events.ts';
 import { runsRoot } from '../paths.ts';
-import { planResume, runInProcess, type Outcome, type TrialsContext } from '../run/trials.ts';
+import { planResume, runInProcess, type DecodedData, type Outcome, type TrialsContext } from '../run/trials.ts';
 import { groupTrials } from '../train/sharing.ts';
 import { headBytes, roundSize } from './batch.ts';
 import { openOptunaSearch, SearchError, type StudyPlace } from './optuna.ts';
 import { reportStudy } from './report.ts';
-import type { Search, StudySummary } from './search.ts';
+import type { Search } from './search.ts';
+import { endLine, trialEndLine } from './lines.ts';
 
 export interface SearchOptions extends Omit<TrialsContext, 'resume' | 'observe' | 'prune'> {
   /** Continue the interrupted trials a round asks again from their backups (xp run --resume). */
@@ -48,6 +50,8 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
   const listed = isSearch(sweep) ? undefined : loaded.trials;
   const search = openOptunaSearch(sweep, loaded.base.training.epochs, place, listed);
   const outcomes: Outcome[] = [];
+  // Rounds train one after another on the same images: decoded once, for every round.
+  const decoded: DecodedData = {};
   try {
     const before = await search.counts();
     const told = before.complete + before.pruned + before.fail;
@@ -55,7 +59,7 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
       `${listed ? `Sweep (${sweep.method}, stopped early by ${sweep.early_terminate?.type})` : `Search: ${sweep.method}`}, ${listed ? listed.length : (sweep.trials ?? 10)} trials by ${sweep.metric} (${sweep.goal}), study ${shown(place.file)}${told + before.running ? ` continued: ${told} trial(s) done, ${before.running} interrupted` : ''}`,
     );
     const auto = sweep.batch === undefined || sweep.batch === 'auto';
-    const { batch, why } = roundSize(sweep, auto ? await largestHead(loaded) : 0);
+    const { batch, why } = roundSize(sweep, auto ? await largestHead(loaded) : 0, listed?.length);
     log(`Rounds of ${batch} trial(s): ${why}`);
     for (let round = 1; !opts.shouldStop('epoch'); round++) {
       const asked = await search.ask(batch);
@@ -74,6 +78,7 @@ export async function runSearch(opts: SearchOptions): Promise<Outcome[]> {
         ...(await runInProcess(planned.groups, {
           ...opts,
           resume: planned.resume,
+          decoded,
           prune: (t) => (epoch, logs) => report(search, numberOf(t), t, epoch, logs, sweep.metric, log),
           observe: (t) => ({
             onRunEnd: async (info) => {
@@ -132,50 +137,6 @@ async function tell(
   if (info.status !== 'FINISHED') return;
   const value = headlineValue(info, metric);
   await search.tell(number, value === undefined ? { state: 'fail' } : { state: 'complete', value });
-}
-
-/**
- * The search's last line, from its study (this run's trials and earlier runs'):
- * `best of 24: trial 7, dropout=0.1 ..., val_accuracy 0.8120 (16 stopped early, after 1-3 epochs); the study holds ...`
- */
-export function endLine(
-  summary: StudySummary,
-  counts: { complete: number; pruned: number; fail: number; running: number },
-  metric: string,
-): string {
-  const told = counts.complete + counts.pruned + counts.fail;
-  const study = `the study holds ${counts.complete} finished, ${counts.pruned} stopped, ${counts.fail} failed${counts.running ? `, ${counts.running} interrupted` : ''}`;
-  if (!told) return `Nothing finished: ${study}`;
-  const stopped = summary.pruned_epochs;
-  const [low, high] = [Math.min(...stopped), Math.max(...stopped)];
-  const after = !stopped.length
-    ? ''
-    : `, after ${low === high ? `${low} epoch${low === 1 ? '' : 's'}` : `${low}-${high} epochs`}`;
-  const { best } = summary;
-  const head = best
-    ? `best of ${told}: trial ${best.index}, ${trialName(best.params)}, ${metric} ${best.value.toFixed(4)}`
-    : `no trial of ${told} finished`;
-  return `${head} (${stopped.length} stopped early${after}); ${study}`;
-}
-
-/** A trial's line as it ends: its values, the epochs it trained, its metric, and whether the search stopped it. */
-export function trialEndLine(
-  t: ResolvedTrial,
-  info: { status: string; prunedAt?: { epoch: number }; history: unknown[]; result?: RunResult; error?: string },
-  metric: string,
-): string {
-  const epochs = t.experiment.training.epochs;
-  const trained = info.history.length;
-  const value = headlineValue(info as Parameters<typeof headlineValue>[0], metric);
-  const figure = value === undefined ? '' : `, ${metric} ${value.toFixed(4)}`;
-  const how = info.prunedAt
-    ? `stopped after epoch ${info.prunedAt.epoch} of ${epochs}`
-    : info.status === 'FINISHED'
-      ? `${trained} of ${epochs} epochs`
-      : info.status === 'FAILED'
-        ? `FAILED after ${trained} of ${epochs} epochs${info.error ? ` (${info.error})` : ''}`
-        : `interrupted after ${trained} of ${epochs} epochs (asked again when the search goes on)`;
-  return `trial ${t.index} ended: ${t.name}: ${how}${figure}`;
 }
 
 /**

@@ -94,7 +94,7 @@ export function bestRun(
   options: { metric?: string; goal?: Goal } = {},
 ): { runId: string; runDir?: string; url?: string; value: number } | undefined {
   const metric = options.metric ?? RANK_METRIC;
-  const [best] = rankRuns(rows, metric, options.goal);
+  const [best] = stoppedLast(rankRuns(rows, metric, options.goal));
   const value = best ? loggedHeadlineValue(best.metrics, metric) : undefined;
   return best && value !== undefined ? { runId: best.runId, runDir: best.runDir, url: best.url, value } : undefined;
 }
@@ -119,9 +119,7 @@ export const SHORT_RUN_ID = 8;
 export function formatRunsTable(rows: RunRow[], options: { wide?: boolean; cwd?: string } = {}): string {
   if (rows.length === 0) return 'No runs.';
   const { wide = false, cwd = process.cwd() } = options;
-  // Trials a search stopped early compete on a metric of fewer epochs: they follow every run that trained to its end.
-  const ranked = rankRuns(rows);
-  const sorted = [...ranked.filter((row) => !stoppedAt(row)), ...ranked.filter(stoppedAt)];
+  const sorted = stoppedLast(rankRuns(rows));
   const keys = [...new Set(rows.flatMap((row) => Object.keys(row.params)))].sort();
   const differing = keys.filter((key) => new Set(rows.map((row) => row.params[key] ?? '')).size > 1);
   const links = wide && rows.some((row) => row.url);
@@ -156,8 +154,17 @@ function shownPath(file: string, cwd: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
 }
 
-/** The epoch a search's pruner stopped the run after (tag xp.pruned_at_epoch), if it did. */
-export const stoppedAt = (row: RunRow): string | undefined => row.tags['xp.pruned_at_epoch'];
+/**
+ * Trials a search stopped early are scored on fewer epochs than the rest: in the table and for --best they follow
+ * every run that trained to its end, each group in its own order.
+ */
+const stoppedLast = (ranked: RunRow[]): RunRow[] => [
+  ...ranked.filter((row) => !stoppedAt(row)),
+  ...ranked.filter(stoppedAt),
+];
+
+/** The epoch a search's pruner stopped the run after (tag xp.pruned_at_epoch), if it did; rows ranked for their metrics alone may carry no tags. */
+export const stoppedAt = (row: RunRow): string | undefined => row.tags?.['xp.pruned_at_epoch'];
 
 /**
  * MLflow's status, or what the run folder knows when MLflow has not heard it: `KILLED, MLflow: RUNNING`; a trial

@@ -1,7 +1,7 @@
 // What a search prints as each trial ends and at its end, read as a user reads them.
 import { describe, expect, it } from 'vitest';
 import type { ResolvedTrial } from '../../src/config/load.ts';
-import { endLine, trialEndLine } from '../../src/search/run.ts';
+import { endLine, trialEndLine } from '../../src/search/lines.ts';
 import type { StudySummary } from '../../src/search/search.ts';
 
 const trial = { index: 7, name: 'dropout=0.1 learning_rate=0.001', experiment: { training: { epochs: 3 } } };

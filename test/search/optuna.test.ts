@@ -91,6 +91,45 @@ describe('an Optuna search', () => {
     expect(fs.readFileSync(at[0].file, 'utf8')).toContain('cma:generation');
   });
 
+  it("asks a listed sweep's trials in their order with their values, and a continued study only those it has not seen", async () => {
+    const random = sweep({ method: 'random', early_terminate: { type: 'asha', min_epochs: 1, eta: 2 } });
+    const listed = [
+      { index: 1, values: { 'head.dropout': 0.1, 'optimizer.learning_rate': 0.001, 'head.units': [512] }, name: 'a' },
+      { index: 2, values: { 'head.dropout': 0.6, 'optimizer.learning_rate': 1e-5, 'head.units': [256] }, name: 'b' },
+      { index: 3, values: { 'head.dropout': 0.3, 'optimizer.learning_rate': 0.01, 'head.units': [1024] }, name: 'c' },
+    ];
+    const at = place();
+    const first = openOptunaSearch(random, 3, at, listed);
+    const round = await first.ask(2);
+    expect(round.map((t) => [t.index, t.values])).toEqual(listed.slice(0, 2).map((t) => [t.index, t.values]));
+    await first.tell(round[0].number, { state: 'complete', value: 0.7 });
+    await first.close(); // the second stays RUNNING: interrupted
+    const again = openOptunaSearch(random, 3, at, listed);
+    const next = await again.ask(5);
+    expect(next.map((t) => [t.index, t.again])).toEqual([
+      [2, true],
+      [3, false],
+    ]);
+    expect(next[1].values).toEqual(listed[2].values);
+    // The pruner sees the listed trials as any study's: the worse of two at the first rung stops.
+    expect(await again.report(next[1].number, 1, 0.9)).toBeUndefined();
+    expect(await again.report(next[0].number, 1, 0.2)).toMatch(/^the rung's top 1 of \d \(1\/2\) starts at 0\.9000$/);
+    await again.close();
+  });
+
+  it('searches with CMA-ES beside categorical parameters, which are drawn independently', async () => {
+    const search = openOptunaSearch(sweep({ method: 'cmaes', trials: 8 }), 3, place());
+    for (let round = 0; round < 4; round++) {
+      const asked = await search.ask(2);
+      for (const t of asked) {
+        expect([[256], [512], [1024]]).toContainEqual(t.values['head.units']);
+        await search.tell(t.number, { state: 'complete', value: Number(t.values['head.dropout']) });
+      }
+    }
+    expect(await search.counts()).toEqual({ complete: 8, pruned: 0, fail: 0, running: 0 });
+    await search.close();
+  });
+
   it('stops a trial behind at an asha rung, saying why', async () => {
     const search = openOptunaSearch(sweep({ early_terminate: { type: 'asha', min_epochs: 1, eta: 2 } }), 3, place());
     const [a, b] = await search.ask(2);

@@ -47,6 +47,8 @@ describe('xp run of a tpe search with asha', () => {
         ),
       ).toBe(true);
     expect(first.lines.filter((l) => l.startsWith('Round '))).toHaveLength(2);
+    // The images are decoded once, for both rounds.
+    expect(first.lines.filter((l) => l.startsWith('Decoding '))).toHaveLength(1);
     // One line per trial as it ends, in the order they end; the last line tells the best of the study.
     const ended = first.lines.filter((l) => /^trial \d ended: /.test(l));
     expect(ended).toHaveLength(4);
@@ -92,7 +94,10 @@ describe('xp run of a grid sweep with early_terminate', () => {
     expect(listed.exitCode, listed.stderr).toBe(0);
     const names = [...listed.stdout.matchAll(/trial \d+: (\S+ \S+) /g)].map((m) => m[1]);
     expect(names).toHaveLength(4);
-    expect(listed.stdout).toContain("early_terminate asha: rungs after epoch 1, 2; 1/2 of a rung's trials go on");
+    expect(listed.stdout).toContain(
+      "early_terminate asha: rungs after epoch 1, 2; the top 1/2 of a rung's trials go on",
+    );
+    expect(listed.stdout).toMatch(/rounds of 2 trial\(s\): sweep.batch 2\n/);
 
     const { lines, runs } = await run(file);
     expect(lines.filter((l) => l.startsWith('Round '))).toEqual([

@@ -101,6 +101,8 @@ test('the runs table marks the trials a search stopped early and lists them afte
   const lines = formatRunsTable(rows, { cwd: '/' }).split('\n');
   expect(lines.slice(2).map((line) => line.split(/\s+/)[1])).toEqual(['finished', 'failed', 'stopped']);
   expect(lines[4]).toMatch(/^id-stopp\s+stopped\s+stopped after epoch 2\s+0\.1\s+0\.9500/);
+  // --best: the best of the runs that trained to their end.
+  expect(bestRun(rows)?.runId).toBe('id-finished');
 });
 
 test('the runs table shows only the params that differ, best val_accuracy first, with short run ids and folders', () => {
