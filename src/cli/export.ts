@@ -33,7 +33,7 @@ export async function registerCommand(
   opts: { metric?: string; images?: string; json: boolean },
 ): Promise<number> {
   const runDir = await runFolder(target);
-  const { registerRun } = await import('../export/register.ts');
+  const { championLine, registerRun } = await import('../export/register.ts');
   const { modelVersionRoute, uiLink } = await import('../tracking/links.ts');
   const r = await registerRun({ runDir, name, metric: opts.metric, images: opts.images, log: (l) => console.error(l) });
   if (opts.json) {
@@ -43,12 +43,7 @@ export async function registerCommand(
   console.log(
     `Registered ${r.name} version ${r.version} (${r.metric} ${r.value.toFixed(4)}): models:/${r.name}/${r.version}`,
   );
-  const previous = r.previous ? `version ${r.previous.version}, ${r.metric} ${r.previous.value.toFixed(4)}` : undefined;
-  console.log(
-    r.champion
-      ? `  alias champion -> version ${r.version}${previous ? ` (it beats ${previous})` : ' (the first with this metric)'}`
-      : `  alias champion stays on ${previous} (not beaten)`,
-  );
+  console.log(`  ${championLine(r)}`);
   console.log(`  MLflow: ${uiLink(r.trackingUri, modelVersionRoute(r.name, r.version))}`);
   const { kerasBin } = await import('../python/keras-env.ts');
   console.log(

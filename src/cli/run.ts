@@ -175,11 +175,15 @@ export async function runCommand(file: string, opts: RunOptions): Promise<number
           })
         : undefined;
     summarize(outcomes, progress, opts.output);
+    const registered =
+      tracking && loaded.base.tracking.register && !stop.requested()
+        ? await registerBest(loaded, outcomes, end, progress)
+        : true;
     const kept = Boolean(opts.keepUi && tracking?.stopsWithCommand);
     if (kept) tracking?.keep();
     if (opts.output !== 'json') printLinks(end, loaded, tracking, progress, kept);
     if (stop.requested()) return 130;
-    return outcomes.some((o) => o.status === 'FAILED') ? 1 : 0;
+    return outcomes.some((o) => o.status === 'FAILED') || !registered ? 1 : 0;
   } finally {
     stop.dispose();
     await tracking?.close();
@@ -249,6 +253,40 @@ function childArgs(opts: RunOptions, lockFile: string | undefined): string[] {
   // This process checked every trial's accesses (flags and answers) before starting any child.
   args.push('--allow-all');
   return args;
+}
+
+/** tracking.register: the run, or the sweep's best trial, registered as `xp register` does; false when it failed. */
+async function registerBest(
+  loaded: LoadedExperiment,
+  outcomes: Outcome[],
+  end: SweepEnd | undefined,
+  progress: Progress,
+): Promise<boolean> {
+  const name = loaded.base.tracking.register as string;
+  const finished = outcomes.filter((o) => o.status === 'FINISHED' && o.runDir);
+  const chosen = loaded.sweep ? finished.find((o) => o.mlflowRunId === end?.best?.runId) : finished[0];
+  if (!chosen?.runDir) {
+    progress.line(
+      `tracking.register: no finished ${loaded.sweep ? 'best trial of this run' : 'run'} to register as ${name}`,
+    );
+    return true;
+  }
+  try {
+    const { championLine, registerRun } = await import('../export/register.ts');
+    const r = await registerRun({
+      runDir: chosen.runDir,
+      name,
+      metric: loaded.sweep?.metric,
+      log: (line) => progress.line(line),
+    });
+    progress.line(
+      `Registered ${chosen.name} as ${name} version ${r.version} (${r.metric} ${r.value.toFixed(4)}); ${championLine(r)}`,
+    );
+    return true;
+  } catch (error) {
+    progress.line(`tracking.register: could not register ${chosen.name} as ${name}: ${(error as Error).message}`);
+    return false;
+  }
 }
 
 /** The sweep's best trial and compare URL; how to open the links once the embedded server has stopped. */

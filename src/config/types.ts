@@ -179,6 +179,7 @@ export interface TrackingConfig {
   enabled: boolean;
   uri?: string;
   experiment_name?: string;
+  register?: string;
 }
 
 export interface Experiment {

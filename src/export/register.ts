@@ -119,3 +119,11 @@ function parseAnswer(stdout: string) {
     return undefined;
   }
 }
+
+/** What happened to the alias champion, in words: `alias champion -> version 3 (it beats version 1, ...)`. */
+export function championLine(r: Registered): string {
+  const previous = r.previous ? `version ${r.previous.version}, ${r.metric} ${r.previous.value.toFixed(4)}` : undefined;
+  return r.champion
+    ? `alias champion -> version ${r.version}${previous ? ` (it beats ${previous})` : ' (the first with this metric)'}`
+    : `alias champion stays on ${previous} (not beaten)`;
+}

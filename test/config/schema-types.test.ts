@@ -79,7 +79,7 @@ const sections = {
     early_stopping: 1,
     checkpoint: 1,
   } satisfies Record<keyof TrainingConfig, 1>,
-  tracking: { enabled: 1, uri: 1, experiment_name: 1 } satisfies Record<keyof TrackingConfig, 1>,
+  tracking: { enabled: 1, uri: 1, experiment_name: 1, register: 1 } satisfies Record<keyof TrackingConfig, 1>,
 };
 
 const propertiesOf = (section: string) => (section ? schema.properties[section].properties : schema.properties);

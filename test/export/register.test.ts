@@ -131,6 +131,39 @@ describe('xp register', () => {
     expect(await champion('cats-vs-dogs')).toBe('3');
   }, 600_000);
 
+  it('tracking.register registers the best trial of a sweep when it ends', async () => {
+    const file = path.join(tmp, 'sweep.yaml');
+    fs.writeFileSync(
+      file,
+      `name: tiny-register-sweep
+data: {train: ${shared}/train, validation: ${validation}, image_size: [96, 96], batch_size: 8, max_per_class: 8}
+backbone: {name: mobilenet_v2, weights: nsfwjs, cut_layer: block_2_add}
+head: {pooling: avg, units: [8]}
+optimizer: {name: adam, learning_rate: 0.01}
+training: {epochs: 1, steps_per_epoch: 2}
+tracking: {register: sweep-model}
+sweep: {head.dropout: [0.1, 0.5]}
+`,
+    );
+    const r = await xp(['run', file, '--quiet']);
+    expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toMatch(
+      /Registered .* as sweep-model version 1 \(val_accuracy [0-9.]+\); alias champion -> version 1/,
+    );
+    const version = (await api('model-versions/get?name=sweep-model&version=1')).model_version;
+    const { experiment_id } = (await api(`runs/get?run_id=${version.run_id}`)).run.info;
+    const parents = await api('runs/search', {
+      method: 'POST',
+      body: JSON.stringify({ experiment_ids: [experiment_id] }),
+    });
+    const parent = parents.runs.find((p: { data: { tags: { key: string }[] } }) =>
+      p.data.tags.some((t) => t.key === 'xp.best_run_id'),
+    );
+    const best = parent.data.tags.find((t: { key: string; value: string }) => t.key === 'xp.best_run_id').value;
+    expect(version.run_id).toBe(best);
+    expect(await champion('sweep-model')).toBe('1');
+  }, 900_000);
+
   it('is served by mlflow models serve with the classes and probabilities of xp predict', async () => {
     const files = ['cats/cat.2000.png', 'cats/cat.2001.png', 'dogs/dog.2000.png', 'dogs/dog.2002.png'].map((f) =>
       path.join(validation, f),
