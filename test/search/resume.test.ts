@@ -43,14 +43,18 @@ function studyTable(experiment: string): string[][] {
     .map((line) => line.split(','));
 }
 
+/** `xp run <file>` of a search, untracked, printing JSON lines to watch its epochs by. */
+const startSearch = (file: string) =>
+  execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
+    reject: false,
+    cwd: root,
+    env: { XP_RUNS_DIR: runs },
+  });
+
 describe('a search interrupted mid-round', () => {
   it('resumes its interrupted trials from their backups with --resume, asks no trial twice, and ends with `trials` trials', async () => {
     const file = writeSearch(tmp, 'resume', 'search-resume', search, 4);
-    const first = execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
-      reject: false,
-      cwd: root,
-      env: { XP_RUNS_DIR: runs },
-    });
+    const first = startSearch(file);
     // SIGINT once round 1's trials have ended their second epoch: its backup and the first's are on disk.
     let out = '';
     let sent = false;
@@ -113,11 +117,7 @@ describe('a search interrupted mid-round', () => {
 
   it('names its Optuna process when it dies mid-round, keeps the study, and --resume completes it', async () => {
     const file = writeSearch(tmp, 'died', 'search-died', search, 4);
-    const first = execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'run', file, '--json', '--no-track'], {
-      reject: false,
-      cwd: root,
-      env: { XP_RUNS_DIR: runs },
-    });
+    const first = startSearch(file);
     // Once round 1 trains, the study's Python process (this test's grandchild, found by its journal) is killed.
     let out = '';
     let killed: number | undefined;
