@@ -12,17 +12,10 @@ import AdmZip from 'adm-zip';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { bin, root, shared } from '../queue/helpers.ts';
-import { removeTempDirs, SERVER_TIMEOUT, startTestServer, tempDir } from '../tracking/helpers.ts';
+import { serverForFile, tempDir } from '../tracking/helpers.ts';
 
 const work = tempDir('disk');
-let server: Awaited<ReturnType<typeof startTestServer>>;
-beforeAll(async () => {
-  server = await startTestServer();
-}, SERVER_TIMEOUT);
-afterAll(async () => {
-  await server?.stop();
-  removeTempDirs();
-}, 60_000);
+const mlflow = serverForFile();
 
 /** Exit status of the namespace's shell when the tmpfs cannot be mounted. */
 const NO_MOUNT = 97;
@@ -40,7 +33,7 @@ async function onSmallDisk(size: string, name: string, args: string[], env: (dis
   const r = await execa('unshare', ['-Urm', 'sh', '-c', script, 'sh', process.execPath, bin, ...args], {
     reject: false,
     cwd: root,
-    env: { XP_TEST_DISK: disk, XP_TEST_LEFT: left, MLFLOW_TRACKING_URI: server.url, ...env(disk) },
+    env: { XP_TEST_DISK: disk, XP_TEST_LEFT: left, MLFLOW_TRACKING_URI: mlflow().url, ...env(disk) },
   });
   expect(
     r.exitCode,
@@ -78,7 +71,7 @@ training: {epochs: ${epochs}, steps_per_epoch: 2, validation_steps: 1}
 async function runOf(name: string) {
   const r = await execa(process.execPath, [bin, 'runs', name, '--json'], {
     reject: false,
-    env: { MLFLOW_TRACKING_URI: server.url },
+    env: { MLFLOW_TRACKING_URI: mlflow().url },
   });
   expect(r.exitCode, r.stderr).toBe(0);
   const rows = JSON.parse(r.stdout) as { status: string; runDir: string; tags: Record<string, string> }[];
