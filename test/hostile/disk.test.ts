@@ -11,8 +11,12 @@ import path from 'node:path';
 import AdmZip from 'adm-zip';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { bin, root, shared } from '../queue/helpers.ts';
-import { serverForFile, tempDir } from '../tracking/helpers.ts';
+import { mlflowBin } from '../../src/paths.ts';
+import { createClient } from '../../src/tracking/client.ts';
+import { openJournal } from '../../src/tracking/journal.ts';
+import { isHealthy } from '../../src/tracking/server.ts';
+import { bin, freePort, root, shared } from '../queue/helpers.ts';
+import { SERVER_TIMEOUT, serverForFile, tempDir } from '../tracking/helpers.ts';
 
 const work = tempDir('disk');
 const mlflow = serverForFile();
@@ -178,4 +182,77 @@ training: {epochs: 1, steps_per_epoch: 2}
       expect(fs.existsSync(path.join(work, name, 'runs', name))).toBe(false);
     }, 120_000);
   }
+});
+
+describe("a full disk under the MLflow server's artifact store", () => {
+  let url: string;
+  let mlflowServer: ReturnType<typeof execa>;
+  beforeAll(async () => {
+    // The server stores artifacts on a 1 MB tmpfs of its own mount namespace; its runs go to a disk with room.
+    const store = path.join(work, 'full-artifacts');
+    fs.mkdirSync(path.join(store, 'artifacts'), { recursive: true });
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    const script = `mount -t tmpfs -o size=1m tmpfs "$0/artifacts" || exit ${NO_MOUNT}; exec "$@"`;
+    mlflowServer = execa(
+      'unshare',
+      [
+        ...[
+          '-Urm',
+          'sh',
+          '-c',
+          script,
+          store,
+          mlflowBin(),
+          'server',
+          '--backend-store-uri',
+          `sqlite:///${store}/mlflow.db`,
+        ],
+        ...['--artifacts-destination', path.join(store, 'artifacts'), '--serve-artifacts', '--workers', '1'],
+        ...['--host', '127.0.0.1', '--port', String(port)],
+      ],
+      { reject: false, detached: true, stdio: 'ignore' },
+    );
+    mlflowServer.catch(() => {});
+    const deadline = Date.now() + SERVER_TIMEOUT;
+    while (!(await isHealthy(url))) {
+      expect(mlflowServer.exitCode, 'the MLflow server on a tmpfs (unshare -Urm) did not start').toBeNull();
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  }, SERVER_TIMEOUT + 10_000);
+  afterAll(() => {
+    try {
+      process.kill(-mlflowServer.pid!, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+
+  test('the upload of the model: said with the file and the likely cause; the run is not FINISHED in MLflow without it, and `xp sync` sends it later', async () => {
+    const runs = path.join(work, 'upload', 'runs');
+    const r = await execa(process.execPath, [bin, 'run', experiment('disk-upload', 2), '-q', '--no-backup'], {
+      reject: false,
+      cwd: root,
+      env: { XP_RUNS_DIR: runs, MLFLOW_TRACKING_URI: url, XP_TRACKING_END_TIMEOUT: '5' },
+    });
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const said = r.stdout + r.stderr;
+    expect(said).toMatch(
+      /could not store model\/weights\.bin, \d+\.\d MB: is its artifact store full or not writable\? its log says why\)/,
+    );
+    expect(said).toMatch(/NOT delivered yet: .*artifact file\(s\), the final run status/);
+    const [id] = fs.readdirSync(path.join(runs, 'disk-upload'));
+    const runDir = path.join(runs, 'disk-upload', id);
+    expect(said).toContain(`xp sync ${runDir}`);
+    // The run's own files are whole: the model is there to send.
+    expect(fs.statSync(path.join(runDir, 'model', 'weights.bin')).size).toBeGreaterThan(6e6);
+    const run = await createClient(url).getRun(openJournal(runDir).runRef()!.runId);
+    expect(run.info.status).toBe('RUNNING');
+    expect(
+      openJournal(runDir)
+        .pending()
+        .map((record) => record.kind),
+    ).toContain('end');
+  }, 240_000);
 });
