@@ -48,9 +48,11 @@ async function onSmallDisk(size: string, name: string, args: string[], env: (dis
 }
 
 /** One clear error naming `file` (a RegExp of it) and the full disk, what to do, and no stack trace. */
-function expectDiskFull(r: { exitCode?: number; stderr: string }, file: RegExp, variable: string) {
+function expectDiskFull(r: { exitCode?: number; stderr: string }, file: RegExp, variable: string, command = 'run') {
   expect(r.exitCode, r.stderr).toBe(1);
-  expect(r.stderr).toMatch(new RegExp(`xp run: cannot write ${file.source}: no space left on device \\(ENOSPC\\)\\n`));
+  expect(r.stderr).toMatch(
+    new RegExp(`xp ${command}: cannot write ${file.source}: no space left on device \\(ENOSPC\\)\\n`),
+  );
   expect(r.stderr).toMatch(new RegExp(`\\n  free space on the disk that holds .*, or set ${variable} to a folder`));
   expect(r.stderr).not.toMatch(/\n\s+at /);
 }
@@ -129,7 +131,7 @@ describe('a full disk under the run folder (XP_RUNS_DIR)', () => {
   }, 240_000);
 });
 
-describe('a full disk under the data directory (XP_DATA_DIR)', () => {
+describe('a full disk under the data and cache directories (XP_DATA_DIR, XP_CACHE_DIR)', () => {
   let url: string;
   let web: http.Server;
   beforeAll(async () => {
@@ -164,6 +166,24 @@ training: {epochs: 1, steps_per_epoch: 2}
     );
     return file;
   };
+
+  test('an experiment fetched by URL into the cache (XP_CACHE_DIR): the error of the command, not a problem of the file', async () => {
+    const big = `name: big-remote\n#${'x'.repeat(300_000)}\n`;
+    const files = http.createServer((_request, response) => {
+      response.writeHead(200, { 'content-length': Buffer.byteLength(big) }).end(big);
+    });
+    await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
+    try {
+      const remote = `http://127.0.0.1:${(files.address() as AddressInfo).port}/remote.yaml`;
+      const r = await onSmallDisk('100k', 'disk-cache', ['check', remote], (disk) => ({
+        XP_CACHE_DIR: path.join(disk, 'cache'),
+      }));
+      expectDiskFull(r, /\S+\/cache\/remote\/\.[0-9a-f]+\.part/, 'XP_CACHE_DIR', 'check');
+      expect(fs.readdirSync(r.left, { recursive: true }).filter((f) => String(f).endsWith('.part'))).toEqual([]);
+    } finally {
+      await new Promise((resolve) => files.close(resolve));
+    }
+  }, 60_000);
 
   for (const [when, size, file] of [
     ['while the archive downloads', '200k', /\S+\/data\/\.download-[^/\s]+\.zip/],
