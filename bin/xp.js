@@ -112,5 +112,12 @@ function filterStderr(stream) {
   });
 }
 
+// A reader that went away (`xp runs | head`) is no reason to stop, least of all in the middle of a run: what is
+// written after it is dropped, instead of an EPIPE error ending the process with a stack trace.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (error) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
+
 if (heavy && !process.env.XP_CHILD) await supervise();
 else await runCli();

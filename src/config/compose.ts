@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LockError, XpError } from '../errors.ts';
+import { DiskFullError } from '../util/disk.ts';
 import { remoteFile } from '../remote/cache.ts';
 import { isUrl } from '../remote/url.ts';
 import { isMapping } from './mapping.ts';
@@ -52,11 +53,14 @@ export interface ComposeOptions {
   reload?: boolean;
 }
 
+/** Errors fetching a file that are no problem of the file: xp.lock's mismatch, a full disk. */
+const endsTheCommand = (error: unknown): boolean => error instanceof LockError || error instanceof DiskFullError;
+
 export async function compose(spec: string, opts: ComposeOptions = {}): Promise<Composed> {
   const top = await readFile(isUrl(spec) ? spec : path.resolve(spec), spec, [], opts).catch((error: unknown) => {
-    // A URL that cannot be fetched is a problem of that file, as a missing file is; bytes that do not match xp.lock
-    // end the command with the lock's error and exit code.
-    if (!(error instanceof XpError) || error instanceof ConfigProblems || error instanceof LockError) throw error;
+    // A URL that cannot be fetched is a problem of that file, as a missing file is; bytes that do not match xp.lock,
+    // and a full disk, are no problem of the file: they end the command with their own error and exit code.
+    if (!(error instanceof XpError) || error instanceof ConfigProblems || endsTheCommand(error)) throw error;
     throw new ConfigProblems([
       {
         file: spec,
@@ -119,7 +123,7 @@ async function withBases(file: ComposedFile, chain: ComposedFile[], opts: Compos
     const base = await readFile(spec, nameOf(spec), via, opts).catch((error: unknown) => {
       if (error instanceof ConfigProblems && error.problems.every((p) => p.file === nameOf(spec) && !p.line))
         throw problem(`extends: ${error.problems.map((p) => `${p.message}`).join('; ')}: ${nameOf(spec)}`);
-      if (error instanceof XpError && !(error instanceof ConfigProblems) && !(error instanceof LockError))
+      if (error instanceof XpError && !(error instanceof ConfigProblems) && !endsTheCommand(error))
         throw problem(`extends: ${error.message}${error.hint ? `; ${error.hint}` : ''}`);
       throw error;
     });

@@ -76,6 +76,7 @@ async function download(url: string, opts: FetchOptions, signal: AbortSignal): P
       maxBytes: opts.maxBytes,
       limits: opts.limits,
       signal,
+      placedBy: 'XP_DATA_DIR',
       onProgress: (received, total) => {
         show ??= progressPrinter(url, total, opts.progress);
         show(received, false);

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32, createInflateRaw, inflateRawSync } from 'node:zlib';
-import { DataError } from '../errors.ts';
+import { DataError, type XpError } from '../errors.ts';
+import { diskFull, freeSpaceHint, isDiskFull } from '../util/disk.ts';
 
 export interface ZipLimits {
   /** Largest uncompressed size of one entry, in bytes. */
@@ -110,7 +111,9 @@ async function extractAll(
       if (!entry.isDirectory) await extractEntry(archive, entry, target, corrupt);
     } catch (error) {
       // e.g. a file entry `a` and an entry `a/b` in one archive
-      throw error instanceof DataError ? error : corrupt(`entry ${entry.name}: ${(error as Error).message}`);
+      if (error instanceof DataError) throw error;
+      if (isDiskFull(error)) throw diskFull(error, target, freeSpaceHint(target, 'XP_DATA_DIR'));
+      throw corrupt(`entry ${entry.name}: ${(error as Error).message}`);
     }
   }
 }
@@ -158,8 +161,10 @@ async function extractEntry(
       throw corrupt(`entry ${entry.name} holds ${written} bytes, not the declared ${entry.size}`);
     if (crc !== entry.crc) throw corrupt(`entry ${entry.name} fails its CRC check`);
   };
-  const failed = (error: unknown): DataError => {
+  const failed = (error: unknown): XpError => {
     if (error instanceof DataError) return error;
+    // Not the archive's fault: the data directory's disk is full.
+    if (isDiskFull(error)) return diskFull(error, target, freeSpaceHint(target, 'XP_DATA_DIR')) as XpError;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ERR_BUFFER_TOO_LARGE') return pastDeclared();
     return corrupt(

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs-node'; // types only: TensorFlow is loaded when a model is
 import { INTERPOLATIONS, PREPROCESSINGS, type Interpolation } from '../config/types.ts';
 import { ModelError } from '../errors.ts';
+import { freeSpaceHint, writing } from '../util/disk.ts';
 import type { ResolvedPreprocessing } from './backbone.ts';
 import { taskFor } from './task.ts';
 import { inspectTfjsModel, readWeightGroup } from './tfjs-model.ts';
@@ -38,8 +39,14 @@ export async function writeSavedModel(runDir: string, model: tf.LayersModel, inf
   const partial = `${dir}.partial`;
   fs.rmSync(partial, { recursive: true, force: true });
   try {
-    await saveModel(model, partial);
-    fs.writeFileSync(path.join(partial, INFO), `${JSON.stringify(info, null, 2)}\n`);
+    await writing(
+      dir,
+      async () => {
+        await saveModel(model, partial);
+        fs.writeFileSync(path.join(partial, INFO), `${JSON.stringify(info, null, 2)}\n`);
+      },
+      freeSpaceHint(dir, 'XP_RUNS_DIR'),
+    );
     fs.rmSync(dir, { recursive: true, force: true });
     fs.renameSync(partial, dir);
   } finally {

@@ -62,7 +62,7 @@ async function obtain(url: string, opts: RemoteOptions): Promise<RemoteFile> {
   opts.onDownload?.(url);
   const temp = path.join(root, `.${randomBytes(6).toString('hex')}.part`);
   try {
-    const { sha256 } = await fetchToFile(url, temp, { maxBytes: opts.maxBytes });
+    const { sha256 } = await fetchToFile(url, temp, { maxBytes: opts.maxBytes, placedBy: 'XP_CACHE_DIR' });
     // What a password was needed for is private: its copy is the user's alone.
     if (authorizationFor(url)) await fs.chmod(temp, 0o600);
     const file = path.join(root, sha256, urlFileName(url));

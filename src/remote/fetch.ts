@@ -10,6 +10,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { XpError } from '../errors.ts';
+import { diskFull, freeSpaceHint, isDiskFull } from '../util/disk.ts';
 import { refusedUrl } from './url.ts';
 import { fetchWithCredentials } from '../util/credentials.ts';
 
@@ -78,6 +79,8 @@ export interface FetchOptions {
   signal?: AbortSignal;
   /** Told of the bytes received so far and the announced size (0 when unknown): first when the server answers. */
   onProgress?: (received: number, total: number) => void;
+  /** The variable that puts `into` elsewhere (XP_DATA_DIR, XP_CACHE_DIR), said when its disk is full. */
+  placedBy?: string;
 }
 
 /** Downloads `url` into the file `into`; returns the bytes' sha256 and size. */
@@ -123,6 +126,8 @@ export async function fetchToFile(
   const failure = (error: unknown): unknown => {
     if (controller.signal.aborted) return controller.signal.reason;
     if (error instanceof XpError) return error;
+    // Not the server's fault: the disk `into` is on is full.
+    if (isDiskFull(error)) return diskFull(error, into, freeSpaceHint(into, opts.placedBy));
     const cause = (error as { cause?: { message?: string } }).cause?.message;
     const after = received ? ` after ${size(received)}` : '';
     return new DownloadError(url, `${(error as Error).message}${cause ? ` (${cause})` : ''}${after}`, 'network', {

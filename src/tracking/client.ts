@@ -300,6 +300,13 @@ export function createClient(baseUrl: string, options: ClientOptions = credentia
     const response = await send('PUT', artifactsPath(artifactUri, relativePath), {
       body,
       timeoutMs: Math.ceil(timeoutMs + size / 1000),
+    }).catch((error: unknown) => {
+      // MLflow answers a file it cannot store (its artifact store full: OSError 28 in its log) with a bare 500.
+      if (!(error instanceof MlflowError) || (error.status ?? 0) < 500) throw error;
+      throw new MlflowError(
+        `${error.message} (the server could not store ${relativePath}, ${(size / 1e6).toFixed(1)} MB: is its artifact store full or not writable? its log says why)`,
+        { errorCode: error.errorCode, status: error.status, cause: error, hint: error.hint },
+      );
     });
     await response.body?.cancel();
   }

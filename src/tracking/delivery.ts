@@ -7,7 +7,14 @@ import { requestUrl } from '../util/credentials.ts';
 import { secondsFromEnv } from '../util/env.ts';
 import { processAlive } from '../util/process.ts';
 import { goneOwner } from './owner.ts';
-import { createClient, credentialsFromEnv, MlflowError, toKeyValues, type MlflowClient } from './client.ts';
+import {
+  createClient,
+  credentialsFromEnv,
+  MlflowError,
+  toKeyValues,
+  type MlflowClient,
+  type RunStatus,
+} from './client.ts';
 import {
   goneWriter,
   JOURNAL_FILE,
@@ -198,11 +205,11 @@ export async function syncRunDir(
     });
   }
   const log = options.log ?? (() => {});
-  const closed = closeAbandoned(journal, log);
   const budgetMs = options.budgetMs ?? syncBudgetMs();
   // Renewed by every record the server takes: a long upload that progresses goes on, silence does not.
   let deadline = Date.now() + budgetMs;
   const client = createClient(options.uri, { ...credentialsFromEnv(), warn: log, deadline: () => deadline });
+  const closed = closeAbandoned(journal, log, await endedInMlflow(journal, client));
   const result = await deliver(journal, client, runDir, log, () => {
     deadline = Date.now() + budgetMs;
   });
@@ -229,13 +236,37 @@ export async function syncRunDir(
   return { sent: result.sent, pending: result.pending, ...(closed ? { closed } : {}) };
 }
 
-/** A run without an end record whose process no longer runs was killed: journal that, once. */
-function closeAbandoned(journal: Journal, log: (line: string) => void): boolean {
+/**
+ * How MLflow ended a run whose journal has no end: its process sent the end, and a full disk kept the record out
+ * of the journal. Undefined when MLflow has it RUNNING, or cannot say.
+ */
+async function endedInMlflow(journal: Journal, client: MlflowClient): Promise<EndedRun | undefined> {
+  const ref = journal.runRef();
+  if (!ref || journal.ended()) return undefined;
+  const info = await client.getRun(ref.runId).then(
+    (run) => run.info,
+    () => undefined,
+  );
+  if (!info || info.status === 'RUNNING' || info.status === 'SCHEDULED') return undefined;
+  return { status: info.status, endTime: Number(info.end_time) || Date.now() };
+}
+
+type EndedRun = { status: Exclude<RunStatus, 'RUNNING' | 'SCHEDULED'>; endTime: number };
+
+/**
+ * A run without an end record whose process no longer runs was killed: journal that, once; or the end MLflow
+ * already has (`ended`), which is not news.
+ */
+function closeAbandoned(journal: Journal, log: (line: string) => void, ended?: EndedRun): boolean {
   const run = journal.lastStart();
   // Journals older than the pid record cannot tell a live run from a dead one: they are left as they are.
   if (!run || run.pid === undefined || journal.ended()) return false;
   if (processAlive(run.pid, run.host)) {
     log(`the run is still going on in process ${run.pid}: sending what it journaled so far, leaving it RUNNING.`);
+    return false;
+  }
+  if (ended) {
+    journal.append({ kind: 'end', ...ended });
     return false;
   }
   const endTime = Math.round(fs.statSync(journal.file).mtimeMs);
@@ -286,8 +317,10 @@ export async function closeAbandonedRuns(
         const fresh = openJournal(runDir);
         const pid = goneWriter(fresh);
         if (pid === undefined || !unclosed(fresh)) return undefined;
-        closeAbandoned(fresh, () => {});
-        return { pid, status: fresh.endStatus(), delivery: await deliver(fresh, client, runDir) };
+        const ended = await endedInMlflow(fresh, client);
+        closeAbandoned(fresh, () => {}, ended);
+        const delivery = await deliver(fresh, client, runDir);
+        return ended ? undefined : { pid, status: fresh.endStatus(), delivery };
       },
       { timeoutMs: 1000 },
     ).catch(() => undefined);

@@ -1,6 +1,7 @@
 // The MLflow journal of a run: every record is appended to <runDir>/mlflow-journal.jsonl before it is sent,
 // and a cursor file says how far delivery got (delivery.ts sends them).
 import fs from 'node:fs';
+import { isDiskFull } from '../util/disk.ts';
 import os from 'node:os';
 import path from 'node:path';
 import { keepCredentials } from '../util/credentials.ts';
@@ -60,10 +61,23 @@ export function openJournal(runDir: string) {
   let nextSeq = records.reduce((max, record) => Math.max(max, record.seq), 0) + 1;
   let cursor = readCursor(cursorFile);
 
+  // Records a full disk kept out of the file: delivered from memory, and written with the next record that fits.
+  let unsaved: JournalRecord[] = [];
+
   function append(body: RecordBody): JournalRecord {
     const record = { seq: nextSeq++, ...body } as JournalRecord;
     fs.mkdirSync(runDir, { recursive: true });
-    fs.appendFileSync(file, `${JSON.stringify(record)}\n`);
+    const lines = [...unsaved, record];
+    const size = fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+    try {
+      fs.appendFileSync(file, lines.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      unsaved = [];
+    } catch (error) {
+      if (!isDiskFull(error)) throw error;
+      // No line cut short: the next one would be glued to it.
+      fs.truncateSync(file, size);
+      unsaved = lines;
+    }
     records.push(record);
     if (record.kind === 'run' || record.kind === 'resume') watchUntilEnd(journal);
     if (record.kind === 'end') openRuns.delete(journal);
@@ -73,8 +87,14 @@ export function openJournal(runDir: string) {
   function saveCursor(next: Cursor) {
     cursor = next;
     const temporary = `${cursorFile}.tmp`;
-    fs.writeFileSync(temporary, `${JSON.stringify(next)}\n`);
-    fs.renameSync(temporary, cursorFile);
+    try {
+      fs.writeFileSync(temporary, `${JSON.stringify(next)}\n`);
+      fs.renameSync(temporary, cursorFile);
+    } catch (error) {
+      // A full disk: the cursor goes on in memory (a later \`xp sync\` looks for what it finds uncertain).
+      if (!isDiskFull(error)) throw error;
+      fs.rmSync(temporary, { force: true });
+    }
   }
 
   function last<T extends JournalRecord>(match: (record: JournalRecord) => record is T): T | undefined;

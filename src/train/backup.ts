@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-node';
 import { XpError } from '../errors.ts';
+import { freeSpaceHint, writing } from '../util/disk.ts';
 import type { EpochLogs } from '../events.ts';
 import type { CheckpointState, EarlyStoppingState, Trial } from './trial-state.ts';
 import type { PlateauState } from '../model/schedule.ts';
@@ -73,14 +74,14 @@ export interface BackupInput {
 // The tensors are copied into one buffer per run folder, kept from epoch to epoch, and written to disk while
 // training goes on: the next backup of the folder, its removal and the end of training wait for the write.
 const buffers = new Map<string, Buffer>();
-const writing = new Map<string, Promise<void>>();
+const inFlight = new Map<string, Promise<void>>();
 
 /**
  * Takes the backup now and writes it in the background, next to the last one, then replaces it: a crash
  * mid-write leaves the previous one whole. A write that failed fails the next call for the folder.
  */
 export async function writeBackup(runDir: string, b: BackupInput): Promise<void> {
-  await writing.get(runDir); // the last write is done with the buffer
+  await inFlight.get(runDir); // the last write is done with the buffer
   const indexOf = new Map(b.model.weights.map((w, i) => [w.name, i]));
   const optimizer = b.model.optimizer ? await b.model.optimizer.getWeights() : [];
   const weights = b.model.getWeights();
@@ -136,14 +137,21 @@ export async function writeBackup(runDir: string, b: BackupInput): Promise<void>
   tf.dispose(optimizer.map((o) => o.tensor).filter((t) => !(t instanceof tf.Variable)));
   const written = persist(runDir, buffer, state);
   written.catch(() => {}); // reported where it is awaited: the folder's next backup, its removal or backupWritten
-  writing.set(runDir, written);
+  inFlight.set(runDir, written);
 }
 
 async function persist(runDir: string, buffer: Buffer, state: StateFile): Promise<void> {
-  await replaceBackup(runDir, async (next) => {
-    await fs.promises.writeFile(path.join(next, BACKUP_TENSORS), buffer);
-    await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
-  });
+  const dir = path.join(runDir, BACKUP_DIR);
+  const hint = `${freeSpaceHint(dir, 'XP_RUNS_DIR')}; --no-backup writes no per-epoch backup (${Math.ceil(buffer.length / 1e6)} MB here)`;
+  await writing(
+    dir,
+    () =>
+      replaceBackup(runDir, async (next) => {
+        await fs.promises.writeFile(path.join(next, BACKUP_TENSORS), buffer);
+        await fs.promises.writeFile(path.join(next, BACKUP_STATE), `${JSON.stringify(state)}\n`);
+      }),
+    hint,
+  );
 }
 
 /** Fills a new backup folder beside the current one, then swaps them: a crash at any point leaves one whole. */
@@ -152,7 +160,13 @@ async function replaceBackup(runDir: string, fill: (next: string) => Promise<voi
   const next = `${dir}.next`;
   await fs.promises.rm(next, { recursive: true, force: true });
   await fs.promises.mkdir(next);
-  await fill(next);
+  try {
+    await fill(next);
+  } catch (error) {
+    // A part of a backup holds the space the run's other files need (a full disk), and is never read.
+    await fs.promises.rm(next, { recursive: true, force: true });
+    throw error;
+  }
   await fs.promises.rm(`${dir}.old`, { recursive: true, force: true });
   if (fs.existsSync(dir)) await fs.promises.rename(dir, `${dir}.old`);
   await fs.promises.rename(next, dir);
@@ -161,8 +175,8 @@ async function replaceBackup(runDir: string, fill: (next: string) => Promise<voi
 
 /** Waits for the folder's backup being written; throws when the write failed. Its buffer is let go. */
 export async function backupWritten(runDir: string): Promise<void> {
-  const written = writing.get(runDir);
-  writing.delete(runDir);
+  const written = inFlight.get(runDir);
+  inFlight.delete(runDir);
   buffers.delete(runDir);
   await written;
 }
@@ -295,10 +309,10 @@ export const backupKey = (t: Trial): string =>
  * of its own (its history); the trainer's next backup waits for it, since it replaces those files.
  */
 export function linkBackup(t: Trial, fromRunDir: string, toRunDir: string): void {
-  const written = writing.get(fromRunDir) ?? Promise.resolve();
+  const written = inFlight.get(fromRunDir) ?? Promise.resolve();
   const history = structuredClone(t.history);
   const linked = (async () => {
-    await writing.get(toRunDir)?.catch(() => {}); // its own earlier write is superseded
+    await inFlight.get(toRunDir)?.catch(() => {}); // its own earlier write is superseded
     await written;
     await replaceBackup(toRunDir, async (next) => {
       const from = path.join(fromRunDir, BACKUP_DIR);
@@ -311,8 +325,8 @@ export function linkBackup(t: Trial, fromRunDir: string, toRunDir: string): void
     });
   })();
   linked.catch(() => {});
-  writing.set(toRunDir, linked);
-  writing.set(
+  inFlight.set(toRunDir, linked);
+  inFlight.set(
     fromRunDir,
     Promise.all([written, linked.catch(() => {})]).then(() => {}),
   );

@@ -165,6 +165,9 @@ export async function trainGroup(members: Member[], opts: LoopOptions): Promise<
     if (cut) rewindCutEpoch(unended, cut);
     for (const t of trials) copyTrainerWeights(t); // interrupted: prefixes take the weights a lone run would have had
     for (const t of [...trials].sort((a, b) => Number(a.trainer === a) - Number(b.trainer === b))) await end(t); // prefixes first
+  } catch (error) {
+    // The members' epochs done, for the runs the failure ends: their history says what they trained.
+    throw Object.assign(error as Error, { histories: trials.map((t) => [...t.history]) });
   } finally {
     await Promise.allSettled(trials.map((t) => t.member.backupDir && backupWritten(t.member.backupDir)));
     for (const t of trials) t.step.dispose();

@@ -7,6 +7,8 @@ import type { Experiment } from '../config/types.ts';
 import { EPOCH_METRICS, savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
 import { EXTRA_METRICS } from '../config/types.ts';
 import { experimentHeader } from './run-folder.ts';
+import { freeSpaceHint, writingSync } from '../util/disk.ts';
+import { writeFileAtomic } from '../util/write-atomic.ts';
 
 /** The history's columns: the epoch, then the metrics its epochs have (training.metrics' only when asked for). */
 export const historyColumns = (history: EpochLogs[]): string[] => [
@@ -16,12 +18,20 @@ export const historyColumns = (history: EpochLogs[]): string[] => [
 // Columns a run without training.metrics never has: its history.csv keeps the columns it always had.
 const OPTIONAL_METRICS = new Set<string>(EXTRA_METRICS.flatMap((m) => [m, `val_${m}`]));
 
+/**
+ * A file of a run folder, written whole or not at all (a full disk leaves the previous one, or none, never a part
+ * that reads as whole), and a full disk said naming the file.
+ */
+export function writeRunFile(file: string, data: string | NodeJS.ArrayBufferView): void {
+  writingSync(file, () => writeFileAtomic(file, data), freeSpaceHint(file, 'XP_RUNS_DIR'));
+}
+
 export function writeExperiment(
   runDir: string,
   experiment: Experiment,
   meta: { sourceFile?: string; configHash: string },
 ): void {
-  fs.writeFileSync(
+  writeRunFile(
     path.join(runDir, 'experiment.yaml'),
     `${experimentHeader(meta.configHash, meta.sourceFile)}\n${YAML.stringify(experiment)}`,
   );
@@ -34,8 +44,8 @@ export function writeHistory(runDir: string, history: EpochLogs[]): void {
     columns.join(','),
     ...rows.map((r) => columns.map((c) => (r as Record<string, unknown>)[c] ?? '').join(',')),
   ].join('\n');
-  fs.writeFileSync(path.join(runDir, 'history.csv'), `${csv}\n`);
-  fs.writeFileSync(path.join(runDir, 'history.json'), `${JSON.stringify(rows, null, 2)}\n`);
+  writeRunFile(path.join(runDir, 'history.csv'), `${csv}\n`);
+  writeRunFile(path.join(runDir, 'history.json'), `${JSON.stringify(rows, null, 2)}\n`);
 }
 
 /** The saved model's confusion matrix on the whole validation set, with its per-class scores: JSON and an image. */
@@ -52,10 +62,13 @@ export async function writeConfusion(runDir: string, result: RunResult): Promise
     interrupted_after_step,
     images,
   };
-  fs.writeFileSync(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
-  await sharp(Buffer.from(confusionSvg(result)))
-    .png()
-    .toFile(path.join(runDir, 'confusion_matrix.png'));
+  writeRunFile(path.join(runDir, 'confusion_matrix.json'), `${JSON.stringify(body, null, 2)}\n`);
+  writeRunFile(
+    path.join(runDir, 'confusion_matrix.png'),
+    await sharp(Buffer.from(confusionSvg(result)))
+      .png()
+      .toBuffer(),
+  );
 }
 
 /** Counts in cells shaded by the share of their true class, as scikit-learn's ConfusionMatrixDisplay. */
@@ -123,7 +136,7 @@ export async function writeCurves(runDir: string, history: EpochLogs[], title: s
 <rect width="100%" height="100%" fill="white"/>
 <text x="${width / 2}" y="20" font-size="15" text-anchor="middle">${escapeXml(title)}</text>
 <g transform="translate(0,30)">${panels.join('')}</g></svg>`;
-  await sharp(Buffer.from(svg)).png().toFile(path.join(runDir, 'curves.png'));
+  writeRunFile(path.join(runDir, 'curves.png'), await sharp(Buffer.from(svg)).png().toBuffer());
 }
 
 function plot(title: string, train: number[], validation: number[], x0: number, w: number, h: number): string {

@@ -29,10 +29,11 @@ import { trainGroup, type MemberResult } from './loop.ts';
 import { backboneFeatures } from './feed.ts';
 import { computeValidationFeatures } from './validation.ts';
 import { trainersOf, usesTrainerModel } from './sharing.ts';
-import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory } from './outputs.ts';
+import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory, writeRunFile } from './outputs.ts';
 import type { Progress } from './progress.ts';
 import { readBackup, removeBackup } from './backup.ts';
 import { Interrupted, XpError } from '../errors.ts';
+import { DiskFullError } from '../util/disk.ts';
 
 export interface TrialSpec {
   name: string;
@@ -190,7 +191,7 @@ export async function runGroup(
       });
     writeExperiment(runDir, t.experiment, { sourceFile: opts.sourceFile, configHash: t.configHash });
     const { head, model, full, classWeights, tap } = models[i];
-    fs.writeFileSync(path.join(runDir, 'summary.txt'), layerSummary(full));
+    writeRunFile(path.join(runDir, 'summary.txt'), layerSummary(full));
     return { spec: t, runId, runDir, head, model, full, classWeights, tap, backup };
   });
 
@@ -240,29 +241,41 @@ export async function runGroup(
     const history = r?.history ?? [];
     // A trial that completed its epochs before Ctrl-C stopped the rest of its group is FINISHED (resume skips it).
     const ranItsEpochs = r !== undefined && (r.stoppedEarly || history.length === m.spec.experiment.training.epochs);
-    const status: RunEndInfo['status'] = failure
+    let status: RunEndInfo['status'] = failure
       ? 'FAILED'
       : r?.prunedAt || (opts.shouldStop('epoch') && !ranItsEpochs)
         ? 'KILLED'
         : 'FINISHED';
-    const artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
+    let artifacts: string[];
+    let error = failure;
+    try {
+      artifacts = await writeOutputs(m, r, history, data, status, backbone.preprocessing);
+    } catch (writeError) {
+      // Its files could not be written whole (a full disk): the run ends FAILED saying why, with the files that are,
+      // and the error stops the group (its other runs write to the same disk) once this run is closed.
+      if (!(writeError instanceof DiskFullError)) throw writeError;
+      status = 'FAILED';
+      error = writeError;
+      artifacts = ARTIFACTS.filter((a) => fs.existsSync(path.join(m.runDir, a)));
+    }
     // As Keras' BackupAndRestore at the end of training; a pruned run is over too (--resume leaves it).
-    if (status === 'FINISHED' || r?.prunedAt) await removeBackup(m.runDir);
+    if (status === 'FINISHED' || (status !== 'FAILED' && r?.prunedAt)) await removeBackup(m.runDir);
     const wallSeconds = (Date.now() - started) / 1000;
     const ran = { bestEpoch: r?.bestEpoch, result: r?.result, earlyStopping: r?.earlyStopping, prunedAt: r?.prunedAt };
-    const end: RunEndInfo = { status, error: failure?.message, ...ran, history, artifacts, wallSeconds };
+    const end: RunEndInfo = { status, error: error?.message, ...ran, history, artifacts, wallSeconds };
     for (const cb of m.spec.callbacks) await cb.onRunEnd?.(end);
     outcomes[i] = {
       name: m.spec.name,
       runId: m.runId,
       runDir: m.runDir,
       status,
-      error: failure?.message,
+      error: error?.message,
       history,
       ...ran,
       wallSeconds,
       tensorsPerEpoch: r?.tensorsPerEpoch ?? [],
     };
+    if (error && !failure) throw error;
   };
   let failure: Error | undefined;
   try {
@@ -288,8 +301,14 @@ export async function runGroup(
   } finally {
     forward?.dispose();
   }
-  for (const i of members.keys())
-    if (!outcomes[i]) await endRun(i, undefined, failure ?? new Error('training ended without this trial'));
+  const histories = (failure as { histories?: EpochLogs[][] } | undefined)?.histories;
+  for (const i of members.keys()) {
+    if (outcomes[i]) continue;
+    const trained = histories?.[i]?.length
+      ? { history: histories[i], stoppedEarly: false, tensorsPerEpoch: [] }
+      : undefined;
+    await endRun(i, trained, failure ?? new Error('training ended without this trial'));
+  }
 
   for (const m of models.values()) m.model.optimizer?.dispose();
   // Container.dispose() follows layer reference counts that composing models shifts; freeing the weights

@@ -110,3 +110,18 @@ describe('the exit codes the README names', () => {
     expect(r.stderr).toContain('--allow-read');
   });
 });
+
+describe('a reader that goes away', () => {
+  it('(`xp config file | head -0`) ends the command with its own exit code, not an EPIPE stack trace', async () => {
+    const file = write('pipe.yaml', EXPERIMENT);
+    const child = execa(process.execPath, [path.join(root, 'bin', 'xp.js'), 'config', file], {
+      reject: false,
+      cwd: tmp,
+    });
+    // The reading end is closed before xp writes a byte.
+    child.stdout!.destroy();
+    const r = await child;
+    expect(r.stderr).not.toMatch(/EPIPE|\n\s+at /);
+    expect(r.exitCode).toBe(0);
+  });
+});

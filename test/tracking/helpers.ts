@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import type { Experiment } from '../../src/config/types.ts';
 import { NOTEBOOK_AUGMENTATION } from '../../src/data/augment.ts';
 import type { EpochLogs, RunStartInfo } from '../../src/events.ts';
@@ -35,6 +36,25 @@ export function removeTempDirs(): void {
 export async function startTestServer(storeDir = tempDir('mlflow')): Promise<TrackingServer & { storeDir: string }> {
   const server = await startServer({ storeDir, timeoutMs: SERVER_TIMEOUT });
   return { ...server, storeDir };
+}
+
+/**
+ * One real MLflow server for the test file, started before its tests and stopped after them with its temporary
+ * folders; the returned function gives it.
+ */
+export function serverForFile(): () => TrackingServer & { storeDir: string } {
+  let server: (TrackingServer & { storeDir: string }) | undefined;
+  beforeAll(async () => {
+    server = await startTestServer();
+  }, SERVER_TIMEOUT);
+  afterAll(async () => {
+    await server?.stop();
+    removeTempDirs();
+  }, 60_000);
+  return () => {
+    if (!server) throw new Error('the test server is not started');
+    return server;
+  };
 }
 
 export function experiment(

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadExperiment } from '../../src/config/load.ts';
 import type { RunEndInfo } from '../../src/events.ts';
 import { createClient, fromKeyValues } from '../../src/tracking/client.ts';
@@ -12,22 +12,13 @@ import type { PreparedData } from '../../src/train/data.ts';
 import { runGroup } from '../../src/train/run.ts';
 import { summaryLines } from '../../src/train/summary.ts';
 import { recordingProgress, savedWeights, scoreSavedModel, spec, tmp, writeExperiment } from './helpers.ts';
-import { removeTempDirs, SERVER_TIMEOUT, startTestServer } from '../tracking/helpers.ts';
+import { serverForFile } from '../tracking/helpers.ts';
 
 const HEAD = `head: {pooling: avg, units: [16], dropout: 0.3}
 optimizer: {name: adam, learning_rate: 0.001}`;
 
-let server: Awaited<ReturnType<typeof startTestServer>>;
+const mlflow = serverForFile();
 let data: PreparedData | undefined;
-
-beforeAll(async () => {
-  server = await startTestServer();
-}, SERVER_TIMEOUT);
-
-afterAll(async () => {
-  await server?.stop();
-  removeTempDirs();
-}, 30_000);
 
 /** Trains the experiment with its console recorded and an MLflow tracker; the run's end as the tracker saw it. */
 async function train(name: string, training: string) {
@@ -41,7 +32,7 @@ async function train(name: string, training: string) {
     {
       onRunStart: async (info) => {
         tracker = createMlflowTracker({
-          uri: server.url,
+          uri: mlflow().url,
           experimentName: 'result',
           runDir: info.runDir,
           log: () => {},
@@ -57,7 +48,7 @@ async function train(name: string, training: string) {
   ];
   const r = await runGroup([trial], { baseDir: tmp, runsRoot: runs, progress, shouldStop: () => false, data });
   data = r.data;
-  const run = await createClient(server.url).getRun(tracker!.mlflowRunId()!);
+  const run = await createClient(mlflow().url).getRun(tracker!.mlflowRunId()!);
   const metrics = Object.fromEntries((run.data.metrics ?? []).map((m) => [m.key, m.value]));
   return { outcome: r.outcomes[0], end: end!, console: text(), metrics, tags: fromKeyValues(run.data.tags) };
 }
