@@ -96,10 +96,11 @@ export async function startServer(run: SavedRun, opts: ServeOptions): Promise<Se
       const status = error instanceof BadRequest ? error.status : 500;
       const message = error instanceof Error ? error.message : String(error);
       if (status >= 500) console.error(`xp serve: ${route}: ${message}`);
-      // The rest of a refused body is read and dropped, so that the client, still sending, reads the answer.
+      // The rest of a refused body is read and dropped before the answer, so that the client, still sending, reads
+      // it: a socket closed on unread data is reset, and the client sees a failed request instead of the status.
       if (!req.complete) {
         res.setHeader('Connection', 'close');
-        req.resume();
+        await drain(req, DRAIN_FACTOR * opts.maxBodyBytes);
       }
       if (!res.headersSent) answer(res, known, status, errorBody(status, message), JSON_TYPE);
     } finally {
@@ -163,3 +164,26 @@ export async function startServer(run: SavedRun, opts: ServeOptions): Promise<Se
 
 const JSON_TYPE = 'application/json';
 const ROUTES = ['GET /ping', 'GET /health', 'GET /version', 'GET /metrics', 'POST /invocations'];
+
+/** How much of a refused body is read before answering, in limits: past it, the answer goes and the socket closes. */
+const DRAIN_FACTOR = 4;
+
+/** Reads and drops the rest of a request's body, up to `most` bytes; resolves when it ended, passed that, or closed. */
+function drain(req: http.IncomingMessage, most: number): Promise<void> {
+  return new Promise((resolve) => {
+    let read = 0;
+    const done = () => {
+      req.off('data', onData);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      read += chunk.length;
+      if (read > most) done();
+    };
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('close', done);
+    req.once('error', done);
+    req.resume();
+  });
+}
