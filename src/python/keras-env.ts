@@ -1,7 +1,7 @@
 // The project's Keras environment: .venv-keras in the installation, pinned by keras-requirements.txt
-// (tensorflow-cpu, which brings Keras 3). `xp export` to Keras or SavedModel and the bench's Keras baseline use it;
-// it is made on first use, never by `npm install`, since most users need neither and it is large (the README says how
-// large).
+// (tensorflow-cpu, which brings Keras 3, and MLflow). `xp export` to Keras or SavedModel, `xp register` (and
+// `mlflow models serve` of what it registers) and the bench's Keras baseline use it; it is made on first use, never
+// by `npm install`, since most users need none of them and it is large (the README says how large).
 // A stamp holding the requirements' hash makes the second call a file read instead of a pip run.
 import fs from 'node:fs';
 import path from 'node:path';
