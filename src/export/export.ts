@@ -5,12 +5,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import YAML from 'yaml';
 import { DataError, ModelError, XpError } from '../errors.ts';
 import { asProbabilities, openSavedRun } from '../model/predictor.ts';
 import { readSavedModelInfo } from '../model/saved-run.ts';
 import { inspectTfjsModel } from '../model/tfjs-model.ts';
 import { openJournal } from '../tracking/journal.ts';
+import { EXPERIMENT_FILE, readRunExperiment } from '../train/run-folder.ts';
+import type { Experiment } from '../config/types.ts';
+import { redactUrl } from '../util/url.ts';
 import { layerClasses, selfContained, type ModelTopology } from './topology.ts';
 
 export const EXPORT_FORMATS = ['tfjs', 'keras', 'savedmodel'] as const;
@@ -47,7 +49,8 @@ export async function exportRun(opts: ExportOptions): Promise<ExportResult> {
   const topology = selfContained(saved.json.modelTopology as unknown as ModelTopology, info.preprocessing);
   const out = path.resolve(opts.out ?? path.join(runDir, 'export', format));
   refuseToReplace(out);
-  const folder = opts.images ?? validationFolder(runDir);
+  const experiment = opts.images === undefined ? readRunExperiment(runDir) : tryReadRunExperiment(runDir);
+  const folder = opts.images ?? (await validationFolder(runDir, experiment));
   const run = await openSavedRun(runDir);
   const images = await checkImages(folder, run.imageSize, run.interpolation);
   if (format !== 'tfjs') await refuseMissingKerasLayers(topology);
@@ -79,7 +82,7 @@ export async function exportRun(opts: ExportOptions): Promise<ExportResult> {
     fs.mkdirSync(metadataDir, { recursive: true });
     fs.writeFileSync(
       path.join(metadataDir, METADATA_FILE),
-      `${JSON.stringify({ ...metadata(runDir, format, info), source_sha256: source, check: { images: images.count, folder: path.resolve(folder), max_difference: maxDifference } }, null, 2)}\n`,
+      `${JSON.stringify({ ...metadata(runDir, format, info, experiment?.name), source_sha256: source, check: { images: images.count, folder: path.resolve(folder), max_difference: maxDifference } }, null, 2)}\n`,
     );
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -135,24 +138,20 @@ function refuseToReplace(out: string): void {
     });
 }
 
-/** The run's validation folder, as its resolved experiment (experiment.yaml) names it. */
-function validationFolder(runDir: string): string {
-  const file = path.join(runDir, 'experiment.yaml');
-  let data: { validation?: unknown; url?: unknown } | undefined;
-  try {
-    data = (YAML.parse(fs.readFileSync(file, 'utf8')) as { data?: typeof data })?.data;
-  } catch (error) {
-    throw new ModelError(`${file} cannot be read (${(error as Error).message})`, {
-      cause: error,
-      hint: 'give the images to check the export on with --images <folder of class folders>',
+/** The run's validation folder, as its resolved experiment names it (unpacked in the data directory for data.url). */
+async function validationFolder(runDir: string, experiment: Partial<Experiment> | undefined): Promise<string> {
+  const hint = 'give the images to check the export on with --images <folder of class folders>';
+  const data = experiment?.data;
+  if (!data || typeof data.validation !== 'string')
+    throw new ModelError(`${path.join(runDir, EXPERIMENT_FILE)} names no validation folder`, { hint });
+  if (!data.url) return data.validation;
+  const { unpackedDataset } = await import('../data/dataset.ts');
+  const unpacked = await unpackedDataset(data);
+  if (!unpacked)
+    throw new ModelError(`the run's data set (${redactUrl(data.url)}) is not unpacked in the data directory`, {
+      hint: 'run the experiment once on this machine (it downloads the data set), or give the images with --images <folder of class folders>',
     });
-  }
-  const validation = typeof data?.validation === 'string' ? data.validation : undefined;
-  if (!validation || (typeof data?.url === 'string' && !path.isAbsolute(validation)))
-    throw new ModelError(`${file} names no local validation folder to check the export on`, {
-      hint: 'give one with --images <folder of class folders>',
-    });
-  return validation;
+  return unpacked.validationDir;
 }
 
 async function checkImages(folder: string, imageSize: [number, number], interpolation: string) {
@@ -246,12 +245,13 @@ function largestDifference(a: Float32Array[], b: Float32Array[]): number {
 }
 
 /** What using the exported model needs besides it, and where it came from. */
-function metadata(runDir: string, format: ExportFormat, info: ReturnType<typeof readSavedModelInfo>) {
+function metadata(
+  runDir: string,
+  format: ExportFormat,
+  info: ReturnType<typeof readSavedModelInfo>,
+  experiment: string | undefined,
+) {
   const run = openJournal(runDir).runRef();
-  let experiment: string | undefined;
-  try {
-    experiment = (YAML.parse(fs.readFileSync(path.join(runDir, 'experiment.yaml'), 'utf8')) as { name?: string }).name;
-  } catch {}
   return {
     format,
     class_names: info.class_names,
@@ -267,4 +267,13 @@ function metadata(runDir: string, format: ExportFormat, info: ReturnType<typeof 
     run_dir: path.resolve(runDir),
     mlflow_run: run ? { run_id: run.runId, experiment_id: run.experimentId } : undefined,
   };
+}
+
+/** The run's experiment for the metadata when the check does not need it: none when it cannot be read. */
+function tryReadRunExperiment(runDir: string): Partial<Experiment> | undefined {
+  try {
+    return readRunExperiment(runDir);
+  } catch {
+    return undefined;
+  }
 }

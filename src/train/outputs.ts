@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import type { Experiment } from '../config/types.ts';
 import { EPOCH_METRICS, savedWeightsLabel, type EpochLogs, type RunResult } from '../events.ts';
 import { EXTRA_METRICS } from '../config/types.ts';
-import { experimentHeader } from './run-folder.ts';
+import { EXPERIMENT_FILE, experimentHeader } from './run-folder.ts';
 import { freeSpaceHint, writingSync } from '../util/disk.ts';
 import { writeFileAtomic } from '../util/write-atomic.ts';
 
@@ -32,7 +32,7 @@ export function writeExperiment(
   meta: { sourceFile?: string; configHash: string },
 ): void {
   writeRunFile(
-    path.join(runDir, 'experiment.yaml'),
+    path.join(runDir, EXPERIMENT_FILE),
     `${experimentHeader(meta.configHash, meta.sourceFile)}\n${YAML.stringify(experiment)}`,
   );
 }

@@ -4,6 +4,8 @@
 // Light on purpose (no TensorFlow): `xp run --dry-run --resume` reads it too.
 import fs from 'node:fs';
 import path from 'node:path';
+import YAML from 'yaml';
+import type { Experiment } from '../config/types.ts';
 import { XpError } from '../errors.ts';
 import { processAlive } from '../util/process.ts';
 
@@ -62,6 +64,21 @@ export function backupInfo(runDir: string): BackupInfo | undefined {
   return { epoch: state.epoch as number, pid: state.pid, host: state.host, writtenAt };
 }
 
+/** A run folder's resolved experiment, as outputs.ts writeExperiment writes it. */
+export const EXPERIMENT_FILE = 'experiment.yaml';
+
+/** The resolved experiment of a run folder, as written; an unreadable file throws, naming it. */
+export function readRunExperiment(runDir: string): Partial<Experiment> {
+  const file = path.join(runDir, EXPERIMENT_FILE);
+  try {
+    const parsed = YAML.parse(fs.readFileSync(file, 'utf8'));
+    if (parsed && typeof parsed === 'object') return parsed as Partial<Experiment>;
+    throw new Error('not a YAML mapping');
+  } catch (error) {
+    throw new XpError(`${file} cannot be read (${(error as Error).message})`, { cause: error });
+  }
+}
+
 /** The first line of a run folder's experiment.yaml (outputs.ts writeExperiment): where it comes from, its config hash. */
 export function experimentHeader(configHash: string, sourceFile?: string): string {
   return `# Resolved experiment (every default filled in)${sourceFile ? ` from ${sourceFile}` : ''}, config hash ${configHash}`;
@@ -71,7 +88,7 @@ export function experimentHeader(configHash: string, sourceFile?: string): strin
 export function readConfigHash(runDir: string): string | undefined {
   let head: string;
   try {
-    head = fs.readFileSync(path.join(runDir, 'experiment.yaml'), 'utf8').split('\n', 1)[0];
+    head = fs.readFileSync(path.join(runDir, EXPERIMENT_FILE), 'utf8').split('\n', 1)[0];
   } catch {
     return undefined;
   }

@@ -32,6 +32,7 @@ import { trainersOf, usesTrainerModel } from './sharing.ts';
 import { newRunDir, writeConfusion, writeCurves, writeExperiment, writeHistory, writeRunFile } from './outputs.ts';
 import type { Progress } from './progress.ts';
 import { readBackup, removeBackup } from './backup.ts';
+import { EXPERIMENT_FILE } from './run-folder.ts';
 import { Interrupted, XpError } from '../errors.ts';
 import { DiskFullError } from '../util/disk.ts';
 
@@ -78,7 +79,7 @@ export interface GroupOptions {
 }
 
 export const ARTIFACTS = [
-  'experiment.yaml',
+  EXPERIMENT_FILE,
   'history.csv',
   'history.json',
   'curves.png',
