@@ -4,8 +4,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { until } from './process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
@@ -46,18 +47,6 @@ training: {epochs: ${epochs}, steps_per_epoch: ${steps}}
 
 const xp = (args: string[]) =>
   execa(process.execPath, [bin, ...args], { reject: false, cwd: root, env: { XP_RUNS_DIR: runs } });
-
-/** Resolves once the process's stdout contains `text`. */
-function until(child: ResultPromise, text: string | RegExp): Promise<void> {
-  let seen = '';
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      if (typeof text === 'string' ? seen.includes(text) : text.test(seen)) resolve();
-    });
-    child.once('exit', () => reject(new Error(`exited before printing ${text}:\n${seen}`)));
-  });
-}
 
 const runDirOf = (name: string) => {
   const [id] = fs.readdirSync(path.join(runs, name));

@@ -4,10 +4,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { afterAll, expect, test } from 'vitest';
 import { openJournal } from '../../src/tracking/journal.ts';
 import { stopKeptServer } from '../../src/tracking/server.ts';
+import { until, alive } from './process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
@@ -36,26 +37,6 @@ training: {epochs: ${epochs}, steps_per_epoch: ${steps}, validation_steps: 1}
 
 const env = { XP_RUNS_DIR: runs, MLFLOW_HTTP_REQUEST_MAX_RETRIES: '1' };
 const xp = (args: string[]) => execa(process.execPath, [bin, ...args], { reject: false, cwd: tmp, env });
-
-function until(child: ResultPromise, text: string): Promise<void> {
-  let seen = '';
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      if (seen.includes(text)) resolve();
-    });
-    child.once('exit', () => reject(new Error(`exited before printing ${text}:\n${seen}`)));
-  });
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function waitFor(what: string, check: () => boolean, ms = 60_000) {
   const deadline = Date.now() + ms;

@@ -3,11 +3,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { afterAll, expect, test } from 'vitest';
 import { createClient } from '../../src/tracking/client.ts';
 import { openJournal } from '../../src/tracking/journal.ts';
 import { startServer } from '../../src/tracking/server.ts';
+import { until, alive } from './process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin', 'xp.js');
@@ -40,27 +41,6 @@ const xp = (args: string[], env: Record<string, string> = {}) =>
     cwd: root,
     env: { XP_RUNS_DIR: path.join(tmp, 'runs'), ...env },
   });
-
-/** Resolves once the process's stdout contains `text`. */
-function until(child: ResultPromise, text: string | RegExp): Promise<void> {
-  let seen = '';
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      if (typeof text === 'string' ? seen.includes(text) : text.test(seen)) resolve();
-    });
-    child.once('exit', () => reject(new Error(`exited before printing ${text}:\n${seen}`)));
-  });
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const childrenOf = (pid: number): number[] => {
   const list = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
