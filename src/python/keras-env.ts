@@ -38,7 +38,7 @@ export async function ensureKerasVenv(): Promise<string> {
         log(`creating ${venv} with ${base}`);
         await run(base, ['-m', 'venv', venv], 'create the virtual environment');
       }
-      // The TensorFlow wheel that scripts/setup fetched for libtensorflow spares a second 270 MB download.
+      // The TensorFlow wheel that scripts/setup fetched for libtensorflow spares downloading it a second time.
       const wheels = path.join(cacheDir(), 'wheels');
       const findLinks = fs.existsSync(wheels) ? ['--find-links', wheels] : [];
       log(
